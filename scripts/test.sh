@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Run the whole test suite (sets up .venv and Debian's chromium for the browser tests).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+if ! command -v chromium >/dev/null; then
+  echo "installing Debian's chromium for the browser tests..." >&2
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
+exec .venv/bin/python -m pytest "$@"

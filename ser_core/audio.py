@@ -1,0 +1,301 @@
+"""Audio decoding and validation: any file or bytes to mono float32 at 16 kHz.
+
+soundfile (libsndfile) reads WAV/FLAC/OGG/MP3 quickly; PyAV (FFmpeg in its
+wheel) reads everything else (WebM/Opus, M4A/AAC, video containers).
+Every failure is one of the typed errors in :mod:`ser_core.errors`.
+"""
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO, Union
+
+import numpy as np
+
+from .errors import (
+    AudioError, EmptyAudioError, InvalidSamplesError, NoAudioStreamError,
+    SilentAudioError, TooLongError, TooShortError, UnreadableAudioError,
+    UnsupportedFormatError,
+)
+
+Source = Union[str, os.PathLike, bytes, BinaryIO]
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".webm", ".m4a",
+                    ".mp4", ".aac", ".aif", ".aiff", ".mkv", ".mov", ".wma")
+SILENCE_PEAK = 1e-4      # below this after removing DC, a signal holds no speech
+MIN_SECONDS = 0.1
+
+
+def _name_of(source: Source, name: str | None) -> str:
+    if name:
+        return name
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    return getattr(source, "name", None) or "<audio>"
+
+
+def _as_stream(source: Source, label: str) -> BinaryIO:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        if not data:
+            raise EmptyAudioError("file is empty", source=label)
+        return io.BytesIO(data)
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.exists():
+            raise UnreadableAudioError("file not found", source=label)
+        if path.is_dir():
+            raise UnreadableAudioError("is a folder, not an audio file", source=label)
+        if path.stat().st_size == 0:
+            raise EmptyAudioError("file is empty", source=label)
+        return open(path, "rb")
+    source.seek(0)
+    return source
+
+
+def _looks_like_text(head: bytes) -> bool:
+    if not head:
+        return False
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    printable = sum(32 <= b < 127 or b in b"\t\r\n" for b in head)
+    return printable / len(head) > 0.95
+
+
+def _decode_soundfile(fh: BinaryIO) -> tuple[np.ndarray, int]:
+    import soundfile as sf
+
+    data, sr = sf.read(fh, dtype="float32", always_2d=True)
+    return data, int(sr)
+
+
+def _decode_pyav(fh: BinaryIO, label: str) -> tuple[np.ndarray, int]:
+    import av
+
+    try:
+        container = av.open(fh, mode="r")
+    except (av.error.FFmpegError, ValueError, OSError) as exc:
+        raise UnreadableAudioError("not a decodable audio file", source=label) from exc
+    with container:
+        if not container.streams.audio:
+            raise NoAudioStreamError("contains no audio stream", source=label)
+        stream = container.streams.audio[0]
+        sr = stream.codec_context.sample_rate or stream.rate
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=sr)
+        chunks = []
+        try:
+            for frame in container.decode(stream):
+                for out in resampler.resample(frame):
+                    chunks.append(out.to_ndarray().reshape(-1))
+            for out in resampler.resample(None):
+                chunks.append(out.to_ndarray().reshape(-1))
+        except (av.error.FFmpegError, ValueError) as exc:
+            if not chunks:
+                raise UnreadableAudioError("audio stream could not be decoded", source=label) from exc
+    if not chunks or not sr:
+        raise EmptyAudioError("audio stream holds no samples", source=label)
+    return np.concatenate(chunks).astype(np.float32)[:, None], int(sr)
+
+
+def decode(source: Source, *, name: str | None = None) -> tuple[np.ndarray, int]:
+    """Decode a file, path or bytes to ``(samples[n, channels] float32, sample_rate)``."""
+    label = _name_of(source, name)
+    fh = _as_stream(source, label)
+    try:
+        head = fh.read(64)
+        fh.seek(0)
+        try:
+            return _decode_soundfile(fh)
+        except Exception:  # libsndfile refuses many valid containers; PyAV tries next
+            fh.seek(0)
+        try:
+            return _decode_pyav(fh, label)
+        except UnreadableAudioError:
+            ext = Path(label).suffix.lower()
+            if _looks_like_text(head):
+                raise UnsupportedFormatError("is a text file, not audio", source=label) from None
+            if ext and ext not in AUDIO_EXTENSIONS:
+                raise UnsupportedFormatError(f"unsupported format '{ext}'", source=label) from None
+            raise
+    finally:
+        if isinstance(source, (str, os.PathLike)):
+            fh.close()
+
+
+def to_mono(samples: np.ndarray) -> np.ndarray:
+    """Average channels: (n, ch) -> (n,)."""
+    if samples.ndim == 1:
+        return samples.astype(np.float32, copy=False)
+    return samples.mean(axis=1, dtype=np.float32)
+
+
+def resample(y: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
+    """High-quality resampling (soxr); a no-op when the rates agree."""
+    if orig_sr == target_sr:
+        return y.astype(np.float32, copy=False)
+    import soxr
+
+    return soxr.resample(y, orig_sr, target_sr, quality="HQ").astype(np.float32)
+
+
+def validate(y: np.ndarray, sr: int, *, label: str = "<audio>", max_seconds: float | None = None,
+             min_seconds: float = MIN_SECONDS) -> np.ndarray:
+    """Reject signals that cannot carry speech, with a one-line reason."""
+    if y.size == 0:
+        raise EmptyAudioError("audio holds no samples", source=label)
+    if not np.isfinite(y).all():
+        raise InvalidSamplesError("audio contains NaN or infinite samples", source=label)
+    seconds = y.size / sr
+    if max_seconds is not None and seconds > max_seconds:
+        raise TooLongError(f"audio is {seconds:.0f} s long; the limit is {max_seconds:.0f} s", source=label)
+    if seconds < min_seconds:
+        raise TooShortError(f"audio is {seconds * 1000:.0f} ms long; at least {min_seconds * 1000:.0f} ms is needed",
+                            source=label)
+    if is_silent(y):
+        raise SilentAudioError("audio is silent (no signal above the noise floor)", source=label)
+    return y
+
+
+def is_silent(y: np.ndarray, threshold: float = SILENCE_PEAK) -> bool:
+    """True when the signal, once its DC offset is removed, never rises above ``threshold``."""
+    if y.size == 0:
+        return True
+    return float(np.max(np.abs(y - np.mean(y)))) < threshold
+
+
+def load(source: Source, *, sr: int = 16000, name: str | None = None, max_seconds: float | None = None,
+         check: bool = True) -> np.ndarray:
+    """Decode, mix to mono, resample to ``sr`` and validate. Returns float32 samples."""
+    label = _name_of(source, name)
+    samples, orig_sr = decode(source, name=label)
+    if max_seconds is not None and samples.shape[0] / orig_sr > max_seconds:
+        raise TooLongError(f"audio is {samples.shape[0] / orig_sr:.0f} s long; the limit is {max_seconds:.0f} s",
+                           source=label)
+    y = resample(to_mono(samples), orig_sr, sr)
+    return validate(y, sr, label=label, max_seconds=max_seconds) if check else y
+
+
+def fix_length(y: np.ndarray, n: int) -> np.ndarray:
+    """Trim to the first ``n`` samples or zero-pad at the end."""
+    if y.shape[-1] >= n:
+        return y[..., :n]
+    pad = [(0, 0)] * (y.ndim - 1) + [(0, n - y.shape[-1])]
+    return np.pad(y, pad)
+
+
+def trim_silence(y: np.ndarray, top_db: float = 40.0, frame: int = 512, hop: int = 128) -> np.ndarray:
+    """Cut leading and trailing frames quieter than ``top_db`` below the loudest frame."""
+    if y.size < frame:
+        return y
+    n = 1 + (y.size - frame) // hop
+    idx = np.arange(frame)[None, :] + hop * np.arange(n)[:, None]
+    rms = np.sqrt(np.mean(y[idx] ** 2, axis=1) + 1e-12)
+    db = 20 * np.log10(rms / rms.max())
+    voiced = np.flatnonzero(db > -top_db)
+    if voiced.size == 0:
+        return y
+    return y[voiced[0] * hop: voiced[-1] * hop + frame]
+
+
+def normalise_loudness(y: np.ndarray, target_rms_db: float = -23.0) -> np.ndarray:
+    """Scale to a fixed RMS level (speech-active frames) so gain does not change features."""
+    y = y - np.mean(y)
+    rms = float(np.sqrt(np.mean(y ** 2)))
+    if rms < 1e-8:
+        return y.astype(np.float32)
+    gain = 10 ** (target_rms_db / 20) / rms
+    return np.clip(y * gain, -1.0, 1.0).astype(np.float32)
+
+
+def stream(source: Source, *, sr: int = 16000, block_seconds: float = 10.0,
+           name: str | None = None) -> Iterator[np.ndarray]:
+    """Yield mono float32 blocks at ``sr`` without holding the whole file in memory."""
+    label = _name_of(source, name)
+    fh = _as_stream(source, label)
+    try:
+        yield from _stream_blocks(fh, sr, block_seconds, label)
+    finally:
+        if isinstance(source, (str, os.PathLike)):
+            fh.close()
+
+
+def _stream_blocks(fh: BinaryIO, sr: int, block_seconds: float, label: str) -> Iterator[np.ndarray]:
+    import soundfile as sf
+    import soxr
+
+    try:
+        info = sf.info(fh)
+        fh.seek(0)
+    except Exception:
+        fh.seek(0)
+        info = None
+    if info is not None:
+        rs = soxr.ResampleStream(info.samplerate, sr, 1, dtype="float32", quality="HQ")
+        block = max(1, int(block_seconds * info.samplerate))
+        for chunk in sf.blocks(fh, blocksize=block, dtype="float32", always_2d=True):
+            yield rs.resample_chunk(to_mono(chunk))
+        yield rs.resample_chunk(np.zeros(0, np.float32), last=True)
+        return
+    import av
+
+    try:
+        container = av.open(fh, mode="r")
+    except (av.error.FFmpegError, ValueError, OSError) as exc:
+        raise UnreadableAudioError("not a decodable audio file", source=label) from exc
+    with container:
+        if not container.streams.audio:
+            raise NoAudioStreamError("contains no audio stream", source=label)
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=sr)
+        buf, have, want = [], 0, int(block_seconds * sr)
+        for frame in container.decode(container.streams.audio[0]):
+            for out in resampler.resample(frame):
+                a = out.to_ndarray().reshape(-1)
+                buf.append(a)
+                have += a.size
+            if have >= want:
+                yield np.concatenate(buf)
+                buf, have = [], 0
+        for out in resampler.resample(None):
+            buf.append(out.to_ndarray().reshape(-1))
+        if buf:
+            yield np.concatenate(buf)
+
+
+def duration_seconds(source: Source, *, name: str | None = None) -> float:
+    """Length of a file in seconds from its header when possible, else by decoding."""
+    label = _name_of(source, name)
+    fh = _as_stream(source, label)
+    try:
+        import soundfile as sf
+
+        try:
+            info = sf.info(fh)
+            return info.frames / info.samplerate
+        except Exception:
+            fh.seek(0)
+        import av
+
+        try:
+            with av.open(fh, mode="r") as c:
+                if not c.streams.audio:
+                    raise NoAudioStreamError("contains no audio stream", source=label)
+                if c.duration:
+                    return c.duration / 1_000_000
+        except (av.error.FFmpegError, ValueError, OSError) as exc:
+            raise UnreadableAudioError("not a decodable audio file", source=label) from exc
+        fh.seek(0)
+        samples, sr = decode(fh, name=label)
+        return samples.shape[0] / sr
+    finally:
+        if isinstance(source, (str, os.PathLike)):
+            fh.close()
+
+
+__all__ = [
+    "AudioError", "decode", "load", "to_mono", "resample", "validate", "is_silent", "fix_length",
+    "trim_silence", "normalise_loudness", "stream", "duration_seconds", "AUDIO_EXTENSIONS",
+]

@@ -1,0 +1,343 @@
+"""The ``ser`` command line: predict, train, cv, evaluate, runs, data.
+
+Every expected failure prints one line (``error: ...``) and exits non-zero;
+no traceback reaches the user.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from .errors import SERError
+
+EXIT_ERROR = 2
+
+
+def _files(targets: list[str]) -> list[Path]:
+    from .audio import AUDIO_EXTENSIONS
+
+    out: list[Path] = []
+    for t in targets:
+        p = Path(t)
+        if p.is_dir():
+            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in AUDIO_EXTENSIONS))
+        else:
+            out.append(p)
+    return out
+
+
+def cmd_predict(args) -> int:
+    from . import runs
+    from .predict import Predictor
+    from .progress import Progress
+
+    files = _files(args.inputs)
+    if not files:
+        raise SERError("no audio files found in the given paths")
+    predictor = Predictor(args.model or runs.active_model_dir())
+    failed = 0
+    if not args.json:
+        print(f"{'file':<40} {'emotion':<10} {'confidence':>10}")
+    for f in files:
+        bar = None
+        try:
+            def show(done, total, _f=f):
+                nonlocal bar
+                if bar is None:
+                    bar = Progress(int(total), f"{_f.name}", enabled=None)
+                bar.update(int(done) - bar.done)
+
+            pred = predictor.predict_file(f, name=str(f), progress=show)
+        except SERError as exc:
+            failed += 1
+            msg = str(exc)
+            if args.json:
+                print(json.dumps({"file": str(f), "error": msg}), flush=True)
+            else:
+                print(f"{str(f):<40} error: {msg}", flush=True)
+            continue
+        finally:
+            if bar is not None:
+                bar.close()
+        if args.json:
+            print(json.dumps(pred.to_dict(windows=args.windows)), flush=True)
+        else:
+            emo = pred.emotion or "(no speech)"
+            print(f"{str(f):<40} {emo:<10} {pred.confidence:>10.3f}", flush=True)
+            if args.windows and len(pred.windows) > 1:
+                for w in pred.windows:
+                    print(f"    {w.start:7.1f}-{w.end:7.1f}s  {w.emotion or '-':<10} {w.confidence:.3f}")
+    return EXIT_ERROR if failed else 0
+
+
+def _train_config(args):
+    from .training import TrainConfig
+
+    d = {"arch": args.arch, "dataset": args.dataset, "protocol": args.protocol, "epochs": args.epochs,
+         "batch_size": args.batch_size, "learning_rate": args.lr, "seed": args.seed, "patience": args.patience,
+         "class_weights": not args.no_class_weights, "n_val_speakers": args.val_speakers}
+    if getattr(args, "fold", None) is not None:
+        d["fold"] = args.fold
+    if args.label_smoothing is not None:
+        d["label_smoothing"] = args.label_smoothing
+    if args.mixup is not None:
+        d["mixup"] = args.mixup
+    if args.aug is not None:
+        d["online_aug"] = tuple(a for a in args.aug.split(",") if a)
+    if args.targeted_aug is not None:
+        d["targeted_aug"] = args.targeted_aug == "on"
+    if args.speakers:
+        d["speakers"] = tuple(_speaker_ids(args.speakers))
+    if getattr(args, "test_speakers", None):
+        d["test_speakers"] = tuple(_speaker_ids(args.test_speakers))
+    return TrainConfig(**d).resolved()
+
+
+def _speaker_ids(text: str) -> list[str]:
+    """'1,2,5' -> RAVDESS speaker ids; other ids pass through."""
+    out = []
+    for part in text.split(","):
+        part = part.strip()
+        if part.isdigit():
+            out.append(f"ravdess-{int(part):02d}")
+        elif part:
+            out.append(part)
+    return out
+
+
+def cmd_train(args) -> int:
+    from . import runs
+    from .training import Logger, install_stop_handlers, train
+
+    cfg = _train_config(args)
+    if args.background:
+        run_dir = runs.start(cfg.to_dict())
+        print(f"started run {run_dir.name} in the background; follow it with: ser runs, or tail {run_dir}/log.txt")
+        return 0
+    run_dir = Path(args.run_dir) if args.run_dir else runs.new_run_dir(cfg.arch)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    install_stop_handlers()
+    log = Logger(run_dir, to_file=True)
+    try:
+        metrics = train(run_dir, cfg, log=log)
+    except SERError as exc:
+        runs.write_status(run_dir, "failed", message=str(exc))
+        raise
+    print(f"run: {run_dir}")
+    if "accuracy" in metrics:
+        print(f"accuracy {metrics['accuracy']:.3f}  UAR {metrics['uar']:.3f}  ({metrics['protocol']})")
+    return 0
+
+
+def cmd_cv(args) -> int:
+    from . import runs
+    from .training import Logger, cross_validate, install_stop_handlers
+
+    cfg = _train_config(args)
+    folds = [int(f) for f in args.folds.split(",")] if args.folds else None
+    out = Path(args.out) if args.out else runs.new_run_dir(f"cv-{cfg.arch}")
+    out.mkdir(parents=True, exist_ok=True)
+    install_stop_handlers()
+    metrics = cross_validate(cfg, out, folds=folds, log=Logger(out, to_file=True))
+    print(f"cv: {out}")
+    _print_metrics(metrics)
+    return 0
+
+
+def _print_metrics(metrics: dict) -> None:
+    from .evaluation import classification_report
+
+    print(f"protocol: {metrics.get('protocol')}")
+    print(classification_report(metrics))
+    for fold, m in metrics.get("per_fold", {}).items():
+        print(f"  fold {fold}: accuracy {m['accuracy']:.3f}  UAR {m['uar']:.3f}")
+
+
+def cmd_evaluate(args) -> int:
+    from . import runs
+    from .evaluation import evaluate, gender_gap, load_predictions
+
+    target = Path(args.run)
+    if not target.exists():
+        cand = runs.runs_dir() / args.run
+        target = cand if cand.exists() else target
+    csv = target if target.suffix == ".csv" else target / "predictions.csv"
+    df = load_predictions(csv)
+    prior = runs.read_json(csv.parent / "metrics.json", {}) or {}
+    labels = [c[2:] for c in df.columns if c.startswith("p_")] or sorted(set(df["true"]) | set(df["pred"]))
+    metrics = evaluate(df, labels, protocol=prior.get("protocol", ""),
+                       speaker_independent=prior.get("speaker_independent", True))
+    try:
+        metrics["gender_gap"] = gender_gap(df)
+    except SERError:
+        pass
+    if args.json:
+        print(json.dumps(metrics, indent=1))
+        return 0
+    _print_metrics(metrics)
+    if "gender_gap" in metrics:
+        g = metrics["gender_gap"]
+        print(f"gender gap (female - male): {g['gap'] * 100:+.1f} points, 95% CI "
+              f"[{g['ci95'][0] * 100:+.1f}, {g['ci95'][1] * 100:+.1f}] — {g['verdict']}")
+    return 0
+
+
+def cmd_runs(args) -> int:
+    from . import runs
+
+    rows = runs.list_runs()
+    if not rows:
+        print("no runs yet")
+        return 0
+    for r in rows:
+        st = r["status"]
+        m = r["metrics"] or {}
+        acc = f"{m['accuracy']:.3f}" if "accuracy" in m else "-"
+        print(f"{r['id']:<45} {st.get('state', '?'):<11} epoch {st.get('epoch', 0)}/{st.get('epochs', '?'):<4} "
+              f"test acc {acc}  {st.get('message', '')}")
+    return 0
+
+
+def cmd_stop(args) -> int:
+    from . import runs
+
+    run_dir = runs.runs_dir() / args.run if not Path(args.run).exists() else Path(args.run)
+    if not (run_dir / "status.json").exists():
+        raise SERError(f"no run named {args.run}")
+    runs.stop(run_dir)
+    print(f"asked run {run_dir.name} to stop")
+    return 0
+
+
+def cmd_promote(args) -> int:
+    from . import runs
+
+    run_dir = runs.runs_dir() / args.run if not Path(args.run).exists() else Path(args.run)
+    dest = runs.promote(run_dir)
+    print(f"active model: {dest}")
+    return 0
+
+
+def cmd_archs(args) -> int:
+    from . import features, models
+
+    for name in models.names():
+        a = models.get(name)
+        print(f"{name:<20} {str(features.input_shape(a.features)):<16} {a.title}")
+    return 0
+
+
+def cmd_data(args) -> int:
+    from . import datasets
+    from .config import data_dir
+
+    if args.data_cmd == "info":
+        df = datasets.load_dataset(args.dataset)
+        print(json.dumps(datasets.summary(df), indent=1))
+        return 0
+    if args.data_cmd == "download":
+        from .download import download_ravdess
+
+        dest = Path(args.dest) if args.dest else data_dir()
+        path = download_ravdess(dest, api_url=args.api_url)
+        print(f"RAVDESS is in {path}; point SER_DATA_DIR there if it is not the default")
+        return 0
+    raise SERError("usage: ser data download ravdess | ser data info")
+
+
+def _add_train_args(p: argparse.ArgumentParser, *, with_fold: bool) -> None:
+    from . import models, splits
+
+    p.add_argument("--arch", default="ser_crnn", choices=models.names())
+    p.add_argument("--dataset", default="ravdess",
+                   help="ravdess, NAME:PATH (tess, crema-d, savee, emodb), a CSV, or a folder per label; join with +")
+    p.add_argument("--protocol", default="emobox6", choices=list(splits.PROTOCOLS) + ["all"])
+    if with_fold:
+        p.add_argument("--fold", type=int, default=1)
+        p.add_argument("--test-speakers", help="explicit test speakers, e.g. 1,2 for RAVDESS actors")
+    p.add_argument("--epochs", type=int, default=60)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--patience", type=int, default=15)
+    p.add_argument("--label-smoothing", type=float)
+    p.add_argument("--mixup", type=float)
+    p.add_argument("--aug", help="online augmentations: time_mask,freq_mask,brightness_contrast ('' for none)")
+    p.add_argument("--targeted-aug", choices=("on", "off"))
+    p.add_argument("--no-class-weights", action="store_true")
+    p.add_argument("--val-speakers", type=int, default=2)
+    p.add_argument("--speakers", help="restrict to these speakers, e.g. 1,2,3,4 for RAVDESS actors")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ser", description="Speech emotion recognition workbench")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+
+    p = sub.add_parser("predict", help="classify audio files or folders")
+    p.add_argument("inputs", nargs="+")
+    p.add_argument("--model", help="model folder (default: the active model)")
+    p.add_argument("--json", action="store_true", help="one JSON object per file")
+    p.add_argument("--windows", action="store_true", help="also show per-window results")
+    p.set_defaults(fn=cmd_predict)
+
+    p = sub.add_parser("train", help="train one model")
+    _add_train_args(p, with_fold=True)
+    p.add_argument("--run-dir")
+    p.add_argument("--background", action="store_true", help="start as a separate process and return")
+    p.set_defaults(fn=cmd_train)
+
+    p = sub.add_parser("cv", help="cross-validate an architecture (out-of-fold predictions for every clip)")
+    _add_train_args(p, with_fold=False)
+    p.add_argument("--folds", help="comma-separated subset of folds")
+    p.add_argument("--out")
+    p.set_defaults(fn=cmd_cv)
+
+    p = sub.add_parser("evaluate", help="metrics of a run, cv or predictions.csv")
+    p.add_argument("run")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_evaluate)
+
+    sub.add_parser("runs", help="list training runs").set_defaults(fn=cmd_runs)
+    p = sub.add_parser("stop", help="stop a running training run")
+    p.add_argument("run")
+    p.set_defaults(fn=cmd_stop)
+    p = sub.add_parser("promote", help="make a finished run's model the active model")
+    p.add_argument("run")
+    p.set_defaults(fn=cmd_promote)
+    sub.add_parser("archs", help="list architectures").set_defaults(fn=cmd_archs)
+
+    p = sub.add_parser("data", help="dataset download and info")
+    dsub = p.add_subparsers(dest="data_cmd", required=True)
+    d = dsub.add_parser("download", help="download and unpack a corpus")
+    d.add_argument("corpus", choices=["ravdess"])
+    d.add_argument("--dest")
+    d.add_argument("--api-url", help=argparse.SUPPRESS)
+    d = dsub.add_parser("info", help="counts of a dataset")
+    d.add_argument("--dataset", default="ravdess")
+    p.set_defaults(fn=cmd_data)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*shuffle=True.*")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except SERError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

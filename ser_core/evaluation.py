@@ -1,0 +1,161 @@
+"""Metrics from predictions: overall, per class, per gender, per speaker, per intensity.
+
+Everything works on a predictions table (one row per clip with ``true``,
+``pred`` and, where known, ``speaker``, ``gender``, ``intensity``, ``fold``),
+so a run, a cross-validation and the app's dashboards share one code path.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import SERError
+
+
+def _safe_div(a: float, b: float) -> float:
+    return float(a) / float(b) if b else 0.0
+
+
+def confusion(true: np.ndarray, pred: np.ndarray, labels: list[str]) -> np.ndarray:
+    """Counts, rows = true label, columns = predicted label, in ``labels`` order."""
+    index = {lab: i for i, lab in enumerate(labels)}
+    m = np.zeros((len(labels), len(labels)), dtype=np.int64)
+    for t, p in zip(true, pred):
+        if t in index and p in index:
+            m[index[t], index[p]] += 1
+    return m
+
+
+def per_class(cm: np.ndarray, labels: list[str]) -> dict[str, dict[str, float]]:
+    out = {}
+    for i, lab in enumerate(labels):
+        tp = cm[i, i]
+        precision = _safe_div(tp, cm[:, i].sum())
+        recall = _safe_div(tp, cm[i].sum())
+        f1 = _safe_div(2 * precision * recall, precision + recall)
+        out[lab] = {"precision": precision, "recall": recall, "f1": f1, "support": int(cm[i].sum())}
+    return out
+
+
+def summary(true, pred, labels: list[str]) -> dict:
+    """Accuracy, UAR (mean recall over classes present), macro and weighted F1."""
+    true, pred = np.asarray(true), np.asarray(pred)
+    cm = confusion(true, pred, labels)
+    pc = per_class(cm, labels)
+    present = [lab for lab in labels if pc[lab]["support"] > 0]
+    support = np.array([pc[lab]["support"] for lab in present], dtype=float)
+    f1s = np.array([pc[lab]["f1"] for lab in present])
+    return {
+        "n": int(len(true)),
+        "accuracy": _safe_div((true == pred).sum(), len(true)),
+        "uar": float(np.mean([pc[lab]["recall"] for lab in present])) if present else 0.0,
+        "macro_f1": float(f1s.mean()) if present else 0.0,
+        "weighted_f1": float((f1s * support).sum() / support.sum()) if present else 0.0,
+    }
+
+
+def _group_metrics(df: pd.DataFrame, column: str, labels: list[str]) -> dict[str, dict]:
+    if column not in df:
+        return {}
+    out = {}
+    for key, g in df.groupby(column, sort=True):
+        s = summary(g["true"].to_numpy(), g["pred"].to_numpy(), labels)
+        s["recall"] = {lab: v["recall"] for lab, v in
+                       per_class(confusion(g["true"].to_numpy(), g["pred"].to_numpy(), labels), labels).items()}
+        out[str(key)] = s
+    return out
+
+
+def evaluate(df: pd.DataFrame, labels: list[str], *, protocol: str = "", speaker_independent: bool = True) -> dict:
+    """Full metrics dictionary of a predictions table."""
+    if df.empty:
+        raise SERError("no predictions to evaluate")
+    true, pred = df["true"].to_numpy(), df["pred"].to_numpy()
+    cm = confusion(true, pred, labels)
+    metrics = {
+        "protocol": protocol,
+        "speaker_independent": bool(speaker_independent),
+        "labels": list(labels),
+        **summary(true, pred, labels),
+        "per_class": per_class(cm, labels),
+        "confusion": cm.tolist(),
+        "per_gender": _group_metrics(df, "gender", labels),
+        "per_speaker": {k: v["accuracy"] for k, v in _group_metrics(df, "speaker", labels).items()},
+        "per_intensity": _group_metrics(df, "intensity", labels),
+    }
+    if "fold" in df and df["fold"].nunique() > 1:
+        metrics["per_fold"] = {str(k): summary(g["true"].to_numpy(), g["pred"].to_numpy(), labels)
+                               for k, g in df.groupby("fold", sort=True)}
+        for k, g in df.groupby("fold", sort=True):
+            gen = _group_metrics(g, "gender", labels)
+            metrics["per_fold"][str(k)].update({f"{gname}_accuracy": gm["accuracy"] for gname, gm in gen.items()})
+    return metrics
+
+
+def gender_gap(df: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0, a: str = "female", b: str = "male") -> dict:
+    """Accuracy gap (a - b) with a 95 % speaker-cluster bootstrap interval.
+
+    Speakers, not clips, are resampled: clips of one speaker are not independent,
+    so a clip bootstrap would give intervals that are too narrow.
+    """
+    sub = df[df["gender"].isin([a, b])]
+    if sub.empty or sub["gender"].nunique() < 2:
+        raise SERError(f"need clips of both {a} and {b} speakers for a gender gap")
+    correct = (sub["true"] == sub["pred"]).astype(float)
+    per_spk = sub.assign(c=correct).groupby(["gender", "speaker"])["c"].agg(["sum", "count"])
+    groups = {g: per_spk.loc[g].to_numpy() for g in (a, b)}
+    rng = np.random.default_rng(seed)
+
+    def acc(arr: np.ndarray) -> float:
+        return arr[:, 0].sum() / arr[:, 1].sum()
+
+    gap = acc(groups[a]) - acc(groups[b])
+    boots = np.empty(n_boot)
+    for i in range(n_boot):
+        ra = groups[a][rng.integers(0, len(groups[a]), len(groups[a]))]
+        rb = groups[b][rng.integers(0, len(groups[b]), len(groups[b]))]
+        boots[i] = acc(ra) - acc(rb)
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    within = bool(lo <= 0 <= hi)
+    verdict = (f"The {abs(gap) * 100:.1f}-point gap is within noise (the 95 % interval includes zero)."
+               if within else
+               f"{a.capitalize() if gap > 0 else b.capitalize()} speakers are recognised better: the "
+               f"{abs(gap) * 100:.1f}-point gap is larger than chance would explain.")
+    return {"accuracy": {a: acc(groups[a]), b: acc(groups[b])}, "gap": float(gap), "ci95": [float(lo), float(hi)],
+            "within_noise": within, "verdict": verdict, "speakers": {a: len(groups[a]), b: len(groups[b])}}
+
+
+def classification_report(metrics: dict) -> str:
+    """A plain-text report like scikit-learn's, from a metrics dictionary."""
+    lines = [f"{'':>12} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8}"]
+    for lab, v in metrics["per_class"].items():
+        lines.append(f"{lab:>12} {v['precision']:9.3f} {v['recall']:9.3f} {v['f1']:9.3f} {v['support']:8d}")
+    lines.append("")
+    lines.append(f"{'accuracy':>12} {metrics['accuracy']:29.3f} {metrics['n']:8d}")
+    lines.append(f"{'UAR':>12} {metrics['uar']:29.3f}")
+    lines.append(f"{'macro F1':>12} {metrics['macro_f1']:29.3f}")
+    lines.append(f"{'weighted F1':>12} {metrics['weighted_f1']:29.3f}")
+    for g, v in metrics.get("per_gender", {}).items():
+        lines.append(f"{g + ' acc':>12} {v['accuracy']:29.3f} {v['n']:8d}")
+    return "\n".join(lines)
+
+
+def load_predictions(path: Path | str) -> pd.DataFrame:
+    """Read a predictions CSV, checking the columns evaluation needs."""
+    path = Path(path)
+    try:
+        df = pd.read_csv(path)
+    except FileNotFoundError:
+        raise SERError(f"no predictions file at {path}") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise SERError(f"{path.name} is not a readable predictions CSV ({exc})") from exc
+    missing = {"true", "pred"} - set(df.columns)
+    if missing:
+        raise SERError(f"{path.name} lacks column(s) {', '.join(sorted(missing))}")
+    return df
+
+
+def probability_columns(df: pd.DataFrame) -> list[str]:
+    return [c for c in df.columns if c.startswith("p_")]

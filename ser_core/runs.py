@@ -1,0 +1,242 @@
+"""Training runs on disk: create, start as a subprocess, watch, stop, promote.
+
+A run is a directory ``runs/<id>/`` with ``config.json``, ``status.json``,
+``history.jsonl``, ``log.txt`` and, once trained, ``model/`` (spec + weights),
+``metrics.json`` and ``predictions.csv``. Every file is replaced atomically,
+so a reader never sees half a file and a killed run never damages another.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .config import atomic_write_text, models_dir, project_root, runs_dir
+from .errors import ModelError, RunError
+
+ACTIVE_STATES = ("queued", "running")
+STATES = ("queued", "running", "finished", "failed", "stopped", "interrupted")
+STOP_FILE = "STOP"
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def new_run_dir(name: str, root: Path | None = None) -> Path:
+    root = Path(root) if root is not None else runs_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    for n in range(1000):
+        run = root / (f"{stamp}-{name}" + (f"-{n}" if n else ""))
+        try:
+            run.mkdir()
+            return run
+        except FileExistsError:
+            continue
+    raise RunError(f"could not create a run directory under {root}")
+
+
+def read_json(path: Path, default=None):
+    try:
+        return json.loads(Path(path).read_text())
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        return default
+
+
+def write_json(path: Path, obj) -> None:
+    atomic_write_text(Path(path), json.dumps(obj, indent=1, default=str))
+
+
+def write_status(run_dir: Path, state: str, **fields) -> dict:
+    """Merge ``fields`` into status.json and set its state (atomic)."""
+    if state not in STATES:
+        raise RunError(f"unknown run state {state!r}")
+    status = read_json(Path(run_dir) / "status.json", {}) or {}
+    status.update(fields)
+    status["state"] = state
+    status["updated"] = now_iso()
+    write_json(Path(run_dir) / "status.json", status)
+    return status
+
+
+def _process_alive(pid: int | None, started: float | None) -> bool:
+    if not pid:
+        return False
+    import psutil
+
+    try:
+        proc = psutil.Process(int(pid))
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return started is None or abs(proc.create_time() - float(started)) < 2.0
+    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
+        return False
+
+
+def read_status(run_dir: Path) -> dict:
+    """status.json, with a run whose process died mid-way reported as ``interrupted``."""
+    run_dir = Path(run_dir)
+    status = read_json(run_dir / "status.json")
+    if status is None:
+        return {"state": "failed", "message": "status.json is missing or unreadable"}
+    if status.get("state") in ACTIVE_STATES and not _process_alive(status.get("pid"), status.get("pid_started")):
+        grace = status.get("state") == "queued" and time.time() - status.get("queued_at", 0) < 30
+        if not grace:
+            status = write_status(run_dir, "interrupted",
+                                  message="the training process ended without finishing (killed or crashed); "
+                                          "the last good checkpoint is kept")
+    return status
+
+
+def read_history(run_dir: Path) -> list[dict]:
+    """Epoch rows of history.jsonl (a torn last line, if any, is skipped)."""
+    rows = []
+    try:
+        with open(Path(run_dir) / "history.jsonl", encoding="utf-8") as fh:
+            for line in fh:
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+    except FileNotFoundError:
+        pass
+    return rows
+
+
+def append_history(run_dir: Path, row: dict) -> None:
+    """Add one epoch row; the file is rewritten atomically so it is never torn."""
+    rows = read_history(run_dir) + [row]
+    atomic_write_text(Path(run_dir) / "history.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def list_runs(root: Path | None = None) -> list[dict]:
+    """Every run under ``root`` with its config and (liveness-checked) status, newest first."""
+    root = Path(root) if root is not None else runs_dir()
+    if not root.is_dir():
+        return []
+    out = []
+    for d in sorted((p for p in root.iterdir() if p.is_dir() and (p / "config.json").exists()), reverse=True):
+        cfg = read_json(d / "config.json", {}) or {}
+        out.append({"id": d.name, "dir": str(d), "config": cfg, "status": read_status(d),
+                    "metrics": read_json(d / "metrics.json")})
+    return out
+
+
+def active_run(root: Path | None = None) -> dict | None:
+    for run in list_runs(root):
+        if run["status"].get("state") in ACTIVE_STATES:
+            return run
+    return None
+
+
+def start(config: dict, *, root: Path | None = None, name: str | None = None, env: dict | None = None) -> Path:
+    """Launch ``python -m ser_core.training RUN_DIR`` in the background; one run at a time."""
+    busy = active_run(root)
+    if busy is not None:
+        raise RunError(f"run {busy['id']} is still {busy['status']['state']}; only one run trains at a time "
+                       "on this machine. Stop it or wait for it to finish.")
+    run_dir = new_run_dir(name or config.get("arch", "run"), root)
+    write_json(run_dir / "config.json", config)
+    write_status(run_dir, "queued", queued_at=time.time())
+    log = open(run_dir / "log.txt", "ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ser_core.training", str(run_dir)],
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=str(project_root()),
+        env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}, start_new_session=True,
+    )
+    log.close()
+    import psutil
+
+    write_status(run_dir, "queued", pid=proc.pid, pid_started=psutil.Process(proc.pid).create_time(),
+                 queued_at=time.time())
+    _CHILDREN.append(proc)
+    return run_dir
+
+
+_CHILDREN: list[subprocess.Popen] = []
+
+
+def reap() -> None:
+    """Collect finished child processes so they do not linger as zombies."""
+    for proc in list(_CHILDREN):
+        if proc.poll() is not None:
+            _CHILDREN.remove(proc)
+
+
+def stop(run_dir: Path) -> None:
+    """Ask a run to stop: it finishes its current batch, keeps its best checkpoint and exits."""
+    run_dir = Path(run_dir)
+    (run_dir / STOP_FILE).write_text(now_iso())
+    status = read_json(run_dir / "status.json", {}) or {}
+    if _process_alive(status.get("pid"), status.get("pid_started")):
+        try:
+            os.kill(int(status["pid"]), signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def wait(run_dir: Path, timeout: float = 600.0, poll: float = 0.5) -> dict:
+    """Block until a run leaves the queued/running states (for scripts and tests)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        reap()
+        status = read_status(run_dir)
+        if status.get("state") not in ACTIVE_STATES:
+            return status
+        time.sleep(poll)
+    raise RunError(f"run {Path(run_dir).name} did not finish within {timeout:.0f} s")
+
+
+# ----------------------------------------------------------------------------- models
+def default_model_dir() -> Path:
+    return models_dir() / "default"
+
+
+def active_model_dir() -> Path:
+    """The model the app and ``ser predict`` use: the promoted one, else the shipped default."""
+    pointer = read_json(models_dir() / "active.json")
+    if pointer and pointer.get("model"):
+        cand = models_dir() / str(pointer["model"])
+        if (cand / "spec.json").exists() and (cand / "model.keras").exists():
+            return cand
+    return default_model_dir()
+
+
+def promote(run_dir: Path) -> Path:
+    """Copy a finished run's model into ``models/<run id>/`` and make it the active model.
+
+    The copy is made under a temporary name and renamed into place, so the
+    active model is always complete; the shipped default is never touched.
+    """
+    run_dir = Path(run_dir)
+    status = read_status(run_dir)
+    src = run_dir / "model"
+    if status.get("state") not in ("finished", "stopped") or not (src / "model.keras").exists():
+        raise ModelError(f"run {run_dir.name} has no finished model to promote (state: {status.get('state')})")
+    dest = models_dir() / run_dir.name
+    tmp = models_dir() / f".{run_dir.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp)
+    for extra in ("metrics.json", "predictions.csv", "config.json"):
+        if (run_dir / extra).exists():
+            shutil.copy2(run_dir / extra, tmp / extra)
+    if dest.exists():
+        shutil.rmtree(dest)
+    os.replace(tmp, dest)
+    write_json(models_dir() / "active.json", {"model": dest.name, "promoted": now_iso()})
+    return dest
+
+
+def reset_active() -> None:
+    """Go back to the shipped default model."""
+    try:
+        (models_dir() / "active.json").unlink()
+    except FileNotFoundError:
+        pass

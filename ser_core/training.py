@@ -1,0 +1,528 @@
+"""Training: one run end to end, and k-fold cross-validation.
+
+``python -m ser_core.training RUN_DIR`` trains the run whose ``config.json``
+is in RUN_DIR (this is how the app and ``ser train --background`` start it).
+Features are extracted (cached, on all cores) before TensorFlow is imported.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import augment, audio, datasets, features, models, runs, splits
+from .cache import corpus_features
+from .config import FeatureConfig, ModelSpec, atomic_write_text
+from .errors import ConfigError, DatasetError, SERError
+from .evaluation import evaluate
+
+ONLINE_AUGS = ("time_mask", "freq_mask", "brightness_contrast")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run needs; ``None`` fields take the architecture's default."""
+
+    dataset: str = "ravdess"
+    arch: str = "seed000_cnn"
+    protocol: str = "emobox6"
+    fold: int = 1
+    k: int = 5
+    speakers: tuple[str, ...] = ()
+    test_speakers: tuple[str, ...] = ()
+    n_val_speakers: int = 2
+    epochs: int = 60
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    label_smoothing: float | None = None
+    class_weights: bool = True
+    targeted_aug: bool | None = None
+    online_aug: tuple[str, ...] | None = None
+    mixup: float | None = None
+    patience: int = 15
+    seed: int = 0
+    features: dict = field(default_factory=dict)
+    arch_params: dict = field(default_factory=dict)
+    workers: int | None = None
+
+    def resolved(self) -> "TrainConfig":
+        """Fill ``None`` fields from the architecture's defaults and validate."""
+        arch = models.get(self.arch)
+        d = arch.train_defaults
+        cfg = dataclasses.replace(
+            self,
+            label_smoothing=self.label_smoothing if self.label_smoothing is not None else d.get("label_smoothing", 0.0),
+            targeted_aug=self.targeted_aug if self.targeted_aug is not None else d.get("targeted_aug", True),
+            online_aug=tuple(self.online_aug if self.online_aug is not None else d.get("online_aug", ())),
+            mixup=self.mixup if self.mixup is not None else d.get("mixup", 0.0),
+        )
+        bad = set(cfg.online_aug) - set(ONLINE_AUGS)
+        if bad:
+            raise ConfigError(f"unknown augmentation(s): {', '.join(sorted(bad))}; known: {', '.join(ONLINE_AUGS)}")
+        if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.learning_rate <= 0:
+            raise ConfigError("epochs, batch size and learning rate must be positive")
+        if not 0 <= cfg.label_smoothing < 1:
+            raise ConfigError("label smoothing must be in [0, 1)")
+        return cfg
+
+    def feature_config(self) -> FeatureConfig:
+        base = models.get(self.arch).features
+        return dataclasses.replace(base, **self.features) if self.features else base
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ConfigError(f"unknown training setting(s): {', '.join(sorted(unknown))}")
+        d = dict(d)
+        for key in ("speakers", "test_speakers", "online_aug"):
+            if d.get(key) is not None:
+                d[key] = tuple(d[key])
+        return cls(**d)
+
+
+class Logger:
+    """Timestamped lines to the run's log (and the terminal)."""
+
+    def __init__(self, run_dir: Path | None, *, to_file: bool, echo: bool = True):
+        self.path = Path(run_dir) / "log.txt" if (run_dir and to_file) else None
+        self.echo = echo
+
+    def __call__(self, msg: str) -> None:
+        line = f"[{time.strftime('%H:%M:%S')}] {msg}"
+        if self.echo:
+            print(line, file=sys.stdout, flush=True)
+        if self.path:
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(line + "\n")
+
+
+# ----------------------------------------------------------------------------- data
+@dataclass
+class Prepared:
+    x: dict[str, np.ndarray]
+    y: dict[str, np.ndarray]
+    rows: dict[str, pd.DataFrame]
+    labels: list[str]
+    spec_norm: tuple[np.ndarray, np.ndarray]
+    skipped: list[tuple[str, str]]
+
+
+def load_manifest(cfg: TrainConfig) -> pd.DataFrame:
+    df = datasets.load_dataset(cfg.dataset)
+    if cfg.speakers:
+        wanted = set(cfg.speakers)
+        df = df[df["speaker"].isin(wanted) | df.get("actor", pd.Series(dtype=int)).astype(str).str.zfill(2)
+                .isin({s.zfill(2) for s in wanted})].reset_index(drop=True)
+        if df.empty:
+            raise DatasetError(f"none of the speakers {sorted(wanted)} are in the dataset")
+    return df
+
+
+def _targeted_copies(paths: list[str], labels: np.ndarray, fcfg: FeatureConfig, seed: int,
+                     log: Logger) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    picks = augment.minority_plan(labels, rng)
+    xs, ys = [], []
+    for i in picks:
+        try:
+            y = audio.load(paths[i], sr=fcfg.sample_rate)
+        except SERError:
+            continue
+        y = augment.random_gain(augment.add_noise(y, rng), rng)
+        x = features.extract(y, fcfg)
+        if x.ndim == 3:
+            x = augment.freq_mask(augment.time_mask(x, rng), rng)
+        xs.append(x)
+        ys.append(labels[i])
+    if xs:
+        log(f"targeted augmentation: {len(xs)} noisy/gain/masked copies of minority-class clips")
+    shape = features.input_shape(fcfg)
+    return (np.stack(xs) if xs else np.zeros((0, *shape), np.float32)), np.asarray(ys, dtype=labels.dtype)
+
+
+def prepare(cfg: TrainConfig, df: pd.DataFrame, split: splits.Split, log: Logger) -> Prepared:
+    """Features of every part of the split, unreadable clips skipped, stats from training clips only."""
+    fcfg = cfg.feature_config()
+    parts = {"train": split.train, "val": split.val, "test": split.test}
+    needed = np.concatenate(list(parts.values()))
+    paths = df["path"].to_numpy()[needed].tolist()
+    log(f"extracting {fcfg.kind} features of {len(paths)} clips (cached)")
+    t0 = time.monotonic()
+    fs = corpus_features(paths, fcfg, workers=cfg.workers, progress=False)
+    log(f"features ready in {time.monotonic() - t0:.1f} s")
+    if fs.errors:
+        log(f"skipped {len(fs.errors)} unreadable file(s):")
+        for _, msg in fs.errors:
+            log(f"  - {msg}")
+    pos = {int(row): j for j, row in enumerate(needed)}
+    labels = sorted(df["emotion"].iloc[split.train].unique(), key=_label_order)
+    x, y, rows = {}, {}, {}
+    for name, idx in parts.items():
+        keep = [i for i in idx if fs.ok[pos[int(i)]]]
+        x[name] = fs.x[[pos[int(i)] for i in keep]] if keep else np.zeros((0, *fs.x.shape[1:]), np.float32)
+        rows[name] = df.iloc[keep].reset_index(drop=True)
+        y[name] = np.array([labels.index(e) if e in labels else -1 for e in rows[name]["emotion"]], dtype=np.int64)
+    if len(x["train"]) == 0:
+        raise DatasetError("no readable training clips")
+    if cfg.targeted_aug:
+        xa, ya = _targeted_copies(rows["train"]["path"].tolist(), y["train"], fcfg, cfg.seed, log)
+        x["train"] = np.concatenate([x["train"], xa])
+        y["train"] = np.concatenate([y["train"], ya])
+    mean, std = features.norm_stats(x["train"])
+    for name in x:
+        x[name] = ((x[name] - mean) / std).astype(np.float32)
+    for name in ("val", "test"):
+        unseen = y[name] < 0
+        if unseen.any():
+            log(f"{name}: {int(unseen.sum())} clip(s) have emotions absent from training; they count as errors")
+    return Prepared(x, y, rows, labels, (mean, std), fs.errors)
+
+
+def _label_order(label: str) -> tuple[int, str]:
+    from .config import EMOTIONS
+
+    return (EMOTIONS.index(label), label) if label in EMOTIONS else (len(EMOTIONS), label)
+
+
+# ----------------------------------------------------------------------------- TensorFlow side
+def _class_weights(y: np.ndarray, n: int) -> np.ndarray:
+    counts = np.bincount(y, minlength=n).astype(float)
+    w = np.where(counts > 0, len(y) / (n * np.maximum(counts, 1)), 0.0)
+    return w.astype(np.float32)
+
+
+def make_dataset(x: np.ndarray, y: np.ndarray, n_classes: int, *, batch_size: int, weights: np.ndarray | None,
+                 training: bool, online_aug: tuple[str, ...] = (), mixup: float = 0.0, seed: int = 0):
+    """A cached, prefetched tf.data pipeline; augmentation runs vectorised per batch."""
+    import tensorflow as tf
+
+    onehot = np.eye(n_classes, dtype=np.float32)[y]
+    w = weights[y] if weights is not None else np.ones(len(y), np.float32)
+    ds = tf.data.Dataset.from_tensor_slices((x, onehot, w)).cache()
+    if training:
+        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    if training and (online_aug or mixup) and x.ndim == 4:
+        gen = tf.random.Generator.from_seed(seed)
+        ds = ds.map(lambda a, b, c: _augment_batch(a, b, c, online_aug, mixup, gen),
+                    num_parallel_calls=tf.data.AUTOTUNE)
+    elif training and mixup:
+        gen = tf.random.Generator.from_seed(seed)
+        ds = ds.map(lambda a, b, c: _augment_batch(a, b, c, (), mixup, gen), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _band_mask(gen, batch, length: int, max_frac: float):
+    import tensorflow as tf
+
+    width = tf.cast(tf.floor(gen.uniform([batch, 1]) * (max_frac * length + 1)), tf.int32)
+    start = tf.cast(tf.floor(gen.uniform([batch, 1]) * tf.cast(length - width + 1, tf.float32)), tf.int32)
+    pos = tf.range(length)[None, :]
+    return tf.cast(~((pos >= start) & (pos < start + width)), tf.float32)
+
+
+def _augment_batch(x, y, w, online_aug, mixup, gen):
+    import tensorflow as tf
+
+    b = tf.shape(x)[0]
+    if "time_mask" in online_aug:
+        m = _band_mask(gen, b, x.shape[2], 0.15)
+        x = x * m[:, None, :, None]
+    if "freq_mask" in online_aug:
+        m = _band_mask(gen, b, x.shape[1], 0.15)
+        x = x * m[:, :, None, None]
+    if "brightness_contrast" in online_aug:
+        contrast = gen.uniform([b, 1, 1, 1], 0.8, 1.2)
+        bright = gen.uniform([b, 1, 1, 1], -0.2, 0.2)
+        x = x * contrast + bright
+    if mixup:
+        lam = tf.random.stateless_gamma([b], seed=gen.make_seeds(1)[:, 0], alpha=mixup)
+        lam2 = tf.random.stateless_gamma([b], seed=gen.make_seeds(1)[:, 0], alpha=mixup)
+        lam = lam / (lam + lam2 + 1e-9)
+        lam = tf.maximum(lam, 1 - lam)
+        perm = tf.random.experimental.stateless_shuffle(tf.range(b), seed=gen.make_seeds(1)[:, 0])
+        shape = [b] + [1] * (len(x.shape) - 1)
+        x = tf.reshape(lam, shape) * x + tf.reshape(1 - lam, shape) * tf.gather(x, perm)
+        y = lam[:, None] * y + (1 - lam[:, None]) * tf.gather(y, perm)
+        w = lam * w + (1 - lam) * tf.gather(w, perm)
+    return x, y, w
+
+
+class _StopFlag:
+    requested = False
+
+
+def _callbacks(run_dir: Path, cfg: TrainConfig, has_val: bool, log: Logger, t_start: float):
+    from .tf_setup import keras as _keras
+
+    keras = _keras()
+    monitor = "val_accuracy" if has_val else "accuracy"
+    ckpt = run_dir / "checkpoint" / "best.keras"
+    ckpt.parent.mkdir(exist_ok=True)
+
+    class Live(keras.callbacks.Callback):
+        """history.jsonl row and status update after every epoch; stop requests every batch."""
+
+        def __init__(self):
+            super().__init__()
+            self.best = -np.inf
+            self.epoch_start = time.monotonic()
+            self.best_epoch = 0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch_start = time.monotonic()
+
+        def on_train_batch_end(self, batch, logs=None):
+            if _StopFlag.requested or (run_dir / runs.STOP_FILE).exists():
+                _StopFlag.requested = True
+                self.model.stop_training = True
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = dict(logs or {})
+            secs = time.monotonic() - self.epoch_start
+            row = {"epoch": epoch + 1, "seconds": round(secs, 3),
+                   "elapsed": round(time.monotonic() - t_start, 3),
+                   **{k: float(v) for k, v in logs.items()}}
+            row["lr"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+            value = logs.get(monitor, -np.inf)
+            improved = value > self.best
+            if improved:
+                self.best, self.best_epoch = value, epoch + 1
+                tmp = ckpt.with_name(".best.tmp.keras")
+                self.model.save(tmp)
+                os.replace(tmp, ckpt)
+            runs.append_history(run_dir, row)
+            extra = {"epoch": epoch + 1, "epochs": cfg.epochs, "best_epoch": self.best_epoch,
+                     f"best_{monitor}": float(self.best)}
+            if epoch == 0:
+                extra["first_epoch_seconds"] = round(time.monotonic() - t_start, 2)
+            runs.write_status(run_dir, "running", **extra)
+            log(f"epoch {epoch + 1}/{cfg.epochs} " + " ".join(f"{k}={v:.4f}" for k, v in logs.items()
+                                                              if isinstance(v, float)) + f" ({secs:.1f} s)"
+                + (" *" if improved else ""))
+
+    cbs = [Live()]
+    if has_val:
+        cbs.append(keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=cfg.patience))
+        cbs.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
+                                                     patience=max(3, cfg.patience // 3), min_lr=1e-5))
+    return cbs, ckpt
+
+
+def fit(run_dir: Path, cfg: TrainConfig, data: Prepared, log: Logger, t_start: float):
+    """Compile and fit the model; returns the best checkpoint (reloaded)."""
+    from .tf_setup import keras as _keras
+
+    keras = _keras()
+    n = len(data.labels)
+    model = models.build(cfg.arch, data.x["train"].shape[1:], n, seed=cfg.seed, **cfg.arch_params)
+    model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate),
+                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
+                  metrics=["accuracy"])
+    weights = _class_weights(data.y["train"], n) if cfg.class_weights else None
+    train_ds = make_dataset(data.x["train"], data.y["train"], n, batch_size=cfg.batch_size, weights=weights,
+                            training=True, online_aug=cfg.online_aug, mixup=cfg.mixup, seed=cfg.seed)
+    has_val = len(data.x["val"]) > 0
+    val_ds = None
+    if has_val:
+        keep = data.y["val"] >= 0
+        val_ds = make_dataset(data.x["val"][keep], data.y["val"][keep], n, batch_size=256, weights=None,
+                              training=False)
+    cbs, ckpt = _callbacks(run_dir, cfg, has_val, log, t_start)
+    log(f"training {cfg.arch} ({model.count_params():,} parameters) on {len(data.x['train'])} clips, "
+        f"validating on {len(data.x['val'])}")
+    model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, callbacks=cbs, verbose=0)
+    if ckpt.exists():
+        model = keras.models.load_model(ckpt, safe_mode=True)
+    return model
+
+
+def predictions_table(model, x: np.ndarray, rows: pd.DataFrame, labels: list[str], fold: int | None = None):
+    """Per-clip predictions with probabilities, in the layout evaluation expects."""
+    probs = model.predict(x, batch_size=256, verbose=0) if len(x) else np.zeros((0, len(labels)))
+    out = pd.DataFrame({
+        "file": [Path(p).name for p in rows["path"]],
+        "speaker": rows["speaker"].to_numpy(),
+        "gender": rows["gender"].to_numpy(),
+        "true": rows["emotion"].to_numpy(),
+        "pred": [labels[i] for i in probs.argmax(axis=1)] if len(probs) else [],
+        "confidence": probs.max(axis=1) if len(probs) else [],
+    })
+    for col in ("actor", "intensity", "statement", "corpus"):
+        if col in rows:
+            out.insert(2, col, rows[col].to_numpy())
+    for j, lab in enumerate(labels):
+        out[f"p_{lab}"] = probs[:, j] if len(probs) else []
+    if fold is not None:
+        out["fold"] = fold
+    return out
+
+
+def save_model(run_dir: Path, model, spec: ModelSpec) -> Path:
+    """Write ``model/`` (spec.json + model.keras) under a temporary name, then rename into place."""
+    import shutil
+
+    final = run_dir / "model"
+    tmp = run_dir / ".model.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    model.save(tmp / "model.keras")
+    spec.save(tmp / "spec.json")
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    return final
+
+
+def train(run_dir: Path, cfg: TrainConfig, *, log: Logger | None = None, df: pd.DataFrame | None = None) -> dict:
+    """Train one run in this process; writes every artefact into ``run_dir``. Returns its metrics."""
+    run_dir = Path(run_dir)
+    log = log or Logger(run_dir, to_file=True)
+    t_start = time.monotonic()
+    cfg = cfg.resolved()
+    runs.write_json(run_dir / "config.json", cfg.to_dict())
+    runs.write_status(run_dir, "running", pid=os.getpid(), pid_started=_own_create_time(),
+                      started=runs.now_iso(), epochs=cfg.epochs, epoch=0)
+    df = load_manifest(cfg) if df is None else df
+    split = splits.make_split(df, cfg.protocol, cfg.fold, k=cfg.k, n_val=cfg.n_val_speakers, seed=cfg.seed,
+                              test_speakers=list(cfg.test_speakers) or None)
+    log(f"{split.label}: {len(split.train)} train, {len(split.val)} val, {len(split.test)} test clips")
+    data = prepare(cfg, df, split, log)
+    runs.write_status(run_dir, "running", skipped_files=len(data.skipped),
+                      skipped=[m for _, m in data.skipped][:50])
+    model = fit(run_dir, cfg, data, log, t_start)
+    fcfg = cfg.feature_config()
+    spec = ModelSpec(arch=cfg.arch, features=fcfg, labels=tuple(data.labels),
+                     norm_mean=tuple(np.asarray(data.spec_norm[0]).tolist()),
+                     norm_std=tuple(np.asarray(data.spec_norm[1]).tolist()),
+                     protocol=split.label, created=runs.now_iso(),
+                     extra={"train_clips": int(len(data.x["train"])), "dataset": cfg.dataset})
+    save_model(run_dir, model, spec)
+    metrics: dict = {"protocol": split.label, "speaker_independent": split.speaker_independent}
+    if len(data.x["test"]):
+        preds = predictions_table(model, data.x["test"], data.rows["test"], data.labels, fold=split.fold)
+        atomic_write_text(run_dir / "predictions.csv", preds.to_csv(index=False))
+        metrics = evaluate(preds, data.labels, protocol=split.label,
+                           speaker_independent=split.speaker_independent)
+        log(f"test accuracy {metrics['accuracy']:.3f}, UAR {metrics['uar']:.3f} ({split.label})")
+    hist = runs.read_history(run_dir)
+    if hist:
+        metrics["best_val_accuracy"] = max(h.get("val_accuracy", h.get("accuracy", 0)) for h in hist)
+        metrics["epochs_run"] = len(hist)
+    status = runs.read_status(run_dir)
+    metrics["best_epoch"] = status.get("best_epoch")
+    metrics["train_seconds"] = round(time.monotonic() - t_start, 1)
+    runs.write_json(run_dir / "metrics.json", metrics)
+    state = "stopped" if _StopFlag.requested else "finished"
+    runs.write_status(run_dir, state, finished=runs.now_iso(),
+                      message="stopped on request; the best checkpoint was kept" if state == "stopped" else "")
+    return metrics
+
+
+def _own_create_time() -> float | None:
+    try:
+        import psutil
+
+        return psutil.Process(os.getpid()).create_time()
+    except Exception:
+        return None
+
+
+def cross_validate(base: TrainConfig, out_dir: Path, *, folds: list[int] | None = None,
+                   log: Logger | None = None) -> dict:
+    """Train one run per fold and pool their out-of-fold predictions into one evaluation."""
+    from .tf_setup import keras as _keras
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log = log or Logger(out_dir, to_file=True)
+    base = base.resolved()
+    df = load_manifest(base)
+    folds = folds or list(range(1, splits.n_folds(base.protocol, base.k) + 1))
+    runs.write_json(out_dir / "config.json", {**base.to_dict(), "cv_folds": folds})
+    runs.write_status(out_dir, "running", pid=os.getpid(), pid_started=_own_create_time(), folds=folds)
+    t0 = time.monotonic()
+    tables, fold_info = [], []
+    for fold in folds:
+        fold_dir = out_dir / f"fold-{fold}"
+        fold_dir.mkdir(exist_ok=True)
+        cfg = dataclasses.replace(base, fold=fold)
+        m = train(fold_dir, cfg, log=log, df=df)
+        tables.append(pd.read_csv(fold_dir / "predictions.csv"))
+        fold_info.append({"fold": fold, "accuracy": m.get("accuracy"), "uar": m.get("uar"),
+                          "best_epoch": m.get("best_epoch"), "seconds": m.get("train_seconds")})
+        _keras().backend.clear_session()
+        if _StopFlag.requested:
+            break
+    preds = pd.concat(tables, ignore_index=True)
+    labels = [c[2:] for c in preds.columns if c.startswith("p_")]
+    split_proto = f"{base.protocol} {len(folds)}-fold cross-validation, out-of-fold predictions"
+    speaker_independent = base.protocol != "random"
+    metrics = evaluate(preds, labels, protocol=split_proto + ("" if speaker_independent else " (speaker-DEPENDENT)"),
+                       speaker_independent=speaker_independent)
+    metrics["folds"] = fold_info
+    metrics["arch"] = base.arch
+    metrics["wall_seconds"] = round(time.monotonic() - t0, 1)
+    atomic_write_text(out_dir / "predictions.csv", preds.to_csv(index=False))
+    runs.write_json(out_dir / "metrics.json", metrics)
+    runs.write_status(out_dir, "stopped" if _StopFlag.requested else "finished", finished=runs.now_iso())
+    log(f"cross-validation: accuracy {metrics['accuracy']:.3f}, UAR {metrics['uar']:.3f} "
+        f"over {len(preds)} clips in {metrics['wall_seconds']:.0f} s")
+    return metrics
+
+
+def install_stop_handlers() -> None:
+    """SIGTERM / SIGINT finish the current batch, keep the best checkpoint and exit cleanly."""
+    def handler(signum, frame):
+        _StopFlag.requested = True
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def run_from_dir(run_dir: Path, *, log_to_file: bool) -> int:
+    """Entry point of a training process: read config.json, train, record the outcome."""
+    run_dir = Path(run_dir)
+    log = Logger(run_dir, to_file=log_to_file)
+    install_stop_handlers()
+    try:
+        raw = json.loads((run_dir / "config.json").read_text())
+        cv = raw.pop("cv_folds", None)
+        cfg = TrainConfig.from_dict(raw)
+        if cv is not None:
+            cross_validate(cfg, run_dir, folds=cv, log=log)
+        else:
+            train(run_dir, cfg, log=log)
+        return 0
+    except SERError as exc:
+        log(f"failed: {exc}")
+        runs.write_status(run_dir, "failed", message=str(exc))
+    except (OSError, MemoryError) as exc:
+        log(f"failed: {type(exc).__name__}: {exc}")
+        runs.write_status(run_dir, "failed", message=f"{type(exc).__name__}: {exc}")
+    except Exception as exc:
+        log(traceback.format_exc())
+        runs.write_status(run_dir, "failed", message=f"internal error: {type(exc).__name__}: {exc}")
+    return 1
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        print("usage: python -m ser_core.training RUN_DIR", file=sys.stderr)
+        raise SystemExit(2)
+    raise SystemExit(run_from_dir(Path(sys.argv[1]), log_to_file=False))

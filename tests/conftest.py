@@ -1,0 +1,73 @@
+"""Shared fixtures: isolated state folders, the bundled sample clips, a tiny trained model."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "data" / "samples"
+DEFAULT_MODEL = ROOT / "models" / "default"
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_state(tmp_path_factory):
+    """Runs and the feature cache go to a temporary folder, never into the checkout."""
+    base = tmp_path_factory.mktemp("state")
+    old = {k: os.environ.get(k) for k in ("SER_RUNS_DIR", "SER_CACHE_DIR")}
+    os.environ["SER_RUNS_DIR"] = str(base / "runs")
+    os.environ["SER_CACHE_DIR"] = str(base / "cache")
+    yield base
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def samples_dir() -> Path:
+    return SAMPLES
+
+
+@pytest.fixture(scope="session")
+def sample_clip() -> Path:
+    """An angry clip (strong intensity) of actor 01."""
+    return SAMPLES / "03-01-05-02-01-01-01.flac"
+
+
+@pytest.fixture(scope="session")
+def ravdess_dir() -> Path | None:
+    """The full corpus when SER_DATA_DIR points at it (CI sets it), else None."""
+    env = os.environ.get("SER_DATA_DIR")
+    if env and Path(env).is_dir():
+        return Path(env)
+    local = ROOT / "data" / "ravdess"
+    return local if local.is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A real (tiny) training run on the bundled samples: actor 01 is the test speaker."""
+    from ser_core.training import Logger, TrainConfig, train
+
+    run_dir = tmp_path_factory.mktemp("tiny-run")
+    cfg = TrainConfig(dataset=f"ravdess:{SAMPLES}", arch="seed000_cnn", test_speakers=("ravdess-01",),
+                      n_val_speakers=1, epochs=3, batch_size=8, workers=1)
+    train(run_dir, cfg, log=Logger(run_dir, to_file=True, echo=False))
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_run) -> Path:
+    return tiny_run / "model"
+
+
+@pytest.fixture(scope="session")
+def predictor(tiny_model):
+    from ser_core.predict import Predictor
+
+    return Predictor(tiny_model)
