@@ -108,6 +108,8 @@ def decode(source: Source, *, name: str | None = None) -> tuple[np.ndarray, int]
     try:
         head = fh.read(64)
         fh.seek(0)
+        if _looks_like_text(head):
+            raise UnsupportedFormatError("is a text file, not audio", source=label)
         try:
             return _decode_soundfile(fh)
         except Exception:  # libsndfile refuses many valid containers; PyAV tries next
@@ -116,8 +118,6 @@ def decode(source: Source, *, name: str | None = None) -> tuple[np.ndarray, int]
             return _decode_pyav(fh, label)
         except UnreadableAudioError:
             ext = Path(label).suffix.lower()
-            if _looks_like_text(head):
-                raise UnsupportedFormatError("is a text file, not audio", source=label) from None
             if ext and ext not in AUDIO_EXTENSIONS:
                 raise UnsupportedFormatError(f"unsupported format '{ext}'", source=label) from None
             raise

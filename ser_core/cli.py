@@ -221,6 +221,26 @@ def cmd_promote(args) -> int:
     return 0
 
 
+def cmd_robustness(args) -> int:
+    from .progress import Progress
+    from .robustness import evaluate_shifts, format_table
+
+    shifts = [s.strip() for s in args.shifts.split(",") if s.strip()] if args.shifts else None
+    folds = [int(f) for f in args.folds.split(",")] if args.folds else None
+    bar = Progress(0, "robustness")
+
+    def show(done, total):
+        bar.total = total
+        bar.update(done - bar.done)
+
+    result = evaluate_shifts(args.cv_dir, shifts=shifts, seed=args.seed, progress=show, folds=folds,
+                             workers=args.workers)
+    bar.close()
+    print(format_table(result))
+    print(f"written: {Path(args.cv_dir) / 'robustness.json'}")
+    return 0
+
+
 def cmd_archs(args) -> int:
     from . import features, models
 
@@ -308,6 +328,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run")
     p.set_defaults(fn=cmd_promote)
     sub.add_parser("archs", help="list architectures").set_defaults(fn=cmd_archs)
+
+    p = sub.add_parser("robustness", help="accuracy of a cross-validation's models under channel shifts")
+    p.add_argument("cv_dir")
+    p.add_argument("--shifts", help="comma-separated subset of: opus16k,telephone,gain-20db,gain+10db,"
+                                    "white10db,babble10db,reverb")
+    p.add_argument("--folds", help="comma-separated subset of folds")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, help="worker processes (default: one per core; 0: none)")
+    p.set_defaults(fn=cmd_robustness)
 
     p = sub.add_parser("data", help="dataset download and info")
     dsub = p.add_subparsers(dest="data_cmd", required=True)

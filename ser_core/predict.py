@@ -79,21 +79,33 @@ class Predictor:
             raise ModelError(f"model folder not found: {self.model_dir}")
         if not weights.exists():
             raise ModelError(f"no model.keras in {self.model_dir}")
-        self.spec = ModelSpec.load(spec_path)
-        self.labels = list(self.spec.labels)
-        self.cfg = self.spec.features
+        spec = ModelSpec.load(spec_path)
         from .tf_setup import keras
 
         try:
-            self.model = keras().models.load_model(weights, safe_mode=True, compile=False)
+            model = keras().models.load_model(weights, safe_mode=True, compile=False)
         except Exception as exc:  # Keras raises many types for damaged or unsafe files
             raise ModelError(f"{weights} could not be loaded safely ({type(exc).__name__}: {exc})") from exc
+        self._setup(model, spec)
+
+    @classmethod
+    def from_model(cls, model, spec: ModelSpec) -> "Predictor":
+        """Wrap an in-memory Keras model (training evaluates its test clips through this)."""
+        obj = cls.__new__(cls)
+        obj.model_dir = None
+        obj._setup(model, spec)
+        return obj
+
+    def _setup(self, model, spec: ModelSpec) -> None:
+        self.model, self.spec = model, spec
+        self.labels = list(spec.labels)
+        self.cfg = spec.features
         expected = tuple(features.input_shape(self.cfg))
-        if tuple(self.model.input_shape[1:]) != expected or self.model.output_shape[-1] != len(self.labels):
+        if tuple(model.input_shape[1:]) != expected or model.output_shape[-1] != len(self.labels):
             raise ModelError(f"model in {self.model_dir} does not match its spec.json "
-                             f"(input {self.model.input_shape[1:]} vs {expected})")
-        self._mean = np.asarray(self.spec.norm_mean, np.float32) if self.spec.norm_mean else None
-        self._std = np.asarray(self.spec.norm_std, np.float32) if self.spec.norm_std else None
+                             f"(input {model.input_shape[1:]} vs {expected})")
+        self._mean = np.asarray(spec.norm_mean, np.float32) if spec.norm_mean else None
+        self._std = np.asarray(spec.norm_std, np.float32) if spec.norm_std else None
         import tensorflow as tf
 
         self._infer = tf.function(lambda x: self.model(x, training=False), reduce_retracing=True)

@@ -156,9 +156,12 @@ def _targeted_copies(paths: list[str], labels: np.ndarray, fcfg: FeatureConfig, 
 
 
 def prepare(cfg: TrainConfig, df: pd.DataFrame, split: splits.Split, log: Logger) -> Prepared:
-    """Features of every part of the split, unreadable clips skipped, stats from training clips only."""
+    """Training and validation features (unreadable clips skipped), stats from training clips only.
+
+    Test clips are not featurised here: they go through the Predictor's windowed path after training,
+    exactly as ``ser predict`` would see them."""
     fcfg = cfg.feature_config()
-    parts = {"train": split.train, "val": split.val, "test": split.test}
+    parts = {"train": split.train, "val": split.val}
     needed = np.concatenate(list(parts.values()))
     paths = df["path"].to_numpy()[needed].tolist()
     log(f"extracting {fcfg.kind} features of {len(paths)} clips (cached)")
@@ -186,10 +189,10 @@ def prepare(cfg: TrainConfig, df: pd.DataFrame, split: splits.Split, log: Logger
     mean, std = features.norm_stats(x["train"])
     for name in x:
         x[name] = ((x[name] - mean) / std).astype(np.float32)
-    for name in ("val", "test"):
-        unseen = y[name] < 0
-        if unseen.any():
-            log(f"{name}: {int(unseen.sum())} clip(s) have emotions absent from training; they count as errors")
+    rows["test"] = df.iloc[split.test].reset_index(drop=True)
+    unseen = ~rows["test"]["emotion"].isin(labels)
+    if unseen.any():
+        log(f"test: {int(unseen.sum())} clip(s) have emotions absent from training; they count as errors")
     return Prepared(x, y, rows, labels, (mean, std), fs.errors)
 
 
@@ -352,22 +355,32 @@ def fit(run_dir: Path, cfg: TrainConfig, data: Prepared, log: Logger, t_start: f
     return model
 
 
-def predictions_table(model, x: np.ndarray, rows: pd.DataFrame, labels: list[str], fold: int | None = None):
-    """Per-clip predictions with probabilities, in the layout evaluation expects."""
-    probs = model.predict(x, batch_size=256, verbose=0) if len(x) else np.zeros((0, len(labels)))
+def predictions_table(predictor, rows: pd.DataFrame, fold: int | None = None) -> pd.DataFrame:
+    """Per-clip predictions through the same windowed path ``ser predict`` uses."""
+    labels = predictor.labels
+    probs, kept = [], []
+    for i, path in enumerate(rows["path"]):
+        try:
+            p = predictor.predict_file(path)
+        except SERError:
+            continue
+        kept.append(i)
+        probs.append([p.probabilities[lab] for lab in labels])
+    rows = rows.iloc[kept].reset_index(drop=True)
+    probs = np.asarray(probs, dtype=float).reshape(len(kept), len(labels))
     out = pd.DataFrame({
         "file": [Path(p).name for p in rows["path"]],
         "speaker": rows["speaker"].to_numpy(),
         "gender": rows["gender"].to_numpy(),
         "true": rows["emotion"].to_numpy(),
-        "pred": [labels[i] for i in probs.argmax(axis=1)] if len(probs) else [],
-        "confidence": probs.max(axis=1) if len(probs) else [],
+        "pred": [labels[i] for i in probs.argmax(axis=1)],
+        "confidence": probs.max(axis=1, initial=0.0),
     })
     for col in ("actor", "intensity", "statement", "corpus"):
         if col in rows:
             out.insert(2, col, rows[col].to_numpy())
     for j, lab in enumerate(labels):
-        out[f"p_{lab}"] = probs[:, j] if len(probs) else []
+        out[f"p_{lab}"] = probs[:, j]
     if fold is not None:
         out["fold"] = fold
     return out
@@ -414,8 +427,12 @@ def train(run_dir: Path, cfg: TrainConfig, *, log: Logger | None = None, df: pd.
                      extra={"train_clips": int(len(data.x["train"])), "dataset": cfg.dataset})
     save_model(run_dir, model, spec)
     metrics: dict = {"protocol": split.label, "speaker_independent": split.speaker_independent}
-    if len(data.x["test"]):
-        preds = predictions_table(model, data.x["test"], data.rows["test"], data.labels, fold=split.fold)
+    if len(data.rows["test"]):
+        from .predict import Predictor
+
+        preds = predictions_table(Predictor.from_model(model, spec), data.rows["test"], fold=split.fold)
+        if len(preds) < len(data.rows["test"]):
+            log(f"test: {len(data.rows['test']) - len(preds)} unreadable clip(s) left out of the metrics")
         atomic_write_text(run_dir / "predictions.csv", preds.to_csv(index=False))
         metrics = evaluate(preds, data.labels, protocol=split.label,
                            speaker_independent=split.speaker_independent)

@@ -1,0 +1,682 @@
+"""Figures and tables the app shows, built without any UI toolkit.
+
+Every function takes engine objects (predictions, metrics, run folders) and
+returns a plotly figure, a pandas table or plain text/bytes, so the Streamlit
+pages stay thin and all of this can be tested without a browser. TensorFlow is
+never imported here.
+"""
+from __future__ import annotations
+
+import io
+import json
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from . import evaluation, features, models, runs, splits
+from .config import EMOTIONS, FeatureConfig, data_dir, project_root
+from .datasets import AUDIO_EXTENSIONS, parse_ravdess
+
+EMOTION_COLOURS = {
+    "neutral": "#8d99ae", "calm": "#4ea8de", "happy": "#f9c74f", "sad": "#3a5a9b",
+    "angry": "#e63946", "fearful": "#9d4edd", "disgust": "#43aa8b", "surprised": "#f3722c",
+}
+GENDER_COLOURS = {"female": "#c0468f", "male": "#2a7ab0"}
+UPLOAD_TYPES = ("wav", "flac", "mp3", "ogg", "webm", "m4a")
+MEL_DISPLAY_SECONDS = 60.0
+LAYOUT = dict(margin=dict(l=10, r=10, t=40, b=10), template="plotly_white")
+
+
+def colour(label: str) -> str:
+    return EMOTION_COLOURS.get(label, "#6c757d")
+
+
+def samples_dir() -> Path:
+    return project_root() / "data" / "samples"
+
+
+def _style(fig: go.Figure, title: str | None = None, height: int | None = None) -> go.Figure:
+    fig.update_layout(**LAYOUT)
+    if title is not None:
+        fig.update_layout(title=dict(text=title, font=dict(size=15)))
+    if height is not None:
+        fig.update_layout(height=height)
+    return fig
+
+
+# ============================================================================ models
+def model_summary(model_dir: Path) -> dict:
+    """Name, architecture, date and cross-validated accuracy of a model folder, for the sidebar."""
+    model_dir = Path(model_dir)
+    spec = runs.read_json(model_dir / "spec.json", {}) or {}
+    metrics = runs.read_json(model_dir / "metrics.json", {}) or {}
+    arch = str(spec.get("arch", "?"))
+    title = models.REGISTRY[arch].title if arch in models.REGISTRY else arch
+    is_default = model_dir.resolve() == runs.default_model_dir().resolve()
+    return {
+        "name": "shipped default" if is_default else model_dir.name,
+        "dir": str(model_dir),
+        "arch": arch,
+        "title": title,
+        "created": str(spec.get("created", ""))[:10],
+        "accuracy": metrics.get("accuracy"),
+        "uar": metrics.get("uar"),
+        "protocol": str(metrics.get("protocol", "")),
+        "speaker_independent": bool(metrics.get("speaker_independent", False)),
+        "n": metrics.get("n"),
+        "is_default": is_default,
+    }
+
+
+def short_protocol(protocol: str) -> str:
+    """A compact protocol name for labels: 'emobox6 6-fold CV', 'emobox6 fold 1', 'random split'."""
+    p = protocol or "unknown protocol"
+    m = re.match(r"(\w+) (\d+)-fold cross-validation", p)
+    if m:
+        short = f"{m.group(1)} {m.group(2)}-fold CV"
+    else:
+        m = re.match(r"(\w+) fold (\d+)", p)
+        short = f"{m.group(1)} fold {m.group(2)}" if m else p.split(" (")[0]
+    if "DEPENDENT" in p:
+        short += ", speaker-dependent"
+    return short
+
+
+# ============================================================================ prediction
+def probability_figure(probabilities: dict[str, float], highlight: str | None = None) -> go.Figure:
+    """Horizontal bars of every class probability, the winner fully coloured."""
+    labels = list(probabilities)
+    values = [float(probabilities[k]) for k in labels]
+    colours = [colour(k) if (highlight is None or k == highlight) else _fade(colour(k)) for k in labels]
+    fig = go.Figure(go.Bar(x=values, y=labels, orientation="h", marker_color=colours,
+                           text=[f"{v:.0%}" for v in values], textposition="outside", cliponaxis=False))
+    fig.update_xaxes(range=[0, 1.08], tickformat=".0%", title=None)
+    fig.update_yaxes(autorange="reversed")
+    return _style(fig, "Probability of each emotion", height=300)
+
+
+def _fade(hex_colour: str, alpha: float = 0.35) -> str:
+    h = hex_colour.lstrip("#")
+    r, g, b = (int(h[i:i + 2], 16) for i in (0, 2, 4))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+def waveform_figure(y: np.ndarray, sr: int, points: int = 1500) -> go.Figure:
+    """The waveform as a min/max envelope (fast for long audio)."""
+    y = np.asarray(y, dtype=np.float32).reshape(-1)
+    n = max(1, y.size // points)
+    usable = (y.size // n) * n
+    if usable == 0:
+        lo = hi = y
+        t = np.arange(y.size) / sr
+    else:
+        blocks = y[:usable].reshape(-1, n)
+        lo, hi = blocks.min(axis=1), blocks.max(axis=1)
+        t = (np.arange(blocks.shape[0]) * n + n / 2) / sr
+    fig = go.Figure([
+        go.Scatter(x=t, y=hi, mode="lines", line=dict(width=0.6, color="#2a7ab0"), showlegend=False,
+                   hoverinfo="skip"),
+        go.Scatter(x=t, y=lo, mode="lines", line=dict(width=0.6, color="#2a7ab0"), fill="tonexty",
+                   fillcolor="rgba(42,122,176,0.45)", showlegend=False, hoverinfo="skip"),
+    ])
+    peak = float(max(np.abs(y).max(initial=0.0), 1e-3))
+    fig.update_xaxes(title="time (s)")
+    fig.update_yaxes(range=[-peak * 1.05, peak * 1.05], title="amplitude")
+    return _style(fig, "Waveform", height=240)
+
+
+def mel_db(y: np.ndarray, cfg: FeatureConfig, n_mels: int = 64,
+           max_seconds: float = MEL_DISPLAY_SECONDS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Log-mel spectrogram (dB re. max) of up to ``max_seconds``: (db[n_mels, T], times, band centres in Hz)."""
+    import librosa
+
+    sr = cfg.sample_rate
+    y = np.asarray(y, dtype=np.float32)[: int(max_seconds * sr)]
+    power = features.stft_magnitude(y, cfg.n_fft, cfg.hop_length) ** 2
+    db = features.power_to_db(features.mel_power(power, sr, cfg.n_fft, n_mels), ref="max")
+    times = np.arange(db.shape[-1]) * cfg.hop_length / sr
+    freqs = librosa.mel_frequencies(n_mels=n_mels + 2, fmax=sr / 2)[1:-1]
+    return db, times, freqs
+
+
+def mel_figure(y: np.ndarray, cfg: FeatureConfig, n_mels: int = 64) -> go.Figure:
+    db, times, freqs = mel_db(y, cfg, n_mels)
+    fig = go.Figure(go.Heatmap(z=db, x=times, y=np.round(freqs).astype(int), colorscale="Magma",
+                               colorbar=dict(title="dB"), zmin=-80, zmax=0,
+                               hovertemplate="%{x:.2f} s, %{y} Hz: %{z:.1f} dB<extra></extra>"))
+    fig.update_xaxes(title="time (s)")
+    fig.update_yaxes(title="mel band centre (Hz)", type="category", nticks=8)
+    cut = len(y) / cfg.sample_rate > MEL_DISPLAY_SECONDS
+    return _style(fig, f"Mel spectrogram ({n_mels} bands" + (f", first {MEL_DISPLAY_SECONDS:.0f} s)" if cut else ")"),
+                  height=320)
+
+
+def channel_names(cfg: FeatureConfig) -> list[str]:
+    """What each input channel of a feature kind holds."""
+    deltas = ["", " Δ", " ΔΔ"] if cfg.deltas else [""]
+    if cfg.kind == "seed000":
+        return [f"mel ({cfg.n_mels} bands, dB)", f"MFCC {cfg.n_mfcc} + chroma 12 + contrast 7"]
+    if cfg.kind == "logmel":
+        return [f"log-mel ({cfg.n_mels} bands){d}" for d in deltas]
+    if cfg.kind == "mfcc_seq":
+        return [f"MFCC ({cfg.n_mfcc}){d}" for d in deltas]
+    if cfg.kind == "image":
+        return ["red", "green", "blue"]
+    return ["clip statistics"]
+
+
+def model_input_figure(x: np.ndarray, cfg: FeatureConfig) -> go.Figure:
+    """Each channel of the (normalised) model input as a heatmap; statistics vectors as bars."""
+    x = np.asarray(x)
+    names = channel_names(cfg)
+    if x.ndim == 1:
+        fig = go.Figure(go.Bar(y=x, marker_color="#2a7ab0"))
+        fig.update_xaxes(title="feature index")
+        return _style(fig, "Model input: per-clip statistics (normalised)", height=280)
+    n = x.shape[-1]
+    fig = make_subplots(rows=1, cols=n, subplot_titles=[names[i] if i < len(names) else f"channel {i + 1}"
+                                                        for i in range(n)], horizontal_spacing=0.06)
+    for i in range(n):
+        fig.add_trace(go.Heatmap(z=x[..., i], colorscale="RdBu_r", zmid=0, showscale=i == n - 1,
+                                 colorbar=dict(title="z"),
+                                 hovertemplate="frame %{x}, row %{y}: %{z:.2f}<extra></extra>"), 1, i + 1)
+        fig.update_xaxes(title="frame", row=1, col=i + 1)
+    fig.update_yaxes(title="row", row=1, col=1)
+    return _style(fig, f"Model input {tuple(x.shape)} after normalisation", height=320)
+
+
+def timeline_figure(windows: list, labels: list[str]) -> go.Figure:
+    """Per-window probabilities over time; window centres on the x axis, winner marked on top."""
+    mids = [(w.start + w.end) / 2 for w in windows]
+    fig = go.Figure()
+    for lab in labels:
+        fig.add_trace(go.Scatter(x=mids, y=[w.probabilities.get(lab, 0.0) for w in windows], name=lab,
+                                 mode="lines+markers", line=dict(color=colour(lab), width=2), marker=dict(size=5)))
+    tops = [w.emotion or "no speech" for w in windows]
+    fig.add_trace(go.Scatter(x=mids, y=[1.06] * len(mids), mode="markers", name="top emotion",
+                             marker=dict(size=11, symbol="square", color=[colour(t) for t in tops]),
+                             text=tops, hovertemplate="%{x:.1f} s: %{text}<extra></extra>", showlegend=False))
+    fig.update_xaxes(title="time (s, window centre)")
+    fig.update_yaxes(range=[0, 1.12], tickformat=".0%", title="probability")
+    return _style(fig, "Emotion over time (3 s windows, 1 s hop)", height=340)
+
+
+def windows_frame(windows: list) -> pd.DataFrame:
+    return pd.DataFrame([{"start (s)": round(w.start, 2), "end (s)": round(w.end, 2),
+                          "emotion": w.emotion or "no speech", "confidence": round(w.confidence, 3)}
+                         for w in windows])
+
+
+def prediction_record(pred, model: dict | None = None) -> dict:
+    """The result as a JSON-ready dict (with windows and the model that made it)."""
+    d = pred.to_dict(windows=True)
+    if model:
+        d["model"] = {k: model[k] for k in ("name", "arch", "created") if k in model}
+    return d
+
+
+def prediction_json(pred, model: dict | None = None) -> str:
+    return json.dumps(prediction_record(pred, model), indent=1)
+
+
+def prediction_csv(pred) -> str:
+    """One 'overall' row then one row per window, with every class probability."""
+    labels = list(pred.probabilities)
+    rows = [{"scope": "overall", "start": 0.0, "end": round(pred.duration, 3), "emotion": pred.emotion or "",
+             "confidence": round(pred.confidence, 6),
+             **{f"p_{k}": round(float(pred.probabilities[k]), 6) for k in labels}}]
+    for w in pred.windows:
+        rows.append({"scope": "window", "start": round(w.start, 3), "end": round(w.end, 3),
+                     "emotion": w.emotion or "", "confidence": round(w.confidence, 6),
+                     **{f"p_{k}": round(float(w.probabilities.get(k, 0.0)), 6) for k in labels}})
+    return pd.DataFrame(rows).to_csv(index=False)
+
+
+def live_figure(points: list, labels: list[str], span: float = 30.0) -> go.Figure:
+    """Scrolling probability timeline of live classifications (the last ``span`` seconds)."""
+    if points:
+        end = points[-1].time
+        points = [p for p in points if p.time >= end - span]
+    x = [p.time for p in points]
+    fig = go.Figure()
+    for lab in labels:
+        fig.add_trace(go.Scatter(x=x, y=[p.probabilities.get(lab, 0.0) for p in points], name=lab,
+                                 mode="lines", line=dict(color=colour(lab), width=2)))
+    right = max(x[-1] if x else 0.0, span)
+    fig.update_xaxes(range=[right - span, right], title="stream time (s)")
+    fig.update_yaxes(range=[0, 1], tickformat=".0%", title="probability")
+    return _style(fig, "Live emotion timeline", height=300)
+
+
+AUDIO_MIME = {".wav": "audio/wav", ".flac": "audio/flac", ".mp3": "audio/mpeg", ".ogg": "audio/ogg",
+              ".webm": "audio/webm", ".m4a": "audio/mp4"}
+
+
+def mime_for(name: str) -> str:
+    """MIME type for the audio player, from the file extension (WAV when unknown)."""
+    return AUDIO_MIME.get(Path(str(name)).suffix.lower(), "audio/wav")
+
+
+def sample_label(path: Path) -> str:
+    """'Actor 01 (male) – angry' for a RAVDESS sample clip, else its file name."""
+    info = parse_ravdess(Path(path).name)
+    if not info:
+        return Path(path).name
+    return f"Actor {int(info['actor']):02d} ({info['gender']}), {info['emotion']}"
+
+
+def sample_clips(folder: Path | None = None) -> list[Path]:
+    folder = Path(folder) if folder is not None else samples_dir()
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
+
+
+# ============================================================================ training
+@dataclass(frozen=True)
+class DatasetChoice:
+    key: str
+    label: str
+    spec: str
+
+
+def dataset_choices() -> list[DatasetChoice]:
+    """Datasets the Train page offers: the configured RAVDESS folder (when present) and the bundled samples."""
+    out = []
+    root = data_dir()
+    if root.is_dir() and any(root.glob("Actor_*")):
+        out.append(DatasetChoice("ravdess", f"RAVDESS ({root.name}, all 24 actors)", "ravdess"))
+    samples = samples_dir()
+    if sample_clips(samples):
+        out.append(DatasetChoice("samples", f"Bundled samples ({len(sample_clips(samples))} clips, actors 1-4)",
+                                 f"ravdess:{samples}"))
+    return out
+
+
+def fold_count(protocol: str) -> int:
+    return splits.n_folds(protocol)
+
+
+def quick_speakers(protocol: str, fold: int) -> tuple[str, ...]:
+    """Actors of a quick run: the fold's test actors plus four training actors (two of each gender)."""
+    if protocol == "emobox6":
+        test = list(splits.EMOBOX_RAVDESS_FOLDS[fold - 1])
+    else:
+        test = []
+    rest = [a for a in range(1, 25) if a not in test]
+    male = [a for a in rest if a % 2][:2]
+    female = [a for a in rest if not a % 2][:2]
+    chosen = sorted(test + male + female) if test else list(range(1, 9))
+    return tuple(f"{a:02d}" for a in chosen)
+
+
+def history_frame(rows: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=["epoch", "accuracy", "loss"])
+
+
+def curves_figure(rows: list[dict]) -> go.Figure:
+    """Train and validation accuracy (left) and loss (right) per epoch."""
+    df = history_frame(rows)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("Accuracy", "Loss"), horizontal_spacing=0.08)
+    series = (("accuracy", "train", "#2a7ab0", 1), ("val_accuracy", "validation", "#e76f51", 1),
+              ("loss", "train", "#2a7ab0", 2), ("val_loss", "validation", "#e76f51", 2))
+    for col, name, col_colour, pos in series:
+        if col in df and not df.empty:
+            fig.add_trace(go.Scatter(x=df["epoch"], y=df[col], name=name, mode="lines+markers",
+                                     line=dict(color=col_colour, width=2), marker=dict(size=5),
+                                     legendgroup=name, showlegend=pos == 1), 1, pos)
+    fig.update_xaxes(title="epoch")
+    fig.update_yaxes(tickformat=".0%", row=1, col=1)
+    return _style(fig, None, height=320)
+
+
+def progress_info(status: dict, rows: list[dict]) -> dict:
+    """Fraction done, a one-line text and the ETA (seconds, from the mean epoch time) of a run."""
+    epochs = int(status.get("epochs") or 0)
+    done = len(rows)
+    fraction = min(done / epochs, 1.0) if epochs else 0.0
+    eta = None
+    if rows and epochs and status.get("state") in runs.ACTIVE_STATES:
+        secs = [float(r.get("seconds", 0.0)) for r in rows]
+        eta = float(np.mean(secs)) * max(epochs - done, 0)
+    text = f"Epoch {done} of {epochs}" if epochs else "Preparing"
+    if eta is not None:
+        text += f", about {format_seconds(eta)} left"
+    return {"fraction": fraction, "text": text, "eta": eta, "done": done, "epochs": epochs}
+
+
+def format_seconds(s: float) -> str:
+    s = int(round(s))
+    return f"{s // 60} min {s % 60:02d} s" if s >= 60 else f"{s} s"
+
+
+def log_tail(run_dir: Path, lines: int = 15) -> str:
+    try:
+        text = (Path(run_dir) / "log.txt").read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return ""
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def run_title(run: dict) -> str:
+    cfg = run.get("config", {})
+    return f"{run['id']} ({cfg.get('arch', '?')}, {run['status'].get('state', '?')})"
+
+
+def runs_frame(run_list: list[dict]) -> pd.DataFrame:
+    """One row per run: state, dataset, architecture, protocol, epochs, best validation and test accuracy."""
+    rows = []
+    for r in run_list:
+        cfg, st, m = r.get("config", {}), r.get("status", {}), r.get("metrics") or {}
+        dataset = str(cfg.get("dataset", ""))
+        if dataset.startswith("ravdess:") and Path(dataset[8:]).resolve() == samples_dir().resolve():
+            dataset = "samples"
+        proto = m.get("protocol") or (f"{cfg.get('protocol', '')} fold {cfg.get('fold', '')}"
+                                      if cfg.get("protocol") else "")
+        if cfg.get("cv_folds"):
+            proto = m.get("protocol") or f"{cfg.get('protocol')} cross-validation"
+        best = st.get("best_val_accuracy", m.get("best_val_accuracy"))
+        rows.append({
+            "run": r["id"], "state": st.get("state", "?"), "arch": cfg.get("arch", ""), "dataset": dataset,
+            "protocol": short_protocol(proto) if proto else "",
+            "epochs": f"{st.get('epoch', 0)}/{st.get('epochs', cfg.get('epochs', '?'))}",
+            "best val acc": best if isinstance(best, (int, float)) else None,
+            "test acc": m.get("accuracy"),
+            "message": st.get("message", ""),
+        })
+    return pd.DataFrame(rows, columns=["run", "state", "arch", "dataset", "protocol", "epochs", "best val acc",
+                                       "test acc", "message"])
+
+
+# ============================================================================ evaluation
+@dataclass(frozen=True)
+class EvalSource:
+    key: str
+    title: str
+    dir: str
+
+    @property
+    def predictions(self) -> Path:
+        return Path(self.dir) / "predictions.csv"
+
+    @property
+    def metrics_file(self) -> Path:
+        return Path(self.dir) / "metrics.json"
+
+
+def evaluation_sources() -> list[EvalSource]:
+    """What the Evaluate page can show: the shipped model's CV, a promoted model, runs with predictions."""
+    out = []
+    default = runs.default_model_dir()
+    if (default / "predictions.csv").exists():
+        m = runs.read_json(default / "metrics.json", {}) or {}
+        out.append(EvalSource("default", f"Shipped default model ({short_protocol(m.get('protocol', ''))})",
+                              str(default)))
+    active = runs.active_model_dir()
+    if active.resolve() != default.resolve() and (active / "predictions.csv").exists():
+        out.append(EvalSource(f"model:{active.name}", f"Active model {active.name}", str(active)))
+    for r in runs.list_runs():
+        if (Path(r["dir"]) / "predictions.csv").exists():
+            m = r.get("metrics") or {}
+            out.append(EvalSource(f"run:{r['id']}", f"Run {r['id']} ({short_protocol(m.get('protocol', ''))})",
+                                  r["dir"]))
+    return out
+
+
+def labels_of(df: pd.DataFrame, stored: dict | None = None) -> list[str]:
+    """Label order: metrics.json's, else the probability columns', else EMOTIONS order of what occurs."""
+    if stored and stored.get("labels"):
+        return list(stored["labels"])
+    cols = evaluation.probability_columns(df)
+    if cols:
+        return [c[2:] for c in cols]
+    seen = set(df["true"]) | set(df["pred"])
+    return [e for e in EMOTIONS if e in seen] + sorted(seen - set(EMOTIONS))
+
+
+def load_source(source: EvalSource) -> tuple[pd.DataFrame, dict]:
+    """Predictions and metrics recomputed from them (protocol name from metrics.json)."""
+    df = evaluation.load_predictions(source.predictions)
+    stored = runs.read_json(source.metrics_file, {}) or {}
+    labels = labels_of(df, stored)
+    protocol = stored.get("protocol", "")
+    metrics = evaluation.evaluate(df, labels, protocol=protocol,
+                                  speaker_independent=bool(stored.get("speaker_independent", "DEPENDENT"
+                                                                      not in protocol)))
+    return df, metrics
+
+
+METRIC_NAMES = (("accuracy", "Accuracy"), ("uar", "UAR"), ("macro_f1", "Macro F1"), ("weighted_f1", "Weighted F1"))
+
+
+def metric_cards(metrics: dict) -> list[tuple[str, str, float]]:
+    """(label with protocol, formatted value, raw value) for the four headline metrics."""
+    proto = short_protocol(metrics.get("protocol", ""))
+    return [(f"{name} · {proto}", format_pct(metrics[key]), float(metrics[key])) for key, name in METRIC_NAMES]
+
+
+def format_pct(v: float) -> str:
+    return f"{100 * float(v):.1f}%"
+
+
+def confusion_figure(metrics: dict, normalise: bool = True) -> go.Figure:
+    """Confusion matrix; rows normalised to recall by default, counts in the hover text."""
+    labels = metrics["labels"]
+    cm = np.asarray(metrics["confusion"], dtype=float)
+    rows = cm.sum(axis=1, keepdims=True)
+    z = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0) if normalise else cm
+    text = [[f"{v:.0%}" if normalise else f"{int(v)}" for v in row] for row in z]
+    fig = go.Figure(go.Heatmap(z=z, x=labels, y=labels, colorscale="Blues", zmin=0,
+                               zmax=1 if normalise else None, text=text, texttemplate="%{text}",
+                               customdata=cm.astype(int),
+                               hovertemplate="true %{y}, predicted %{x}: %{text} (%{customdata} clips)<extra></extra>",
+                               colorbar=dict(title="share" if normalise else "clips")))
+    fig.update_xaxes(title="predicted", side="bottom")
+    fig.update_yaxes(title="true", autorange="reversed")
+    return _style(fig, "Confusion matrix (each row sums to 100 %)" if normalise else "Confusion matrix", height=460)
+
+
+def per_class_frame(metrics: dict) -> pd.DataFrame:
+    pc = metrics["per_class"]
+    return pd.DataFrame([{"emotion": k, **v} for k, v in pc.items()])
+
+
+def per_class_figure(metrics: dict) -> go.Figure:
+    df = per_class_frame(metrics)
+    fig = go.Figure([go.Bar(x=df["emotion"], y=df[m], name=m, marker_color=c)
+                     for m, c in (("precision", "#8ecae6"), ("recall", "#219ebc"), ("f1", "#023047"))])
+    fig.update_yaxes(range=[0, 1], tickformat=".0%")
+    fig.update_layout(barmode="group", legend=dict(orientation="h", y=1.1))
+    return _style(fig, "Precision, recall and F1 per emotion", height=340)
+
+
+def gender_figure(metrics: dict) -> go.Figure:
+    """Accuracy (left) and per-class recall (right), female and male side by side."""
+    pg = metrics.get("per_gender", {})
+    genders = [g for g in ("female", "male") if g in pg] + [g for g in pg if g not in ("female", "male")]
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.25, 0.75], subplot_titles=("Accuracy", "Recall per emotion"),
+                        horizontal_spacing=0.08)
+    for g in genders:
+        c = GENDER_COLOURS.get(g, "#888")
+        fig.add_trace(go.Bar(x=[g], y=[pg[g]["accuracy"]], name=g, marker_color=c, legendgroup=g,
+                             text=[format_pct(pg[g]["accuracy"])], textposition="outside", cliponaxis=False), 1, 1)
+        rec = pg[g].get("recall", {})
+        fig.add_trace(go.Bar(x=list(rec), y=list(rec.values()), name=g, marker_color=c, legendgroup=g,
+                             showlegend=False), 1, 2)
+    fig.update_yaxes(range=[0, 1.1], tickformat=".0%")
+    fig.update_layout(barmode="group", legend=dict(orientation="h", y=1.15))
+    return _style(fig, None, height=340)
+
+
+def gender_gap_text(gap: dict) -> str:
+    lo, hi = gap["ci95"]
+    return (f"Female − male accuracy: {100 * gap['gap']:+.1f} points "
+            f"(95 % CI {100 * lo:+.1f} to {100 * hi:+.1f}, speaker bootstrap over "
+            f"{gap['speakers']['female']} female and {gap['speakers']['male']} male speakers)")
+
+
+def speaker_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy, clips and gender per speaker, sorted by accuracy."""
+    if "speaker" not in df:
+        return pd.DataFrame(columns=["speaker", "accuracy", "clips", "gender"])
+    g = df.assign(correct=(df["true"] == df["pred"]).astype(float)).groupby("speaker")
+    out = pd.DataFrame({"accuracy": g["correct"].mean(), "clips": g.size()})
+    out["gender"] = g["gender"].first() if "gender" in df else "unknown"
+    return out.reset_index().sort_values(["accuracy", "speaker"]).reset_index(drop=True)
+
+
+def speaker_figure(df: pd.DataFrame) -> go.Figure:
+    sp = speaker_frame(df)
+    overall = float((df["true"] == df["pred"]).mean()) if len(df) else 0.0
+    fig = go.Figure(go.Bar(x=sp["speaker"], y=sp["accuracy"],
+                           marker_color=[GENDER_COLOURS.get(g, "#888") for g in sp["gender"]],
+                           customdata=np.stack([sp["gender"], sp["clips"]], axis=-1) if len(sp) else None,
+                           hovertemplate="%{x} (%{customdata[0]}): %{y:.0%} of %{customdata[1]} clips<extra></extra>"))
+    fig.add_hline(y=overall, line_dash="dot", line_color="#555", annotation_text=f"overall {overall:.0%}")
+    fig.update_yaxes(range=[0, 1], tickformat=".0%")
+    fig.update_xaxes(type="category", title=None)
+    return _style(fig, "Accuracy per speaker (pink female, blue male)", height=320)
+
+
+def intensity_figure(metrics: dict) -> go.Figure:
+    """Accuracy per RAVDESS intensity and recall per emotion for each intensity."""
+    pi = metrics.get("per_intensity", {})
+    order = [k for k in ("normal", "strong") if k in pi] + [k for k in pi if k not in ("normal", "strong")]
+    colours = {"normal": "#90be6d", "strong": "#f94144"}
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.25, 0.75], subplot_titles=("Accuracy", "Recall per emotion"),
+                        horizontal_spacing=0.08)
+    for k in order:
+        c = colours.get(k, "#888")
+        fig.add_trace(go.Bar(x=[k], y=[pi[k]["accuracy"]], name=k, marker_color=c, legendgroup=k,
+                             text=[f"{format_pct(pi[k]['accuracy'])} (n={pi[k]['n']})"], textposition="outside",
+                             cliponaxis=False), 1, 1)
+        rec = pi[k].get("recall", {})
+        present = [lab for lab in rec if metrics["per_class"].get(lab, {}).get("support", 0)]
+        fig.add_trace(go.Bar(x=present, y=[rec[lab] for lab in present], name=k, marker_color=c, legendgroup=k,
+                             showlegend=False), 1, 2)
+    fig.update_yaxes(range=[0, 1.1], tickformat=".0%")
+    fig.update_layout(barmode="group", legend=dict(orientation="h", y=1.15))
+    return _style(fig, None, height=320)
+
+
+def misclassified_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """Wrongly predicted clips: file, speaker, gender, true, predicted, confidence (most confident first)."""
+    wrong = df[df["true"] != df["pred"]]
+    cols = [c for c in ("file", "speaker", "gender", "intensity", "true", "pred", "confidence") if c in wrong]
+    out = wrong[cols].copy()
+    if "confidence" in out:
+        out = out.sort_values("confidence", ascending=False)
+    return out.reset_index(drop=True)
+
+
+def filter_misclassified(wrong: pd.DataFrame, *, true=(), pred=(), speakers=(), min_confidence: float = 0.0):
+    m = pd.Series(True, index=wrong.index)
+    if true:
+        m &= wrong["true"].isin(true)
+    if pred:
+        m &= wrong["pred"].isin(pred)
+    if speakers and "speaker" in wrong:
+        m &= wrong["speaker"].isin(speakers)
+    if "confidence" in wrong:
+        m &= wrong["confidence"] >= min_confidence
+    return wrong[m].reset_index(drop=True)
+
+
+def audio_index(roots: list[Path] | None = None) -> dict[str, str]:
+    """File name -> path of every audio file under the data folder and the samples (first one wins)."""
+    roots = roots if roots is not None else [data_dir(), samples_dir()]
+    index: dict[str, str] = {}
+    for root in roots:
+        root = Path(root)
+        if not root.is_dir():
+            continue
+        for p in sorted(root.rglob("*")):
+            if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file():
+                index.setdefault(p.name, str(p))
+    return index
+
+
+def find_audio(name: str, index: dict[str, str]) -> Path | None:
+    """The clip of a predictions row, looked up by its bare file name (never a path from the table)."""
+    name = Path(str(name)).name
+    hit = index.get(name)
+    return Path(hit) if hit else None
+
+
+def compare_frame(a: dict, b: dict, name_a: str, name_b: str) -> pd.DataFrame:
+    """Headline, per-gender and per-class F1 numbers of two evaluations side by side."""
+    rows = [(label, a.get(key), b.get(key)) for key, label in METRIC_NAMES]
+    for g in ("female", "male"):
+        rows.append((f"{g} accuracy", a.get("per_gender", {}).get(g, {}).get("accuracy"),
+                     b.get("per_gender", {}).get(g, {}).get("accuracy")))
+    for lab in dict.fromkeys(list(a.get("per_class", {})) + list(b.get("per_class", {}))):
+        rows.append((f"F1 {lab}", a.get("per_class", {}).get(lab, {}).get("f1"),
+                     b.get("per_class", {}).get(lab, {}).get("f1")))
+    df = pd.DataFrame(rows, columns=["metric", name_a, name_b])
+    df["difference"] = df[name_b] - df[name_a]
+    return df
+
+
+def compare_figure(table: pd.DataFrame) -> go.Figure:
+    names = [c for c in table.columns if c not in ("metric", "difference")]
+    fig = go.Figure([go.Bar(x=table["metric"], y=table[n], name=n, marker_color=c)
+                     for n, c in zip(names, ("#219ebc", "#fb8500"))])
+    fig.update_yaxes(range=[0, 1], tickformat=".0%")
+    fig.update_layout(barmode="group", legend=dict(orientation="h", y=1.12))
+    return _style(fig, None, height=360)
+
+
+def metrics_json(metrics: dict) -> str:
+    return json.dumps(metrics, indent=1, default=float)
+
+
+def metrics_csv(metrics: dict) -> str:
+    """A flat table: one row per (scope, name, metric) so it opens cleanly in a spreadsheet."""
+    rows = [("overall", "all", key, metrics[key]) for key, _ in METRIC_NAMES]
+    rows.append(("overall", "all", "n", metrics["n"]))
+    for lab, v in metrics["per_class"].items():
+        rows += [("class", lab, k, v[k]) for k in ("precision", "recall", "f1", "support")]
+    for scope in ("per_gender", "per_intensity"):
+        for name, v in metrics.get(scope, {}).items():
+            rows += [(scope[4:], name, k, v[k]) for k in ("accuracy", "uar", "macro_f1", "n")]
+    for spk, acc in metrics.get("per_speaker", {}).items():
+        rows.append(("speaker", spk, "accuracy", acc))
+    df = pd.DataFrame(rows, columns=["scope", "name", "metric", "value"])
+    df.insert(0, "protocol", metrics.get("protocol", ""))
+    return df.to_csv(index=False)
+
+
+def figures_png_zip(figs: dict[str, go.Figure], width: int = 1100, height: int = 500) -> bytes:
+    """Every figure as a PNG in one zip (plotly + kaleido drive the installed Chromium)."""
+    import tempfile
+
+    import plotly.io as pio
+
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = [Path(tmp) / f"{name}.png" for name in figs]
+        pio.write_images(list(figs.values()), paths, width=width, height=height, scale=2)
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+            for p in paths:
+                z.write(p, p.name)
+    return buf.getvalue()
+
+
+def figures_html_zip(figs: dict[str, go.Figure]) -> bytes:
+    """Every figure as a stand-alone interactive HTML file (plotly.js inlined) in one zip."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, fig in figs.items():
+            z.writestr(f"{name}.html", fig.to_html(include_plotlyjs=True, full_html=True))
+    return buf.getvalue()
+
+
+def md_escape(text: str) -> str:
+    """Escape Markdown syntax so user-supplied text (file names, messages) is shown literally."""
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$])", r"\\\1", str(text))

@@ -1,0 +1,107 @@
+"""Decoding, resampling, validation and conditioning of real audio."""
+import io
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from ser_core import audio
+from ser_core.errors import (EmptyAudioError, InvalidSamplesError, SilentAudioError, TooLongError,
+                             TooShortError, UnsupportedFormatError)
+
+
+def tone(sr, seconds, freq=440.0, channels=1, amp=0.5):
+    t = np.arange(int(sr * seconds)) / sr
+    y = (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+    return np.stack([y] * channels, axis=1) if channels > 1 else y
+
+
+def wav_bytes(y, sr, subtype="PCM_16"):
+    buf = io.BytesIO()
+    sf.write(buf, y, sr, format="WAV", subtype=subtype)
+    return buf.getvalue()
+
+
+def test_flac_sample_decodes_to_16k_mono(sample_clip):
+    y = audio.load(sample_clip)
+    info = sf.info(sample_clip)
+    assert y.dtype == np.float32 and y.ndim == 1
+    assert y.size == info.frames  # already 16 kHz: no resampling, no lost samples
+    assert 0.01 < np.abs(y).max() <= 1.0
+
+
+def test_stereo_44k_is_mixed_and_resampled():
+    left = tone(44100, 2.0, 440)
+    right = tone(44100, 2.0, 440) * 0.0
+    y = audio.load(wav_bytes(np.stack([left, right], axis=1), 44100), name="stereo.wav")
+    assert y.size == pytest.approx(32000, abs=2)
+    # the mix is the channel mean: a 0.5 tone on one channel and silence on the other peaks at 0.25
+    assert np.abs(y).max() == pytest.approx(0.25, abs=0.01)
+    spectrum = np.abs(np.fft.rfft(y))
+    assert np.argmax(spectrum) * 16000 / y.size == pytest.approx(440, abs=2)
+
+
+def test_float32_wav_round_trips_exactly():
+    y0 = tone(16000, 1.0, 300)
+    y = audio.load(wav_bytes(y0, 16000, "FLOAT"), name="f.wav")
+    np.testing.assert_array_equal(y, y0)
+
+
+@pytest.mark.parametrize("make, error", [
+    (lambda: b"", EmptyAudioError),
+    (lambda: wav_bytes(np.zeros(16000, np.float32), 16000), SilentAudioError),
+    (lambda: wav_bytes(np.full(16000, 0.3, np.float32), 16000, "FLOAT"), SilentAudioError),
+    (lambda: wav_bytes(tone(16000, 0.05), 16000), TooShortError),
+    (lambda: wav_bytes(np.array([0.1, np.nan, 0.2] * 4000, np.float32), 16000, "FLOAT"), InvalidSamplesError),
+])
+def test_bad_signals_raise_typed_one_line_errors(make, error):
+    with pytest.raises(error) as exc:
+        audio.load(make(), name="clip.wav")
+    msg = str(exc.value)
+    assert msg.startswith("clip.wav: ") and "\n" not in msg
+
+
+def test_length_limit_is_enforced():
+    with pytest.raises(TooLongError, match="limit is 2 s"):
+        audio.load(wav_bytes(tone(16000, 3.0), 16000), name="long.wav", max_seconds=2)
+
+
+def test_text_file_is_named_as_such(tmp_path):
+    p = tmp_path / "notes.txt"
+    p.write_text("this is not audio at all, just some words\n" * 20)
+    with pytest.raises(UnsupportedFormatError, match="text file"):
+        audio.load(p)
+
+
+def test_fix_length_trims_and_pads():
+    y = np.arange(10, dtype=np.float32)
+    np.testing.assert_array_equal(audio.fix_length(y, 4), [0, 1, 2, 3])
+    np.testing.assert_array_equal(audio.fix_length(y[:3], 5), [0, 1, 2, 0, 0])
+
+
+def test_trim_silence_keeps_the_voiced_part():
+    sr = 16000
+    y = np.concatenate([np.zeros(sr), tone(sr, 1.0), np.zeros(sr)]).astype(np.float32)
+    t = audio.trim_silence(y)
+    assert sr * 0.95 < t.size < sr * 1.1
+    assert np.abs(t).max() == pytest.approx(0.5, abs=1e-3)
+
+
+def test_loudness_normalisation_removes_gain():
+    y = tone(16000, 1.0, amp=0.05)
+    a = audio.normalise_loudness(y)
+    b = audio.normalise_loudness(y * 8)
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    assert 20 * np.log10(np.sqrt(np.mean(a ** 2))) == pytest.approx(-23.0, abs=0.1)
+
+
+def test_stream_yields_the_same_samples_as_load(sample_clip):
+    whole = audio.load(sample_clip)
+    blocks = list(audio.stream(sample_clip, block_seconds=0.5))
+    joined = np.concatenate(blocks)
+    assert len(blocks) > 3
+    np.testing.assert_allclose(joined[: whole.size], whole, atol=1e-6)
+
+
+def test_duration_from_header(sample_clip):
+    assert audio.duration_seconds(sample_clip) == pytest.approx(sf.info(sample_clip).duration)

@@ -1,0 +1,64 @@
+"""The Predictor: probabilities, windows for long audio, no-speech answers, bad model folders."""
+import shutil
+
+import numpy as np
+import pytest
+
+from ser_core import audio
+from ser_core.errors import ModelError
+from ser_core.predict import Predictor
+
+
+def test_probabilities_over_the_models_labels(predictor, sample_clip):
+    p = predictor.predict_file(sample_clip)
+    assert list(p.probabilities) == predictor.labels and len(predictor.labels) == 8
+    assert sum(p.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+    assert p.emotion == max(p.probabilities, key=p.probabilities.get)
+    assert p.confidence == pytest.approx(p.probabilities[p.emotion])
+    assert p.duration == pytest.approx(4.104, abs=1e-3)
+    # 4.1 s is more than one window plus a hop: windows at 0 s and 1 s, and one flush with the end
+    assert [w.start for w in p.windows] == pytest.approx([0.0, 1.0, 1.104], abs=1e-3)
+
+
+def test_file_and_array_paths_agree(predictor, sample_clip):
+    y = audio.load(sample_clip)
+    a = predictor.predict_file(sample_clip)
+    b = predictor.predict_array(y, 16000)
+    c = predictor.predict_array(audio.resample(y, 16000, 44100), 44100)
+    assert a.probabilities == pytest.approx(b.probabilities, abs=1e-6)
+    assert a.emotion == c.emotion
+
+
+def test_long_audio_is_windowed(predictor, samples_dir):
+    clips = [audio.load(p) for p in sorted(samples_dir.glob("*.flac"))[:3]]
+    y = np.concatenate(clips)
+    p = predictor.predict_array(y, 16000, name="three.wav")
+    n = y.size / 16000
+    assert len(p.windows) == int(np.ceil(n - 3.0)) + 1
+    assert p.windows[0].start == 0 and p.windows[-1].end == pytest.approx(n, abs=1e-6)
+    speech = [w for w in p.windows if w.speech]
+    mean = np.mean([[w.probabilities[lab] for lab in predictor.labels] for w in speech], axis=0)
+    assert [p.probabilities[lab] for lab in predictor.labels] == pytest.approx(mean.tolist(), abs=1e-6)
+
+
+def test_near_silence_says_no_speech(predictor):
+    rng = np.random.default_rng(0)
+    hiss = (rng.standard_normal(48000) * 3e-4).astype(np.float32)   # about -70 dBFS
+    p = predictor.predict_array(hiss, 16000)
+    assert p.emotion is None and "no speech" in p.message
+    assert p.to_dict()["emotion"] is None
+
+
+def test_model_folder_problems_are_model_errors(tmp_path, tiny_model):
+    with pytest.raises(ModelError, match="not found"):
+        Predictor(tmp_path / "missing")
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model, broken)
+    (broken / "model.keras").write_bytes(b"not a zip")
+    with pytest.raises(ModelError, match="could not be loaded"):
+        Predictor(broken)
+    nospec = tmp_path / "nospec"
+    shutil.copytree(tiny_model, nospec)
+    (nospec / "spec.json").unlink()
+    with pytest.raises(ModelError, match="spec.json"):
+        Predictor(nospec)
