@@ -25,6 +25,7 @@ Source = Union[str, os.PathLike, bytes, BinaryIO]
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".webm", ".m4a",
                     ".mp4", ".aac", ".aif", ".aiff", ".mkv", ".mov", ".wma")
 SILENCE_PEAK = 1e-4      # below this after removing DC, a signal holds no speech
+MAX_SAMPLE = 1000.0      # float audio lives in [-1, 1]; far beyond is unscaled or corrupt data
 MIN_SECONDS = 0.1
 
 
@@ -73,29 +74,72 @@ def _decode_soundfile(fh: BinaryIO) -> tuple[np.ndarray, int]:
     return data, int(sr)
 
 
-def _decode_pyav(fh: BinaryIO, label: str) -> tuple[np.ndarray, int]:
+def _undecodable(label: str, head: bytes) -> AudioError:
+    """The typed error for bytes no decoder accepts: text, a foreign extension, or plain garbage."""
+    ext = Path(label).suffix.lower()
+    if _looks_like_text(head):
+        return UnsupportedFormatError("is a text file, not audio", source=label)
+    if ext and ext not in AUDIO_EXTENSIONS:
+        return UnsupportedFormatError(f"unsupported format '{ext}'", source=label)
+    return UnreadableAudioError("not a decodable audio file", source=label)
+
+
+def _open_av(fh: BinaryIO, label: str, head: bytes):
+    """Open a container with PyAV; its first audio stream, or a typed error."""
     import av
 
+    if _looks_like_text(head):
+        raise _undecodable(label, head)
     try:
         container = av.open(fh, mode="r")
-    except (av.error.FFmpegError, ValueError, OSError) as exc:
-        raise UnreadableAudioError("not a decodable audio file", source=label) from exc
-    with container:
-        if not container.streams.audio:
-            raise NoAudioStreamError("contains no audio stream", source=label)
-        stream = container.streams.audio[0]
-        sr = stream.codec_context.sample_rate or stream.rate
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=sr)
-        chunks = []
+    except (av.error.FFmpegError, ValueError, OSError, UnicodeDecodeError) as exc:
+        raise _undecodable(label, head) from exc
+    if not container.streams.audio:
+        container.close()
+        raise NoAudioStreamError("contains no audio stream", source=label)
+    return container
+
+
+def _av_mono(container, label: str, rate: int | None = None) -> Iterator[tuple[np.ndarray, int]]:
+    """Decoded frames of the first audio stream as (mono float32, rate).
+
+    Channels are averaged here: FFmpeg's own stereo-to-mono downmix adds the
+    channels at -3 dB each, which lifts a correlated signal above full scale.
+    """
+    import av
+
+    resampler = None
+    frames = container.decode(container.streams.audio[0])
+    while True:
         try:
-            for frame in container.decode(stream):
-                for out in resampler.resample(frame):
-                    chunks.append(out.to_ndarray().reshape(-1))
-            for out in resampler.resample(None):
-                chunks.append(out.to_ndarray().reshape(-1))
+            frame = next(frames)
+        except StopIteration:
+            break
         except (av.error.FFmpegError, ValueError) as exc:
-            if not chunks:
+            if resampler is None:
                 raise UnreadableAudioError("audio stream could not be decoded", source=label) from exc
+            break          # a damaged tail: keep what decoded
+        if resampler is None:
+            if not frame.sample_rate:
+                raise UnreadableAudioError("audio stream has no sample rate", source=label)
+            resampler = av.AudioResampler(format="flt", rate=rate or frame.sample_rate)
+        yield from _mono_frames(resampler.resample(frame), resampler)
+    if resampler is not None:
+        yield from _mono_frames(resampler.resample(None), resampler)
+
+
+def _mono_frames(frames, resampler) -> Iterator[tuple[np.ndarray, int]]:
+    for out in frames:
+        ch = max(len(out.layout.channels), 1)
+        yield out.to_ndarray().reshape(-1, ch).mean(axis=1, dtype=np.float32), int(out.sample_rate)
+
+
+def _decode_pyav(fh: BinaryIO, label: str, head: bytes = b"") -> tuple[np.ndarray, int]:
+    container = _open_av(fh, label, head)
+    with container:
+        chunks, sr = [], 0
+        for chunk, sr in _av_mono(container, label):
+            chunks.append(chunk)
     if not chunks or not sr:
         raise EmptyAudioError("audio stream holds no samples", source=label)
     return np.concatenate(chunks).astype(np.float32)[:, None], int(sr)
@@ -114,13 +158,7 @@ def decode(source: Source, *, name: str | None = None) -> tuple[np.ndarray, int]
             return _decode_soundfile(fh)
         except Exception:  # libsndfile refuses many valid containers; PyAV tries next
             fh.seek(0)
-        try:
-            return _decode_pyav(fh, label)
-        except UnreadableAudioError:
-            ext = Path(label).suffix.lower()
-            if ext and ext not in AUDIO_EXTENSIONS:
-                raise UnsupportedFormatError(f"unsupported format '{ext}'", source=label) from None
-            raise
+        return _decode_pyav(fh, label, head)
     finally:
         if isinstance(source, (str, os.PathLike)):
             fh.close()
@@ -147,8 +185,7 @@ def validate(y: np.ndarray, sr: int, *, label: str = "<audio>", max_seconds: flo
     """Reject signals that cannot carry speech, with a one-line reason."""
     if y.size == 0:
         raise EmptyAudioError("audio holds no samples", source=label)
-    if not np.isfinite(y).all():
-        raise InvalidSamplesError("audio contains NaN or infinite samples", source=label)
+    check_samples(y, label)
     seconds = y.size / sr
     if max_seconds is not None and seconds > max_seconds:
         raise TooLongError(f"audio is {seconds:.0f} s long; the limit is {max_seconds:.0f} s", source=label)
@@ -158,6 +195,16 @@ def validate(y: np.ndarray, sr: int, *, label: str = "<audio>", max_seconds: flo
     if is_silent(y):
         raise SilentAudioError("audio is silent (no signal above the noise floor)", source=label)
     return y
+
+
+def check_samples(y: np.ndarray, label: str = "<audio>") -> None:
+    """Reject NaN/inf samples and magnitudes no float audio has (features would overflow)."""
+    if not np.isfinite(y).all():
+        raise InvalidSamplesError("audio contains NaN or infinite samples", source=label)
+    peak = float(np.max(np.abs(y))) if y.size else 0.0
+    if peak > MAX_SAMPLE:
+        raise InvalidSamplesError(f"sample values reach {peak:.3g}; float audio must lie within [-1, 1] "
+                                  "(unscaled integer samples?)", source=label)
 
 
 def is_silent(y: np.ndarray, threshold: float = SILENCE_PEAK) -> bool:
@@ -240,27 +287,16 @@ def _stream_blocks(fh: BinaryIO, sr: int, block_seconds: float, label: str) -> I
             yield rs.resample_chunk(to_mono(chunk))
         yield rs.resample_chunk(np.zeros(0, np.float32), last=True)
         return
-    import av
-
-    try:
-        container = av.open(fh, mode="r")
-    except (av.error.FFmpegError, ValueError, OSError) as exc:
-        raise UnreadableAudioError("not a decodable audio file", source=label) from exc
-    with container:
-        if not container.streams.audio:
-            raise NoAudioStreamError("contains no audio stream", source=label)
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=sr)
+    head = fh.read(64)
+    fh.seek(0)
+    with _open_av(fh, label, head) as container:
         buf, have, want = [], 0, int(block_seconds * sr)
-        for frame in container.decode(container.streams.audio[0]):
-            for out in resampler.resample(frame):
-                a = out.to_ndarray().reshape(-1)
-                buf.append(a)
-                have += a.size
+        for a, _ in _av_mono(container, label, rate=sr):
+            buf.append(a)
+            have += a.size
             if have >= want:
                 yield np.concatenate(buf)
                 buf, have = [], 0
-        for out in resampler.resample(None):
-            buf.append(out.to_ndarray().reshape(-1))
         if buf:
             yield np.concatenate(buf)
 
@@ -272,21 +308,16 @@ def duration_seconds(source: Source, *, name: str | None = None) -> float:
     try:
         import soundfile as sf
 
+        head = fh.read(64)
+        fh.seek(0)
         try:
             info = sf.info(fh)
             return info.frames / info.samplerate
         except Exception:
             fh.seek(0)
-        import av
-
-        try:
-            with av.open(fh, mode="r") as c:
-                if not c.streams.audio:
-                    raise NoAudioStreamError("contains no audio stream", source=label)
-                if c.duration:
-                    return c.duration / 1_000_000
-        except (av.error.FFmpegError, ValueError, OSError) as exc:
-            raise UnreadableAudioError("not a decodable audio file", source=label) from exc
+        with _open_av(fh, label, head) as c:
+            if c.duration and c.duration > 0:
+                return c.duration / 1_000_000
         fh.seek(0)
         samples, sr = decode(fh, name=label)
         return samples.shape[0] / sr
@@ -296,6 +327,6 @@ def duration_seconds(source: Source, *, name: str | None = None) -> float:
 
 
 __all__ = [
-    "AudioError", "decode", "load", "to_mono", "resample", "validate", "is_silent", "fix_length",
+    "AudioError", "decode", "load", "to_mono", "resample", "validate", "check_samples", "is_silent", "fix_length",
     "trim_silence", "normalise_loudness", "stream", "duration_seconds", "AUDIO_EXTENSIONS",
 ]

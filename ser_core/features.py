@@ -1,7 +1,7 @@
 """Feature extraction: waveform -> model input, every kind from a single STFT.
 
-Small pure functions on numpy arrays. Every function accepts a leading batch
-axis, so a corpus can be processed in blocks; per-clip quantities (dB
+Small pure functions on numpy arrays. The building blocks take one clip's
+spectrogram ``(F, T)`` or a batch ``(..., F, T)``; per-clip quantities (dB
 reference, top-dB clipping, chroma tuning) are computed per clip, so a clip's
 features never depend on what else is in its batch.
 
@@ -13,10 +13,21 @@ Kinds (``FeatureConfig.kind``):
 * ``image``    – (size, size, 3): log-mel picture coloured with viridis
 * ``stats``    – (D,): per-clip mean and std of MFCC, chroma, contrast,
   tonnetz, ZCR and RMS
+
+The values reproduce librosa's functions (``melspectrogram``, ``mfcc``,
+``chroma_stft``, ``spectral_contrast``, ``delta``, ``tonnetz``,
+``zero_crossing_rate``) within :data:`TOLERANCE`, but librosa is never
+imported here: its filterbanks are rebuilt with numpy (its import alone takes
+seconds), one float32 STFT serves every kind, mel filterbanks are applied as
+sparse matrices, and linear maps along time (deltas, resizing) are
+precomputed matrices. The first extraction limits BLAS to one thread for the
+whole process: every product here is tiny, and a second BLAS thread costs more
+than it saves (and stalls badly when other work shares the cores).
 """
 from __future__ import annotations
 
-from functools import lru_cache
+import math
+from functools import lru_cache, wraps
 
 import numpy as np
 import scipy.fft
@@ -29,9 +40,63 @@ TOP_DB = 80.0
 CONTRAST_BANDS = 6
 CONTRAST_FMIN = 200.0
 CONTRAST_QUANTILE = 0.02
+TUNING_FMIN, TUNING_FMAX, TUNING_THRESHOLD, TUNING_RESOLUTION = 150.0, 4000.0, 0.1, 0.01
+ZCR_THRESHOLD = 1e-10
+
+#: Largest allowed absolute difference between this module and librosa's own
+#: functions on the same 3 s signal, per block (dB for mel and contrast).
+#: Float32 STFT rounding (librosa transforms in float64) moves quiet bins by a
+#: few 1e-3 dB; chroma also absorbs the rare clip whose rounded tuning lands
+#: in the neighbouring 0.01-bin histogram cell. The feature test and
+#: ``python -m ser_core.bench`` both check against these numbers.
+TOLERANCE = {"mel_db": 0.05, "mfcc": 0.05, "chroma": 0.02, "contrast": 0.05, "delta": 1e-3, "tonnetz": 1e-3,
+             "zcr": 0.0}
+
+_blas_limited = False
 
 
-# --------------------------------------------------------------------------- filterbanks
+def limit_blas_threads() -> None:
+    """Use one BLAS thread in this process (the products here are far too small to share)."""
+    global _blas_limited
+    if not _blas_limited:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1, user_api="blas")
+        _blas_limited = True
+
+
+def _per_clip(fn):
+    """Let a one-clip function ``(F, T) -> array`` accept leading batch axes."""
+    @wraps(fn)
+    def wrapper(x, *args, **kwargs):
+        x = np.asarray(x)
+        if x.ndim <= 2:
+            return fn(x, *args, **kwargs)
+        flat = x.reshape(-1, *x.shape[-2:])
+        out = np.stack([fn(clip, *args, **kwargs) for clip in flat])
+        return out.reshape(*x.shape[:-2], *out.shape[1:])
+    return wrapper
+
+
+# --------------------------------------------------------------------------- filterbanks (librosa's, in numpy)
+def hz_to_mel(f):
+    """Slaney mel scale (librosa's default): linear below 1 kHz, logarithmic above."""
+    f = np.asanyarray(f, dtype=np.float64)
+    mels = f / (200.0 / 3)
+    log_t = f >= 1000.0
+    return np.where(log_t, 15.0 + np.log(np.maximum(f, 1e-300) / 1000.0) / (np.log(6.4) / 27.0), mels)
+
+
+def mel_to_hz(m):
+    m = np.asanyarray(m, dtype=np.float64)
+    return np.where(m >= 15.0, 1000.0 * np.exp(np.log(6.4) / 27.0 * (m - 15.0)), m * (200.0 / 3))
+
+
+def mel_frequencies(n_mels: int, fmin: float = 0.0, fmax: float = 11025.0) -> np.ndarray:
+    """Centre frequencies of ``n_mels`` bands evenly spaced on the mel scale (``librosa.mel_frequencies``)."""
+    return mel_to_hz(np.linspace(hz_to_mel(fmin), hz_to_mel(fmax), n_mels))
+
+
 @lru_cache(maxsize=16)
 def hann_window(n_fft: int) -> np.ndarray:
     return (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)
@@ -39,16 +104,44 @@ def hann_window(n_fft: int) -> np.ndarray:
 
 @lru_cache(maxsize=32)
 def mel_filterbank(sr: int, n_fft: int, n_mels: int, fmin: float = 0.0, fmax: float | None = None) -> np.ndarray:
-    import librosa
+    """``librosa.filters.mel`` (Slaney scale and area normalisation), float32 ``(n_mels, 1 + n_fft/2)``."""
+    fmax = float(sr) / 2 if fmax is None else fmax
+    mel_f = mel_frequencies(n_mels + 2, fmin, fmax)
+    ramps = np.subtract.outer(mel_f, np.fft.rfftfreq(n_fft, 1.0 / sr))
+    fdiff = np.diff(mel_f)
+    lower = -ramps[:-2] / fdiff[:-1, None]
+    upper = ramps[2:] / fdiff[1:, None]
+    weights = np.maximum(0, np.minimum(lower, upper)).astype(np.float32)
+    enorm = 2.0 / (mel_f[2:] - mel_f[:-2])
+    return (weights * enorm[:, None]).astype(np.float32)
 
-    return librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax).astype(np.float32)
+
+@lru_cache(maxsize=32)
+def _mel_sparse(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float | None):
+    """The mel filterbank as a CSR matrix: each FFT bin feeds at most two bands."""
+    import scipy.sparse
+
+    return scipy.sparse.csr_matrix(mel_filterbank(sr, n_fft, n_mels, fmin, fmax))
 
 
 @lru_cache(maxsize=256)
 def chroma_filterbank(sr: int, n_fft: int, tuning: float) -> np.ndarray:
-    import librosa
-
-    return librosa.filters.chroma(sr=sr, n_fft=n_fft, tuning=tuning, n_chroma=12).astype(np.float32)
+    """``librosa.filters.chroma`` (12 classes starting at C, Gaussian octave weighting), float32."""
+    n_chroma, ctroct, octwidth = 12, 5.0, 2.0
+    a440 = 440.0 * 2.0 ** (tuning / n_chroma)
+    freqs = np.linspace(0, sr, n_fft, endpoint=False)[1:]
+    frqbins = n_chroma * np.log2(freqs / (a440 / 16))
+    frqbins = np.concatenate(([frqbins[0] - 1.5 * n_chroma], frqbins))
+    binwidth = np.concatenate((np.maximum(frqbins[1:] - frqbins[:-1], 1.0), [1]))
+    d = np.subtract.outer(frqbins, np.arange(0, n_chroma, dtype="d")).T
+    half = np.round(float(n_chroma) / 2)
+    d = np.remainder(d + half + 10 * n_chroma, n_chroma) - half
+    wts = np.exp(-0.5 * (2 * d / np.tile(binwidth, (n_chroma, 1))) ** 2)
+    length = np.sqrt(np.sum(wts ** 2, axis=0, keepdims=True))
+    wts = wts / np.where(length < np.finfo(np.float64).tiny, 1.0, length)
+    wts *= np.tile(np.exp(-0.5 * ((frqbins / n_chroma - ctroct) / octwidth) ** 2), (n_chroma, 1))
+    wts = np.roll(wts, -3 * (n_chroma // 12), axis=0)
+    return np.ascontiguousarray(wts[:, : int(1 + n_fft / 2)], dtype=np.float32)
 
 
 @lru_cache(maxsize=8)
@@ -58,37 +151,80 @@ def dct_matrix(n_mfcc: int, n_mels: int) -> np.ndarray:
 
 
 @lru_cache(maxsize=8)
-def contrast_bands(sr: int, n_fft: int) -> tuple[tuple[np.ndarray, int, bool], ...]:
-    """librosa.feature.spectral_contrast's octave bands: (bin mask, quantile count, drop last bin)."""
+def contrast_bands(sr: int, n_fft: int) -> tuple[tuple[int, int, int], ...]:
+    """librosa.feature.spectral_contrast's octave bands as (first bin, end bin, quantile count)."""
     freq = np.fft.rfftfreq(n_fft, 1.0 / sr)
     octa = np.zeros(CONTRAST_BANDS + 2)
     octa[1:] = CONTRAST_FMIN * (2.0 ** np.arange(0, CONTRAST_BANDS + 1))
     bands = []
     for k, (f_low, f_high) in enumerate(zip(octa[:-1], octa[1:])):
-        band = np.logical_and(freq >= f_low, freq <= f_high)
-        idx = np.flatnonzero(band)
-        if k > 0:
-            band[idx[0] - 1] = True
-        if k == CONTRAST_BANDS:
-            band[idx[-1] + 1:] = True
-        n = max(int(np.rint(CONTRAST_QUANTILE * np.sum(band))), 1)
-        bands.append((np.flatnonzero(band), n, k < CONTRAST_BANDS))
+        idx = np.flatnonzero((freq >= f_low) & (freq <= f_high))
+        lo = int(idx[0]) - (1 if k > 0 else 0)
+        hi = len(freq) if k == CONTRAST_BANDS else int(idx[-1]) + 1
+        n = max(int(np.rint(CONTRAST_QUANTILE * (hi - lo))), 1)
+        bands.append((lo, hi if k == CONTRAST_BANDS else hi - 1, n))  # inner bands drop their top bin
     return tuple(bands)
 
 
+@lru_cache(maxsize=16)
+def delta_matrix(n_frames: int, order: int, width: int = 9) -> np.ndarray:
+    """``librosa.feature.delta`` as a matrix: ``delta(x) == x @ M`` (Savitzky-Golay, 'interp' edges).
+
+    Output frame t is the ``order``-th derivative of the least-squares
+    polynomial of degree ``order`` through the ``width`` frames around t (the
+    first or last ``width`` frames near the edges).
+    """
+    if width < 3 or width % 2 == 0:
+        raise ValueError("delta width must be an odd integer >= 3")
+    if n_frames < width:
+        raise ValueError(f"deltas need at least {width} frames, got {n_frames}")
+    pos = np.arange(width, dtype=np.float64)
+    fit = np.linalg.pinv(np.vander(pos, order + 1, increasing=True))  # samples -> polynomial coefficients
+    m = np.zeros((n_frames, n_frames))
+    for t in range(n_frames):
+        start = min(max(t - width // 2, 0), n_frames - width)
+        p = t - start
+        powers = np.arange(order + 1)
+        deriv = np.array([math.perm(k, order) * p ** (k - order) if k >= order else 0.0 for k in powers])
+        m[start:start + width, t] = deriv @ fit
+    return m.astype(np.float32)
+
+
+@lru_cache(maxsize=8)
+def resize_matrix(n_src: int, n_dst: int) -> np.ndarray:
+    """Linear interpolation along time as a matrix (``np.interp`` on an even grid)."""
+    src, dst = np.linspace(0, 1, n_src), np.linspace(0, 1, n_dst)
+    return np.stack([np.interp(dst, src, row) for row in np.eye(n_src)])
+
+
+@lru_cache(maxsize=1)
+def _tonnetz_basis() -> np.ndarray:
+    """librosa.feature.tonnetz's projection: fifths, minor and major thirds as (sin, cos) pairs."""
+    scale = np.asarray([7.0 / 6, 7.0 / 6, 3.0 / 2, 3.0 / 2, 2.0 / 3, 2.0 / 3])
+    v = np.multiply.outer(scale, np.linspace(0, 12, num=12, endpoint=False))
+    v[::2] -= 0.5
+    return np.array([1, 1, 1, 1, 0.5, 0.5])[:, None] * np.cos(np.pi * v)
+
+
 # --------------------------------------------------------------------------- building blocks
-def stft_magnitude(y: np.ndarray, n_fft: int, hop_length: int) -> np.ndarray:
-    """|STFT| like ``librosa.stft`` (centred, zero padded, periodic Hann): (..., 1 + n_fft/2, T)."""
+def stft_power(y: np.ndarray, n_fft: int, hop_length: int) -> np.ndarray:
+    """|STFT|^2 like ``librosa.stft`` (centred, zero padded, periodic Hann): ``(..., 1 + n_fft/2, T)`` float32."""
     y = np.asarray(y, dtype=np.float32)
-    pad = [(0, 0)] * (y.ndim - 1) + [(n_fft // 2, n_fft // 2)]
-    padded = np.pad(y, pad)
+    padded = np.zeros((*y.shape[:-1], y.shape[-1] + n_fft), np.float32)
+    padded[..., n_fft // 2: n_fft // 2 + y.shape[-1]] = y
     frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft, axis=-1)[..., ::hop_length, :]
-    spec = scipy.fft.rfft(frames * hann_window(n_fft), axis=-1, workers=1)
-    return np.abs(spec).swapaxes(-1, -2)
+    spec = scipy.fft.rfft((frames * hann_window(n_fft)).swapaxes(-1, -2), axis=-2, workers=1, overwrite_x=True)
+    return spec.real ** 2 + spec.imag ** 2
+
+
+def stft_magnitude(y: np.ndarray, n_fft: int, hop_length: int) -> np.ndarray:
+    """|STFT| like ``librosa.stft``: ``(..., 1 + n_fft/2, T)`` float32."""
+    return np.sqrt(stft_power(y, n_fft, hop_length))
 
 
 def power_to_db(s: np.ndarray, ref: str | float = 1.0, top_db: float | None = TOP_DB) -> np.ndarray:
-    """``librosa.power_to_db`` applied per clip (the last two axes are one clip)."""
+    """``librosa.power_to_db`` applied per clip (the last two axes are one clip), in the input's precision."""
+    s = np.asarray(s)
     log = 10.0 * np.log10(np.maximum(AMIN, s))
     if ref == "max":
         log -= 10.0 * np.log10(np.maximum(AMIN, s.max(axis=(-2, -1), keepdims=True)))
@@ -96,12 +232,14 @@ def power_to_db(s: np.ndarray, ref: str | float = 1.0, top_db: float | None = TO
         log -= 10.0 * np.log10(max(AMIN, float(ref)))
     if top_db is not None:
         log = np.maximum(log, log.max(axis=(-2, -1), keepdims=True) - top_db)
-    return log.astype(np.float32)
+    return log
 
 
+@_per_clip
 def mel_power(power: np.ndarray, sr: int, n_fft: int, n_mels: int, fmin: float = 0.0,
               fmax: float | None = None) -> np.ndarray:
-    return mel_filterbank(sr, n_fft, n_mels, fmin, fmax) @ power
+    """Mel-band power ``(n_mels, T)`` from a power spectrogram (``librosa.feature.melspectrogram``)."""
+    return _mel_sparse(sr, n_fft, n_mels, fmin, fmax) @ power
 
 
 def mfcc(power: np.ndarray, sr: int, n_fft: int, n_mfcc: int = 13, n_mels: int = 128) -> np.ndarray:
@@ -109,77 +247,88 @@ def mfcc(power: np.ndarray, sr: int, n_fft: int, n_mfcc: int = 13, n_mels: int =
     return dct_matrix(n_mfcc, n_mels) @ power_to_db(mel_power(power, sr, n_fft, n_mels))
 
 
-def estimate_tuning(power: np.ndarray, sr: int, n_fft: int, fmin: float = 150.0, fmax: float = 4000.0,
-                    resolution: float = 0.01) -> float:
-    """``librosa.estimate_tuning(S=power, bins_per_octave=12)`` for one clip.
+def estimate_tuning(power: np.ndarray, sr: int, n_fft: int) -> float:
+    """``librosa.estimate_tuning(S=power, bins_per_octave=12)`` for one clip ``(F, T)``.
 
-    Same piptrack peaks and histogram, computed only on the bins inside
-    ``[fmin, fmax)`` (all interior bins, so neighbours always exist).
+    The same piptrack peaks, parabolic shifts, median threshold and 0.01-bin
+    histogram, with librosa's float32/float64 arithmetic, but the shifts are
+    computed only at the peaks, and only on bins inside ``[150, 4000) Hz``
+    (all interior bins, so neighbours always exist).
     """
     freqs = np.fft.rfftfreq(n_fft, 1.0 / sr)
-    idx = np.flatnonzero((fmin <= freqs) & (freqs < min(fmax, sr / 2)))
-    centre, prev, nxt = power[idx], power[idx - 1], power[idx + 1]
-    ref = 0.1 * power.max(axis=0, keepdims=True)
-    peak = (centre > ref) & (centre > prev * (prev > ref)) & (centre >= nxt * (nxt > ref))
-    curvature = nxt + prev - 2 * centre
-    slope = 0.5 * (nxt - prev)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        shift = np.where(np.abs(slope) >= np.abs(curvature), 0.0, -slope / curvature)
-    f_idx, t_idx = np.nonzero(peak)
+    inside = np.flatnonzero((TUNING_FMIN <= freqs) & (freqs < min(TUNING_FMAX, sr / 2)))
+    lo, hi = int(inside[0]), int(inside[-1]) + 1
+    centre, prev, nxt = power[lo:hi], power[lo - 1:hi - 1], power[lo + 1:hi + 1]
+    ref = TUNING_THRESHOLD * power.max(axis=0)
+    # piptrack's local maximum of S * (S > ref): with centre > ref, neighbours under ref never win
+    f_idx, t_idx = np.nonzero((centre > ref) & (centre > prev) & (centre >= nxt))
     if f_idx.size == 0:
         return 0.0
-    pitches = (idx[f_idx] + shift[f_idx, t_idx]) * float(sr) / n_fft
-    mags = centre[f_idx, t_idx] + 0.5 * slope[f_idx, t_idx] * shift[f_idx, t_idx]
-    positive = pitches > 0
-    if not positive.any():
-        return 0.0
-    chosen = pitches[(mags >= np.median(mags[positive])) & positive]
+    c, p, n = centre[f_idx, t_idx], prev[f_idx, t_idx], nxt[f_idx, t_idx]
+    curvature = (n + p).astype(np.float64) - 2 * c.astype(np.float64)
+    slope = (n - p).astype(np.float64) / 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        shift = np.where(np.abs(slope) >= np.abs(curvature), 0.0, -slope / curvature).astype(np.float32)
+    pitches = ((f_idx + lo + shift) * float(sr) / n_fft).astype(np.float32)
+    mags = c + np.float32(0.5) * ((n - p) / np.float32(2.0)) * shift
+    chosen = pitches[mags >= np.median(mags)]
     residual = np.mod(12 * np.log2(chosen / (440.0 / 16)), 1.0)
     residual[residual >= 0.5] -= 1.0
-    counts, edges = np.histogram(residual, np.linspace(-0.5, 0.5, int(np.ceil(1.0 / resolution)) + 1))
+    counts, edges = np.histogram(residual, np.linspace(-0.5, 0.5, int(np.ceil(1.0 / TUNING_RESOLUTION)) + 1))
     return float(edges[np.argmax(counts)])
 
 
+def _max_normalise(x: np.ndarray, order: float) -> np.ndarray:
+    """``librosa.util.normalize(x, norm=order, axis=-2)`` (frames below float32 tiny stay as they are)."""
+    mag = np.abs(x).astype(np.float64)
+    length = mag.max(axis=-2, keepdims=True) if order == np.inf else mag.sum(axis=-2, keepdims=True)
+    return (x / np.where(length < np.finfo(x.dtype).tiny, 1.0, length)).astype(x.dtype)
+
+
+@_per_clip
 def chroma(power: np.ndarray, sr: int, n_fft: int) -> np.ndarray:
     """``librosa.feature.chroma_stft`` (tuning estimated per clip, max-normalised frames)."""
-    if power.ndim > 2:
-        return np.stack([chroma(p, sr, n_fft) for p in power])
     tuning = round(estimate_tuning(power, sr, n_fft), 2)
-    raw = chroma_filterbank(sr, n_fft, tuning) @ power
-    peak = np.abs(raw).max(axis=0, keepdims=True)
-    tiny = np.finfo(raw.dtype).tiny
-    return np.where(peak < tiny, raw, raw / np.where(peak < tiny, 1, peak)).astype(np.float32)
+    return _max_normalise(chroma_filterbank(sr, n_fft, tuning) @ power, np.inf)
 
 
+@_per_clip
 def spectral_contrast(mag: np.ndarray, sr: int, n_fft: int) -> np.ndarray:
-    """``librosa.feature.spectral_contrast`` (6 bands + 1) from a magnitude spectrogram."""
-    peaks, valleys = [], []
-    for idx, n, drop_last in contrast_bands(sr, n_fft):
-        ordered = np.sort(mag[..., idx[:-1] if drop_last else idx, :], axis=-2)
-        valleys.append(ordered[..., :n, :].mean(axis=-2))
-        peaks.append(ordered[..., -n:, :].mean(axis=-2))
-    peak = np.stack(peaks, axis=-2)
-    valley = np.stack(valleys, axis=-2)
+    """``librosa.feature.spectral_contrast`` (6 bands + 1) from a magnitude spectrogram ``(F, T)``."""
+    bands = contrast_bands(sr, n_fft)
+    peak = np.empty((len(bands), mag.shape[-1]))
+    valley = np.empty_like(peak)
+    for k, (lo, hi, n) in enumerate(bands):
+        band = mag[lo:hi]
+        if n == 1:
+            valley[k], peak[k] = band.min(axis=0), band.max(axis=0)
+        else:
+            ordered = np.ascontiguousarray(band.T)
+            ordered.sort(axis=-1)
+            valley[k], peak[k] = ordered[:, :n].mean(axis=-1), ordered[:, -n:].mean(axis=-1)
     return (power_to_db(peak) - power_to_db(valley)).astype(np.float32)
 
 
 def delta(x: np.ndarray, order: int = 1, width: int = 9) -> np.ndarray:
-    """``librosa.feature.delta`` along time."""
-    import librosa
-
-    return librosa.feature.delta(x, width=width, order=order, axis=-1).astype(np.float32)
+    """``librosa.feature.delta`` along time (the last axis)."""
+    return x.astype(np.float32, copy=False) @ delta_matrix(x.shape[-1], order, width)
 
 
 def tonnetz_from_chroma(ch: np.ndarray) -> np.ndarray:
-    import librosa
-
-    return librosa.feature.tonnetz(chroma=ch).astype(np.float32)
+    """``librosa.feature.tonnetz(chroma=ch)``: (..., 6, T)."""
+    return (_tonnetz_basis() @ _max_normalise(ch, 1)).astype(np.float32)
 
 
 def zero_crossing_rate(y: np.ndarray, frame: int, hop: int) -> np.ndarray:
-    import librosa
-
-    return librosa.feature.zero_crossing_rate(y, frame_length=frame, hop_length=hop).astype(np.float32)
+    """``librosa.feature.zero_crossing_rate`` (centred, edge padded): (..., 1, T)."""
+    y = np.asarray(y)
+    padded = np.pad(y, [(0, 0)] * (y.ndim - 1) + [(frame // 2, frame // 2)], mode="edge")
+    negative = padded < -ZCR_THRESHOLD     # librosa zeroes |y| <= threshold, then compares sign bits
+    crossings = np.concatenate([np.zeros((*y.shape[:-1], 1), np.int64),
+                                np.cumsum(negative[..., 1:] != negative[..., :-1], axis=-1)], axis=-1)
+    starts = np.arange(0, padded.shape[-1] - frame + 1, hop)
+    counts = crossings[..., starts + frame - 1] - crossings[..., starts]
+    return (counts / frame).astype(np.float32)[..., None, :]
 
 
 @lru_cache(maxsize=1)
@@ -190,13 +339,6 @@ def _viridis_lut() -> np.ndarray:
     pos = np.linspace(0, 1, len(anchors))
     grid = np.linspace(0, 1, 256)
     return np.stack([np.interp(grid, pos, anchors[:, k]) for k in range(3)], axis=-1).astype(np.float32)
-
-
-def _resize_time(x: np.ndarray, n: int) -> np.ndarray:
-    src = np.linspace(0, 1, x.shape[-1])
-    dst = np.linspace(0, 1, n)
-    flat = x.reshape(-1, x.shape[-1])
-    return np.stack([np.interp(dst, src, row) for row in flat]).reshape(*x.shape[:-1], n)
 
 
 # --------------------------------------------------------------------------- kinds
@@ -220,34 +362,49 @@ def _stack_deltas(x: np.ndarray, deltas: bool) -> np.ndarray:
     return np.stack(chans, axis=-1)
 
 
-def from_waveform(y: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
-    """Features of fixed-length waveforms ``(..., n_samples)`` -> ``(..., *input_shape(cfg))``."""
-    sr, n_fft, hop = cfg.sample_rate, cfg.n_fft, cfg.hop_length
-    mag = stft_magnitude(y, n_fft, hop)
-    power = mag ** 2
+def _mel_db(power: np.ndarray, cfg: FeatureConfig, n_mels: int) -> np.ndarray:
+    return power_to_db(mel_power(power, cfg.sample_rate, cfg.n_fft, n_mels, cfg.fmin, cfg.fmax), ref="max")
+
+
+def _one_clip(y: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+    sr, n_fft = cfg.sample_rate, cfg.n_fft
+    power = stft_power(y, n_fft, cfg.hop_length)
     if cfg.kind == "seed000":
-        mel_db = power_to_db(mel_power(power, sr, n_fft, cfg.n_mels, cfg.fmin, cfg.fmax), ref="max")
-        stacked = np.concatenate([mfcc(power, sr, n_fft, cfg.n_mfcc), chroma(power, sr, n_fft),
-                                  spectral_contrast(mag, sr, n_fft)], axis=-2)
-        return np.stack([mel_db, stacked], axis=-1)
+        out = np.empty((cfg.n_mels, power.shape[-1], 2), np.float32)
+        out[..., 0] = _mel_db(power, cfg, cfg.n_mels)
+        rows = np.concatenate([mfcc(power, sr, n_fft, cfg.n_mfcc), chroma(power, sr, n_fft),
+                               spectral_contrast(np.sqrt(power), sr, n_fft)])
+        out[: rows.shape[0], :, 1] = rows
+        out[rows.shape[0]:, :, 1] = 0.0
+        return out
     if cfg.kind == "logmel":
-        mel_db = power_to_db(mel_power(power, sr, n_fft, cfg.n_mels, cfg.fmin, cfg.fmax), ref="max")
-        return _stack_deltas(mel_db, cfg.deltas)
+        return _stack_deltas(_mel_db(power, cfg, cfg.n_mels), cfg.deltas)
     if cfg.kind == "mfcc_seq":
         return _stack_deltas(mfcc(power, sr, n_fft, cfg.n_mfcc, max(cfg.n_mels, cfg.n_mfcc)), cfg.deltas)
     if cfg.kind == "image":
-        mel_db = power_to_db(mel_power(power, sr, n_fft, cfg.image_size, cfg.fmin, cfg.fmax), ref="max")
-        scaled = np.clip((mel_db + TOP_DB) / TOP_DB, 0.0, 1.0)[..., ::-1, :]
-        idx = np.round(_resize_time(scaled, cfg.image_size) * 255).astype(np.int32)
+        scaled = np.clip((_mel_db(power, cfg, cfg.image_size) + TOP_DB) / TOP_DB, 0.0, 1.0)[::-1]
+        idx = np.round(scaled @ resize_matrix(scaled.shape[-1], cfg.image_size) * 255).astype(np.int32)
         return _viridis_lut()[idx]
     if cfg.kind == "stats":
         ch = chroma(power, sr, n_fft)
         frames = [mfcc(power, sr, n_fft, cfg.n_mfcc, max(cfg.n_mels, cfg.n_mfcc)), ch,
-                  spectral_contrast(mag, sr, n_fft), tonnetz_from_chroma(ch),
-                  zero_crossing_rate(y, n_fft, hop), np.sqrt(np.mean(power, axis=-2, keepdims=True) * 2 / n_fft)]
+                  spectral_contrast(np.sqrt(power), sr, n_fft), tonnetz_from_chroma(ch),
+                  zero_crossing_rate(y, n_fft, cfg.hop_length),
+                  np.sqrt(np.mean(power, axis=-2, keepdims=True) * 2 / n_fft)]
         stacked = np.concatenate(frames, axis=-2)
         return np.concatenate([stacked.mean(axis=-1), stacked.std(axis=-1)], axis=-1).astype(np.float32)
     raise ValueError(f"unknown feature kind {cfg.kind!r}")
+
+
+def from_waveform(y: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+    """Features of fixed-length waveforms ``(..., n_samples)`` -> ``(..., *input_shape(cfg))``."""
+    limit_blas_threads()
+    y = np.asarray(y, dtype=np.float32)
+    if y.ndim == 1:
+        return _one_clip(y, cfg)
+    flat = y.reshape(-1, y.shape[-1])
+    out = np.stack([_one_clip(clip, cfg) for clip in flat]) if len(flat) else np.zeros((0, *input_shape(cfg)))
+    return out.reshape(*y.shape[:-1], *out.shape[1:]).astype(np.float32, copy=False)
 
 
 def extract(y: np.ndarray, cfg: FeatureConfig) -> np.ndarray:

@@ -16,7 +16,7 @@ import numpy as np
 
 from . import audio, features
 from .config import ModelSpec, max_audio_seconds
-from .errors import ModelError, SilentAudioError, TooShortError
+from .errors import AudioError, EmptyAudioError, ModelError, SilentAudioError, TooShortError
 
 HOP_SECONDS = 1.0
 STREAM_ABOVE_SECONDS = 60.0
@@ -107,7 +107,11 @@ class Predictor:
         self._mean = np.asarray(spec.norm_mean, np.float32) if spec.norm_mean else None
         self._std = np.asarray(spec.norm_std, np.float32) if spec.norm_std else None
         import tensorflow as tf
+        from threadpoolctl import threadpool_limits
 
+        # Features are many small matrix products: multi-threaded BLAS only spins on them
+        # (about 7x slower on two busy cores), and TensorFlow has its own thread pool.
+        threadpool_limits(1, user_api="blas")
         self._infer = tf.function(lambda x: self.model(x, training=False), reduce_retracing=True)
         self._lock = threading.Lock()
         self.predict_features(np.zeros((1, *expected), np.float32))
@@ -156,8 +160,13 @@ class Predictor:
     # ------------------------------------------------------------------ public
     def predict_array(self, y: np.ndarray, sr: int | None = None, *, name: str = "<array>") -> Prediction:
         """Classify a waveform (any rate; resampled to the model's rate)."""
-        y = np.asarray(y, dtype=np.float32).reshape(-1)
+        y = np.asarray(y, dtype=np.float32)
+        if y.ndim == 2:                  # multichannel: (n, ch) or (ch, n), channels are the short axis
+            y = y.mean(axis=int(np.argmin(y.shape)), dtype=np.float32)
+        y = y.reshape(-1)
         sr = sr or self.cfg.sample_rate
+        if not isinstance(sr, (int, np.integer)) or not 0 < sr <= 1_000_000:
+            raise AudioError(f"invalid sample rate {sr!r}", source=name)
         y = audio.resample(y, sr, self.cfg.sample_rate) if sr != self.cfg.sample_rate else y
         audio.validate(y, self.cfg.sample_rate, label=name, max_seconds=max_audio_seconds())
         duration = y.size / self.cfg.sample_rate
@@ -205,11 +214,10 @@ class Predictor:
             if len(pending) >= BATCH:
                 flush()
 
+        n_read = 0
         for block in audio.stream(source, sr=sr, name=label):
-            if not np.isfinite(block).all():
-                from .errors import InvalidSamplesError
-
-                raise InvalidSamplesError("audio contains NaN or infinite samples", source=label)
+            audio.check_samples(block, label)
+            n_read += block.size
             buf = np.concatenate([buf, block])
             while buf.size >= win:
                 take(buf[:win], offset)
@@ -220,6 +228,8 @@ class Predictor:
         if buf.size > hop or not starts:
             take(buf, offset)
         flush()
+        if n_read == 0:
+            raise EmptyAudioError("audio stream holds no samples", source=label)
         if not seen_signal:
             raise SilentAudioError("audio is silent (no signal above the noise floor)", source=label)
         if not starts:

@@ -75,6 +75,7 @@ _PREDICTOR: list = []     # this process's (model_dir, Predictor); one fold at a
 
 
 def _predictor(model_dir: str):
+    from .predict import Predictor
 
     if not _PREDICTOR or _PREDICTOR[0] != model_dir:
         _PREDICTOR[:] = [model_dir, Predictor(model_dir)]

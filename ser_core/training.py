@@ -26,7 +26,7 @@ from .config import FeatureConfig, ModelSpec, atomic_write_text
 from .errors import ConfigError, DatasetError, SERError
 from .evaluation import evaluate
 
-ONLINE_AUGS = ("time_mask", "freq_mask", "brightness_contrast")
+ONLINE_AUGS = ("time_mask", "freq_mask", "brightness_contrast", "freq_shift", "time_stretch")
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,7 @@ class TrainConfig:
     mixup: float | None = None
     patience: int = 15
     seed: int = 0
+    ensemble: int = 1
     features: dict = field(default_factory=dict)
     arch_params: dict = field(default_factory=dict)
     workers: int | None = None
@@ -69,8 +70,8 @@ class TrainConfig:
         bad = set(cfg.online_aug) - set(ONLINE_AUGS)
         if bad:
             raise ConfigError(f"unknown augmentation(s): {', '.join(sorted(bad))}; known: {', '.join(ONLINE_AUGS)}")
-        if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.learning_rate <= 0:
-            raise ConfigError("epochs, batch size and learning rate must be positive")
+        if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.learning_rate <= 0 or cfg.ensemble < 1:
+            raise ConfigError("epochs, batch size, learning rate and ensemble size must be positive")
         if not 0 <= cfg.label_smoothing < 1:
             raise ConfigError("label smoothing must be in [0, 1)")
         return cfg
@@ -239,6 +240,28 @@ def _band_mask(gen, batch, length: int, max_frac: float):
     return tf.cast(~((pos >= start) & (pos < start + width)), tf.float32)
 
 
+def _shift_rows(gen, x, max_shift: int):
+    """Move each example's spectrum up or down a few mel bands (a cheap vocal-tract-length perturbation)."""
+    import tensorflow as tf
+
+    b, f = tf.shape(x)[0], x.shape[1]
+    shift = tf.cast(tf.round(gen.uniform([b, 1], -max_shift - 0.49, max_shift + 0.49)), tf.int32)
+    idx = tf.clip_by_value(tf.range(f)[None, :] - shift, 0, f - 1)
+    return tf.gather(x, idx, axis=1, batch_dims=1)
+
+
+def _stretch_time(gen, x, low: float, high: float):
+    """Play each example a little faster or slower (nearest-frame resampling; frames past the end are zero)."""
+    import tensorflow as tf
+
+    b, t = tf.shape(x)[0], x.shape[2]
+    rate = gen.uniform([b, 1], low, high)
+    src = tf.cast(tf.round(tf.cast(tf.range(t), tf.float32)[None, :] * rate), tf.int32)
+    inside = tf.cast(src < t, x.dtype)
+    out = tf.gather(x, tf.minimum(src, t - 1), axis=2, batch_dims=1)
+    return out * inside[:, None, :, None]
+
+
 def _augment_batch(x, y, w, online_aug, mixup, gen):
     import tensorflow as tf
 
@@ -249,6 +272,10 @@ def _augment_batch(x, y, w, online_aug, mixup, gen):
     if "freq_mask" in online_aug:
         m = _band_mask(gen, b, x.shape[1], 0.15)
         x = x * m[:, :, None, None]
+    if "freq_shift" in online_aug:
+        x = _shift_rows(gen, x, max_shift=3)
+    if "time_stretch" in online_aug:
+        x = _stretch_time(gen, x, low=0.85, high=1.15)
     if "brightness_contrast" in online_aug:
         contrast = gen.uniform([b, 1, 1, 1], 0.8, 1.2)
         bright = gen.uniform([b, 1, 1, 1], -0.2, 0.2)
@@ -270,12 +297,12 @@ class _StopFlag:
     requested = False
 
 
-def _callbacks(run_dir: Path, cfg: TrainConfig, has_val: bool, log: Logger, t_start: float):
+def _callbacks(run_dir: Path, cfg: TrainConfig, has_val: bool, log: Logger, t_start: float, member: int = 0):
     from .tf_setup import keras as _keras
 
     keras = _keras()
     monitor = "val_accuracy" if has_val else "accuracy"
-    ckpt = run_dir / "checkpoint" / "best.keras"
+    ckpt = run_dir / "checkpoint" / ("best.keras" if member == 0 else f"best-m{member + 1}.keras")
     ckpt.parent.mkdir(exist_ok=True)
 
     class Live(keras.callbacks.Callback):
@@ -309,10 +336,12 @@ def _callbacks(run_dir: Path, cfg: TrainConfig, has_val: bool, log: Logger, t_st
                 tmp = ckpt.with_name(".best.tmp.keras")
                 self.model.save(tmp)
                 os.replace(tmp, ckpt)
+            if cfg.ensemble > 1:
+                row["member"] = member + 1
             runs.append_history(run_dir, row)
             extra = {"epoch": epoch + 1, "epochs": cfg.epochs, "best_epoch": self.best_epoch,
-                     f"best_{monitor}": float(self.best)}
-            if epoch == 0:
+                     f"best_{monitor}": float(self.best), "member": member + 1, "members": cfg.ensemble}
+            if epoch == 0 and member == 0:
                 extra["first_epoch_seconds"] = round(time.monotonic() - t_start, 2)
             runs.write_status(run_dir, "running", **extra)
             log(f"epoch {epoch + 1}/{cfg.epochs} " + " ".join(f"{k}={v:.4f}" for k, v in logs.items()
@@ -328,31 +357,48 @@ def _callbacks(run_dir: Path, cfg: TrainConfig, has_val: bool, log: Logger, t_st
 
 
 def fit(run_dir: Path, cfg: TrainConfig, data: Prepared, log: Logger, t_start: float):
-    """Compile and fit the model; returns the best checkpoint (reloaded)."""
+    """Compile and fit ``cfg.ensemble`` members (seeds seed, seed+1, ...); returns the best
+    checkpoint of each, averaged into one model when there are several."""
     from .tf_setup import keras as _keras
 
     keras = _keras()
     n = len(data.labels)
-    model = models.build(cfg.arch, data.x["train"].shape[1:], n, seed=cfg.seed, **cfg.arch_params)
-    model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate),
-                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
-                  metrics=["accuracy"])
     weights = _class_weights(data.y["train"], n) if cfg.class_weights else None
-    train_ds = make_dataset(data.x["train"], data.y["train"], n, batch_size=cfg.batch_size, weights=weights,
-                            training=True, online_aug=cfg.online_aug, mixup=cfg.mixup, seed=cfg.seed)
     has_val = len(data.x["val"]) > 0
     val_ds = None
     if has_val:
         keep = data.y["val"] >= 0
         val_ds = make_dataset(data.x["val"][keep], data.y["val"][keep], n, batch_size=256, weights=None,
                               training=False)
-    cbs, ckpt = _callbacks(run_dir, cfg, has_val, log, t_start)
-    log(f"training {cfg.arch} ({model.count_params():,} parameters) on {len(data.x['train'])} clips, "
-        f"validating on {len(data.x['val'])}")
-    model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, callbacks=cbs, verbose=0)
-    if ckpt.exists():
-        model = keras.models.load_model(ckpt, safe_mode=True)
-    return model
+    members = []
+    for member in range(cfg.ensemble):
+        seed = cfg.seed + member
+        model = models.build(cfg.arch, data.x["train"].shape[1:], n, seed=seed, **cfg.arch_params)
+        model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate),
+                      loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
+                      metrics=["accuracy"])
+        train_ds = make_dataset(data.x["train"], data.y["train"], n, batch_size=cfg.batch_size, weights=weights,
+                                training=True, online_aug=cfg.online_aug, mixup=cfg.mixup, seed=seed)
+        cbs, ckpt = _callbacks(run_dir, cfg, has_val, log, t_start, member)
+        log(f"training {cfg.arch}{f' member {member + 1}/{cfg.ensemble}' if cfg.ensemble > 1 else ''} "
+            f"({model.count_params():,} parameters) on {len(data.x['train'])} clips, validating on {len(data.x['val'])}")
+        model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, callbacks=cbs, verbose=0)
+        if ckpt.exists():
+            model = keras.models.load_model(ckpt, safe_mode=True)
+        members.append(model)
+        if _StopFlag.requested:
+            break
+    return members[0] if len(members) == 1 else average_models(members, cfg.arch)
+
+
+def average_models(members: list, name: str):
+    """One Keras model whose output is the mean of the members' probabilities."""
+    from .tf_setup import keras as _keras
+
+    keras = _keras()
+    inp = keras.Input(members[0].input_shape[1:])
+    outs = [keras.Model(m.inputs, m.outputs[0], name=f"member_{i + 1}")(inp) for i, m in enumerate(members)]
+    return keras.Model(inp, keras.layers.Average()(outs), name=f"{name}_ensemble")
 
 
 def predictions_table(predictor, rows: pd.DataFrame, fold: int | None = None) -> pd.DataFrame:

@@ -30,6 +30,10 @@ EMOTION_COLOURS = {
 GENDER_COLOURS = {"female": "#c0468f", "male": "#2a7ab0"}
 UPLOAD_TYPES = ("wav", "flac", "mp3", "ogg", "webm", "m4a")
 MEL_DISPLAY_SECONDS = 60.0
+# Streamlit's chart frontend treats colours "#000001".."#00000f" as theme placeholders and swaps them,
+# which would turn Magma's black floor purple: start the scale at a visually identical near-black.
+MAGMA = [[i / 9, c] for i, c in enumerate(["#010005", "#180f3d", "#440f76", "#721f81", "#9e2f7f", "#cd4071",
+                                            "#f1605d", "#fd9668", "#feca8d", "#fcfdbf"])]
 LAYOUT = dict(margin=dict(l=10, r=10, t=40, b=10), template="plotly_white")
 
 
@@ -43,6 +47,7 @@ def samples_dir() -> Path:
 
 def _style(fig: go.Figure, title: str | None = None, height: int | None = None) -> go.Figure:
     fig.update_layout(**LAYOUT)
+    fig.update_layout(font=dict(family="Source Sans Pro, sans-serif"))
     if title is not None:
         fig.update_layout(title=dict(text=title, font=dict(size=15)))
     if height is not None:
@@ -147,7 +152,7 @@ def mel_db(y: np.ndarray, cfg: FeatureConfig, n_mels: int = 64,
 
 def mel_figure(y: np.ndarray, cfg: FeatureConfig, n_mels: int = 64) -> go.Figure:
     db, times, freqs = mel_db(y, cfg, n_mels)
-    fig = go.Figure(go.Heatmap(z=db, x=times, y=np.round(freqs).astype(int), colorscale="Magma",
+    fig = go.Figure(go.Heatmap(z=db, x=times, y=np.round(freqs).astype(int), colorscale=MAGMA,
                                colorbar=dict(title="dB"), zmin=-80, zmax=0,
                                hovertemplate="%{x:.2f} s, %{y} Hz: %{z:.1f} dB<extra></extra>"))
     fig.update_xaxes(title="time (s)")
@@ -188,7 +193,7 @@ def model_input_figure(x: np.ndarray, cfg: FeatureConfig) -> go.Figure:
                                  hovertemplate="frame %{x}, row %{y}: %{z:.2f}<extra></extra>"), 1, i + 1)
         fig.update_xaxes(title="frame", row=1, col=i + 1)
     fig.update_yaxes(title="row", row=1, col=1)
-    return _style(fig, f"Model input {tuple(x.shape)} after normalisation", height=320)
+    return _style(fig, None, height=320).update_layout(margin=dict(t=50))
 
 
 def timeline_figure(windows: list, labels: list[str]) -> go.Figure:
