@@ -330,7 +330,7 @@ def _callbacks(run_dir: Path, cfg: TrainConfig, has_val: bool, log: Logger, t_st
                    **{k: float(v) for k, v in logs.items()}}
             row["lr"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
             value = logs.get(monitor, -np.inf)
-            improved = value > self.best
+            improved = value > self.best or not has_val   # without validation the latest epoch is kept
             if improved:
                 self.best, self.best_epoch = value, epoch + 1
                 tmp = ckpt.with_name(".best.tmp.keras")

@@ -1,0 +1,92 @@
+"""The `ser` command line, run as a real subprocess."""
+import json
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from conftest import ROOT
+
+EMOTIONS = {"neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"}
+
+
+def ser(*args, timeout=300):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run([sys.executable, "-m", "ser_core", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT, env=env)
+
+
+def test_predict_json_lines_and_errors(tmp_path, tiny_model, samples_dir):
+    bad = tmp_path / "broken.wav"
+    bad.write_bytes(b"RIFF\x00\x00\x00\x00WAVEfmt garbage" * 3)
+    clips = sorted(samples_dir.glob("*.flac"))[:2]
+    r = ser("predict", "--json", "--model", tiny_model, *clips, bad)
+    assert r.returncode != 0
+    assert "Traceback" not in r.stderr
+    lines = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [line["file"] for line in lines] == [str(c) for c in clips] + [str(bad)]
+    for line in lines[:2]:
+        assert set(line) >= {"file", "emotion", "confidence", "probabilities"}
+        assert line["emotion"] in EMOTIONS and set(line["probabilities"]) == EMOTIONS
+        assert sum(line["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+        assert line["confidence"] == pytest.approx(line["probabilities"][line["emotion"]], abs=1e-6)
+    assert set(lines[2]) == {"file", "error"} and "broken.wav" in lines[2]["error"]
+
+
+def test_predict_uses_the_default_model_and_a_folder(samples_dir):
+    r = ser("predict", "--json", samples_dir)
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(line) for line in r.stdout.splitlines()]
+    assert len(lines) == 32 and all(line["emotion"] in EMOTIONS for line in lines)
+
+
+def test_predict_table_output(tiny_model, sample_clip):
+    r = ser("predict", "--model", tiny_model, sample_clip)
+    assert r.returncode == 0
+    header, row = r.stdout.splitlines()[:2]
+    assert header.split() == ["file", "emotion", "confidence"]
+    assert row.split()[1] in EMOTIONS and 0 < float(row.split()[2]) <= 1
+
+
+def test_evaluate_prints_the_runs_metrics(tiny_run):
+    r = ser("evaluate", tiny_run, "--json")
+    assert r.returncode == 0, r.stderr
+    m = json.loads(r.stdout)
+    preds = pd.read_csv(tiny_run / "predictions.csv")
+    assert m["accuracy"] == pytest.approx((preds["true"] == preds["pred"]).mean())
+    text = ser("evaluate", tiny_run).stdout
+    assert "accuracy" in text and "UAR" in text
+
+
+def test_clear_errors_without_tracebacks(tmp_path):
+    r = ser("predict", "--model", tmp_path / "nope", tmp_path)
+    assert r.returncode == 2 and r.stderr.startswith("error: ") and "Traceback" not in r.stderr
+    r = ser("data", "info", "--dataset", tmp_path / "missing")
+    assert r.returncode == 2 and "not found" in r.stderr and "Traceback" not in r.stderr
+    r = ser("evaluate", tmp_path / "norun")
+    assert r.returncode == 2 and "no predictions file" in r.stderr
+
+
+def test_data_info_counts(samples_dir):
+    r = ser("data", "info", "--dataset", f"ravdess:{samples_dir}")
+    info = json.loads(r.stdout)
+    assert info["clips"] == 32 and info["speakers"] == 4 and info["genders"] == {"female": 16, "male": 16}
+
+
+def test_train_cli_makes_a_loadable_run(tmp_path, samples_dir):
+    run_dir = tmp_path / "r"
+    r = ser("train", "--arch", "seed004_dnn", "--dataset", f"ravdess:{samples_dir}", "--test-speakers", "1",
+            "--val-speakers", "1", "--epochs", "2", "--run-dir", run_dir)
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert "accuracy" in r.stdout and (run_dir / "model" / "model.keras").exists()
+    r = ser("predict", "--json", "--model", run_dir / "model", samples_dir / "03-01-01-01-01-01-01.flac")
+    assert json.loads(r.stdout)["emotion"] in EMOTIONS
+
+
+def test_python_dash_m_and_console_script_agree():
+    r = ser("archs")
+    names = [line.split()[0] for line in r.stdout.splitlines()]
+    assert {"seed000_cnn", "seed001_logmel_cnn", "seed002_cnn_lstm", "seed003_image_cnn", "seed004_dnn",
+            "ser_crnn"} <= set(names)

@@ -1,0 +1,93 @@
+"""Benchmark every architecture on the same protocols and print the README table.
+
+For each architecture: `ser cv` on the EmoBox 6-fold speaker-independent protocol
+and one run on the random 80/20 clip split (speaker-DEPENDENT, as seed 000
+reported). Results go to training/results/<arch>.json as they finish, so a
+partial sweep is kept.
+
+    python training/zoo.py [--archs a,b] [--skip-random] [--table-only]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from ser_core import models, runs  # noqa: E402
+
+RESULTS = ROOT / "training" / "results"
+ORDER = ["seed004_dnn", "seed000_cnn", "seed002_cnn_lstm", "seed001_logmel_cnn", "seed003_image_cnn", "ser_crnn"]
+
+
+def ser(*args: str) -> float:
+    t0 = time.monotonic()
+    subprocess.run([sys.executable, "-m", "ser_core", *args], check=True, cwd=ROOT)
+    return time.monotonic() - t0
+
+
+def run_arch(arch: str, skip_random: bool) -> dict:
+    out = RESULTS / f"{arch}.json"
+    result = json.loads(out.read_text()) if out.exists() else {"arch": arch}
+    if "cv" not in result:
+        cv_dir = runs.runs_dir() / f"zoo-cv-{arch}"
+        secs = ser("cv", "--arch", arch, "--protocol", "emobox6", "--out", str(cv_dir))
+        m = json.loads((cv_dir / "metrics.json").read_text())
+        result["cv"] = {k: m[k] for k in ("protocol", "accuracy", "uar", "macro_f1", "weighted_f1")}
+        result["cv"].update({f"{g}_accuracy": m["per_gender"][g]["accuracy"] for g in ("female", "male")})
+        result["cv"]["per_fold"] = m.get("per_fold", {})
+        result["cv"]["wall_seconds"] = round(secs)
+        result["cv"]["command"] = f"ser cv --arch {arch} --protocol emobox6"
+        result["cv"]["dir"] = str(cv_dir)
+        out.write_text(json.dumps(result, indent=1))
+    if not skip_random and "random" not in result:
+        run_dir = runs.runs_dir() / f"zoo-random-{arch}"
+        secs = ser("train", "--arch", arch, "--protocol", "random", "--run-dir", str(run_dir))
+        m = json.loads((run_dir / "metrics.json").read_text())
+        result["random"] = {"protocol": m["protocol"], "accuracy": m["accuracy"], "uar": m["uar"],
+                            "wall_seconds": round(secs), "command": f"ser train --arch {arch} --protocol random"}
+        out.write_text(json.dumps(result, indent=1))
+    return result
+
+
+def table() -> str:
+    rows = ["| architecture | accuracy | UAR | macro F1 | female acc | male acc | wall time | "
+            "random 80/20 split (speaker-DEPENDENT) |",
+            "|---|---|---|---|---|---|---|---|"]
+    for arch in ORDER:
+        f = RESULTS / f"{arch}.json"
+        if not f.exists():
+            continue
+        r = json.loads(f.read_text())
+        cv = r.get("cv")
+        if not cv:
+            continue
+        rnd = r.get("random")
+        rows.append(f"| `{arch}` | {cv['accuracy']:.1%} | {cv['uar']:.1%} | {cv['macro_f1']:.3f} | "
+                    f"{cv['female_accuracy']:.1%} | {cv['male_accuracy']:.1%} | {cv['wall_seconds'] / 60:.0f} min | "
+                    + (f"{rnd['accuracy']:.1%} |" if rnd else "not run |"))
+    return "\n".join(rows)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--archs", default=",".join(ORDER))
+    ap.add_argument("--skip-random", action="store_true")
+    ap.add_argument("--table-only", action="store_true")
+    args = ap.parse_args()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    if not args.table_only:
+        for arch in args.archs.split(","):
+            models.get(arch)
+            run_arch(arch, args.skip_random)
+    print(table())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
