@@ -31,26 +31,27 @@ def ser(*args: str) -> float:
     return time.monotonic() - t0
 
 
-def run_arch(arch: str, skip_random: bool) -> dict:
+def run_arch(arch: str, skip_random: bool, budget: list[str]) -> dict:
     out = RESULTS / f"{arch}.json"
     result = json.loads(out.read_text()) if out.exists() else {"arch": arch}
     if "cv" not in result:
         cv_dir = runs.runs_dir() / f"zoo-cv-{arch}"
-        secs = ser("cv", "--arch", arch, "--protocol", "emobox6", "--out", str(cv_dir))
+        secs = ser("cv", "--arch", arch, "--protocol", "emobox6", "--out", str(cv_dir), *budget)
         m = json.loads((cv_dir / "metrics.json").read_text())
         result["cv"] = {k: m[k] for k in ("protocol", "accuracy", "uar", "macro_f1", "weighted_f1")}
         result["cv"].update({f"{g}_accuracy": m["per_gender"][g]["accuracy"] for g in ("female", "male")})
         result["cv"]["per_fold"] = m.get("per_fold", {})
         result["cv"]["wall_seconds"] = round(secs)
-        result["cv"]["command"] = f"ser cv --arch {arch} --protocol emobox6"
+        result["cv"]["command"] = " ".join(["ser cv --arch", arch, "--protocol emobox6", *budget])
         result["cv"]["dir"] = str(cv_dir)
         out.write_text(json.dumps(result, indent=1))
     if not skip_random and "random" not in result:
         run_dir = runs.runs_dir() / f"zoo-random-{arch}"
-        secs = ser("train", "--arch", arch, "--protocol", "random", "--run-dir", str(run_dir))
+        secs = ser("train", "--arch", arch, "--protocol", "random", "--run-dir", str(run_dir), *budget)
         m = json.loads((run_dir / "metrics.json").read_text())
         result["random"] = {"protocol": m["protocol"], "accuracy": m["accuracy"], "uar": m["uar"],
-                            "wall_seconds": round(secs), "command": f"ser train --arch {arch} --protocol random"}
+                            "wall_seconds": round(secs),
+                            "command": " ".join(["ser train --arch", arch, "--protocol random", *budget])}
         out.write_text(json.dumps(result, indent=1))
     return result
 
@@ -79,12 +80,14 @@ def main() -> int:
     ap.add_argument("--archs", default=",".join(ORDER))
     ap.add_argument("--skip-random", action="store_true")
     ap.add_argument("--table-only", action="store_true")
+    ap.add_argument("--epochs", type=int, default=60)
+    ap.add_argument("--patience", type=int, default=15)
     args = ap.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     if not args.table_only:
         for arch in args.archs.split(","):
             models.get(arch)
-            run_arch(arch, args.skip_random)
+            run_arch(arch, args.skip_random, ["--epochs", str(args.epochs), "--patience", str(args.patience)])
     print(table())
     return 0
 
