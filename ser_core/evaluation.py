@@ -94,6 +94,9 @@ def evaluate(df: pd.DataFrame, labels: list[str], *, protocol: str = "", speaker
     return metrics
 
 
+MIN_SPEAKERS_FOR_GAP = 3
+
+
 def gender_gap(df: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0, a: str = "female", b: str = "male") -> dict:
     """Accuracy gap (a - b) with a 95 % speaker-cluster bootstrap interval.
 
@@ -119,12 +122,18 @@ def gender_gap(df: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0, a: str = 
         boots[i] = acc(ra) - acc(rb)
     lo, hi = np.percentile(boots, [2.5, 97.5])
     within = bool(lo <= 0 <= hi)
-    verdict = (f"The {abs(gap) * 100:.1f}-point gap is within noise (the 95 % interval includes zero)."
-               if within else
-               f"{a.capitalize() if gap > 0 else b.capitalize()} speakers are recognised better: the "
-               f"{abs(gap) * 100:.1f}-point gap is larger than chance would explain.")
+    few = min(len(groups[a]), len(groups[b]))
+    if few < MIN_SPEAKERS_FOR_GAP:
+        verdict = (f"Too few speakers to judge a gender gap ({len(groups[a])} {a}, {len(groups[b])} {b}; "
+                   f"at least {MIN_SPEAKERS_FOR_GAP} of each are needed for a meaningful interval).")
+    elif within:
+        verdict = f"The {abs(gap) * 100:.1f}-point gap is within noise (the 95 % interval includes zero)."
+    else:
+        verdict = (f"{a.capitalize() if gap > 0 else b.capitalize()} speakers are recognised better: the "
+                   f"{abs(gap) * 100:.1f}-point gap is larger than chance would explain.")
     return {"accuracy": {a: acc(groups[a]), b: acc(groups[b])}, "gap": float(gap), "ci95": [float(lo), float(hi)],
-            "within_noise": within, "verdict": verdict, "speakers": {a: len(groups[a]), b: len(groups[b])}}
+            "within_noise": within, "enough_speakers": few >= MIN_SPEAKERS_FOR_GAP, "verdict": verdict,
+            "speakers": {a: len(groups[a]), b: len(groups[b])}}
 
 
 def classification_report(metrics: dict) -> str:

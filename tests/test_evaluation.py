@@ -68,6 +68,14 @@ def test_gender_gap_detects_a_real_gap_and_not_noise():
     assert g2["within_noise"] and g2["ci95"][0] < 0 < g2["ci95"][1]
 
 
+def test_gender_gap_with_too_few_speakers_does_not_claim_anything():
+    df = pd.DataFrame([{"speaker": f"s{i}", "gender": "female" if i == 0 else "male", "true": "happy",
+                        "pred": "happy" if i == 0 else "sad"} for i in range(4) for _ in range(10)])
+    gap = evaluation.gender_gap(df)
+    assert gap["gap"] == pytest.approx(1.0) and not gap["enough_speakers"]
+    assert gap["verdict"].startswith("Too few speakers")
+
+
 def test_gender_gap_needs_both_genders():
     df = table().assign(gender="female")
     with pytest.raises(SERError, match="both"):
