@@ -85,6 +85,10 @@ def _train_config(args):
         d["label_smoothing"] = args.label_smoothing
     if args.mixup is not None:
         d["mixup"] = args.mixup
+    if args.channel_aug is not None:
+        d["channel_aug"] = args.channel_aug
+    if args.ensemble is not None:
+        d["ensemble"] = args.ensemble
     if args.aug is not None:
         d["online_aug"] = tuple(a for a in args.aug.split(",") if a)
     if args.targeted_aug is not None:
@@ -284,6 +288,9 @@ def _add_train_args(p: argparse.ArgumentParser, *, with_fold: bool) -> None:
     p.add_argument("--patience", type=int, default=15)
     p.add_argument("--label-smoothing", type=float)
     p.add_argument("--mixup", type=float)
+    p.add_argument("--channel-aug", type=float,
+                   help="fraction of training clips copied through a random room/noise/microphone/codec chain")
+    p.add_argument("--ensemble", type=int, help="train N seeds and average them into one model")
     p.add_argument("--aug", help="online augmentations: time_mask,freq_mask,brightness_contrast ('' for none)")
     p.add_argument("--targeted-aug", choices=("on", "off"))
     p.add_argument("--no-class-weights", action="store_true")

@@ -49,6 +49,7 @@ class TrainConfig:
     targeted_aug: bool | None = None
     online_aug: tuple[str, ...] | None = None
     mixup: float | None = None
+    channel_aug: float | None = None
     patience: int = 15
     seed: int = 0
     ensemble: int = 1
@@ -66,6 +67,7 @@ class TrainConfig:
             targeted_aug=self.targeted_aug if self.targeted_aug is not None else d.get("targeted_aug", True),
             online_aug=tuple(self.online_aug if self.online_aug is not None else d.get("online_aug", ())),
             mixup=self.mixup if self.mixup is not None else d.get("mixup", 0.0),
+            channel_aug=self.channel_aug if self.channel_aug is not None else d.get("channel_aug", 0.0),
         )
         bad = set(cfg.online_aug) - set(ONLINE_AUGS)
         if bad:
@@ -134,26 +136,54 @@ def load_manifest(cfg: TrainConfig) -> pd.DataFrame:
     return df
 
 
-def _targeted_copies(paths: list[str], labels: np.ndarray, fcfg: FeatureConfig, seed: int,
-                     log: Logger) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    picks = augment.minority_plan(labels, rng)
+def _augmented_copies(paths: list[str], labels: np.ndarray, picks: np.ndarray, fcfg: FeatureConfig,
+                      transform, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Features of transformed copies of the picked training clips (unreadable ones are passed over)."""
     xs, ys = [], []
     for i in picks:
         try:
             y = audio.load(paths[i], sr=fcfg.sample_rate)
         except SERError:
             continue
-        y = augment.random_gain(augment.add_noise(y, rng), rng)
-        x = features.extract(y, fcfg)
-        if x.ndim == 3:
-            x = augment.freq_mask(augment.time_mask(x, rng), rng)
-        xs.append(x)
+        xs.append(transform(y, rng))
         ys.append(labels[i])
-    if xs:
-        log(f"targeted augmentation: {len(xs)} noisy/gain/masked copies of minority-class clips")
     shape = features.input_shape(fcfg)
-    return (np.stack(xs) if xs else np.zeros((0, *shape), np.float32)), np.asarray(ys, dtype=labels.dtype)
+    x = features.extract_batch(xs, fcfg) if xs else np.zeros((0, *shape), np.float32)
+    return x, np.asarray(ys, dtype=labels.dtype)
+
+
+def _targeted_copies(paths: list[str], labels: np.ndarray, fcfg: FeatureConfig, seed: int,
+                     log: Logger) -> tuple[np.ndarray, np.ndarray]:
+    """Seed 000's targeted augmentation: noisy, gain-shifted, masked copies until classes balance."""
+    rng = np.random.default_rng(seed)
+    picks = augment.minority_plan(labels, rng)
+    x, y = _augmented_copies(paths, labels, picks, fcfg,
+                             lambda w, r: augment.random_gain(augment.add_noise(w, r), r), rng)
+    if x.ndim == 4:
+        x = np.stack([augment.freq_mask(augment.time_mask(e, rng), rng) for e in x]) if len(x) else x
+    if len(x):
+        log(f"targeted augmentation: {len(x)} noisy/gain/masked copies of minority-class clips")
+    return x, y
+
+
+def _channel_copies(paths: list[str], labels: np.ndarray, fcfg: FeatureConfig, fraction: float, seed: int,
+                    log: Logger) -> tuple[np.ndarray, np.ndarray]:
+    """Copies of a fraction of the training clips through a random recording chain
+    (room, noise, microphone EQ, level, codec), so the model hears more than a studio."""
+    from .channel import random_channel
+
+    rng = np.random.default_rng(seed + 7919)
+    picks = rng.choice(len(paths), int(round(fraction * len(paths))), replace=fraction > 1)
+    others: list[np.ndarray] = []
+    for i in rng.choice(len(paths), min(8, len(paths)), replace=False):
+        try:
+            others.append(audio.load(paths[i], sr=fcfg.sample_rate))
+        except SERError:
+            continue
+    x, y = _augmented_copies(paths, labels, picks, fcfg,
+                             lambda w, r: random_channel(w, fcfg.sample_rate, r, others), rng)
+    log(f"channel augmentation: {len(x)} copies through random rooms, noise, microphones and codecs")
+    return x, y
 
 
 def prepare(cfg: TrainConfig, df: pd.DataFrame, split: splits.Split, log: Logger) -> Prepared:
@@ -183,8 +213,13 @@ def prepare(cfg: TrainConfig, df: pd.DataFrame, split: splits.Split, log: Logger
         y[name] = np.array([labels.index(e) if e in labels else -1 for e in rows[name]["emotion"]], dtype=np.int64)
     if len(x["train"]) == 0:
         raise DatasetError("no readable training clips")
+    train_paths = rows["train"]["path"].tolist()
+    extra = []
     if cfg.targeted_aug:
-        xa, ya = _targeted_copies(rows["train"]["path"].tolist(), y["train"], fcfg, cfg.seed, log)
+        extra.append(_targeted_copies(train_paths, y["train"], fcfg, cfg.seed, log))
+    if cfg.channel_aug > 0:
+        extra.append(_channel_copies(train_paths, y["train"], fcfg, cfg.channel_aug, cfg.seed, log))
+    for xa, ya in extra:
         x["train"] = np.concatenate([x["train"], xa])
         y["train"] = np.concatenate([y["train"], ya])
     mean, std = features.norm_stats(x["train"])

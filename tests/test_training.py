@@ -115,3 +115,15 @@ def test_cross_validation_pools_out_of_fold_predictions(tmp_path):
     assert metrics["uar"] == pytest.approx(again["uar"])
     assert set(metrics["per_fold"]) == {"1", "2"}
     assert "speaker_kfold 2-fold cross-validation" in metrics["protocol"]
+
+
+def test_channel_augmentation_adds_copies_of_training_clips_only(tmp_path):
+    from ser_core.training import train
+
+    cfg = TrainConfig(dataset=f"ravdess:{SAMPLES}", arch="seed004_dnn", test_speakers=("ravdess-01",),
+                      n_val_speakers=1, epochs=1, batch_size=8, channel_aug=0.5, workers=1)
+    train(tmp_path, cfg, log=Logger(tmp_path, to_file=True, echo=False))
+    log = (tmp_path / "log.txt").read_text()
+    assert "channel augmentation: 8 copies" in log          # half of the 16 training clips
+    assert "on 24 clips, validating on 8" in log             # 16 + 8 train, validation untouched
+    assert len(pd.read_csv(tmp_path / "predictions.csv")) == 8
