@@ -20,7 +20,9 @@ from .errors import AudioError, EmptyAudioError, ModelError, SilentAudioError, T
 
 HOP_SECONDS = 1.0
 STREAM_ABOVE_SECONDS = 60.0
-SPEECH_DBFS = -50.0      # a window whose loudest 32 ms frame stays below this holds no speech
+SPEECH_FLOOR_DBFS = -65.0   # nothing whose loudest 32 ms frame stays below this is speech
+SPEECH_RANGE_DB = 6.0       # speech frames stand this far above the recording's quiet frames
+WINDOW_RANGE_DB = 35.0      # a window more than this below the recording's loudest frame holds no speech
 BATCH = 32
 
 
@@ -59,14 +61,24 @@ class Prediction:
         return d
 
 
-def peak_dbfs(y: np.ndarray, frame: int = 512) -> float:
-    """Level of the loudest ~32 ms frame, in dB relative to full scale."""
-    n = y.size // frame
-    if n == 0:
-        rms = float(np.sqrt(np.mean(y ** 2))) if y.size else 0.0
-    else:
-        rms = float(np.sqrt((y[: n * frame].reshape(n, frame) ** 2).mean(axis=1)).max())
-    return 20 * np.log10(max(rms, 1e-10))
+def frame_levels(y: np.ndarray, frame: int = 512) -> np.ndarray:
+    """RMS level of each ~32 ms frame, in dB relative to full scale (DC removed)."""
+    y = np.asarray(y, dtype=np.float64)
+    y = y - y.mean() if y.size else y
+    n = max(y.size // frame, 1)
+    chunk = np.pad(y, (0, max(frame - y.size, 0)))[: n * frame].reshape(n, frame)
+    return 20 * np.log10(np.maximum(np.sqrt((chunk ** 2).mean(axis=1)), 1e-10))
+
+
+def speech_present(levels: np.ndarray) -> bool:
+    """Speech rises above the recording's own floor: loud enough and not a steady hiss or hum.
+
+    Absolute level alone cannot tell a quiet laptop microphone from a silent
+    room, so the loudest frame must also stand ``SPEECH_RANGE_DB`` above the
+    quietest tenth of frames.
+    """
+    peak = float(levels.max())
+    return peak > SPEECH_FLOOR_DBFS and peak - float(np.percentile(levels, 10)) > SPEECH_RANGE_DB
 
 
 class Predictor:
@@ -85,7 +97,9 @@ class Predictor:
         try:
             model = keras().models.load_model(weights, safe_mode=True, compile=False)
         except Exception as exc:  # Keras raises many types for damaged or unsafe files
-            raise ModelError(f"{weights} could not be loaded safely ({type(exc).__name__}: {exc})") from exc
+            detail = " ".join(str(exc).split())          # Keras messages span lines; ours is one
+            raise ModelError(f"{weights} could not be loaded safely ({type(exc).__name__}: "
+                             f"{detail[:300]}{'...' if len(detail) > 300 else ''})") from exc
         self._setup(model, spec)
 
     @classmethod
@@ -150,12 +164,15 @@ class Predictor:
                                   self.labels[i] if s else None, float(p[i]) if s else 0.0,
                                   dict(zip(self.labels, map(float, p))), bool(s)))
         if not speech.any():
-            return Prediction(name, None, 0.0, {lab: 0.0 for lab in self.labels}, duration, windows,
-                              message="no speech detected: the recording is silent or too quiet")
+            return self._no_speech(name, duration, windows)
         agg = probs[speech].mean(axis=0)
         i = int(np.argmax(agg))
         return Prediction(name, self.labels[i], float(agg[i]), dict(zip(self.labels, map(float, agg))),
                           duration, windows)
+
+    def _no_speech(self, name: str, duration: float, windows: list[Window] | None = None) -> Prediction:
+        return Prediction(name, None, 0.0, {lab: 0.0 for lab in self.labels}, duration, windows or [],
+                          message="no speech detected: the recording is silent or too quiet")
 
     # ------------------------------------------------------------------ public
     def predict_array(self, y: np.ndarray, sr: int | None = None, *, name: str = "<array>") -> Prediction:
@@ -170,10 +187,13 @@ class Predictor:
         y = audio.resample(y, sr, self.cfg.sample_rate) if sr != self.cfg.sample_rate else y
         audio.validate(y, self.cfg.sample_rate, label=name, max_seconds=max_audio_seconds())
         duration = y.size / self.cfg.sample_rate
+        if not speech_present(frame_levels(y)):
+            return self._no_speech(name, duration)
         y = features.condition(y, self.cfg)
         starts = self.window_starts(y.size)
         wins = [audio.fix_length(y[s:s + self.cfg.n_samples], self.cfg.n_samples) for s in starts]
-        speech = np.array([peak_dbfs(w) > SPEECH_DBFS for w in wins])
+        loudest = float(frame_levels(y).max())
+        speech = np.array([frame_levels(w).max() > loudest - WINDOW_RANGE_DB for w in wins])
         probs = np.concatenate([self.predict_features(np.stack([features.from_waveform(w, self.cfg)
                                                                 for w in wins[b:b + BATCH]]))
                                 for b in range(0, len(wins), BATCH)])
@@ -205,7 +225,7 @@ class Predictor:
 
         def take(w: np.ndarray, start: int):
             nonlocal seen_signal
-            speech = peak_dbfs(w) > SPEECH_DBFS
+            speech = speech_present(frame_levels(w))
             seen_signal = seen_signal or not audio.is_silent(w)
             w = features.condition(w, self.cfg) if self.cfg.loudness_norm and speech else w
             pending.append(audio.fix_length(w, win))
@@ -228,6 +248,8 @@ class Predictor:
         if buf.size > hop or not starts:
             take(buf, offset)
         flush()
+        if progress:
+            progress(total, total)
         if n_read == 0:
             raise EmptyAudioError("audio stream holds no samples", source=label)
         if not seen_signal:

@@ -62,3 +62,12 @@ def test_model_folder_problems_are_model_errors(tmp_path, tiny_model):
     (nospec / "spec.json").unlink()
     with pytest.raises(ModelError, match="spec.json"):
         Predictor(nospec)
+
+
+def test_quiet_speech_is_heard_and_steady_noise_is_not(predictor, sample_clip):
+    y = audio.load(sample_clip)
+    quiet = predictor.predict_array(y * 10 ** (-35 / 20), 16000)     # a far-away laptop microphone
+    assert quiet.emotion in predictor.labels
+    rng = np.random.default_rng(1)
+    hiss = (rng.standard_normal(48000) * 0.1).astype(np.float32)    # loud, but steady: no speech
+    assert predictor.predict_array(hiss, 16000).emotion is None
