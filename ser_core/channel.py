@@ -20,6 +20,7 @@ from .errors import ConfigError
 OPUS_RATE = 48000
 TELEPHONE_RATE = 8000
 TELEPHONE_BAND = (300.0, 3400.0)
+BABBLE_TALKERS = 4
 DECAY_60DB = 3 * np.log(10)     # amplitude exp(-DECAY_60DB * t / rt60) is 60 dB down at t = rt60
 
 
@@ -96,7 +97,7 @@ def white_noise(y: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.nd
 
 
 def babble(y: np.ndarray, snr_db: float, others: Sequence[np.ndarray], rng: np.random.Generator,
-           talkers: int = 4) -> np.ndarray:
+           talkers: int = BABBLE_TALKERS) -> np.ndarray:
     """Several other speakers talking at once (``others``: clips at the same rate), mixed at ``snr_db``."""
     y = _f32(y)
     pool = [o for o in (_f32(o) for o in others) if _power(o) > 0]
@@ -189,7 +190,8 @@ def random_channel(y: np.ndarray, sr: int, rng: np.random.Generator,
         y = reverb(y, sr, rng.uniform(0.15, 0.6), rng, drr_db=rng.uniform(0.0, 8.0))
     if rng.random() < 0.4:
         snr = rng.uniform(5.0, 30.0)
-        y = babble(y, snr, others, rng) if others is not None and len(others) and rng.random() < 0.5 else white_noise(y, snr, rng)
+        use_babble = others is not None and len(others) > 0 and rng.random() < 0.5
+        y = babble(y, snr, others, rng) if use_babble else white_noise(y, snr, rng)
     if rng.random() < 0.5:
         y = eq(y, sr, rng)
     if rng.random() < 0.5:

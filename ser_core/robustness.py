@@ -12,8 +12,9 @@ model (TensorFlow on one thread per worker); this process only collects
 rows. Each clip's randomness is seeded by (seed, file name, shift name), so
 results do not depend on scheduling or on which shifts are requested.
 
-Babble comes from clips of the fold's *training* speakers (never test audio),
-so no test speaker is heard twice in one mixture.
+Babble is drawn from clips of the fold's *training* speakers: it is
+background noise, so either set would be fair, but this way no test clip is
+ever heard inside another test clip's mixture.
 """
 from __future__ import annotations
 
@@ -49,6 +50,7 @@ _OTHERS: dict[tuple[str, ...], list[np.ndarray]] = {}
 def _babble_clips(paths: tuple[str, ...], sr: int) -> list[np.ndarray]:
     """Decoded babble pool, cached per process (each fold has its own pool)."""
     if paths not in _OTHERS:
+        _OTHERS.clear()
         clips = []
         for p in paths:
             try:
@@ -71,14 +73,15 @@ def shifted_versions(path: str, sr: int, shifts: Sequence[str], seed: int,
     return out
 
 
-_PREDICTOR: list = []     # this process's (model_dir, Predictor); one fold at a time
+_PREDICTOR: list = []     # this process's [(model_dir, mtime), Predictor]; one fold at a time
 
 
 def _predictor(model_dir: str):
     from .predict import Predictor
 
-    if not _PREDICTOR or _PREDICTOR[0] != model_dir:
-        _PREDICTOR[:] = [model_dir, Predictor(model_dir)]
+    key = (model_dir, (Path(model_dir) / "model.keras").stat().st_mtime_ns)
+    if not _PREDICTOR or _PREDICTOR[0] != key:
+        _PREDICTOR[:] = [key, Predictor(model_dir)]
     return _PREDICTOR[1]
 
 
@@ -150,12 +153,11 @@ def _score(rows: pd.DataFrame, labels: list[str]) -> dict:
     from .evaluation import summary
 
     s = summary(rows["true"].to_numpy(), rows["pred"].to_numpy(), labels)
-    out = {"n": s["n"], "accuracy": s["accuracy"], "uar": s["uar"],
-           "per_gender": {str(g): float((r["true"] == r["pred"]).mean())
-                          for g, r in rows.groupby("gender", sort=True)} if "gender" in rows else {},
-           "no_speech": int((rows["pred"] == "").sum() - (rows["error"] != "").sum()),
-           "failed": int((rows["error"] != "").sum())}
-    return out
+    failed = int((rows["error"] != "").sum())
+    return {"n": s["n"], "accuracy": s["accuracy"], "uar": s["uar"],
+            "per_gender": {str(g): float((r["true"] == r["pred"]).mean())
+                           for g, r in rows.groupby("gender", sort=True)} if "gender" in rows else {},
+            "no_speech": int((rows["pred"] == "").sum()) - failed, "failed": failed}
 
 
 def summarise(preds: pd.DataFrame, labels: list[str], shifts: Sequence[str]) -> dict:
@@ -235,6 +237,7 @@ def evaluate_shifts(cv_dir: Path | str, shifts: Sequence[str] | None = None, see
                 if progress:
                     progress(done, total)
     finally:
+        _PREDICTOR.clear()
         if pool is not None:
             pool.shutdown(cancel_futures=True)
     preds = pd.DataFrame(rows)
@@ -243,8 +246,8 @@ def evaluate_shifts(cv_dir: Path | str, shifts: Sequence[str] | None = None, see
     result = {
         "cv_dir": str(cv_dir), "dataset": config["dataset"], "arch": config.get("arch"),
         "folds": [k for k, *_ in plans], "n_clips": int(len(recorded)), "seed": seed, "shifts": shifts,
-        "babble_source": f"4 talkers drawn from {BABBLE_POOL} clips of each fold's training speakers "
-                         "(never test audio)",
+        "babble_source": f"{channel.BABBLE_TALKERS} talkers drawn from {BABBLE_POOL} clips of each fold's "
+                         "training speakers (never test audio)",
         "recorded_accuracy": summary(recorded["true"].to_numpy(), recorded["pred"].to_numpy(), labels)["accuracy"],
         **summarise(preds, labels, shifts),
         "predictions_csv": PREDICTIONS_FILE,
@@ -255,13 +258,17 @@ def evaluate_shifts(cv_dir: Path | str, shifts: Sequence[str] | None = None, see
     return result
 
 
+def _cell(value: float | None) -> str:
+    return f"{value:>7.3f}" if value is not None else f"{'-':>7}"
+
+
 def format_table(result: dict) -> str:
     """The CLI's table: one line per condition."""
     lines = [f"{'shift':<12} {'accuracy':>9} {'UAR':>7} {'drop':>7} {'female':>7} {'male':>7} {'no speech':>9}"]
     for s, r in result["results"].items():
         g = r.get("per_gender", {})
         lines.append(f"{s:<12} {r['accuracy']:>9.3f} {r['uar']:>7.3f} {r['drop'] if s != CLEAN else 0:>+7.1f} "
-                     f"{g.get('female', float('nan')):>7.3f} {g.get('male', float('nan')):>7.3f} "
+                     f"{_cell(g.get('female'))} {_cell(g.get('male'))} "
                      f"{r['no_speech']:>9d}")
     lines.append(f"{result['n_clips']} test clips, folds {','.join(map(str, result['folds']))}; "
                  f"largest drop {result['max_drop']:+.1f} points ({result['worst_shift']}), "
