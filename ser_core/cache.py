@@ -1,8 +1,9 @@
 """Corpus feature extraction on all cores, cached on disk.
 
 Each clip's features are stored as one ``.npy`` file keyed by the clip's
-identity (absolute path, size, modification time) and the feature config's
-hash, so changing either recomputes, and a second run only reads files.
+identity (absolute path, size, modification time), the feature config's hash
+and a hash of the decoding and feature code, so changing any of them
+recomputes, and a second run only reads files.
 
 Workers are forked before TensorFlow is loaded when possible (forkserver
 otherwise) and each gets its own ``NUMBA_CACHE_DIR``, so librosa's numba
@@ -39,6 +40,21 @@ class FeatureSet:
     errors: list[tuple[str, str]] = field(default_factory=list)
 
 
+def _code_hash() -> str:
+    h = hashlib.sha1()
+    for module in (audio, features):
+        h.update(Path(module.__file__).read_bytes())
+    return h.hexdigest()[:12]
+
+
+CODE_KEY = _code_hash()   # of the code this process loaded, not of the files as they are later
+
+
+def code_key() -> str:
+    """Hash of the decoding and feature code: editing either invalidates the cache by itself."""
+    return CODE_KEY
+
+
 def clip_key(path: str | os.PathLike) -> str:
     p = Path(path).resolve()
     st = p.stat()
@@ -65,8 +81,29 @@ def _load_cached(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
     return arr if arr.shape == shape else None
 
 
+def _die_with_parent() -> None:
+    """Linux: the kernel kills this worker when its parent dies, so a SIGKILLed run leaves no orphans.
+
+    Without it, workers of a killed training process block forever on the pool's queue.
+    SIGKILL, not SIGTERM: forked workers inherit the training process's SIGTERM handler.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGKILL))
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:          # the parent died before the request took effect
+        os._exit(1)
+
+
 def _init_worker(numba_dir: str) -> None:
     """One BLAS thread per worker (the pool already uses every core) and a private numba cache."""
+    _die_with_parent()
     os.environ["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix="numba-", dir=numba_dir)
     from threadpoolctl import threadpool_limits
 
@@ -112,7 +149,7 @@ def corpus_features(paths: list[str], cfg: FeatureConfig, *, use_cache: bool = T
     ok = np.zeros(n, bool)
     errors: list[tuple[str, str]] = []
     root = Path(root) if root is not None else cache_dir()
-    cfg_key = cfg.key()
+    cfg_key = f"{cfg.key()}-{code_key()}"
     todo: list[int] = []
     cpaths: list[str | None] = [None] * n
     for i, p in enumerate(paths):
