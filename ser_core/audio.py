@@ -67,10 +67,30 @@ def _looks_like_text(head: bytes) -> bool:
     return printable / len(head) > 0.95
 
 
+SF_BLOCK = 1 << 18          # frames per libsndfile read
+
+
+def _sf_blocks(f, frames: int) -> Iterator[np.ndarray]:
+    """Read an open SoundFile to its real end, ``frames`` at a time.
+
+    Never trusts the header's frame count: a damaged MP3 can claim hours it does
+    not hold (soundfile's own ``read``/``blocks`` would allocate for, or repeat
+    stale data over, the claimed length).
+    """
+    while True:
+        chunk = f.read(frames, dtype="float32", always_2d=True)
+        if not len(chunk):
+            return
+        yield chunk
+
+
 def _decode_soundfile(fh: BinaryIO) -> tuple[np.ndarray, int]:
     import soundfile as sf
 
-    data, sr = sf.read(fh, dtype="float32", always_2d=True)
+    with sf.SoundFile(fh) as f:
+        chunks = list(_sf_blocks(f, SF_BLOCK))
+        sr, channels = f.samplerate, f.channels
+    data = np.concatenate(chunks) if chunks else np.zeros((0, channels), np.float32)
     return data, int(sr)
 
 
@@ -108,7 +128,7 @@ def _av_mono(container, label: str, rate: int | None = None) -> Iterator[tuple[n
     """
     import av
 
-    resampler = None
+    resampler, key = None, None
     frames = container.decode(container.streams.audio[0])
     while True:
         try:
@@ -119,16 +139,20 @@ def _av_mono(container, label: str, rate: int | None = None) -> Iterator[tuple[n
             if resampler is None:
                 raise UnreadableAudioError("audio stream could not be decoded", source=label) from exc
             break          # a damaged tail: keep what decoded
-        if resampler is None:
-            if not frame.sample_rate:
-                raise UnreadableAudioError("audio stream has no sample rate", source=label)
-            resampler = av.AudioResampler(format="flt", rate=rate or frame.sample_rate)
-        yield from _mono_frames(resampler.resample(frame), resampler)
+        if not frame.sample_rate:
+            raise UnreadableAudioError("audio stream has no sample rate", source=label)
+        frame_key = (frame.format.name, frame.layout.name, frame.sample_rate)
+        if frame_key != key:           # first frame, or the stream changed layout/rate mid-way
+            if resampler is not None:
+                yield from _mono_frames(resampler.resample(None))
+            rate = rate or frame.sample_rate
+            resampler, key = av.AudioResampler(format="flt", rate=rate), frame_key
+        yield from _mono_frames(resampler.resample(frame))
     if resampler is not None:
-        yield from _mono_frames(resampler.resample(None), resampler)
+        yield from _mono_frames(resampler.resample(None))
 
 
-def _mono_frames(frames, resampler) -> Iterator[tuple[np.ndarray, int]]:
+def _mono_frames(frames) -> Iterator[tuple[np.ndarray, int]]:
     for out in frames:
         ch = max(len(out.layout.channels), 1)
         yield out.to_ndarray().reshape(-1, ch).mean(axis=1, dtype=np.float32), int(out.sample_rate)
@@ -238,9 +262,8 @@ def trim_silence(y: np.ndarray, top_db: float = 40.0, frame: int = 512, hop: int
     """Cut leading and trailing frames quieter than ``top_db`` below the loudest frame."""
     if y.size < frame:
         return y
-    n = 1 + (y.size - frame) // hop
-    idx = np.arange(frame)[None, :] + hop * np.arange(n)[:, None]
-    rms = np.sqrt(np.mean(y[idx] ** 2, axis=1) + 1e-12)
+    frames = np.lib.stride_tricks.sliding_window_view(y, frame)[::hop]     # a view: no gathered copy
+    rms = np.sqrt(np.mean(frames ** 2, axis=1) + 1e-12)
     db = 20 * np.log10(rms / rms.max())
     voiced = np.flatnonzero(db > -top_db)
     if voiced.size == 0:
@@ -283,8 +306,19 @@ def _stream_blocks(fh: BinaryIO, sr: int, block_seconds: float, label: str) -> I
     if info is not None:
         rs = soxr.ResampleStream(info.samplerate, sr, 1, dtype="float32", quality="HQ")
         block = max(1, int(block_seconds * info.samplerate))
-        for chunk in sf.blocks(fh, blocksize=block, dtype="float32", always_2d=True):
-            yield rs.resample_chunk(to_mono(chunk))
+        with sf.SoundFile(fh) as f:
+            chunks, got = _sf_blocks(f, block), False
+            while True:
+                try:
+                    chunk = next(chunks)
+                except StopIteration:
+                    break
+                except (RuntimeError, ValueError, OSError) as exc:    # libsndfile on damaged data
+                    if not got:
+                        raise UnreadableAudioError("audio data could not be decoded", source=label) from exc
+                    break                                             # a damaged tail: keep what decoded
+                got = True
+                yield rs.resample_chunk(to_mono(chunk))
         yield rs.resample_chunk(np.zeros(0, np.float32), last=True)
         return
     head = fh.read(64)

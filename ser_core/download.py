@@ -157,9 +157,19 @@ def unpack(archive: Path, dest: Path) -> list[Path]:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+def is_complete(dest: Path) -> bool:
+    """True when ``dest`` already holds every actor's folder with clips in it."""
+    return all(any((dest / f"Actor_{a:02d}").glob("*.wav")) for a in range(1, 25))
+
+
 def download_ravdess(dest: Path | str, api_url: str | None = None, progress: bool = True) -> Path:
-    """Download, verify and unpack RAVDESS speech into ``dest``; returns ``dest`` (holding Actor_01..24)."""
+    """Download, verify and unpack RAVDESS speech into ``dest``; returns ``dest`` (holding Actor_01..24).
+
+    A ``dest`` that already holds all 24 actors is left as it is (no network access).
+    """
     dest = Path(dest).expanduser()
+    if is_complete(dest):
+        return dest
     info = record_file(api_url or RECORD_API)
     dest.mkdir(parents=True, exist_ok=True)
     need = 2 * info["size"]

@@ -256,4 +256,5 @@ class Predictor:
             raise SilentAudioError("audio is silent (no signal above the noise floor)", source=label)
         if not starts:
             raise TooShortError("audio holds no complete window", source=label)
-        return self._result(np.concatenate(all_probs), np.array(all_speech), starts, label, total)
+        # the decoded length, not the header's claim (a damaged header can promise hours)
+        return self._result(np.concatenate(all_probs), np.array(all_speech), starts, label, n_read / sr)

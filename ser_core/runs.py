@@ -87,7 +87,9 @@ def read_status(run_dir: Path) -> dict:
     if status is None:
         return {"state": "failed", "message": "status.json is missing or unreadable"}
     if status.get("state") in ACTIVE_STATES and not _process_alive(status.get("pid"), status.get("pid_started")):
-        grace = status.get("state") == "queued" and time.time() - status.get("queued_at", 0) < 30
+        # a queued run without a pid yet is being launched; one whose recorded process is gone died early
+        grace = (status.get("state") == "queued" and not status.get("pid")
+                 and time.time() - status.get("queued_at", 0) < 30)
         if not grace:
             status = write_status(run_dir, "interrupted",
                                   message="the training process ended without finishing (killed or crashed); "

@@ -2,11 +2,11 @@
 
 ``make_all(folder, speech)`` writes every fixture into ``folder`` and returns
 them as :class:`Fixture` records that say what the engine must do with each:
-``expect=None`` means a valid prediction; otherwise the typed error (and a
-word its message must contain). ``load_expect`` is the outcome of plain
-``audio.load`` / training-data loading where it differs from prediction
-(e.g. a 20-minute file is streamed by ``ser predict`` but refused by the
-whole-file loader's length limit only when one is given).
+``expect=None`` means a valid prediction (and a successful load);
+otherwise the typed error and a word its message must contain. The same
+outcome holds for ``ser predict``, the Predictor and training-data loading:
+the 20-minute file is streamed by prediction and loaded whole for training
+(only a caller that passes ``max_seconds`` refuses it).
 """
 from __future__ import annotations
 
@@ -21,7 +21,15 @@ import soundfile as sf
 from ser_core import errors as E
 
 SR = 16000
-UNSET = object()
+LONG = "long_20min.wav"
+QUOTED = "it's a \"quoted\" clip – émotion ünïcødé 日本.wav"
+NAMES = (
+    "empty.wav", "random_bytes.wav", "truncated_header.wav", "truncated_data.wav", "header_only.wav", "notes.txt",
+    "text_named.wav", "short_50ms.wav", "silence.wav", "dc_offset.wav", "clipping.wav", "nan.wav", "inf.wav",
+    "mono_8k.wav", "stereo_44k.wav", "hires_96k_24bit.wav", "float32.wav", "vorbis.ogg", "lame.mp3",
+    "mp3_named.wav", "lying_header.mp3", "opus.ogg", "opus.webm", "aac.m4a", "video_mpeg4_aac.mp4", "video_vp8_opus.webm",
+    "video_only.mp4", QUOTED, LONG,
+)
 
 
 @dataclass
@@ -30,12 +38,6 @@ class Fixture:
     path: Path
     expect: type | None            # None: a valid prediction
     word: str = ""                 # a word the error message must contain
-    load_expect: object = UNSET    # outcome of audio.load / corpus loading, when different
-    slow: bool = False             # long file: CLI / Predictor only
-
-    @property
-    def load_outcome(self):
-        return self.expect if self.load_expect is UNSET else self.load_expect
 
 
 def speech_clip(path: Path) -> np.ndarray:
@@ -52,13 +54,17 @@ def resample(y: np.ndarray, sr: int) -> np.ndarray:
 
 
 def tone_noise(seconds: float, sr: int = SR, seed: int = 0) -> np.ndarray:
-    """Cheap long audio: low-level noise plus a slowly gliding tone."""
+    """Cheap long audio: a gliding tone in bursts of ~4 syllables a second over low-level noise.
+
+    The bursts give the frame-level dynamics of speech, so the no-speech gate lets the windows through.
+    """
     rng = np.random.default_rng(seed)
     n = int(seconds * sr)
     t = np.arange(n, dtype=np.float64) / sr
     f = 220 + 80 * np.sin(2 * np.pi * t / 7.0)
     phase = 2 * np.pi * np.cumsum(f) / sr
-    return (0.2 * np.sin(phase) + 0.01 * rng.standard_normal(n)).astype(np.float32)
+    envelope = np.clip(np.sin(2 * np.pi * 2.0 * t), 0, None) ** 2
+    return (0.3 * envelope * np.sin(phase) + 0.005 * rng.standard_normal(n)).astype(np.float32)
 
 
 def write_long_wav(path: Path, seconds: float, sr: int = SR, block_seconds: float = 60.0) -> Path:
@@ -115,6 +121,13 @@ def encode_av(path: Path, y: np.ndarray, sr: int, container: str, codec: str, *,
     return path
 
 
+def claim_frames(mp3: bytes, frames: int) -> bytes:
+    """An MP3 whose Xing/Info header claims ``frames`` MPEG frames (days of audio) it does not hold."""
+    i = max(mp3.find(b"Xing"), mp3.find(b"Info"))
+    assert i > 0 and int.from_bytes(mp3[i + 4:i + 8], "big") & 1, "no frame count in the Xing/Info header"
+    return mp3[:i + 8] + frames.to_bytes(4, "big") + mp3[i + 12:]
+
+
 def _audio_frame(av, chunk: np.ndarray, fmt: str, layout: str, sr: int):
     planar = fmt.endswith("p")
     base = fmt.rstrip("p")
@@ -150,6 +163,7 @@ def make_all(folder: Path, speech: np.ndarray, *, long_minutes: float = 20.0) ->
     sf.write(buf, speech, SR, format="WAV", subtype="PCM_16")
     add("truncated_header.wav", E.UnreadableAudioError, "decod").write_bytes(buf.getvalue()[:30])
     add("truncated_data.wav", None).write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    sf.write(add("header_only.wav", E.EmptyAudioError, "no samples"), np.zeros(0, np.float32), SR)
     add("notes.txt", E.UnsupportedFormatError, "text").write_text(
         "These are my notes about the recording session.\nNothing to hear here.\n" * 20)
     add("text_named.wav", E.UnsupportedFormatError, "text").write_text("RIFF? no, just words in a text file.\n" * 5)
@@ -174,6 +188,7 @@ def make_all(folder: Path, speech: np.ndarray, *, long_minutes: float = 20.0) ->
     y48 = resample(speech, 48000)
     encode_av(add("lame.mp3", None), y44, 44100, "mp3", "libmp3lame")
     encode_av(add("mp3_named.wav", None), y44, 44100, "mp3", "libmp3lame")
+    add("lying_header.mp3", None).write_bytes(claim_frames(fx["lame.mp3"].path.read_bytes(), 0x0FFFFFFF))
     encode_av(add("opus.ogg", None), y48, 48000, "ogg", "libopus")
     encode_av(add("opus.webm", None), y48, 48000, "webm", "libopus", channels=2)
     encode_av(add("aac.m4a", None), y44, 44100, "mp4", "aac")
@@ -181,7 +196,8 @@ def make_all(folder: Path, speech: np.ndarray, *, long_minutes: float = 20.0) ->
     encode_av(add("video_vp8_opus.webm", None), y48, 48000, "webm", "libopus", video="vp8")
     encode_av(add("video_only.mp4", E.NoAudioStreamError, "no audio"), y44, 44100, "mp4", "aac",
               video="mpeg4", audio=False)
-    sf.write(add("it's a \"quoted\" clip – émotion ünïcødé 日本.wav", None), speech, SR, subtype="PCM_16")
+    sf.write(add(QUOTED, None), speech, SR, subtype="PCM_16")
     if long_minutes:
-        write_long_wav(add("long_20min.wav", None, load_expect=None, slow=True), long_minutes * 60)
+        write_long_wav(add(LONG, None), long_minutes * 60)
+    assert set(fx) == set(NAMES) - ({LONG} if not long_minutes else set())
     return fx

@@ -182,6 +182,20 @@ def test_network_failure_is_a_clear_error(tmp_path, ravdess_zip):
         download_ravdess(tmp_path / "d", api_url=url, progress=False)
 
 
+def test_a_complete_corpus_is_not_downloaded_again(tmp_path, ravdess_zip):
+    dest = tmp_path / "ravdess"
+    for a in range(1, 25):
+        (dest / f"Actor_{a:02d}").mkdir(parents=True)
+        (dest / f"Actor_{a:02d}" / f"03-01-01-01-01-01-{a:02d}.wav").write_bytes(b"RIFF")
+    with FakeZenodo(ravdess_zip) as srv:
+        assert download_ravdess(dest, api_url=srv.api_url, progress=False) == dest
+    assert srv.requests == []
+    (dest / "Actor_24" / "03-01-01-01-01-01-24.wav").unlink()
+    with FakeZenodo(ravdess_zip) as srv:
+        download_ravdess(dest, api_url=srv.api_url, progress=False)
+    assert len(srv.requests) == 2, "an incomplete corpus is fetched (metadata, then the archive)"
+
+
 def test_record_without_the_archive(tmp_path, ravdess_zip):
     with FakeZenodo(ravdess_zip) as srv, pytest.raises(DownloadError, match=f"no file named {ARCHIVE}"):
         download_ravdess(tmp_path / "d", api_url=srv.base + "/api/records/other", progress=False)
