@@ -23,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ser_core import runs  # noqa: E402
 from ser_core.config import models_dir  # noqa: E402
-from ser_core.training import Logger, TrainConfig, cross_validate, install_stop_handlers, train  # noqa: E402
+from ser_core.training import (Logger, TrainConfig, _StopFlag, cross_validate, install_stop_handlers,  # noqa: E402
+                               train)
 
 HERE = Path(__file__).resolve().parent
 
@@ -41,11 +42,17 @@ def main() -> int:
     else:
         cv_dir = runs.new_run_dir(f"cv-default-{cfg.arch}")
         metrics = cross_validate(cfg, cv_dir, log=Logger(cv_dir, to_file=True))
+    if _StopFlag.requested or len(metrics.get("folds", [])) != 6:
+        print("cross-validation did not complete; models/default is left as it was", file=sys.stderr)
+        return 1
     epochs = sorted(f["best_epoch"] for f in metrics["folds"] if f.get("best_epoch"))
     final_epochs = epochs[len(epochs) // 2] if epochs else cfg.epochs
     final_cfg = dataclasses.replace(cfg, protocol="all", n_val_speakers=0, epochs=final_epochs)
     final_dir = runs.new_run_dir(f"final-{cfg.arch}")
     train(final_dir, final_cfg, log=Logger(final_dir, to_file=True))
+    if _StopFlag.requested:
+        print("final training was stopped; models/default is left as it was", file=sys.stderr)
+        return 1
 
     target = models_dir() / "default"
     tmp = models_dir() / ".default.tmp"
