@@ -69,10 +69,7 @@ class FeatureConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "FeatureConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ConfigError(f"unknown feature settings: {', '.join(sorted(unknown))}")
+        reject_unknown(cls, d, "feature setting")
         return cls(**d)
 
     def key(self) -> str:
@@ -137,6 +134,13 @@ class ModelSpec:
             raise ModelError(f"no spec.json in {Path(path).parent}") from exc
         except json.JSONDecodeError as exc:
             raise ModelError(f"spec.json in {Path(path).parent} is not valid JSON") from exc
+
+
+def reject_unknown(cls, d: dict[str, Any], what: str) -> None:
+    """Refuse keys that are not fields of the dataclass ``cls`` (typos must not pass silently)."""
+    unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise ConfigError(f"unknown {what}(s): {', '.join(sorted(unknown))}")
 
 
 def _as_tuple(v: Any) -> tuple:

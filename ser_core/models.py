@@ -52,6 +52,15 @@ def build(name: str, input_shape: tuple[int, ...], n_classes: int, **params):
     return get(name).build(tuple(input_shape), int(n_classes), **params)
 
 
+def _classifier(x, units: int, dropout: float, n_classes: int):
+    """Dense + ReLU, dropout, softmax over the classes: the head every registered model ends with."""
+    from keras import layers
+
+    x = layers.Dense(units, activation="relu")(x)
+    x = layers.Dropout(dropout)(x)
+    return layers.Dense(n_classes, activation="softmax")(x)
+
+
 def _conv_block(x, filters: int, *, pool=(2, 2), dropout: float = 0.0, batchnorm: bool = True):
     from keras import layers
 
@@ -78,9 +87,7 @@ def seed000_cnn(input_shape, n_classes, width: int = 32, dropout: float = 0.3):
     for mult in (1, 2, 4):
         x = _conv_block(x, width * mult, dropout=dropout * 0.8)
     x = layers.GlobalAveragePooling2D()(x)
-    x = layers.Dense(128, activation="relu")(x)
-    x = layers.Dropout(dropout + 0.1)(x)
-    out = layers.Dense(n_classes, activation="softmax")(x)
+    out = _classifier(x, 128, dropout + 0.1, n_classes)
     return keras.Model(inp, out, name="seed000_cnn")
 
 
@@ -96,9 +103,7 @@ def seed001_logmel_cnn(input_shape, n_classes, width: int = 16, dropout: float =
     for mult in (1, 2, 4, 8):
         x = _conv_block(x, width * mult, batchnorm=False)
     x = layers.Flatten()(x)
-    x = layers.Dense(128, activation="relu")(x)
-    x = layers.Dropout(dropout)(x)
-    out = layers.Dense(n_classes, activation="softmax")(x)
+    out = _classifier(x, 128, dropout, n_classes)
     return keras.Model(inp, out, name="seed001_logmel_cnn")
 
 
@@ -119,9 +124,7 @@ def seed002_cnn_lstm(input_shape, n_classes, width: int = 64, units: int = 64, d
         x = layers.MaxPooling1D(2)(x)
         x = layers.Dropout(dropout / 2)(x)
     x = layers.LSTM(units)(x)
-    x = layers.Dense(64, activation="relu")(x)
-    x = layers.Dropout(dropout)(x)
-    out = layers.Dense(n_classes, activation="softmax")(x)
+    out = _classifier(x, 64, dropout, n_classes)
     return keras.Model(inp, out, name="seed002_cnn_lstm")
 
 
@@ -138,9 +141,7 @@ def seed003_image_cnn(input_shape, n_classes, width: int = 32, dropout: float = 
     for mult in (1, 2, 4, 4):
         x = _conv_block(x, width * mult, dropout=0.2)
     x = layers.GlobalAveragePooling2D()(x)
-    x = layers.Dense(256, activation="relu")(x)
-    x = layers.Dropout(dropout)(x)
-    out = layers.Dense(n_classes, activation="softmax")(x)
+    out = _classifier(x, 256, dropout, n_classes)
     return keras.Model(inp, out, name="seed003_image_cnn")
 
 
@@ -152,11 +153,9 @@ def seed004_dnn(input_shape, n_classes, units: int = 256, dropout: float = 0.4):
     from keras import layers
 
     inp = keras.Input(input_shape)
-    x = inp
-    for u in (units, units // 2):
-        x = layers.Dense(u, activation="relu")(x)
-        x = layers.Dropout(dropout)(x)
-    out = layers.Dense(n_classes, activation="softmax")(x)
+    x = layers.Dense(units, activation="relu")(inp)
+    x = layers.Dropout(dropout)(x)
+    out = _classifier(x, units // 2, dropout, n_classes)
     return keras.Model(inp, out, name="seed004_dnn")
 
 
@@ -186,7 +185,5 @@ def ser_crnn(input_shape, n_classes, width: int = 24, units: int = 48, dropout: 
     pooled = layers.Dot(axes=1)([weights, x])
     x = layers.Flatten()(pooled)
     x = layers.Dropout(dropout)(x)
-    x = layers.Dense(128, activation="relu")(x)
-    x = layers.Dropout(dropout)(x)
-    out = layers.Dense(n_classes, activation="softmax")(x)
+    out = _classifier(x, 128, dropout, n_classes)
     return keras.Model(inp, out, name="ser_crnn")

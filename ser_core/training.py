@@ -22,7 +22,7 @@ import pandas as pd
 
 from . import augment, audio, datasets, features, models, runs, splits
 from .cache import corpus_features
-from .config import FeatureConfig, ModelSpec, atomic_write_text
+from .config import FeatureConfig, ModelSpec, atomic_write_text, reject_unknown
 from .errors import ConfigError, DatasetError, SERError
 from .evaluation import evaluate
 
@@ -87,10 +87,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ConfigError(f"unknown training setting(s): {', '.join(sorted(unknown))}")
+        reject_unknown(cls, d, "training setting")
         d = dict(d)
         for key in ("speakers", "test_speakers", "online_aug"):
             if d.get(key) is not None:
