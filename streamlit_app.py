@@ -1,6 +1,44 @@
-"""Streamlit entry point (the full multipage app is built on ser_core; see pages/)."""
+"""Streamlit entry point: navigation over the Predict, Train and Evaluate pages and the shared sidebar.
+
+Run with ``streamlit run streamlit_app.py`` (or ``bash scripts/app.sh``).
+"""
+import sys
+
 import streamlit as st
 
-st.set_page_config(page_title="SER workbench", page_icon="🎙️", layout="wide")
-st.title("Speech emotion recognition workbench")
-st.write("Predict, train and evaluate speech-emotion models. Pages are being built.")
+from ser_core import runs, views
+
+if "tensorflow" not in sys.modules:
+    # aiortc's SRTP library (used by the Predict page's live mode) crashes the process when it is loaded
+    # after TensorFlow, so the WebRTC stack is imported here, before any page can load a model.
+    import streamlit_webrtc  # noqa: F401
+
+st.set_page_config(page_title="SER workbench", page_icon=":material/graphic_eq:", layout="wide")
+
+PAGES = [
+    st.Page("app_pages/predict.py", title="Predict", icon=":material/mic:", default=True),
+    st.Page("app_pages/train.py", title="Train", icon=":material/model_training:"),
+    st.Page("app_pages/evaluate.py", title="Evaluate", icon=":material/analytics:"),
+]
+
+
+def active_model_card() -> None:
+    """Name, date and speaker-independent accuracy of the model the app predicts with."""
+    info = views.model_summary(runs.active_model_dir())
+    with st.sidebar:
+        st.subheader("Active model")
+        st.markdown(f"**{views.md_escape(info['name'])}**  \n{views.md_escape(info['title'])}")
+        if info["created"]:
+            st.caption(f"Trained {info['created']}")
+        if info["accuracy"] is not None:
+            st.metric(f"Accuracy · {views.short_protocol(info['protocol'])}", views.format_pct(info["accuracy"]),
+                      help=f"{info['protocol']}, {info['n']} clips (from the model's metrics.json)")
+            if not info["speaker_independent"]:
+                st.warning("Measured speaker-dependently: expect lower accuracy on new voices.")
+        else:
+            st.caption("No evaluation stored with this model.")
+
+
+page = st.navigation(PAGES)
+active_model_card()
+page.run()

@@ -34,6 +34,8 @@ MEL_DISPLAY_SECONDS = 60.0
 # which would turn Magma's black floor purple: start the scale at a visually identical near-black.
 MAGMA = [[i / 9, c] for i, c in enumerate(["#010005", "#180f3d", "#440f76", "#721f81", "#9e2f7f", "#cd4071",
                                             "#f1605d", "#fd9668", "#feca8d", "#fcfdbf"])]
+TOP_LEGEND = dict(orientation="h", yanchor="bottom", y=1.02, xanchor="right", x=1)
+BOTTOM_LEGEND = dict(orientation="h", yanchor="top", y=-0.18, xanchor="center", x=0.5)
 LAYOUT = dict(margin=dict(l=10, r=10, t=40, b=10), template="plotly_white")
 
 
@@ -164,13 +166,13 @@ def mel_figure(y: np.ndarray, cfg: FeatureConfig, n_mels: int = 64) -> go.Figure
 
 def channel_names(cfg: FeatureConfig) -> list[str]:
     """What each input channel of a feature kind holds."""
-    deltas = ["", " Δ", " ΔΔ"] if cfg.deltas else [""]
+    deltas = ["Δ", "ΔΔ"] if cfg.deltas else []
     if cfg.kind == "seed000":
         return [f"mel ({cfg.n_mels} bands, dB)", f"MFCC {cfg.n_mfcc} + chroma 12 + contrast 7"]
     if cfg.kind == "logmel":
-        return [f"log-mel ({cfg.n_mels} bands){d}" for d in deltas]
+        return [f"log-mel ({cfg.n_mels} bands)"] + deltas
     if cfg.kind == "mfcc_seq":
-        return [f"MFCC ({cfg.n_mfcc}){d}" for d in deltas]
+        return [f"MFCC ({cfg.n_mfcc})"] + deltas
     if cfg.kind == "image":
         return ["red", "green", "blue"]
     return ["clip statistics"]
@@ -193,6 +195,7 @@ def model_input_figure(x: np.ndarray, cfg: FeatureConfig) -> go.Figure:
                                  hovertemplate="frame %{x}, row %{y}: %{z:.2f}<extra></extra>"), 1, i + 1)
         fig.update_xaxes(title="frame", row=1, col=i + 1)
     fig.update_yaxes(title="row", row=1, col=1)
+    fig.update_annotations(font_size=13)
     return _style(fig, None, height=320).update_layout(margin=dict(t=50))
 
 
@@ -460,10 +463,10 @@ def load_source(source: EvalSource) -> tuple[pd.DataFrame, dict]:
 METRIC_NAMES = (("accuracy", "Accuracy"), ("uar", "UAR"), ("macro_f1", "Macro F1"), ("weighted_f1", "Weighted F1"))
 
 
-def metric_cards(metrics: dict) -> list[tuple[str, str, float]]:
-    """(label with protocol, formatted value, raw value) for the four headline metrics."""
+def metric_cards(metrics: dict) -> list[tuple[str, str, float, str]]:
+    """(name, formatted value, raw value, short protocol) for the four headline metrics."""
     proto = short_protocol(metrics.get("protocol", ""))
-    return [(f"{name} · {proto}", format_pct(metrics[key]), float(metrics[key])) for key, name in METRIC_NAMES]
+    return [(name, format_pct(metrics[key]), float(metrics[key]), proto) for key, name in METRIC_NAMES]
 
 
 def format_pct(v: float) -> str:
@@ -497,8 +500,8 @@ def per_class_figure(metrics: dict) -> go.Figure:
     fig = go.Figure([go.Bar(x=df["emotion"], y=df[m], name=m, marker_color=c)
                      for m, c in (("precision", "#8ecae6"), ("recall", "#219ebc"), ("f1", "#023047"))])
     fig.update_yaxes(range=[0, 1], tickformat=".0%")
-    fig.update_layout(barmode="group", legend=dict(orientation="h", y=1.1))
-    return _style(fig, "Precision, recall and F1 per emotion", height=340)
+    fig.update_layout(barmode="group", legend=BOTTOM_LEGEND)
+    return _style(fig, "Precision, recall and F1 per emotion", height=360)
 
 
 def gender_figure(metrics: dict) -> go.Figure:
@@ -515,7 +518,7 @@ def gender_figure(metrics: dict) -> go.Figure:
         fig.add_trace(go.Bar(x=list(rec), y=list(rec.values()), name=g, marker_color=c, legendgroup=g,
                              showlegend=False), 1, 2)
     fig.update_yaxes(range=[0, 1.1], tickformat=".0%")
-    fig.update_layout(barmode="group", legend=dict(orientation="h", y=1.15))
+    fig.update_layout(barmode="group", legend=TOP_LEGEND)
     return _style(fig, None, height=340)
 
 
@@ -566,7 +569,7 @@ def intensity_figure(metrics: dict) -> go.Figure:
         fig.add_trace(go.Bar(x=present, y=[rec[lab] for lab in present], name=k, marker_color=c, legendgroup=k,
                              showlegend=False), 1, 2)
     fig.update_yaxes(range=[0, 1.1], tickformat=".0%")
-    fig.update_layout(barmode="group", legend=dict(orientation="h", y=1.15))
+    fig.update_layout(barmode="group", legend=TOP_LEGEND)
     return _style(fig, None, height=320)
 
 
@@ -633,8 +636,8 @@ def compare_figure(table: pd.DataFrame) -> go.Figure:
     fig = go.Figure([go.Bar(x=table["metric"], y=table[n], name=n, marker_color=c)
                      for n, c in zip(names, ("#219ebc", "#fb8500"))])
     fig.update_yaxes(range=[0, 1], tickformat=".0%")
-    fig.update_layout(barmode="group", legend=dict(orientation="h", y=1.12))
-    return _style(fig, None, height=360)
+    fig.update_layout(barmode="group", legend=BOTTOM_LEGEND)
+    return _style(fig, None, height=380)
 
 
 def metrics_json(metrics: dict) -> str:

@@ -1,0 +1,193 @@
+"""Predict page: record, upload, pick a sample or stream live; see what the model hears and decides."""
+import hashlib
+import sys
+from pathlib import Path
+
+import streamlit as st
+
+from ser_core import audio, runs, views
+from ser_core.config import max_audio_seconds
+from ser_core.errors import SERError, SilentAudioError, TooLongError
+
+MAX_UPLOAD_MB = int(st.get_option("server.maxUploadSize"))
+SOURCES = ("Record", "Upload", "Sample clip", "Live")
+
+
+@st.cache_resource(show_spinner="Loading the model...", max_entries=2)
+def load_predictor(model_dir: str, stamp: float):
+    """One Predictor per model folder and version (``stamp`` changes when a run is promoted)."""
+    from ser_core.predict import Predictor
+
+    return Predictor(model_dir)
+
+
+def active_predictor():
+    model_dir = runs.active_model_dir()
+    stamp = max((model_dir / f).stat().st_mtime for f in ("model.keras", "spec.json"))
+    return load_predictor(str(model_dir), stamp)
+
+
+def analyse(predictor, data: bytes, name: str) -> dict:
+    """Decode (within the length limit), classify and compute the model input; raises SERError on bad audio."""
+    limit = max_audio_seconds()
+    try:
+        seconds = audio.duration_seconds(data, name=name)
+    except SERError:
+        seconds = None          # audio.load below names the exact problem
+    if seconds is not None and seconds > limit:
+        raise TooLongError(f"audio is {seconds:.0f} s long; the limit is {limit:.0f} s", source=name)
+    y = audio.load(data, sr=predictor.cfg.sample_rate, name=name, max_seconds=limit)
+    pred = predictor.predict_array(y, name=name)
+    return {"pred": pred, "y": y, "x": predictor.model_input(y)}
+
+
+def result_for(predictor, data: bytes, name: str) -> dict | None:
+    """The analysis of these bytes, reused across reruns (downloads, tab switches) of the same input."""
+    key = (hashlib.sha1(data).hexdigest(), name, str(predictor.model_dir))
+    cached = st.session_state.get("p_result")
+    if cached and cached[0] == key:
+        return cached[1]
+    try:
+        with st.spinner("Analysing..."):
+            res = analyse(predictor, data, name)
+    except SilentAudioError as exc:
+        st.error(f"No speech detected: {views.md_escape(exc)}")
+        return None
+    except SERError as exc:
+        st.error(views.md_escape(exc))
+        return None
+    st.session_state["p_result"] = (key, res)
+    return res
+
+
+def show_result(res: dict, predictor, model: dict) -> None:
+    pred, y, cfg = res["pred"], res["y"], predictor.cfg
+    left, right = st.columns([2, 3], gap="large")
+    with left:
+        if pred.emotion is None:
+            st.warning("No speech detected: the recording is silent or too quiet.")
+        else:
+            c1, c2 = st.columns([3, 2])
+            c1.metric("Emotion", pred.emotion)
+            c2.metric("Confidence", views.format_pct(pred.confidence))
+            st.caption(f"{pred.duration:.1f} s of audio in {len(pred.windows)} window(s) of {cfg.duration:.0f} s; "
+                       "probabilities are averaged over the windows that hold speech.")
+            st.plotly_chart(views.probability_figure(pred.probabilities, pred.emotion), key="p_probs",
+                            theme=None)
+        stem = Path(pred.file).stem[:60] or "audio"
+        d1, d2 = st.columns(2)
+        d1.download_button("Result as JSON", views.prediction_json(pred, model), file_name=f"{stem}-emotion.json",
+                           mime="application/json", icon=":material/download:", width="stretch")
+        d2.download_button("Result as CSV", views.prediction_csv(pred), file_name=f"{stem}-emotion.csv",
+                           mime="text/csv", icon=":material/download:", width="stretch")
+    with right:
+        tabs = ["Waveform", "Mel spectrogram", "Model input"] + (["Timeline"] if len(pred.windows) > 1 else [])
+        for tab, name in zip(st.tabs(tabs), tabs):
+            with tab:
+                if name == "Waveform":
+                    st.plotly_chart(views.waveform_figure(y, cfg.sample_rate), key="p_wave", theme=None)
+                elif name == "Mel spectrogram":
+                    st.plotly_chart(views.mel_figure(y, cfg), key="p_mel", theme=None)
+                elif name == "Model input":
+                    st.plotly_chart(views.model_input_figure(res["x"], cfg), key="p_input", theme=None)
+                    st.caption(f"What the network sees: the first window's features {tuple(res['x'].shape)}, "
+                               "normalised with the training-set statistics stored in the model's spec.json.")
+                else:
+                    st.plotly_chart(views.timeline_figure(pred.windows, predictor.labels), key="p_timeline",
+                                    theme=None)
+                    st.dataframe(views.windows_frame(pred.windows), hide_index=True)
+
+
+def live_mode(predictor) -> None:
+    """Stream the microphone over WebRTC; classify the last 3 s about once a second."""
+    if "pylibsrtp" not in sys.modules and "tensorflow" in sys.modules:
+        st.error("Live mode is unavailable in this server process (its WebRTC library must load before "
+                 "TensorFlow). Restart the app with `streamlit run streamlit_app.py`.")
+        return
+    from streamlit_webrtc import WebRtcMode, webrtc_streamer
+
+    from ser_core.errors import AudioError
+    from ser_core.live import LiveSession
+
+    session = st.session_state.setdefault("p_live", LiveSession(seconds=3.0, every=1.0))
+
+    async def on_frames(frames):
+        for frame in frames:
+            try:
+                session.push_frame(frame)
+            except AudioError:
+                continue
+        return frames
+
+    st.caption("Press START and allow the microphone. The last 3 s are classified about once a second.")
+    ctx = webrtc_streamer(key="p_live_rtc", mode=WebRtcMode.SENDONLY, rtc_configuration={"iceServers": []},
+                          media_stream_constraints={"audio": True, "video": False},
+                          queued_audio_frames_callback=on_frames)
+    playing = bool(ctx.state.playing)
+    if playing and not st.session_state.get("p_live_was_playing"):
+        session.reset()
+    st.session_state["p_live_was_playing"] = playing
+
+    @st.fragment(run_every=1.0 if playing else None)
+    def live_panel():
+        session.step(predictor)
+        latest = session.latest
+        if latest is None:
+            st.info("Listening..." if session.receiving() else "Not streaming.")
+            return
+        c1, c2, c3 = st.columns(3)
+        c1.metric("Current emotion", latest.emotion or "no speech")
+        c2.metric("Confidence", views.format_pct(latest.confidence) if latest.emotion else "-")
+        c3.metric("Streamed", f"{latest.time:.0f} s")
+        st.plotly_chart(views.live_figure(session.timeline, predictor.labels), key="p_live_chart",
+                        theme=None)
+
+    live_panel()
+
+
+st.title("Predict")
+st.caption("Which of eight emotions does a speaker express? Record, upload, pick a sample clip or stream live; "
+           "the active model (sidebar) answers.")
+
+try:
+    predictor = active_predictor()
+except SERError as exc:
+    st.error(f"The active model cannot be loaded: {views.md_escape(exc)}")
+    st.stop()
+model = views.model_summary(predictor.model_dir)
+limit = max_audio_seconds()
+
+source = st.segmented_control("Audio source", SOURCES, default=SOURCES[0], required=True, key="p_source")
+data, name = None, None
+if source == "Record":
+    rec = st.audio_input("Record a short phrase (3-5 s works best)", sample_rate=16000, key="p_record")
+    if rec is not None:
+        data, name = rec.getvalue(), "recording.wav"
+elif source == "Upload":
+    up = st.file_uploader(f"Audio file ({', '.join(views.UPLOAD_TYPES)}; up to {MAX_UPLOAD_MB} MB and "
+                          f"{limit / 60:.0f} min)", type=list(views.UPLOAD_TYPES), key="p_upload",
+                          max_upload_size=MAX_UPLOAD_MB)
+    if up is not None:
+        raw = up.getvalue()
+        shown = Path(up.name).name[:80]
+        if len(raw) > MAX_UPLOAD_MB * 1024 * 1024:
+            st.error(f"{views.md_escape(shown)} is over the {MAX_UPLOAD_MB} MB upload limit.")
+        else:
+            data, name = raw, shown
+elif source == "Sample clip":
+    clips = views.sample_clips()
+    if not clips:
+        st.info("No sample clips found in data/samples.")
+    else:
+        clip = st.selectbox("Sample clip (RAVDESS, actors 1-4)", clips, format_func=views.sample_label,
+                            key="p_sample")
+        data, name = clip.read_bytes(), clip.name
+else:
+    live_mode(predictor)
+
+if data is not None:
+    result = result_for(predictor, data, name)
+    if result is not None:
+        if source != "Record":
+            st.audio(data, format=views.mime_for(name))
+        show_result(result, predictor, model)

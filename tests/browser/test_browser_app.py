@@ -1,0 +1,224 @@
+"""End to end in a real Chromium against `streamlit run`: fake microphone, uploads, training, evaluation.
+
+Screenshots of every page go to test-output/screenshots/ (the README's pictures in docs/ are picked from them).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLES = ROOT / "data" / "samples"
+DEFAULT = ROOT / "models" / "default"
+CLIP = SAMPLES / "03-01-05-02-01-01-01.flac"
+SHOTS = ROOT / "test-output" / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+LABELS = json.loads((DEFAULT / "spec.json").read_text())["labels"]
+SLOW = 180_000            # ms; bound for waits that include loading TensorFlow or a training process
+
+sync_api = pytest.importorskip("playwright.sync_api")
+expect = sync_api.expect
+
+if not Path(CHROMIUM).exists():
+    pytest.skip("Debian's chromium is not installed", allow_module_level=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """`streamlit run` on a free localhost port with its own runs folder and no corpus."""
+    state = tmp_path_factory.mktemp("browser-state")
+    port = free_port()
+    env = {**os.environ, "SER_RUNS_DIR": str(state / "runs"), "SER_CACHE_DIR": str(state / "cache"),
+           "SER_DATA_DIR": str(state / "no-data"), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env.pop("SER_MAX_AUDIO_SECONDS", None)
+    log = open(state / "server.log", "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(ROOT / "streamlit_app.py"), "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--server.headless", "true", "--server.fileWatcherType", "none"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(240):
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                if r.read().strip() == b"ok":
+                    break
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError((state / "server.log").read_text()[-3000:])
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        raise RuntimeError("streamlit did not come up")
+    yield {"url": url, "state": state}
+    from ser_core import runs
+
+    for run in runs.list_runs(state / "runs"):
+        if run["status"].get("state") in runs.ACTIVE_STATES:
+            runs.stop(Path(run["dir"]))
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def fake_mic(tmp_path_factory) -> Path:
+    """The angry sample clip as the 48 kHz 16-bit WAV Chromium's fake capture device plays."""
+    import soundfile as sf
+
+    from ser_core import audio
+
+    path = tmp_path_factory.mktemp("mic") / "mic.wav"
+    sf.write(path, audio.load(CLIP, sr=48000), 48000, subtype="PCM_16")
+    return path
+
+
+@pytest.fixture(scope="module")
+def browser(fake_mic):
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-background-networking", "--disable-component-update",
+            "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-audio-capture={fake_mic}"])
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1100}, permissions=["microphone"])
+    pg = ctx.new_page()
+    yield pg
+    ctx.close()
+
+
+def screenshot(pg, name: str, height: int | None = None) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    if height:
+        pg.set_viewport_size({"width": 1400, "height": height})
+    pg.wait_for_timeout(800)          # let plotly finish its transition before the picture
+    pg.screenshot(path=str(SHOTS / f"{name}.png"))
+
+
+def metric_value(pg, label: str) -> str:
+    box = pg.get_by_test_id("stMetric").filter(has=pg.get_by_test_id("stMetricLabel").filter(
+        has_text=re.compile(f"^{re.escape(label)}")))
+    expect(box.first).to_be_visible(timeout=SLOW)
+    return box.first.get_by_test_id("stMetricValue").inner_text().strip()
+
+
+def choose_source(pg, name: str) -> None:
+    """Click one option of the Predict page's 'Audio source' segmented control."""
+    pg.get_by_test_id("stButtonGroup").get_by_text(name, exact=True).click(timeout=SLOW)
+
+
+def charts_drawn(pg, n: int) -> None:
+    """Wait until ``n`` plotly charts are drawn and visible."""
+    pg.wait_for_function("""n => Array.from(document.querySelectorAll('.js-plotly-plot'))
+        .filter(p => p._fullData && p.offsetParent !== null).length >= n""", arg=n, timeout=60_000)
+
+
+def test_recording_from_the_fake_microphone_is_classified(server, page):
+    page.goto(server["url"])
+    page.get_by_role("button", name="Record").click(timeout=SLOW)
+    page.wait_for_timeout(4500)                       # speak for 4.5 s (the clip plays from the fake device)
+    page.get_by_role("button", name="Stop recording").click()
+    emotion = metric_value(page, "Emotion")
+    assert emotion in LABELS
+    assert re.fullmatch(r"\d+\.\d%", metric_value(page, "Confidence"))
+    seconds = float(page.get_by_text(re.compile(r"s of audio in")).inner_text().split()[0])
+    assert seconds >= 3.0                             # the recording really captured the fake device's audio
+    charts_drawn(page, 2)
+    screenshot(page, "predict-record")
+
+
+def test_corrupt_upload_shows_an_error_then_a_real_clip_works(server, page):
+    page.goto(server["url"])
+    choose_source(page, "Upload")
+    uploader = page.locator("[data-testid=stFileUploader] input[type=file]")
+    uploader.set_input_files({"name": "broken.wav", "mimeType": "audio/wav", "buffer": b"RIFF\x00garbage" * 40})
+    alert = page.get_by_test_id("stAlertContentError")
+    expect(alert).to_contain_text("broken.wav: not a decodable audio file", timeout=SLOW)
+    screenshot(page, "predict-error")
+    uploader.set_input_files(str(CLIP))
+    assert metric_value(page, "Emotion") in LABELS
+    expect(alert).to_have_count(0)
+    page.get_by_role("tab", name="Mel spectrogram").click()
+    charts_drawn(page, 2)
+    screenshot(page, "predict")
+
+
+def test_training_run_draws_its_curves_live_and_stops(server, page):
+    page.goto(f"{server['url']}/train")
+    epochs = page.get_by_role("spinbutton", name="Epochs")
+    epochs.fill("300")
+    epochs.press("Tab")
+    patience = page.get_by_role("spinbutton", name="Early-stopping patience")
+    patience.fill("300")
+    patience.press("Tab")
+    page.get_by_role("button", name="Start training").click()
+    caption = page.get_by_text(re.compile(r"\((?:[2-9]|\d\d+) history rows\)"))
+    expect(caption).to_be_visible(timeout=SLOW)         # at least two epochs drawn, refreshed by the fragment
+    page.wait_for_function("""() => {
+        const plot = Array.from(document.querySelectorAll('.js-plotly-plot'))
+            .find(p => p._fullData && p._fullData.length >= 2 && p._fullData[0].name === 'train');
+        return plot && plot._fullData[0]._length >= 2; }""", timeout=60_000)   # the accuracy curve has 2+ epochs
+    expect(page.get_by_test_id("stProgress")).to_contain_text("Epoch")
+    screenshot(page, "train", height=1700)
+    page.get_by_role("button", name="Stop", exact=True).click()
+    expect(page.get_by_text(re.compile("^Stopped"))).to_be_visible(timeout=SLOW)
+    expect(page.get_by_role("button", name="Promote")).to_be_enabled(timeout=60_000)   # a stopped run keeps its model
+    screenshot(page, "train-stopped")
+
+
+def test_evaluate_page_shows_the_shipped_cross_validation(server, page):
+    stored = json.loads((DEFAULT / "metrics.json").read_text())
+    page.goto(f"{server['url']}/evaluate")
+    assert metric_value(page, "Accuracy") == f"{100 * stored['accuracy']:.1f}%"
+    charts_drawn(page, 2)
+    screenshot(page, "evaluate")
+    page.get_by_role("tab", name="Gender bias").click()
+    female = metric_value(page, "Female accuracy")
+    assert female == f"{100 * stored['per_gender']['female']['accuracy']:.1f}%"
+    charts_drawn(page, 1)
+    screenshot(page, "evaluate-gender")
+    page.get_by_role("tab", name="Export").click()
+    with page.expect_download(timeout=SLOW) as download:
+        page.get_by_role("button", name="Charts as PNG (zip)").click()
+    with zipfile.ZipFile(download.value.path()) as z:
+        names = z.namelist()
+        assert {"confusion.png", "per_class.png", "gender.png", "speakers.png"} <= set(names)
+        assert all(z.read(n)[:8] == b"\x89PNG\r\n\x1a\n" for n in names)
+
+
+def test_live_mode_streams_the_microphone_and_classifies_it(server, page):
+    page.goto(server["url"])
+    choose_source(page, "Live")
+    frame = page.frame_locator("iframe[title*='streamlit_webrtc']")
+    frame.get_by_role("button", name=re.compile("^start$", re.I)).click(timeout=60_000)
+    current = metric_value(page, "Current emotion")
+    assert current in LABELS + ["no speech"]
+    expect(page.get_by_test_id("stMetric").filter(has_text="Streamed").get_by_test_id("stMetricValue")).to_have_text(
+        re.compile(r"^(?:[3-9]|\d\d+) s$"), timeout=60_000)
+    screenshot(page, "predict-live")
+    frame.get_by_role("button", name=re.compile("^stop$", re.I)).click()
