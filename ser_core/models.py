@@ -150,7 +150,7 @@ def seed003_image_cnn(input_shape, n_classes, width: int = 32, block_dropout: fl
 
 
 @register("seed004_dnn", "Seed 004: feature-statistics DNN", "seed 004",
-          FeatureConfig(kind="stats", n_mfcc=40, n_mels=128), targeted_aug=False)
+          FeatureConfig(kind="stats", n_mfcc=40, n_mels=128))
 def seed004_dnn(input_shape, n_classes, units: int = 256, dropout: float = 0.4):
     """A fully connected network on per-clip statistics of MFCC, chroma, contrast, tonnetz, ZCR, RMS."""
     import keras

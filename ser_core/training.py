@@ -64,7 +64,7 @@ class TrainConfig:
         cfg = dataclasses.replace(
             self,
             label_smoothing=self.label_smoothing if self.label_smoothing is not None else d.get("label_smoothing", 0.0),
-            targeted_aug=self.targeted_aug if self.targeted_aug is not None else d.get("targeted_aug", True),
+            targeted_aug=self.targeted_aug if self.targeted_aug is not None else d.get("targeted_aug", False),
             online_aug=tuple(self.online_aug if self.online_aug is not None else d.get("online_aug", ())),
             mixup=self.mixup if self.mixup is not None else d.get("mixup", 0.0),
             channel_aug=self.channel_aug if self.channel_aug is not None else d.get("channel_aug", 0.0),
@@ -151,13 +151,12 @@ def _augmented_copies(paths: list[str], labels: np.ndarray, picks: np.ndarray, f
 
 def _targeted_copies(paths: list[str], labels: np.ndarray, fcfg: FeatureConfig, seed: int,
                      log: Logger) -> tuple[np.ndarray, np.ndarray]:
-    """Seed 000's targeted augmentation: noisy, gain-shifted, masked copies until classes balance."""
+    """Seed 000's targeted augmentation: noisy, gain-shifted copies until classes balance
+    (their time and frequency masks are applied after normalisation, in :func:`prepare`)."""
     rng = np.random.default_rng(seed)
     picks = augment.minority_plan(labels, rng)
     x, y = _augmented_copies(paths, labels, picks, fcfg,
                              lambda w, r: augment.random_gain(augment.add_noise(w, r), r), rng)
-    if x.ndim == 4:
-        x = np.stack([augment.freq_mask(augment.time_mask(e, rng), rng) for e in x]) if len(x) else x
     if len(x):
         log(f"targeted augmentation: {len(x)} noisy/gain/masked copies of minority-class clips")
     return x, y
@@ -212,8 +211,10 @@ def prepare(cfg: TrainConfig, df: pd.DataFrame, split: splits.Split, log: Logger
         raise DatasetError("no readable training clips")
     train_paths = rows["train"]["path"].tolist()
     extra = []
+    masked = slice(0, 0)
     if cfg.targeted_aug:
         extra.append(_targeted_copies(train_paths, y["train"], fcfg, cfg.seed, log))
+        masked = slice(len(x["train"]), len(x["train"]) + len(extra[0][0]))
     if cfg.channel_aug > 0:
         extra.append(_channel_copies(train_paths, y["train"], fcfg, cfg.channel_aug, cfg.seed, log))
     for xa, ya in extra:
@@ -222,6 +223,11 @@ def prepare(cfg: TrainConfig, df: pd.DataFrame, split: splits.Split, log: Logger
     mean, std = features.norm_stats(x["train"])
     for name in x:
         x[name] = ((x[name] - mean) / std).astype(np.float32)
+    if x["train"].ndim == 4:
+        # masks set normalised values to 0, the training mean; raw zeros would be extreme outliers
+        rng = np.random.default_rng(cfg.seed + 1)
+        for i in range(masked.start, masked.stop):
+            x["train"][i] = augment.freq_mask(augment.time_mask(x["train"][i], rng), rng)
     rows["test"] = df.iloc[split.test].reset_index(drop=True)
     unseen = ~rows["test"]["emotion"].isin(labels)
     if unseen.any():
