@@ -76,13 +76,13 @@ def _conv_block(x, filters: int, *, pool=(2, 2), dropout: float = 0.0, batchnorm
 
 
 @register("seed000_cnn", "Seed 000: 2-channel CNN", "seed 000",
-          FeatureConfig(kind="seed000"))
+          FeatureConfig(kind="seed000"), recalibrate_bn=True)
 def seed000_cnn(input_shape, n_classes, width: int = 32, block_dropout: float = 0.1, dropout: float = 0.4):
     """Three conv blocks (BN, max-pool, dropout), global average pooling, dense + dropout, softmax.
 
-    Block dropout stays small: dropout feeding a BatchNorm layer shifts its
-    variance between training and inference, and at 0.24 it made this model
-    predict one class for every clip at inference time."""
+    Block dropout stays small (dropout feeding BatchNorm shifts its variance) and
+    training re-estimates the BatchNorm statistics every epoch (``recalibrate_bn``):
+    with lagging moving averages this model predicted one class for every clip."""
     import keras
     from keras import layers
 
@@ -134,7 +134,7 @@ def seed002_cnn_lstm(input_shape, n_classes, width: int = 64, units: int = 64, d
 
 @register("seed003_image_cnn", "Seed 003: spectrogram-image CNN", "seed 003",
           FeatureConfig(kind="image", image_size=128),
-          label_smoothing=0.1, online_aug=("brightness_contrast", "time_mask", "freq_mask"))
+          label_smoothing=0.1, online_aug=("brightness_contrast", "time_mask", "freq_mask"), recalibrate_bn=True)
 def seed003_image_cnn(input_shape, n_classes, width: int = 32, block_dropout: float = 0.1, dropout: float = 0.4):
     """A custom CNN on 128x128 RGB spectrogram pictures, as an image classifier would be."""
     import keras
