@@ -121,13 +121,13 @@ class Predictor:
         self._mean = np.asarray(spec.norm_mean, np.float32) if spec.norm_mean else None
         self._std = np.asarray(spec.norm_std, np.float32) if spec.norm_std else None
         import tensorflow as tf
-        from threadpoolctl import threadpool_limits
 
-        # Features are many small matrix products: multi-threaded BLAS only spins on them
-        # (about 7x slower on two busy cores), and TensorFlow has its own thread pool.
-        threadpool_limits(1, user_api="blas")
-        self._infer = tf.function(lambda x: self.model(x, training=False), reduce_retracing=True)
+        # One trace for every batch size (a 2-window file must not retrace), no XLA: it
+        # saves ~2 ms per clip on ser_crnn but costs seconds of compilation at load.
+        self._infer = tf.function(lambda x: self.model(x, training=False), reduce_retracing=True,
+                                  input_signature=[tf.TensorSpec((None, *expected), tf.float32)])
         self._lock = threading.Lock()
+        features.warm_up(self.cfg)      # filterbanks now, not during the first answer
         self.predict_features(np.zeros((1, *expected), np.float32))
 
     # ------------------------------------------------------------------ low level
@@ -138,8 +138,7 @@ class Predictor:
 
     def predict_features(self, x: np.ndarray) -> np.ndarray:
         """Probabilities for a batch of raw (un-normalised) feature arrays."""
-        out = self._infer(self.normalise(x))
-        return np.asarray(out, dtype=np.float64)
+        return self._infer(self.normalise(x)).numpy().astype(np.float64)
 
     def model_input(self, y: np.ndarray) -> np.ndarray:
         """The normalised feature array the model sees for a waveform's first window (for display)."""

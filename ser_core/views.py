@@ -141,14 +141,12 @@ def waveform_figure(y: np.ndarray, sr: int, points: int = 1500) -> go.Figure:
 def mel_db(y: np.ndarray, cfg: FeatureConfig, n_mels: int = 64,
            max_seconds: float = MEL_DISPLAY_SECONDS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Log-mel spectrogram (dB re. max) of up to ``max_seconds``: (db[n_mels, T], times, band centres in Hz)."""
-    import librosa
-
     sr = cfg.sample_rate
     y = np.asarray(y, dtype=np.float32)[: int(max_seconds * sr)]
     power = features.stft_magnitude(y, cfg.n_fft, cfg.hop_length) ** 2
     db = features.power_to_db(features.mel_power(power, sr, cfg.n_fft, n_mels), ref="max")
     times = np.arange(db.shape[-1]) * cfg.hop_length / sr
-    freqs = librosa.mel_frequencies(n_mels=n_mels + 2, fmax=sr / 2)[1:-1]
+    freqs = features.mel_frequencies(n_mels + 2, 0.0, sr / 2)[1:-1]
     return db, times, freqs
 
 

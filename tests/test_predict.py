@@ -26,7 +26,8 @@ def test_file_and_array_paths_agree(predictor, sample_clip):
     b = predictor.predict_array(y, 16000)
     c = predictor.predict_array(audio.resample(y, 16000, 44100), 44100)
     assert a.probabilities == pytest.approx(b.probabilities, abs=1e-6)
-    assert a.emotion == c.emotion
+    # a 44.1 kHz round trip changes the samples slightly, never the answer's shape
+    assert c.probabilities == pytest.approx(a.probabilities, abs=0.02)
 
 
 def test_long_audio_is_windowed(predictor, samples_dir):

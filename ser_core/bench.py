@@ -1,0 +1,556 @@
+"""``python -m ser_core.bench``: how fast this machine answers, prepares data and trains.
+
+Every figure is compared with a REFERENCE path measured in the same run: what
+the seed notebooks did (``librosa.load``, one librosa call per feature, Keras
+``model.predict``, a plain ``model.fit`` on numpy arrays). Project and
+reference calls alternate, so background load hits both alike; read the
+ratios, not the absolute times, on a shared machine. Both paths run with one
+BLAS thread, as the project's own processes do (a multi-threaded BLAS makes
+the reference several times slower on busy cores, so this is the
+conservative comparison).
+
+Sections: 1 features per 3 s clip (and agreement with librosa within
+:data:`ser_core.features.TOLERANCE`), 2 end-to-end prediction from a file,
+3 whole-corpus extraction (cold and warm cache), 4 training epochs and the
+time to the first epoch of ``ser train``, 5 peak memory of prediction and
+training processes, 6 cold start of the Streamlit app in Chromium.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from . import audio, features
+from .config import FeatureConfig, ModelSpec, project_root
+
+ROOT = project_root()
+SAMPLES = ROOT / "data" / "samples"
+CHROMIUM = "/usr/bin/chromium"
+OVERHEAD_BOUND_ARCH = "seed004_dnn"     # a small model, where Keras's per-step overhead dominates an epoch
+TARGETS = {"features_ratio": 5.0, "e2e_ratio": 5.0, "e2e_ms": 20.0, "corpus_cold_s": 20.0, "corpus_warm_s": 2.0,
+           "epoch_ratio": 2.0}
+
+
+# --------------------------------------------------------------------------- measuring
+def _stats(wall: list[float], cpu: list[float]) -> dict:
+    w = np.asarray(wall) * 1e3
+    return {"median_ms": round(float(np.median(w)), 3), "p95_ms": round(float(np.percentile(w, 95)), 3),
+            "cpu_median_ms": round(float(np.median(np.asarray(cpu) * 1e3)), 3), "n": len(wall)}
+
+
+def interleaved(fns: dict[str, Callable[[int], object]], repeats: int, warmup: int = 1) -> dict[str, dict]:
+    """Call each function in turn ``repeats`` times (argument: the repeat index); wall and CPU time of each call."""
+    for i in range(warmup):
+        for fn in fns.values():
+            fn(i)
+    wall: dict[str, list[float]] = {k: [] for k in fns}
+    cpu: dict[str, list[float]] = {k: [] for k in fns}
+    for i in range(repeats):
+        for k, fn in fns.items():
+            c, t = time.process_time(), time.perf_counter()
+            fn(i)
+            wall[k].append(time.perf_counter() - t)
+            cpu[k].append(time.process_time() - c)
+    return {k: _stats(wall[k], cpu[k]) for k in fns}
+
+
+def _ratio(ref: dict, ours: dict, key: str = "median_ms") -> float:
+    return round(ref[key] / max(ours[key], 1e-9), 2)
+
+
+def _row(label: str, ours: dict, ref: dict | None = None) -> str:
+    def fmt(s):
+        return f"{s['median_ms']:9.2f} / {s['p95_ms']:9.2f}"
+    line = f"  {label:<44} {fmt(ours)}"
+    if ref is not None:
+        line += f"   {fmt(ref)}   {_ratio(ref, ours):6.2f}x (cpu {_ratio(ref, ours, 'cpu_median_ms'):.2f}x)"
+    return line
+
+
+def _header(title: str) -> None:
+    print(f"\n{title}")
+    print(f"  {'':<44} {'project median / p95 ms':>21}   {'reference median / p95':>21}   ratio")
+
+
+# --------------------------------------------------------------------------- the reference path
+def reference_features(y: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+    """The model input as the seeds computed it: one librosa call per feature on a fixed-length signal."""
+    import librosa
+
+    sr, kw = cfg.sample_rate, {"n_fft": cfg.n_fft, "hop_length": cfg.hop_length}
+    if cfg.kind == "seed000":
+        mel = librosa.power_to_db(librosa.feature.melspectrogram(y=y, sr=sr, n_mels=cfg.n_mels, **kw), ref=np.max)
+        rows = [librosa.feature.mfcc(y=y, sr=sr, n_mfcc=cfg.n_mfcc, **kw),
+                librosa.feature.chroma_stft(y=y, sr=sr, **kw), librosa.feature.spectral_contrast(y=y, sr=sr, **kw)]
+        return np.stack([mel, np.concatenate(rows)], axis=-1).astype(np.float32)
+    if cfg.kind in ("logmel", "mfcc_seq"):
+        if cfg.kind == "logmel":
+            base = librosa.power_to_db(librosa.feature.melspectrogram(y=y, sr=sr, n_mels=cfg.n_mels, fmin=cfg.fmin,
+                                                                      fmax=cfg.fmax, **kw), ref=np.max)
+        else:
+            base = librosa.feature.mfcc(y=y, sr=sr, n_mfcc=cfg.n_mfcc, n_mels=max(cfg.n_mels, cfg.n_mfcc), **kw)
+        chans = [base] + ([librosa.feature.delta(base), librosa.feature.delta(base, order=2)] if cfg.deltas else [])
+        return np.stack(chans, axis=-1).astype(np.float32)
+    raise ValueError(f"no librosa reference for feature kind {cfg.kind!r}")
+
+
+def reference_load(path, cfg: FeatureConfig) -> np.ndarray:
+    """``librosa.load`` and the model's fixed-length (conditioned) window."""
+    import librosa
+
+    y, _ = librosa.load(path, sr=cfg.sample_rate)
+    return features.prepare(y, cfg)
+
+
+# --------------------------------------------------------------------------- inputs
+def corpus_paths() -> tuple[list[str], str]:
+    """RAVDESS clips from SER_DATA_DIR, else the bundled samples (with a note)."""
+    env = os.environ.get("SER_DATA_DIR")
+    if env and Path(env).is_dir():
+        paths = sorted(str(p) for p in Path(env).rglob("*.flac")) or sorted(str(p) for p in Path(env).rglob("*.wav"))
+        if paths:
+            return paths, f"{len(paths)} clips from SER_DATA_DIR"
+    paths = sorted(str(p) for p in SAMPLES.glob("*.flac"))
+    return paths, f"SER_DATA_DIR not set or empty: only the {len(paths)} bundled sample clips"
+
+
+def one_window_clips(paths: list[str], cfg: FeatureConfig, n: int) -> list[str]:
+    """Up to ``n`` clips short enough to be a single prediction window (what the reference handles)."""
+    out = [p for p in paths if audio.duration_seconds(p) <= cfg.duration + 1.0]
+    return out[:: max(1, len(out) // n)][:n] if out else paths[:n]
+
+
+# --------------------------------------------------------------------------- 1 features
+def bench_features(clips: list[str], cfgs: dict[str, FeatureConfig], repeats: int) -> dict:
+    _header("1. Feature extraction per 3 s clip (signal in memory)")
+    out = {}
+    for name, cfg in cfgs.items():
+        features.warm_up(cfg)
+        waves = [features.prepare(audio.load(p, sr=cfg.sample_rate), cfg) for p in clips]
+        res = interleaved({"project": lambda i: features.from_waveform(waves[i % len(waves)], cfg),
+                           "reference": lambda i: reference_features(waves[i % len(waves)], cfg)}, repeats)
+        out[name] = {**res, "ratio": _ratio(res["reference"], res["project"]), "clips": len(waves)}
+        kind = f"{cfg.kind}{' + deltas' if cfg.deltas else ''}"
+        print(_row(kind if name == cfg.kind else f"{name}: {kind}", res["project"], res["reference"]))
+    return out
+
+
+def agreement(clips: list[str]) -> dict:
+    """Largest differences between seed000 channels and the direct librosa calls, against TOLERANCE."""
+    import librosa
+
+    cfg = FeatureConfig(kind="seed000")
+    worst = {k: 0.0 for k in ("mel_db", "mfcc", "chroma", "contrast")}
+    same_tuning = 0
+    for p in clips:
+        y = features.prepare(audio.load(p, sr=cfg.sample_rate), cfg)
+        x = features.from_waveform(y, cfg)
+        power = features.stft_magnitude(y, cfg.n_fft, cfg.hop_length) ** 2
+        tuning = round(features.estimate_tuning(power, cfg.sample_rate, cfg.n_fft), 2)
+        ref_tuning = round(float(librosa.estimate_tuning(S=np.abs(librosa.stft(y)) ** 2, sr=cfg.sample_rate)), 2)
+        same_tuning += tuning == ref_tuning
+        ref = reference_features(y, cfg)
+        ref_chroma = librosa.feature.chroma_stft(y=y, sr=cfg.sample_rate, tuning=tuning)
+        blocks = {"mel_db": (x[..., 0], ref[..., 0]), "mfcc": (x[:13, :, 1], ref[:13, :, 1]),
+                  "chroma": (x[13:25, :, 1], ref_chroma), "contrast": (x[25:, :, 1], ref[25:, :, 1])}
+        for k, (a, b) in blocks.items():
+            worst[k] = max(worst[k], float(np.abs(a - b).max()))
+    ok = all(worst[k] <= features.TOLERANCE[k] for k in worst)
+    print(f"  agreement with librosa on {len(clips)} clips (seed000 channels; chroma at the same tuning): "
+          + ", ".join(f"{k} {v:.2g} (tol {features.TOLERANCE[k]:g})" for k, v in worst.items())
+          + f" -> {'within tolerance' if ok else 'OUTSIDE TOLERANCE'}; "
+          f"tuning estimate equal to librosa's on {same_tuning}/{len(clips)} clips")
+    return {"max_abs_diff": worst, "tolerance": {k: features.TOLERANCE[k] for k in worst}, "within": ok,
+            "same_tuning": same_tuning, "clips": len(clips)}
+
+
+# --------------------------------------------------------------------------- 2 end to end
+def bench_end_to_end(model_dir: Path, clips: list[str], batch_paths: list[str], repeats: int,
+                     batch_repeats: int) -> dict:
+    from .predict import Predictor
+
+    t = time.perf_counter()
+    predictor = Predictor(model_dir)
+    load_s = time.perf_counter() - t
+    cfg, model = predictor.cfg, predictor.model
+
+    def reference(path):
+        x = reference_features(reference_load(path, cfg), cfg)
+        return model.predict(predictor.normalise(x[None]), verbose=0)
+
+    def project_batch(_):
+        x = np.stack([features.extract(audio.load(p, sr=cfg.sample_rate), cfg) for p in batch_paths])
+        return predictor.predict_features(x)
+
+    def reference_batch(_):
+        x = np.stack([reference_features(reference_load(p, cfg), cfg) for p in batch_paths])
+        return model.predict(predictor.normalise(x), batch_size=len(batch_paths), verbose=0)
+
+    _header(f"2. End-to-end prediction from a file, warm ({model_dir.name}: {predictor.spec.arch}, "
+            f"model loaded in {load_s:.1f} s)")
+    single = interleaved({"project": lambda i: predictor.predict_file(clips[i % len(clips)]),
+                          "reference": lambda i: reference(clips[i % len(clips)])}, repeats, warmup=2)
+    print(_row("one clip: decode, features, model", single["project"], single["reference"]))
+    batch = interleaved({"project": project_batch, "reference": reference_batch}, batch_repeats)
+    rate = {k: round(len(batch_paths) / (v["median_ms"] / 1e3), 1) for k, v in batch.items()}
+    print(_row(f"batch of {len(batch_paths)} clips", batch["project"], batch["reference"]))
+    print(f"  {'':<44} {rate['project']:9.1f} clips/s{'':7} {rate['reference']:9.1f} clips/s")
+    return {"model": str(model_dir), "arch": predictor.spec.arch, "model_load_s": round(load_s, 2),
+            "single": {**single, "ratio": _ratio(single["reference"], single["project"])},
+            "batch": {**batch, "clips": len(batch_paths), "clips_per_s": rate,
+                      "ratio": _ratio(batch["reference"], batch["project"])}}
+
+
+# --------------------------------------------------------------------------- 3 corpus
+def bench_corpus(paths: list[str], note: str, cfg: FeatureConfig, root: Path, warm_repeats: int) -> dict:
+    from .cache import corpus_features
+
+    print(f"\n3. Whole-corpus feature extraction ({note}; {cfg.kind}, {os.cpu_count()} workers)")
+    shutil.rmtree(root, ignore_errors=True)
+    t = time.perf_counter()
+    fs = corpus_features(paths, cfg, root=root, progress=False)
+    cold = time.perf_counter() - t
+    warm = []
+    for _ in range(warm_repeats):
+        t = time.perf_counter()
+        again = corpus_features(paths, cfg, root=root, progress=False)
+        warm.append(time.perf_counter() - t)
+    same = bool(np.array_equal(fs.x, again.x))
+    print(f"  cold (empty cache): {cold:6.2f} s   warm (cached): {np.median(warm):6.2f} s   "
+          f"{int(fs.ok.sum())}/{len(paths)} clips, warm arrays identical: {same}")
+    return {"clips": len(paths), "note": note, "cold_s": round(cold, 2), "warm_s": round(float(np.median(warm)), 3),
+            "ok": int(fs.ok.sum()), "warm_identical": same}
+
+
+# --------------------------------------------------------------------------- 4 training
+def _train_config(arch: str, have_corpus: bool):
+    from .training import TrainConfig
+
+    if have_corpus:
+        return TrainConfig(arch=arch)
+    return TrainConfig(dataset=f"ravdess:{SAMPLES}", arch=arch, test_speakers=("ravdess-01",), n_val_speakers=1)
+
+
+def bench_epochs(arch: str, have_corpus: bool, rounds: int) -> dict:
+    """Seconds per epoch of the project's fit path against a plain ``model.fit`` on numpy arrays, alternating."""
+    from . import models, splits, training
+    from .tf_setup import keras as _keras
+
+    cfg = _train_config(arch, have_corpus).resolved()
+    df = training.load_manifest(cfg)
+    split = splits.make_split(df, cfg.protocol, cfg.fold, k=cfg.k, n_val=cfg.n_val_speakers, seed=cfg.seed,
+                              test_speakers=list(cfg.test_speakers) or None)
+    data = training.prepare(cfg, df, split, training.Logger(None, to_file=False, echo=False))
+    keras = _keras()
+    n = len(data.labels)
+    x, y = data.x["train"], data.y["train"]
+    keep = data.y["val"] >= 0
+    xv, yv = data.x["val"][keep], data.y["val"][keep]
+    onehot = np.eye(n, dtype=np.float32)
+
+    ours = training.compile_model(models.build(arch, x.shape[1:], n, seed=cfg.seed), cfg)
+    weights = training._class_weights(y, n) if cfg.class_weights else None
+    train_ds = training.make_dataset(x, y, n, batch_size=cfg.batch_size, weights=weights, training=True,
+                                     online_aug=cfg.online_aug, mixup=cfg.mixup, seed=cfg.seed)
+    val_ds = training.make_dataset(xv, yv, n, batch_size=256, weights=None, training=False)
+    plain = models.build(arch, x.shape[1:], n, seed=cfg.seed)
+    plain.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate),
+                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing), metrics=["accuracy"])
+    epoch = {"project": 0, "plain": 0}
+    val_acc: dict[str, float] = {}
+
+    def run(name: str, fit_kwargs: dict):
+        def go(_):
+            h = (ours if name == "project" else plain).fit(**fit_kwargs, initial_epoch=epoch[name],
+                                                           epochs=epoch[name] + 1, verbose=0)
+            epoch[name] += 1
+            val_acc[name] = float(h.history.get("val_accuracy", [float("nan")])[-1])
+        return go
+
+    fns = {"project": run("project", {"x": train_ds, "validation_data": val_ds, "shuffle": False}),
+           "plain": run("plain", {"x": x, "y": onehot[y], "batch_size": cfg.batch_size,
+                                  "validation_data": (xv, onehot[yv])})}
+    first = interleaved(fns, 1, warmup=0)
+    steady = interleaved(fns, rounds, warmup=0)
+    ratio = _ratio(steady["plain"], steady["project"])
+    print(f"\n4. Training epochs: {arch} on {len(x)} training clips ({split.label}), batch {cfg.batch_size}; "
+          f"project = ser train's fit (tf.data, {', '.join(cfg.online_aug) or 'no'} augmentation"
+          f"{', mixup' if cfg.mixup else ''}), reference = plain model.fit on numpy arrays")
+    print(f"  {'':<44} {'project s/epoch':>21}   {'plain fit s/epoch':>21}   ratio")
+    for label, s in (("first epoch (tracing included)", first), (f"later epochs (median of {rounds})", steady)):
+        cpu = _ratio(s["plain"], s["project"], "cpu_median_ms")
+        print(f"  {label:<44} {s['project']['median_ms'] / 1e3:21.2f}   {s['plain']['median_ms'] / 1e3:21.2f}   "
+              f"{_ratio(s['plain'], s['project']):6.2f}x (cpu {cpu:.2f}x)")
+    print(f"  validation accuracy after {rounds + 1} epochs: project {val_acc['project']:.3f}, "
+          f"plain {val_acc['plain']:.3f} (same model and numerics; too few epochs to compare accuracy)")
+    return {"arch": arch, "train_clips": int(len(x)), "split": split.label, "first_epoch": first, "epochs": steady,
+            "ratio": ratio, "val_accuracy": val_acc}
+
+
+def _measured_child(cmd: list[str], env: dict, poll: Callable[[], bool] | None = None,
+                    timeout: float = 1800) -> dict:
+    """Run ``cmd`` under a small wrapper that reports its peak RSS; ``poll`` is called while it runs."""
+    wrapper = ("import json, resource, subprocess, sys; r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, "
+               "stderr=subprocess.DEVNULL); print(json.dumps({'rc': r.returncode, "
+               "'maxrss_mb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))")
+    t = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-c", wrapper, *cmd], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                            text=True)
+    seen = None
+    while proc.poll() is None:
+        if poll is not None and seen is None and poll():
+            seen = time.perf_counter() - t
+        if time.perf_counter() - t > timeout:
+            proc.kill()
+            raise RuntimeError(f"{' '.join(cmd)} took longer than {timeout:.0f} s")
+        time.sleep(0.1)
+    out = json.loads(proc.stdout.read().strip().splitlines()[-1])
+    return {**out, "wall_s": round(time.perf_counter() - t, 2), "poll_s": None if seen is None else round(seen, 2)}
+
+
+def bench_first_epoch(arch: str, have_corpus: bool, env: dict, workdir: Path) -> dict:
+    """``ser train`` (one epoch) as a subprocess: time to its first finished epoch, and its peak memory."""
+    cfg = _train_config(arch, have_corpus)
+    run_dir = workdir / "train-run"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    cmd = [sys.executable, "-m", "ser_core", "train", "--arch", arch, "--epochs", "1", "--run-dir", str(run_dir),
+           "--dataset", cfg.dataset]
+    if cfg.test_speakers:
+        cmd += ["--test-speakers", "1", "--val-speakers", "1"]
+
+    def epoch_done() -> bool:
+        try:
+            return json.loads((run_dir / "status.json").read_text()).get("epoch", 0) >= 1
+        except (OSError, ValueError):
+            return False
+
+    res = _measured_child(cmd, env, poll=epoch_done)
+    status = json.loads((run_dir / "status.json").read_text()) if (run_dir / "status.json").exists() else {}
+    log = (run_dir / "log.txt").read_text() if (run_dir / "log.txt").exists() else ""
+    feats = re.search(r"features ready in ([\d.]+) s", log)
+    out = {"launch_to_first_epoch_s": res["poll_s"], "first_epoch_seconds": status.get("first_epoch_seconds"),
+           "features_s": float(feats.group(1)) if feats else None, "peak_rss_mb": round(res["maxrss_mb"]),
+           "state": status.get("state"), "rc": res["rc"]}
+    print(f"  `ser train` (1 epoch): first epoch done {out['launch_to_first_epoch_s']} s after launch "
+          f"({out['first_epoch_seconds']} s after train() started; features {out['features_s']} s from the cache)")
+    return out
+
+
+# --------------------------------------------------------------------------- 5 memory
+def bench_predict_memory(model_dir: Path, clip: str, env: dict) -> dict:
+    res = _measured_child([sys.executable, "-m", "ser_core", "predict", clip, "--model", str(model_dir)], env)
+    print(f"\n5. Peak memory (RSS): `ser predict` of one clip {res['maxrss_mb']:.0f} MB "
+          f"({res['wall_s']:.1f} s including TensorFlow import)")
+    return {"peak_rss_mb": round(res["maxrss_mb"]), "wall_s": res["wall_s"], "rc": res["rc"]}
+
+
+# --------------------------------------------------------------------------- 6 app cold start
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _tensorflow_loaded(pid: int) -> bool:
+    try:
+        return "libtensorflow" in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+
+
+class _App:
+    """``streamlit run streamlit_app.py`` on a free port, stopped on exit."""
+
+    def __init__(self, env: dict, workdir: Path):
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = open(workdir / f"streamlit-{self.port}.log", "wb")
+        self.t0 = time.perf_counter()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", str(ROOT / "streamlit_app.py"), "--server.port", str(self.port),
+             "--server.address", "127.0.0.1", "--server.headless", "true", "--server.fileWatcherType", "none",
+             "--browser.gatherUsageStats", "false"],
+            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def since(self) -> float:
+        return round(time.perf_counter() - self.t0, 2)
+
+    def wait_healthy(self, timeout: float = 180) -> float:
+        while time.perf_counter() - self.t0 < timeout:
+            try:
+                with urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=2) as r:
+                    if r.read().strip() == b"ok":
+                        return self.since()
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError("streamlit exited") from None
+                time.sleep(0.1)
+        raise RuntimeError("streamlit did not come up")
+
+    def close(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+def bench_app(env: dict, workdir: Path, other_pages: bool) -> dict:
+    """Launch the app cold and classify a sample clip in Chromium; optionally open the TF-free pages cold."""
+    from playwright.sync_api import expect, sync_playwright
+
+    slow = 300_000
+    out: dict = {}
+    print("\n6. Cold start of the app (streamlit run -> first prediction in Chromium)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-background-networking",
+                                                                     "--disable-component-update"])
+        try:
+            app = _App(env, workdir)
+            try:
+                out["server_healthy_s"] = app.wait_healthy()
+                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                page.goto(app.url)
+                expect(page.get_by_role("heading", name="Predict")).to_be_visible(timeout=slow)
+                out["predict_page_shown_s"] = app.since()
+                page.get_by_test_id("stButtonGroup").get_by_text("Sample clip", exact=True).click(timeout=slow)
+                out["model_loaded_s"] = app.since()
+                metric = page.get_by_test_id("stMetric").filter(has_text="Emotion").get_by_test_id("stMetricValue")
+                expect(metric).to_be_visible(timeout=slow)
+                out["first_prediction_s"] = app.since()
+                out["emotion"] = metric.inner_text().strip()
+            finally:
+                app.close()
+            print(f"  server healthy {out['server_healthy_s']} s, Predict page shown {out['predict_page_shown_s']} s, "
+                  f"model loaded {out['model_loaded_s']} s, first prediction ({out['emotion']}) "
+                  f"{out['first_prediction_s']} s after launch")
+            if other_pages:
+                for route, heading in (("evaluate", "Evaluate"), ("train", "Train")):
+                    app = _App(env, workdir)
+                    try:
+                        app.wait_healthy()
+                        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                        page.goto(f"{app.url}/{route}")
+                        expect(page.get_by_role("heading", name=heading)).to_be_visible(timeout=slow)
+                        page.wait_for_timeout(1500)
+                        shown = app.since()
+                        tf = _tensorflow_loaded(app.proc.pid)
+                    finally:
+                        app.close()
+                    out[f"{route}_page_cold_s"] = shown
+                    out[f"{route}_page_loaded_tensorflow"] = tf
+                    print(f"  {heading} page opened cold: shown {shown} s after launch; "
+                          f"TensorFlow loaded by the server: {'yes' if tf else 'no'}")
+        finally:
+            browser.close()
+    return out
+
+
+# --------------------------------------------------------------------------- main
+def _verdicts(res: dict) -> list[str]:
+    lines = []
+
+    def check(name, ok, text):
+        lines.append(f"  [{'ok' if ok else '--'}] {name}: {text}")
+
+    if "features" in res:
+        r = res["features"]["seed000"]["ratio"]
+        agree = res.get("agreement", {}).get("within")
+        check("features", r >= TARGETS["features_ratio"] and agree is not False,
+              f"{r}x faster than librosa (target {TARGETS['features_ratio']:g}x), within tolerance: {agree}")
+    if "end_to_end" in res:
+        s = res["end_to_end"]["single"]
+        ok = s["ratio"] >= TARGETS["e2e_ratio"] and s["project"]["median_ms"] < TARGETS["e2e_ms"]
+        check("end-to-end", ok, f"{s['ratio']}x, {s['project']['median_ms']:.1f} ms median "
+                                f"(targets {TARGETS['e2e_ratio']:g}x, < {TARGETS['e2e_ms']:g} ms)")
+    if "corpus" in res:
+        c = res["corpus"]
+        check("corpus", c["cold_s"] < TARGETS["corpus_cold_s"] and c["warm_s"] < TARGETS["corpus_warm_s"],
+              f"cold {c['cold_s']} s, warm {c['warm_s']} s for {c['clips']} clips "
+              f"(targets < {TARGETS['corpus_cold_s']:g} s / < {TARGETS['corpus_warm_s']:g} s for 1440)")
+    if "training" in res:
+        for arch, t in res["training"].items():
+            check(f"training epoch, {arch}", t["ratio"] >= TARGETS["epoch_ratio"],
+                  f"{t['ratio']}x a plain model.fit (target {TARGETS['epoch_ratio']:g}x)")
+    if "app" in res and "evaluate_page_loaded_tensorflow" in res["app"]:
+        free = not res["app"]["evaluate_page_loaded_tensorflow"] and not res["app"]["train_page_loaded_tensorflow"]
+        check("app pages without TensorFlow", free, "Evaluate and Train pages open without importing it"
+              if free else "a page that needs no model imported TensorFlow")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m ser_core.bench", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer repeats, no cold page checks (about 3 minutes)")
+    ap.add_argument("--skip-train", action="store_true", help="skip training epochs and the `ser train` run")
+    ap.add_argument("--skip-app", action="store_true", help="skip the Streamlit/Chromium cold start")
+    ap.add_argument("--skip-corpus", action="store_true", help="skip whole-corpus extraction")
+    ap.add_argument("--model", help="model folder (default: models/default)")
+    ap.add_argument("--json", metavar="OUT", help="also write every figure to this JSON file")
+    args = ap.parse_args(argv)
+    features.limit_blas_threads()
+    quick = args.quick
+    model_dir = Path(args.model) if args.model else ROOT / "models" / "default"
+    spec = ModelSpec.load(model_dir / "spec.json")
+    paths, note = corpus_paths()
+    have_corpus = "SER_DATA_DIR" in note and len(paths) >= 100
+    workdir = Path(tempfile.mkdtemp(prefix="ser-bench-"))
+    cache_root = workdir / "cache"
+    env = {**os.environ, "SER_CACHE_DIR": str(cache_root), "SER_RUNS_DIR": str(workdir / "runs"),
+           "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    os.environ["SER_CACHE_DIR"] = str(cache_root)
+    res: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                             "load_avg": os.getloadavg(), "corpus": note, "quick": quick}}
+    print(f"SER bench: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; corpus: {note}; "
+          f"model {model_dir} ({spec.arch})")
+    try:
+        clips = one_window_clips(paths, spec.features, 8)
+        cfgs = {"seed000": FeatureConfig(kind="seed000")}
+        if spec.features.kind != "seed000":
+            cfgs[f"default model ({spec.arch})"] = spec.features
+        res["features"] = bench_features(clips, cfgs, 60 if quick else 300)
+        res["agreement"] = agreement(paths[:: max(1, len(paths) // (16 if quick else 64))])
+        batch = (paths * (64 // len(paths) + 1))[:: max(1, len(paths) // 64)][:64]
+        res["end_to_end"] = bench_end_to_end(model_dir, clips, batch, 20 if quick else 100, 1 if quick else 3)
+        if not args.skip_corpus:
+            res["corpus"] = bench_corpus(paths, note, spec.features, cache_root, 1 if quick else 3)
+        if not args.skip_train:
+            res["training"] = {arch: bench_epochs(arch, have_corpus, 1 if quick else 3)
+                               for arch in dict.fromkeys([spec.arch, OVERHEAD_BOUND_ARCH])}
+            res["train_process"] = bench_first_epoch(spec.arch, have_corpus, env, workdir)
+        res["predict_process"] = bench_predict_memory(model_dir, clips[0], env)
+        if "train_process" in res:
+            print(f"  `ser train` process (features, one epoch, test evaluation): "
+                  f"{res['train_process']['peak_rss_mb']} MB")
+        if not args.skip_app:
+            if Path(CHROMIUM).exists():
+                res["app"] = bench_app(env, workdir, other_pages=not quick)
+            else:
+                print(f"\n6. Cold start of the app: skipped ({CHROMIUM} not installed)")
+        print("\nTargets")
+        print("\n".join(_verdicts(res)))
+    finally:
+        if args.json:
+            Path(args.json).write_text(json.dumps(res, indent=1, default=float))
+            print(f"\nfigures written to {args.json}")
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

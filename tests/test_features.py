@@ -1,0 +1,178 @@
+"""Features equal librosa's own functions (within features.TOLERANCE) and keep their layout.
+
+The fast paths in ser_core.features (one float32 STFT, numpy filterbanks,
+sparse mel products, delta and resize matrices) are checked against direct
+librosa calls on real clips, so speed work can never silently change what
+the models see.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from ser_core import audio, features, models
+from ser_core.cache import corpus_features
+from ser_core.config import FeatureConfig
+
+librosa = pytest.importorskip("librosa")
+
+TOL = features.TOLERANCE
+SEED000 = FeatureConfig(kind="seed000")
+KINDS = {name: models.get(name).features for name in models.names()}
+
+
+@pytest.fixture(scope="module")
+def clips(samples_dir) -> list:
+    """Eight bundled clips (every emotion, two actors), each as the 3 s window the model sees."""
+    paths = sorted(samples_dir.glob("*.flac"))[::4]
+    assert len(paths) == 8
+    return [features.prepare(audio.load(p), SEED000) for p in paths]
+
+
+def librosa_power(y: np.ndarray, n_fft: int = 2048, hop: int = 512) -> np.ndarray:
+    return np.abs(librosa.stft(y, n_fft=n_fft, hop_length=hop)) ** 2
+
+
+def test_seed000_channels_equal_the_direct_librosa_calls(clips):
+    sr = SEED000.sample_rate
+    same_tuning = 0
+    for y in clips:
+        x = features.from_waveform(y, SEED000)
+        assert x.shape == (32, 94, 2) and x.dtype == np.float32
+        mel = librosa.power_to_db(librosa.feature.melspectrogram(y=y, sr=sr, n_mels=32), ref=np.max)
+        np.testing.assert_allclose(x[..., 0], mel, rtol=0, atol=TOL["mel_db"])
+        np.testing.assert_allclose(x[:13, :, 1], librosa.feature.mfcc(y=y, sr=sr, n_mfcc=13), rtol=0, atol=TOL["mfcc"])
+        np.testing.assert_allclose(x[25:, :, 1], librosa.feature.spectral_contrast(y=y, sr=sr), rtol=0,
+                                   atol=TOL["contrast"])
+        tuning = round(features.estimate_tuning(features.stft_magnitude(y, 2048, 512) ** 2, sr, 2048), 2)
+        np.testing.assert_allclose(x[13:25, :, 1], librosa.feature.chroma_stft(y=y, sr=sr, tuning=tuning), rtol=0,
+                                   atol=TOL["chroma"])
+        if tuning == round(float(librosa.estimate_tuning(S=librosa_power(y), sr=sr)), 2):
+            same_tuning += 1
+            np.testing.assert_allclose(x[13:25, :, 1], librosa.feature.chroma_stft(y=y, sr=sr), rtol=0,
+                                       atol=TOL["chroma"])
+    # float32 STFT rounding moves librosa's near-tied tuning histogram on a few percent of clips (see TOLERANCE)
+    assert same_tuning >= len(clips) - 1
+
+
+def test_tuning_estimate_is_librosas_on_the_same_spectrogram(clips):
+    for y in clips:
+        power = librosa_power(y)
+        assert features.estimate_tuning(power, 16000, 2048) == librosa.estimate_tuning(S=power, sr=16000)
+
+
+def test_filterbanks_are_librosas_bit_for_bit():
+    for sr, n_fft, n_mels, fmin, fmax in [(16000, 2048, 32, 0.0, None), (16000, 1024, 64, 0.0, None),
+                                          (16000, 2048, 128, 50.0, 7000.0), (22050, 2048, 40, 0.0, None)]:
+        np.testing.assert_array_equal(features.mel_filterbank(sr, n_fft, n_mels, fmin, fmax),
+                                      librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax))
+    for tuning in (-0.5, -0.13, 0.0, 0.49):
+        np.testing.assert_array_equal(features.chroma_filterbank(16000, 2048, tuning),
+                                      librosa.filters.chroma(sr=16000, n_fft=2048, tuning=tuning))
+    np.testing.assert_allclose(features.mel_frequencies(66, 0.0, 8000.0),
+                               librosa.mel_frequencies(n_mels=66, fmin=0.0, fmax=8000.0), rtol=1e-12)
+
+
+def test_logmel_with_deltas_is_librosas_melspectrogram_in_db(clips):
+    cfg = KINDS["ser_crnn"]
+    assert cfg.kind == "logmel" and cfg.deltas
+    for y in clips[:3]:
+        w = features.prepare(y, cfg)
+        x = features.from_waveform(w, cfg)
+        assert x.shape == features.input_shape(cfg) == (64, 94, 3)
+        mel = librosa.power_to_db(librosa.feature.melspectrogram(y=w, sr=16000, n_fft=1024, hop_length=512,
+                                                                 n_mels=64), ref=np.max)
+        np.testing.assert_allclose(x[..., 0], mel, rtol=0, atol=TOL["mel_db"])
+        for order in (1, 2):
+            np.testing.assert_allclose(x[..., order], librosa.feature.delta(mel, order=order), rtol=0,
+                                       atol=TOL["delta"])
+
+
+def test_delta_matrix_handles_edges_like_savgol():
+    rng = np.random.default_rng(0)
+    for frames in (9, 10, 94):
+        x = rng.normal(size=(5, frames)).astype(np.float32) * 20
+        for order in (1, 2):
+            np.testing.assert_allclose(features.delta(x, order), librosa.feature.delta(x, order=order), rtol=0,
+                                       atol=TOL["delta"])
+    with pytest.raises(ValueError, match="at least 9 frames"):
+        features.delta(np.zeros((2, 8), np.float32))
+
+
+def test_mfcc_sequence_is_librosas_mfcc(clips):
+    cfg = KINDS["seed002_cnn_lstm"]
+    x = features.from_waveform(clips[0], cfg)
+    assert x.shape == features.input_shape(cfg) == (40, 94, 1)
+    ref = librosa.feature.mfcc(y=clips[0], sr=16000, n_mfcc=40, n_mels=128)
+    np.testing.assert_allclose(x[..., 0], ref, rtol=0, atol=TOL["mfcc"])
+
+
+def test_stats_vector_is_mean_then_std_of_the_librosa_features(clips):
+    cfg = KINDS["seed004_dnn"]
+    y = clips[1]
+    x = features.from_waveform(y, cfg)
+    n = cfg.n_mfcc + 12 + 7 + 6 + 2
+    assert x.shape == features.input_shape(cfg) == (2 * n,) and np.isfinite(x).all()
+    mean, std = x[:n], x[n:]
+    mf = librosa.feature.mfcc(y=y, sr=16000, n_mfcc=cfg.n_mfcc, n_mels=128)
+    np.testing.assert_allclose(mean[:cfg.n_mfcc], mf.mean(axis=1), rtol=0, atol=TOL["mfcc"])
+    np.testing.assert_allclose(std[:cfg.n_mfcc], mf.std(axis=1), rtol=0, atol=TOL["mfcc"])
+    chroma = features.chroma(features.stft_magnitude(y, 2048, 512) ** 2, 16000, 2048)
+    np.testing.assert_allclose(mean[cfg.n_mfcc:cfg.n_mfcc + 12], chroma.mean(axis=1), rtol=0, atol=1e-6)
+    ton = librosa.feature.tonnetz(chroma=chroma)
+    np.testing.assert_allclose(features.tonnetz_from_chroma(chroma), ton, rtol=0, atol=TOL["tonnetz"])
+    np.testing.assert_allclose(mean[cfg.n_mfcc + 19:cfg.n_mfcc + 25], ton.mean(axis=1), rtol=0, atol=1e-5)
+    zcr = librosa.feature.zero_crossing_rate(y, frame_length=2048, hop_length=512)
+    np.testing.assert_allclose(features.zero_crossing_rate(y, 2048, 512), zcr, rtol=0, atol=TOL["zcr"])
+    assert mean[n - 2] == pytest.approx(zcr.mean(), abs=1e-6)
+    assert (std >= 0).all() and (mean[cfg.n_mfcc:cfg.n_mfcc + 12] <= 1).all()
+
+
+def test_image_is_a_viridis_picture_of_the_log_mel(clips):
+    cfg = KINDS["seed003_image_cnn"]
+    x = features.from_waveform(clips[2], cfg)
+    assert x.shape == (128, 128, 3) and x.dtype == np.float32
+    lut = features._viridis_lut()
+    colours = {tuple(c) for c in lut}
+    assert {tuple(p) for p in x.reshape(-1, 3)} <= colours         # every pixel is a colour of the map
+    assert len({tuple(p) for p in x.reshape(-1, 3)}) > 50           # and the picture is not flat
+    rows = np.random.default_rng(1).random((4, 94))
+    grid_src, grid_dst = np.linspace(0, 1, 94), np.linspace(0, 1, 128)
+    np.testing.assert_allclose(rows @ features.resize_matrix(94, 128),
+                               np.stack([np.interp(grid_dst, grid_src, r) for r in rows]), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("arch", sorted(KINDS))
+def test_batch_extraction_equals_clip_by_clip(arch, clips):
+    cfg = KINDS[arch]
+    waves = np.stack([features.prepare(y, cfg) for y in clips[:3]])
+    one_by_one = np.stack([features.from_waveform(w, cfg) for w in waves])
+    assert one_by_one.shape == (3, *features.input_shape(cfg))
+    np.testing.assert_array_equal(features.from_waveform(waves, cfg), one_by_one)
+    np.testing.assert_array_equal(features.from_waveform(waves.reshape(1, 3, -1), cfg)[0], one_by_one)
+    np.testing.assert_array_equal(features.extract_batch(list(clips[:3]), cfg),
+                                  np.stack([features.extract(y, cfg) for y in clips[:3]]))
+
+
+@pytest.mark.parametrize("arch", sorted(KINDS))
+def test_silence_and_tiny_signals_give_finite_features(arch):
+    cfg = KINDS[arch]
+    for y in (np.zeros(cfg.n_samples, np.float32), np.full(cfg.n_samples, 1e-9, np.float32)):
+        x = features.from_waveform(y, cfg)
+        assert x.shape == features.input_shape(cfg) and np.isfinite(x).all()
+
+
+def test_parallel_corpus_equals_serial_and_the_warm_cache_returns_the_same_arrays(samples_dir, tmp_path):
+    paths = [str(p) for p in sorted(samples_dir.glob("*.flac"))]
+    for cfg in (SEED000, KINDS["ser_crnn"]):
+        parallel = corpus_features(paths, cfg, workers=2, root=tmp_path / "a", progress=False)
+        serial = corpus_features(paths, cfg, workers=1, root=tmp_path / "b", progress=False)
+        assert parallel.ok.all() and not parallel.errors
+        np.testing.assert_array_equal(parallel.x, serial.x)
+        np.testing.assert_array_equal(parallel.x[5], features.extract(audio.load(paths[5]), cfg))
+        warm = corpus_features(paths, cfg, workers=2, root=tmp_path / "a", progress=False)
+        np.testing.assert_array_equal(warm.x, parallel.x)
+        other = dataclasses.replace(cfg, hop_length=256)          # another config is another cache entry
+        assert corpus_features(paths[:2], other, workers=1, root=tmp_path / "a", progress=False).x.shape[2] == 188
