@@ -20,7 +20,7 @@ from .errors import AudioError, EmptyAudioError, ModelError, SilentAudioError, T
 
 HOP_SECONDS = 1.0
 STREAM_ABOVE_SECONDS = 60.0
-SPEECH_FLOOR_DBFS = -65.0   # nothing whose loudest 32 ms frame stays below this is speech
+SPEECH_FLOOR_DBFS = -80.0   # nothing whose loudest 32 ms frame stays below this is speech
 SPEECH_RANGE_DB = 6.0       # speech frames stand this far above the recording's quiet frames
 WINDOW_RANGE_DB = 35.0      # a window more than this below the recording's loudest frame holds no speech
 BATCH = 32
