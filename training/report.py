@@ -44,11 +44,14 @@ def default_block() -> str:
     rob = d / "robustness.json"
     if rob.exists():
         r = json.loads(rob.read_text())
-        lines += ["", "Robustness: the same fold models, test audio passed through a channel shift "
-                      "(training audio untouched):", "",
+        lines += ["", "Robustness: the same six fold models, their test audio passed through a channel shift "
+                      "(training audio untouched; drop = clean minus shifted accuracy):", "",
                   "| test audio | accuracy | UAR | drop (points) |", "|---|---|---|---|"]
-        for name, v in r["shifts"].items():
-            lines.append(f"| {name} | {pct(v['accuracy'])} | {pct(v['uar'])} | {v.get('drop', 0) * 100:+.1f} |")
+        for name, v in r["results"].items():
+            lines.append(f"| {name} | {pct(v['accuracy'])} | {pct(v['uar'])} | {v.get('drop', 0):+.1f} |")
+        lines += ["", f"Largest drop: {r['max_drop']:.1f} points ({r['worst_shift']}); the target of "
+                      f"{r['target_drop_points']:.0f} points is {'met' if r['within_target'] else 'NOT met'}. "
+                      "Reproduce: `ser robustness <cv folder>`."]
     return "\n".join(lines)
 
 

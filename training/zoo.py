@@ -31,19 +31,23 @@ def ser(*args: str) -> float:
     return time.monotonic() - t0
 
 
+def record_cv(result: dict, cv_dir: Path, secs: float, command: str) -> None:
+    m = json.loads((cv_dir / "metrics.json").read_text())
+    result["cv"] = {k: m[k] for k in ("protocol", "accuracy", "uar", "macro_f1", "weighted_f1")}
+    result["cv"].update({f"{g}_accuracy": m["per_gender"][g]["accuracy"] for g in ("female", "male")})
+    result["cv"]["per_fold"] = m.get("per_fold", {})
+    result["cv"]["wall_seconds"] = round(secs)
+    result["cv"]["command"] = command
+    result["cv"]["dir"] = str(cv_dir)
+
+
 def run_arch(arch: str, skip_random: bool, budget: list[str]) -> dict:
     out = RESULTS / f"{arch}.json"
     result = json.loads(out.read_text()) if out.exists() else {"arch": arch}
     if "cv" not in result:
         cv_dir = runs.runs_dir() / f"zoo-cv-{arch}"
         secs = ser("cv", "--arch", arch, "--protocol", "emobox6", "--out", str(cv_dir), *budget)
-        m = json.loads((cv_dir / "metrics.json").read_text())
-        result["cv"] = {k: m[k] for k in ("protocol", "accuracy", "uar", "macro_f1", "weighted_f1")}
-        result["cv"].update({f"{g}_accuracy": m["per_gender"][g]["accuracy"] for g in ("female", "male")})
-        result["cv"]["per_fold"] = m.get("per_fold", {})
-        result["cv"]["wall_seconds"] = round(secs)
-        result["cv"]["command"] = " ".join(["ser cv --arch", arch, "--protocol emobox6", *budget])
-        result["cv"]["dir"] = str(cv_dir)
+        record_cv(result, cv_dir, secs, " ".join(["ser cv --arch", arch, "--protocol emobox6", *budget]))
         out.write_text(json.dumps(result, indent=1))
     if not skip_random and "random" not in result:
         run_dir = runs.runs_dir() / f"zoo-random-{arch}"
@@ -82,9 +86,23 @@ def main() -> int:
     ap.add_argument("--table-only", action="store_true")
     ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--patience", type=int, default=15)
+    ap.add_argument("--from-cv", metavar="ARCH=DIR",
+                    help="record a finished cross-validation (e.g. the default model's) instead of running one")
     args = ap.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
-    if not args.table_only:
+    if args.from_cv:
+        arch, cv_dir = args.from_cv.split("=", 1)
+        cfg = json.loads((Path(cv_dir) / "config.json").read_text())
+        result = {"arch": arch}
+        out = RESULTS / f"{arch}.json"
+        if out.exists():
+            result.update({k: v for k, v in json.loads(out.read_text()).items() if k != "cv"})
+        m = json.loads((Path(cv_dir) / "metrics.json").read_text())
+        record_cv(result, Path(cv_dir), m.get("wall_seconds", 0),
+                  f"python training/build_default.py (recipe training/default.json: epochs {cfg['epochs']}, "
+                  f"patience {cfg['patience']}, channel_aug {cfg.get('channel_aug')})")
+        out.write_text(json.dumps(result, indent=1))
+    elif not args.table_only:
         for arch in args.archs.split(","):
             models.get(arch)
             run_arch(arch, args.skip_random, ["--epochs", str(args.epochs), "--patience", str(args.patience)])
