@@ -222,3 +222,55 @@ def test_live_mode_streams_the_microphone_and_classifies_it(server, page):
         re.compile(r"^(?:[3-9]|\d\d+) s$"), timeout=60_000)
     screenshot(page, "predict-live")
     frame.get_by_role("button", name=re.compile("^stop$", re.I)).click()
+
+
+def test_five_sessions_predicting_at_once_get_the_right_answers(server, browser):
+    """Five browser sessions upload different clips at the same time; each sees its own clip's answer."""
+    from ser_core.predict import Predictor
+
+    clips = sorted(SAMPLES.glob("*.flac"))[::6][:5]
+    reference = Predictor(DEFAULT)
+    expected = {c.name: reference.predict_file(c) for c in clips}
+    contexts = [browser.new_context(viewport={"width": 1400, "height": 1100}) for _ in clips]
+    try:
+        pages = [ctx.new_page() for ctx in contexts]
+        for pg in pages:
+            pg.goto(server["url"])
+            choose_source(pg, "Upload")
+        for pg, clip in zip(pages, clips):          # all five scripts now run in the server at once
+            pg.locator("[data-testid=stFileUploader] input[type=file]").set_input_files(str(clip))
+        for pg, clip in zip(pages, clips):
+            want = expected[clip.name]
+            assert metric_value(pg, "Emotion") == want.emotion, clip.name
+            assert metric_value(pg, "Confidence") == f"{100 * want.confidence:.1f}%", clip.name
+    finally:
+        for ctx in contexts:
+            ctx.close()
+
+
+def test_a_training_run_does_not_freeze_another_users_predictions(server, browser):
+    from ser_core import runs
+
+    trainer = browser.new_context(viewport={"width": 1400, "height": 1100})
+    user = browser.new_context(viewport={"width": 1400, "height": 1100})
+    try:
+        tp = trainer.new_page()
+        tp.goto(f"{server['url']}/train")
+        for name in ("Epochs", "Early-stopping patience"):
+            box = tp.get_by_role("spinbutton", name=name)
+            box.fill("300")
+            box.press("Tab")
+        tp.get_by_role("button", name="Start training").click()
+        expect(tp.get_by_text(re.compile(r"\((?:[1-9]|\d\d+) history rows?\)"))).to_be_visible(timeout=SLOW)
+        up = user.new_page()
+        up.goto(server["url"])
+        choose_source(up, "Upload")
+        up.locator("[data-testid=stFileUploader] input[type=file]").set_input_files(str(CLIP))
+        assert metric_value(up, "Emotion") in LABELS
+        active = runs.active_run(server["state"] / "runs")
+        assert active is not None and active["status"]["state"] == "running"   # the answer came mid-training
+        tp.get_by_role("button", name="Stop", exact=True).click()
+        expect(tp.get_by_text(re.compile("^Stopped"))).to_be_visible(timeout=SLOW)
+    finally:
+        trainer.close()
+        user.close()
