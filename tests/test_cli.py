@@ -38,6 +38,7 @@ def test_predict_json_lines_and_errors(tmp_path, tiny_model, samples_dir):
 def test_predict_uses_the_default_model_and_a_folder(samples_dir):
     r = ser("predict", "--json", samples_dir)
     assert r.returncode == 0, r.stderr
+    assert r.stderr == ""        # no TensorFlow start-up chatter between a user and the answer
     lines = [json.loads(line) for line in r.stdout.splitlines()]
     assert len(lines) == 32 and all(line["emotion"] in EMOTIONS for line in lines)
 
