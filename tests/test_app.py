@@ -20,6 +20,7 @@ import soundfile as sf
 from streamlit.testing.v1 import AppTest
 
 from ser_core import runs
+from test_views import KNOWN_ROWS
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "streamlit_app.py"
@@ -237,17 +238,7 @@ def test_a_failed_run_shows_its_status_message(no_data):
 
 
 # ----------------------------------------------------------------------------- evaluate
-KNOWN = [
-    ("03-01-03-02-01-01-01.flac", "ravdess-01", "male", "strong", "happy", "happy", 0.9),
-    ("03-01-04-02-01-01-01.flac", "ravdess-01", "male", "strong", "sad", "angry", 0.7),
-    ("03-01-05-02-01-01-01.flac", "ravdess-01", "male", "strong", "angry", "angry", 0.8),
-    ("03-01-01-01-01-01-02.flac", "ravdess-02", "female", "normal", "neutral", "sad", 0.4),
-    ("03-01-03-02-01-01-02.flac", "ravdess-02", "female", "strong", "happy", "happy", 0.6),
-    ("03-01-04-02-01-01-02.flac", "ravdess-02", "female", "strong", "sad", "sad", 0.5),
-    ("03-01-05-02-01-01-02.flac", "ravdess-02", "female", "strong", "angry", "happy", 0.3),
-    ("03-01-01-01-01-01-03.flac", "ravdess-03", "male", "normal", "neutral", "neutral", 0.7),
-    ("03-01-04-02-01-01-04.flac", "ravdess-04", "female", "strong", "sad", "sad", 0.9),
-]
+KNOWN = KNOWN_ROWS + [("03-01-04-02-01-01-04.flac", "ravdess-04", "female", "strong", "sad", "sad", 0.9)]
 
 
 def test_evaluate_shows_the_metrics_of_a_known_predictions_file(no_data):
