@@ -370,11 +370,6 @@ def log_tail(run_dir: Path, lines: int = 15) -> str:
     return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
-def run_title(run: dict) -> str:
-    cfg = run.get("config", {})
-    return f"{run['id']} ({cfg.get('arch', '?')}, {run['status'].get('state', '?')})"
-
-
 def runs_frame(run_list: list[dict]) -> pd.DataFrame:
     """One row per run: state, dataset, architecture, protocol, epochs, best validation and test accuracy."""
     rows = []
