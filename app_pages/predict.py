@@ -16,14 +16,16 @@ SOURCES = ("Record", "Upload", "Sample clip", "Live")
 @st.cache_resource(show_spinner="Loading the model...", max_entries=2)
 def load_predictor(model_dir: str, stamp: float):
     """One Predictor per model folder and version (``stamp`` changes when a run is promoted)."""
-    from ser_core.predict import Predictor
+    from ser_core.predict import load_predictor
 
-    return Predictor(model_dir)
+    return load_predictor(model_dir)
 
 
 def active_predictor():
+    from ser_core.ensemble import model_files
+
     model_dir = runs.active_model_dir()
-    stamp = max((model_dir / f).stat().st_mtime for f in ("model.keras", "spec.json"))
+    stamp = max(f.stat().st_mtime for f in model_files(model_dir))
     return load_predictor(str(model_dir), stamp)
 
 

@@ -245,6 +245,22 @@ def _train_config(arch: str, have_corpus: bool):
     return TrainConfig(dataset=f"ravdess:{SAMPLES}", arch=arch, test_speakers=("ravdess-01",), n_val_speakers=1)
 
 
+def stock_layers(model):
+    """The same model with Keras's own layers in place of the project's fused ones (the reference)."""
+    from .layers import FusedBatchNormalization
+    from .tf_setup import keras as _keras
+
+    keras = _keras()
+
+    def swap(layer):
+        cls = keras.layers.BatchNormalization if isinstance(layer, FusedBatchNormalization) else type(layer)
+        return cls.from_config(layer.get_config())
+
+    clone = keras.models.clone_model(model, clone_function=swap)
+    clone.set_weights(model.get_weights())
+    return clone
+
+
 def bench_epochs(arch: str, have_corpus: bool, rounds: int) -> dict:
     """Seconds per epoch of the project's fit path against a plain ``model.fit`` on numpy arrays, alternating."""
     from . import models, splits, training
@@ -262,12 +278,14 @@ def bench_epochs(arch: str, have_corpus: bool, rounds: int) -> dict:
     xv, yv = data.x["val"][keep], data.y["val"][keep]
     onehot = np.eye(n, dtype=np.float32)
 
-    ours = training.compile_model(models.build(arch, x.shape[1:], n, seed=cfg.seed), cfg)
+    with training._precision(cfg.precision):
+        ours = training.compile_model(models.build(arch, x.shape[1:], n, seed=cfg.seed), cfg,
+                                      -(-len(x) // cfg.batch_size))
     weights = training._class_weights(y, n) if cfg.class_weights else None
     train_ds = training.make_dataset(x, y, n, batch_size=cfg.batch_size, weights=weights, training=True,
                                      online_aug=cfg.online_aug, mixup=cfg.mixup, seed=cfg.seed)
     val_ds = training.make_dataset(xv, yv, n, batch_size=256, weights=None, training=False)
-    plain = models.build(arch, x.shape[1:], n, seed=cfg.seed)
+    plain = stock_layers(models.build(arch, x.shape[1:], n, seed=cfg.seed))
     plain.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate),
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing), metrics=["accuracy"])
     epoch = {"project": 0, "plain": 0}
@@ -289,14 +307,15 @@ def bench_epochs(arch: str, have_corpus: bool, rounds: int) -> dict:
     ratio = _ratio(steady["plain"], steady["project"])
     print(f"\n4. Training epochs: {arch} on {len(x)} training clips ({split.label}), batch {cfg.batch_size}; "
           f"project = ser train's fit (tf.data, {', '.join(cfg.online_aug) or 'no'} augmentation"
-          f"{', mixup' if cfg.mixup else ''}), reference = plain model.fit on numpy arrays")
+          f"{', mixup' if cfg.mixup else ''}, {cfg.precision}, fused BatchNorm), reference = plain model.fit "
+          f"on numpy arrays (float32, keras.layers.BatchNormalization)")
     print(f"  {'':<44} {'project s/epoch':>21}   {'plain fit s/epoch':>21}   ratio")
     for label, s in (("first epoch (tracing included)", first), (f"later epochs (median of {rounds})", steady)):
         cpu = _ratio(s["plain"], s["project"], "cpu_median_ms")
         print(f"  {label:<44} {s['project']['median_ms'] / 1e3:21.2f}   {s['plain']['median_ms'] / 1e3:21.2f}   "
               f"{_ratio(s['plain'], s['project']):6.2f}x (cpu {cpu:.2f}x)")
     print(f"  validation accuracy after {rounds + 1} epochs: project {val_acc['project']:.3f}, "
-          f"plain {val_acc['plain']:.3f} (same model and numerics; too few epochs to compare accuracy)")
+          f"plain {val_acc['plain']:.3f} (same architecture; too few epochs to compare accuracy: see the README's cross-validation)")
     return {"arch": arch, "train_clips": int(len(x)), "split": split.label, "first_epoch": first, "epochs": steady,
             "ratio": ratio, "val_accuracy": val_acc}
 

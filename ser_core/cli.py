@@ -31,13 +31,13 @@ def _files(targets: list[str]) -> list[Path]:
 
 def cmd_predict(args) -> int:
     from . import runs
-    from .predict import Predictor
+    from .predict import load_predictor
     from .progress import Progress
 
     files = _files(args.inputs)
     if not files:
         raise SERError("no audio files found in the given paths")
-    predictor = Predictor(args.model or runs.active_model_dir())
+    predictor = load_predictor(args.model or runs.active_model_dir())
     failed = 0
     if not args.json:
         print(f"{'file':<40} {'emotion':<10} {'confidence':>10}")
@@ -95,6 +95,9 @@ def _train_config(args):
         d["targeted_aug"] = args.targeted_aug == "on"
     if args.speakers:
         d["speakers"] = tuple(_speaker_ids(args.speakers))
+    d["schedule"], d["precision"] = args.schedule, args.precision
+    if args.param:
+        d["arch_params"] = _arch_params(args.param)
     if getattr(args, "test_speakers", None):
         d["test_speakers"] = tuple(_speaker_ids(args.test_speakers))
     return TrainConfig(**d).resolved()
@@ -245,6 +248,22 @@ def cmd_robustness(args) -> int:
     return 0
 
 
+def cmd_ensemble(args) -> int:
+    from . import ensemble, runs
+
+    if args.ensemble_cmd == "cv":
+        out = Path(args.out) if args.out else runs.new_run_dir("cv-ensemble")
+        metrics = ensemble.combine_cv([Path(d) for d in args.cv_dirs], out)
+        print(f"cv: {out}")
+        _print_metrics(metrics)
+        for arch, acc in zip(metrics["members"], metrics["member_accuracy"]):
+            print(f"  member {arch}: accuracy {acc:.3f}")
+        return 0
+    dest = ensemble.build([Path(d) for d in args.model_dirs], Path(args.out))
+    print(f"ensemble model: {dest}")
+    return 0
+
+
 def cmd_archs(args) -> int:
     from . import features, models
 
@@ -272,6 +291,22 @@ def cmd_data(args) -> int:
     raise SERError("usage: ser data download ravdess | ser data info")
 
 
+def _arch_params(items: list[str]) -> dict:
+    """``width=32`` style pairs to architecture keyword arguments (numbers where they parse)."""
+    from .errors import ConfigError
+
+    out: dict = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--param takes NAME=VALUE, got {item!r}")
+        try:
+            out[key.strip()] = json.loads(value)
+        except ValueError:
+            out[key.strip()] = value
+    return out
+
+
 def _add_train_args(p: argparse.ArgumentParser, *, with_fold: bool) -> None:
     from . import models, splits
 
@@ -297,6 +332,12 @@ def _add_train_args(p: argparse.ArgumentParser, *, with_fold: bool) -> None:
     p.add_argument("--val-speakers", type=int, default=2)
     p.add_argument("--speakers", help="restrict to these speakers, e.g. 1,2,3,4 for RAVDESS actors")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--schedule", choices=("plateau", "cosine"), default="plateau",
+                   help="learning rate: halve on a validation plateau, or warm up and decay along a cosine")
+    p.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default="auto",
+                   help="bfloat16 mixed precision where the CPU has native bfloat16 (auto), or force one")
+    p.add_argument("--param", action="append", metavar="NAME=VALUE",
+                   help="architecture parameter, e.g. width=32 (repeatable)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -344,6 +385,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, help="worker processes (default: one per core; 0: none)")
     p.set_defaults(fn=cmd_robustness)
+
+    p = sub.add_parser("ensemble", help="combine models that hear different features (mean of probabilities)")
+    esub = p.add_subparsers(dest="ensemble_cmd", required=True)
+    e = esub.add_parser("cv", help="an ensemble's cross-validation from finished member cross-validations")
+    e.add_argument("cv_dirs", nargs="+")
+    e.add_argument("--out")
+    e = esub.add_parser("build", help="an ensemble model folder from finished model folders")
+    e.add_argument("model_dirs", nargs="+")
+    e.add_argument("--out", required=True)
+    p.set_defaults(fn=cmd_ensemble)
 
     p = sub.add_parser("data", help="dataset download and info")
     dsub = p.add_subparsers(dest="data_cmd", required=True)

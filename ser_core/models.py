@@ -5,6 +5,7 @@ TensorFlow is imported only inside the builders, so listing architectures
 """
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,11 +45,26 @@ def names() -> list[str]:
     return list(REGISTRY)
 
 
+def tunable(name: str) -> dict[str, Any]:
+    """An architecture's keyword parameters and their defaults (what ``--param`` may set)."""
+    sig = inspect.signature(get(name).build)
+    return {k: p.default for k, p in sig.parameters.items() if k not in ("input_shape", "n_classes")}
+
+
+def check_params(name: str, params: dict) -> None:
+    known = tunable(name)
+    bad = sorted(set(params) - set(known))
+    if bad:
+        raise ConfigError(f"{name} has no parameter {', '.join(bad)}; it takes "
+                          + ", ".join(f"{k} (default {v})" for k, v in known.items()))
+
+
 def build(name: str, input_shape: tuple[int, ...], n_classes: int, **params):
     """Build an uncompiled Keras model of a registered architecture."""
     import keras
 
     keras.utils.set_random_seed(int(params.pop("seed", 0)))
+    check_params(name, params)
     return get(name).build(tuple(input_shape), int(n_classes), **params)
 
 
@@ -58,15 +74,17 @@ def _classifier(x, units: int, dropout: float, n_classes: int):
 
     x = layers.Dense(units, activation="relu")(x)
     x = layers.Dropout(dropout)(x)
-    return layers.Dense(n_classes, activation="softmax")(x)
+    return layers.Dense(n_classes, activation="softmax", dtype="float32")(x)   # float32 even in mixed precision
 
 
 def _conv_block(x, filters: int, *, pool=(2, 2), dropout: float = 0.0, batchnorm: bool = True):
     from keras import layers
 
+    from .layers import FusedBatchNormalization
+
     x = layers.Conv2D(filters, 3, padding="same", use_bias=not batchnorm)(x)
     if batchnorm:
-        x = layers.BatchNormalization()(x)
+        x = FusedBatchNormalization()(x)
     x = layers.Activation("relu")(x)
     if pool:
         x = layers.MaxPooling2D(pool)(x)

@@ -81,6 +81,13 @@ def speech_present(levels: np.ndarray) -> bool:
     return peak > SPEECH_FLOOR_DBFS and peak - float(np.percentile(levels, 10)) > SPEECH_RANGE_DB
 
 
+def load_predictor(model_dir: Path | str):
+    """A Predictor for a model folder, or an EnsemblePredictor for an ensemble folder."""
+    from .ensemble import EnsemblePredictor, is_ensemble
+
+    return EnsemblePredictor(model_dir) if is_ensemble(model_dir) else Predictor(model_dir)
+
+
 class Predictor:
     """Loads a model directory once; thread-safe ``predict_*`` calls afterwards."""
 
@@ -92,6 +99,7 @@ class Predictor:
         if not weights.exists():
             raise ModelError(f"no model.keras in {self.model_dir}")
         spec = ModelSpec.load(spec_path)
+        from . import layers as _registered  # noqa: F401  (custom layers must be known before loading)
         from .tf_setup import keras
 
         try:

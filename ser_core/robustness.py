@@ -30,6 +30,7 @@ import pandas as pd
 
 from . import audio, channel, datasets, runs
 from .config import ModelSpec, atomic_write_text
+from .ensemble import is_model_dir
 from .errors import ConfigError, DatasetError, SERError
 
 CLEAN = "clean"
@@ -77,11 +78,12 @@ _PREDICTOR: list = []     # this process's [(model_dir, mtime), Predictor]; one 
 
 
 def _predictor(model_dir: str):
-    from .predict import Predictor
+    from .ensemble import model_files
+    from .predict import load_predictor
 
-    key = (model_dir, (Path(model_dir) / "model.keras").stat().st_mtime_ns)
+    key = (model_dir, max(f.stat().st_mtime_ns for f in model_files(model_dir)))
     if not _PREDICTOR or _PREDICTOR[0] != key:
-        _PREDICTOR[:] = [key, Predictor(model_dir)]
+        _PREDICTOR[:] = [key, load_predictor(model_dir)]
     return _PREDICTOR[1]
 
 
@@ -123,7 +125,7 @@ def _fold_dirs(cv_dir: Path, folds: Sequence[int] | None) -> list[tuple[int, Pat
             k = int(d.name.split("-", 1)[1])
         except ValueError:
             continue
-        if (d / "model" / "model.keras").exists() and (d / "predictions.csv").exists():
+        if is_model_dir(d / "model") and (d / "predictions.csv").exists():
             found.append((k, d))
     if folds:
         missing = sorted(set(folds) - {k for k, _ in found})

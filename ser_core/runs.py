@@ -203,10 +203,12 @@ def default_model_dir() -> Path:
 
 def active_model_dir() -> Path:
     """The model the app and ``ser predict`` use: the promoted one, else the shipped default."""
+    from .ensemble import is_model_dir
+
     pointer = read_json(models_dir() / "active.json")
     if pointer and pointer.get("model"):
         cand = models_dir() / str(pointer["model"])
-        if (cand / "spec.json").exists() and (cand / "model.keras").exists():
+        if is_model_dir(cand):
             return cand
     return default_model_dir()
 

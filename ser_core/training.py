@@ -27,6 +27,21 @@ from .errors import ConfigError, DatasetError, SERError
 from .evaluation import evaluate
 
 ONLINE_AUGS = ("time_mask", "freq_mask", "brightness_contrast", "freq_shift", "time_stretch")
+PRECISIONS = ("auto", "float32", "bfloat16")
+SCHEDULES = ("plateau", "cosine")
+
+
+def bf16_supported() -> bool:
+    """True when the CPU multiplies bfloat16 natively (AVX512-BF16 or AMX), where mixed precision pays."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
 
 
 @dataclass(frozen=True)
@@ -51,6 +66,8 @@ class TrainConfig:
     mixup: float | None = None
     channel_aug: float | None = None
     patience: int = 15
+    schedule: str = "plateau"
+    precision: str = "auto"
     seed: int = 0
     ensemble: int = 1
     features: dict = field(default_factory=dict)
@@ -68,7 +85,13 @@ class TrainConfig:
             online_aug=tuple(self.online_aug if self.online_aug is not None else d.get("online_aug", ())),
             mixup=self.mixup if self.mixup is not None else d.get("mixup", 0.0),
             channel_aug=self.channel_aug if self.channel_aug is not None else d.get("channel_aug", 0.0),
+            precision=("bfloat16" if bf16_supported() else "float32") if self.precision == "auto" else self.precision,
         )
+        models.check_params(cfg.arch, cfg.arch_params)
+        if cfg.precision not in PRECISIONS:
+            raise ConfigError(f"unknown precision {cfg.precision!r}; choose one of {', '.join(PRECISIONS)}")
+        if cfg.schedule not in SCHEDULES:
+            raise ConfigError(f"unknown learning-rate schedule {cfg.schedule!r}; choose one of {', '.join(SCHEDULES)}")
         bad = set(cfg.online_aug) - set(ONLINE_AUGS)
         if bad:
             raise ConfigError(f"unknown augmentation(s): {', '.join(sorted(bad))}; known: {', '.join(ONLINE_AUGS)}")
@@ -395,6 +418,7 @@ def _callbacks(run_dir: Path, cfg: TrainConfig, has_val: bool, log: Logger, t_st
     cbs = [Live()]
     if has_val:
         cbs.append(keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=cfg.patience))
+    if has_val and cfg.schedule == "plateau":
         cbs.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
                                                      patience=max(3, cfg.patience // 3), min_lr=1e-5))
     return cbs, ckpt
@@ -403,17 +427,24 @@ def _callbacks(run_dir: Path, cfg: TrainConfig, has_val: bool, log: Logger, t_st
 STEPS_PER_EXECUTION = 8
 
 
-def compile_model(model, cfg: TrainConfig):
+def compile_model(model, cfg: TrainConfig, steps_per_epoch: int = 1):
     """Adam and (smoothed) cross-entropy, as every run trains.
 
     Several batches per graph call cut Keras's per-step overhead (3-4x faster epochs for small
     models, neutral for conv nets); XLA stays off: on this CPU it made every architecture slower
     (4x for the DNN, 7-20x for the CNNs and the CRNN) and compiles for tens of seconds.
+    The ``cosine`` schedule warms up for two epochs, then decays to 1 % over the run.
     """
     from .tf_setup import keras as _keras
 
     keras = _keras()
-    model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate),
+    lr = cfg.learning_rate
+    if cfg.schedule == "cosine":
+        total, warm = max(1, cfg.epochs * steps_per_epoch), min(2 * steps_per_epoch, cfg.epochs * steps_per_epoch // 4)
+        lr = (keras.optimizers.schedules.CosineDecay(cfg.learning_rate * 0.1, total - warm, alpha=0.01,
+                                                     warmup_target=cfg.learning_rate, warmup_steps=warm) if warm
+              else keras.optimizers.schedules.CosineDecay(cfg.learning_rate, total, alpha=0.01))
+    model.compile(optimizer=keras.optimizers.Adam(lr),
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
                   metrics=["accuracy"], jit_compile=False, steps_per_execution=STEPS_PER_EXECUTION)
     return model
@@ -421,7 +452,11 @@ def compile_model(model, cfg: TrainConfig):
 
 def fit(run_dir: Path, cfg: TrainConfig, data: Prepared, log: Logger, t_start: float):
     """Compile and fit ``cfg.ensemble`` members (seeds seed, seed+1, ...); returns the best
-    checkpoint of each, averaged into one model when there are several."""
+    checkpoint of each, averaged into one model when there are several.
+
+    With ``precision="bfloat16"`` layers compute in bfloat16 while weights, batch statistics
+    and the loss stay float32; the returned model is rebuilt in float32 with the trained
+    weights, so saved models predict in float32 whatever trained them."""
     from .tf_setup import keras as _keras
 
     keras = _keras()
@@ -433,23 +468,53 @@ def fit(run_dir: Path, cfg: TrainConfig, data: Prepared, log: Logger, t_start: f
         keep = data.y["val"] >= 0
         val_ds = make_dataset(data.x["val"][keep], data.y["val"][keep], n, batch_size=256, weights=None,
                               training=False)
+    steps = -(-len(data.x["train"]) // cfg.batch_size)
+    shape = data.x["train"].shape[1:]
     members = []
     for member in range(cfg.ensemble):
         seed = cfg.seed + member
-        model = models.build(cfg.arch, data.x["train"].shape[1:], n, seed=seed, **cfg.arch_params)
-        compile_model(model, cfg)
-        train_ds = make_dataset(data.x["train"], data.y["train"], n, batch_size=cfg.batch_size, weights=weights,
-                                training=True, online_aug=cfg.online_aug, mixup=cfg.mixup, seed=seed)
-        cbs, ckpt = _callbacks(run_dir, cfg, has_val, log, t_start, member, data)
-        log(f"training {cfg.arch}{f' member {member + 1}/{cfg.ensemble}' if cfg.ensemble > 1 else ''} "
-            f"({model.count_params():,} parameters) on {len(data.x['train'])} clips, validating on {len(data.x['val'])}")
-        model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, callbacks=cbs, verbose=0, shuffle=False)
-        if ckpt.exists():
-            model = keras.models.load_model(ckpt, safe_mode=True)
-        members.append(model)
+        with _precision(cfg.precision):
+            model = models.build(cfg.arch, shape, n, seed=seed, **cfg.arch_params)
+            compile_model(model, cfg, steps)
+            train_ds = make_dataset(data.x["train"], data.y["train"], n, batch_size=cfg.batch_size, weights=weights,
+                                    training=True, online_aug=cfg.online_aug, mixup=cfg.mixup, seed=seed)
+            cbs, ckpt = _callbacks(run_dir, cfg, has_val, log, t_start, member, data)
+            log(f"training {cfg.arch}{f' member {member + 1}/{cfg.ensemble}' if cfg.ensemble > 1 else ''} "
+                f"({model.count_params():,} parameters, {cfg.precision}) on {len(data.x['train'])} clips, "
+                f"validating on {len(data.x['val'])}")
+            model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, callbacks=cbs, verbose=0, shuffle=False)
+            if ckpt.exists():
+                model = keras.models.load_model(ckpt, safe_mode=True)
+        members.append(as_float32(model, cfg, shape, n))
         if _StopFlag.requested:
             break
     return members[0] if len(members) == 1 else average_models(members, cfg.arch)
+
+
+class _precision:
+    """Keras's global dtype policy for the models built inside; float32 is restored on exit."""
+
+    def __init__(self, precision: str):
+        self.policy = "mixed_bfloat16" if precision == "bfloat16" else "float32"
+
+    def __enter__(self):
+        from .tf_setup import keras as _keras
+
+        _keras().mixed_precision.set_global_policy(self.policy)
+
+    def __exit__(self, *exc):
+        from .tf_setup import keras as _keras
+
+        _keras().mixed_precision.set_global_policy("float32")
+
+
+def as_float32(model, cfg: TrainConfig, shape: tuple[int, ...], n_classes: int):
+    """The same architecture built in float32, holding ``model``'s (float32) weights."""
+    if all(w.dtype == "float32" for w in model.weights) and model.dtype_policy.name == "float32":
+        return model
+    clean = models.build(cfg.arch, shape, n_classes, seed=cfg.seed, **cfg.arch_params)
+    clean.set_weights(model.get_weights())
+    return clean
 
 
 def _all_layers(model):

@@ -65,6 +65,9 @@ def model_summary(model_dir: Path) -> dict:
     metrics = runs.read_json(model_dir / "metrics.json", {}) or {}
     arch = str(spec.get("arch", "?"))
     title = models.REGISTRY[arch].title if arch in models.REGISTRY else arch
+    members = (spec.get("extra") or {}).get("member_archs") or []
+    if arch == "ensemble" and members:
+        title = "Ensemble of " + " + ".join(members) + " (mean of their probabilities)"
     is_default = model_dir.resolve() == runs.default_model_dir().resolve()
     return {
         "name": "shipped default" if is_default else model_dir.name,

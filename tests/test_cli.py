@@ -86,6 +86,17 @@ def test_train_cli_makes_a_loadable_run(tmp_path, samples_dir):
     assert json.loads(r.stdout)["emotion"] in EMOTIONS
 
 
+def test_train_cli_architecture_parameters(tmp_path, samples_dir):
+    common = ("train", "--arch", "seed004_dnn", "--dataset", f"ravdess:{samples_dir}", "--test-speakers", "1",
+              "--val-speakers", "1", "--epochs", "1")
+    r = ser(*common, "--param", "units=16", "--run-dir", tmp_path / "ok")
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert json.loads((tmp_path / "ok" / "config.json").read_text())["arch_params"] == {"units": 16}
+    r = ser(*common, "--param", "layers=3", "--run-dir", tmp_path / "bad")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "seed004_dnn has no parameter layers; it takes units (default 256), dropout (default 0.4)" in r.stderr
+
+
 def test_python_dash_m_and_console_script_agree():
     r = ser("archs")
     names = [line.split()[0] for line in r.stdout.splitlines()]
