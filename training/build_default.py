@@ -1,13 +1,21 @@
 """Build the shipped default model in models/default.
 
-1. 6-fold speaker-independent cross-validation (EmoBox folds) of the recipe in
-   training/default.json: metrics.json and out-of-fold predictions.csv.
-2. The final model: the same recipe trained on all 24 actors for the median
-   number of epochs the folds' early stopping chose (no test actor exists any
-   more, so nothing is selected on test data).
-3. models/default is replaced in one rename, so it is never half-written.
+The recipe (training/default.json) lists one or more members. For each member:
 
-    python training/build_default.py [--cv-dir DIR]   (reuse a finished cv)
+1. 6-fold speaker-independent cross-validation (EmoBox folds): metrics.json and
+   out-of-fold predictions.csv (or reuse a finished one with --member-cv ARCH=DIR).
+2. The final model: the same recipe trained on all 24 actors for the median number
+   of epochs the folds chose (their last epoch when a recipe trains without a
+   validation split; no test actor exists any more, so nothing is selected on test data).
+
+With several members, their cross-validations are combined into the ensemble's
+(`ser ensemble cv`: the mean of the members' out-of-fold probabilities, fold by fold)
+and the final models into one ensemble folder. models/default is replaced in one
+rename, so it is never half-written.
+
+    python training/build_default.py [--member-cv ser_crnn=runs/cv-... ...]
+Then `ser robustness <ensemble cv dir>` and `python training/build_default.py --robustness <dir>`
+copy the channel-shift results next to the model.
 """
 from __future__ import annotations
 
@@ -21,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ser_core import runs  # noqa: E402
+from ser_core import ensemble, runs  # noqa: E402
 from ser_core.config import models_dir  # noqa: E402
 from ser_core.training import (Logger, TrainConfig, _StopFlag, cross_validate, install_stop_handlers,  # noqa: E402
                                train)
@@ -29,38 +37,48 @@ from ser_core.training import (Logger, TrainConfig, _StopFlag, cross_validate, i
 HERE = Path(__file__).resolve().parent
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--recipe", default=str(HERE / "default.json"))
-    ap.add_argument("--cv-dir", help="a finished cross-validation of the same recipe to reuse")
-    args = ap.parse_args()
-    install_stop_handlers()
-    cfg = TrainConfig.from_dict(json.loads(Path(args.recipe).read_text())).resolved()
-    if args.cv_dir:
-        cv_dir = Path(args.cv_dir)
+def member_recipes(recipe: dict) -> list[TrainConfig]:
+    items = recipe["members"] if "members" in recipe else [recipe]
+    return [TrainConfig.from_dict(item).resolved() for item in items]
+
+
+def final_epochs(cfg: TrainConfig, metrics: dict) -> int:
+    epochs = sorted(f["best_epoch"] for f in metrics.get("folds", []) if f.get("best_epoch"))
+    return epochs[len(epochs) // 2] if epochs else cfg.epochs
+
+
+def build_member(cfg: TrainConfig, reuse: Path | None) -> tuple[Path, Path, dict] | None:
+    """(cv dir, final run dir, cv metrics) of one member, or None when stopped or incomplete."""
+    if reuse:
+        cv_dir = reuse
         metrics = json.loads((cv_dir / "metrics.json").read_text())
+        used = runs.read_json(cv_dir / "config.json") or {}
+        if used.get("arch") != cfg.arch:
+            raise SystemExit(f"{cv_dir} cross-validated {used.get('arch')}, not {cfg.arch}")
     else:
         cv_dir = runs.new_run_dir(f"cv-default-{cfg.arch}")
         metrics = cross_validate(cfg, cv_dir, log=Logger(cv_dir, to_file=True))
     if _StopFlag.requested or len(metrics.get("folds", [])) != 6:
-        print("cross-validation did not complete; models/default is left as it was", file=sys.stderr)
-        return 1
-    epochs = sorted(f["best_epoch"] for f in metrics["folds"] if f.get("best_epoch"))
-    final_epochs = epochs[len(epochs) // 2] if epochs else cfg.epochs
-    final_cfg = dataclasses.replace(cfg, protocol="all", n_val_speakers=0, epochs=final_epochs)
+        print(f"cross-validation of {cfg.arch} did not complete; models/default is left as it was", file=sys.stderr)
+        return None
+    final_cfg = dataclasses.replace(cfg, protocol="all", n_val_speakers=0, epochs=final_epochs(cfg, metrics))
     final_dir = runs.new_run_dir(f"final-{cfg.arch}")
     train(final_dir, final_cfg, log=Logger(final_dir, to_file=True))
     if _StopFlag.requested:
         print("final training was stopped; models/default is left as it was", file=sys.stderr)
-        return 1
+        return None
+    return cv_dir, final_dir, metrics
 
+
+def install(model_src: Path | None, cv_dir: Path, metrics: dict, builder) -> Path:
+    """Write the new models/default under a temporary name, then swap it in."""
     target = models_dir() / "default"
     tmp = models_dir() / ".default.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(final_dir / "model", tmp)
-    metrics["final_model"] = {"trained_on": "all 24 RAVDESS actors", "epochs": final_epochs,
-                              "epochs_rule": "median of the folds' early-stopping epochs",
-                              "recipe": cfg.to_dict()}
+    if model_src is not None:
+        shutil.copytree(model_src, tmp)
+    else:
+        builder(tmp)
     (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1))
     shutil.copy2(cv_dir / "predictions.csv", tmp / "predictions.csv")
     if (cv_dir / "robustness.json").exists():
@@ -71,8 +89,47 @@ def main() -> int:
         os.replace(target, old)
     os.replace(tmp, target)
     shutil.rmtree(old, ignore_errors=True)
-    print(f"models/default: cv accuracy {metrics['accuracy']:.3f}, UAR {metrics['uar']:.3f}; "
-          f"final model trained {final_epochs} epochs on all actors (cv in {cv_dir})")
+    return target
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--recipe", default=str(HERE / "default.json"))
+    ap.add_argument("--member-cv", action="append", default=[], metavar="ARCH=DIR",
+                    help="reuse a finished cross-validation of that member's recipe")
+    ap.add_argument("--robustness", metavar="CV_DIR",
+                    help="only copy CV_DIR/robustness.json into models/default (after `ser robustness CV_DIR`)")
+    args = ap.parse_args()
+    if args.robustness:
+        src = Path(args.robustness) / "robustness.json"
+        shutil.copy2(src, models_dir() / "default" / "robustness.json")
+        print(f"copied {src} to models/default")
+        return 0
+    install_stop_handlers()
+    recipe = json.loads(Path(args.recipe).read_text())
+    cfgs = member_recipes(recipe)
+    reuse = dict(item.split("=", 1) for item in args.member_cv)
+    built = []
+    for cfg in cfgs:
+        out = build_member(cfg, Path(reuse[cfg.arch]) if cfg.arch in reuse else None)
+        if out is None:
+            return 1
+        built.append((cfg, *out))
+    rule = "median of the folds' chosen epochs (the last epoch for recipes without a validation split)"
+    finals = [{"arch": cfg.arch, "trained_on": "all 24 RAVDESS actors", "epochs": final_epochs(cfg, m),
+               "epochs_rule": rule, "recipe": cfg.to_dict(), "cv_dir": str(cv)} for cfg, cv, _, m in built]
+    if len(built) == 1:
+        cfg, cv_dir, final_dir, metrics = built[0]
+        metrics["final_model"] = finals[0]
+        install(final_dir / "model", cv_dir, metrics, None)
+    else:
+        cv_dir = runs.new_run_dir("cv-default-ensemble")
+        metrics = ensemble.combine_cv([cv for _, cv, _, _ in built], cv_dir)
+        metrics["final_model"] = {"members": finals}
+        install(None, cv_dir, metrics,
+                lambda tmp: ensemble.build([final / "model" for _, _, final, _ in built], tmp))
+    print(f"models/default: cv accuracy {metrics['accuracy']:.3f}, UAR {metrics['uar']:.3f} (cv in {cv_dir}); "
+          f"next: ser robustness {cv_dir}")
     return 0
 
 

@@ -1,0 +1,120 @@
+"""Ensembles: honest combined cross-validation, a model folder that predicts what the CV recorded."""
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ser_core import ensemble, evaluation, runs
+from ser_core.errors import ModelError, SERError
+from ser_core.training import Logger, TrainConfig, cross_validate
+
+from conftest import ROOT, SAMPLES
+
+MEMBERS = ("seed004_dnn", "seed001_logmel_cnn")
+
+
+@pytest.fixture(scope="module")
+def member_cvs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ens")
+    out = []
+    for arch in MEMBERS:
+        cfg = TrainConfig(dataset=f"ravdess:{SAMPLES}", arch=arch, protocol="speaker_kfold", k=2, n_val_speakers=1,
+                          epochs=2, batch_size=8, workers=1)
+        cross_validate(cfg, root / arch, log=Logger(None, to_file=False, echo=False))
+        out.append(root / arch)
+    return out
+
+
+@pytest.fixture(scope="module")
+def ens_cv(member_cvs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ens-cv") / "cv"
+    ensemble.combine_cv(member_cvs, out)
+    return out
+
+
+def test_combined_cv_is_the_mean_of_the_members_out_of_fold_probabilities(member_cvs, ens_cv):
+    parts = [pd.read_csv(d / "predictions.csv").set_index("file").sort_index() for d in member_cvs]
+    labels = [c[2:] for c in parts[0].columns if c.startswith("p_")]
+    cols = [f"p_{lab}" for lab in labels]
+    mean = (parts[0][cols] + parts[1].loc[parts[0].index, cols]) / 2
+    combined = pd.read_csv(ens_cv / "predictions.csv").set_index("file").loc[mean.index]
+    np.testing.assert_allclose(combined[cols].to_numpy(), mean.to_numpy(), atol=1e-9)
+    assert (combined["pred"] == mean.idxmax(axis=1).str[2:]).all()
+    metrics = json.loads((ens_cv / "metrics.json").read_text())
+    again = evaluation.evaluate(combined.reset_index(), labels)
+    assert metrics["accuracy"] == pytest.approx(again["accuracy"])
+    assert metrics["members"] == list(MEMBERS) and len(metrics["member_accuracy"]) == 2
+    assert metrics["speaker_independent"] is True and "2-fold cross-validation" in metrics["protocol"]
+    # every fold's test speakers are the members' test speakers of that fold
+    for k in (1, 2):
+        fold = pd.read_csv(ens_cv / f"fold-{k}" / "predictions.csv")
+        assert set(fold["speaker"]) == set(pd.read_csv(member_cvs[0] / f"fold-{k}" / "predictions.csv")["speaker"])
+
+
+def test_ensemble_fold_model_predicts_what_the_cv_recorded(ens_cv):
+    from ser_core.predict import load_predictor
+
+    pred = load_predictor(ens_cv / "fold-1" / "model")
+    assert type(pred).__name__ == "EnsemblePredictor" and len(pred.members) == 2
+    table = pd.read_csv(ens_cv / "fold-1" / "predictions.csv")
+    labels = [c[2:] for c in table.columns if c.startswith("p_")]
+    for _, row in table.head(4).iterrows():
+        p = pred.predict_file(SAMPLES / row["file"])
+        np.testing.assert_allclose([p.probabilities[lab] for lab in labels], row[[f"p_{lab}" for lab in labels]]
+                                   .to_numpy(float), atol=1e-6)
+        assert p.emotion == row["pred"]
+
+
+def test_ensemble_says_no_speech_for_silence(ens_cv):
+    from ser_core.predict import load_predictor
+
+    hiss = (np.random.default_rng(0).standard_normal(32000) * 3e-4).astype(np.float32)   # about -70 dBFS, steady
+    p = load_predictor(ens_cv / "fold-1" / "model").predict_array(hiss, 16000)
+    assert p.emotion is None and "no speech" in p.message
+
+
+def test_ser_predict_and_robustness_take_an_ensemble(ens_cv, tmp_path):
+    from ser_core.robustness import evaluate_shifts
+
+    r = subprocess.run([sys.executable, "-m", "ser_core", "predict", "--json", "--model",
+                        str(ens_cv / "fold-2" / "model"), str(SAMPLES / "03-01-05-02-01-01-01.flac")],
+                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert abs(sum(json.loads(r.stdout)["probabilities"].values()) - 1) < 1e-3
+    cv = tmp_path / "cv"
+    shutil.copytree(ens_cv, cv)
+    result = evaluate_shifts(cv, shifts=["gain-20db"], folds=[1], workers=0)
+    recorded = pd.read_csv(cv / "fold-1" / "predictions.csv")
+    assert result["results"]["clean"]["accuracy"] == pytest.approx((recorded["true"] == recorded["pred"]).mean())
+
+
+def test_ensemble_refuses_what_does_not_fit(member_cvs, tmp_path):
+    single = member_cvs[0] / "fold-1" / "model"
+    with pytest.raises(ModelError, match="at least two"):
+        ensemble.build([single], tmp_path / "one")
+    other = tmp_path / "other-labels"
+    shutil.copytree(single, other)
+    spec = json.loads((other / "spec.json").read_text())
+    spec["labels"] = spec["labels"][:-1] + ["bored"]
+    (other / "spec.json").write_text(json.dumps(spec))
+    with pytest.raises(ModelError, match="same emotions"):
+        ensemble.build([single, other], tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()
+    short = tmp_path / "short-cv"
+    shutil.copytree(member_cvs[1], short)
+    cfg = runs.read_json(short / "config.json")
+    runs.write_json(short / "config.json", {**cfg, "cv_folds": [1]})
+    with pytest.raises(SERError, match="differ in cv_folds"):
+        ensemble.combine_cv([member_cvs[0], short], tmp_path / "mixed")
+
+
+def test_views_name_an_ensemble(ens_cv):
+    from ser_core import views
+
+    summary = views.model_summary(ens_cv / "fold-1" / "model")
+    assert summary["arch"] == "ensemble"
+    assert summary["title"] == "Ensemble of seed004_dnn + seed001_logmel_cnn (mean of their probabilities)"
