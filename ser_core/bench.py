@@ -105,15 +105,21 @@ def reference_features(y: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
             base = librosa.feature.mfcc(y=y, sr=sr, n_mfcc=cfg.n_mfcc, n_mels=max(cfg.n_mels, cfg.n_mfcc), **kw)
         chans = [base] + ([librosa.feature.delta(base), librosa.feature.delta(base, order=2)] if cfg.deltas else [])
         return np.stack(chans, axis=-1).astype(np.float32)
+    if cfg.kind == "stats":
+        ch = librosa.feature.chroma_stft(y=y, sr=sr, **kw)
+        rows = [librosa.feature.mfcc(y=y, sr=sr, n_mfcc=cfg.n_mfcc, n_mels=max(cfg.n_mels, cfg.n_mfcc), **kw), ch,
+                librosa.feature.spectral_contrast(y=y, sr=sr, **kw), librosa.feature.tonnetz(chroma=ch),
+                librosa.feature.zero_crossing_rate(y, frame_length=cfg.n_fft, hop_length=cfg.hop_length),
+                librosa.feature.rms(y=y, frame_length=cfg.n_fft, hop_length=cfg.hop_length)]
+        stacked = np.concatenate(rows)
+        return np.concatenate([stacked.mean(axis=-1), stacked.std(axis=-1)]).astype(np.float32)
+    if cfg.kind == "image":
+        db = librosa.power_to_db(librosa.feature.melspectrogram(y=y, sr=sr, n_mels=cfg.image_size, **kw), ref=np.max)
+        scaled = np.clip((db + 80.0) / 80.0, 0.0, 1.0)[::-1]
+        grid = np.linspace(0, 1, cfg.image_size)
+        square = np.stack([np.interp(grid, np.linspace(0, 1, scaled.shape[1]), row) for row in scaled])
+        return features._viridis_lut()[np.round(square * 255).astype(np.int32)]
     raise ValueError(f"no librosa reference for feature kind {cfg.kind!r}")
-
-
-def reference_load(path, cfg: FeatureConfig) -> np.ndarray:
-    """``librosa.load`` and the model's fixed-length (conditioned) window."""
-    import librosa
-
-    y, _ = librosa.load(path, sr=cfg.sample_rate)
-    return features.prepare(y, cfg)
 
 
 # --------------------------------------------------------------------------- inputs
@@ -181,26 +187,34 @@ def agreement(clips: list[str]) -> dict:
 # --------------------------------------------------------------------------- 2 end to end
 def bench_end_to_end(model_dir: Path, clips: list[str], batch_paths: list[str], repeats: int,
                      batch_repeats: int) -> dict:
-    from .predict import Predictor
+    import librosa
+
+    from .predict import load_predictor
 
     t = time.perf_counter()
-    predictor = Predictor(model_dir)
+    predictor = load_predictor(model_dir)
     load_s = time.perf_counter() - t
-    cfg, model = predictor.cfg, predictor.model
+    sr = predictor.cfg.sample_rate
+    members = getattr(predictor, "members", [predictor])     # an ensemble runs every member's path
 
     def reference(path):
-        x = reference_features(reference_load(path, cfg), cfg)
-        return model.predict(predictor.normalise(x[None]), verbose=0)
+        y, _ = librosa.load(path, sr=sr)
+        return np.mean([m.model.predict(m.normalise(reference_features(features.prepare(y, m.cfg), m.cfg)[None]),
+                                        verbose=0) for m in members], axis=0)
 
     def project_batch(_):
-        x = np.stack([features.extract(audio.load(p, sr=cfg.sample_rate), cfg) for p in batch_paths])
-        return predictor.predict_features(x)
+        waves = [audio.load(p, sr=sr) for p in batch_paths]
+        return np.mean([m.predict_features(np.stack([features.extract(y, m.cfg) for y in waves]))
+                        for m in members], axis=0)
 
     def reference_batch(_):
-        x = np.stack([reference_features(reference_load(p, cfg), cfg) for p in batch_paths])
-        return model.predict(predictor.normalise(x), batch_size=len(batch_paths), verbose=0)
+        waves = [librosa.load(p, sr=sr)[0] for p in batch_paths]
+        return np.mean([m.model.predict(m.normalise(np.stack([reference_features(features.prepare(y, m.cfg), m.cfg)
+                                                              for y in waves])), batch_size=len(waves), verbose=0)
+                        for m in members], axis=0)
 
-    _header(f"2. End-to-end prediction from a file, warm ({model_dir.name}: {predictor.spec.arch}, "
+    name = predictor.spec.arch + (f" of {', '.join(m.spec.arch for m in members)}" if len(members) > 1 else "")
+    _header(f"2. End-to-end prediction from a file, warm ({model_dir.name}: {name}, "
             f"model loaded in {load_s:.1f} s)")
     single = interleaved({"project": lambda i: predictor.predict_file(clips[i % len(clips)]),
                           "reference": lambda i: reference(clips[i % len(clips)])}, repeats, warmup=2)
@@ -209,7 +223,7 @@ def bench_end_to_end(model_dir: Path, clips: list[str], batch_paths: list[str], 
     rate = {k: round(len(batch_paths) / (v["median_ms"] / 1e3), 1) for k, v in batch.items()}
     print(_row(f"batch of {len(batch_paths)} clips", batch["project"], batch["reference"]))
     print(f"  {'':<44} {rate['project']:9.1f} clips/s{'':7} {rate['reference']:9.1f} clips/s")
-    return {"model": str(model_dir), "arch": predictor.spec.arch, "model_load_s": round(load_s, 2),
+    return {"model": str(model_dir), "arch": name, "model_load_s": round(load_s, 2),
             "single": {**single, "ratio": _ratio(single["reference"], single["project"])},
             "batch": {**batch, "clips": len(batch_paths), "clips_per_s": rate,
                       "ratio": _ratio(batch["reference"], batch["project"])}}
@@ -526,6 +540,7 @@ def main(argv: list[str] | None = None) -> int:
     quick = args.quick
     model_dir = Path(args.model) if args.model else ROOT / "models" / "default"
     spec = ModelSpec.load(model_dir / "spec.json")
+    archs = list(spec.extra.get("member_archs") or [spec.arch])     # an ensemble trains each member
     paths, note = corpus_paths()
     have_corpus = "SER_DATA_DIR" in note and len(paths) >= 100
     workdir = Path(tempfile.mkdtemp(prefix="ser-bench-"))
@@ -550,8 +565,8 @@ def main(argv: list[str] | None = None) -> int:
             res["corpus"] = bench_corpus(paths, note, spec.features, cache_root, 1 if quick else 3)
         if not args.skip_train:
             res["training"] = {arch: bench_epochs(arch, have_corpus, 1 if quick else 3)
-                               for arch in dict.fromkeys([spec.arch, OVERHEAD_BOUND_ARCH])}
-            res["train_process"] = bench_first_epoch(spec.arch, have_corpus, env, workdir)
+                               for arch in dict.fromkeys([*archs, OVERHEAD_BOUND_ARCH])}
+            res["train_process"] = bench_first_epoch(archs[0], have_corpus, env, workdir)
         res["predict_process"] = bench_predict_memory(model_dir, clips[0], env)
         if "train_process" in res:
             print(f"  `ser train` process (features, one epoch, test evaluation): "
