@@ -66,7 +66,7 @@ def new_run_form() -> None:
         online = c3.multiselect("Online augmentation", ONLINE_AUGS, default=list(defaults.get("online_aug", ())),
                                 format_func=lambda a: AUG_TITLES.get(a, a), key=f"t_online_{arch_name}")
         seed = c4.number_input("Seed", 0, 10_000, 0, key="t_seed")
-        c1, c2, c3 = st.columns(3)
+        c1, c2, c3, c4 = st.columns(4)
         weights = c1.checkbox("Class weights", True, key="t_weights",
                               help="Weight the loss so rare emotions (neutral) count as much as the others.")
         targeted = c2.checkbox("Targeted augmentation", bool(defaults.get("targeted_aug", True)),
@@ -74,6 +74,10 @@ def new_run_form() -> None:
                                help="Noisy, gain-shifted and masked copies of minority-class clips.")
         quick = c3.checkbox("Quick run: a few actors", False, key="t_quick", disabled=samples_only,
                             help="The fold's test actors plus four training actors: a fast smoke test.")
+        schedule = c4.selectbox("Learning-rate schedule", ("plateau", "cosine"), key="t_schedule",
+                                format_func=lambda s: {"plateau": "halve on plateau", "cosine": "cosine decay"}[s],
+                                help="Halve the rate when validation loss stalls, or warm up for two epochs and "
+                                     "decay along a cosine to 1 % by the last epoch.")
         submitted = st.form_submit_button("Start training", type="primary", icon=":material/play_arrow:")
     if not submitted:
         return
@@ -81,7 +85,7 @@ def new_run_form() -> None:
               "epochs": int(epochs), "batch_size": int(batch), "learning_rate": float(lr),
               "label_smoothing": float(smoothing), "mixup": float(mixup), "online_aug": list(online),
               "class_weights": bool(weights), "targeted_aug": bool(targeted), "patience": int(patience),
-              "seed": int(seed)}
+              "seed": int(seed), "schedule": schedule}
     if quick and not samples_only:
         config["speakers"] = list(views.quick_speakers(protocol, int(fold)))
     try:

@@ -251,12 +251,26 @@ def bench_corpus(paths: list[str], note: str, cfg: FeatureConfig, root: Path, wa
 
 
 # --------------------------------------------------------------------------- 4 training
+ARCH_PARAMS: dict[str, dict] = {}     # architecture parameters of the benchmarked model's recipe
+
+
+def recipe_params(model_dir: Path) -> dict[str, dict]:
+    """{arch: arch_params} of the recipes that trained a model folder (from its metrics.json)."""
+    from . import runs
+
+    final = (runs.read_json(model_dir / "metrics.json", {}) or {}).get("final_model") or {}
+    recipes = [m.get("recipe", {}) for m in final.get("members", [])] or [final.get("recipe", {})]
+    return {r["arch"]: dict(r.get("arch_params") or {}) for r in recipes if r.get("arch")}
+
+
 def _train_config(arch: str, have_corpus: bool):
     from .training import TrainConfig
 
+    params = ARCH_PARAMS.get(arch, {})
     if have_corpus:
-        return TrainConfig(arch=arch)
-    return TrainConfig(dataset=f"ravdess:{SAMPLES}", arch=arch, test_speakers=("ravdess-01",), n_val_speakers=1)
+        return TrainConfig(arch=arch, arch_params=params)
+    return TrainConfig(dataset=f"ravdess:{SAMPLES}", arch=arch, test_speakers=("ravdess-01",), n_val_speakers=1,
+                       arch_params=params)
 
 
 def stock_layers(model):
@@ -293,13 +307,13 @@ def bench_epochs(arch: str, have_corpus: bool, rounds: int) -> dict:
     onehot = np.eye(n, dtype=np.float32)
 
     with training._precision(cfg.precision):
-        ours = training.compile_model(models.build(arch, x.shape[1:], n, seed=cfg.seed), cfg,
+        ours = training.compile_model(models.build(arch, x.shape[1:], n, seed=cfg.seed, **cfg.arch_params), cfg,
                                       -(-len(x) // cfg.batch_size))
     weights = training._class_weights(y, n) if cfg.class_weights else None
     train_ds = training.make_dataset(x, y, n, batch_size=cfg.batch_size, weights=weights, training=True,
                                      online_aug=cfg.online_aug, mixup=cfg.mixup, seed=cfg.seed)
     val_ds = training.make_dataset(xv, yv, n, batch_size=256, weights=None, training=False)
-    plain = stock_layers(models.build(arch, x.shape[1:], n, seed=cfg.seed))
+    plain = stock_layers(models.build(arch, x.shape[1:], n, seed=cfg.seed, **cfg.arch_params))
     plain.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate),
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing), metrics=["accuracy"])
     epoch = {"project": 0, "plain": 0}
@@ -364,6 +378,8 @@ def bench_first_epoch(arch: str, have_corpus: bool, env: dict, workdir: Path) ->
            "--dataset", cfg.dataset]
     if cfg.test_speakers:
         cmd += ["--test-speakers", "1", "--val-speakers", "1"]
+    for key, value in cfg.arch_params.items():
+        cmd += ["--param", f"{key}={json.dumps(value)}"]
 
     def epoch_done() -> bool:
         try:
@@ -541,6 +557,7 @@ def main(argv: list[str] | None = None) -> int:
     model_dir = Path(args.model) if args.model else ROOT / "models" / "default"
     spec = ModelSpec.load(model_dir / "spec.json")
     archs = list(spec.extra.get("member_archs") or [spec.arch])     # an ensemble trains each member
+    ARCH_PARAMS.update(recipe_params(model_dir))
     paths, note = corpus_paths()
     have_corpus = "SER_DATA_DIR" in note and len(paths) >= 100
     workdir = Path(tempfile.mkdtemp(prefix="ser-bench-"))

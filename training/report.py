@@ -38,7 +38,16 @@ def default_block() -> str:
         folds = ", ".join(f"{pct(v['accuracy'])}" for _, v in sorted(m["per_fold"].items()))
         lines.append(f"| per fold (1–6) | {folds} |")
     fm = m.get("final_model", {})
-    if fm:
+    if fm.get("members"):
+        lines += ["", "It is an ensemble: the mean of the probabilities of models that hear different features. "
+                      "Each member's own cross-validation on the same folds, and its final model:", "",
+                  "| member | its own CV accuracy | final model |", "|---|---|---|"]
+        for mem, acc in zip(fm["members"], m.get("member_accuracy", [])):
+            lines.append(f"| `{mem['arch']}` | {pct(acc)} | {mem['trained_on']}, {mem['epochs']} epochs |")
+        lines += ["", "The ensemble's figures above average the members' out-of-fold probabilities fold by fold "
+                      "(every fold's members trained on the same actors, so no test actor was seen); the final "
+                      f"models train for the {fm['members'][0]['epochs_rule']}."]
+    elif fm:
         lines += ["", f"The shipped model itself is the same recipe trained on {fm['trained_on']} for {fm['epochs']} "
                       f"epochs ({fm['epochs_rule']}); the figures above are its recipe's out-of-fold estimate."]
     rob = d / "robustness.json"
