@@ -306,7 +306,7 @@ def bench_epochs(arch: str, have_corpus: bool, rounds: int) -> dict:
     xv, yv = data.x["val"][keep], data.y["val"][keep]
     onehot = np.eye(n, dtype=np.float32)
 
-    with training._precision(cfg.precision):
+    with training.precision_policy(cfg.precision):
         ours = training.compile_model(models.build(arch, x.shape[1:], n, seed=cfg.seed, **cfg.arch_params), cfg,
                                       -(-len(x) // cfg.batch_size))
     weights = training._class_weights(y, n) if cfg.class_weights else None

@@ -6,6 +6,7 @@ Features are extracted (cached, on all cores) before TensorFlow is imported.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -473,7 +474,7 @@ def fit(run_dir: Path, cfg: TrainConfig, data: Prepared, log: Logger, t_start: f
     members = []
     for member in range(cfg.ensemble):
         seed = cfg.seed + member
-        with _precision(cfg.precision):
+        with precision_policy(cfg.precision):
             model = models.build(cfg.arch, shape, n, seed=seed, **cfg.arch_params)
             compile_model(model, cfg, steps)
             train_ds = make_dataset(data.x["train"], data.y["train"], n, batch_size=cfg.batch_size, weights=weights,
@@ -491,21 +492,17 @@ def fit(run_dir: Path, cfg: TrainConfig, data: Prepared, log: Logger, t_start: f
     return members[0] if len(members) == 1 else average_models(members, cfg.arch)
 
 
-class _precision:
+@contextlib.contextmanager
+def precision_policy(precision: str):
     """Keras's global dtype policy for the models built inside; float32 is restored on exit."""
+    from .tf_setup import keras as _keras
 
-    def __init__(self, precision: str):
-        self.policy = "mixed_bfloat16" if precision == "bfloat16" else "float32"
-
-    def __enter__(self):
-        from .tf_setup import keras as _keras
-
-        _keras().mixed_precision.set_global_policy(self.policy)
-
-    def __exit__(self, *exc):
-        from .tf_setup import keras as _keras
-
-        _keras().mixed_precision.set_global_policy("float32")
+    keras = _keras()
+    keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bfloat16" else "float32")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
 
 
 def as_float32(model, cfg: TrainConfig, shape: tuple[int, ...], n_classes: int):

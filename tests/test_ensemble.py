@@ -118,3 +118,10 @@ def test_views_name_an_ensemble(ens_cv):
     summary = views.model_summary(ens_cv / "fold-1" / "model")
     assert summary["arch"] == "ensemble"
     assert summary["title"] == "Ensemble of seed004_dnn + seed001_logmel_cnn (mean of their probabilities)"
+
+
+def test_ensemble_cli_names_a_bad_folder(member_cvs, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "ser_core", "ensemble", "cv", str(member_cvs[0]), str(tmp_path / "nope"),
+                        "--out", str(tmp_path / "out")], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert f"{tmp_path / 'nope'} is not a finished cross-validation" in r.stderr
