@@ -22,7 +22,8 @@ sys.path.insert(0, str(ROOT))
 from ser_core import models, runs  # noqa: E402
 
 RESULTS = ROOT / "training" / "results"
-ORDER = ["seed004_dnn", "seed000_cnn", "seed002_cnn_lstm", "seed001_logmel_cnn", "seed003_image_cnn", "ser_crnn"]
+ORDER = ["seed004_dnn", "seed000_cnn", "seed002_cnn_lstm", "seed001_logmel_cnn", "seed003_image_cnn", "ser_crnn",
+         "ensemble"]
 
 
 def ser(*args: str) -> float:
@@ -52,12 +53,22 @@ def run_arch(arch: str, skip_random: bool, budget: list[str]) -> dict:
     if not skip_random and "random" not in result:
         run_dir = runs.runs_dir() / f"zoo-random-{arch}"
         secs = ser("train", "--arch", arch, "--protocol", "random", "--run-dir", str(run_dir), *budget)
-        m = json.loads((run_dir / "metrics.json").read_text())
-        result["random"] = {"protocol": m["protocol"], "accuracy": m["accuracy"], "uar": m["uar"],
-                            "wall_seconds": round(secs),
-                            "command": " ".join(["ser train --arch", arch, "--protocol random", *budget])}
+        record_random(result, run_dir, secs, " ".join(["ser train --arch", arch, "--protocol random", *budget]))
         out.write_text(json.dumps(result, indent=1))
     return result
+
+
+def record_random(result: dict, run_dir: Path, secs: float, command: str) -> None:
+    m = json.loads((run_dir / "metrics.json").read_text())
+    result["random"] = {"protocol": m["protocol"], "accuracy": m["accuracy"], "uar": m["uar"],
+                        "wall_seconds": round(secs), "command": command}
+
+
+def recipe_text(cfg: dict) -> str:
+    """The settings of a run's config.json that differ between recipes, as JSON."""
+    keys = ("arch", "epochs", "patience", "schedule", "learning_rate", "mixup", "channel_aug", "n_val_speakers",
+            "arch_params", "precision")
+    return json.dumps({k: cfg[k] for k in keys if k in cfg})
 
 
 def table() -> str:
@@ -68,11 +79,14 @@ def table() -> str:
         f = RESULTS / f"{arch}.json"
         r = json.loads(f.read_text()) if f.exists() else {}
         cv = r.get("cv")
+        if not cv and arch == "ensemble":
+            continue
         if not cv:
             rows.append(f"| `{arch}` | not measured yet: `python training/zoo.py --archs {arch}` | | | | | | |")
             continue
         rnd = r.get("random")
-        rows.append(f"| `{arch}` | {cv['accuracy']:.1%} | {cv['uar']:.1%} | {cv['macro_f1']:.3f} | "
+        name = f"`{arch}`" if arch != "ensemble" else "**default: ensemble**"
+        rows.append(f"| {name} | {cv['accuracy']:.1%} | {cv['uar']:.1%} | {cv['macro_f1']:.3f} | "
                     f"{cv['female_accuracy']:.1%} | {cv['male_accuracy']:.1%} | {cv['wall_seconds'] / 60:.0f} min | "
                     + (f"{rnd['accuracy']:.1%} |" if rnd else "not run |"))
     return "\n".join(rows)
@@ -80,15 +94,26 @@ def table() -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--archs", default=",".join(ORDER))
+    ap.add_argument("--archs", default=",".join(a for a in ORDER if a != "ensemble"))
     ap.add_argument("--skip-random", action="store_true")
     ap.add_argument("--table-only", action="store_true")
     ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--patience", type=int, default=15)
     ap.add_argument("--from-cv", metavar="ARCH=DIR",
                     help="record a finished cross-validation (e.g. the default model's) instead of running one")
+    ap.add_argument("--from-random", metavar="ARCH=RUN_DIR",
+                    help="record a finished random-split run (e.g. of the default recipe) instead of running one")
     args = ap.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
+    if args.from_random:
+        arch, run_dir = args.from_random.split("=", 1)
+        out = RESULTS / f"{arch}.json"
+        result = json.loads(out.read_text()) if out.exists() else {"arch": arch}
+        cfg = json.loads((Path(run_dir) / "config.json").read_text())
+        m = json.loads((Path(run_dir) / "metrics.json").read_text())
+        record_random(result, Path(run_dir), m.get("train_seconds", 0),
+                      "ser train --protocol random, settings " + recipe_text(cfg))
+        out.write_text(json.dumps(result, indent=1))
     if args.from_cv:
         arch, cv_dir = args.from_cv.split("=", 1)
         cfg = json.loads((Path(cv_dir) / "config.json").read_text())
@@ -98,10 +123,10 @@ def main() -> int:
             result.update({k: v for k, v in json.loads(out.read_text()).items() if k != "cv"})
         m = json.loads((Path(cv_dir) / "metrics.json").read_text())
         record_cv(result, Path(cv_dir), m.get("wall_seconds", 0),
-                  f"python training/build_default.py (recipe training/default.json: epochs {cfg['epochs']}, "
-                  f"patience {cfg['patience']}, channel_aug {cfg.get('channel_aug')})")
+                  ("ser ensemble cv (members: " + ", ".join(m.get("members", [])) + ")") if arch == "ensemble"
+                  else "ser cv --protocol emobox6, settings " + recipe_text(cfg))
         out.write_text(json.dumps(result, indent=1))
-    elif not args.table_only:
+    elif not args.table_only and not args.from_random:
         for arch in args.archs.split(","):
             models.get(arch)
             run_arch(arch, args.skip_random, ["--epochs", str(args.epochs), "--patience", str(args.patience)])
