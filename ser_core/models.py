@@ -184,9 +184,9 @@ def seed004_dnn(input_shape, n_classes, units: int = 256, dropout: float = 0.4):
 @register("ser_crnn", "SER-CRNN: log-mel+deltas CNN, BiGRU, attention pooling (project's own)", "this project",
           FeatureConfig(kind="logmel", n_mels=64, n_fft=1024, hop_length=512, deltas=True,
                         trim_silence=True, loudness_norm=True),
-          online_aug=("time_mask", "freq_mask", "freq_shift", "time_stretch"), mixup=0.2, label_smoothing=0.05,
+          online_aug=("time_mask", "freq_mask", "freq_shift", "time_stretch"), mixup=0.0, label_smoothing=0.05,
           targeted_aug=False)
-def ser_crnn(input_shape, n_classes, width: int = 24, units: int = 48, dropout: float = 0.3):
+def ser_crnn(input_shape, n_classes, width: int = 32, units: int = 64, dropout: float = 0.3):
     """Conv blocks pool frequency more than time; a bidirectional GRU reads the frame sequence;
     attention pooling weighs the frames that carry emotion instead of averaging all of them."""
     import keras

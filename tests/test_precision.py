@@ -85,5 +85,5 @@ def test_bad_schedule_precision_or_parameter_is_a_clear_error():
         TrainConfig(arch="ser_crnn", schedule="sawtooth").resolved()
     with pytest.raises(Exception, match="unknown precision"):
         TrainConfig(arch="ser_crnn", precision="float8").resolved()
-    with pytest.raises(Exception, match=r"ser_crnn has no parameter depth; it takes width \(default 24\)"):
+    with pytest.raises(Exception, match=r"ser_crnn has no parameter depth; it takes width \(default 32\)"):
         TrainConfig(arch="ser_crnn", arch_params={"depth": 3}).resolved()
