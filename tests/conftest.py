@@ -56,7 +56,7 @@ def tiny_run(tmp_path_factory) -> Path:
 
     run_dir = tmp_path_factory.mktemp("tiny-run")
     cfg = TrainConfig(dataset=f"ravdess:{SAMPLES}", arch="seed000_cnn", test_speakers=("ravdess-01",),
-                      n_val_speakers=1, epochs=3, batch_size=8, workers=1)
+                      n_val_speakers=1, epochs=3, batch_size=8, workers=1, precision="float32")
     train(run_dir, cfg, log=Logger(run_dir, to_file=True, echo=False))
     return run_dir
 
