@@ -110,7 +110,7 @@ class EnsemblePredictor:
         return self.predict_array(y, name=label)
 
 
-def build(members: Sequence[Path | str], out_dir: Path | str, *, extra: dict | None = None) -> Path:
+def build(members: Sequence[Path | str], out_dir: Path | str) -> Path:
     """Copy finished model folders into a new ensemble folder (written under a temporary name)."""
     from .config import EMOTIONS
 
@@ -133,8 +133,7 @@ def build(members: Sequence[Path | str], out_dir: Path | str, *, extra: dict | N
             shutil.copy2(Path(src) / f, dest / f)
     first = specs[0]
     spec = ModelSpec(arch=ARCH, features=first.features, labels=ordered, protocol=first.protocol,
-                     created=runs.now_iso(), extra={"members": names, "member_archs": [s.arch for s in specs],
-                                                    **(extra or {})})
+                     created=runs.now_iso(), extra={"members": names, "member_archs": [s.arch for s in specs]})
     spec.save(tmp / "spec.json")
     if out_dir.exists():
         shutil.rmtree(out_dir)
@@ -167,7 +166,7 @@ def combine_cv(cv_dirs: Sequence[Path | str], out_dir: Path | str) -> dict:
     if len(cv_dirs) < 2:
         raise SERError("an ensemble cross-validation needs at least two member cross-validations")
     configs = [runs.read_json(d / "config.json") or {} for d in cv_dirs]
-    for d, c in zip(cv_dirs, configs):
+    for d in cv_dirs:
         if runs.read_status(d).get("state") != "finished" or not (d / "predictions.csv").exists():
             raise SERError(f"{d} is not a finished cross-validation")
     for key in ("dataset", "protocol", "cv_folds"):

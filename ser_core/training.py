@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import signal
@@ -32,6 +33,7 @@ PRECISIONS = ("auto", "float32", "bfloat16")
 SCHEDULES = ("plateau", "cosine")
 
 
+@functools.lru_cache(maxsize=1)
 def bf16_supported() -> bool:
     """True when the CPU multiplies bfloat16 natively (AVX512-BF16 or AMX), where mixed precision pays."""
     try:
@@ -507,7 +509,7 @@ def precision_policy(precision: str):
 
 def as_float32(model, cfg: TrainConfig, shape: tuple[int, ...], n_classes: int):
     """The same architecture built in float32, holding ``model``'s (float32) weights."""
-    if all(w.dtype == "float32" for w in model.weights) and model.dtype_policy.name == "float32":
+    if cfg.precision == "float32":
         return model
     clean = models.build(cfg.arch, shape, n_classes, seed=cfg.seed, **cfg.arch_params)
     clean.set_weights(model.get_weights())
