@@ -3,10 +3,12 @@
 The recipe (training/default.json) lists one or more members. For each member:
 
 1. 6-fold speaker-independent cross-validation (EmoBox folds): metrics.json and
-   out-of-fold predictions.csv (or reuse a finished one with --member-cv ARCH=DIR).
+   out-of-fold predictions.csv (or reuse a finished one with --member-cv ARCH=DIR;
+   ARCH@SEED when two members share an architecture).
 2. The final model: the same recipe trained on all 24 actors for the median number
    of epochs the folds chose (their last epoch when a recipe trains without a
-   validation split; no test actor exists any more, so nothing is selected on test data).
+   validation split; no test actor exists any more, so nothing is selected on test data),
+   or a finished one given with --member-final ARCH=DIR.
 
 With several members, their cross-validations are combined into the ensemble's
 (`ser ensemble cv`: the mean of the members' out-of-fold probabilities, fold by fold)
@@ -47,7 +49,15 @@ def final_epochs(cfg: TrainConfig, metrics: dict) -> int:
     return epochs[len(epochs) // 2] if epochs else cfg.epochs
 
 
-def build_member(cfg: TrainConfig, reuse: Path | None) -> tuple[Path, Path, dict] | None:
+def reused(cfg: TrainConfig, given: dict[str, str]) -> Path | None:
+    """The folder given for this member: keyed ARCH@SEED, or just ARCH."""
+    for key in (f"{cfg.arch}@{cfg.seed}", cfg.arch):
+        if key in given:
+            return Path(given[key])
+    return None
+
+
+def build_member(cfg: TrainConfig, reuse: Path | None, final: Path | None) -> tuple[Path, Path, dict] | None:
     """(cv dir, final run dir, cv metrics) of one member, or None when stopped or incomplete."""
     if reuse:
         cv_dir = reuse
@@ -62,12 +72,24 @@ def build_member(cfg: TrainConfig, reuse: Path | None) -> tuple[Path, Path, dict
         print(f"cross-validation of {cfg.arch} did not complete; models/default is left as it was", file=sys.stderr)
         return None
     final_cfg = dataclasses.replace(cfg, protocol="all", n_val_speakers=0, epochs=final_epochs(cfg, metrics))
+    if final is not None:
+        check_final(final, final_cfg)
+        return cv_dir, final, metrics
     final_dir = runs.new_run_dir(f"final-{cfg.arch}")
     train(final_dir, final_cfg, log=Logger(final_dir, to_file=True))
     if _StopFlag.requested:
         print("final training was stopped; models/default is left as it was", file=sys.stderr)
         return None
     return cv_dir, final_dir, metrics
+
+
+def check_final(final_dir: Path, final_cfg: TrainConfig) -> None:
+    """Refuse a reused final run that is not this member's recipe on all actors."""
+    used = runs.read_json(final_dir / "config.json") or {}
+    want = json.loads(json.dumps(final_cfg.to_dict()))
+    diff = sorted(k for k in want if k != "workers" and used.get(k) != want[k])
+    if diff or not (final_dir / "model").exists():
+        raise SystemExit(f"{final_dir} is not a finished final run of this recipe (differs in: {', '.join(diff) or 'model'})")
 
 
 def install(model_src: Path | None, cv_dir: Path, metrics: dict, builder) -> Path:
@@ -96,7 +118,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--recipe", default=str(HERE / "default.json"))
     ap.add_argument("--member-cv", action="append", default=[], metavar="ARCH=DIR",
-                    help="reuse a finished cross-validation of that member's recipe")
+                    help="reuse a finished cross-validation of that member's recipe (ARCH@SEED when two share an arch)")
+    ap.add_argument("--member-final", action="append", default=[], metavar="ARCH=DIR",
+                    help="reuse a finished all-actor run of that member's recipe")
     ap.add_argument("--robustness", metavar="CV_DIR",
                     help="only copy CV_DIR/robustness.json into models/default (after `ser robustness CV_DIR`)")
     args = ap.parse_args()
@@ -109,9 +133,10 @@ def main() -> int:
     recipe = json.loads(Path(args.recipe).read_text())
     cfgs = member_recipes(recipe)
     reuse = dict(item.split("=", 1) for item in args.member_cv)
+    finals_given = dict(item.split("=", 1) for item in args.member_final)
     built = []
     for cfg in cfgs:
-        out = build_member(cfg, Path(reuse[cfg.arch]) if cfg.arch in reuse else None)
+        out = build_member(cfg, reused(cfg, reuse), reused(cfg, finals_given))
         if out is None:
             return 1
         built.append((cfg, *out))
