@@ -71,6 +71,10 @@ def recipe_text(cfg: dict) -> str:
     return json.dumps({k: cfg[k] for k in keys if k in cfg})
 
 
+def wall(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+
+
 def table() -> str:
     rows = ["| architecture | accuracy | UAR | macro F1 | female acc | male acc | wall time | "
             "random 80/20 split (speaker-DEPENDENT) |",
@@ -87,7 +91,7 @@ def table() -> str:
         rnd = r.get("random")
         name = f"`{arch}`" if arch != "ensemble" else "**default: ensemble**"
         rows.append(f"| {name} | {cv['accuracy']:.1%} | {cv['uar']:.1%} | {cv['macro_f1']:.3f} | "
-                    f"{cv['female_accuracy']:.1%} | {cv['male_accuracy']:.1%} | {cv['wall_seconds'] / 60:.0f} min | "
+                    f"{cv['female_accuracy']:.1%} | {cv['male_accuracy']:.1%} | {wall(cv['wall_seconds'])} | "
                     + (f"{rnd['accuracy']:.1%} |" if rnd else "not run |"))
     return "\n".join(rows)
 
