@@ -39,11 +39,13 @@ def default_block() -> str:
         lines.append(f"| per fold (1–6) | {folds} |")
     fm = m.get("final_model", {})
     if fm.get("members"):
-        lines += ["", "It is an ensemble: the mean of the probabilities of models that hear different features. "
-                      "Each member's own cross-validation on the same folds, and its final model:", "",
+        lines += ["", "It is an ensemble: the mean of its members' probabilities. Each member's own "
+                      "cross-validation on the same folds, and its final model:", "",
                   "| member | its own CV accuracy | final model |", "|---|---|---|"]
         for mem, acc in zip(fm["members"], m.get("member_accuracy", [])):
-            lines.append(f"| `{mem['arch']}` | {pct(acc)} | {mem['trained_on']}, {mem['epochs']} epochs |")
+            r = mem.get("recipe", {})
+            lines.append(f"| `{mem['arch']}` (seed {r.get('seed', 0)}, channel augmentation {r.get('channel_aug') or 0:g}) "
+                         f"| {pct(acc)} | {mem['trained_on']}, {mem['epochs']} epochs |")
         lines += ["", "The ensemble's figures above average the members' out-of-fold probabilities fold by fold "
                       "(every fold's members trained on the same actors, so no test actor was seen); the final "
                       f"models train for the {fm['members'][0]['epochs_rule']}."]
