@@ -24,18 +24,18 @@ def test_two_members_of_one_architecture_are_told_apart_by_seed():
     assert build_default.reused(TrainConfig(arch="seed000_cnn"), given) is None
 
 
-def _final_run(tmp_path, cfg):
+def _run(tmp_path, cfg, **extra):
     (tmp_path / "model").mkdir()
-    (tmp_path / "config.json").write_text(json.dumps({**cfg.to_dict(), "workers": 2}))
+    (tmp_path / "config.json").write_text(json.dumps({**cfg.to_dict(), "workers": 2, **extra}))
     return tmp_path
 
 
-def test_a_reused_final_run_must_be_this_recipe_on_all_actors(tmp_path):
-    final_cfg = TrainConfig(arch="ser_crnn", protocol="all", n_val_speakers=0, epochs=60, seed=1)
-    run = _final_run(tmp_path, final_cfg)
-    build_default.check_final(run, final_cfg)
-    with pytest.raises(SystemExit, match="epochs, seed"):
-        build_default.check_final(run, dataclasses.replace(final_cfg, epochs=30, seed=0))
+def test_a_reused_run_must_be_this_members_recipe_and_finished(tmp_path):
+    final_cfg = TrainConfig(arch="ser_crnn", protocol="all", n_val_speakers=0, epochs=60, seed=1, channel_aug=0.6)
+    run = _run(tmp_path, final_cfg, cv_folds=[1, 2])
+    build_default.check_reused(run, final_cfg, "model", "all-actor run")
+    with pytest.raises(SystemExit, match=r"differs in: channel_aug, seed\)"):
+        build_default.check_reused(run, dataclasses.replace(final_cfg, seed=0, channel_aug=0.3), "model", "run")
     (run / "model").rmdir()
-    with pytest.raises(SystemExit, match="model"):
-        build_default.check_final(run, final_cfg)
+    with pytest.raises(SystemExit, match="model missing"):
+        build_default.check_reused(run, final_cfg, "model", "all-actor run")

@@ -61,10 +61,8 @@ def build_member(cfg: TrainConfig, reuse: Path | None, final: Path | None) -> tu
     """(cv dir, final run dir, cv metrics) of one member, or None when stopped or incomplete."""
     if reuse:
         cv_dir = reuse
+        check_reused(cv_dir, cfg, "metrics.json", "cross-validation")
         metrics = json.loads((cv_dir / "metrics.json").read_text())
-        used = runs.read_json(cv_dir / "config.json") or {}
-        if used.get("arch") != cfg.arch:
-            raise SystemExit(f"{cv_dir} cross-validated {used.get('arch')}, not {cfg.arch}")
     else:
         cv_dir = runs.new_run_dir(f"cv-default-{cfg.arch}")
         metrics = cross_validate(cfg, cv_dir, log=Logger(cv_dir, to_file=True))
@@ -73,7 +71,7 @@ def build_member(cfg: TrainConfig, reuse: Path | None, final: Path | None) -> tu
         return None
     final_cfg = dataclasses.replace(cfg, protocol="all", n_val_speakers=0, epochs=final_epochs(cfg, metrics))
     if final is not None:
-        check_final(final, final_cfg)
+        check_reused(final, final_cfg, "model", "all-actor run")
         return cv_dir, final, metrics
     final_dir = runs.new_run_dir(f"final-{cfg.arch}")
     train(final_dir, final_cfg, log=Logger(final_dir, to_file=True))
@@ -83,13 +81,14 @@ def build_member(cfg: TrainConfig, reuse: Path | None, final: Path | None) -> tu
     return cv_dir, final_dir, metrics
 
 
-def check_final(final_dir: Path, final_cfg: TrainConfig) -> None:
-    """Refuse a reused final run that is not this member's recipe on all actors."""
-    used = runs.read_json(final_dir / "config.json") or {}
-    want = json.loads(json.dumps(final_cfg.to_dict()))
-    diff = sorted(k for k in want if k != "workers" and used.get(k) != want[k])
-    if diff or not (final_dir / "model").exists():
-        raise SystemExit(f"{final_dir} is not a finished final run of this recipe (differs in: {', '.join(diff) or 'model'})")
+def check_reused(run_dir: Path, cfg: TrainConfig, product: str, what: str) -> None:
+    """Refuse a reused run that did not finish or trained another recipe than this member's."""
+    used = runs.read_json(run_dir / "config.json") or {}
+    want = json.loads(json.dumps(cfg.to_dict()))
+    diff = sorted(k for k in want if k not in ("workers", "fold") and used.get(k) != want[k])
+    if diff or not (run_dir / product).exists():
+        raise SystemExit(f"{run_dir} is not a finished {what} of this member's recipe "
+                         f"(differs in: {', '.join(diff) or product + ' missing'})")
 
 
 def install(model_src: Path | None, cv_dir: Path, metrics: dict, builder) -> Path:
