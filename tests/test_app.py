@@ -43,9 +43,9 @@ def no_data(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def reference():
     """The shipped model loaded outside the app, to check what the page shows."""
-    from ser_core.predict import Predictor
+    from ser_core.predict import load_predictor
 
-    return Predictor(DEFAULT)
+    return load_predictor(DEFAULT)
 
 
 def start_app(page: str | None = None) -> AppTest:

@@ -109,9 +109,9 @@ def test_rate_change_mid_stream_is_resampled_too():
 
 @pytest.fixture(scope="module")
 def default_predictor():
-    from ser_core.predict import Predictor
+    from ser_core.predict import load_predictor
 
-    return Predictor(ROOT / "models" / "default")
+    return load_predictor(ROOT / "models" / "default")
 
 
 def test_live_session_classifies_about_once_per_second(default_predictor):

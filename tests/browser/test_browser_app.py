@@ -230,10 +230,10 @@ def test_live_mode_streams_the_microphone_and_classifies_it(server, page):
 
 def test_five_sessions_predicting_at_once_get_the_right_answers(server, browser):
     """Five browser sessions upload different clips at the same time; each sees its own clip's answer."""
-    from ser_core.predict import Predictor
+    from ser_core.predict import load_predictor
 
     clips = sorted(SAMPLES.glob("*.flac"))[::6][:5]
-    reference = Predictor(DEFAULT)
+    reference = load_predictor(DEFAULT)
     expected = {c.name: reference.predict_file(c) for c in clips}
     contexts = [browser.new_context(viewport={"width": 1400, "height": 1100}) for _ in clips]
     try:
