@@ -581,7 +581,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.skip_corpus:
             res["corpus"] = bench_corpus(paths, note, spec.features, cache_root, 1 if quick else 3)
         if not args.skip_train:
-            res["training"] = {arch: bench_epochs(arch, have_corpus, 1 if quick else 3)
+            res["training"] = {arch: bench_epochs(arch, have_corpus, 3 if quick else 5)
                                for arch in dict.fromkeys([*archs, OVERHEAD_BOUND_ARCH])}
             res["train_process"] = bench_first_epoch(archs[0], have_corpus, env, workdir)
         res["predict_process"] = bench_predict_memory(model_dir, clips[0], env)
