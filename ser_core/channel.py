@@ -11,6 +11,7 @@ same effects for training-time augmentation (training split only).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -176,21 +177,51 @@ SHIFTS: dict[str, ShiftFn] = {
 }
 
 
+@dataclass(frozen=True)
+class ChannelProfile:
+    """How often and how loud background noise is in :func:`random_channel`'s chain.
+
+    ``babble_pool``: how many training clips the babble talkers are drawn from.
+    """
+
+    p_noise: float
+    babble_share: float
+    snr_db: tuple[float, float]
+    babble_pool: int
+
+
+CHANNEL_PROFILES: dict[str, ChannelProfile] = {
+    # the first chain: noise in 40 % of copies, half of it babble, 5-30 dB
+    "v1": ChannelProfile(p_noise=0.4, babble_share=0.5, snr_db=(5.0, 30.0), babble_pool=8),
+    # noisier rooms: noise in 70 % of copies, mostly other talkers, 0-25 dB, more talkers to draw from
+    "noisy": ChannelProfile(p_noise=0.7, babble_share=0.6, snr_db=(0.0, 25.0), babble_pool=32),
+}
+
+
+def channel_profile(name: str) -> ChannelProfile:
+    try:
+        return CHANNEL_PROFILES[name]
+    except KeyError:
+        raise ConfigError(f"unknown channel profile {name!r}; choose one of {', '.join(CHANNEL_PROFILES)}") from None
+
+
 def random_channel(y: np.ndarray, sr: int, rng: np.random.Generator,
-                   others: Sequence[np.ndarray] | None = None) -> np.ndarray:
+                   others: Sequence[np.ndarray] | None = None, profile: str = "v1") -> np.ndarray:
     """A random recording chain for training augmentation: room, noise, microphone, level, codec.
 
     Each stage is applied with some probability, in the order sound meets
     them: reverb (rt60 0.15-0.6 s), background noise (babble when ``others``
-    is given, else white; 5-30 dB SNR), microphone EQ, gain (-25..+10 dB,
-    clipping), then a codec (Opus 12-32 kbit/s or the telephone band).
+    is given, else white; probability and SNR range from ``profile``, see
+    :data:`CHANNEL_PROFILES`), microphone EQ, gain (-25..+10 dB, clipping),
+    then a codec (Opus 12-32 kbit/s or the telephone band).
     """
+    prof = channel_profile(profile)
     y = _f32(y)
     if rng.random() < 0.4:
         y = reverb(y, sr, rng.uniform(0.15, 0.6), rng, drr_db=rng.uniform(0.0, 8.0))
-    if rng.random() < 0.4:
-        snr = rng.uniform(5.0, 30.0)
-        use_babble = others is not None and len(others) > 0 and rng.random() < 0.5
+    if rng.random() < prof.p_noise:
+        snr = rng.uniform(*prof.snr_db)
+        use_babble = others is not None and len(others) > 0 and rng.random() < prof.babble_share
         y = babble(y, snr, others, rng) if use_babble else white_noise(y, snr, rng)
     if rng.random() < 0.5:
         y = eq(y, sr, rng)

@@ -87,6 +87,8 @@ def _train_config(args):
         d["mixup"] = args.mixup
     if args.channel_aug is not None:
         d["channel_aug"] = args.channel_aug
+    if args.channel_profile is not None:
+        d["channel_profile"] = args.channel_profile
     if args.ensemble is not None:
         d["ensemble"] = args.ensemble
     if args.aug is not None:
@@ -325,6 +327,8 @@ def _add_train_args(p: argparse.ArgumentParser, *, with_fold: bool) -> None:
     p.add_argument("--mixup", type=float)
     p.add_argument("--channel-aug", type=float,
                    help="fraction of training clips copied through a random room/noise/microphone/codec chain")
+    p.add_argument("--channel-profile", choices=("v1", "noisy"),
+                   help="background noise in that chain: v1 (40%% of copies, 5-30 dB) or noisy (70%%, 0-25 dB)")
     p.add_argument("--ensemble", type=int, help="train N seeds and average them into one model")
     p.add_argument("--aug", help="online augmentations: time_mask,freq_mask,brightness_contrast ('' for none)")
     p.add_argument("--targeted-aug", choices=("on", "off"))

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import augment, audio, datasets, features, models, runs, splits
+from . import augment, audio, channel, datasets, features, models, runs, splits
 from .cache import corpus_features
 from .config import FeatureConfig, ModelSpec, atomic_write_text, reject_unknown
 from .errors import ConfigError, DatasetError, SERError
@@ -68,6 +68,7 @@ class TrainConfig:
     online_aug: tuple[str, ...] | None = None
     mixup: float | None = None
     channel_aug: float | None = None
+    channel_profile: str = "v1"
     patience: int = 15
     schedule: str = "plateau"
     precision: str = "auto"
@@ -93,6 +94,8 @@ class TrainConfig:
         models.check_params(cfg.arch, cfg.arch_params)
         if cfg.precision not in PRECISIONS:
             raise ConfigError(f"unknown precision {cfg.precision!r}; choose one of {', '.join(PRECISIONS)}")
+        if cfg.channel_aug > 0:
+            channel.channel_profile(cfg.channel_profile)
         if cfg.schedule not in SCHEDULES:
             raise ConfigError(f"unknown learning-rate schedule {cfg.schedule!r}; choose one of {', '.join(SCHEDULES)}")
         bad = set(cfg.online_aug) - set(ONLINE_AUGS)
@@ -188,23 +191,24 @@ def _targeted_copies(paths: list[str], labels: np.ndarray, fcfg: FeatureConfig, 
     return x, y
 
 
-def _channel_copies(paths: list[str], labels: np.ndarray, fcfg: FeatureConfig, fraction: float, seed: int,
-                    log: Logger) -> tuple[np.ndarray, np.ndarray]:
+def _channel_copies(paths: list[str], labels: np.ndarray, fcfg: FeatureConfig, fraction: float, profile: str,
+                    seed: int, log: Logger) -> tuple[np.ndarray, np.ndarray]:
     """Copies of a fraction of the training clips through a random recording chain
-    (room, noise, microphone EQ, level, codec), so the model hears more than a studio."""
-    from .channel import random_channel
-
+    (room, noise, microphone EQ, level, codec), so the model hears more than a studio.
+    Babble talkers come from training clips only."""
+    prof = channel.channel_profile(profile)
     rng = np.random.default_rng(seed + 7919)
     picks = rng.choice(len(paths), int(round(fraction * len(paths))), replace=fraction > 1)
     others: list[np.ndarray] = []
-    for i in rng.choice(len(paths), min(8, len(paths)), replace=False):
+    for i in rng.choice(len(paths), min(prof.babble_pool, len(paths)), replace=False):
         try:
             others.append(audio.load(paths[i], sr=fcfg.sample_rate))
         except SERError:
             continue
     x, y = _augmented_copies(paths, labels, picks, fcfg,
-                             lambda w, r: random_channel(w, fcfg.sample_rate, r, others), rng)
-    log(f"channel augmentation: {len(x)} copies through random rooms, noise, microphones and codecs")
+                             lambda w, r: channel.random_channel(w, fcfg.sample_rate, r, others, profile), rng)
+    log(f"channel augmentation: {len(x)} copies through random rooms, noise ({profile} profile), "
+        "microphones and codecs")
     return x, y
 
 
@@ -242,7 +246,8 @@ def prepare(cfg: TrainConfig, df: pd.DataFrame, split: splits.Split, log: Logger
         extra.append(_targeted_copies(train_paths, y["train"], fcfg, cfg.seed, log))
         masked = slice(len(x["train"]), len(x["train"]) + len(extra[0][0]))
     if cfg.channel_aug > 0:
-        extra.append(_channel_copies(train_paths, y["train"], fcfg, cfg.channel_aug, cfg.seed, log))
+        extra.append(_channel_copies(train_paths, y["train"], fcfg, cfg.channel_aug, cfg.channel_profile,
+                                     cfg.seed, log))
     for xa, ya in extra:
         x["train"] = np.concatenate([x["train"], xa])
         y["train"] = np.concatenate([y["train"], ya])

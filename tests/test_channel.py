@@ -168,3 +168,21 @@ def test_random_channel_is_deterministic_per_seed(speech, others):
 def test_random_channel_without_others_uses_white_noise(speech):
     outs = [channel.random_channel(speech, SR, np.random.default_rng(s)) for s in range(8)]
     assert all(o.shape == speech.shape and np.isfinite(o).all() for o in outs)
+
+
+def test_channel_profiles_set_how_often_and_how_loud_the_noise_is():
+    """A pure tone has no energy at 1.5-3 kHz, so energy there is the chain's added noise."""
+    t = np.arange(3 * SR) / SR
+    tone = (0.1 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+
+    def noise_db(y: np.ndarray) -> float:
+        return _db(_band_power(y, 1500, 3000) + 1e-30, _band_power(y, 0, SR / 2))
+
+    levels = {name: np.array([noise_db(channel.random_channel(tone, SR, np.random.default_rng(s), None, name))
+                              for s in range(80)])
+              for name in ("v1", "noisy")}
+    for name, lv in levels.items():
+        assert abs(np.mean(lv > -35) - channel.CHANNEL_PROFILES[name].p_noise) < 0.15
+    assert np.mean(levels["noisy"] > -20) > 1.5 * np.mean(levels["v1"] > -20)     # louder noise, more often
+    with pytest.raises(ConfigError, match="unknown channel profile"):
+        channel.random_channel(tone, SR, np.random.default_rng(0), None, "cafe")

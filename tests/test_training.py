@@ -99,6 +99,12 @@ def test_unknown_setting_is_refused():
         TrainConfig.from_dict({"arch": "seed000_cnn", "epochz": 3})
     with pytest.raises(Exception, match="unknown architecture"):
         TrainConfig(arch="nope").resolved()
+    with pytest.raises(Exception, match="unknown channel profile"):
+        TrainConfig(arch="seed004_dnn", channel_aug=0.5, channel_profile="cafe").resolved()
+
+
+def test_runs_saved_before_channel_profiles_read_as_the_first_profile():
+    assert TrainConfig.from_dict({"arch": "ser_crnn", "channel_aug": 0.3}).channel_profile == "v1"
 
 
 def test_cross_validation_pools_out_of_fold_predictions(tmp_path):
