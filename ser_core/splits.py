@@ -109,6 +109,7 @@ def random_split(df: pd.DataFrame, *, test_size: float = 0.2, val_size: float = 
     """Random clip split stratified by emotion. SPEAKER-DEPENDENT: speakers are shared.
 
     This is the protocol seed 000 reported; it overstates real-world accuracy.
+    ``val_size`` 0 (a recipe without validation speakers) trains on all 80 %.
     """
     rng = np.random.default_rng(seed)
     train, val, test = [], [], []
@@ -136,7 +137,7 @@ def make_split(df: pd.DataFrame, protocol: str, fold: int = 1, *, k: int = 5, n_
     if protocol == "speaker_kfold":
         return speaker_kfold(df, fold, k=k, n_val=n_val, seed=seed)
     if protocol == "random":
-        return random_split(df, seed=seed)
+        return random_split(df, val_size=0.1 if n_val else 0.0, seed=seed)
     if protocol == "all":
         rest = sorted(df["speaker"].unique())
         val_spk = set(pick_validation_speakers(df, rest, n_val, seed)) if n_val else set()

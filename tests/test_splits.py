@@ -48,6 +48,10 @@ def test_random_split_is_labelled_speaker_dependent():
     assert set(df["speaker"].iloc[s.train]) & set(df["speaker"].iloc[s.test])
     assert len(s.test) == pytest.approx(0.2 * len(df), abs=4)
     assert len(np.intersect1d(s.train, s.test)) == 0
+    assert len(s.val) == pytest.approx(0.1 * len(df), abs=4)
+    no_val = splits.make_split(df, "random", n_val=0, seed=3)        # a recipe without validation trains on 80 %
+    assert len(no_val.val) == 0 and np.array_equal(no_val.test, s.test)
+    assert np.array_equal(no_val.train, np.union1d(s.train, s.val))
 
 
 def test_check_disjoint_catches_leaks():
