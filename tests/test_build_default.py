@@ -39,3 +39,13 @@ def test_a_reused_run_must_be_this_members_recipe_and_finished(tmp_path):
     (run / "model").rmdir()
     with pytest.raises(SystemExit, match="model missing"):
         build_default.check_reused(run, final_cfg, "model", "all-actor run")
+
+
+def test_a_run_saved_before_a_setting_existed_counts_as_its_default(tmp_path):
+    cfg = TrainConfig(arch="ser_crnn", protocol="all", n_val_speakers=0, epochs=60, channel_aug=0.3)
+    saved = {k: v for k, v in cfg.to_dict().items() if k != "channel_profile"}
+    (tmp_path / "model").mkdir()
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    build_default.check_reused(tmp_path, cfg, "model", "all-actor run")
+    with pytest.raises(SystemExit, match=r"differs in: channel_profile\)"):
+        build_default.check_reused(tmp_path, dataclasses.replace(cfg, channel_profile="noisy"), "model", "run")

@@ -85,7 +85,8 @@ def check_reused(run_dir: Path, cfg: TrainConfig, product: str, what: str) -> No
     """Refuse a reused run that did not finish or trained another recipe than this member's."""
     used = runs.read_json(run_dir / "config.json") or {}
     want = json.loads(json.dumps(cfg.to_dict()))
-    diff = sorted(k for k in want if k not in ("workers", "fold") and used.get(k) != want[k])
+    unset = json.loads(json.dumps(TrainConfig().to_dict()))     # settings added after the run was saved
+    diff = sorted(k for k in want if k not in ("workers", "fold") and used.get(k, unset[k]) != want[k])
     if diff or not (run_dir / product).exists():
         raise SystemExit(f"{run_dir} is not a finished {what} of this member's recipe "
                          f"(differs in: {', '.join(diff) or product + ' missing'})")
