@@ -8,6 +8,7 @@ from pathlib import Path
 import streamlit as st
 
 from ser_core import models, runs, splits, views
+from ser_core.channel import CHANNEL_PROFILES
 from ser_core.errors import SERError
 from ser_core.training import ONLINE_AUGS, TrainConfig
 
@@ -18,6 +19,7 @@ PROTOCOL_TITLES = {
 }
 AUG_TITLES = {"time_mask": "time masking", "freq_mask": "frequency masking",
               "brightness_contrast": "brightness / contrast"}
+PROFILE_TITLES = {"v1": "some (40 % of copies, 5-30 dB SNR)", "noisy": "a lot (70 %, 0-25 dB, mostly talkers)"}
 BATCH_SIZES = (8, 16, 32, 64, 128)
 LEARNING_RATES = (1e-4, 3e-4, 5e-4, 1e-3, 2e-3, 3e-3, 5e-3)
 
@@ -78,6 +80,16 @@ def new_run_form() -> None:
                                 format_func=lambda s: {"plateau": "halve on plateau", "cosine": "cosine decay"}[s],
                                 help="Halve the rate when validation loss stalls, or warm up for two epochs and "
                                      "decay along a cosine to 1 % by the last epoch.")
+        c1, c2, c3, _ = st.columns(4)
+        channel_aug = c1.slider("Channel augmentation", 0.0, 2.0, float(defaults.get("channel_aug", 0.0)), 0.1,
+                                key=f"t_channel_{arch_name}",
+                                help="Extra training copies per clip through a random room, background noise, "
+                                     "microphone and codec (1.0 doubles the training set; training actors only).")
+        profile = c2.selectbox("Background noise in those copies", tuple(CHANNEL_PROFILES), key="t_profile",
+                               format_func=lambda p: PROFILE_TITLES.get(p, p))
+        n_val = c3.number_input("Validation actors", 0, 6, 2, key="t_val",
+                                help="Training actors held out for early stopping. 0 trains on all of them and "
+                                     "keeps the last epoch (the shipped recipe).")
         submitted = st.form_submit_button("Start training", type="primary", icon=":material/play_arrow:")
     if not submitted:
         return
@@ -85,7 +97,8 @@ def new_run_form() -> None:
               "epochs": int(epochs), "batch_size": int(batch), "learning_rate": float(lr),
               "label_smoothing": float(smoothing), "mixup": float(mixup), "online_aug": list(online),
               "class_weights": bool(weights), "targeted_aug": bool(targeted), "patience": int(patience),
-              "seed": int(seed), "schedule": schedule}
+              "seed": int(seed), "schedule": schedule, "channel_aug": float(channel_aug),
+              "channel_profile": profile, "n_val_speakers": int(n_val)}
     if quick and not samples_only:
         config["speakers"] = list(views.quick_speakers(protocol, int(fold)))
     try:

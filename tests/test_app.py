@@ -184,6 +184,8 @@ def test_train_watch_stop_open_and_promote_a_run(no_data, tmp_path, monkeypatch)
     at.number_input(key="t_epochs").set_value(300)
     at.number_input(key="t_patience").set_value(300)
     at.select_slider(key="t_batch").set_value(8)
+    at.slider(key="t_channel_seed000_cnn").set_value(0.5)
+    at.selectbox(key="t_profile").set_value("noisy")
     button(at, "Start training").click().run()
     assert not at.exception and not errors(at)
     (run,) = runs.list_runs()
@@ -191,6 +193,7 @@ def test_train_watch_stop_open_and_promote_a_run(no_data, tmp_path, monkeypatch)
     config = json.loads((run_dir / "config.json").read_text())
     assert config["arch"] == "seed000_cnn" and config["dataset"] == f"ravdess:{SAMPLES}"
     assert config["epochs"] == 300
+    assert (config["channel_aug"], config["channel_profile"], config["n_val_speakers"]) == (0.5, "noisy", 2)
 
     caption = wait_for_history(at, run_dir, 1)
     assert caption.startswith("Last epoch")
