@@ -108,14 +108,16 @@ def classify_clip(path: str, model_dir: str, shifts: Sequence[str], seed: int,
 def _init_worker(numba_dir: str) -> None:
     """One BLAS and one TensorFlow thread per worker: the pool already fills every core."""
     from . import cache
+    from .tf_setup import native_stderr_silenced
 
     cache._init_worker(numba_dir)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
+    with native_stderr_silenced():      # TensorFlow's C++ start-up notices, once per worker
+        import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(1)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
-    tf.config.list_logical_devices()      # initialise now, so tf_setup cannot raise the counts again
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+        tf.config.list_logical_devices()      # initialise now, so tf_setup cannot raise the counts again
 
 
 def _fold_dirs(cv_dir: Path, folds: Sequence[int] | None) -> list[tuple[int, Path]]:

@@ -7,7 +7,7 @@ import sys
 
 
 @contextlib.contextmanager
-def _native_stderr_silenced():
+def native_stderr_silenced():
     """TensorFlow's C++ start-up lines (absl, oneDNN) ignore TF_CPP_MIN_LOG_LEVEL; hide file
     descriptor 2 while it loads. Python errors still surface as exceptions."""
     try:
@@ -34,7 +34,7 @@ def keras():
         import keras as _keras
 
         return _keras
-    with _native_stderr_silenced():
+    with native_stderr_silenced():
         import keras as _keras
         import tensorflow as tf
 

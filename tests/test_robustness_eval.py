@@ -89,8 +89,9 @@ def test_clean_predictions_follow_the_app_path(result, tiny_cv):
         assert p.confidence == pytest.approx(row["confidence"], abs=1e-5)
 
 
-def test_worker_processes_give_the_same_predictions(result, tiny_cv, tmp_path):
-    """Per-clip seeding: a subset of shifts, computed in a worker process, repeats the full run's rows."""
+def test_worker_processes_give_the_same_predictions(result, tiny_cv, tmp_path, capfd):
+    """Per-clip seeding: a subset of shifts, computed in a worker process, repeats the full run's rows;
+    the worker's TensorFlow start-up notices stay off the terminal."""
     full = _read_preds(tiny_cv)
     subset = ["babble10db", "white10db"]
     cv = _copy(tiny_cv, tmp_path)
@@ -101,6 +102,8 @@ def test_worker_processes_give_the_same_predictions(result, tiny_cv, tmp_path):
         a = full[full["shift"] == name].set_index("file")[["pred", "confidence"]]
         b = again[again["shift"] == name].set_index("file")[["pred", "confidence"]]
         pd.testing.assert_frame_equal(a.sort_index(), b.sort_index(), atol=1e-5)
+    err = capfd.readouterr().err
+    assert "oneDNN" not in err and "absl" not in err, err
 
 
 def test_bad_requests_are_clear_errors(tiny_cv, tmp_path):
