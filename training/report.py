@@ -44,7 +44,10 @@ def default_block() -> str:
                   "| member | its own CV accuracy | final model |", "|---|---|---|"]
         for mem, acc in zip(fm["members"], m.get("member_accuracy", [])):
             r = mem.get("recipe", {})
-            lines.append(f"| `{mem['arch']}` (seed {r.get('seed', 0)}, channel augmentation {r.get('channel_aug') or 0:g}) "
+            aug = f"channel augmentation {r.get('channel_aug') or 0:g}"
+            if r.get("channel_aug"):
+                aug += f", {r.get('channel_profile', 'v1')} noise profile"
+            lines.append(f"| `{mem['arch']}` (seed {r.get('seed', 0)}, {aug}) "
                          f"| {pct(acc)} | {mem['trained_on']}, {mem['epochs']} epochs |")
         lines += ["", "The ensemble's figures above average the members' out-of-fold probabilities fold by fold "
                       "(every fold's members trained on the same actors, so no test actor was seen); the final "
