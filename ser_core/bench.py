@@ -289,6 +289,26 @@ def stock_layers(model):
     return clone
 
 
+def forward_flops(model) -> int:
+    """Floating-point operations of one example's forward pass through the Conv2D and Dense layers
+    (2 per multiply-add; recurrent, pooling and normalisation layers are left out). A training step
+    costs about three times this: the forward pass, then gradients for inputs and for weights."""
+    from .tf_setup import keras as _keras
+    from .training import all_layers
+
+    keras = _keras()
+    total = 0
+    for layer in all_layers(model):
+        if isinstance(layer, keras.layers.Conv2D):
+            kh, kw = layer.kernel_size
+            out = layer.output.shape
+            total += 2 * int(np.prod(out[1:])) * kh * kw * (layer.input.shape[-1] // layer.groups)
+        elif isinstance(layer, keras.layers.Dense):
+            positions = int(np.prod(layer.output.shape[1:-1])) if len(layer.output.shape) > 2 else 1
+            total += 2 * positions * layer.input.shape[-1] * layer.units
+    return total
+
+
 def bench_epochs(arch: str, have_corpus: bool, rounds: int) -> dict:
     """Seconds per epoch of the project's fit path against a plain ``model.fit`` on numpy arrays, alternating."""
     from . import models, splits, training
@@ -342,10 +362,15 @@ def bench_epochs(arch: str, have_corpus: bool, rounds: int) -> dict:
         cpu = _ratio(s["plain"], s["project"], "cpu_median_ms")
         print(f"  {label:<44} {s['project']['median_ms'] / 1e3:21.2f}   {s['plain']['median_ms'] / 1e3:21.2f}   "
               f"{_ratio(s['plain'], s['project']):6.2f}x (cpu {cpu:.2f}x)")
+    gflop = 3 * forward_flops(plain) * len(x) / 1e9
+    rates = {k: gflop / (steady[k]["median_ms"] / 1e3) for k in ("project", "plain")}
+    print(f"  arithmetic: about {gflop:.0f} GFLOP per epoch (3 x the conv and dense layers' forward pass); "
+          f"project {rates['project']:.0f} GFLOP/s, plain {rates['plain']:.0f} GFLOP/s on {os.cpu_count()} cores")
     print(f"  validation accuracy after {rounds + 1} epochs: project {val_acc['project']:.3f}, "
           f"plain {val_acc['plain']:.3f} (same architecture; too few epochs to compare accuracy: see the README's cross-validation)")
     return {"arch": arch, "train_clips": int(len(x)), "split": split.label, "first_epoch": first, "epochs": steady,
-            "ratio": ratio, "val_accuracy": val_acc}
+            "ratio": ratio, "val_accuracy": val_acc, "gflop_per_epoch": round(gflop, 1),
+            "gflop_per_s": {k: round(v, 1) for k, v in rates.items()}}
 
 
 def _measured_child(cmd: list[str], env: dict, poll: Callable[[], bool] | None = None,

@@ -521,11 +521,12 @@ def as_float32(model, cfg: TrainConfig, shape: tuple[int, ...], n_classes: int):
     return clean
 
 
-def _all_layers(model):
+def all_layers(model):
+    """Every layer of a model, nested models' layers included."""
     for layer in model.layers:
         yield layer
         if hasattr(layer, "layers"):
-            yield from _all_layers(layer)
+            yield from all_layers(layer)
 
 
 def _evaluate_val(model, data: Prepared) -> dict[str, float]:
@@ -549,7 +550,7 @@ def recalibrate_batchnorm(model, x: np.ndarray, batch: int = 256) -> None:
     from .tf_setup import keras as _keras
 
     keras = _keras()
-    layers = list(_all_layers(model))
+    layers = list(all_layers(model))
     norms = [lay for lay in layers if isinstance(lay, keras.layers.BatchNormalization)]
     drops = [lay for lay in layers if isinstance(lay, keras.layers.Dropout)]
     if not norms or len(x) == 0:

@@ -1,0 +1,23 @@
+"""Benchmark helpers whose figures the README quotes."""
+from ser_core import bench, models
+from ser_core.tf_setup import keras as _keras
+
+
+def test_forward_flops_count_conv_and_dense_multiply_adds():
+    keras = _keras()
+    inp = keras.Input((8, 10, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same")(inp)            # 8*10*4 outputs x 3*3*3 taps
+    x = keras.layers.MaxPooling2D(2)(x)                            # (4, 5, 4): not counted
+    x = keras.layers.Reshape((4, 20))(x)
+    x = keras.layers.Dense(6)(x)                                   # 4 positions x 20 -> 6
+    x = keras.layers.GlobalAveragePooling1D()(x)
+    out = keras.layers.Dense(2)(x)                                 # 6 -> 2
+    model = keras.Model(inp, out)
+    assert bench.forward_flops(model) == 2 * (8 * 10 * 4 * 27 + 4 * 20 * 6 + 6 * 2)
+
+
+def test_forward_flops_of_the_default_architecture_are_dominated_by_its_convolutions():
+    model = models.build("ser_crnn", (64, 94, 3), 8, width=32, units=64)
+    flops = bench.forward_flops(model)
+    conv1 = 2 * 64 * 94 * 32 * 27                                   # first block alone, full resolution
+    assert 1.5e8 < flops < 2.5e8 and flops > 10 * conv1
