@@ -49,3 +49,22 @@ def test_a_run_saved_before_a_setting_existed_counts_as_its_default(tmp_path):
     build_default.check_reused(tmp_path, cfg, "model", "all-actor run")
     with pytest.raises(SystemExit, match=r"differs in: channel_profile\)"):
         build_default.check_reused(tmp_path, dataclasses.replace(cfg, channel_profile="noisy"), "model", "run")
+
+
+def test_robustness_is_copied_only_from_the_models_own_cross_validation(tmp_path):
+    preds = "file,true,pred,p_angry,p_sad\na.wav,sad,sad,0.2,0.8\nb.wav,angry,angry,0.9,0.1\n"
+    model, cv, other = (tmp_path / n for n in ("model", "cv", "other"))
+    for d in (model, cv, other):
+        d.mkdir()
+    (model / "predictions.csv").write_text(preds)
+    (cv / "predictions.csv").write_text(preds.replace("a.wav,sad,sad,0.2,0.8\n", "") + "a.wav,sad,sad,0.2,0.8\n")
+    (other / "predictions.csv").write_text(preds.replace("0.9,0.1", "0.6,0.4"))
+    with pytest.raises(SystemExit, match="ser robustness"):
+        build_default.copy_robustness(cv, model)
+    for d in (cv, other):
+        (d / "robustness.json").write_text(json.dumps({"max_drop": float(d == cv)}))
+    with pytest.raises(SystemExit, match="predictions differ"):
+        build_default.copy_robustness(other, model)
+    assert not (model / "robustness.json").exists()
+    build_default.copy_robustness(cv, model)                      # same clips in another order
+    assert json.loads((model / "robustness.json").read_text()) == {"max_drop": 1.0}

@@ -114,6 +114,24 @@ def install(model_src: Path | None, cv_dir: Path, metrics: dict, builder) -> Pat
     return target
 
 
+def copy_robustness(cv_dir: Path, model_dir: Path) -> None:
+    """Copy a cross-validation's channel-shift results next to the model, but only when that
+    cross-validation is the model's own: the same out-of-fold predictions, clip for clip."""
+    import numpy as np
+    import pandas as pd
+
+    src = cv_dir / "robustness.json"
+    if not src.exists():
+        raise SystemExit(f"{src} not found: run `ser robustness {cv_dir}` first")
+    ours, theirs = (pd.read_csv(d / "predictions.csv").sort_values("file").reset_index(drop=True)
+                    for d in (model_dir, cv_dir))
+    cols = [c for c in ours.columns if c.startswith("p_")]
+    if list(ours["file"]) != list(theirs["file"]) or cols != [c for c in theirs.columns if c.startswith("p_")] \
+            or not np.allclose(ours[cols].to_numpy(), theirs[cols].to_numpy(), atol=1e-6):
+        raise SystemExit(f"{cv_dir} is not the cross-validation of {model_dir} (its out-of-fold predictions differ)")
+    shutil.copy2(src, model_dir / "robustness.json")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--recipe", default=str(HERE / "default.json"))
@@ -125,9 +143,8 @@ def main() -> int:
                     help="only copy CV_DIR/robustness.json into models/default (after `ser robustness CV_DIR`)")
     args = ap.parse_args()
     if args.robustness:
-        src = Path(args.robustness) / "robustness.json"
-        shutil.copy2(src, models_dir() / "default" / "robustness.json")
-        print(f"copied {src} to models/default")
+        copy_robustness(Path(args.robustness), models_dir() / "default")
+        print(f"copied {args.robustness}/robustness.json to {models_dir() / 'default'}")
         return 0
     install_stop_handlers()
     recipe = json.loads(Path(args.recipe).read_text())
