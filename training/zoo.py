@@ -66,8 +66,8 @@ def record_random(result: dict, run_dir: Path, secs: float, command: str) -> Non
 
 def recipe_text(cfg: dict) -> str:
     """The settings of a run's config.json that differ between recipes, as JSON."""
-    keys = ("arch", "epochs", "patience", "schedule", "learning_rate", "mixup", "channel_aug", "n_val_speakers",
-            "arch_params", "precision")
+    keys = ("arch", "epochs", "patience", "schedule", "learning_rate", "mixup", "channel_aug", "channel_profile",
+            "n_val_speakers", "arch_params", "precision")
     return json.dumps({k: cfg[k] for k in keys if k in cfg})
 
 
