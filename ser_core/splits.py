@@ -120,7 +120,7 @@ def random_split(df: pd.DataFrame, *, test_size: float = 0.2, val_size: float = 
         test.extend(idx[:n_test])
         val.extend(idx[n_test:n_test + n_val])
         train.extend(idx[n_test + n_val:])
-    return Split("random", 1, np.sort(train), np.sort(val), np.sort(test), False)
+    return Split("random", 1, *(np.sort(np.asarray(part, dtype=np.int64)) for part in (train, val, test)), False)
 
 
 def n_folds(protocol: str, k: int = 5) -> int:

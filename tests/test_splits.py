@@ -51,6 +51,7 @@ def test_random_split_is_labelled_speaker_dependent():
     assert len(s.val) == pytest.approx(0.1 * len(df), abs=4)
     no_val = splits.make_split(df, "random", n_val=0, seed=3)        # a recipe without validation trains on 80 %
     assert len(no_val.val) == 0 and np.array_equal(no_val.test, s.test)
+    assert all(part.dtype.kind == "i" for part in (no_val.train, no_val.val, no_val.test))   # usable as indices
     assert np.array_equal(no_val.train, np.union1d(s.train, s.val))
 
 
