@@ -364,7 +364,7 @@ def bench_epochs(arch: str, have_corpus: bool, rounds: int) -> dict:
               f"{_ratio(s['plain'], s['project']):6.2f}x (cpu {cpu:.2f}x)")
     gflop = 3 * forward_flops(plain) * len(x) / 1e9
     rates = {k: gflop / (steady[k]["median_ms"] / 1e3) for k in ("project", "plain")}
-    print(f"  arithmetic: about {gflop:.0f} GFLOP per epoch (3 x the conv and dense layers' forward pass); "
+    print(f"  arithmetic: about {gflop:.3g} GFLOP per epoch (3 x the conv and dense layers' forward pass); "
           f"project {rates['project']:.0f} GFLOP/s, plain {rates['plain']:.0f} GFLOP/s on {os.cpu_count()} cores")
     print(f"  validation accuracy after {rounds + 1} epochs: project {val_acc['project']:.3f}, "
           f"plain {val_acc['plain']:.3f} (same architecture; too few epochs to compare accuracy: see the README's cross-validation)")
