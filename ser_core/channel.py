@@ -199,6 +199,7 @@ CHANNEL_PROFILES: dict[str, ChannelProfile] = {
 
 
 def channel_profile(name: str) -> ChannelProfile:
+    """The named profile, or a ConfigError listing the known ones."""
     try:
         return CHANNEL_PROFILES[name]
     except KeyError:
