@@ -8,7 +8,7 @@ from pathlib import Path
 import streamlit as st
 
 from ser_core import models, runs, splits, views
-from ser_core.channel import CHANNEL_PROFILES
+from ser_core.channel import CHANNEL_PROFILES, profiles_help
 from ser_core.errors import SERError
 from ser_core.training import ONLINE_AUGS, TrainConfig
 
@@ -19,7 +19,6 @@ PROTOCOL_TITLES = {
 }
 AUG_TITLES = {"time_mask": "time masking", "freq_mask": "frequency masking",
               "brightness_contrast": "brightness / contrast"}
-PROFILE_TITLES = {"v1": "v1: 40 % of copies, 5-30 dB", "noisy": "noisy: 70 %, 0-25 dB"}
 BATCH_SIZES = (8, 16, 32, 64, 128)
 LEARNING_RATES = (1e-4, 3e-4, 5e-4, 1e-3, 2e-3, 3e-3, 5e-3)
 
@@ -86,9 +85,8 @@ def new_run_form() -> None:
                                 help="Extra training copies per clip through a random room, background noise, "
                                      "microphone and codec (1.0 doubles the training set; training actors only).")
         profile = c2.selectbox("Background noise in those copies", tuple(CHANNEL_PROFILES), key="t_profile",
-                               format_func=lambda p: PROFILE_TITLES.get(p, p),
                                help="How many of the copies get background noise (babble of other training "
-                                    "actors or white noise) and how loud.")
+                                    "actors or white noise) and how loud: " + profiles_help() + ".")
         n_val = c3.number_input("Validation actors", 0, 6, 2, key="t_val",
                                 help="Training actors held out for early stopping. 0 trains on all of them and "
                                      "keeps the last epoch (the shipped recipe).")

@@ -189,6 +189,12 @@ class ChannelProfile:
     snr_db: tuple[float, float]
     babble_pool: int
 
+    @property
+    def summary(self) -> str:
+        """E.g. "noise in 70 % of copies, 0-25 dB SNR", for help texts and labels."""
+        lo, hi = self.snr_db
+        return f"noise in {self.p_noise:.0%} of copies, {lo:g}-{hi:g} dB SNR".replace("%", " %")
+
 
 CHANNEL_PROFILES: dict[str, ChannelProfile] = {
     # the first chain: noise in 40 % of copies, half of it babble, 5-30 dB
@@ -196,6 +202,11 @@ CHANNEL_PROFILES: dict[str, ChannelProfile] = {
     # noisier rooms: noise in 70 % of copies, mostly other talkers, 0-25 dB, more talkers to draw from
     "noisy": ChannelProfile(p_noise=0.7, babble_share=0.6, snr_db=(0.0, 25.0), babble_pool=32),
 }
+
+
+def profiles_help() -> str:
+    """Every profile with its summary, for the CLI's and the app's help texts."""
+    return "; ".join(f"{name}: {prof.summary}" for name, prof in CHANNEL_PROFILES.items())
 
 
 def channel_profile(name: str) -> ChannelProfile:

@@ -311,7 +311,7 @@ def _arch_params(items: list[str]) -> dict:
 
 def _add_train_args(p: argparse.ArgumentParser, *, with_fold: bool) -> None:
     from . import models, splits
-    from .channel import CHANNEL_PROFILES
+    from .channel import CHANNEL_PROFILES, profiles_help
 
     p.add_argument("--arch", default="ser_crnn", choices=models.names())
     p.add_argument("--dataset", default="ravdess",
@@ -329,7 +329,7 @@ def _add_train_args(p: argparse.ArgumentParser, *, with_fold: bool) -> None:
     p.add_argument("--channel-aug", type=float,
                    help="fraction of training clips copied through a random room/noise/microphone/codec chain")
     p.add_argument("--channel-profile", choices=tuple(CHANNEL_PROFILES),
-                   help="background noise in that chain: v1 (40%% of copies, 5-30 dB) or noisy (70%%, 0-25 dB)")
+                   help="background noise in that chain: " + profiles_help().replace("%", "%%"))
     p.add_argument("--ensemble", type=int, help="train N seeds and average them into one model")
     p.add_argument("--aug", help="online augmentations: time_mask,freq_mask,brightness_contrast ('' for none)")
     p.add_argument("--targeted-aug", choices=("on", "off"))
