@@ -316,7 +316,7 @@ def bench_epochs(arch: str, have_corpus: bool, rounds: int) -> dict:
 
     cfg = _train_config(arch, have_corpus).resolved()
     df = training.load_manifest(cfg)
-    split = splits.make_split(df, cfg.protocol, cfg.fold, k=cfg.k, n_val=cfg.n_val_speakers, seed=cfg.seed,
+    split = splits.make_split(df, cfg.protocol, cfg.fold, k=cfg.k, n_val=cfg.n_val_speakers, seed=cfg.data_seed,
                               test_speakers=list(cfg.test_speakers) or None)
     data = training.prepare(cfg, df, split, training.Logger(None, to_file=False, echo=False))
     keras = _keras()

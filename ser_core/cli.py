@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import SERError
+from .errors import ConfigError, SERError
 
 EXIT_ERROR = 2
 
@@ -91,6 +91,8 @@ def _train_config(args):
         d["channel_profile"] = args.channel_profile
     if args.ensemble is not None:
         d["ensemble"] = args.ensemble
+    if args.split_seed is not None:
+        d["split_seed"] = args.split_seed
     if args.aug is not None:
         d["online_aug"] = tuple(a for a in args.aug.split(",") if a)
     if args.targeted_aug is not None:
@@ -147,10 +149,12 @@ def cmd_cv(args) -> int:
 
     cfg = _train_config(args)
     folds = [int(f) for f in args.folds.split(",")] if args.folds else None
+    if args.resume and not args.out:
+        raise ConfigError("--resume needs --out: the cross-validation folder to continue")
     out = Path(args.out) if args.out else runs.new_run_dir(f"cv-{cfg.arch}")
     out.mkdir(parents=True, exist_ok=True)
     install_stop_handlers()
-    metrics = cross_validate(cfg, out, folds=folds, log=Logger(out, to_file=True))
+    metrics = cross_validate(cfg, out, folds=folds, log=Logger(out, to_file=True), resume=args.resume)
     print(f"cv: {out}")
     _print_metrics(metrics)
     return 0
@@ -337,6 +341,9 @@ def _add_train_args(p: argparse.ArgumentParser, *, with_fold: bool) -> None:
     p.add_argument("--val-speakers", type=int, default=2)
     p.add_argument("--speakers", help="restrict to these speakers, e.g. 1,2,3,4 for RAVDESS actors")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--split-seed", type=int,
+                   help="seed of the random split and of the validation actors (default: --seed), so models "
+                        "with different seeds can share one split")
     p.add_argument("--schedule", choices=("plateau", "cosine"), default="plateau",
                    help="learning rate: halve on a validation plateau, or warm up and decay along a cosine")
     p.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default="auto",
@@ -366,6 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_args(p, with_fold=False)
     p.add_argument("--folds", help="comma-separated subset of folds")
     p.add_argument("--out")
+    p.add_argument("--resume", action="store_true",
+                   help="keep folds of --out that finished with the same settings; train only the rest")
     p.set_defaults(fn=cmd_cv)
 
     p = sub.add_parser("evaluate", help="metrics of a run, cv or predictions.csv")

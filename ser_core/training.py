@@ -73,6 +73,7 @@ class TrainConfig:
     schedule: str = "plateau"
     precision: str = "auto"
     seed: int = 0
+    split_seed: int | None = None
     ensemble: int = 1
     features: dict = field(default_factory=dict)
     arch_params: dict = field(default_factory=dict)
@@ -106,6 +107,15 @@ class TrainConfig:
         if not 0 <= cfg.label_smoothing < 1:
             raise ConfigError("label smoothing must be in [0, 1)")
         return cfg
+
+    @property
+    def data_seed(self) -> int:
+        """Seed of the split's random draws (random 80/20 split, validation actors).
+
+        ``split_seed`` lets models with different seeds share one split, so they can be
+        compared and ensembled on the same test clips; unset, the model seed draws it.
+        """
+        return self.seed if self.split_seed is None else self.split_seed
 
     def feature_config(self) -> FeatureConfig:
         base = models.get(self.arch).features
@@ -630,6 +640,7 @@ def save_model(run_dir: Path, model, spec: ModelSpec) -> Path:
 def train(run_dir: Path, cfg: TrainConfig, *, log: Logger | None = None, df: pd.DataFrame | None = None) -> dict:
     """Train one run in this process; writes every artefact into ``run_dir``. Returns its metrics."""
     run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
     log = log or Logger(run_dir, to_file=True)
     t_start = time.monotonic()
     cfg = cfg.resolved()
@@ -637,7 +648,7 @@ def train(run_dir: Path, cfg: TrainConfig, *, log: Logger | None = None, df: pd.
     runs.write_status(run_dir, "running", pid=os.getpid(), pid_started=_own_create_time(),
                       started=runs.now_iso(), epochs=cfg.epochs, epoch=0)
     df = load_manifest(cfg) if df is None else df
-    split = splits.make_split(df, cfg.protocol, cfg.fold, k=cfg.k, n_val=cfg.n_val_speakers, seed=cfg.seed,
+    split = splits.make_split(df, cfg.protocol, cfg.fold, k=cfg.k, n_val=cfg.n_val_speakers, seed=cfg.data_seed,
                               test_speakers=list(cfg.test_speakers) or None)
     log(f"{split.label}: {len(split.train)} train, {len(split.val)} val, {len(split.test)} test clips")
     data = prepare(cfg, df, split, log)
@@ -685,9 +696,28 @@ def _own_create_time() -> float | None:
         return None
 
 
+def _finished_with(fold_dir: Path, cfg: TrainConfig) -> dict | None:
+    """The metrics of a fold run that finished with exactly ``cfg``'s settings, else None."""
+    saved = runs.read_json(fold_dir / "config.json")
+    metrics = runs.read_json(fold_dir / "metrics.json")
+    if (not saved or not metrics or runs.read_status(fold_dir).get("state") != "finished"
+            or not (fold_dir / "predictions.csv").exists()):
+        return None
+    try:
+        same = json.dumps(TrainConfig.from_dict(saved).to_dict(), sort_keys=True, default=list) == \
+            json.dumps(cfg.to_dict(), sort_keys=True, default=list)
+    except (ConfigError, TypeError):
+        return None
+    return metrics if same else None
+
+
 def cross_validate(base: TrainConfig, out_dir: Path, *, folds: list[int] | None = None,
-                   log: Logger | None = None) -> dict:
-    """Train one run per fold and pool their out-of-fold predictions into one evaluation."""
+                   log: Logger | None = None, resume: bool = False) -> dict:
+    """Train one run per fold and pool their out-of-fold predictions into one evaluation.
+
+    With ``resume``, a fold that already finished in ``out_dir`` with the same settings is
+    kept instead of trained again, so an interrupted cross-validation loses only its last fold.
+    """
     from .tf_setup import keras as _keras
 
     out_dir = Path(out_dir)
@@ -704,7 +734,11 @@ def cross_validate(base: TrainConfig, out_dir: Path, *, folds: list[int] | None 
         fold_dir = out_dir / f"fold-{fold}"
         fold_dir.mkdir(exist_ok=True)
         cfg = dataclasses.replace(base, fold=fold)
-        m = train(fold_dir, cfg, log=log, df=df)
+        m = _finished_with(fold_dir, cfg) if resume else None
+        if m is not None:
+            log(f"fold {fold}: kept the finished run (accuracy {m.get('accuracy', 0):.3f}, same settings)")
+        else:
+            m = train(fold_dir, cfg, log=log, df=df)
         tables.append(pd.read_csv(fold_dir / "predictions.csv"))
         fold_info.append({"fold": fold, "accuracy": m.get("accuracy"), "uar": m.get("uar"),
                           "best_epoch": m.get("best_epoch"), "seconds": m.get("train_seconds")})

@@ -102,3 +102,17 @@ def test_python_dash_m_and_console_script_agree():
     names = [line.split()[0] for line in r.stdout.splitlines()]
     assert {"seed000_cnn", "seed001_logmel_cnn", "seed002_cnn_lstm", "seed003_image_cnn", "seed004_dnn",
             "ser_crnn"} <= set(names)
+
+
+def test_cv_resume_needs_the_folder_it_continues(samples_dir):
+    r = ser("cv", "--arch", "seed004_dnn", "--dataset", f"ravdess:{samples_dir}", "--resume")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "--resume needs --out" in r.stderr
+
+
+def test_split_seed_reaches_the_run_config(tmp_path, samples_dir):
+    r = ser("train", "--arch", "seed004_dnn", "--dataset", f"ravdess:{samples_dir}", "--protocol", "random",
+            "--val-speakers", "0", "--epochs", "1", "--seed", "3", "--split-seed", "0", "--run-dir", tmp_path / "r")
+    assert r.returncode == 0, r.stderr + r.stdout
+    cfg = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert (cfg["seed"], cfg["split_seed"]) == (3, 0)

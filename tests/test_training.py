@@ -1,4 +1,5 @@
 """A real (tiny) training run: its artefacts, its honesty, stopping it, cross-validation."""
+import dataclasses
 import json
 import os
 import time
@@ -133,3 +134,39 @@ def test_channel_augmentation_adds_copies_of_training_clips_only(tmp_path):
     assert "channel augmentation: 8 copies" in log          # half of the 16 training clips
     assert "on 24 clips, validating on 8" in log             # 16 + 8 train, validation untouched
     assert len(pd.read_csv(tmp_path / "predictions.csv")) == 8
+
+
+def test_resumed_cross_validation_keeps_finished_folds_and_trains_the_rest(tmp_path):
+    base = TrainConfig(dataset=f"ravdess:{SAMPLES}", arch="seed004_dnn", protocol="speaker_kfold", k=2,
+                       n_val_speakers=1, epochs=2, batch_size=8, workers=1)
+    quiet = Logger(None, to_file=False, echo=False)
+    out = tmp_path / "cv"
+    first = cross_validate(base, out, log=quiet)
+    kept = (out / "fold-1" / "model" / "model.keras").stat().st_mtime_ns
+    runs.write_status(out / "fold-2", "running")                     # fold 2 was interrupted
+    (out / "fold-2" / "metrics.json").unlink()
+    again = cross_validate(base, out, log=Logger(out, to_file=True, echo=False), resume=True)
+    assert (out / "fold-1" / "model" / "model.keras").stat().st_mtime_ns == kept
+    assert runs.read_status(out / "fold-2")["state"] == "finished"
+    assert "fold 1: kept the finished run" in (out / "log.txt").read_text()
+    assert "fold 2: kept" not in (out / "log.txt").read_text()
+    assert len(pd.read_csv(out / "predictions.csv")) == 32
+    assert again["per_fold"]["1"] == first["per_fold"]["1"]
+    cross_validate(dataclasses.replace(base, epochs=1), out, log=quiet, resume=True)
+    assert (out / "fold-1" / "model" / "model.keras").stat().st_mtime_ns != kept  # other settings: retrained
+    assert runs.read_status(out / "fold-1")["epoch"] == 1
+
+
+def test_split_seed_lets_differently_seeded_models_share_one_random_split(tmp_path):
+    from ser_core.training import train
+
+    def test_files(name, **kw):
+        cfg = TrainConfig(dataset=f"ravdess:{SAMPLES}", arch="seed004_dnn", protocol="random", n_val_speakers=0,
+                          epochs=1, batch_size=8, workers=1, **kw)
+        train(tmp_path / name, cfg, log=Logger(None, to_file=False, echo=False))
+        return set(pd.read_csv(tmp_path / name / "predictions.csv")["file"])
+
+    shared = test_files("s0", seed=0)
+    assert test_files("s1-shared", seed=1, split_seed=0) == shared
+    assert test_files("s1-own", seed=1) != shared
+    assert TrainConfig.from_dict({"arch": "ser_crnn", "seed": 4}).data_seed == 4   # runs saved before the field
