@@ -72,15 +72,17 @@ def _classifier(x, units: int, dropout: float, n_classes: int):
     """Dense + ReLU, dropout, softmax over the classes: the head every registered model ends with."""
     from keras import layers
 
+    from .layers import FastDropout
+
     x = layers.Dense(units, activation="relu")(x)
-    x = layers.Dropout(dropout)(x)
+    x = FastDropout(dropout)(x)
     return layers.Dense(n_classes, activation="softmax", dtype="float32")(x)   # float32 even in mixed precision
 
 
 def _conv_block(x, filters: int, *, pool=(2, 2), dropout: float = 0.0, batchnorm: bool = True):
     from keras import layers
 
-    from .layers import FusedBatchNormalization
+    from .layers import FastDropout, FusedBatchNormalization
 
     x = layers.Conv2D(filters, 3, padding="same", use_bias=not batchnorm)(x)
     if batchnorm:
@@ -89,7 +91,7 @@ def _conv_block(x, filters: int, *, pool=(2, 2), dropout: float = 0.0, batchnorm
     if pool:
         x = layers.MaxPooling2D(pool)(x)
     if dropout:
-        x = layers.Dropout(dropout)(x)
+        x = FastDropout(dropout)(x)
     return x
 
 
@@ -136,6 +138,8 @@ def seed002_cnn_lstm(input_shape, n_classes, width: int = 64, units: int = 64, d
     import keras
     from keras import layers
 
+    from .layers import FastDropout
+
     inp = keras.Input(input_shape)
     x = layers.Permute((2, 1, 3))(inp)
     x = layers.Reshape((input_shape[1], input_shape[0] * input_shape[2]))(x)
@@ -144,7 +148,7 @@ def seed002_cnn_lstm(input_shape, n_classes, width: int = 64, units: int = 64, d
         x = layers.BatchNormalization()(x)
         x = layers.Activation("relu")(x)
         x = layers.MaxPooling1D(2)(x)
-        x = layers.Dropout(dropout / 2)(x)
+        x = FastDropout(dropout / 2)(x)
     x = layers.LSTM(units)(x)
     out = _classifier(x, 64, dropout, n_classes)
     return keras.Model(inp, out, name="seed002_cnn_lstm")
@@ -174,9 +178,11 @@ def seed004_dnn(input_shape, n_classes, units: int = 256, dropout: float = 0.4):
     import keras
     from keras import layers
 
+    from .layers import FastDropout
+
     inp = keras.Input(input_shape)
     x = layers.Dense(units, activation="relu")(inp)
-    x = layers.Dropout(dropout)(x)
+    x = FastDropout(dropout)(x)
     out = _classifier(x, units // 2, dropout, n_classes)
     return keras.Model(inp, out, name="seed004_dnn")
 
@@ -192,6 +198,8 @@ def ser_crnn(input_shape, n_classes, width: int = 32, units: int = 64, dropout: 
     import keras
     from keras import layers
 
+    from .layers import FastDropout
+
     inp = keras.Input(input_shape)
     x = _conv_block(inp, width, pool=(2, 2), dropout=0.1)
     x = _conv_block(x, width * 2, pool=(2, 2), dropout=0.1)
@@ -206,6 +214,6 @@ def ser_crnn(input_shape, n_classes, width: int = 32, units: int = 64, dropout: 
     weights = layers.Softmax(axis=1)(scores)
     pooled = layers.Dot(axes=1)([weights, x])
     x = layers.Flatten()(pooled)
-    x = layers.Dropout(dropout)(x)
+    x = FastDropout(dropout)(x)
     out = _classifier(x, 128, dropout, n_classes)
     return keras.Model(inp, out, name="ser_crnn")

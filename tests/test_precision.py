@@ -46,6 +46,28 @@ def test_fused_batchnorm_trains_and_infers_like_keras_batchnorm():
     # the moving averages moved by the same (biased-variance) batch statistics
     np.testing.assert_allclose(stock.moving_mean.numpy(), fused.moving_mean.numpy(), rtol=1e-6)
     np.testing.assert_allclose(stock.moving_variance.numpy(), fused.moving_variance.numpy(), rtol=1e-5)
+
+
+def test_fused_batchnorm_takes_bfloat16_activations_without_a_float32_round_trip():
+    """Under mixed precision the kernel reads bfloat16 directly and keeps its statistics in float32."""
+    import tensorflow as tf
+
+    from ser_core.layers import FusedBatchNormalization
+    from ser_core.tf_setup import keras
+
+    k = keras()
+    stock = k.layers.BatchNormalization(momentum=0.9, dtype="mixed_bfloat16")
+    fused = FusedBatchNormalization(momentum=0.9, dtype="mixed_bfloat16")
+    x = tf.constant(np.random.default_rng(2).normal(3, 2, (8, 6, 5, 4)).astype(np.float32))
+    ys = [layer(x, training=True) for layer in (stock, fused)]
+    assert ys[1].dtype == tf.bfloat16 and fused.moving_mean.dtype == "float32"
+    np.testing.assert_allclose(tf.cast(ys[0], tf.float32), tf.cast(ys[1], tf.float32), atol=0.05)
+    np.testing.assert_allclose(stock.moving_mean.numpy(), fused.moving_mean.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(stock.moving_variance.numpy(), fused.moving_variance.numpy(), rtol=1e-4)
+    graph = tf.function(lambda v: fused(v, training=True)).get_concrete_function(
+        tf.TensorSpec(x.shape, tf.bfloat16)).graph
+    bn = [op for op in graph.get_operations() if op.type == "FusedBatchNormV3"]
+    assert len(bn) == 1 and bn[0].inputs[0].dtype == tf.bfloat16
     assert not np.allclose(stock.moving_mean.numpy(), _pair()[0].moving_mean.numpy())   # they did move
     np.testing.assert_allclose(stock(x, training=False).numpy(), fused(x, training=False).numpy(), atol=1e-6)
 

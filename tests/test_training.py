@@ -170,3 +170,17 @@ def test_split_seed_lets_differently_seeded_models_share_one_random_split(tmp_pa
     assert test_files("s1-shared", seed=1, split_seed=0) == shared
     assert test_files("s1-own", seed=1) != shared
     assert TrainConfig.from_dict({"arch": "ser_crnn", "seed": 4}).data_seed == 4   # runs saved before the field
+
+
+def test_training_pipeline_runs_without_the_tf_data_autotuner():
+    """Its per-epoch iterator teardown waited for the autotuner's thread (idle seconds per epoch)."""
+    from ser_core.training import make_dataset
+
+    x = np.zeros((10, 8, 6, 3), np.float32)
+    y = np.arange(10) % 4
+    for training in (True, False):
+        ds = make_dataset(x, y, 4, batch_size=4, weights=None, training=training, online_aug=("time_mask",))
+        assert ds.options().autotune.enabled is False
+        batches = list(ds)
+        assert [len(b[0]) for b in batches] == [4, 4, 2]
+        assert sorted(np.concatenate([b[1].numpy().argmax(1) for b in batches]).tolist()) == sorted(y.tolist())

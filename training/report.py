@@ -104,9 +104,13 @@ def bench_block() -> str:
         rate = t.get("gflop_per_s")
         rates = (f"; {rate['project']:.0f} vs {rate['plain']:.0f} GFLOP/s" if rate and t.get("gflop_per_epoch", 0) >= 1
                  else "")
+        fastest = ""
+        if "ratio_fastest" in t:
+            fastest = (f"; fastest epochs {t['epochs']['project']['min_ms'] / 1000:.2f} s vs "
+                       f"{t['epochs']['plain']['min_ms'] / 1000:.2f} s, {t['ratio_fastest']:.2f}x")
         lines.append(f"| training epoch, {arch} ({t['train_clips']} clips) | {t['epochs']['project']['median_ms'] / 1000:.2f} s"
-                     f" | {t['epochs']['plain']['median_ms'] / 1000:.2f} s (plain `model.fit`) | {t['ratio']:.2f}x{rates} "
-                     "| ≥ 2x |")
+                     f" | {t['epochs']['plain']['median_ms'] / 1000:.2f} s (plain `model.fit`) | {t['ratio']:.2f}x"
+                     f"{fastest}{rates} | ≥ 2x |")
     if "train_process" in b:
         tp = b["train_process"]
         lines.append(f"| `ser train` start → first finished epoch | {tp['launch_to_first_epoch_s']:.1f} s | — | — | — |")
@@ -119,9 +123,10 @@ def bench_block() -> str:
     met = [a for a, t in b.get("training", {}).items() if t["ratio"] >= 2]
     missed = [a for a in b.get("training", {}) if a not in met]
     lines += ["", "Training epochs: the project's path is `ser train`'s own (tf.data with caching and prefetch, "
-                  "fused BatchNorm, bfloat16 mixed precision where the CPU has native bfloat16) and it also runs the "
+                  "tf.data's autotuner off, fused BatchNorm that reads bfloat16, dropout masks from 16 random bits, "
+                  "bfloat16 mixed precision where the CPU has native bfloat16) and it also runs the "
                   "online augmentation (masks, band shifts, time stretch) that the plain `model.fit` skips. "
-                  f"In this run the 2x target is met for {', '.join(f'`{a}`' for a in met) or 'no architecture'}"
+                  f"In this run the 2x target (median epochs) is met for {', '.join(f'`{a}`' for a in met) or 'no architecture'}"
                   + (f" and NOT met for {', '.join(f'`{a}`' for a in missed)}" if missed else "") + "."]
     return "\n".join(lines)
 
