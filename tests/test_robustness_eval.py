@@ -124,7 +124,7 @@ def test_cli_prints_a_table(tiny_cv, tmp_path, capsys):
     lines = {ln.split()[0]: ln.split() for ln in out.splitlines() if ln.strip()}
     result = json.loads((tiny_cv / RESULT_FILE).read_text())
     for name in (CLEAN, "gain-20db", "telephone"):
-        assert float(lines[name][1]) == pytest.approx(result["results"][name]["accuracy"], abs=5e-4)
+        assert float(lines[name][1]) == pytest.approx(result["results"][name]["accuracy"], abs=5.1e-4)  # 3 decimals
         assert float(lines[name][3]) == pytest.approx(result["results"][name]["drop"], abs=0.05)
     assert "opus16k" not in lines
     assert main(["robustness", str(tiny_cv), "--shifts", "nope", "--workers", "0"]) == 2
