@@ -45,4 +45,7 @@ def keras():
         except RuntimeError:
             pass  # the runtime was already initialised elsewhere in this process
         tf.constant(0.0) + 1.0    # first op: CPU-feature notices are printed here, also hidden
+        # Python-side notices too: every Predictor traces its own tf.function once, and after five
+        # (a robustness run builds dozens) TensorFlow warns about "retracing" on every one
+        tf.get_logger().setLevel("ERROR")
     return _keras

@@ -84,3 +84,17 @@ def test_quiet_speech_is_heard_and_steady_noise_is_not(predictor, sample_clip):
     rng = np.random.default_rng(1)
     hiss = (rng.standard_normal(48000) * 0.1).astype(np.float32)    # loud, but steady: no speech
     assert predictor.predict_array(hiss, 16000).emotion is None
+
+
+def test_many_predictors_in_one_process_print_no_tensorflow_warnings(tiny_model, sample_clip):
+    """A robustness run builds a Predictor per fold and member; TensorFlow warned about
+    'retracing' from the fifth one on."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from ser_core.predict import Predictor; "
+            "[Predictor(sys.argv[1]).predict_file(sys.argv[2]) for _ in range(7)]; print('done')")
+    r = subprocess.run([sys.executable, "-c", code, str(tiny_model), str(sample_clip)], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip() == "done", r.stderr
+    assert "retracing" not in r.stderr and "WARNING" not in r.stderr, r.stderr
