@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +77,19 @@ class EnsemblePredictor:
         if len(rates) != 1:
             raise ModelError(f"ensemble members expect different sample rates: {sorted(rates)}")
         self.cfg = self.members[0].cfg
+        # Members that hear the same features share one extraction. Groups go largest input
+        # first, and a worker thread runs a group's models (one graph call) while this thread
+        # extracts the next group's features: TensorFlow releases the GIL, so the two overlap.
+        order = sorted(range(len(self.members)), key=lambda i: -int(np.prod(self.members[i].model.input_shape[1:])))
+        self._groups: list[list[int]] = []
+        for i in order:
+            group = next((g for g in self._groups if self.members[g[0]].cfg == self.members[i].cfg), None)
+            if group is None:
+                self._groups.append([i])
+            else:
+                group.append(i)
+        self._group_calls = [_graph_call([self.members[i].model for i in g]) for g in self._groups]
+        self._runner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ser-ensemble")
 
     def model_input(self, y: np.ndarray) -> np.ndarray:
         return self.members[0].model_input(y)
@@ -92,7 +106,27 @@ class EnsemblePredictor:
                           first.duration, first.windows, first.message)
 
     def predict_array(self, y: np.ndarray, sr: int | None = None, *, name: str = "<array>"):
-        return self._combine([m.predict_array(y, sr, name=name) for m in self.members])
+        """Features once per distinct feature setting, models in one call per group, overlapped;
+        a waveform longer than one batch of windows goes member by member."""
+        from .predict import BATCH, frame_levels, speech_present
+
+        first = self.members[0]
+        y = first.checked(y, sr, name)
+        duration = y.size / self.cfg.sample_rate
+        if not speech_present(frame_levels(y)):
+            return first._no_speech(name, duration)
+        if max(len(m.window_starts(y.size)) for m in self.members) > BATCH:
+            return self._combine([m.predict_array(y, name=name) for m in self.members])
+        pending = []
+        for group, call in zip(self._groups, self._group_calls):
+            starts, x, speech = self.members[group[0]].window_features(y)
+            inputs = [self.members[i].normalise(x) for i in group]
+            pending.append((group, starts, speech, self._runner.submit(lambda c=call, xs=inputs: [o.numpy() for o in c(*xs)])))
+        preds = [None] * len(self.members)
+        for group, starts, speech, future in pending:
+            for i, probs in zip(group, future.result()):
+                preds[i] = self.members[i]._result(probs.astype(np.float64), speech, starts, name, duration)
+        return self._combine(preds)
 
     def predict_file(self, source, *, name: str | None = None, progress: Callable[[float, float], None] | None = None):
         from . import audio
@@ -108,6 +142,14 @@ class EnsemblePredictor:
             return self._combine(preds)
         y = audio.load(source, sr=self.cfg.sample_rate, name=label, max_seconds=max_audio_seconds())
         return self.predict_array(y, name=label)
+
+
+def _graph_call(models: list):
+    """One tf.function calling several Keras models, each on its own batch of inputs."""
+    import tensorflow as tf
+
+    return tf.function(lambda *xs: [model(x, training=False) for model, x in zip(models, xs)],
+                       input_signature=[tf.TensorSpec((None, *model.input_shape[1:]), tf.float32) for model in models])
 
 
 def build(members: Sequence[Path | str], out_dir: Path | str) -> Path:

@@ -182,8 +182,8 @@ class Predictor:
                           message="no speech detected: the recording is silent or too quiet")
 
     # ------------------------------------------------------------------ public
-    def predict_array(self, y: np.ndarray, sr: int | None = None, *, name: str = "<array>") -> Prediction:
-        """Classify a waveform (any rate; resampled to the model's rate)."""
+    def checked(self, y: np.ndarray, sr: int | None, name: str) -> np.ndarray:
+        """A mono float32 waveform at the model's rate, validated (too short, too long, not finite...)."""
         y = np.asarray(y, dtype=np.float32)
         if y.ndim == 2:                  # multichannel: (n, ch) or (ch, n), channels are the short axis
             y = y.mean(axis=int(np.argmin(y.shape)), dtype=np.float32)
@@ -193,17 +193,25 @@ class Predictor:
             raise AudioError(f"invalid sample rate {sr!r}", source=name)
         y = audio.resample(y, sr, self.cfg.sample_rate) if sr != self.cfg.sample_rate else y
         audio.validate(y, self.cfg.sample_rate, label=name, max_seconds=max_audio_seconds())
-        duration = y.size / self.cfg.sample_rate
-        if not speech_present(frame_levels(y)):
-            return self._no_speech(name, duration)
+        return y
+
+    def window_features(self, y: np.ndarray) -> tuple[list[int], np.ndarray, np.ndarray]:
+        """Window starts, raw feature arrays and which windows hold speech, for a checked waveform."""
         y = features.condition(y, self.cfg)
         starts = self.window_starts(y.size)
         wins = [audio.fix_length(y[s:s + self.cfg.n_samples], self.cfg.n_samples) for s in starts]
         loudest = float(frame_levels(y).max())
         speech = np.array([frame_levels(w).max() > loudest - WINDOW_RANGE_DB for w in wins])
-        probs = np.concatenate([self.predict_features(np.stack([features.from_waveform(w, self.cfg)
-                                                                for w in wins[b:b + BATCH]]))
-                                for b in range(0, len(wins), BATCH)])
+        return starts, np.stack([features.from_waveform(w, self.cfg) for w in wins]), speech
+
+    def predict_array(self, y: np.ndarray, sr: int | None = None, *, name: str = "<array>") -> Prediction:
+        """Classify a waveform (any rate; resampled to the model's rate)."""
+        y = self.checked(y, sr, name)
+        duration = y.size / self.cfg.sample_rate
+        if not speech_present(frame_levels(y)):
+            return self._no_speech(name, duration)
+        starts, x, speech = self.window_features(y)
+        probs = np.concatenate([self.predict_features(x[b:b + BATCH]) for b in range(0, len(x), BATCH)])
         return self._result(probs, speech, starts, name, duration)
 
     def predict_file(self, source, *, name: str | None = None,

@@ -125,3 +125,22 @@ def test_ensemble_cli_names_a_bad_folder(member_cvs, tmp_path):
                         "--out", str(tmp_path / "out")], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert f"{tmp_path / 'nope'} is not a finished cross-validation" in r.stderr
+
+
+def test_shipped_ensemble_answers_the_mean_of_its_members(sample_clip):
+    """The ensemble's shared feature extraction and grouped, overlapped model calls give what
+    each member says on its own, averaged; also for audio longer than one batch of windows."""
+    from conftest import DEFAULT_MODEL
+    from ser_core import audio
+    from ser_core.predict import BATCH, load_predictor
+
+    ens = load_predictor(DEFAULT_MODEL)
+    assert len(ens.members) == 4 and len(ens._groups) == 3       # the two ser_crnn share their features
+    y = audio.load(sample_clip)
+    long = np.tile(y, BATCH // 3 + 2)                               # > BATCH windows: member by member
+    for wave in (y, long):
+        got = ens.predict_array(wave, 16000)
+        alone = [m.predict_array(wave, 16000) for m in ens.members]
+        want = np.mean([[p.probabilities[lab] for lab in ens.labels] for p in alone], axis=0)
+        np.testing.assert_allclose([got.probabilities[lab] for lab in ens.labels], want, atol=1e-6)
+        assert [w.start for w in got.windows] == [w.start for w in alone[0].windows]
