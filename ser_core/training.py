@@ -291,7 +291,9 @@ def _class_weights(y: np.ndarray, n: int) -> np.ndarray:
 
 def make_dataset(x: np.ndarray, y: np.ndarray, n_classes: int, *, batch_size: int, weights: np.ndarray | None,
                  training: bool, online_aug: tuple[str, ...] = (), mixup: float = 0.0, seed: int = 0):
-    """A cached, prefetched tf.data pipeline; augmentation runs vectorised per batch.
+    """A prefetched tf.data pipeline over arrays held once in memory: the shuffle permutes
+    indices and each batch is one gather (no per-clip copies through a shuffle buffer);
+    augmentation runs vectorised per batch.
 
     tf.data's autotuner is off and the parallelism fixed instead: Keras makes a new iterator
     every epoch, and destroying one waited for the autotuner's sleeping thread, padding an
@@ -303,10 +305,11 @@ def make_dataset(x: np.ndarray, y: np.ndarray, n_classes: int, *, batch_size: in
 
     onehot = np.eye(n_classes, dtype=np.float32)[y]
     w = weights[y] if weights is not None else np.ones(len(y), np.float32)
-    ds = tf.data.Dataset.from_tensor_slices((x, onehot, w)).cache()
+    arrays = tuple(tf.constant(a) for a in (x, onehot, w))
+    ds = tf.data.Dataset.range(len(x))
     if training:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
+    ds = ds.batch(batch_size).map(lambda i: tuple(tf.gather(a, i) for a in arrays))
     if training and (online_aug or mixup) and x.ndim == 4:
         gen = tf.random.Generator.from_seed(seed)
         ds = ds.map(lambda a, b, c: _augment_batch(a, b, c, online_aug, mixup, gen),
