@@ -122,8 +122,8 @@ def bench_block() -> str:
                      f"(page shown {ap['predict_page_shown_s']:.1f} s, model loaded {ap['model_loaded_s']:.1f} s) | — | — | — |")
     met = [a for a, t in b.get("training", {}).items() if t["ratio"] >= 2]
     missed = [a for a in b.get("training", {}) if a not in met]
-    lines += ["", "Training epochs: the project's path is `ser train`'s own (tf.data with caching and prefetch, "
-                  "tf.data's autotuner off, fused BatchNorm that reads bfloat16, dropout masks from 16 random bits, "
+    lines += ["", "Training epochs: the project's path is `ser train`'s own (tf.data gathering shuffled batches from "
+                  "arrays held once, prefetch, the autotuner off, fused BatchNorm that reads bfloat16, dropout masks from 16 random bits, "
                   "bfloat16 mixed precision where the CPU has native bfloat16) and it also runs the "
                   "online augmentation (masks, band shifts, time stretch) that the plain `model.fit` skips. "
                   f"In this run the 2x target (median epochs) is met for {', '.join(f'`{a}`' for a in met) or 'no architecture'}"
