@@ -365,8 +365,9 @@ def bench_epochs(arch: str, have_corpus: bool, rounds: int) -> dict:
         print(f"  {label:<44} {s['project']['median_ms'] / 1e3:21.2f}   {s['plain']['median_ms'] / 1e3:21.2f}   "
               f"{_ratio(s['plain'], s['project']):6.2f}x (cpu {cpu:.2f}x)")
     best = round(steady["plain"]["min_ms"] / max(steady["project"]["min_ms"], 1e-9), 2)
-    print(f"  fastest epoch of each: {steady['project']['min_ms'] / 1e3:.2f} s vs {steady['plain']['min_ms'] / 1e3:.2f} s, "
-          f"{best:.2f}x (the plain fit's epochs that escaped tf.data's iterator-teardown wait)")
+    print(f"  fastest epoch of each: {steady['project']['min_ms'] / 1e3:.2f} s vs "
+          f"{steady['plain']['min_ms'] / 1e3:.2f} s, {best:.2f}x (the plain fit's epochs that escaped tf.data's "
+          f"iterator-teardown wait)")
     gflop = 3 * forward_flops(plain) * len(x) / 1e9
     rates = {k: gflop / (steady[k]["median_ms"] / 1e3) for k in ("project", "plain")}
     print(f"  arithmetic: about {gflop:.3g} GFLOP per epoch (3 x the conv and dense layers' forward pass); "

@@ -121,7 +121,8 @@ class EnsemblePredictor:
         for group, call in zip(self._groups, self._group_calls):
             starts, x, speech = self.members[group[0]].window_features(y)
             inputs = [self.members[i].normalise(x) for i in group]
-            pending.append((group, starts, speech, self._runner.submit(lambda c=call, xs=inputs: [o.numpy() for o in c(*xs)])))
+            future = self._runner.submit(lambda c=call, xs=inputs: [o.numpy() for o in c(*xs)])
+            pending.append((group, starts, speech, future))
         preds = [None] * len(self.members)
         for group, starts, speech, future in pending:
             for i, probs in zip(group, future.result()):
