@@ -115,8 +115,13 @@ def main() -> int:
         result = json.loads(out.read_text()) if out.exists() else {"arch": arch}
         cfg = json.loads((Path(run_dir) / "config.json").read_text())
         m = json.loads((Path(run_dir) / "metrics.json").read_text())
-        record_random(result, Path(run_dir), m.get("train_seconds", 0),
-                      "ser train --protocol random, settings " + recipe_text(cfg))
+        if cfg.get("arch") == "ensemble":      # an `ser ensemble cv` of members' random-split runs
+            record_random(result, Path(run_dir), m.get("wall_seconds", 0),
+                          "ser cv --protocol random --split-seed 0 for each member, then ser ensemble cv (members: "
+                          + ", ".join(recipe_text(c) for c in cfg.get("member_configs", [])) + ")")
+        else:
+            record_random(result, Path(run_dir), m.get("train_seconds", 0),
+                          "ser train --protocol random, settings " + recipe_text(cfg))
         out.write_text(json.dumps(result, indent=1))
     if args.from_cv:
         arch, cv_dir = args.from_cv.split("=", 1)
