@@ -379,6 +379,21 @@ def bench_epochs(arch: str, have_corpus: bool, rounds: int) -> dict:
             "gflop_per_s": {k: round(v, 1) for k, v in rates.items()}}
 
 
+def ensemble_epoch(training: dict, archs: list[str]) -> dict:
+    """An epoch of an ensemble model = one epoch of every member (each trains on its own), from the
+    members' measured epochs: medians, and fastest epochs, project against the plain fit."""
+    out: dict = {"members": archs}
+    for key in ("median_ms", "min_ms"):
+        ours = sum(training[a]["epochs"]["project"][key] for a in archs)
+        plain = sum(training[a]["epochs"]["plain"][key] for a in archs)
+        out[key] = {"project": round(ours, 3), "plain": round(plain, 3), "ratio": round(plain / max(ours, 1e-9), 2)}
+    m, f = out["median_ms"], out["min_ms"]
+    print(f"\n4. Training epochs of the default model ({', '.join(archs)}): one epoch of every member "
+          f"{m['project'] / 1e3:.2f} s vs {m['plain'] / 1e3:.2f} s plain, {m['ratio']:.2f}x; fastest epochs "
+          f"{f['project'] / 1e3:.2f} s vs {f['plain'] / 1e3:.2f} s, {f['ratio']:.2f}x")
+    return out
+
+
 def _measured_child(cmd: list[str], env: dict, poll: Callable[[], bool] | None = None,
                     timeout: float = 1800) -> dict:
     """Run ``cmd`` under a small wrapper that reports its peak RSS; ``poll`` is called while it runs."""
@@ -563,6 +578,11 @@ def _verdicts(res: dict) -> list[str]:
         check("corpus", c["cold_s"] < TARGETS["corpus_cold_s"] and c["warm_s"] < TARGETS["corpus_warm_s"],
               f"cold {c['cold_s']} s, warm {c['warm_s']} s for {c['clips']} clips "
               f"(targets < {TARGETS['corpus_cold_s']:g} s / < {TARGETS['corpus_warm_s']:g} s for 1440)")
+    if "default_epoch" in res:
+        d = res["default_epoch"]
+        check("training epoch, default model (every member)", d["median_ms"]["ratio"] >= TARGETS["epoch_ratio"],
+              f"{d['median_ms']['ratio']}x a plain model.fit, fastest epochs {d['min_ms']['ratio']}x "
+              f"(target {TARGETS['epoch_ratio']:g}x)")
     if "training" in res:
         for arch, t in res["training"].items():
             check(f"training epoch, {arch}", t["ratio"] >= TARGETS["epoch_ratio"],
@@ -614,6 +634,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.skip_train:
             res["training"] = {arch: bench_epochs(arch, have_corpus, 5 if quick else 9)
                                for arch in dict.fromkeys([*archs, OVERHEAD_BOUND_ARCH])}
+            if len(archs) > 1:
+                res["default_epoch"] = ensemble_epoch(res["training"], archs)
             res["train_process"] = bench_first_epoch(archs[0], have_corpus, env, workdir)
         res["predict_process"] = bench_predict_memory(model_dir, clips[0], env)
         if "train_process" in res:
