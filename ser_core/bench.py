@@ -364,7 +364,7 @@ def bench_epochs(arch: str, have_corpus: bool, rounds: int) -> dict:
         cpu = _ratio(s["plain"], s["project"], "cpu_median_ms")
         print(f"  {label:<44} {s['project']['median_ms'] / 1e3:21.2f}   {s['plain']['median_ms'] / 1e3:21.2f}   "
               f"{_ratio(s['plain'], s['project']):6.2f}x (cpu {cpu:.2f}x)")
-    best = round(steady["plain"]["min_ms"] / max(steady["project"]["min_ms"], 1e-9), 2)
+    best = _ratio(steady["plain"], steady["project"], "min_ms")
     print(f"  fastest epoch of each: {steady['project']['min_ms'] / 1e3:.2f} s vs "
           f"{steady['plain']['min_ms'] / 1e3:.2f} s, {best:.2f}x (the plain fit's epochs that escaped tf.data's "
           f"iterator-teardown wait)")
