@@ -708,6 +708,14 @@ def _own_create_time() -> float | None:
         return None
 
 
+def setting_differences(saved: dict, cfg: TrainConfig, ignore: tuple[str, ...] = ()) -> list[str]:
+    """The settings in which a saved run's config.json differs from ``cfg``; settings added
+    after that run was saved count as their defaults."""
+    want = json.loads(json.dumps(cfg.to_dict()))
+    unset = json.loads(json.dumps(TrainConfig().to_dict()))
+    return sorted(k for k in want if k not in ignore and saved.get(k, unset[k]) != want[k])
+
+
 def _finished_with(fold_dir: Path, cfg: TrainConfig) -> dict | None:
     """The metrics of a fold run that finished with exactly ``cfg``'s settings, else None."""
     saved = runs.read_json(fold_dir / "config.json")
@@ -715,11 +723,7 @@ def _finished_with(fold_dir: Path, cfg: TrainConfig) -> dict | None:
     if (not saved or not metrics or runs.read_status(fold_dir).get("state") != "finished"
             or not (fold_dir / "predictions.csv").exists()):
         return None
-    try:
-        same = json.dumps(TrainConfig.from_dict(saved).to_dict(), sort_keys=True, default=list) == \
-            json.dumps(cfg.to_dict(), sort_keys=True, default=list)
-    except (ConfigError, TypeError):
-        return None
+    same = set(saved) <= set(cfg.to_dict()) and not setting_differences(saved, cfg)
     return metrics if same else None
 
 

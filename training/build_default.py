@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ser_core import ensemble, runs  # noqa: E402
 from ser_core.config import models_dir  # noqa: E402
 from ser_core.training import (Logger, TrainConfig, _StopFlag, cross_validate, install_stop_handlers,  # noqa: E402
-                               train)
+                               setting_differences, train)
 
 HERE = Path(__file__).resolve().parent
 
@@ -83,10 +83,7 @@ def build_member(cfg: TrainConfig, reuse: Path | None, final: Path | None) -> tu
 
 def check_reused(run_dir: Path, cfg: TrainConfig, product: str, what: str) -> None:
     """Refuse a reused run that did not finish or trained another recipe than this member's."""
-    used = runs.read_json(run_dir / "config.json") or {}
-    want = json.loads(json.dumps(cfg.to_dict()))
-    unset = json.loads(json.dumps(TrainConfig().to_dict()))     # settings added after the run was saved
-    diff = sorted(k for k in want if k not in ("workers", "fold") and used.get(k, unset[k]) != want[k])
+    diff = setting_differences(runs.read_json(run_dir / "config.json") or {}, cfg, ignore=("workers", "fold"))
     if diff or not (run_dir / product).exists():
         raise SystemExit(f"{run_dir} is not a finished {what} of this member's recipe "
                          f"(differs in: {', '.join(diff) or product + ' missing'})")
