@@ -30,22 +30,22 @@ def keras():
     """Return the ``keras`` module, importing TensorFlow on first use only."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    if "tensorflow" in sys.modules:
-        import keras as _keras
+    if "tensorflow" not in sys.modules:
+        with native_stderr_silenced():
+            import tensorflow as tf
 
-        return _keras
-    with native_stderr_silenced():
-        import keras as _keras
-        import tensorflow as tf
+            n = os.cpu_count() or 1
+            try:
+                tf.config.threading.set_intra_op_parallelism_threads(n)
+                tf.config.threading.set_inter_op_parallelism_threads(min(2, n))
+            except RuntimeError:
+                pass  # the runtime was already initialised elsewhere in this process
+            tf.constant(0.0) + 1.0    # first op: CPU-feature notices are printed here, also hidden
+    import keras as _keras
+    import tensorflow as tf
 
-        n = os.cpu_count() or 1
-        try:
-            tf.config.threading.set_intra_op_parallelism_threads(n)
-            tf.config.threading.set_inter_op_parallelism_threads(min(2, n))
-        except RuntimeError:
-            pass  # the runtime was already initialised elsewhere in this process
-        tf.constant(0.0) + 1.0    # first op: CPU-feature notices are printed here, also hidden
-        # Python-side notices too: every Predictor traces its own tf.function once, and after five
-        # (a robustness run builds dozens) TensorFlow warns about "retracing" on every one
-        tf.get_logger().setLevel("ERROR")
+    # Python-side notices too, also when TensorFlow was imported elsewhere first (robustness workers
+    # set their own threads): every Predictor traces its own tf.function once, and after five
+    # (a robustness run builds dozens) TensorFlow warns about "retracing" on every one
+    tf.get_logger().setLevel("ERROR")
     return _keras

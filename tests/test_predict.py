@@ -98,3 +98,18 @@ def test_many_predictors_in_one_process_print_no_tensorflow_warnings(tiny_model,
                        text=True, timeout=300)
     assert r.returncode == 0 and r.stdout.strip() == "done", r.stderr
     assert "retracing" not in r.stderr and "WARNING" not in r.stderr, r.stderr
+
+
+def test_robustness_workers_print_no_tensorflow_warnings(tiny_model, sample_clip, tmp_path):
+    """A robustness worker imports TensorFlow itself (one thread) before any Predictor exists;
+    the retracing warnings must stay quiet there too."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from ser_core import robustness; robustness._init_worker(sys.argv[3]); "
+            "from ser_core.predict import Predictor; "
+            "[Predictor(sys.argv[1]).predict_file(sys.argv[2]) for _ in range(7)]; print('done')")
+    r = subprocess.run([sys.executable, "-c", code, str(tiny_model), str(sample_clip), str(tmp_path)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip() == "done", r.stderr
+    assert "retracing" not in r.stderr and "WARNING" not in r.stderr, r.stderr
