@@ -386,7 +386,7 @@ def ensemble_epoch(training: dict, archs: list[str]) -> dict:
     for key in ("median_ms", "min_ms"):
         ours = sum(training[a]["epochs"]["project"][key] for a in archs)
         plain = sum(training[a]["epochs"]["plain"][key] for a in archs)
-        out[key] = {"project": round(ours, 3), "plain": round(plain, 3), "ratio": round(plain / max(ours, 1e-9), 2)}
+        out[key] = {"project": round(ours, 3), "plain": round(plain, 3), "ratio": _ratio({key: plain}, {key: ours}, key)}
     m, f = out["median_ms"], out["min_ms"]
     print(f"\n4. Training epochs of the default model ({', '.join(archs)}): one epoch of every member "
           f"{m['project'] / 1e3:.2f} s vs {m['plain'] / 1e3:.2f} s plain, {m['ratio']:.2f}x; fastest epochs "
