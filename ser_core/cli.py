@@ -101,7 +101,9 @@ def _train_config(args):
         d["speakers"] = tuple(_speaker_ids(args.speakers))
     d["schedule"], d["precision"] = args.schedule, args.precision
     if args.param:
-        d["arch_params"] = _arch_params(args.param)
+        d["arch_params"] = _pairs(args.param, "--param")
+    if args.feature:
+        d["features"] = _pairs(args.feature, "--feature")
     if getattr(args, "test_speakers", None):
         d["test_speakers"] = tuple(_speaker_ids(args.test_speakers))
     return TrainConfig(**d).resolved()
@@ -297,15 +299,13 @@ def cmd_data(args) -> int:
     raise SERError("usage: ser data download ravdess | ser data info")
 
 
-def _arch_params(items: list[str]) -> dict:
-    """``width=32`` style pairs to architecture keyword arguments (numbers where they parse)."""
-    from .errors import ConfigError
-
+def _pairs(items: list[str], flag: str) -> dict:
+    """``width=32`` style pairs to keyword arguments (JSON values where they parse: numbers, true, null)."""
     out: dict = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"--param takes NAME=VALUE, got {item!r}")
+            raise ConfigError(f"{flag} takes NAME=VALUE, got {item!r}")
         try:
             out[key.strip()] = json.loads(value)
         except ValueError:
@@ -350,6 +350,9 @@ def _add_train_args(p: argparse.ArgumentParser, *, with_fold: bool) -> None:
                    help="bfloat16 mixed precision where the CPU has native bfloat16 (auto), or force one")
     p.add_argument("--param", action="append", metavar="NAME=VALUE",
                    help="architecture parameter, e.g. width=32 (repeatable)")
+    p.add_argument("--feature", action="append", metavar="NAME=VALUE",
+                   help="override one of the architecture's feature settings, e.g. n_mels=128 (repeatable; "
+                        "saved with the model, so prediction uses it too)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -93,6 +93,7 @@ class TrainConfig:
             precision=("bfloat16" if bf16_supported() else "float32") if self.precision == "auto" else self.precision,
         )
         models.check_params(cfg.arch, cfg.arch_params)
+        cfg.feature_config()
         if cfg.precision not in PRECISIONS:
             raise ConfigError(f"unknown precision {cfg.precision!r}; choose one of {', '.join(PRECISIONS)}")
         if cfg.channel_aug > 0:
@@ -118,8 +119,20 @@ class TrainConfig:
         return self.seed if self.split_seed is None else self.split_seed
 
     def feature_config(self) -> FeatureConfig:
+        """The architecture's feature settings with this run's overrides (``features``) applied."""
         base = models.get(self.arch).features
-        return dataclasses.replace(base, **self.features) if self.features else base
+        if not self.features:
+            return base
+        reject_unknown(FeatureConfig, self.features, "feature setting")
+        for key, value in self.features.items():
+            default = getattr(base, key)
+            ok = (isinstance(value, bool) if isinstance(default, bool) else
+                  isinstance(value, str) if isinstance(default, str) else
+                  isinstance(value, int) and not isinstance(value, bool) if isinstance(default, int) else
+                  value is None or isinstance(value, (int, float)) and not isinstance(value, bool))
+            if not ok:
+                raise ConfigError(f"feature setting {key} must be like its default {default!r}, not {value!r}")
+        return dataclasses.replace(base, **self.features)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -97,6 +97,25 @@ def test_train_cli_architecture_parameters(tmp_path, samples_dir):
     assert "seed004_dnn has no parameter layers; it takes units (default 256), dropout (default 0.4)" in r.stderr
 
 
+def test_train_cli_feature_override_travels_with_the_model(tmp_path, samples_dir):
+    common = ("train", "--arch", "ser_crnn", "--dataset", f"ravdess:{samples_dir}", "--test-speakers", "1",
+              "--val-speakers", "1", "--epochs", "1", "--param", "width=4", "--param", "units=4")
+    r = ser(*common, "--feature", "n_mels=48", "--run-dir", tmp_path / "ok")
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert json.loads((tmp_path / "ok" / "config.json").read_text())["features"] == {"n_mels": 48}
+    spec = json.loads((tmp_path / "ok" / "model" / "spec.json").read_text())
+    assert spec["features"]["n_mels"] == 48 and spec["features"]["n_fft"] == 1024
+    r = ser("predict", "--json", "--model", tmp_path / "ok" / "model", samples_dir / "03-01-01-01-01-01-01.flac")
+    assert r.returncode == 0 and json.loads(r.stdout)["emotion"] in EMOTIONS
+    for bad, message in (("n_mel=48", "unknown feature setting(s): n_mel"),
+                         ("n_mels=many", "feature setting n_mels must be like its default 64, not 'many'"),
+                         ("n_mels", "--feature takes NAME=VALUE, got 'n_mels'")):
+        r = ser(*common, "--feature", bad, "--run-dir", tmp_path / "bad")
+        assert r.returncode == 2 and "Traceback" not in r.stderr
+        assert message in r.stderr
+        assert not (tmp_path / "bad" / "model").exists()
+
+
 def test_python_dash_m_and_console_script_agree():
     r = ser("archs")
     names = [line.split()[0] for line in r.stdout.splitlines()]
