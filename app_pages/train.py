@@ -21,6 +21,7 @@ AUG_TITLES = {"time_mask": "time masking", "freq_mask": "frequency masking",
               "brightness_contrast": "brightness / contrast"}
 BATCH_SIZES = (8, 16, 32, 64, 128)
 LEARNING_RATES = (1e-4, 3e-4, 5e-4, 1e-3, 2e-3, 3e-3, 5e-3)
+MEL_BANDS = (32, 40, 48, 64, 80, 96, 128)
 
 
 def watched_run() -> Path | None:
@@ -79,7 +80,7 @@ def new_run_form() -> None:
                                 format_func=lambda s: {"plateau": "halve on plateau", "cosine": "cosine decay"}[s],
                                 help="Halve the rate when validation loss stalls, or warm up for two epochs and "
                                      "decay along a cosine to 1 % by the last epoch.")
-        c1, c2, c3, _ = st.columns(4)
+        c1, c2, c3, c4 = st.columns(4)
         channel_aug = c1.slider("Channel augmentation", 0.0, 2.0, float(defaults.get("channel_aug", 0.0)), 0.1,
                                 key=f"t_channel_{arch_name}",
                                 help="Extra training copies per clip through a random room, background noise, "
@@ -90,6 +91,12 @@ def new_run_form() -> None:
         n_val = c3.number_input("Validation actors", 0, 6, 2, key="t_val",
                                 help="Training actors held out for early stopping. 0 trains on all of them and "
                                      "keeps the last epoch (the shipped recipe).")
+        base_features = models.get(arch_name).features
+        mel_bands = base_features.n_mels
+        if base_features.kind == "logmel":
+            mel_bands = c4.select_slider("Mel bands", sorted({*MEL_BANDS, mel_bands}), value=mel_bands,
+                                         key=f"t_mels_{arch_name}",
+                                         help="Frequency resolution of the log-mel input; saved with the model.")
         submitted = st.form_submit_button("Start training", type="primary", icon=":material/play_arrow:")
     if not submitted:
         return
@@ -99,6 +106,8 @@ def new_run_form() -> None:
               "class_weights": bool(weights), "targeted_aug": bool(targeted), "patience": int(patience),
               "seed": int(seed), "schedule": schedule, "channel_aug": float(channel_aug),
               "channel_profile": profile, "n_val_speakers": int(n_val)}
+    if mel_bands != base_features.n_mels:
+        config["features"] = {"n_mels": int(mel_bands)}
     if quick and not samples_only:
         config["speakers"] = list(views.quick_speakers(protocol, int(fold)))
     try:

@@ -228,6 +228,25 @@ def test_train_watch_stop_open_and_promote_a_run(no_data, tmp_path, monkeypatch)
     assert any("shipped default" in m.value for m in at.sidebar.markdown)
 
 
+def test_train_form_mel_bands_reach_the_saved_model(no_data):
+    at = start_app("app_pages/train.py")
+    at.selectbox(key="t_arch").set_value("seed000_cnn").run()
+    assert not [s for s in at.select_slider if s.label == "Mel bands"]     # its input stacks fixed rows
+    at.selectbox(key="t_arch").set_value("ser_crnn").run()
+    assert at.select_slider(key="t_mels_ser_crnn").value == 64
+    at.number_input(key="t_epochs").set_value(1)
+    at.select_slider(key="t_mels_ser_crnn").set_value(96)
+    button(at, "Start training").click().run()
+    assert not at.exception and not errors(at)
+    (run,) = runs.list_runs()
+    run_dir = Path(run["dir"])
+    assert json.loads((run_dir / "config.json").read_text())["features"] == {"n_mels": 96}
+    status = runs.wait(run_dir, timeout=RUN_TIMEOUT)
+    assert status["state"] == "finished", status
+    spec = json.loads((run_dir / "model" / "spec.json").read_text())
+    assert spec["features"]["n_mels"] == 96 and spec["features"]["kind"] == "logmel"
+
+
 def test_a_failed_run_shows_its_status_message(no_data):
     run_dir = no_data / "runs" / "20260101-000000-broken"
     run_dir.mkdir(parents=True)
