@@ -14,14 +14,15 @@ build_default = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(build_default)
 
 
-def test_two_members_of_one_architecture_are_told_apart_by_seed():
-    given = {"ser_crnn@1": "runs/seed1", "ser_crnn": "runs/any", "seed004_dnn": "runs/dnn"}
+def test_members_of_one_architecture_are_told_apart_by_seed_or_position():
+    given = {"ser_crnn@1": "runs/seed1", "ser_crnn": "runs/any", "seed004_dnn": "runs/dnn", "5": "runs/fifth"}
     first = TrainConfig(arch="ser_crnn", seed=0)
     second = dataclasses.replace(first, seed=1)
-    assert str(build_default.reused(first, given)) == "runs/any"
-    assert str(build_default.reused(second, given)) == "runs/seed1"
-    assert str(build_default.reused(TrainConfig(arch="seed004_dnn"), given)) == "runs/dnn"
-    assert build_default.reused(TrainConfig(arch="seed000_cnn"), given) is None
+    assert str(build_default.reused(1, first, given)) == "runs/any"
+    assert str(build_default.reused(2, second, given)) == "runs/seed1"
+    assert str(build_default.reused(4, TrainConfig(arch="seed004_dnn"), given)) == "runs/dnn"
+    assert build_default.reused(3, TrainConfig(arch="seed000_cnn"), given) is None
+    assert str(build_default.reused(5, dataclasses.replace(first, features={"n_mels": 128}), given)) == "runs/fifth"
 
 
 def _run(tmp_path, cfg, **extra):

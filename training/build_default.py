@@ -4,7 +4,7 @@ The recipe (training/default.json) lists one or more members. For each member:
 
 1. 6-fold speaker-independent cross-validation (EmoBox folds): metrics.json and
    out-of-fold predictions.csv (or reuse a finished one with --member-cv ARCH=DIR;
-   ARCH@SEED when two members share an architecture).
+   ARCH@SEED when two members share an architecture, N=DIR for the recipe's N-th member).
 2. The final model: the same recipe trained on all 24 actors for the median number
    of epochs the folds chose (their last epoch when a recipe trains without a
    validation split; no test actor exists any more, so nothing is selected on test data),
@@ -49,9 +49,10 @@ def final_epochs(cfg: TrainConfig, metrics: dict) -> int:
     return epochs[len(epochs) // 2] if epochs else cfg.epochs
 
 
-def reused(cfg: TrainConfig, given: dict[str, str]) -> Path | None:
-    """The folder given for this member: keyed ARCH@SEED, or just ARCH."""
-    for key in (f"{cfg.arch}@{cfg.seed}", cfg.arch):
+def reused(position: int, cfg: TrainConfig, given: dict[str, str]) -> Path | None:
+    """The folder given for the recipe's ``position``-th member (from 1): keyed by that number, ARCH@SEED,
+    or just ARCH. A key that fits a member trained on other settings is refused later by check_reused."""
+    for key in (str(position), f"{cfg.arch}@{cfg.seed}", cfg.arch):
         if key in given:
             return Path(given[key])
     return None
@@ -133,9 +134,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--recipe", default=str(HERE / "default.json"))
     ap.add_argument("--member-cv", action="append", default=[], metavar="ARCH=DIR",
-                    help="reuse a finished cross-validation of that member's recipe (ARCH@SEED when two share an arch)")
+                    help="reuse a finished cross-validation of that member's recipe (ARCH@SEED when two share an arch, "
+                         "N for the recipe's N-th member)")
     ap.add_argument("--member-final", action="append", default=[], metavar="ARCH=DIR",
-                    help="reuse a finished all-actor run of that member's recipe")
+                    help="reuse a finished all-actor run of that member's recipe (keys as --member-cv)")
     ap.add_argument("--robustness", metavar="CV_DIR",
                     help="only copy CV_DIR/robustness.json into models/default (after `ser robustness CV_DIR`)")
     args = ap.parse_args()
@@ -149,8 +151,8 @@ def main() -> int:
     reuse = dict(item.split("=", 1) for item in args.member_cv)
     finals_given = dict(item.split("=", 1) for item in args.member_final)
     built = []
-    for cfg in cfgs:
-        out = build_member(cfg, reused(cfg, reuse), reused(cfg, finals_given))
+    for position, cfg in enumerate(cfgs, 1):
+        out = build_member(cfg, reused(position, cfg, reuse), reused(position, cfg, finals_given))
         if out is None:
             return 1
         built.append((cfg, *out))
