@@ -47,6 +47,7 @@ def default_block() -> str:
             aug = f"channel augmentation {r.get('channel_aug') or 0:g}"
             if r.get("channel_aug"):
                 aug += f", {r.get('channel_profile', 'v1')} noise profile"
+            aug += "".join(f", {k} {v}" for k, v in sorted((r.get("features") or {}).items()))
             lines.append(f"| `{mem['arch']}` (seed {r.get('seed', 0)}, {aug}) "
                          f"| {pct(acc)} | {mem['trained_on']}, {mem['epochs']} epochs |")
         lines += ["", "The ensemble's figures above average the members' out-of-fold probabilities fold by fold "

@@ -67,7 +67,7 @@ def record_random(result: dict, run_dir: Path, secs: float, command: str) -> Non
 def recipe_text(cfg: dict) -> str:
     """The settings of a run's config.json that differ between recipes, as JSON."""
     keys = ("arch", "epochs", "patience", "schedule", "learning_rate", "mixup", "channel_aug", "channel_profile",
-            "n_val_speakers", "arch_params", "precision", "ensemble")
+            "n_val_speakers", "arch_params", "features", "precision", "ensemble")
     return json.dumps({k: cfg[k] for k in keys if k in cfg})
 
 
