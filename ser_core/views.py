@@ -58,6 +58,18 @@ def _style(fig: go.Figure, title: str | None = None, height: int | None = None) 
 
 
 # ============================================================================ models
+def member_label(member_dir: Path, fallback: str) -> str:
+    """An ensemble member's architecture, with the feature settings it changed from that architecture's own,
+    e.g. ``ser_crnn (n_mels 128)``, so two members of one architecture can be told apart."""
+    spec = runs.read_json(Path(member_dir) / "spec.json", {}) or {}
+    arch = str(spec.get("arch") or fallback)
+    if arch not in models.REGISTRY or not isinstance(spec.get("features"), dict):
+        return arch
+    base = models.get(arch).features.to_dict()
+    changed = [f"{k} {v}" for k, v in sorted(spec["features"].items()) if k in base and base[k] != v]
+    return f"{arch} ({', '.join(changed)})" if changed else arch
+
+
 def model_summary(model_dir: Path) -> dict:
     """Name, architecture, date and cross-validated accuracy of a model folder, for the sidebar."""
     model_dir = Path(model_dir)
@@ -65,7 +77,9 @@ def model_summary(model_dir: Path) -> dict:
     metrics = runs.read_json(model_dir / "metrics.json", {}) or {}
     arch = str(spec.get("arch", "?"))
     title = models.REGISTRY[arch].title if arch in models.REGISTRY else arch
-    members = (spec.get("extra") or {}).get("member_archs") or []
+    extra = spec.get("extra") or {}
+    members = [member_label(model_dir / "members" / str(name), fallback)
+               for name, fallback in zip(extra.get("members") or [], extra.get("member_archs") or [])]
     if arch == "ensemble" and members:
         title = "Ensemble of " + " + ".join(members) + " (mean of their probabilities)"
     is_default = model_dir.resolve() == runs.default_model_dir().resolve()

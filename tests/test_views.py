@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ser_core import views
+from ser_core import models, views
 from ser_core.config import EMOTIONS, FeatureConfig
 from ser_core.predict import Prediction, Window
 
@@ -211,6 +211,20 @@ def test_model_summary_reads_the_default_models_files():
     assert info["name"] == "shipped default" and info["is_default"]
     assert info["accuracy"] == stored["accuracy"]
     assert info["protocol"] == stored["protocol"]
+
+
+def test_ensemble_title_tells_members_of_one_architecture_apart_by_their_features(tmp_path):
+    crnn = models.get("ser_crnn").features.to_dict()
+    members = {"ser_crnn": crnn, "ser_crnn-2": {**crnn, "n_mels": 128, "fmax": 7000.0}, "seed004_dnn": None}
+    for name, feats in members.items():
+        (tmp_path / "members" / name).mkdir(parents=True)
+        if feats:
+            spec = {"arch": "ser_crnn", "features": feats}
+            (tmp_path / "members" / name / "spec.json").write_text(json.dumps(spec))
+    (tmp_path / "spec.json").write_text(json.dumps({"arch": "ensemble", "extra": {
+        "members": list(members), "member_archs": ["ser_crnn", "ser_crnn", "seed004_dnn"]}}))
+    assert views.model_summary(tmp_path)["title"] == (
+        "Ensemble of ser_crnn + ser_crnn (fmax 7000.0, n_mels 128) + seed004_dnn (mean of their probabilities)")
 
 
 def test_evaluation_sources_list_default_then_runs_with_predictions(tmp_path, monkeypatch):
