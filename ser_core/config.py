@@ -58,10 +58,10 @@ class FeatureConfig:
         if min(self.n_mels, self.n_mfcc, self.image_size) < 1:
             raise ConfigError("n_mels, n_mfcc and image_size must be positive")
         nyquist = self.sample_rate / 2
-        if not 0 <= self.fmin < (nyquist if self.fmax is None else min(self.fmax, nyquist)):
-            raise ConfigError(f"need 0 <= fmin < fmax <= {nyquist:g} Hz (half the sample rate)")
-        if self.fmax is not None and self.fmax > nyquist:
-            raise ConfigError(f"fmax {self.fmax:g} Hz is above half the sample rate ({nyquist:g} Hz)")
+        fmax = nyquist if self.fmax is None else self.fmax
+        if not 0 <= self.fmin < fmax <= nyquist:
+            raise ConfigError(f"need 0 <= fmin < fmax <= {nyquist:g} Hz (half the sample rate), "
+                              f"got fmin {self.fmin:g}, fmax {fmax:g}")
         if self.kind == "seed000" and self.n_mels != self.n_mfcc + 19:
             raise ConfigError(f"seed000 stacks {self.n_mels} mel bands over n_mfcc + 12 chroma + 7 contrast rows: "
                               f"n_mels must be n_mfcc + 19 = {self.n_mfcc + 19}")

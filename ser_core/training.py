@@ -47,6 +47,17 @@ def bf16_supported() -> bool:
     return False
 
 
+def _same_kind(value: Any, default: Any) -> bool:
+    """Whether an override fits a setting: bool for bool, str for str, int for int, a number (or None) for floats."""
+    if isinstance(default, (bool, str)):
+        return type(value) is type(default)
+    if isinstance(value, bool):
+        return False
+    if isinstance(default, int):
+        return isinstance(value, int)
+    return value is None or isinstance(value, (int, float))
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything a training run needs; ``None`` fields take the architecture's default."""
@@ -126,11 +137,7 @@ class TrainConfig:
         reject_unknown(FeatureConfig, self.features, "feature setting")
         for key, value in self.features.items():
             default = getattr(base, key)
-            ok = (isinstance(value, bool) if isinstance(default, bool) else
-                  isinstance(value, str) if isinstance(default, str) else
-                  isinstance(value, int) and not isinstance(value, bool) if isinstance(default, int) else
-                  value is None or isinstance(value, (int, float)) and not isinstance(value, bool))
-            if not ok:
+            if not _same_kind(value, default):
                 raise ConfigError(f"feature setting {key} must be like its default {default!r}, not {value!r}")
         return dataclasses.replace(base, **self.features)
 

@@ -19,7 +19,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from . import evaluation, features, models, runs, splits
+from . import ensemble, evaluation, features, models, runs, splits
 from .config import EMOTIONS, FeatureConfig, data_dir, project_root
 from .datasets import AUDIO_EXTENSIONS, parse_ravdess
 
@@ -78,7 +78,7 @@ def model_summary(model_dir: Path) -> dict:
     arch = str(spec.get("arch", "?"))
     title = models.REGISTRY[arch].title if arch in models.REGISTRY else arch
     extra = spec.get("extra") or {}
-    members = [member_label(model_dir / "members" / str(name), fallback)
+    members = [member_label(model_dir / ensemble.MEMBERS / str(name), fallback)
                for name, fallback in zip(extra.get("members") or [], extra.get("member_archs") or [])]
     if arch == "ensemble" and members:
         title = "Ensemble of " + " + ".join(members) + " (mean of their probabilities)"

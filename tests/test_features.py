@@ -176,3 +176,27 @@ def test_parallel_corpus_equals_serial_and_the_warm_cache_returns_the_same_array
         np.testing.assert_array_equal(warm.x, parallel.x)
         other = dataclasses.replace(cfg, hop_length=256)          # another config is another cache entry
         assert corpus_features(paths[:2], other, workers=1, root=tmp_path / "a", progress=False).x.shape[2] == 188
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"kind": "seed000", "n_mels": 64}, "n_mels must be n_mfcc + 19 = 32"),
+    ({"kind": "logmel", "fmax": 9000.0}, "got fmin 0, fmax 9000"),
+    ({"kind": "logmel", "fmin": 500.0, "fmax": 400.0}, "need 0 <= fmin < fmax <= 8000 Hz"),
+    ({"kind": "logmel", "n_mels": 0}, "n_mels, n_mfcc and image_size must be positive"),
+])
+def test_impossible_feature_settings_are_refused_before_any_audio_is_read(settings, message):
+    from ser_core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message.replace("+", r"\+")):
+        FeatureConfig(**settings)
+
+
+def test_feature_overrides_must_look_like_the_setting_they_replace():
+    from ser_core.errors import ConfigError
+    from ser_core.training import TrainConfig
+
+    ok = TrainConfig(arch="ser_crnn", features={"n_mels": 128, "fmax": 7000, "deltas": False}).resolved()
+    assert (ok.feature_config().n_mels, ok.feature_config().fmax, ok.feature_config().deltas) == (128, 7000, False)
+    for bad in ({"n_mels": 12.5}, {"n_mels": True}, {"deltas": 1}, {"n_mel": 128}):
+        with pytest.raises(ConfigError):
+            TrainConfig(arch="ser_crnn", features=bad).resolved()
