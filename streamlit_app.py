@@ -6,7 +6,9 @@ import sys
 
 import streamlit as st
 
-from ser_core import runs, views
+from ser_core import runs
+
+from ser_app import views
 
 if "tensorflow" not in sys.modules:
     # aiortc's SRTP library (used by the Predict page's live mode) crashes the process when it is loaded

@@ -11,7 +11,9 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from ser_core import evaluation, views
+from ser_core import evaluation
+
+from ser_app import views
 from ser_core.config import data_dir
 from ser_core.errors import SERError
 

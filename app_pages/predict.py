@@ -5,7 +5,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from ser_core import audio, runs, views
+from ser_core import audio, runs
+
+from ser_app import views
 from ser_core.config import max_audio_seconds
 from ser_core.errors import SERError, SilentAudioError, TooLongError
 

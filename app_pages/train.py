@@ -7,7 +7,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from ser_core import models, runs, splits, views
+from ser_core import models, runs, splits
+
+from ser_app import views
 from ser_core.channel import CHANNEL_PROFILES, profiles_help
 from ser_core.errors import SERError
 from ser_core.training import ONLINE_AUGS, TrainConfig

@@ -4,11 +4,16 @@ Columns always present: ``path, emotion, speaker, gender, corpus``; RAVDESS adds
 ``actor, intensity, statement, repetition``. Emotions use the eight RAVDESS
 names (:data:`ser_core.config.EMOTIONS`); corpora with other names are mapped,
 and emotions outside the eight are kept under their own name.
+
+The data root (``SER_DATA_DIR``) is either one corpus (RAVDESS itself, as
+before) or a folder holding one subfolder per corpus, found by name
+(:func:`corpus_dirs`); ``ravdess+ased`` loads and stacks several.
 """
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -121,10 +126,89 @@ def parse_emodb(name: str) -> dict | None:
     return {"emotion": _EMODB_EMO[m.group(3)], "speaker": f"emodb-{spk}",
             "gender": "male" if spk in _EMODB_MALE else "female", "corpus": "emodb", "text": m.group(2)}
 
+_ASED_EMO = {"n": "neutral", "f": "fearful", "h": "happy", "s": "sad", "a": "angry"}
+_ASED_RE = re.compile(r"^([nfhsa])(\d)-(\d\d)-(\d\d)-(0[12])-(\d\d)$", re.IGNORECASE)
+
+
+def parse_ased(name: str) -> dict | None:
+    """ASED v1: ``f2-07-01-01-31`` (emotion letter + folder number, sentence, repetition, gender, speaker)."""
+    m = _ASED_RE.match(Path(name).stem)
+    if not m:
+        return None
+    letter, _, sentence, rep, gender, spk = m.groups()
+    return {"emotion": _ASED_EMO[letter.lower()], "speaker": f"ased-{spk}",
+            "gender": "female" if gender == "01" else "male", "corpus": "ased",
+            "sentence": int(sentence), "repetition": int(rep)}
+
+
+_EMOVO_EMO = {"dis": "disgust", "gio": "happy", "neu": "neutral", "pau": "fearful", "rab": "angry",
+              "sor": "surprised", "tri": "sad"}
+_EMOVO_RE = re.compile(r"^(dis|gio|neu|pau|rab|sor|tri)-([fm][1-3])-([bdln]\d)$", re.IGNORECASE)
+
+
+def parse_emovo(name: str) -> dict | None:
+    """EMOVO: ``pau-f1-l3`` (emotion code, speaker f1-f3 / m1-m3, sentence code)."""
+    m = _EMOVO_RE.match(Path(name).stem)
+    if not m:
+        return None
+    emo, spk, sentence = (g.lower() for g in m.groups())
+    return {"emotion": _EMOVO_EMO[emo], "speaker": f"emovo-{spk}", "gender": "female" if spk[0] == "f" else "male",
+            "corpus": "emovo", "sentence": sentence}
+
+
+_URDU_EMO = {"A": "angry", "H": "happy", "N": "neutral", "S": "sad"}
+_URDU_RE = re.compile(r"^S([MF])(\d+)_F(\d+)_([AHNS])(\d+)$", re.IGNORECASE)
+
+
+def parse_urdu(name: str) -> dict | None:
+    """URDU: ``SM4_F2_A054`` (gender M/F and speaker number, file number, emotion letter and number)."""
+    m = _URDU_RE.match(Path(name).stem)
+    if not m:
+        return None
+    gender, spk, _, emo, _ = m.groups()
+    g = gender.upper()
+    return {"emotion": _URDU_EMO[emo.upper()], "speaker": f"urdu-{g}{int(spk)}",
+            "gender": "male" if g == "M" else "female", "corpus": "urdu"}
+
 
 PARSERS: dict[str, Callable[[str], dict | None]] = {
-    "ravdess": parse_ravdess, "tess": parse_tess, "crema-d": parse_crema, "savee": parse_savee,
-    "emodb": parse_emodb,
+    "ravdess": parse_ravdess, "ased": parse_ased, "emovo": parse_emovo, "urdu": parse_urdu,
+    "tess": parse_tess, "crema-d": parse_crema, "savee": parse_savee, "emodb": parse_emodb,
+}
+
+
+@dataclass(frozen=True)
+class CorpusInfo:
+    """What a user (and the README) must know of a corpus: its language, its own emotions, how to credit it."""
+
+    title: str
+    language: str
+    emotions: tuple[str, ...]
+    citation: str
+    licence: str
+
+
+CORPORA: dict[str, CorpusInfo] = {
+    "ravdess": CorpusInfo(
+        "RAVDESS speech", "English (North American)", EMOTIONS,
+        "Livingstone SR, Russo FA (2018). The Ryerson Audio-Visual Database of Emotional Speech and Song "
+        "(RAVDESS). PLoS ONE 13(5): e0196391. https://doi.org/10.1371/journal.pone.0196391",
+        "CC BY-NC-SA 4.0"),
+    "ased": CorpusInfo(
+        "ASED v1", "Amharic", ("neutral", "happy", "sad", "angry", "fearful"),
+        "Retta EA, Almekhlafi E, Sutcliffe R, Mhamed M, Ali H, Feng J (2022). A New Amharic Speech Emotion "
+        "Dataset and Classification Benchmark. ACM TALLIP. https://doi.org/10.1145/3529759",
+        "research use (github.com/Ethio2021/ASED_V1)"),
+    "emovo": CorpusInfo(
+        "EMOVO", "Italian", ("neutral", "happy", "sad", "angry", "fearful", "disgust", "surprised"),
+        "Costantini G, Iaderola I, Paoloni A, Todisco M (2014). EMOVO Corpus: an Italian Emotional Speech "
+        "Database. Proceedings of LREC 2014, pp. 3501-3504.",
+        "research use"),
+    "urdu": CorpusInfo(
+        "URDU", "Urdu (talk shows, natural speech)", ("neutral", "happy", "sad", "angry"),
+        "Latif S, Qayyum A, Usman M, Qadir J (2018). Cross Lingual Speech Emotion Recognition: Urdu vs. "
+        "Western Languages. FIT 2018. arXiv:1812.10411.",
+        "research use only"),
 }
 
 
@@ -151,15 +235,78 @@ def load_corpus(root: Path | str, corpus: str) -> pd.DataFrame:
             rows.append({"path": str(p), **info})
     if not rows:
         raise DatasetError(f"no {corpus} clips found under {root}")
-    return _finish(pd.DataFrame(rows))
+    return _majority_gender(_finish(pd.DataFrame(rows)))
+
+
+def _majority_gender(df: pd.DataFrame) -> pd.DataFrame:
+    """One gender per speaker: the one most of their file names give.
+
+    ASED names five speakers' gender differently in one file out of 12-66
+    (a typing slip in the corpus); a speaker counted in both genders would
+    blur every per-gender figure.
+    """
+    known = df[df["gender"].isin(("female", "male"))]
+    if known.empty:
+        return df
+    majority = known.groupby("speaker")["gender"].agg(lambda g: g.value_counts().index[0])
+    df["gender"] = df["speaker"].map(majority).fillna(df["gender"])
+    return df
 
 
 def load_ravdess(root: Path | str | None = None, *, speech_only: bool = True) -> pd.DataFrame:
     """RAVDESS manifest, one row per clip, sorted by actor and file name."""
-    df = load_corpus(root if root is not None else data_dir(), "ravdess")
+    if root is None:
+        found = corpus_dirs()
+        if "ravdess" not in found:
+            raise DatasetError(f"no RAVDESS under the data root {data_dir()} "
+                               "(set SER_DATA_DIR or run 'ser data download ravdess')")
+        root = found["ravdess"]
+    df = load_corpus(root, "ravdess")
     if speech_only:
         df = df[df["vocal_channel"] == "speech"]
     return df.sort_values(["actor", "path"]).reset_index(drop=True)
+
+
+USER_MANIFEST = "manifest.csv"
+
+
+def _is_ravdess_dir(root: Path) -> bool:
+    return any(root.glob("Actor_*")) or any(parse_ravdess(f.name) for f in root.glob("*.*"))
+
+
+def corpus_dirs(root: Path | str | None = None) -> dict[str, Path]:
+    """The corpora under a data root, by name.
+
+    A root that is RAVDESS itself gives ``{"ravdess": root}``; otherwise each
+    subfolder named like a known corpus (``ravdess``, ``ased``, ...; any case),
+    and each subfolder holding a user corpus's ``manifest.csv``, is one corpus.
+    """
+    root = Path(root).expanduser() if root is not None else data_dir()
+    if not root.is_dir():
+        return {}
+    if _is_ravdess_dir(root):
+        return {"ravdess": root}
+    found = {}
+    for sub in sorted(p for p in root.iterdir() if p.is_dir()):
+        name = sub.name.lower()
+        if name in PARSERS or (sub / USER_MANIFEST).is_file():
+            found[name] = sub
+    return found
+
+
+def load_named(name: str, root: Path | str | None = None) -> pd.DataFrame:
+    """A corpus found under the data root by its name (see :func:`corpus_dirs`)."""
+    found = corpus_dirs(root)
+    if name not in found:
+        where = Path(root) if root is not None else data_dir()
+        have = ", ".join(found) or "none"
+        raise DatasetError(f"no corpus {name!r} under the data root {where} (found: {have}); "
+                           "set SER_DATA_DIR to a folder with one subfolder per corpus")
+    if name == "ravdess":
+        return load_ravdess(found[name])
+    if name in PARSERS:
+        return load_corpus(found[name], name)
+    return load_csv(found[name] / USER_MANIFEST, corpus=name)
 
 
 def load_folder(root: Path | str) -> pd.DataFrame:
@@ -179,10 +326,12 @@ def load_folder(root: Path | str) -> pd.DataFrame:
     return _finish(pd.DataFrame(rows))
 
 
-def load_csv(csv_path: Path | str) -> pd.DataFrame:
-    """A user's corpus listed in a CSV with columns ``path,label[,speaker,gender]``.
+def load_csv(csv_path: Path | str, corpus: str | None = None) -> pd.DataFrame:
+    """A user's corpus listed in a CSV with columns ``path,label[,speaker,gender]``
+    (``emotion`` is accepted for ``label``).
 
-    Relative paths are resolved against the CSV's folder.
+    Relative paths are resolved against the CSV's folder; ``corpus`` names it
+    (default: the CSV's file name).
     """
     csv_path = Path(csv_path)
     if not csv_path.is_file():
@@ -192,6 +341,8 @@ def load_csv(csv_path: Path | str) -> pd.DataFrame:
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DatasetError(f"{csv_path.name} is not a readable CSV ({exc})") from exc
     raw.columns = [c.strip().lower() for c in raw.columns]
+    if "label" not in raw.columns and "emotion" in raw.columns:
+        raw = raw.rename(columns={"emotion": "label"})
     missing = {"path", "label"} - set(raw.columns)
     if missing:
         raise DatasetError(f"{csv_path.name} lacks column(s): {', '.join(sorted(missing))}")
@@ -202,7 +353,7 @@ def load_csv(csv_path: Path | str) -> pd.DataFrame:
         "emotion": raw["label"].str.strip().str.lower(),
         "speaker": raw["speaker"].fillna("").str.strip() if "speaker" in raw else "",
         "gender": raw["gender"].fillna("unknown").str.strip().str.lower() if "gender" in raw else "unknown",
-        "corpus": csv_path.stem,
+        "corpus": corpus or csv_path.stem,
     })
     df.loc[df["speaker"] == "", "speaker"] = ["clip-" + Path(p).stem for p in df.loc[df["speaker"] == "", "path"]]
     if df.empty:
@@ -223,13 +374,14 @@ def combine(*manifests: pd.DataFrame) -> pd.DataFrame:
 
 
 def load_dataset(spec: str | Path) -> pd.DataFrame:
-    """Load a dataset by spec: ``ravdess`` (configured folder), ``NAME:PATH`` for a named
-    corpus, a ``.csv`` file, or a folder-per-label directory. ``+`` joins several."""
+    """Load a dataset by spec: a corpus name found under the data root (``ravdess``, ``ased``,
+    ``emovo``, ``urdu``, a user corpus), ``NAME:PATH`` for a named corpus elsewhere, a ``.csv``
+    file, or a folder-per-label directory. ``+`` joins several: ``ravdess+ased+emovo+urdu``."""
     spec = str(spec)
     if "+" in spec:
         return combine(*(load_dataset(part) for part in spec.split("+")))
-    if spec == "ravdess":
-        return load_ravdess()
+    if spec in PARSERS or ("/" not in spec and ":" not in spec and spec in corpus_dirs()):
+        return load_named(spec)
     name, sep, path = spec.partition(":")
     if sep and name in PARSERS:
         return load_ravdess(path) if name == "ravdess" else load_corpus(path, name)
@@ -238,6 +390,9 @@ def load_dataset(spec: str | Path) -> pd.DataFrame:
         return load_csv(p)
     if p.is_dir() and any(parse_ravdess(f.name) for f in p.rglob("*.*")):
         return load_ravdess(p)
+    if not p.exists():
+        raise DatasetError(f"unknown dataset {spec!r}: not a corpus under the data root ({data_dir()}: "
+                           f"{', '.join(corpus_dirs()) or 'none found'}), a CSV file or a folder")
     return load_folder(p)
 
 

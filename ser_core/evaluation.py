@@ -85,6 +85,8 @@ def evaluate(df: pd.DataFrame, labels: list[str], *, protocol: str = "", speaker
         "per_speaker": {k: v["accuracy"] for k, v in _group_metrics(df, "speaker", labels).items()},
         "per_intensity": _group_metrics(df, "intensity", labels),
     }
+    if "corpus" in df and df["corpus"].nunique() > 1:
+        metrics["per_corpus"] = per_corpus(df, labels)
     if "fold" in df and df["fold"].nunique() > 1:
         metrics["per_fold"] = {str(k): summary(g["true"].to_numpy(), g["pred"].to_numpy(), labels)
                                for k, g in df.groupby("fold", sort=True)}
@@ -92,6 +94,38 @@ def evaluate(df: pd.DataFrame, labels: list[str], *, protocol: str = "", speaker
             gen = _group_metrics(g, "gender", labels)
             metrics["per_fold"][str(k)].update({f"{gname}_accuracy": gm["accuracy"] for gname, gm in gen.items()})
     return metrics
+
+
+def own_emotions(df: pd.DataFrame, labels: list[str]) -> list[str]:
+    """The model labels a corpus's clips are labelled with (its own emotion set), in model order."""
+    present = set(df["true"])
+    return [lab for lab in labels if lab in present]
+
+
+def restricted_pred(df: pd.DataFrame, allowed: list[str]) -> np.ndarray:
+    """Each clip's most probable emotion among ``allowed`` (needs the ``p_<label>`` columns)."""
+    cols = [f"p_{lab}" for lab in allowed]
+    if not allowed or any(c not in df for c in cols):
+        return df["pred"].to_numpy()
+    return np.asarray(allowed)[df[cols].to_numpy(dtype=float).argmax(axis=1)]
+
+
+def per_corpus(df: pd.DataFrame, labels: list[str]) -> dict[str, dict]:
+    """Per corpus: metrics over all model labels, the same with answers restricted to the corpus's own
+    emotions (``own``: chance is 1 / its number of emotions), per-gender accuracy and the confusion matrix."""
+    out = {}
+    for name, g in df.groupby("corpus", sort=True):
+        own = own_emotions(g, labels)
+        true = g["true"].to_numpy()
+        entry = summary(true, g["pred"].to_numpy(), labels)
+        entry["own_emotions"] = own
+        entry["own"] = summary(true, restricted_pred(g, own), own)
+        entry["per_gender"] = {str(k): summary(sub["true"].to_numpy(), sub["pred"].to_numpy(), labels)["accuracy"]
+                               for k, sub in g.groupby("gender", sort=True)} if "gender" in g else {}
+        entry["confusion"] = confusion(true, g["pred"].to_numpy(), labels).tolist()
+        entry["speakers"] = int(g["speaker"].nunique()) if "speaker" in g else None
+        out[str(name)] = entry
+    return out
 
 
 MIN_SPEAKERS_FOR_GAP = 3

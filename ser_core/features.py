@@ -52,7 +52,7 @@ ZCR_THRESHOLD = 1e-10
 #: tuning: librosa's tuning estimate is an argmax over a 0.01-bin histogram
 #: that near-ties make sensitive to that rounding, so on a few percent of
 #: RAVDESS clips (11 of 360 checked) it lands in another cell; given the same
-#: spectrogram it is exact. The feature test and ``python -m ser_core.bench``
+#: spectrogram it is exact. The feature test and ``python -m ser_app.bench``
 #: both check these numbers.
 TOLERANCE = {"mel_db": 0.01, "mfcc": 0.01, "chroma": 1e-4, "contrast": 0.5, "delta": 1e-3, "tonnetz": 1e-5,
              "zcr": 1e-6}
@@ -341,11 +341,18 @@ def zero_crossing_rate(y: np.ndarray, frame: int, hop: int) -> np.ndarray:
     return (counts / frame).astype(np.float32)[..., None, :]
 
 
+#: The ten anchor colours of the viridis map, frozen here (they are plotly's
+#: ``sequential.Viridis`` of 2026, the table ``seed003_image_cnn`` models were trained on):
+#: a plotting library's upgrade must never change what a shipped model sees.
+VIRIDIS_ANCHORS: tuple[str, ...] = (
+    "#440154", "#482878", "#3e4989", "#31688e", "#26828e", "#1f9e89", "#35b779", "#6ece58", "#b5de2b", "#fde725",
+)
+
+
 @lru_cache(maxsize=1)
 def _viridis_lut() -> np.ndarray:
-    from plotly.colors import hex_to_rgb, sequential
-
-    anchors = np.array([hex_to_rgb(c) for c in sequential.Viridis], dtype=np.float32) / 255.0
+    """256 RGB colours in [0, 1], linearly interpolated between :data:`VIRIDIS_ANCHORS`."""
+    anchors = np.array([[int(c[i:i + 2], 16) for i in (1, 3, 5)] for c in VIRIDIS_ANCHORS], dtype=np.float32) / 255.0
     pos = np.linspace(0, 1, len(anchors))
     grid = np.linspace(0, 1, 256)
     return np.stack([np.interp(grid, pos, anchors[:, k]) for k in range(3)], axis=-1).astype(np.float32)

@@ -18,7 +18,11 @@ EMOBOX_RAVDESS_FOLDS: tuple[tuple[int, ...], ...] = (
     (1, 11, 20, 21), (4, 10, 12, 14), (8, 9, 19, 23), (3, 5, 7, 24), (2, 15, 16, 18), (6, 13, 17, 22),
 )
 
-PROTOCOLS = ("emobox6", "speaker_kfold", "random")
+PROTOCOLS = ("emobox6", "speaker_kfold", "loco", "random")
+
+# Fixed, so every recipe (whatever its model seed) tests the same speakers in a fold: an
+# ensemble averages its members' out-of-fold predictions fold by fold.
+OTHER_CORPORA_SEED = 0
 
 
 @dataclass(frozen=True)
@@ -80,14 +84,37 @@ def _by_speakers(df: pd.DataFrame, protocol: str, fold: int, test_speakers: set,
     return split
 
 
+def speaker_groups(df: pd.DataFrame, k: int, seed: int = OTHER_CORPORA_SEED) -> list[set]:
+    """``k`` disjoint speaker groups of each corpus in ``df``, genders alternating, sizes within one.
+
+    Group ``i`` holds the ``i``-th, ``i+k``-th, ... speaker of every corpus, so each fold tests
+    some speakers of every corpus (a corpus with fewer than ``k`` speakers leaves some groups
+    without it)."""
+    groups: list[set] = [set() for _ in range(k)]
+    for _, part in df.groupby("corpus", sort=True):
+        order = pick_validation_speakers(part, sorted(part["speaker"].unique()), part["speaker"].nunique(), seed)
+        for i, spk in enumerate(order):
+            groups[i % k].add(spk)
+    return groups
+
+
 def emobox_ravdess(df: pd.DataFrame, fold: int, *, n_val: int = 2, seed: int = 0) -> Split:
-    """EmoBox 6-fold RAVDESS protocol; validation actors come from the training actors."""
+    """EmoBox 6-fold RAVDESS protocol; validation actors come from the training actors.
+
+    With other corpora in the manifest, their speakers are dealt into six groups too
+    (:func:`speaker_groups`) and fold ``k`` also tests group ``k``: every fold trains on all
+    other corpora but the speakers it tests, and six folds give out-of-fold predictions of
+    every clip of every corpus (speaker folds inside each corpus) in the same six trainings."""
     if "actor" not in df:
         raise ConfigError("the emobox6 protocol needs a RAVDESS manifest (an 'actor' column)")
     if not 1 <= fold <= len(EMOBOX_RAVDESS_FOLDS):
         raise ConfigError(f"emobox6 has folds 1-6, not {fold}")
     actors = set(EMOBOX_RAVDESS_FOLDS[fold - 1])
-    test_spk = set(df.loc[df["actor"].isin(actors), "speaker"])
+    ravdess = df["corpus"] == "ravdess"
+    test_spk = set(df.loc[ravdess & df["actor"].isin(actors), "speaker"])
+    others = df[~ravdess]
+    if len(others):
+        test_spk |= speaker_groups(others, len(EMOBOX_RAVDESS_FOLDS))[fold - 1]
     if not test_spk:
         raise ConfigError(f"emobox6 fold {fold}: none of its test actors {sorted(actors)} are in the data")
     return _by_speakers(df, "emobox6", fold, test_spk, n_val, seed)
@@ -103,6 +130,25 @@ def speaker_kfold(df: pd.DataFrame, fold: int, *, k: int = 5, n_val: int = 2, se
     order = pick_validation_speakers(df, speakers, len(speakers), seed)
     test_spk = set(order[fold - 1::k])
     return _by_speakers(df, "speaker_kfold", fold, test_spk, n_val, seed)
+
+
+def corpora(df: pd.DataFrame) -> list[str]:
+    """The corpora of a manifest in a fixed order (RAVDESS first, then by name): the folds of ``loco``."""
+    names = sorted(df["corpus"].unique(), key=lambda c: (c != "ravdess", c))
+    return [str(c) for c in names]
+
+
+def leave_one_corpus_out(df: pd.DataFrame, fold: int, *, n_val: int = 2, seed: int = 0) -> Split:
+    """Train on every corpus but one, test on all of that one (fold ``k`` = the ``k``-th of :func:`corpora`).
+
+    Speaker-independent and more: no speaker, language or recording set-up of the test corpus is seen."""
+    names = corpora(df)
+    if len(names) < 2:
+        raise ConfigError("leave-one-corpus-out needs at least two corpora (e.g. --dataset ravdess+ased)")
+    if not 1 <= fold <= len(names):
+        raise ConfigError(f"loco has folds 1-{len(names)} ({', '.join(names)}), not {fold}")
+    test_spk = set(df.loc[df["corpus"] == names[fold - 1], "speaker"])
+    return _by_speakers(df, "loco", fold, test_spk, n_val, seed)
 
 
 def random_split(df: pd.DataFrame, *, test_size: float = 0.2, val_size: float = 0.1, seed: int = 0) -> Split:
@@ -123,8 +169,20 @@ def random_split(df: pd.DataFrame, *, test_size: float = 0.2, val_size: float = 
     return Split("random", 1, *(np.sort(np.asarray(part, dtype=np.int64)) for part in (train, val, test)), False)
 
 
-def n_folds(protocol: str, k: int = 5) -> int:
+def n_folds(protocol: str, k: int = 5, df: pd.DataFrame | None = None) -> int:
+    """How many folds a protocol has (``loco``: one per corpus of ``df``)."""
+    if protocol == "loco":
+        if df is None:
+            raise ConfigError("the number of loco folds depends on the dataset's corpora")
+        return len(corpora(df))
     return {"emobox6": len(EMOBOX_RAVDESS_FOLDS), "speaker_kfold": k, "random": 1}[protocol]
+
+
+def fold_name(protocol: str, fold: int, df: pd.DataFrame | None = None) -> str:
+    """How a fold reads in reports: ``fold 3``, or for ``loco`` the corpus it tests."""
+    if protocol == "loco" and df is not None:
+        return f"test corpus {corpora(df)[fold - 1]}"
+    return f"fold {fold}"
 
 
 def make_split(df: pd.DataFrame, protocol: str, fold: int = 1, *, k: int = 5, n_val: int = 2,
@@ -136,6 +194,8 @@ def make_split(df: pd.DataFrame, protocol: str, fold: int = 1, *, k: int = 5, n_
         return emobox_ravdess(df, fold, n_val=n_val, seed=seed)
     if protocol == "speaker_kfold":
         return speaker_kfold(df, fold, k=k, n_val=n_val, seed=seed)
+    if protocol == "loco":
+        return leave_one_corpus_out(df, fold, n_val=n_val, seed=seed)
     if protocol == "random":
         return random_split(df, val_size=0.1 if n_val else 0.0, seed=seed)
     if protocol == "all":

@@ -75,6 +75,7 @@ class TrainConfig:
     learning_rate: float = 1e-3
     label_smoothing: float | None = None
     class_weights: bool = True
+    corpus_balance: bool = True
     targeted_aug: bool | None = None
     online_aug: tuple[str, ...] | None = None
     mixup: float | None = None
@@ -179,6 +180,7 @@ class Prepared:
     labels: list[str]
     spec_norm: tuple[np.ndarray, np.ndarray]
     skipped: list[tuple[str, str]]
+    groups: np.ndarray | None = None     # corpus of every training example (augmented copies included)
 
 
 def load_manifest(cfg: TrainConfig) -> pd.DataFrame:
@@ -192,20 +194,21 @@ def load_manifest(cfg: TrainConfig) -> pd.DataFrame:
     return df
 
 
-def _augmented_copies(paths: list[str], labels: np.ndarray, picks: np.ndarray, fcfg: FeatureConfig,
+def _augmented_copies(paths: list[str], picks: np.ndarray, fcfg: FeatureConfig,
                       transform, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Features of transformed copies of the picked training clips (unreadable ones are passed over)."""
-    xs, ys = [], []
+    """Features of transformed copies of the picked training clips, and the index of the clip
+    each copy came from (unreadable clips are passed over)."""
+    xs, kept = [], []
     for i in picks:
         try:
             y = audio.load(paths[i], sr=fcfg.sample_rate)
         except SERError:
             continue
         xs.append(transform(y, rng))
-        ys.append(labels[i])
+        kept.append(int(i))
     shape = features.input_shape(fcfg)
     x = features.extract_batch(xs, fcfg) if xs else np.zeros((0, *shape), np.float32)
-    return x, np.asarray(ys, dtype=labels.dtype)
+    return x, np.asarray(kept, dtype=np.int64)
 
 
 def _targeted_copies(paths: list[str], labels: np.ndarray, fcfg: FeatureConfig, seed: int,
@@ -214,14 +217,13 @@ def _targeted_copies(paths: list[str], labels: np.ndarray, fcfg: FeatureConfig, 
     (their time and frequency masks are applied after normalisation, in :func:`prepare`)."""
     rng = np.random.default_rng(seed)
     picks = augment.minority_plan(labels, rng)
-    x, y = _augmented_copies(paths, labels, picks, fcfg,
-                             lambda w, r: augment.random_gain(augment.add_noise(w, r), r), rng)
+    x, src = _augmented_copies(paths, picks, fcfg, lambda w, r: augment.random_gain(augment.add_noise(w, r), r), rng)
     if len(x):
         log(f"targeted augmentation: {len(x)} noisy/gain/masked copies of minority-class clips")
-    return x, y
+    return x, src
 
 
-def _channel_copies(paths: list[str], labels: np.ndarray, fcfg: FeatureConfig, fraction: float, profile: str,
+def _channel_copies(paths: list[str], fcfg: FeatureConfig, fraction: float, profile: str,
                     seed: int, log: Logger) -> tuple[np.ndarray, np.ndarray]:
     """Copies of a fraction of the training clips through a random recording chain
     (room, noise, microphone EQ, level, codec), so the model hears more than a studio.
@@ -235,11 +237,11 @@ def _channel_copies(paths: list[str], labels: np.ndarray, fcfg: FeatureConfig, f
             others.append(audio.load(paths[i], sr=fcfg.sample_rate))
         except SERError:
             continue
-    x, y = _augmented_copies(paths, labels, picks, fcfg,
-                             lambda w, r: channel.random_channel(w, fcfg.sample_rate, r, others, profile), rng)
+    x, src = _augmented_copies(paths, picks, fcfg,
+                               lambda w, r: channel.random_channel(w, fcfg.sample_rate, r, others, profile), rng)
     log(f"channel augmentation: {len(x)} copies through random rooms, noise ({profile} profile), "
         "microphones and codecs")
-    return x, y
+    return x, src
 
 
 def prepare(cfg: TrainConfig, df: pd.DataFrame, split: splits.Split, log: Logger) -> Prepared:
@@ -270,17 +272,19 @@ def prepare(cfg: TrainConfig, df: pd.DataFrame, split: splits.Split, log: Logger
     if len(x["train"]) == 0:
         raise DatasetError("no readable training clips")
     train_paths = rows["train"]["path"].tolist()
+    groups = rows["train"]["corpus"].astype(str).to_numpy()
     extra = []
     masked = slice(0, 0)
     if cfg.targeted_aug:
         extra.append(_targeted_copies(train_paths, y["train"], fcfg, cfg.seed, log))
         masked = slice(len(x["train"]), len(x["train"]) + len(extra[0][0]))
     if cfg.channel_aug > 0:
-        extra.append(_channel_copies(train_paths, y["train"], fcfg, cfg.channel_aug, cfg.channel_profile,
-                                     cfg.seed, log))
-    for xa, ya in extra:
+        extra.append(_channel_copies(train_paths, fcfg, cfg.channel_aug, cfg.channel_profile, cfg.seed, log))
+    y_orig, g_orig = y["train"], groups
+    for xa, src in extra:
         x["train"] = np.concatenate([x["train"], xa])
-        y["train"] = np.concatenate([y["train"], ya])
+        y["train"] = np.concatenate([y["train"], y_orig[src]])
+        groups = np.concatenate([groups, g_orig[src]])
     mean, std = features.norm_stats(x["train"])
     for name in x:
         x[name] = ((x[name] - mean) / std).astype(np.float32)
@@ -293,7 +297,7 @@ def prepare(cfg: TrainConfig, df: pd.DataFrame, split: splits.Split, log: Logger
     unseen = ~rows["test"]["emotion"].isin(labels)
     if unseen.any():
         log(f"test: {int(unseen.sum())} clip(s) have emotions absent from training; they count as errors")
-    return Prepared(x, y, rows, labels, (mean, std), fs.errors)
+    return Prepared(x, y, rows, labels, (mean, std), fs.errors, groups)
 
 
 def _label_order(label: str) -> tuple[int, str]:
@@ -309,8 +313,27 @@ def _class_weights(y: np.ndarray, n: int) -> np.ndarray:
     return w.astype(np.float32)
 
 
+def example_weights(y: np.ndarray, groups: np.ndarray | None, n: int) -> np.ndarray:
+    """Per-example loss weights: every emotion weighs the same, and within an emotion every
+    corpus that has it weighs the same (mean weight 1).
+
+    Without the second rule the largest corpus would set what each emotion sounds like
+    (ASED has six times URDU's clips); with it, 80 URDU talk-show clips of "sad" count as
+    much as 400 acted Amharic ones. Emotions only some corpora have (calm: RAVDESS alone)
+    get their whole weight from those corpora. With one corpus this is plain class weighting.
+    """
+    if groups is None or len(set(groups)) < 2:
+        return _class_weights(y, n)[y]
+    frame = pd.DataFrame({"y": y, "g": groups})
+    per_cell = frame.groupby(["y", "g"])["y"].transform("size").to_numpy(float)
+    corpora_per_class = frame.groupby("y")["g"].transform("nunique").to_numpy(float)
+    w = 1.0 / (frame["y"].nunique() * corpora_per_class * per_cell)
+    return (w * len(y)).astype(np.float32)
+
+
 def make_dataset(x: np.ndarray, y: np.ndarray, n_classes: int, *, batch_size: int, weights: np.ndarray | None,
-                 training: bool, online_aug: tuple[str, ...] = (), mixup: float = 0.0, seed: int = 0):
+                 training: bool, online_aug: tuple[str, ...] = (), mixup: float = 0.0, seed: int = 0,
+                 sample_weight: np.ndarray | None = None):
     """A prefetched tf.data pipeline over arrays held once in memory: the shuffle permutes
     indices and each batch is one gather (no per-clip copies through a shuffle buffer);
     augmentation runs vectorised per batch.
@@ -324,7 +347,10 @@ def make_dataset(x: np.ndarray, y: np.ndarray, n_classes: int, *, batch_size: in
     parallel = min(2, os.cpu_count() or 1)
 
     onehot = np.eye(n_classes, dtype=np.float32)[y]
-    w = weights[y] if weights is not None else np.ones(len(y), np.float32)
+    if sample_weight is not None:
+        w = np.asarray(sample_weight, np.float32)
+    else:
+        w = weights[y] if weights is not None else np.ones(len(y), np.float32)
     arrays = tuple(tf.constant(a) for a in (x, onehot, w))
     ds = tf.data.Dataset.range(len(x))
     if training:
@@ -511,7 +537,10 @@ def fit(run_dir: Path, cfg: TrainConfig, data: Prepared, log: Logger, t_start: f
 
     keras = _keras()
     n = len(data.labels)
-    weights = _class_weights(data.y["train"], n) if cfg.class_weights else None
+    if cfg.class_weights:
+        sample_weight = example_weights(data.y["train"], data.groups if cfg.corpus_balance else None, n)
+    else:
+        sample_weight = np.ones(len(data.y["train"]), np.float32)
     has_val = len(data.x["val"]) > 0
     val_ds = None
     if has_val:
@@ -526,7 +555,8 @@ def fit(run_dir: Path, cfg: TrainConfig, data: Prepared, log: Logger, t_start: f
         with precision_policy(cfg.precision):
             model = models.build(cfg.arch, shape, n, seed=seed, **cfg.arch_params)
             compile_model(model, cfg, steps)
-            train_ds = make_dataset(data.x["train"], data.y["train"], n, batch_size=cfg.batch_size, weights=weights,
+            train_ds = make_dataset(data.x["train"], data.y["train"], n, batch_size=cfg.batch_size, weights=None,
+                                    sample_weight=sample_weight,
                                     training=True, online_aug=cfg.online_aug, mixup=cfg.mixup, seed=seed)
             cbs, ckpt = _callbacks(run_dir, cfg, has_val, log, t_start, member, data)
             log(f"training {cfg.arch}{f' member {member + 1}/{cfg.ensemble}' if cfg.ensemble > 1 else ''} "
@@ -761,7 +791,7 @@ def cross_validate(base: TrainConfig, out_dir: Path, *, folds: list[int] | None 
     log = log or Logger(out_dir, to_file=True)
     base = base.resolved()
     df = load_manifest(base)
-    folds = folds or list(range(1, splits.n_folds(base.protocol, base.k) + 1))
+    folds = folds or list(range(1, splits.n_folds(base.protocol, base.k, df) + 1))
     runs.write_json(out_dir / "config.json", {**base.to_dict(), "cv_folds": folds})
     runs.write_status(out_dir, "running", pid=os.getpid(), pid_started=_own_create_time(), folds=folds)
     t0 = time.monotonic()

@@ -1,5 +1,6 @@
 """Benchmark helpers whose figures the README quotes."""
-from ser_core import bench, models
+from ser_core import models
+from ser_app import bench
 from ser_core.tf_setup import keras as _keras
 
 
@@ -24,7 +25,7 @@ def test_forward_flops_of_the_default_architecture_are_dominated_by_its_convolut
 
 
 def test_an_ensemble_epoch_is_one_epoch_of_every_member_counted_as_often_as_it_appears(capsys):
-    from ser_core.bench import _verdicts, ensemble_epoch
+    from ser_app.bench import _verdicts, ensemble_epoch
 
     def arch(project, plain, project_min, plain_min):
         return {"epochs": {"project": {"median_ms": project, "min_ms": project_min},

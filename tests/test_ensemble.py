@@ -113,7 +113,7 @@ def test_ensemble_refuses_what_does_not_fit(member_cvs, tmp_path):
 
 
 def test_views_name_an_ensemble(ens_cv):
-    from ser_core import views
+    from ser_app import views
 
     summary = views.model_summary(ens_cv / "fold-1" / "model")
     assert summary["arch"] == "ensemble"

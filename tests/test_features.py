@@ -130,6 +130,16 @@ def test_stats_vector_is_mean_then_std_of_the_librosa_features(clips):
     assert (std >= 0).all() and (mean[cfg.n_mfcc:cfg.n_mfcc + 12] <= 1).all()
 
 
+def test_viridis_table_is_frozen_in_the_engine():
+    """The image members' colour table is pinned: first, middle and last colours and a checksum of all 256."""
+    lut = features._viridis_lut()
+    assert lut.shape == (256, 3) and lut.dtype == np.float32
+    np.testing.assert_allclose(lut[0], np.array([0x44, 0x01, 0x54]) / 255, atol=1e-7)
+    np.testing.assert_allclose(lut[-1], np.array([0xfd, 0xe7, 0x25]) / 255, atol=1e-7)
+    np.testing.assert_allclose(lut[128], [0.13480969, 0.56664360, 0.54671282], atol=1e-6)
+    assert float(lut.sum()) == pytest.approx(332.32141, abs=1e-3)
+
+
 def test_image_is_a_viridis_picture_of_the_log_mel(clips):
     cfg = KINDS["seed003_image_cnn"]
     x = features.from_waveform(clips[2], cfg)

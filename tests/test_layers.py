@@ -62,7 +62,7 @@ def test_fast_dropout_in_bfloat16_and_after_a_save(tf, tmp_path):
 
 def test_the_bench_reference_uses_keras_own_layers(tf):
     from ser_core import models
-    from ser_core.bench import stock_layers
+    from ser_app.bench import stock_layers
     from ser_core.layers import FastDropout, FusedBatchNormalization
 
     ours = models.build("ser_crnn", (64, 94, 3), 8, width=8, units=8)

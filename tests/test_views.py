@@ -10,7 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ser_core import models, views
+from ser_core import models
+
+from ser_app import views
 from ser_core.config import EMOTIONS, FeatureConfig
 from ser_core.predict import Prediction, Window
 

@@ -3,7 +3,7 @@
 Blocks between `<!-- NAME:start -->` and `<!-- NAME:end -->` are replaced:
 `default` (models/default/metrics.json and robustness.json), `zoo`
 (training/results/*.json via training/zoo.py) and `bench`
-(training/results/bench.json from `python -m ser_core.bench --json`).
+(training/results/bench.json from `python -m ser_app.bench --json`).
 
     python training/report.py
 """
@@ -80,7 +80,7 @@ def bench_block() -> str:
     b = json.loads((ROOT / "training" / "results" / "bench.json").read_text())
     m = b["machine"]
     f, e, c = b["features"], b["end_to_end"], b["corpus"]
-    lines = [f"Measured by `python -m ser_core.bench{' --quick' if m.get('quick') else ''}` on this {m['cpus']}-core "
+    lines = [f"Measured by `python -m ser_app.bench{' --quick' if m.get('quick') else ''}` on this {m['cpus']}-core "
              f"machine (Python {m['python']}, load average {m['load_avg'][0]:.1f} from other jobs: compare the ratios, "
              "which come from one run, more than the times). Reference = what the seeds do: `librosa.load`, separate "
              "librosa feature calls, `model.predict`.", "",

@@ -19,9 +19,9 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from . import ensemble, evaluation, features, models, runs, splits
-from .config import EMOTIONS, FeatureConfig, data_dir, project_root
-from .datasets import AUDIO_EXTENSIONS, parse_ravdess
+from ser_core import ensemble, evaluation, features, models, runs, splits
+from ser_core.config import EMOTIONS, FeatureConfig, data_dir, project_root
+from ser_core.datasets import AUDIO_EXTENSIONS, parse_ravdess
 
 EMOTION_COLOURS = {
     "neutral": "#8d99ae", "calm": "#4ea8de", "happy": "#f9c74f", "sad": "#3a5a9b",

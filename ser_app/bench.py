@@ -1,4 +1,4 @@
-"""``python -m ser_core.bench``: how fast this machine answers, prepares data and trains.
+"""``python -m ser_app.bench``: how fast this machine answers, prepares data and trains.
 
 Every figure is compared with a REFERENCE path measured in the same run: what
 the seed notebooks did (``librosa.load``, one librosa call per feature, Keras
@@ -34,8 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import audio, features
-from .config import FeatureConfig, ModelSpec, project_root
+from ser_core import audio, features
+from ser_core.config import FeatureConfig, ModelSpec, project_root
 
 ROOT = project_root()
 SAMPLES = ROOT / "data" / "samples"
@@ -190,7 +190,7 @@ def bench_end_to_end(model_dir: Path, clips: list[str], batch_paths: list[str], 
                      batch_repeats: int) -> dict:
     import librosa
 
-    from .predict import load_predictor
+    from ser_core.predict import load_predictor
 
     t = time.perf_counter()
     predictor = load_predictor(model_dir)
@@ -232,7 +232,7 @@ def bench_end_to_end(model_dir: Path, clips: list[str], batch_paths: list[str], 
 
 # --------------------------------------------------------------------------- 3 corpus
 def bench_corpus(paths: list[str], note: str, cfg: FeatureConfig, root: Path, warm_repeats: int) -> dict:
-    from .cache import corpus_features
+    from ser_core.cache import corpus_features
 
     print(f"\n3. Whole-corpus feature extraction ({note}; {cfg.kind}, {os.cpu_count()} workers)")
     shutil.rmtree(root, ignore_errors=True)
@@ -257,7 +257,7 @@ ARCH_PARAMS: dict[str, dict] = {}     # architecture parameters of the benchmark
 
 def recipe_params(model_dir: Path) -> dict[str, dict]:
     """{arch: arch_params} of the recipes that trained a model folder (from its metrics.json)."""
-    from . import runs
+    from ser_core import runs
 
     final = (runs.read_json(model_dir / "metrics.json", {}) or {}).get("final_model") or {}
     recipes = [m.get("recipe", {}) for m in final.get("members", [])] or [final.get("recipe", {})]
@@ -265,7 +265,7 @@ def recipe_params(model_dir: Path) -> dict[str, dict]:
 
 
 def _train_config(arch: str, have_corpus: bool):
-    from .training import TrainConfig
+    from ser_core.training import TrainConfig
 
     params = ARCH_PARAMS.get(arch, {})
     if have_corpus:
@@ -276,8 +276,8 @@ def _train_config(arch: str, have_corpus: bool):
 
 def stock_layers(model):
     """The same model with Keras's own layers in place of the project's fused ones (the reference)."""
-    from .layers import FastDropout, FusedBatchNormalization
-    from .tf_setup import keras as _keras
+    from ser_core.layers import FastDropout, FusedBatchNormalization
+    from ser_core.tf_setup import keras as _keras
 
     keras = _keras()
     stock = {FusedBatchNormalization: keras.layers.BatchNormalization, FastDropout: keras.layers.Dropout}
@@ -294,8 +294,8 @@ def forward_flops(model) -> int:
     """Floating-point operations of one example's forward pass through the Conv2D and Dense layers
     (2 per multiply-add; recurrent, pooling and normalisation layers are left out). A training step
     costs about three times this: the forward pass, then gradients for inputs and for weights."""
-    from .tf_setup import keras as _keras
-    from .training import all_layers
+    from ser_core.tf_setup import keras as _keras
+    from ser_core.training import all_layers
 
     keras = _keras()
     total = 0
@@ -312,8 +312,8 @@ def forward_flops(model) -> int:
 
 def bench_epochs(arch: str, have_corpus: bool, rounds: int) -> dict:
     """Seconds per epoch of the project's fit path against a plain ``model.fit`` on numpy arrays, alternating."""
-    from . import models, splits, training
-    from .tf_setup import keras as _keras
+    from ser_core import models, splits, training
+    from ser_core.tf_setup import keras as _keras
 
     cfg = _train_config(arch, have_corpus).resolved()
     df = training.load_manifest(cfg)
@@ -595,7 +595,7 @@ def _verdicts(res: dict) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m ser_core.bench", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m ser_app.bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer repeats, no cold page checks (about 3 minutes)")
     ap.add_argument("--skip-train", action="store_true", help="skip training epochs and the `ser train` run")
     ap.add_argument("--skip-app", action="store_true", help="skip the Streamlit/Chromium cold start")
