@@ -206,3 +206,25 @@ def summary(df: pd.DataFrame, calib: Calibration | None = None, *, by: str | Non
     if by and by in df and df[by].nunique() > 1:
         res["groups"] = {str(k): one(g) for k, g in df.groupby(by, sort=True)}
     return res
+
+
+def transfer_summary(held_out: pd.DataFrame, oof: pd.DataFrame, *, threshold: float = DEFAULT_THRESHOLD,
+                     by: str = "corpus") -> dict[str, dict]:
+    """Calibration where the test corpus was never seen (leave-one-corpus-out predictions).
+
+    For each held-out corpus, the temperature is fitted on the out-of-fold predictions ``oof`` of
+    the OTHER corpora only, as a model trained without that corpus would have to: ECE before and
+    after, the "not sure" figures at ``threshold``, and what the model answered there (the share
+    of each predicted emotion, to show a collapse onto one or two classes)."""
+    out = {}
+    for name, part in held_out.groupby(by, sort=True):
+        probs, y, labels = table_arrays(part)
+        others = oof[oof[by] != name] if by in oof else oof
+        o_probs, o_y, _ = table_arrays(others, labels)
+        t = fit_temperature(o_probs, o_y)
+        fixed = apply_temperature(probs, t)
+        answered = pd.Series(np.asarray(labels)[probs.argmax(axis=1)]).value_counts(normalize=True)
+        out[str(name)] = {"n": int(len(y)), "temperature": round(t, 4), "ece_before": ece(probs, y),
+                          "ece_after": ece(fixed, y), **not_sure_rate(fixed, y, threshold),
+                          "answers": {k: round(float(v), 4) for k, v in answered.items()}}
+    return out

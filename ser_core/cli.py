@@ -283,7 +283,6 @@ def cmd_archs(args) -> int:
 
 def cmd_data(args) -> int:
     from . import datasets
-    from .config import data_dir
 
     if args.data_cmd == "info":
         df = datasets.load_dataset(args.dataset)
@@ -292,7 +291,7 @@ def cmd_data(args) -> int:
     if args.data_cmd == "download":
         from .download import download_ravdess
 
-        dest = Path(args.dest) if args.dest else data_dir()
+        dest = Path(args.dest) if args.dest else datasets.corpus_home("ravdess")
         path = download_ravdess(dest, api_url=args.api_url)
         print(f"RAVDESS is in {path}; point SER_DATA_DIR there if it is not the default")
         return 0

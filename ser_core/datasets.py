@@ -287,11 +287,23 @@ def corpus_dirs(root: Path | str | None = None) -> dict[str, Path]:
     if _is_ravdess_dir(root):
         return {"ravdess": root}
     found = {}
-    for sub in sorted(p for p in root.iterdir() if p.is_dir()):
+    for sub in sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.name.lower()):
         name = sub.name.lower()
         if name in PARSERS or (sub / USER_MANIFEST).is_file():
             found[name] = sub
     return found
+
+
+def corpus_home(name: str) -> Path:
+    """Where a corpus of this name belongs under the data root: the root itself when it is (or will be)
+    that one corpus (the RAVDESS-only layout), else ``<root>/<name>``."""
+    root = data_dir()
+    found = corpus_dirs(root)
+    if name in found:
+        return found[name]
+    if name == "ravdess" and (not root.exists() or not any(root.iterdir())):
+        return root
+    return root / name
 
 
 def load_named(name: str, root: Path | str | None = None) -> pd.DataFrame:

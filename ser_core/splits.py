@@ -110,7 +110,7 @@ def emobox_ravdess(df: pd.DataFrame, fold: int, *, n_val: int = 2, seed: int = 0
     if not 1 <= fold <= len(EMOBOX_RAVDESS_FOLDS):
         raise ConfigError(f"emobox6 has folds 1-6, not {fold}")
     actors = set(EMOBOX_RAVDESS_FOLDS[fold - 1])
-    ravdess = df["corpus"] == "ravdess"
+    ravdess = df["corpus"] == "ravdess" if "corpus" in df else pd.Series(True, index=df.index)
     test_spk = set(df.loc[ravdess & df["actor"].isin(actors), "speaker"])
     others = df[~ravdess]
     if len(others):

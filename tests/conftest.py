@@ -40,11 +40,18 @@ def sample_clip() -> Path:
 
 
 @pytest.fixture(scope="session")
-def ravdess_dir() -> Path | None:
-    """The full corpus when SER_DATA_DIR points at it (CI sets it), else None."""
-    env = os.environ.get("SER_DATA_DIR")
-    if env and Path(env).is_dir():
-        return Path(env)
+def corpus_dirs() -> dict[str, Path]:
+    """The corpora under the data root (SER_DATA_DIR: a folder of corpora, or RAVDESS itself; CI sets it)."""
+    from ser_core import datasets
+
+    return datasets.corpus_dirs()
+
+
+@pytest.fixture(scope="session")
+def ravdess_dir(corpus_dirs) -> Path | None:
+    """The full RAVDESS corpus when the data root holds it, else None."""
+    if "ravdess" in corpus_dirs:
+        return corpus_dirs["ravdess"]
     local = ROOT / "data" / "ravdess"
     return local if local.is_dir() else None
 

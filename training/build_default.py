@@ -1,6 +1,6 @@
 """Build the shipped default model in models/default.
 
-The recipe (training/default.json) lists one or more members. For each member:
+The recipe (training/recipes/multicorpus.json, or --recipe FILE) lists one or more members. For each member:
 
 1. 6-fold speaker-independent cross-validation (EmoBox folds): metrics.json and
    out-of-fold predictions.csv (or reuse a finished one with --member-cv ARCH=DIR;
@@ -15,7 +15,15 @@ With several members, their cross-validations are combined into the ensemble's
 and the final models into one ensemble folder. models/default is replaced in one
 rename, so it is never half-written.
 
-    python training/build_default.py [--member-cv ser_crnn=runs/cv-... ...]
+3. With ``"loco": true`` in the recipe, leave-one-corpus-out: the same recipe trained on all corpora but
+   one and tested on all of that one, for each corpus.
+
+The calibration (one temperature, ``ser_core.calibration``) is fitted on the cross-validation's
+out-of-fold predictions only and stored in the model's spec.json with the "not sure" threshold.
+
+    python training/build_default.py --recipe training/recipes/multicorpus.json --work runs/build-multicorpus
+With ``--work DIR`` every step has a fixed folder there, so the same command after an interruption
+(or a crash, or the end of a session) keeps every finished fold and final run and trains only the rest.
 Then `ser robustness <ensemble cv dir>` and `python training/build_default.py --robustness <dir>`
 copy the channel-shift results next to the model.
 """
@@ -31,12 +39,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ser_core import ensemble, runs  # noqa: E402
-from ser_core.config import models_dir  # noqa: E402
+from ser_core import calibration, datasets, ensemble, runs, splits  # noqa: E402
+from ser_core.config import ModelSpec, models_dir  # noqa: E402
 from ser_core.training import (Logger, TrainConfig, _StopFlag, cross_validate, install_stop_handlers,  # noqa: E402
                                setting_differences, train)
 
 HERE = Path(__file__).resolve().parent
+DEFAULT_RECIPE = HERE / "recipes" / "multicorpus.json"
 
 
 def member_recipes(recipe: dict) -> list[TrainConfig]:
@@ -58,28 +67,91 @@ def reused(position: int, cfg: TrainConfig, given: dict[str, str]) -> Path | Non
     return None
 
 
-def build_member(cfg: TrainConfig, reuse: Path | None, final: Path | None) -> tuple[Path, Path, dict] | None:
-    """(cv dir, final run dir, cv metrics) of one member, or None when stopped or incomplete."""
+def step_dir(work: Path | None, position: int, step: str, cfg: TrainConfig) -> Path:
+    """The folder of one build step: fixed under ``--work`` (so a rerun resumes it), else a new run folder."""
+    if work is not None:
+        return work / f"member-{position}-{step}"
+    return runs.new_run_dir(f"{step}-default-{cfg.arch}")
+
+
+def run_cv(cfg: TrainConfig, cv_dir: Path, resume: bool) -> dict | None:
+    """A (resumed) cross-validation; None when it was stopped before every fold finished."""
+    metrics = cross_validate(cfg, cv_dir, log=Logger(cv_dir, to_file=True), resume=resume)
+    expected = splits.n_folds(cfg.protocol, cfg.k, datasets.load_dataset(cfg.dataset))
+    if _StopFlag.requested or len(metrics.get("folds", [])) != expected:
+        print(f"{cfg.protocol} cross-validation of {cfg.arch} did not complete; models/default is left as it was",
+              file=sys.stderr)
+        return None
+    return metrics
+
+
+def finished_run(run_dir: Path, cfg: TrainConfig) -> bool:
+    return (runs.read_status(run_dir).get("state") == "finished" and (run_dir / "model").is_dir()
+            and not setting_differences(runs.read_json(run_dir / "config.json") or {}, cfg, ignore=("workers",)))
+
+
+def build_member(cfg: TrainConfig, reuse: Path | None, final: Path | None, *, position: int = 1,
+                 work: Path | None = None, loco: bool = False) -> tuple[Path, Path, dict, Path | None] | None:
+    """(cv dir, final run dir, cv metrics, loco dir) of one member, or None when stopped or incomplete."""
     if reuse:
         cv_dir = reuse
         check_reused(cv_dir, cfg, "metrics.json", "cross-validation")
         metrics = json.loads((cv_dir / "metrics.json").read_text())
     else:
-        cv_dir = runs.new_run_dir(f"cv-default-{cfg.arch}")
-        metrics = cross_validate(cfg, cv_dir, log=Logger(cv_dir, to_file=True))
-    if _StopFlag.requested or len(metrics.get("folds", [])) != 6:
-        print(f"cross-validation of {cfg.arch} did not complete; models/default is left as it was", file=sys.stderr)
-        return None
+        cv_dir = step_dir(work, position, "cv", cfg)
+        metrics = run_cv(cfg, cv_dir, resume=work is not None)
+        if metrics is None:
+            return None
     final_cfg = dataclasses.replace(cfg, protocol="all", n_val_speakers=0, epochs=final_epochs(cfg, metrics))
     if final is not None:
-        check_reused(final, final_cfg, "model", "all-actor run")
-        return cv_dir, final, metrics
-    final_dir = runs.new_run_dir(f"final-{cfg.arch}")
-    train(final_dir, final_cfg, log=Logger(final_dir, to_file=True))
-    if _StopFlag.requested:
-        print("final training was stopped; models/default is left as it was", file=sys.stderr)
-        return None
-    return cv_dir, final_dir, metrics
+        check_reused(final, final_cfg, "model", "all-speaker run")
+        final_dir = final
+    else:
+        final_dir = step_dir(work, position, "final", cfg)
+        if work is not None and finished_run(final_dir, final_cfg):
+            print(f"{final_dir}: kept the finished final run (same settings)")
+        else:
+            train(final_dir, final_cfg, log=Logger(final_dir, to_file=True))
+            if _StopFlag.requested:
+                print("final training was stopped; models/default is left as it was", file=sys.stderr)
+                return None
+    loco_dir = None
+    if loco:
+        loco_dir = step_dir(work, position, "loco", cfg)
+        if run_cv(dataclasses.replace(cfg, protocol="loco"), loco_dir, resume=work is not None) is None:
+            return None
+    return cv_dir, final_dir, metrics, loco_dir
+
+
+def trained_on(cfg: TrainConfig) -> str:
+    """What a final model heard, in words: 'all 24 RAVDESS actors' or the corpora and their speakers."""
+    df = datasets.load_dataset(cfg.dataset)
+    if set(df["corpus"]) == {"ravdess"}:
+        return f"all {df['speaker'].nunique()} RAVDESS actors"
+    per = df.groupby("corpus")["speaker"].nunique()
+    return "all speakers of " + ", ".join(f"{name} ({per[name]})" for name in splits.corpora(df))
+
+
+def store_calibration(model_dir: Path, calib: calibration.Calibration) -> None:
+    """Write the calibration into the model folder's spec.json (atomically, like every spec)."""
+    spec = ModelSpec.load(model_dir / "spec.json")
+    extra = {**spec.extra, calibration.SPEC_KEY: calib.to_dict()}
+    dataclasses.replace(spec, extra=extra).save(model_dir / "spec.json")
+
+
+def calibrate(cv_dir: Path, loco_dir: Path | None) -> tuple[calibration.Calibration, dict]:
+    """The model's calibration from out-of-fold predictions, and the report of what it does
+    (pooled and per corpus; for leave-one-corpus-out, each held-out corpus calibrated with a
+    temperature from the other corpora's out-of-fold predictions only)."""
+    import pandas as pd
+
+    oof = pd.read_csv(cv_dir / "predictions.csv")
+    calib = calibration.fit_table(oof, fitted_on=f"out-of-fold predictions of {cv_dir.name} ({len(oof)} clips)")
+    report = {"cv": calibration.summary(oof, calib), "cv_cross_fitted_ece": calib.ece_after}
+    if loco_dir is not None:
+        report["loco"] = calibration.transfer_summary(pd.read_csv(loco_dir / "predictions.csv"), oof,
+                                                      threshold=calib.threshold)
+    return calib, report
 
 
 def check_reused(run_dir: Path, cfg: TrainConfig, product: str, what: str) -> None:
@@ -90,7 +162,8 @@ def check_reused(run_dir: Path, cfg: TrainConfig, product: str, what: str) -> No
                          f"(differs in: {', '.join(diff) or product + ' missing'})")
 
 
-def install(model_src: Path | None, cv_dir: Path, metrics: dict, builder) -> Path:
+def install(model_src: Path | None, cv_dir: Path, metrics: dict, builder,
+            calib: calibration.Calibration | None = None, loco_dir: Path | None = None) -> Path:
     """Write the new models/default under a temporary name, then swap it in."""
     target = models_dir() / "default"
     tmp = models_dir() / ".default.tmp"
@@ -99,6 +172,10 @@ def install(model_src: Path | None, cv_dir: Path, metrics: dict, builder) -> Pat
         shutil.copytree(model_src, tmp)
     else:
         builder(tmp)
+    if calib is not None:
+        store_calibration(tmp, calib)
+    if loco_dir is not None:
+        shutil.copy2(loco_dir / "predictions.csv", tmp / "loco_predictions.csv")
     (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1))
     shutil.copy2(cv_dir / "predictions.csv", tmp / "predictions.csv")
     if (cv_dir / "robustness.json").exists():
@@ -132,7 +209,9 @@ def copy_robustness(cv_dir: Path, model_dir: Path) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--recipe", default=str(HERE / "default.json"))
+    ap.add_argument("--recipe", default=str(DEFAULT_RECIPE))
+    ap.add_argument("--work", metavar="DIR",
+                    help="fixed folders for every step, so rerunning the same command resumes (keeps finished folds)")
     ap.add_argument("--member-cv", action="append", default=[], metavar="ARCH=DIR",
                     help="reuse a finished cross-validation of that member's recipe (ARCH@SEED when two share an arch, "
                          "N for the recipe's N-th member)")
@@ -150,25 +229,39 @@ def main() -> int:
     cfgs = member_recipes(recipe)
     reuse = dict(item.split("=", 1) for item in args.member_cv)
     finals_given = dict(item.split("=", 1) for item in args.member_final)
+    work = Path(args.work) if args.work else None
+    loco = bool(recipe.get("loco"))
     built = []
     for position, cfg in enumerate(cfgs, 1):
-        out = build_member(cfg, reused(position, cfg, reuse), reused(position, cfg, finals_given))
+        out = build_member(cfg, reused(position, cfg, reuse), reused(position, cfg, finals_given),
+                           position=position, work=work, loco=loco)
         if out is None:
             return 1
         built.append((cfg, *out))
     rule = "median of the folds' chosen epochs (the last epoch for recipes without a validation split)"
-    finals = [{"arch": cfg.arch, "trained_on": "all 24 RAVDESS actors", "epochs": final_epochs(cfg, m),
-               "epochs_rule": rule, "recipe": cfg.to_dict(), "cv_dir": str(cv)} for cfg, cv, _, m in built]
+    finals = [{"arch": cfg.arch, "trained_on": trained_on(cfg), "epochs": final_epochs(cfg, m),
+               "epochs_rule": rule, "recipe": cfg.to_dict(), "cv_dir": str(cv)} for cfg, cv, _, m, _ in built]
     if len(built) == 1:
-        cfg, cv_dir, final_dir, metrics = built[0]
+        cfg, cv_dir, final_dir, metrics, loco_dir = built[0]
         metrics["final_model"] = finals[0]
-        install(final_dir / "model", cv_dir, metrics, None)
+        model_src, builder = final_dir / "model", None
     else:
-        cv_dir = runs.new_run_dir("cv-default-ensemble")
-        metrics = ensemble.combine_cv([cv for _, cv, _, _ in built], cv_dir)
+        combined = (work / "ensemble-cv") if work else runs.new_run_dir("cv-default-ensemble")
+        metrics = ensemble.combine_cv([b[1] for b in built], combined)
+        loco_dir = None
+        if loco:
+            loco_dir = (work / "ensemble-loco") if work else runs.new_run_dir("loco-default-ensemble")
+            metrics["loco"] = ensemble.combine_cv([b[4] for b in built], loco_dir)
+        cv_dir = combined
         metrics["final_model"] = {"members": finals}
-        install(None, cv_dir, metrics,
-                lambda tmp: ensemble.build([final / "model" for _, _, final, _ in built], tmp))
+        model_src, builder = None, (lambda tmp: ensemble.build([b[2] / "model" for b in built], tmp))
+    if loco_dir is not None and "loco" not in metrics:
+        metrics["loco"] = json.loads((loco_dir / "metrics.json").read_text())
+    calib = None
+    if recipe.get("calibrate", True):
+        calib, metrics["calibration"] = calibrate(cv_dir, loco_dir)
+        metrics["calibration"]["stored"] = calib.to_dict()
+    install(model_src, cv_dir, metrics, builder, calib=calib, loco_dir=loco_dir)
     print(f"models/default: cv accuracy {metrics['accuracy']:.3f}, UAR {metrics['uar']:.3f} (cv in {cv_dir}); "
           f"next: ser robustness {cv_dir}")
     return 0
