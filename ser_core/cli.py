@@ -169,6 +169,10 @@ def _print_metrics(metrics: dict) -> None:
     print(classification_report(metrics))
     for fold, m in metrics.get("per_fold", {}).items():
         print(f"  fold {fold}: accuracy {m['accuracy']:.3f}  UAR {m['uar']:.3f}")
+    for name, c in metrics.get("per_corpus", {}).items():
+        own = c["own"]
+        print(f"  {name:<10} {c['n']:>5} clips: accuracy {c['accuracy']:.3f}; on its own {len(c['own_emotions'])} "
+              f"emotions {own['accuracy']:.3f} (chance {1 / len(c['own_emotions']):.3f}), UAR {own['uar']:.3f}")
 
 
 def cmd_evaluate(args) -> int:
@@ -249,7 +253,7 @@ def cmd_robustness(args) -> int:
         bar.update(done - bar.done)
 
     result = evaluate_shifts(args.cv_dir, shifts=shifts, seed=args.seed, progress=show, folds=folds,
-                             workers=args.workers)
+                             workers=args.workers, corpus=args.corpus)
     bar.close()
     print(format_table(result))
     print(f"written: {Path(args.cv_dir) / 'robustness.json'}")
@@ -284,6 +288,16 @@ def cmd_archs(args) -> int:
 def cmd_data(args) -> int:
     from . import datasets
 
+    if args.data_cmd == "list":
+        found = datasets.corpus_dirs()
+        if not found:
+            raise SERError(f"no corpora under the data root {datasets.data_dir()} (set SER_DATA_DIR to a folder "
+                           "with one subfolder per corpus, or to RAVDESS itself)")
+        for name, path in found.items():
+            info = datasets.CORPORA.get(name)
+            title = f"{info.title}, {info.language}" if info else "user corpus"
+            print(f"{name:<12} {title:<45} {path}")
+        return 0
     if args.data_cmd == "info":
         df = datasets.load_dataset(args.dataset)
         print(json.dumps(datasets.summary(df), indent=1))
@@ -395,6 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("robustness", help="accuracy of a cross-validation's models under channel shifts")
     p.add_argument("cv_dir")
+    p.add_argument("--corpus", help="only this corpus's test clips (e.g. ravdess of a multi-corpus cross-validation)")
     p.add_argument("--shifts", help="comma-separated subset of: opus16k,telephone,gain-20db,gain+10db,"
                                     "white10db,babble10db,reverb")
     p.add_argument("--folds", help="comma-separated subset of folds")
@@ -419,7 +434,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--dest")
     d.add_argument("--api-url", help=argparse.SUPPRESS)
     d = dsub.add_parser("info", help="counts of a dataset")
-    d.add_argument("--dataset", default="ravdess")
+    d.add_argument("--dataset", default="ravdess", help="e.g. ravdess, ravdess+ased+emovo+urdu, my.csv")
+    dsub.add_parser("list", help="the corpora found under the data root (SER_DATA_DIR)")
     p.set_defaults(fn=cmd_data)
     return parser
 

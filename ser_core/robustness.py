@@ -185,11 +185,12 @@ def summarise(preds: pd.DataFrame, labels: list[str], shifts: Sequence[str]) -> 
 
 def evaluate_shifts(cv_dir: Path | str, shifts: Sequence[str] | None = None, seed: int = 0,
                     progress: Callable[[int, int], None] | None = None, *, folds: Sequence[int] | None = None,
-                    workers: int | None = None) -> dict:
+                    workers: int | None = None, corpus: str | None = None) -> dict:
     """Accuracy of each fold's model on its test clips, clean and after each channel shift.
 
     Writes ``robustness.json`` (the returned dict) and ``robustness_predictions.csv``
-    (one row per clip and condition) into ``cv_dir``. ``workers`` processes
+    (one row per clip and condition) into ``cv_dir``. ``corpus`` keeps only that corpus's test clips
+    (a multi-corpus cross-validation measured on its RAVDESS folds). ``workers`` processes
     (default: one per core) each decode, shift and classify clips; ``workers=0``
     does everything in this process.
     """
@@ -211,6 +212,10 @@ def evaluate_shifts(cv_dir: Path | str, shifts: Sequence[str] | None = None, see
     plans = []
     for k, d in fold_dirs:
         test = pd.read_csv(d / "predictions.csv")
+        if corpus is not None:
+            if "corpus" not in test or not (test["corpus"] == corpus).any():
+                raise DatasetError(f"fold {k} of {cv_dir} has no test clips of corpus {corpus!r}")
+            test = test[test["corpus"] == corpus].reset_index(drop=True)
         missing = [f for f in test["file"] if f not in by_name]
         if missing:
             raise DatasetError(f"{len(missing)} test clip(s) of fold {k} are not in dataset "
@@ -248,7 +253,7 @@ def evaluate_shifts(cv_dir: Path | str, shifts: Sequence[str] | None = None, see
     labels = list(ModelSpec.load(fold_dirs[0][1] / "model" / "spec.json").labels)
     recorded = pd.concat([t for _, _, t, _ in plans], ignore_index=True)
     result = {
-        "cv_dir": str(cv_dir), "dataset": config["dataset"], "arch": config.get("arch"),
+        "cv_dir": str(cv_dir), "dataset": config["dataset"], "arch": config.get("arch"), "corpus": corpus,
         "folds": [k for k, *_ in plans], "n_clips": int(len(recorded)), "seed": seed, "shifts": shifts,
         "babble_source": f"{channel.BABBLE_TALKERS} talkers drawn from {BABBLE_POOL} clips of each fold's "
                          "training speakers (never test audio)",

@@ -69,3 +69,52 @@ def test_robustness_is_copied_only_from_the_models_own_cross_validation(tmp_path
     assert not (model / "robustness.json").exists()
     build_default.copy_robustness(cv, model)                      # same clips in another order
     assert json.loads((model / "robustness.json").read_text()) == {"max_drop": 1.0}
+
+
+def _tiny_root(tmp_path, samples_dir):
+    """RAVDESS samples (actors 1-4) and the same clips under EMOVO and ASED names: three corpora, six speakers."""
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(samples_dir, root / "ravdess", ignore=shutil.ignore_patterns("*.md"))
+    clips = sorted(samples_dir.glob("*.flac"))
+    (root / "emovo" / "f1").mkdir(parents=True)
+    (root / "ased" / "x").mkdir(parents=True)
+    for i, (emovo, ased) in enumerate([("neu", "n1"), ("tri", "s4"), ("rab", "a5")] * 2):
+        shutil.copy(clips[i], root / "emovo" / "f1" / f"{emovo}-f1-{('b1', 'b2', 'b3', 'd1', 'd2', 'l1')[i]}.flac")
+        shutil.copy(clips[i + 8], root / "ased" / "x" / f"{ased}-0{i + 1}-01-02-07.flac")
+    return root
+
+
+@pytest.mark.slow
+def test_multi_corpus_build_resumes_and_stores_its_calibration(tmp_path, samples_dir):
+    import os
+    import subprocess
+    import sys
+
+    root = _tiny_root(tmp_path, samples_dir)
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(json.dumps({"loco": True, "members": [{
+        "arch": "seed004_dnn", "dataset": "ravdess+emovo+ased", "protocol": "speaker_kfold", "k": 2, "epochs": 2,
+        "batch_size": 8, "n_val_speakers": 0, "precision": "float32", "workers": 1}]}))
+    env = {**os.environ, "SER_DATA_DIR": str(root), "SER_MODELS_DIR": str(tmp_path / "models"),
+           "SER_RUNS_DIR": str(tmp_path / "runs"), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    cmd = [sys.executable, str(ROOT / "training" / "build_default.py"), "--recipe", str(recipe),
+           "--work", str(tmp_path / "work"), "--target", "cand"]
+    first = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-2000:]
+    model = tmp_path / "models" / "cand"
+    spec = json.loads((model / "spec.json").read_text())
+    calib = spec["extra"]["calibration"]
+    assert calib["temperature"] > 0 and calib["threshold"] == 0.5 and "out-of-fold" in calib["fitted_on"]
+    metrics = json.loads((model / "metrics.json").read_text())
+    assert metrics["final_model"]["trained_on"] == "all speakers of ravdess (4), ased (1), emovo (1)"
+    assert set(metrics["per_corpus"]) == {"ravdess", "emovo", "ased"}
+    assert set(metrics["calibration"]["loco"]) == {"ravdess", "emovo", "ased"}
+    loco = json.loads((tmp_path / "work" / "member-1-loco" / "metrics.json").read_text())
+    assert [f["fold"] for f in loco["folds"]] == [1, 2, 3] and loco["n"] == 32 + 6 + 6
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "work").rglob("model.keras")}
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert again.stdout.count("kept the finished run") == 2 + 3 and "kept the finished final run" in again.stdout
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps              # nothing was trained again

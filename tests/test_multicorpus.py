@@ -238,3 +238,20 @@ def test_held_out_corpora_are_calibrated_only_from_the_other_corpora():
     assert res["x"]["temperature"] == pytest.approx(1.0, rel=0.15)      # from z's rows only
     assert res["z"]["temperature"] == pytest.approx(2.0, rel=0.15)      # from x's rows only
     assert sum(res["x"]["answers"].values()) == pytest.approx(1.0)
+
+
+def test_data_list_names_the_corpora_found(data_root):
+    import os
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "ser_core.cli", "data", "list"], capture_output=True, text=True,
+                         env={**os.environ, "SER_DATA_DIR": str(data_root)}, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == ["ased", "emovo", "ravdess"]
+    assert "EMOVO, Italian" in lines[1]
+    empty = subprocess.run([sys.executable, "-m", "ser_core.cli", "data", "list"], capture_output=True, text=True,
+                           env={**os.environ, "SER_DATA_DIR": str(data_root / "notes")}, timeout=120)
+    assert empty.returncode == 2 and empty.stderr.startswith("error: no corpora under the data root")
+    assert "Traceback" not in empty.stderr

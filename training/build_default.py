@@ -163,10 +163,11 @@ def check_reused(run_dir: Path, cfg: TrainConfig, product: str, what: str) -> No
 
 
 def install(model_src: Path | None, cv_dir: Path, metrics: dict, builder,
-            calib: calibration.Calibration | None = None, loco_dir: Path | None = None) -> Path:
-    """Write the new models/default under a temporary name, then swap it in."""
-    target = models_dir() / "default"
-    tmp = models_dir() / ".default.tmp"
+            calib: calibration.Calibration | None = None, loco_dir: Path | None = None,
+            name: str = "default") -> Path:
+    """Write the new models/<name> under a temporary name, then swap it in."""
+    target = models_dir() / name
+    tmp = models_dir() / f".{name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     if model_src is not None:
         shutil.copytree(model_src, tmp)
@@ -180,7 +181,7 @@ def install(model_src: Path | None, cv_dir: Path, metrics: dict, builder,
     shutil.copy2(cv_dir / "predictions.csv", tmp / "predictions.csv")
     if (cv_dir / "robustness.json").exists():
         shutil.copy2(cv_dir / "robustness.json", tmp / "robustness.json")
-    old = models_dir() / ".default.old"
+    old = models_dir() / f".{name}.old"
     shutil.rmtree(old, ignore_errors=True)
     if target.exists():
         os.replace(target, old)
@@ -212,6 +213,9 @@ def main() -> int:
     ap.add_argument("--recipe", default=str(DEFAULT_RECIPE))
     ap.add_argument("--work", metavar="DIR",
                     help="fixed folders for every step, so rerunning the same command resumes (keeps finished folds)")
+    ap.add_argument("--target", default="default", metavar="NAME",
+                    help="write the model to models/NAME (default: models/default; a candidate goes elsewhere "
+                         "until its pre-registered rule is checked)")
     ap.add_argument("--member-cv", action="append", default=[], metavar="ARCH=DIR",
                     help="reuse a finished cross-validation of that member's recipe (ARCH@SEED when two share an arch, "
                          "N for the recipe's N-th member)")
@@ -261,8 +265,8 @@ def main() -> int:
     if recipe.get("calibrate", True):
         calib, metrics["calibration"] = calibrate(cv_dir, loco_dir)
         metrics["calibration"]["stored"] = calib.to_dict()
-    install(model_src, cv_dir, metrics, builder, calib=calib, loco_dir=loco_dir)
-    print(f"models/default: cv accuracy {metrics['accuracy']:.3f}, UAR {metrics['uar']:.3f} (cv in {cv_dir}); "
+    target = install(model_src, cv_dir, metrics, builder, calib=calib, loco_dir=loco_dir, name=args.target)
+    print(f"{target}: cv accuracy {metrics['accuracy']:.3f}, UAR {metrics['uar']:.3f} (cv in {cv_dir}); "
           f"next: ser robustness {cv_dir}")
     return 0
 

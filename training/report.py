@@ -1,9 +1,10 @@
-"""Rewrite the README's result tables from the files the measurements wrote.
+"""Rewrite the result documents from the files the measurements wrote.
 
-Blocks between `<!-- NAME:start -->` and `<!-- NAME:end -->` are replaced:
-`default` (models/default/metrics.json and robustness.json), `zoo`
-(training/results/*.json via training/zoo.py) and `bench`
-(training/results/bench.json from `python -m ser_app.bench --json`).
+- `models/default/README.md`, the model card, is written whole from models/default/metrics.json
+  (and robustness.json, loco_predictions.csv when present).
+- Blocks between `<!-- NAME:start -->` and `<!-- NAME:end -->` are replaced in their document:
+  `zoo` in docs/zoo.md (training/results/*.json via training/zoo.py) and `bench` in docs/speed.md
+  (training/results/bench.json from `python -m ser_app.bench --json`).
 
     python training/report.py
 """
@@ -23,18 +24,27 @@ def pct(x: float) -> str:
     return f"{x * 100:.1f} %"
 
 
-def default_block() -> str:
-    d = ROOT / "models" / "default"
+def default_block(d: Path | None = None) -> str:
+    d = d or ROOT / "models" / "default"
     m = json.loads((d / "metrics.json").read_text())
-    lines = [f"Protocol: **{m['protocol']}** (speaker-independent: no actor is in both training and test data; "
-             "normalisation statistics, early stopping and model selection use training actors only).", "",
-             "| metric | value |", "|---|---|"]
+    multi = "per_corpus" in m
+    lines = [f"Protocol: **{m['protocol']}** (speaker-independent: no speaker is in both training and test data; "
+             "normalisation statistics, early stopping and model selection use training speakers only).", ""]
+    if multi:
+        lines += corpus_lines(m)
+        rav = m["per_corpus"].get("ravdess")
+        if rav:
+            lines += ["", "RAVDESS rows alone (the EmoBox 6-fold headline):", ""]
+    lines += ["| metric | value |", "|---|---|"]
+    head = m["per_corpus"]["ravdess"] if multi and "ravdess" in m["per_corpus"] else m
     for key, name in (("accuracy", "accuracy"), ("uar", "UAR (unweighted average recall)"),
                       ("macro_f1", "macro F1"), ("weighted_f1", "weighted F1")):
-        lines.append(f"| {name} | {pct(m[key]) if key in ('accuracy', 'uar') else f'{m[key]:.3f}'} |")
+        lines.append(f"| {name} | {pct(head[key]) if key in ('accuracy', 'uar') else f'{head[key]:.3f}'} |")
+    genders = head["per_gender"] if multi else {g: v["accuracy"] for g, v in m["per_gender"].items()}
     for g in ("female", "male"):
-        lines.append(f"| {g} accuracy | {pct(m['per_gender'][g]['accuracy'])} |")
-    if m.get("per_fold"):
+        if g in genders:
+            lines.append(f"| {g} accuracy | {pct(genders[g])} |")
+    if m.get("per_fold") and not multi:
         folds = ", ".join(f"{pct(v['accuracy'])}" for _, v in sorted(m["per_fold"].items()))
         lines.append(f"| per fold (1–6) | {folds} |")
     fm = m.get("final_model", {})
@@ -68,6 +78,47 @@ def default_block() -> str:
                       f"{r['target_drop_points']:.0f} points is {'met' if r['within_target'] else 'NOT met'}. "
                       "Reproduce: `ser robustness <cv folder>`."]
     return "\n".join(lines)
+
+
+def corpus_lines(m: dict) -> list[str]:
+    """Per-corpus table of a multi-corpus cross-validation (and its leave-one-corpus-out)."""
+    lines = ["| corpus | clips | speakers | accuracy (8 emotions) | on its own emotions (chance) | UAR own | "
+             "female / male |", "|---|---|---|---|---|---|---|"]
+    for name, c in m["per_corpus"].items():
+        g = c.get("per_gender", {})
+        lines.append(f"| {name} | {c['n']} | {c.get('speakers', '')} | {pct(c['accuracy'])} | {pct(c['own']['accuracy'])} "
+                     f"({pct(1 / len(c['own_emotions']))}) | {pct(c['own']['uar'])} | "
+                     f"{pct(g.get('female', 0))} / {pct(g.get('male', 0))} |")
+    loco = m.get("loco", {}).get("per_corpus")
+    cal = m.get("calibration", {})
+    if loco:
+        lines += ["", "Leave-one-corpus-out (trained on the other corpora; the test corpus's speakers, language and "
+                      "recordings never seen). ECE after a temperature fitted on the other corpora's out-of-fold "
+                      "predictions only:", "",
+                  "| held-out corpus | accuracy on its own emotions (chance) | UAR own | ECE before / after | "
+                  "not sure | accuracy when answered | most frequent answers |", "|---|---|---|---|---|---|---|"]
+        for name, c in loco.items():
+            t = cal.get("loco", {}).get(name, {})
+            top = ", ".join(f"{k} {v * 100:.0f} %" for k, v in list(t.get("answers", {}).items())[:3])
+            answered = t.get("answered_accuracy")
+            lines.append(f"| {name} | {pct(c['own']['accuracy'])} ({pct(1 / len(c['own_emotions']))}) | "
+                         f"{pct(c['own']['uar'])} | {t.get('ece_before', float('nan')):.3f} / "
+                         f"{t.get('ece_after', float('nan')):.3f} | {pct(t.get('not_sure', 0))} | "
+                         f"{pct(answered) if answered is not None else '—'} | {top} |")
+    if cal.get("stored"):
+        st = cal["stored"]
+        lines += ["", f"Calibration: temperature {st['temperature']:.3f} fitted on {st['fitted_on']}; ECE "
+                      f"{st['ece_before']:.3f} before, {st['ece_after']:.3f} after (cross-fitted: each fold's "
+                      f"temperature from the other folds). Below a calibrated confidence of {st['threshold']:.2f} "
+                      "the answer is \"not sure\" with the two most likely emotions."]
+    return lines
+
+
+def model_card() -> str:
+    d = ROOT / "models" / "default"
+    return ("# The shipped default model\n\nGenerated by `python training/report.py` from the files in this folder; "
+            "rebuild the model with `python training/build_default.py` (see `training/README.md`).\n\n"
+            + default_block(d) + "\n")
 
 
 def zoo_block() -> str:
@@ -141,22 +192,25 @@ def bench_block() -> str:
     return "\n".join(lines)
 
 
-BLOCKS = {"default": default_block, "zoo": zoo_block, "bench": bench_block}
+BLOCKS = {"zoo": (zoo_block, ROOT / "docs" / "zoo.md"), "bench": (bench_block, ROOT / "docs" / "speed.md")}
 
 
 def main() -> int:
-    readme = ROOT / "README.md"
-    text = readme.read_text()
-    for name, fn in BLOCKS.items():
+    try:
+        (ROOT / "models" / "default" / "README.md").write_text(model_card())
+        print("models/default/README.md: written")
+    except FileNotFoundError as exc:
+        print(f"model card: skipped ({exc.filename} missing)")
+    for name, (fn, doc) in BLOCKS.items():
         try:
             body = fn()
         except FileNotFoundError as exc:
             print(f"{name}: skipped ({exc.filename} missing)")
             continue
         text, n = re.subn(rf"(<!-- {name}:start -->\n).*?(<!-- {name}:end -->)",
-                          lambda mt: mt.group(1) + body + "\n" + mt.group(2), text, flags=re.S)
-        print(f"{name}: {'updated' if n else 'no markers in README'}")
-    readme.write_text(text)
+                          lambda mt: mt.group(1) + body + "\n" + mt.group(2), doc.read_text(), flags=re.S)
+        doc.write_text(text)
+        print(f"{name}: {'updated' if n else 'no markers'} in {doc.relative_to(ROOT)}")
     return 0
 
 
