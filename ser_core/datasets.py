@@ -403,6 +403,8 @@ def load_dataset(spec: str | Path) -> pd.DataFrame:
     if p.is_dir() and any(parse_ravdess(f.name) for f in p.rglob("*.*")):
         return load_ravdess(p)
     if not p.exists():
+        if "/" in spec or "\\" in spec or p.suffix:
+            raise DatasetError(f"dataset folder or file not found: {spec}")
         raise DatasetError(f"unknown dataset {spec!r}: not a corpus under the data root ({data_dir()}: "
                            f"{', '.join(corpus_dirs()) or 'none found'}), a CSV file or a folder")
     return load_folder(p)
