@@ -13,7 +13,7 @@ import streamlit as st
 
 from ser_core import evaluation
 
-from ser_app import views
+from ser_app import eval_views, views
 from ser_core.config import data_dir
 from ser_core.errors import SERError
 
@@ -28,6 +28,18 @@ def load(directory: str, stamp: float):
 def gender_gap(directory: str, stamp: float):
     df, _ = load(directory, stamp)
     return evaluation.gender_gap(df)
+
+
+@st.cache_data(max_entries=16, show_spinner="Bootstrapping each corpus's gender gap...")
+def corpus_gaps(directory: str, stamp: float):
+    df, _ = load(directory, stamp)
+    return eval_views.corpus_gaps(df)
+
+
+@st.cache_data(max_entries=32, show_spinner="Calibrating...")
+def calibration_view(directory: str, stamp: float, mode: str):
+    df, _ = load(directory, stamp)
+    return eval_views.calibration_summary(df, mode, eval_views.stored_calibration(directory))
 
 
 @st.cache_data(ttl=600, show_spinner=False)
@@ -56,7 +68,7 @@ def metric_row(metrics: dict) -> None:
                    "so they overstate accuracy on new speakers.")
 
 
-def overview(metrics: dict, figs: dict) -> None:
+def overview(df: pd.DataFrame, metrics: dict, figs: dict) -> None:
     c1, c2 = st.columns([1, 1])
     figs["confusion"] = views.confusion_figure(metrics)
     figs["per_class"] = views.per_class_figure(metrics)
@@ -66,19 +78,106 @@ def overview(metrics: dict, figs: dict) -> None:
                  column_config={k: st.column_config.NumberColumn(format="%.3f") for k in ("precision", "recall", "f1")})
     if metrics.get("per_fold"):
         st.markdown("**Per fold**")
-        st.dataframe(pd.DataFrame(metrics["per_fold"]).T.rename_axis("fold").reset_index(), hide_index=True)
+        st.dataframe(eval_views.per_fold_frame(metrics, df), hide_index=True)
+
+
+def corpora_tab(source: views.EvalSource, df: pd.DataFrame, metrics: dict, figs: dict) -> None:
+    labels = metrics["labels"]
+    st.markdown("**Per corpus**")
+    st.dataframe(eval_views.corpus_frame(df, labels, corpus_gaps(source.dir, stamp_of(source))), hide_index=True)
+    st.caption("Own-emotion accuracy and UAR: each clip answered by its most probable emotion among those its "
+               "corpus uses (what a user of that corpus sees); chance is one over their number. The gap's 95 % "
+               "interval comes from a bootstrap over the corpus's speakers.")
+    st.markdown("**Leave one corpus out**")
+    held = eval_views.loco_folds(df)
+    if eval_views.is_loco(metrics) and held:
+        st.dataframe(eval_views.loco_frame(df, labels), hide_index=True)
+        st.caption("Each held-out corpus was tested by a model trained on the other corpora only: no speaker, "
+                   "language or room of it was heard in training. When the top-2 answers' share is far above "
+                   "the top-2 share of the true emotions, the model collapses onto one or two classes there.")
+    else:
+        st.caption("This evaluation is not a leave-one-corpus-out cross-validation. Run one with "
+                   "`ser cv --dataset ravdess+ased+emovo+urdu --protocol loco` to see how the model does on a "
+                   "corpus it never heard.")
+    figs["answers"] = eval_views.answers_figure(df, labels)
+    st.plotly_chart(figs["answers"], key="e_answers", theme=None)
+    st.markdown("**Confusion matrix per corpus**")
+    names = eval_views.corpora(df)
+    c1, c2 = st.columns([2, 1])
+    corpus = c1.selectbox("Corpus", names, key="e_corpus")
+    own = c2.toggle("Own emotions only", key="e_corpus_own",
+                    help="Answer each clip with its most probable emotion among those its corpus uses.")
+    figs["corpus_confusion"] = eval_views.corpus_confusion_figure(df, corpus, labels, own=own)
+    st.plotly_chart(figs["corpus_confusion"], key="e_corpus_confusion", theme=None)
+
+
+MODE_NOTES = {
+    eval_views.CROSS_FITTED: "Each fold's temperature is fitted on the other folds' predictions, so no clip's "
+                             "calibration saw it (in a leave-one-corpus-out cross-validation, nor its corpus). "
+                             "\"Not sure\" below the default threshold.",
+    eval_views.UNCALIBRATED: "The model's raw probabilities. \"Not sure\" is decided on calibrated "
+                             "probabilities, so no threshold is drawn here.",
+}
+
+
+def calibration_tab(source: views.EvalSource, df: pd.DataFrame, figs: dict) -> dict | None:
+    """Reliability diagram, ECE and accuracy against coverage; returns the numbers for the export."""
+    if not evaluation.probability_columns(df):
+        st.info("These predictions carry no class probabilities (p_<emotion> columns), so their calibration "
+                "cannot be measured.")
+        return None
+    calib = eval_views.stored_calibration(source.dir)
+    modes = eval_views.calibration_modes(df, calib)
+    mode = st.radio("Probabilities", modes, horizontal=True, key="e_cal_mode",
+                    help="The model's stored calibration, when it has one, is what Predict uses.")
+    try:
+        summary = calibration_view(source.dir, stamp_of(source), mode)
+    except SERError as exc:
+        st.info(views.md_escape(exc))
+        return None
+    if mode == eval_views.STORED:
+        note = (f"Temperature {calib.temperature:.3g}, fitted on {calib.fitted_on or 'unnamed predictions'} "
+                f"({calib.n} clips); \"not sure\" below {calib.threshold:.0%} confidence.")
+        if calib.ece_after is not None:
+            note += (f" Applied to the predictions it was fitted on, the ECE here is in-sample; cross-fitted by "
+                     f"fold it was {calib.ece_after:.3f} (uncalibrated {calib.ece_before:.3f}).")
+    else:
+        note = MODE_NOTES[mode]
+    st.caption(note)
+    pooled = summary["pooled"]
+    c1, c2, c3 = st.columns(3)
+    c1.metric("ECE (pooled)", f"{pooled['ece']:.3f}", help="Expected calibration error: the clip-weighted mean "
+              "gap between confidence and accuracy over ten confidence bins.")
+    if summary["threshold"] is not None:
+        c2.metric("\"Not sure\" answers", views.format_pct(pooled["not_sure"]),
+                  help=f"Confidence below {summary['threshold']:.0%}")
+        if pooled.get("answered_accuracy") is not None:
+            c3.metric("Accuracy when answering", views.format_pct(pooled["answered_accuracy"]))
+    figs["reliability"] = eval_views.reliability_figure(summary)
+    figs["coverage"] = eval_views.coverage_figure(summary)
+    c1, c2 = st.columns(2)
+    c1.plotly_chart(figs["reliability"], key="e_reliability", theme=None)
+    c2.plotly_chart(figs["coverage"], key="e_coverage", theme=None)
+    st.dataframe(eval_views.calibration_frame(summary), hide_index=True)
+    return eval_views.calibration_export(summary, mode)
+
+
+def gap_or_none(source: views.EvalSource) -> tuple[dict | None, str]:
+    try:
+        return gender_gap(source.dir, stamp_of(source)), ""
+    except SERError as exc:
+        return None, str(exc)
 
 
 def fairness(source: views.EvalSource, metrics: dict, figs: dict) -> None:
     if not metrics.get("per_gender"):
         st.info("These predictions carry no speaker gender.")
         return
-    figs["gender"] = views.gender_figure(metrics)
+    gap, why = gap_or_none(source)
+    figs["gender"] = eval_views.gender_figure(metrics, gap)
     st.plotly_chart(figs["gender"], key="e_gender", theme=None)
-    try:
-        gap = gender_gap(source.dir, stamp_of(source))
-    except SERError as exc:
-        st.info(views.md_escape(exc))
+    if gap is None:
+        st.info(views.md_escape(why))
         return
     c1, c2, c3 = st.columns(3)
     c1.metric("Female accuracy", views.format_pct(gap["accuracy"]["female"]))
@@ -129,32 +228,47 @@ def mistakes(df: pd.DataFrame) -> None:
         st.audio(str(path), format=views.mime_for(path.name))
 
 
-def compare(source: views.EvalSource, metrics: dict, sources: list[views.EvalSource]) -> None:
+def compare(source: views.EvalSource, df: pd.DataFrame, metrics: dict, sources: list[views.EvalSource]) -> None:
     others = [s for s in sources if s.key != source.key]
     if not others:
         st.caption("Only one evaluation is available: train a run to compare against.")
         return
     other = st.selectbox("Compare with", others, format_func=lambda s: s.title, key="e_compare")
     try:
-        _, m2 = load(other.dir, stamp_of(other))
+        df2, m2 = load(other.dir, stamp_of(other))
     except SERError as exc:
         st.error(views.md_escape(exc))
         return
+    sets = eval_views.compare_test_sets(df, metrics, df2, m2)
+    (st.success if sets.same else st.warning)(views.md_escape(sets.text))
+    if not sets.same and sets.common and st.toggle(f"Compare on the {sets.common} clips both were tested on",
+                                                   key="e_cmp_common"):
+        a, b = eval_views.common_clips(df, df2)
+        metrics = evaluation.evaluate(a, metrics["labels"], protocol=metrics.get("protocol", ""),
+                                      speaker_independent=metrics.get("speaker_independent", True))
+        m2 = evaluation.evaluate(b, m2["labels"], protocol=m2.get("protocol", ""),
+                                 speaker_independent=m2.get("speaker_independent", True))
     table = views.compare_frame(metrics, m2, "A: " + source.title, "B: " + other.title)
     st.plotly_chart(views.compare_figure(table), key="e_compare_fig", theme=None)
     st.dataframe(table, hide_index=True,
                  column_config={c: st.column_config.NumberColumn(format="%.3f") for c in table.columns[1:]})
+    gaps = eval_views.missing_genders(metrics, "A") + eval_views.missing_genders(m2, "B")
+    if gaps:
+        st.caption(" ".join(gaps))
     c1, c2 = st.columns(2)
     for col, m, name, key in ((c1, metrics, "A: " + source.title, "e_cmp_a"), (c2, m2, "B: " + other.title, "e_cmp_b")):
         col.plotly_chart(views.confusion_figure(m).update_layout(title=name), key=key, theme=None)
 
 
-def export(source: views.EvalSource, metrics: dict, figs: dict) -> None:
+def export(source: views.EvalSource, metrics: dict, figs: dict, calib: dict | None) -> None:
     stem = Path(source.dir).name
+    gap = gap_or_none(source)[0] if metrics.get("per_gender") else None
+    out = eval_views.export_metrics(metrics, gap, calib)
     c1, c2, c3 = st.columns(3)
-    c1.download_button("Metrics (JSON)", views.metrics_json(metrics), file_name=f"{stem}-metrics.json",
-                       mime="application/json", icon=":material/download:")
-    c2.download_button("Metrics (CSV)", views.metrics_csv(metrics), file_name=f"{stem}-metrics.csv",
+    c1.download_button("Metrics (JSON)", views.metrics_json(out), file_name=f"{stem}-metrics.json",
+                       mime="application/json", icon=":material/download:",
+                       help="With the female − male gap and its 95 % interval, and the calibration view's numbers.")
+    c2.download_button("Metrics (CSV)", eval_views.export_csv(out), file_name=f"{stem}-metrics.csv",
                        mime="text/csv", icon=":material/download:")
     c3.download_button("Predictions (CSV)", source.predictions.read_bytes(), file_name=f"{stem}-predictions.csv",
                        mime="text/csv", icon=":material/download:")
@@ -192,17 +306,23 @@ except SERError as exc:
 
 metric_row(metrics)
 figs: dict = {}
-tabs = st.tabs(["Confusion & classes", "Gender bias", "Speakers & intensity", "Misclassified clips",
-                "Compare", "Export"])
-with tabs[0]:
-    overview(metrics, figs)
-with tabs[1]:
+names = ["Confusion & classes"] + (["Corpora"] if eval_views.corpora(df) else []) + [
+    "Calibration", "Gender bias", "Speakers & intensity", "Misclassified clips", "Compare", "Export"]
+tabs = dict(zip(names, st.tabs(names)))
+with tabs["Confusion & classes"]:
+    overview(df, metrics, figs)
+if "Corpora" in tabs:
+    with tabs["Corpora"]:
+        corpora_tab(source, df, metrics, figs)
+with tabs["Calibration"]:
+    calib_numbers = calibration_tab(source, df, figs)
+with tabs["Gender bias"]:
     fairness(source, metrics, figs)
-with tabs[2]:
+with tabs["Speakers & intensity"]:
     speakers(df, metrics, figs)
-with tabs[3]:
+with tabs["Misclassified clips"]:
     mistakes(df)
-with tabs[4]:
-    compare(source, metrics, sources)
-with tabs[5]:
-    export(source, metrics, figs)
+with tabs["Compare"]:
+    compare(source, df, metrics, sources)
+with tabs["Export"]:
+    export(source, metrics, figs, calib_numbers)

@@ -148,7 +148,9 @@ def table_arrays(df: pd.DataFrame, labels: list[str] | None = None) -> tuple[np.
     if not labels:
         raise SERError("the predictions table has no probability columns (p_<emotion>)")
     known = df["true"].isin(labels).to_numpy()
-    probs = df.loc[known, [f"p_{lab}" for lab in labels]].to_numpy(dtype=np.float64)
+    # A pooled cross-validation whose fold models know different labels (leave-one-corpus-out) has empty
+    # cells where a fold's model lacks a label: that model gave it probability 0.
+    probs = np.nan_to_num(df.loc[known, [f"p_{lab}" for lab in labels]].to_numpy(dtype=np.float64), nan=0.0)
     y = df.loc[known, "true"].map({lab: i for i, lab in enumerate(labels)}).to_numpy(dtype=np.int64)
     return probs, y, labels
 

@@ -107,7 +107,9 @@ def restricted_pred(df: pd.DataFrame, allowed: list[str]) -> np.ndarray:
     cols = [f"p_{lab}" for lab in allowed]
     if not allowed or any(c not in df for c in cols):
         return df["pred"].to_numpy()
-    return np.asarray(allowed)[df[cols].to_numpy(dtype=float).argmax(axis=1)]
+    # empty cells (a leave-one-corpus-out fold's model lacks that label) are probability 0, not NaN:
+    # argmax would pick a NaN
+    return np.asarray(allowed)[np.nan_to_num(df[cols].to_numpy(dtype=float), nan=0.0).argmax(axis=1)]
 
 
 def per_corpus(df: pd.DataFrame, labels: list[str]) -> dict[str, dict]:
