@@ -103,6 +103,8 @@ def corpora_tab(source: views.EvalSource, df: pd.DataFrame, metrics: dict, figs:
     st.plotly_chart(figs["answers"], key="e_answers", theme=None)
     st.markdown("**Confusion matrix per corpus**")
     names = eval_views.corpora(df)
+    if st.session_state.get("e_corpus") not in names:
+        st.session_state.pop("e_corpus", None)
     c1, c2 = st.columns([2, 1])
     corpus = c1.selectbox("Corpus", names, key="e_corpus")
     own = c2.toggle("Own emotions only", key="e_corpus_own",
@@ -128,6 +130,9 @@ def calibration_tab(source: views.EvalSource, df: pd.DataFrame, figs: dict) -> d
         return None
     calib = eval_views.stored_calibration(source.dir)
     modes = eval_views.calibration_modes(df, calib)
+    if st.session_state.get("e_cal_for") != source.key or st.session_state.get("e_cal_mode") not in modes:
+        st.session_state["e_cal_mode"] = modes[0]        # a newly picked source opens on its stored calibration
+        st.session_state["e_cal_for"] = source.key
     mode = st.radio("Probabilities", modes, horizontal=True, key="e_cal_mode",
                     help="The model's stored calibration, when it has one, is what Predict uses.")
     try:
@@ -218,9 +223,10 @@ def mistakes(df: pd.DataFrame) -> None:
         return
     index = audio_lookup((str(data_dir()), str(views.samples_dir())))
     files = shown["file"].astype(str).tolist()[:500]
+    # one lookup table, not a scan of the table per option: 500 scans took seconds on every rerun
+    answers = dict(zip(files, zip(shown["true"], shown["pred"])))
     pick = st.selectbox("Listen to a clip", files, key="e_listen",
-                        format_func=lambda f: "{} (true {}, predicted {})".format(
-                            f, *shown.loc[shown["file"].astype(str) == f, ["true", "pred"]].iloc[0]))
+                        format_func=lambda f: "{} (true {}, predicted {})".format(f, *answers[f]))
     path = views.find_audio(pick, index)
     if path is None:
         st.caption("This clip is not under the data folder or data/samples, so it cannot be played.")

@@ -335,7 +335,9 @@ def calibration_summary(df: pd.DataFrame, mode: str, calib: calibration.Calibrat
 
 
 def _scopes(summary: dict) -> list[tuple[str, dict]]:
-    return [(POOLED, summary["pooled"])] + list((summary.get("groups") or {}).items())
+    """Pooled first, then the groups (corpora) RAVDESS first then by name, as in every corpus table."""
+    groups = summary.get("groups") or {}
+    return [(POOLED, summary["pooled"])] + [(k, groups[k]) for k in sorted(groups, key=lambda c: (c != "ravdess", c))]
 
 
 CALIBRATION_COLUMNS = ["scope", "clips", "ECE", "not sure", "accuracy when answering", "accuracy of 'not sure' clips",
