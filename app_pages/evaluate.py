@@ -153,7 +153,11 @@ def calibration_tab(source: views.EvalSource, df: pd.DataFrame, figs: dict) -> d
     c1, c2, c3 = st.columns(3)
     c1.metric("ECE (pooled)", f"{pooled['ece']:.3f}", help="Expected calibration error: the clip-weighted mean "
               "gap between confidence and accuracy over ten confidence bins.")
-    if summary["threshold"] is not None:
+    if summary["threshold"] is None:
+        conf, acc = eval_views.confidence_and_accuracy(pooled)
+        c2.metric("Mean confidence (pooled)", views.format_pct(conf), help="Of the answers (the highest probability)")
+        c3.metric("Accuracy (pooled)", views.format_pct(acc), help="Far below the mean confidence: overconfident")
+    else:
         c2.metric("\"Not sure\" answers", views.format_pct(pooled["not_sure"]),
                   help=f"Confidence below {summary['threshold']:.0%}")
         if pooled.get("answered_accuracy") is not None:

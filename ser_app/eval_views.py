@@ -78,8 +78,8 @@ def gap_text(gap: dict | None, per_gender: dict, scope: str = "speakers") -> str
     return f"{_pts(gap['gap'])} (95 % CI {100 * lo:+.1f} to {100 * hi:+.1f})"
 
 
-CORPUS_COLUMNS = ["corpus", "clips", "speakers", "accuracy", "UAR", "own emotions", "own-emotion accuracy",
-                  "chance", "own-emotion UAR", "female accuracy", "male accuracy", "gap (female − male)"]
+CORPUS_COLUMNS = ["corpus", "clips", "speakers", "accuracy", "UAR", "own-emotion accuracy", "chance", "own-emotion UAR",
+                  "female accuracy", "male accuracy", "gap (female − male)", "own emotions"]
 
 
 def corpus_frame(df: pd.DataFrame, labels: list[str], gaps: dict[str, dict | None] | None = None) -> pd.DataFrame:
@@ -175,10 +175,9 @@ def unknown_labels(df: pd.DataFrame, labels: list[str]) -> list[str]:
     return [lab for lab in labels if f"p_{lab}" in df and len(df) and df[f"p_{lab}"].isna().all()]
 
 
-LOCO_COLUMNS = ["fold", "held-out corpus", "clips", "speakers", "own emotions", "never heard in training",
-                "own-emotion accuracy", "chance",
-                "own-emotion UAR", "accuracy (all labels)", "most frequent answers", "top-2 answers' share",
-                "top-2 share of its true emotions"]
+LOCO_COLUMNS = ["held-out corpus", "own-emotion accuracy", "chance", "own-emotion UAR", "most frequent answers",
+                "top-2 answers' share", "top-2 share of its true emotions", "never heard in training",
+                "accuracy (all labels)", "clips", "speakers", "own emotions", "fold"]
 
 
 def loco_frame(df: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
@@ -338,6 +337,15 @@ def _scopes(summary: dict) -> list[tuple[str, dict]]:
     """Pooled first, then the groups (corpora) RAVDESS first then by name, as in every corpus table."""
     groups = summary.get("groups") or {}
     return [(POOLED, summary["pooled"])] + [(k, groups[k]) for k in sorted(groups, key=lambda c: (c != "ravdess", c))]
+
+
+def confidence_and_accuracy(scope: dict) -> tuple[float, float]:
+    """Mean confidence and accuracy of one scope of a calibration summary: far apart = over- or under-confident."""
+    r = scope["reliability"]
+    n = np.asarray(r["n"], dtype=float)
+    if not n.sum():
+        return 0.0, 0.0
+    return float((n * r["confidence"]).sum() / n.sum()), float((n * r["accuracy"]).sum() / n.sum())
 
 
 CALIBRATION_COLUMNS = ["scope", "clips", "ECE", "not sure", "accuracy when answering", "accuracy of 'not sure' clips",

@@ -111,6 +111,7 @@ def test_multi_corpus_loco_evaluation_shows_corpora_loco_and_calibration(no_data
 
     assert metric(at, "ECE (pooled)") == "0.310"
     assert not [m for m in at.main.metric if m.label.startswith('"Not sure"')]
+    assert (metric(at, "Mean confidence (pooled)"), metric(at, "Accuracy (pooled)")) == ("57.0%", "40.0%")
     drawn = charts(at)
     assert [t["name"] for t in drawn["Reliability diagram"]["data"]] == [
         "perfectly calibrated", "pooled (ECE 0.310)", "ravdess (ECE 0.283)", "urdu (ECE 0.450)"]

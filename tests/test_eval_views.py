@@ -162,6 +162,7 @@ def test_uncalibrated_reliability_ece_and_coverage_by_hand():
     assert s["pooled"]["ece"] == pytest.approx((0.4 + 4 * 0.5 + 3 * abs(2 / 3 - 0.6) + 0.3 + 0.2) / 10)   # 0.31
     assert s["groups"]["ravdess"]["ece"] == pytest.approx((2 * 0.5 + 2 * 0.1 + 0.3 + 0.2) / 6)
     assert s["groups"]["urdu"]["ece"] == pytest.approx((0.4 + 0.4 + 2 * 0.5) / 4)
+    assert ev.confidence_and_accuracy(s["pooled"]) == pytest.approx((5.7 / 10, 0.4))
     frame = ev.calibration_frame(s)
     assert frame.columns.tolist() == ["scope", "clips", "ECE"]
     assert frame.values.tolist() == [["pooled", 10, "0.310"], ["ravdess", 6, "0.283"], ["urdu", 4, "0.450"]]
