@@ -223,7 +223,7 @@ def answers_figure(df: pd.DataFrame, labels: list[str]) -> go.Figure:
         fig.add_trace(go.Bar(y=y, x=vals, name=lab, orientation="h", marker_color=colour(lab),
                              text=[f"{v:.0%}" if v >= 0.06 else "" for v in vals], textposition="inside",
                              hovertemplate=f"{lab}: " + "%{x:.1%}<extra></extra>"))
-    fig.update_layout(barmode="stack", legend=BOTTOM_LEGEND)
+    fig.update_layout(barmode="stack", legend={**BOTTOM_LEGEND, "traceorder": "normal"})   # emotions in label order
     fig.update_xaxes(range=[0, 1], tickformat=".0%", title=None)
     fig.update_yaxes(autorange="reversed")
     return _style(fig, "True emotions and the model's answers per corpus", height=150 + 70 * len(answered))
@@ -416,9 +416,10 @@ def coverage_figure(summary: dict) -> go.Figure:
                                                     f"{s['answered_accuracy']:.1%}<extra></extra>")))
     if threshold is not None:
         pooled = summary["pooled"]
-        fig.add_vline(x=1 - pooled["not_sure"], line_dash="dash", line_color="#555",
+        x = 1 - pooled["not_sure"]
+        fig.add_vline(x=x, line_dash="dash", line_color="#555",
                       annotation_text=f"'not sure' below {threshold:.0%}: {pooled['not_sure']:.0%} of answers",
-                      annotation_position="bottom left")
+                      annotation_position="bottom right" if x < 0.5 else "bottom left")   # keep it inside
     fig.update_xaxes(range=[0, 1.01], tickformat=".0%", title="coverage (share of clips answered)")
     fig.update_yaxes(range=[0, 1.02], tickformat=".0%", title="accuracy of the answered clips")
     fig.update_layout(legend=BOTTOM_LEGEND)
