@@ -144,8 +144,9 @@ def calibration_tab(source: views.EvalSource, df: pd.DataFrame, figs: dict) -> d
         note = (f"Temperature {calib.temperature:.3g}, fitted on {calib.fitted_on or 'unnamed predictions'} "
                 f"({calib.n} clips); \"not sure\" below {calib.threshold:.0%} confidence.")
         if calib.ece_after is not None:
-            note += (f" Applied to the predictions it was fitted on, the ECE here is in-sample; cross-fitted by "
-                     f"fold it was {calib.ece_after:.3f} (uncalibrated {calib.ece_before:.3f}).")
+            before = f" (uncalibrated {calib.ece_before:.3f})" if calib.ece_before is not None else ""
+            note += (f" If these are the predictions it was fitted on, the ECE here is in-sample: cross-fitted by "
+                     f"fold it was {calib.ece_after:.3f}{before}.")
     else:
         note = MODE_NOTES[mode]
     st.caption(note)
@@ -186,7 +187,9 @@ def fairness(source: views.EvalSource, metrics: dict, figs: dict) -> None:
     figs["gender"] = eval_views.gender_figure(metrics, gap)
     st.plotly_chart(figs["gender"], key="e_gender", theme=None)
     if gap is None:
-        st.info(views.md_escape(why))
+        missing = [g for g in ("female", "male") if g not in metrics["per_gender"]]
+        st.info(f"No {missing[0]} test speakers in this evaluation (EmoBox RAVDESS fold 2, for one, tests four "
+                "actresses), so there is no gender gap to measure." if missing else views.md_escape(why))
         return
     c1, c2, c3 = st.columns(3)
     c1.metric("Female accuracy", views.format_pct(gap["accuracy"]["female"]))

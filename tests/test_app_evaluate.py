@@ -160,6 +160,7 @@ def test_compare_warns_that_a_one_fold_run_and_the_six_fold_cv_test_different_cl
     assert warning.startswith(f"Different test sets: A was tested on {len(fold2)} clips")
     assert f"{len(fold2)} clips are in both" in warning
     assert any(c.value.startswith("A has no male test speakers") for c in at.caption)
+    assert any(i.value.startswith("No male test speakers in this evaluation") for i in at.info)
     at.toggle(key="e_cmp_common").set_value(True).run()
     assert not at.exception
     table = frame_with(at, "metric").set_index("metric")
