@@ -410,7 +410,8 @@ def coverage_figure(summary: dict) -> go.Figure:
         if threshold is not None and s.get("answered_accuracy") is not None:
             fig.add_trace(go.Scatter(x=[1 - s["not_sure"]], y=[s["answered_accuracy"]], mode="markers",
                                      name=f"{name} at the threshold", legendgroup=name, showlegend=False,
-                                     marker=dict(size=11, symbol="diamond", color=col, line=dict(color="white", width=1)),
+                                     marker=dict(size=11, symbol="diamond", color=col,
+                                                 line=dict(color="white", width=1)),
                                      hovertemplate=(f"{name}: 'not sure' below {threshold:.0%} confidence: "
                                                     f"{s['not_sure']:.0%} not sure, answered accuracy "
                                                     f"{s['answered_accuracy']:.1%}<extra></extra>")))

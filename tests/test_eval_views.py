@@ -150,7 +150,8 @@ def test_gender_figure_draws_the_gap_with_its_interval():
     fig = ev.gender_figure(metrics, gap)
     (point,) = [t for t in fig.data if t.name == "gap"]
     assert list(point.y) == pytest.approx([10.0])
-    assert list(point.error_y.array) == pytest.approx([15.0]) and list(point.error_y.arrayminus) == pytest.approx([12.0])
+    assert list(point.error_y.array) == pytest.approx([15.0])
+    assert list(point.error_y.arrayminus) == pytest.approx([12.0])
     assert [a.text for a in fig.layout.annotations][:3] == ["Accuracy", "Gap, 95 % CI", "Recall per emotion"]
     assert not [t for t in ev.gender_figure(metrics).data if t.name == "gap"]
 
@@ -182,7 +183,8 @@ def test_stored_calibration_marks_the_not_sure_threshold(tmp_path):
     run = tmp_path / "run"
     (run / "model").mkdir(parents=True)
     calib = calibration.Calibration(temperature=1.0, threshold=0.55, fitted_on="a hand-made table", n=10)
-    (run / "model" / "spec.json").write_text(json.dumps({"arch": "x", "extra": {calibration.SPEC_KEY: calib.to_dict()}}))
+    spec = {"arch": "x", "extra": {calibration.SPEC_KEY: calib.to_dict()}}
+    (run / "model" / "spec.json").write_text(json.dumps(spec))
     assert ev.stored_calibration(run) == calib
     assert ev.stored_calibration(tmp_path) is None
     df = table()
@@ -203,7 +205,8 @@ def test_stored_calibration_marks_the_not_sure_threshold(tmp_path):
     assert line.x0 == pytest.approx(0.5)
     assert "'not sure' below 55%: 50% of answers" in cov.layout.annotations[0].text
     exported = ev.calibration_export(s, ev.STORED)
-    assert exported["threshold"] == 0.55 and exported["pooled"]["not_sure"] == 0.5 and "reliability" not in exported["pooled"]
+    assert exported["threshold"] == 0.55 and exported["pooled"]["not_sure"] == 0.5
+    assert "reliability" not in exported["pooled"]
 
 
 def test_a_stored_temperature_changes_confidences_and_the_ece():

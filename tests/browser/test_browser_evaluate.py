@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))      # tests/: the hand-made predictions table
 
-from test_browser_app import (SLOW, browser, charts_drawn, expect, fake_mic, metric_value, page,  # noqa: F401
+from test_browser_app import (browser, charts_drawn, expect, fake_mic, metric_value, page,  # noqa: F401
                               screenshot, server)
 from test_eval_views import LABELS, LOCO_PROTOCOL, table
 
