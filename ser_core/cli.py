@@ -106,13 +106,14 @@ def _speaker_ids(text: str) -> list[str]:
 
 
 def cmd_train(args) -> int:
-    from . import runs
+    from . import runs, schema
     from .training import Logger, install_stop_handlers, train
 
     cfg = _train_config(args)
     if args.background:
         run_dir = runs.start(cfg.to_dict())
-        print(f"started run {run_dir.name} in the background; follow it with: ser runs, or tail {run_dir}/log.txt")
+        print(f"started run {run_dir.name} in the background; follow it with: ser runs, "
+              f"or tail {run_dir / schema.LOG}")
         return 0
     run_dir = Path(args.run_dir) if args.run_dir else runs.new_run_dir(cfg.arch)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -160,19 +161,22 @@ def _print_metrics(metrics: dict) -> None:
 
 
 def cmd_evaluate(args) -> int:
-    from . import runs
+    from . import runs, schema
     from .evaluation import evaluate, gender_gap, load_predictions
+    from .jsonio import read_json
 
     target = Path(args.run)
     if not target.exists():
         cand = runs.runs_dir() / args.run
         target = cand if cand.exists() else target
-    csv = target if target.suffix == ".csv" else target / "predictions.csv"
+    csv = target if target.suffix == ".csv" else target / schema.PREDICTIONS
     df = load_predictions(csv)
-    prior = runs.read_json(csv.parent / "metrics.json", {}) or {}
+    prior = read_json(csv.parent / schema.METRICS, {}) or {}
     labels = [c[2:] for c in df.columns if c.startswith("p_")] or sorted(set(df["true"]) | set(df["pred"]))
-    metrics = evaluate(df, labels, protocol=prior.get("protocol", ""),
-                       speaker_independent=prior.get("speaker_independent", True))
+    metrics = evaluate(df, labels, protocol=prior.get(schema.PROTOCOL, ""),
+                       speaker_independent=prior.get(schema.SPEAKER_INDEPENDENT, True))
+    if schema.PROTOCOL_INFO in prior:
+        metrics[schema.PROTOCOL_INFO] = prior[schema.PROTOCOL_INFO]
     try:
         metrics["gender_gap"] = gender_gap(df)
     except SERError:
@@ -205,10 +209,10 @@ def cmd_runs(args) -> int:
 
 
 def cmd_stop(args) -> int:
-    from . import runs
+    from . import runs, schema
 
     run_dir = runs.runs_dir() / args.run if not Path(args.run).exists() else Path(args.run)
-    if not (run_dir / "status.json").exists():
+    if not (run_dir / schema.STATUS).exists():
         raise SERError(f"no run named {args.run}")
     runs.stop(run_dir)
     print(f"asked run {run_dir.name} to stop")
@@ -226,7 +230,7 @@ def cmd_promote(args) -> int:
 
 def cmd_robustness(args) -> int:
     from .progress import Progress
-    from .robustness import evaluate_shifts, format_table
+    from .robustness import RESULT_FILE, evaluate_shifts, format_table
 
     shifts = [s.strip() for s in args.shifts.split(",") if s.strip()] if args.shifts else None
     folds = [int(f) for f in args.folds.split(",")] if args.folds else None
@@ -240,7 +244,7 @@ def cmd_robustness(args) -> int:
                              workers=args.workers, corpus=args.corpus)
     bar.close()
     print(format_table(result))
-    print(f"written: {Path(args.cv_dir) / 'robustness.json'}")
+    print(f"written: {Path(args.cv_dir) / RESULT_FILE}")
     return 0
 
 

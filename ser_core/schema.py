@@ -35,9 +35,18 @@ ROBUSTNESS = "robustness.json"
 ROBUSTNESS_PREDICTIONS = "robustness_predictions.csv"
 
 
+FOLD_PREFIX = "fold-"
+
+
 def fold_dir_name(fold: int) -> str:
     """The sub-folder of one fold's run in a cross-validation folder."""
-    return f"fold-{fold}"
+    return f"{FOLD_PREFIX}{fold}"
+
+
+def fold_of(dir_name: str) -> int | None:
+    """The fold a cross-validation's sub-folder holds (None for another folder)."""
+    rest = dir_name[len(FOLD_PREFIX):] if dir_name.startswith(FOLD_PREFIX) else ""
+    return int(rest) if rest.isdigit() else None
 
 
 # ----------------------------------------------------------------------------- model folders
