@@ -56,9 +56,6 @@ MEMBERS = "members"                # an ensemble's folder of member model folder
 ACTIVE = "active.json"             # in the models folder: which model the app uses
 
 # ----------------------------------------------------------------------------- status.json keys
-STATE = "state"
-EPOCH = "epoch"
-EPOCHS = "epochs"
 BEST_EPOCH = "best_epoch"
 VAL_MONITOR = "val_accuracy"       # what a run with validation speakers keeps its best epoch by
 TRAIN_MONITOR = "accuracy"         # ... and one without (it keeps the latest epoch)
