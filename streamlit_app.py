@@ -33,7 +33,7 @@ def active_model_card() -> None:
         if info["created"]:
             st.caption(f"Trained {info['created']}")
         if info["accuracy"] is not None:
-            st.metric(f"Accuracy · {views.short_protocol(info['protocol'])}", views.format_pct(info["accuracy"]),
+            st.metric(f"Accuracy · {views.short_protocol(info['protocol_info'])}", views.format_pct(info["accuracy"]),
                       help=f"{info['protocol']}, {info['n']} clips (from the model's metrics.json)")
             if not info["speaker_independent"]:
                 st.warning("Measured speaker-dependently: expect lower accuracy on new voices.")

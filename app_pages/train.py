@@ -10,26 +10,18 @@ import streamlit as st
 from ser_core import models, runs, splits
 
 from ser_app import views
-from ser_core.channel import CHANNEL_PROFILES, profiles_help
+from ser_app.trainform import option_input
+from ser_core import schema
 from ser_core.errors import SERError
-from ser_core.training import ONLINE_AUGS, TrainConfig
+from ser_core.trainconfig import TrainConfig
 
-PROTOCOL_TITLES = {
-    "emobox6": "EmoBox 6-fold (speaker-independent)",
-    "speaker_kfold": "Speaker 5-fold (speaker-independent)",
-    "random": "Random clips (speaker-DEPENDENT)",
-}
-AUG_TITLES = {"time_mask": "time masking", "freq_mask": "frequency masking",
-              "brightness_contrast": "brightness / contrast"}
-BATCH_SIZES = (8, 16, 32, 64, 128)
-LEARNING_RATES = (1e-4, 3e-4, 5e-4, 1e-3, 2e-3, 3e-3, 5e-3)
 MEL_BANDS = (32, 40, 48, 64, 80, 96, 128)
 
 
 def watched_run() -> Path | None:
     """The run the progress panel follows: the one started or picked here, else the active or newest run."""
     chosen = st.session_state.get("t_watch")
-    if chosen and (Path(chosen) / "config.json").exists():
+    if chosen and (Path(chosen) / schema.CONFIG).exists():
         return Path(chosen)
     active = runs.active_run()
     if active:
@@ -46,72 +38,47 @@ def new_run_form() -> None:
     c1, c2, c3, c4 = st.columns([3, 3, 3, 1])
     dataset = c1.selectbox("Dataset", choices, format_func=lambda c: c.label, key="t_dataset",
                            help="Only the configured RAVDESS folder (SER_DATA_DIR) and the bundled samples.")
-    arch_name = c2.selectbox("Architecture", models.names(), key="t_arch",
-                             format_func=lambda n: f"{models.get(n).title} ({n})")
-    protocol = c3.selectbox("Protocol", splits.PROTOCOLS, format_func=lambda p: PROTOCOL_TITLES.get(p, p),
-                            key="t_protocol")
+    # each training option's label, help, range and default come from its declaration (ser_core.trainconfig)
+    config: dict = {"dataset": dataset.spec}
+    arch = config["arch"] = option_input("arch", c2, key="t_arch")
+    protocol = config["protocol"] = option_input("protocol", c3, key="t_protocol", choices=splits.PROTOCOLS)
     n_folds = views.fold_count(protocol)
-    fold = c4.number_input("Fold", 1, n_folds, 1, key=f"t_fold_{protocol}", disabled=n_folds == 1)
-    defaults = models.get(arch_name).train_defaults
+    config["fold"] = option_input("fold", c4, key=f"t_fold_{protocol}", max_value=n_folds, disabled=n_folds == 1)
     samples_only = dataset.key == "samples"
     with st.form("t_form", border=False, enter_to_submit=False):
         c1, c2, c3, c4 = st.columns(4)
-        epochs = c1.number_input("Epochs", 1, 500, 20 if samples_only else 60, key="t_epochs")
-        batch = c2.select_slider("Batch size", BATCH_SIZES, value=32, key="t_batch")
-        lr = c3.select_slider("Learning rate", LEARNING_RATES, value=1e-3, format_func=lambda v: f"{v:g}",
-                              key="t_lr")
-        patience = c4.number_input("Early-stopping patience", 1, 500, 15, key="t_patience",
-                                   help="Stop when validation accuracy has not improved for this many epochs.")
+        config["epochs"] = option_input("epochs", c1, key="t_epochs", value=20 if samples_only else None)
+        config["batch_size"] = option_input("batch_size", c2, key="t_batch")
+        config["learning_rate"] = option_input("learning_rate", c3, key="t_lr")
+        config["patience"] = option_input("patience", c4, key="t_patience")
         c1, c2, c3, c4 = st.columns(4)
-        smoothing = c1.slider("Label smoothing", 0.0, 0.3, float(defaults.get("label_smoothing", 0.0)), 0.05,
-                              key=f"t_smooth_{arch_name}")
-        mixup = c2.slider("Mixup alpha (0 = off)", 0.0, 0.4, float(defaults.get("mixup", 0.0)), 0.1,
-                          key=f"t_mixup_{arch_name}")
-        online = c3.multiselect("Online augmentation", ONLINE_AUGS, default=list(defaults.get("online_aug", ())),
-                                format_func=lambda a: AUG_TITLES.get(a, a), key=f"t_online_{arch_name}")
-        seed = c4.number_input("Seed", 0, 10_000, 0, key="t_seed")
+        config["label_smoothing"] = option_input("label_smoothing", c1, key=f"t_smooth_{arch}", arch=arch)
+        config["mixup"] = option_input("mixup", c2, key=f"t_mixup_{arch}", arch=arch)
+        config["online_aug"] = option_input("online_aug", c3, key=f"t_online_{arch}", arch=arch)
+        config["seed"] = option_input("seed", c4, key="t_seed")
         c1, c2, c3, c4 = st.columns(4)
-        weights = c1.checkbox("Class weights", True, key="t_weights",
-                              help="Weight the loss so rare emotions (neutral) count as much as the others.")
-        targeted = c2.checkbox("Targeted augmentation", bool(defaults.get("targeted_aug", True)),
-                               key=f"t_targeted_{arch_name}",
-                               help="Noisy, gain-shifted and masked copies of minority-class clips.")
+        config["class_weights"] = option_input("class_weights", c1, key="t_weights")
+        config["targeted_aug"] = option_input("targeted_aug", c2, key=f"t_targeted_{arch}", arch=arch)
         quick = c3.checkbox("Quick run: a few actors", False, key="t_quick", disabled=samples_only,
                             help="The fold's test actors plus four training actors: a fast smoke test.")
-        schedule = c4.selectbox("Learning-rate schedule", ("plateau", "cosine"), key="t_schedule",
-                                format_func=lambda s: {"plateau": "halve on plateau", "cosine": "cosine decay"}[s],
-                                help="Halve the rate when validation loss stalls, or warm up for two epochs and "
-                                     "decay along a cosine to 1 % by the last epoch.")
+        config["schedule"] = option_input("schedule", c4, key="t_schedule")
         c1, c2, c3, c4 = st.columns(4)
-        channel_aug = c1.slider("Channel augmentation", 0.0, 2.0, float(defaults.get("channel_aug", 0.0)), 0.1,
-                                key=f"t_channel_{arch_name}",
-                                help="Extra training copies per clip through a random room, background noise, "
-                                     "microphone and codec (1.0 doubles the training set; training actors only).")
-        profile = c2.selectbox("Background noise in those copies", tuple(CHANNEL_PROFILES), key="t_profile",
-                               help="How many of the copies get background noise (babble of other training "
-                                    "actors or white noise) and how loud: " + profiles_help() + ".")
-        n_val = c3.number_input("Validation actors", 0, 6, 2, key="t_val",
-                                help="Training actors held out for early stopping. 0 trains on all of them and "
-                                     "keeps the last epoch (the shipped recipe).")
-        base_features = models.get(arch_name).features
+        config["channel_aug"] = option_input("channel_aug", c1, key=f"t_channel_{arch}", arch=arch)
+        config["channel_profile"] = option_input("channel_profile", c2, key="t_profile")
+        config["n_val_speakers"] = option_input("n_val_speakers", c3, key="t_val")
+        base_features = models.get(arch).features
         mel_bands = base_features.n_mels
         if base_features.kind == "logmel":
             mel_bands = c4.select_slider("Mel bands", sorted({*MEL_BANDS, mel_bands}), value=mel_bands,
-                                         key=f"t_mels_{arch_name}",
+                                         key=f"t_mels_{arch}",
                                          help="Frequency resolution of the log-mel input; saved with the model.")
         submitted = st.form_submit_button("Start training", type="primary", icon=":material/play_arrow:")
     if not submitted:
         return
-    config = {"dataset": dataset.spec, "arch": arch_name, "protocol": protocol, "fold": int(fold),
-              "epochs": int(epochs), "batch_size": int(batch), "learning_rate": float(lr),
-              "label_smoothing": float(smoothing), "mixup": float(mixup), "online_aug": list(online),
-              "class_weights": bool(weights), "targeted_aug": bool(targeted), "patience": int(patience),
-              "seed": int(seed), "schedule": schedule, "channel_aug": float(channel_aug),
-              "channel_profile": profile, "n_val_speakers": int(n_val)}
     if mel_bands != base_features.n_mels:
         config["features"] = {"n_mels": int(mel_bands)}
     if quick and not samples_only:
-        config["speakers"] = list(views.quick_speakers(protocol, int(fold)))
+        config["speakers"] = list(views.quick_speakers(protocol, config["fold"]))
     try:
         TrainConfig.from_dict(config).resolved()
         run_dir = runs.start(config)
@@ -195,12 +162,12 @@ def runs_section(run_list: list[dict]) -> None:
     if c2.button("Show progress", key="t_show"):
         st.session_state["t_watch"] = str(run_dir)
         st.rerun()
-    has_predictions = (run_dir / "predictions.csv").exists()
+    has_predictions = (run_dir / schema.PREDICTIONS).exists()
     if c3.button("Open in Evaluate", key="t_open", disabled=not has_predictions,
                  help=None if has_predictions else "This run has no test predictions yet."):
         st.session_state["eval_source"] = f"run:{pick}"
         st.switch_page("app_pages/evaluate.py")
-    promotable = state in ("finished", "stopped") and (run_dir / "model" / "model.keras").exists()
+    promotable = state in ("finished", "stopped") and (run_dir / schema.MODEL / schema.WEIGHTS).exists()
     if c4.button("Promote", key="t_promote", type="primary", disabled=not promotable,
                  help="Make this run's model the one the Predict page uses."):
         try:

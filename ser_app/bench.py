@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ser_core import audio, features
+from ser_core import audio, features, schema
 from ser_core.config import FeatureConfig, ModelSpec, project_root
 
 ROOT = project_root()
@@ -257,9 +257,9 @@ ARCH_PARAMS: dict[str, dict] = {}     # architecture parameters of the benchmark
 
 def recipe_params(model_dir: Path) -> dict[str, dict]:
     """{arch: arch_params} of the recipes that trained a model folder (from its metrics.json)."""
-    from ser_core import runs
+    from ser_core.jsonio import read_json
 
-    final = (runs.read_json(model_dir / "metrics.json", {}) or {}).get("final_model") or {}
+    final = (read_json(model_dir / schema.METRICS, {}) or {}).get("final_model") or {}
     recipes = [m.get("recipe", {}) for m in final.get("members", [])] or [final.get("recipe", {})]
     return {r["arch"]: dict(r.get("arch_params") or {}) for r in recipes if r.get("arch")}
 
@@ -429,13 +429,13 @@ def bench_first_epoch(arch: str, have_corpus: bool, env: dict, workdir: Path) ->
 
     def epoch_done() -> bool:
         try:
-            return json.loads((run_dir / "status.json").read_text()).get("epoch", 0) >= 1
+            return json.loads((run_dir / schema.STATUS).read_text()).get("epoch", 0) >= 1
         except (OSError, ValueError):
             return False
 
     res = _measured_child(cmd, env, poll=epoch_done)
-    status = json.loads((run_dir / "status.json").read_text()) if (run_dir / "status.json").exists() else {}
-    log = (run_dir / "log.txt").read_text() if (run_dir / "log.txt").exists() else ""
+    status = json.loads((run_dir / schema.STATUS).read_text()) if (run_dir / schema.STATUS).exists() else {}
+    log = (run_dir / schema.LOG).read_text() if (run_dir / schema.LOG).exists() else ""
     feats = re.search(r"features ready in ([\d.]+) s", log)
     out = {"launch_to_first_epoch_s": res["poll_s"], "first_epoch_seconds": status.get("first_epoch_seconds"),
            "features_s": float(feats.group(1)) if feats else None, "peak_rss_mb": round(res["maxrss_mb"]),
@@ -606,7 +606,7 @@ def main(argv: list[str] | None = None) -> int:
     features.limit_blas_threads()
     quick = args.quick
     model_dir = Path(args.model) if args.model else ROOT / "models" / "default"
-    spec = ModelSpec.load(model_dir / "spec.json")
+    spec = ModelSpec.load(model_dir / schema.SPEC)
     archs = list(spec.extra.get("member_archs") or [spec.arch])     # an ensemble trains each member
     ARCH_PARAMS.update(recipe_params(model_dir))
     paths, note = corpus_paths()

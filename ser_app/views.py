@@ -19,9 +19,10 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from ser_core import ensemble, evaluation, features, models, runs, splits
+from ser_core import evaluation, features, models, runs, schema, splits
 from ser_core.config import EMOTIONS, FeatureConfig, data_dir, project_root
 from ser_core.datasets import AUDIO_EXTENSIONS, parse_ravdess
+from ser_core.jsonio import read_json
 
 EMOTION_COLOURS = {
     "neutral": "#8d99ae", "calm": "#4ea8de", "happy": "#f9c74f", "sad": "#3a5a9b",
@@ -61,7 +62,7 @@ def _style(fig: go.Figure, title: str | None = None, height: int | None = None) 
 def member_label(member_dir: Path, fallback: str) -> str:
     """An ensemble member's architecture, with the feature settings it changed from that architecture's own,
     e.g. ``ser_crnn (n_mels 128)``, so two members of one architecture can be told apart."""
-    spec = runs.read_json(Path(member_dir) / "spec.json", {}) or {}
+    spec = read_json(Path(member_dir) / schema.SPEC, {}) or {}
     arch = str(spec.get("arch") or fallback)
     if arch not in models.REGISTRY or not isinstance(spec.get("features"), dict):
         return arch
@@ -73,12 +74,12 @@ def member_label(member_dir: Path, fallback: str) -> str:
 def model_summary(model_dir: Path) -> dict:
     """Name, architecture, date and cross-validated accuracy of a model folder, for the sidebar."""
     model_dir = Path(model_dir)
-    spec = runs.read_json(model_dir / "spec.json", {}) or {}
-    metrics = runs.read_json(model_dir / "metrics.json", {}) or {}
+    spec = read_json(model_dir / schema.SPEC, {}) or {}
+    metrics = read_json(model_dir / schema.METRICS, {}) or {}
     arch = str(spec.get("arch", "?"))
     title = models.REGISTRY[arch].title if arch in models.REGISTRY else arch
     extra = spec.get("extra") or {}
-    members = [member_label(model_dir / ensemble.MEMBERS / str(name), fallback)
+    members = [member_label(model_dir / schema.MEMBERS / str(name), fallback)
                for name, fallback in zip(extra.get("members") or [], extra.get("member_archs") or [])]
     if arch == "ensemble" and members:
         title = "Ensemble of " + " + ".join(members) + " (mean of their probabilities)"
@@ -91,25 +92,33 @@ def model_summary(model_dir: Path) -> dict:
         "created": str(spec.get("created", ""))[:10],
         "accuracy": metrics.get("accuracy"),
         "uar": metrics.get("uar"),
-        "protocol": str(metrics.get("protocol", "")),
-        "speaker_independent": bool(metrics.get("speaker_independent", False)),
+        "protocol": str(metrics.get(schema.PROTOCOL, "")),
+        "protocol_info": schema.protocol_of(metrics),
+        "speaker_independent": bool(metrics.get(schema.SPEAKER_INDEPENDENT, False)),
         "n": metrics.get("n"),
         "is_default": is_default,
     }
 
 
-def short_protocol(protocol: str) -> str:
-    """A compact protocol name for labels: 'emobox6 6-fold CV', 'emobox6 fold 1', 'random split'."""
-    p = protocol or "unknown protocol"
-    m = re.match(r"(\w+) (\d+)-fold cross-validation", p)
-    if m:
-        short = f"{m.group(1)} {m.group(2)}-fold CV"
+def short_protocol(record: dict) -> str:
+    """A compact name of a protocol record (:mod:`ser_core.schema`) for labels: 'emobox6 6-fold CV',
+    'emobox6 fold 1', 'random fold 1, speaker-dependent'."""
+    name = record.get("name") or "unknown protocol"
+    folds = record.get("folds") or []
+    if record.get("cross_validation"):
+        short = f"{name} {len(folds)}-fold CV"
+    elif folds:
+        short = f"{name} fold {folds[0]}"
     else:
-        m = re.match(r"(\w+) fold (\d+)", p)
-        short = f"{m.group(1)} fold {m.group(2)}" if m else p.split(" (")[0]
-    if "DEPENDENT" in p:
+        short = name
+    if not record.get("speaker_independent", True):
         short += ", speaker-dependent"
     return short
+
+
+def metrics_protocol(metrics: dict | None) -> str:
+    """The compact protocol name of a metrics file (old files, with the label only, included)."""
+    return short_protocol(schema.protocol_of(metrics))
 
 
 # ============================================================================ prediction
@@ -381,7 +390,7 @@ def format_seconds(s: float) -> str:
 
 def log_tail(run_dir: Path, lines: int = 15) -> str:
     try:
-        text = (Path(run_dir) / "log.txt").read_text(encoding="utf-8", errors="replace")
+        text = (Path(run_dir) / schema.LOG).read_text(encoding="utf-8", errors="replace")
     except FileNotFoundError:
         return ""
     return "\n".join(text.rstrip().splitlines()[-lines:])
@@ -395,14 +404,10 @@ def runs_frame(run_list: list[dict]) -> pd.DataFrame:
         dataset = str(cfg.get("dataset", ""))
         if dataset.startswith("ravdess:") and Path(dataset[8:]).resolve() == samples_dir().resolve():
             dataset = "samples"
-        proto = m.get("protocol") or (f"{cfg.get('protocol', '')} fold {cfg.get('fold', '')}"
-                                      if cfg.get("protocol") else "")
-        if cfg.get("cv_folds"):
-            proto = m.get("protocol") or f"{cfg.get('protocol')} cross-validation"
-        best = st.get("best_val_accuracy", m.get("best_val_accuracy"))
+        best = st.get(schema.BEST_VAL_ACCURACY, m.get(schema.BEST_VAL_ACCURACY))
         rows.append({
             "run": r["id"], "state": st.get("state", "?"), "arch": cfg.get("arch", ""), "dataset": dataset,
-            "protocol": short_protocol(proto) if proto else "",
+            "protocol": run_protocol(cfg, m),
             "epochs": f"{st.get('epoch', 0)}/{st.get('epochs', cfg.get('epochs', '?'))}",
             "best val acc": best if isinstance(best, (int, float)) else None,
             "test acc": m.get("accuracy"),
@@ -410,6 +415,19 @@ def runs_frame(run_list: list[dict]) -> pd.DataFrame:
         })
     return pd.DataFrame(rows, columns=["run", "state", "arch", "dataset", "protocol", "epochs", "best val acc",
                                        "test acc", "message"])
+
+
+def run_protocol(config: dict, metrics: dict) -> str:
+    """A run's compact protocol name: its metrics', or before it has any, its config's."""
+    if metrics.get(schema.PROTOCOL) or metrics.get(schema.PROTOCOL_INFO):
+        return metrics_protocol(metrics)
+    name = config.get("protocol")
+    if not name:
+        return ""
+    cv_folds = config.get(schema.CV_FOLDS)
+    return short_protocol(schema.protocol_record(
+        name, cv_folds or [config.get("fold", 1)], cross_validation=bool(cv_folds),
+        speaker_independent=name != "random", label=""))
 
 
 # ============================================================================ evaluation
@@ -421,29 +439,27 @@ class EvalSource:
 
     @property
     def predictions(self) -> Path:
-        return Path(self.dir) / "predictions.csv"
+        return Path(self.dir) / schema.PREDICTIONS
 
     @property
     def metrics_file(self) -> Path:
-        return Path(self.dir) / "metrics.json"
+        return Path(self.dir) / schema.METRICS
 
 
 def evaluation_sources() -> list[EvalSource]:
     """What the Evaluate page can show: the shipped model's CV, a promoted model, runs with predictions."""
     out = []
     default = runs.default_model_dir()
-    if (default / "predictions.csv").exists():
-        m = runs.read_json(default / "metrics.json", {}) or {}
-        out.append(EvalSource("default", f"Shipped default model ({short_protocol(m.get('protocol', ''))})",
-                              str(default)))
+    if (default / schema.PREDICTIONS).exists():
+        m = read_json(default / schema.METRICS, {}) or {}
+        out.append(EvalSource("default", f"Shipped default model ({metrics_protocol(m)})", str(default)))
     active = runs.active_model_dir()
-    if active.resolve() != default.resolve() and (active / "predictions.csv").exists():
+    if active.resolve() != default.resolve() and (active / schema.PREDICTIONS).exists():
         out.append(EvalSource(f"model:{active.name}", f"Active model {active.name}", str(active)))
     for r in runs.list_runs():
-        if (Path(r["dir"]) / "predictions.csv").exists():
+        if (Path(r["dir"]) / schema.PREDICTIONS).exists():
             m = r.get("metrics") or {}
-            out.append(EvalSource(f"run:{r['id']}", f"Run {r['id']} ({short_protocol(m.get('protocol', ''))})",
-                                  r["dir"]))
+            out.append(EvalSource(f"run:{r['id']}", f"Run {r['id']} ({metrics_protocol(m)})", r["dir"]))
     return out
 
 
@@ -461,12 +477,13 @@ def labels_of(df: pd.DataFrame, stored: dict | None = None) -> list[str]:
 def load_source(source: EvalSource) -> tuple[pd.DataFrame, dict]:
     """Predictions and metrics recomputed from them (protocol name from metrics.json)."""
     df = evaluation.load_predictions(source.predictions)
-    stored = runs.read_json(source.metrics_file, {}) or {}
+    stored = read_json(source.metrics_file, {}) or {}
     labels = labels_of(df, stored)
-    protocol = stored.get("protocol", "")
-    metrics = evaluation.evaluate(df, labels, protocol=protocol,
-                                  speaker_independent=bool(stored.get("speaker_independent", "DEPENDENT"
-                                                                      not in protocol)))
+    protocol = schema.protocol_of(stored)
+    metrics = evaluation.evaluate(df, labels, protocol=stored.get(schema.PROTOCOL, ""),
+                                  speaker_independent=bool(stored.get(schema.SPEAKER_INDEPENDENT,
+                                                                      protocol["speaker_independent"])))
+    metrics[schema.PROTOCOL_INFO] = protocol
     return df, metrics
 
 
@@ -475,7 +492,7 @@ METRIC_NAMES = (("accuracy", "Accuracy"), ("uar", "UAR"), ("macro_f1", "Macro F1
 
 def metric_cards(metrics: dict) -> list[tuple[str, str, float, str]]:
     """(name, formatted value, raw value, short protocol) for the four headline metrics."""
-    proto = short_protocol(metrics.get("protocol", ""))
+    proto = metrics_protocol(metrics)
     return [(name, format_pct(metrics[key]), float(metrics[key]), proto) for key, name in METRIC_NAMES]
 
 

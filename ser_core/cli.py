@@ -74,38 +74,22 @@ def cmd_predict(args) -> int:
 
 
 def _train_config(args):
-    from .training import TrainConfig
+    """The TrainConfig of ``ser train`` / ``ser cv``: the flags given, TrainConfig's defaults for the rest."""
+    from .trainconfig import TrainConfig, options
 
-    d = {"arch": args.arch, "dataset": args.dataset, "protocol": args.protocol, "epochs": args.epochs,
-         "batch_size": args.batch_size, "learning_rate": args.lr, "seed": args.seed, "patience": args.patience,
-         "class_weights": not args.no_class_weights, "n_val_speakers": args.val_speakers}
-    if getattr(args, "fold", None) is not None:
-        d["fold"] = args.fold
-    if args.label_smoothing is not None:
-        d["label_smoothing"] = args.label_smoothing
-    if args.mixup is not None:
-        d["mixup"] = args.mixup
-    if args.channel_aug is not None:
-        d["channel_aug"] = args.channel_aug
-    if args.channel_profile is not None:
-        d["channel_profile"] = args.channel_profile
-    if args.ensemble is not None:
-        d["ensemble"] = args.ensemble
-    if args.split_seed is not None:
-        d["split_seed"] = args.split_seed
-    if args.aug is not None:
-        d["online_aug"] = tuple(a for a in args.aug.split(",") if a)
-    if args.targeted_aug is not None:
-        d["targeted_aug"] = args.targeted_aug == "on"
-    if args.speakers:
-        d["speakers"] = tuple(_speaker_ids(args.speakers))
-    d["schedule"], d["precision"] = args.schedule, args.precision
-    if args.param:
-        d["arch_params"] = _pairs(args.param, "--param")
-    if args.feature:
-        d["features"] = _pairs(args.feature, "--feature")
-    if getattr(args, "test_speakers", None):
-        d["test_speakers"] = tuple(_speaker_ids(args.test_speakers))
+    d = {}
+    for opt in options():
+        value = getattr(args, opt.name, None)
+        if value is None:
+            continue
+        if opt.kind == "strs":
+            parts = [p.strip() for p in value.split(",") if p.strip()]
+            value = tuple(_speaker_ids(value) if opt.meta.get("speaker_ids") else parts)
+        elif opt.kind == "dict":
+            value = _pairs(value, opt.flag)
+        elif opt.kind == "bool" and opt.optional:
+            value = value == "on"
+        d[opt.name] = value
     return TrainConfig(**d).resolved()
 
 
@@ -122,13 +106,14 @@ def _speaker_ids(text: str) -> list[str]:
 
 
 def cmd_train(args) -> int:
-    from . import runs
+    from . import runs, schema
     from .training import Logger, install_stop_handlers, train
 
     cfg = _train_config(args)
     if args.background:
         run_dir = runs.start(cfg.to_dict())
-        print(f"started run {run_dir.name} in the background; follow it with: ser runs, or tail {run_dir}/log.txt")
+        print(f"started run {run_dir.name} in the background; follow it with: ser runs, "
+              f"or tail {run_dir / schema.LOG}")
         return 0
     run_dir = Path(args.run_dir) if args.run_dir else runs.new_run_dir(cfg.arch)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -176,19 +161,22 @@ def _print_metrics(metrics: dict) -> None:
 
 
 def cmd_evaluate(args) -> int:
-    from . import runs
+    from . import runs, schema
     from .evaluation import evaluate, gender_gap, load_predictions
+    from .jsonio import read_json
 
     target = Path(args.run)
     if not target.exists():
         cand = runs.runs_dir() / args.run
         target = cand if cand.exists() else target
-    csv = target if target.suffix == ".csv" else target / "predictions.csv"
+    csv = target if target.suffix == ".csv" else target / schema.PREDICTIONS
     df = load_predictions(csv)
-    prior = runs.read_json(csv.parent / "metrics.json", {}) or {}
+    prior = read_json(csv.parent / schema.METRICS, {}) or {}
     labels = [c[2:] for c in df.columns if c.startswith("p_")] or sorted(set(df["true"]) | set(df["pred"]))
-    metrics = evaluate(df, labels, protocol=prior.get("protocol", ""),
-                       speaker_independent=prior.get("speaker_independent", True))
+    metrics = evaluate(df, labels, protocol=prior.get(schema.PROTOCOL, ""),
+                       speaker_independent=prior.get(schema.SPEAKER_INDEPENDENT, True))
+    if schema.PROTOCOL_INFO in prior:
+        metrics[schema.PROTOCOL_INFO] = prior[schema.PROTOCOL_INFO]
     try:
         metrics["gender_gap"] = gender_gap(df)
     except SERError:
@@ -221,10 +209,10 @@ def cmd_runs(args) -> int:
 
 
 def cmd_stop(args) -> int:
-    from . import runs
+    from . import runs, schema
 
     run_dir = runs.runs_dir() / args.run if not Path(args.run).exists() else Path(args.run)
-    if not (run_dir / "status.json").exists():
+    if not (run_dir / schema.STATUS).exists():
         raise SERError(f"no run named {args.run}")
     runs.stop(run_dir)
     print(f"asked run {run_dir.name} to stop")
@@ -242,7 +230,7 @@ def cmd_promote(args) -> int:
 
 def cmd_robustness(args) -> int:
     from .progress import Progress
-    from .robustness import evaluate_shifts, format_table
+    from .robustness import RESULT_FILE, evaluate_shifts, format_table
 
     shifts = [s.strip() for s in args.shifts.split(",") if s.strip()] if args.shifts else None
     folds = [int(f) for f in args.folds.split(",")] if args.folds else None
@@ -256,7 +244,7 @@ def cmd_robustness(args) -> int:
                              workers=args.workers, corpus=args.corpus)
     bar.close()
     print(format_table(result))
-    print(f"written: {Path(args.cv_dir) / 'robustness.json'}")
+    print(f"written: {Path(args.cv_dir) / RESULT_FILE}")
     return 0
 
 
@@ -327,45 +315,44 @@ def _pairs(items: list[str], flag: str) -> dict:
 
 
 def _add_train_args(p: argparse.ArgumentParser, *, with_fold: bool) -> None:
-    from . import models, splits
-    from .channel import CHANNEL_PROFILES, profiles_help
+    """One flag per training option (TrainConfig's fields, their help, choices and defaults);
+    a flag left out leaves the option at TrainConfig's default."""
+    from .trainconfig import options
 
-    p.add_argument("--arch", default="ser_crnn", choices=models.names())
-    p.add_argument("--dataset", default="ravdess",
-                   help="ravdess, NAME:PATH (tess, crema-d, savee, emodb), a CSV, or a folder per label; join with +")
-    p.add_argument("--protocol", default="emobox6", choices=list(splits.PROTOCOLS) + ["all"])
-    if with_fold:
-        p.add_argument("--fold", type=int, default=1)
-        p.add_argument("--test-speakers", help="explicit test speakers, e.g. 1,2 for RAVDESS actors")
-    p.add_argument("--epochs", type=int, default=60)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--patience", type=int, default=15)
-    p.add_argument("--label-smoothing", type=float)
-    p.add_argument("--mixup", type=float)
-    p.add_argument("--channel-aug", type=float,
-                   help="fraction of training clips copied through a random room/noise/microphone/codec chain")
-    p.add_argument("--channel-profile", choices=tuple(CHANNEL_PROFILES),
-                   help="background noise in that chain: " + profiles_help().replace("%", "%%"))
-    p.add_argument("--ensemble", type=int, help="train N seeds and average them into one model")
-    p.add_argument("--aug", help="online augmentations: time_mask,freq_mask,brightness_contrast ('' for none)")
-    p.add_argument("--targeted-aug", choices=("on", "off"))
-    p.add_argument("--no-class-weights", action="store_true")
-    p.add_argument("--val-speakers", type=int, default=2)
-    p.add_argument("--speakers", help="restrict to these speakers, e.g. 1,2,3,4 for RAVDESS actors")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--split-seed", type=int,
-                   help="seed of the random split and of the validation actors (default: --seed), so models "
-                        "with different seeds can share one split")
-    p.add_argument("--schedule", choices=("plateau", "cosine"), default="plateau",
-                   help="learning rate: halve on a validation plateau, or warm up and decay along a cosine")
-    p.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default="auto",
-                   help="bfloat16 mixed precision where the CPU has native bfloat16 (auto), or force one")
-    p.add_argument("--param", action="append", metavar="NAME=VALUE",
-                   help="architecture parameter, e.g. width=32 (repeatable)")
-    p.add_argument("--feature", action="append", metavar="NAME=VALUE",
-                   help="override one of the architecture's feature settings, e.g. n_mels=128 (repeatable; "
-                        "saved with the model, so prediction uses it too)")
+    for opt in options():
+        if opt.meta.get("per_fold") and not with_fold:
+            continue
+        kw: dict = {"dest": opt.name, "default": None}
+        help_text = opt.help
+        if opt.kind == "bool" and not opt.optional:
+            kw["action"] = "store_const"
+            kw["const"] = not opt.default
+            help_text = f"switch {'off' if opt.default else 'on'} {opt.noun}: {help_text}"
+        elif opt.kind == "bool":
+            kw["choices"] = ("on", "off")
+            help_text += " (default: the architecture's)"
+        elif opt.kind == "strs":
+            kw["metavar"] = "A,B"
+            if opt.choices:
+                help_text += f"; comma-separated, from {', '.join(opt.choices)} ('' for none)"
+        elif opt.kind == "dict":
+            kw["action"] = "append"
+            kw["metavar"] = "NAME=VALUE"
+            help_text += " (repeatable)"
+            kw["default"] = None
+        else:
+            kw["type"] = {"int": int, "float": float, "str": str}[opt.kind]
+            if opt.choices:
+                kw["choices"] = opt.choices
+            elif opt.kind != "str":
+                kw["metavar"] = "N" if opt.kind == "int" else "X"
+        if opt.kind != "bool" and opt.kind != "dict":
+            if opt.from_arch:
+                help_text += " (default: the architecture's)"
+            elif opt.default not in (None, ()):
+                help_text += f" (default: {opt.default})"
+        kw["help"] = help_text.replace("%", "%%")
+        p.add_argument(opt.flag, **kw)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import runs
+from . import runs, schema
 from .config import ModelSpec, atomic_write_text
 from .errors import ModelError, SERError
 
@@ -203,14 +203,15 @@ def combine_cv(cv_dirs: Sequence[Path | str], out_dir: Path | str) -> dict:
     ``metrics.json`` and ``config.json``.
     """
     from .evaluation import evaluate
+    from .jsonio import read_json, write_json
 
     cv_dirs = [Path(d) for d in cv_dirs]
     out_dir = Path(out_dir)
     if len(cv_dirs) < 2:
         raise SERError("an ensemble cross-validation needs at least two member cross-validations")
-    configs = [runs.read_json(d / "config.json") or {} for d in cv_dirs]
+    configs = [read_json(d / schema.CONFIG) or {} for d in cv_dirs]
     for d in cv_dirs:
-        if runs.read_status(d).get("state") != "finished" or not (d / "predictions.csv").exists():
+        if runs.read_status(d).get("state") != "finished" or not (d / schema.PREDICTIONS).exists():
             raise SERError(f"{d} is not a finished cross-validation")
     for key in ("dataset", "protocol", "cv_folds"):
         if len({str(c.get(key)) for c in configs}) != 1:
@@ -235,20 +236,20 @@ def combine_cv(cv_dirs: Sequence[Path | str], out_dir: Path | str) -> dict:
         tables.append(table)
     preds = pd.concat(tables, ignore_index=True)
     labels = [c[2:] for c in preds.columns if c.startswith("p_")]
-    speaker_independent = configs[0].get("protocol") != "random"
-    protocol = f"{configs[0]['protocol']} {len(folds)}-fold cross-validation, out-of-fold predictions"
-    metrics = evaluate(preds, labels, protocol=protocol + ("" if speaker_independent else " (speaker-DEPENDENT)"),
-                       speaker_independent=speaker_independent)
-    member_metrics = [runs.read_json(d / "metrics.json") or {} for d in cv_dirs]
+    protocol = schema.cv_protocol(configs[0]["protocol"], folds,
+                                  speaker_independent=configs[0].get("protocol") != "random")
+    metrics = evaluate(preds, labels, protocol=protocol["label"], speaker_independent=protocol["speaker_independent"])
+    metrics[schema.PROTOCOL_INFO] = protocol
+    member_metrics = [read_json(d / schema.METRICS) or {} for d in cv_dirs]
     metrics.update(folds=fold_info, arch=ARCH, members=[c.get("arch") for c in configs],
                    member_accuracy=[m.get("accuracy") for m in member_metrics],
                    wall_seconds=round(sum(m.get("wall_seconds", 0) or 0 for m in member_metrics), 1))
-    atomic_write_text(out_dir / "predictions.csv", preds.to_csv(index=False))
-    runs.write_json(out_dir / "metrics.json", metrics)
-    runs.write_json(out_dir / "config.json", {"arch": ARCH, "dataset": configs[0]["dataset"],
-                                              "protocol": configs[0]["protocol"], "cv_folds": folds,
-                                              "members": [str(d) for d in cv_dirs],
-                                              "member_configs": configs})
+    atomic_write_text(out_dir / schema.PREDICTIONS, preds.to_csv(index=False))
+    write_json(out_dir / schema.METRICS, metrics)
+    write_json(out_dir / schema.CONFIG, {"arch": ARCH, "dataset": configs[0]["dataset"],
+                                         "protocol": configs[0]["protocol"], schema.CV_FOLDS: folds,
+                                         "members": [str(d) for d in cv_dirs],
+                                         "member_configs": configs})
     runs.write_status(out_dir, "finished", finished=runs.now_iso())
     return metrics
 

@@ -28,16 +28,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import audio, channel, datasets, runs
+from . import audio, channel, datasets, schema
 from .config import ModelSpec, atomic_write_text
 from .ensemble import is_model_dir
 from .errors import ConfigError, DatasetError, SERError
+from .jsonio import read_json, write_json
 
 CLEAN = "clean"
 BABBLE_POOL = 24          # clips of training speakers that babble talkers are drawn from
 TARGET_DROP_POINTS = 10.0
-RESULT_FILE = "robustness.json"
-PREDICTIONS_FILE = "robustness_predictions.csv"
+RESULT_FILE = schema.ROBUSTNESS
+PREDICTIONS_FILE = schema.ROBUSTNESS_PREDICTIONS
 
 
 def clip_rng(seed: int, name: str, shift: str) -> np.random.Generator:
@@ -122,12 +123,11 @@ def _init_worker(numba_dir: str) -> None:
 
 def _fold_dirs(cv_dir: Path, folds: Sequence[int] | None) -> list[tuple[int, Path]]:
     found = []
-    for d in sorted(cv_dir.glob("fold-*")):
-        try:
-            k = int(d.name.split("-", 1)[1])
-        except ValueError:
+    for d in sorted(cv_dir.glob(schema.FOLD_PREFIX + "*")):
+        k = schema.fold_of(d.name)
+        if k is None:
             continue
-        if is_model_dir(d / "model") and (d / "predictions.csv").exists():
+        if is_model_dir(d / schema.MODEL) and (d / schema.PREDICTIONS).exists():
             found.append((k, d))
     if folds:
         missing = sorted(set(folds) - {k for k, _ in found})
@@ -202,7 +202,7 @@ def evaluate_shifts(cv_dir: Path | str, shifts: Sequence[str] | None = None, see
     unknown = [s for s in shifts if s not in channel.SHIFTS]
     if unknown:
         raise ConfigError(f"unknown shift(s): {', '.join(unknown)}; known: {', '.join(channel.SHIFTS)}")
-    config = runs.read_json(cv_dir / "config.json")
+    config = read_json(cv_dir / schema.CONFIG)
     if not config or "dataset" not in config:
         raise SERError(f"{cv_dir}: not a cross-validation folder (config.json with a 'dataset' is missing)")
     fold_dirs = _fold_dirs(cv_dir, folds)
@@ -211,7 +211,7 @@ def evaluate_shifts(cv_dir: Path | str, shifts: Sequence[str] | None = None, see
 
     plans = []
     for k, d in fold_dirs:
-        test = pd.read_csv(d / "predictions.csv")
+        test = pd.read_csv(d / schema.PREDICTIONS)
         if corpus is not None:
             if "corpus" not in test or not (test["corpus"] == corpus).any():
                 raise DatasetError(f"fold {k} of {cv_dir} has no test clips of corpus {corpus!r}")
@@ -234,7 +234,7 @@ def evaluate_shifts(cv_dir: Path | str, shifts: Sequence[str] | None = None, see
     rows, done = [], 0
     try:
         for k, d, test, babble_paths in plans:
-            jobs = [(str(by_name[f]), str(d / "model"), shifts, seed, babble_paths) for f in test["file"]]
+            jobs = [(str(by_name[f]), str(d / schema.MODEL), shifts, seed, babble_paths) for f in test["file"]]
             results = (pool.map(classify_clip, *zip(*jobs)) if pool is not None
                        else (classify_clip(*job) for job in jobs))
             for (_, r), outcome in zip(test.iterrows(), results):
@@ -250,7 +250,7 @@ def evaluate_shifts(cv_dir: Path | str, shifts: Sequence[str] | None = None, see
         if pool is not None:
             pool.shutdown(cancel_futures=True)
     preds = pd.DataFrame(rows)
-    labels = list(ModelSpec.load(fold_dirs[0][1] / "model" / "spec.json").labels)
+    labels = list(ModelSpec.load(fold_dirs[0][1] / schema.MODEL / schema.SPEC).labels)
     recorded = pd.concat([t for _, _, t, _ in plans], ignore_index=True)
     result = {
         "cv_dir": str(cv_dir), "dataset": config["dataset"], "arch": config.get("arch"), "corpus": corpus,
@@ -263,7 +263,7 @@ def evaluate_shifts(cv_dir: Path | str, shifts: Sequence[str] | None = None, see
         "seconds": round(time.monotonic() - t0, 1),
     }
     atomic_write_text(cv_dir / PREDICTIONS_FILE, preds.to_csv(index=False))
-    runs.write_json(cv_dir / RESULT_FILE, result)
+    write_json(cv_dir / RESULT_FILE, result)
     return result
 
 

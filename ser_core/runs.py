@@ -2,8 +2,9 @@
 
 A run is a directory ``runs/<id>/`` with ``config.json``, ``status.json``,
 ``history.jsonl``, ``log.txt`` and, once trained, ``model/`` (spec + weights),
-``metrics.json`` and ``predictions.csv``. Every file is replaced atomically,
-so a reader never sees half a file and a killed run never damages another.
+``metrics.json`` and ``predictions.csv`` (the names are :mod:`ser_core.schema`'s).
+Every file is replaced atomically, so a reader never sees half a file and a killed
+run never damages another.
 """
 from __future__ import annotations
 
@@ -17,12 +18,14 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from . import schema
 from .config import atomic_write_text, models_dir, project_root, runs_dir
 from .errors import ModelError, RunError
+from .jsonio import read_json, write_json
 
 ACTIVE_STATES = ("queued", "running")
 STATES = ("queued", "running", "finished", "failed", "stopped", "interrupted")
-STOP_FILE = "STOP"
+STOP_FILE = schema.STOP
 
 
 def now_iso() -> str:
@@ -43,26 +46,15 @@ def new_run_dir(name: str, root: Path | None = None) -> Path:
     raise RunError(f"could not create a run directory under {root}")
 
 
-def read_json(path: Path, default=None):
-    try:
-        return json.loads(Path(path).read_text())
-    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
-        return default
-
-
-def write_json(path: Path, obj) -> None:
-    atomic_write_text(Path(path), json.dumps(obj, indent=1, default=str))
-
-
 def write_status(run_dir: Path, state: str, **fields) -> dict:
     """Merge ``fields`` into status.json and set its state (atomic)."""
     if state not in STATES:
         raise RunError(f"unknown run state {state!r}")
-    status = read_json(Path(run_dir) / "status.json", {}) or {}
+    status = read_json(Path(run_dir) / schema.STATUS, {}) or {}
     status.update(fields)
     status["state"] = state
     status["updated"] = now_iso()
-    write_json(Path(run_dir) / "status.json", status)
+    write_json(Path(run_dir) / schema.STATUS, status)
     return status
 
 
@@ -83,7 +75,7 @@ def _process_alive(pid: int | None, started: float | None) -> bool:
 def read_status(run_dir: Path) -> dict:
     """status.json, with a run whose process died mid-way reported as ``interrupted``."""
     run_dir = Path(run_dir)
-    status = read_json(run_dir / "status.json")
+    status = read_json(run_dir / schema.STATUS)
     if status is None:
         return {"state": "failed", "message": "status.json is missing or unreadable"}
     if status.get("state") in ACTIVE_STATES and not _process_alive(status.get("pid"), status.get("pid_started")):
@@ -97,11 +89,27 @@ def read_status(run_dir: Path) -> dict:
     return status
 
 
+class Logger:
+    """Timestamped lines to the run's log (and the terminal)."""
+
+    def __init__(self, run_dir: Path | None, *, to_file: bool, echo: bool = True):
+        self.path = Path(run_dir) / schema.LOG if (run_dir and to_file) else None
+        self.echo = echo
+
+    def __call__(self, msg: str) -> None:
+        line = f"[{time.strftime('%H:%M:%S')}] {msg}"
+        if self.echo:
+            print(line, file=sys.stdout, flush=True)
+        if self.path:
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(line + "\n")
+
+
 def read_history(run_dir: Path) -> list[dict]:
     """Epoch rows of history.jsonl (a torn last line, if any, is skipped)."""
     rows = []
     try:
-        with open(Path(run_dir) / "history.jsonl", encoding="utf-8") as fh:
+        with open(Path(run_dir) / schema.HISTORY, encoding="utf-8") as fh:
             for line in fh:
                 try:
                     rows.append(json.loads(line))
@@ -115,7 +123,7 @@ def read_history(run_dir: Path) -> list[dict]:
 def append_history(run_dir: Path, row: dict) -> None:
     """Add one epoch row; the file is rewritten atomically so it is never torn."""
     rows = read_history(run_dir) + [row]
-    atomic_write_text(Path(run_dir) / "history.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    atomic_write_text(Path(run_dir) / schema.HISTORY, "".join(json.dumps(r) + "\n" for r in rows))
 
 
 def list_runs(root: Path | None = None) -> list[dict]:
@@ -124,10 +132,10 @@ def list_runs(root: Path | None = None) -> list[dict]:
     if not root.is_dir():
         return []
     out = []
-    for d in sorted((p for p in root.iterdir() if p.is_dir() and (p / "config.json").exists()), reverse=True):
-        cfg = read_json(d / "config.json", {}) or {}
+    for d in sorted((p for p in root.iterdir() if p.is_dir() and (p / schema.CONFIG).exists()), reverse=True):
+        cfg = read_json(d / schema.CONFIG, {}) or {}
         out.append({"id": d.name, "dir": str(d), "config": cfg, "status": read_status(d),
-                    "metrics": read_json(d / "metrics.json")})
+                    "metrics": read_json(d / schema.METRICS)})
     return out
 
 
@@ -145,9 +153,9 @@ def start(config: dict, *, root: Path | None = None, name: str | None = None, en
         raise RunError(f"run {busy['id']} is still {busy['status']['state']}; only one run trains at a time "
                        "on this machine. Stop it or wait for it to finish.")
     run_dir = new_run_dir(name or config.get("arch", "run"), root)
-    write_json(run_dir / "config.json", config)
+    write_json(run_dir / schema.CONFIG, config)
     write_status(run_dir, "queued", queued_at=time.time())
-    log = open(run_dir / "log.txt", "ab")
+    log = open(run_dir / schema.LOG, "ab")
     proc = subprocess.Popen(
         [sys.executable, "-m", "ser_core.training", str(run_dir)],
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=str(project_root()),
@@ -176,7 +184,7 @@ def stop(run_dir: Path) -> None:
     """Ask a run to stop: it finishes its current batch, keeps its best checkpoint and exits."""
     run_dir = Path(run_dir)
     (run_dir / STOP_FILE).write_text(now_iso())
-    status = read_json(run_dir / "status.json", {}) or {}
+    status = read_json(run_dir / schema.STATUS, {}) or {}
     if _process_alive(status.get("pid"), status.get("pid_started")):
         try:
             os.kill(int(status["pid"]), signal.SIGTERM)
@@ -205,7 +213,7 @@ def active_model_dir() -> Path:
     """The model the app and ``ser predict`` use: the promoted one, else the shipped default."""
     from .ensemble import is_model_dir
 
-    pointer = read_json(models_dir() / "active.json")
+    pointer = read_json(models_dir() / schema.ACTIVE)
     if pointer and pointer.get("model"):
         cand = models_dir() / str(pointer["model"])
         if is_model_dir(cand):
@@ -221,26 +229,26 @@ def promote(run_dir: Path) -> Path:
     """
     run_dir = Path(run_dir)
     status = read_status(run_dir)
-    src = run_dir / "model"
-    if status.get("state") not in ("finished", "stopped") or not (src / "model.keras").exists():
+    src = run_dir / schema.MODEL
+    if status.get("state") not in ("finished", "stopped") or not (src / schema.WEIGHTS).exists():
         raise ModelError(f"run {run_dir.name} has no finished model to promote (state: {status.get('state')})")
     dest = models_dir() / run_dir.name
     tmp = models_dir() / f".{run_dir.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(src, tmp)
-    for extra in ("metrics.json", "predictions.csv", "config.json"):
+    for extra in (schema.METRICS, schema.PREDICTIONS, schema.CONFIG):
         if (run_dir / extra).exists():
             shutil.copy2(run_dir / extra, tmp / extra)
     if dest.exists():
         shutil.rmtree(dest)
     os.replace(tmp, dest)
-    write_json(models_dir() / "active.json", {"model": dest.name, "promoted": now_iso()})
+    write_json(models_dir() / schema.ACTIVE, {"model": dest.name, "promoted": now_iso()})
     return dest
 
 
 def reset_active() -> None:
     """Go back to the shipped default model."""
     try:
-        (models_dir() / "active.json").unlink()
+        (models_dir() / schema.ACTIVE).unlink()
     except FileNotFoundError:
         pass

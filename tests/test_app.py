@@ -180,7 +180,8 @@ def test_train_watch_stop_open_and_promote_a_run(no_data, tmp_path, monkeypatch)
     at = start_app("app_pages/train.py")
     dataset = at.selectbox(key="t_dataset")
     assert len(dataset.options) == 1 and "samples" in dataset.options[0].lower()
-    at.selectbox(key="t_arch").set_value("seed000_cnn")
+    assert at.selectbox(key="t_arch").value == "ser_crnn"          # the default, as in ser train
+    at.selectbox(key="t_arch").set_value("seed000_cnn").run()       # its own option widgets appear
     at.number_input(key="t_epochs").set_value(300)
     at.number_input(key="t_patience").set_value(300)
     at.select_slider(key="t_batch").set_value(8)

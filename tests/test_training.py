@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ser_core import datasets, evaluation, features, runs
+from ser_core import datasets, evaluation, features, runs, schema
 from ser_core.cache import corpus_features
 from ser_core.config import ModelSpec
 from ser_core.training import Logger, TrainConfig, cross_validate
@@ -35,6 +35,15 @@ def test_test_set_is_the_held_out_speaker_only(tiny_run):
     metrics = json.loads((tiny_run / "metrics.json").read_text())
     assert metrics["accuracy"] == pytest.approx((preds["true"] == preds["pred"]).mean())
     assert metrics["speaker_independent"] is True
+    assert metrics["protocol_info"] == schema.protocol_record("custom", [1], speaker_independent=True,
+                                                               cross_validation=False, label=metrics["protocol"])
+
+
+def test_status_and_metrics_name_the_best_validation_accuracy_alike(tiny_run):
+    best = max(h["val_accuracy"] for h in runs.read_history(tiny_run))
+    metrics = json.loads((tiny_run / schema.METRICS).read_text())
+    assert runs.read_status(tiny_run)[schema.BEST_VAL_ACCURACY] == pytest.approx(best)
+    assert metrics[schema.BEST_VAL_ACCURACY] == pytest.approx(best)
 
 
 def test_normalisation_stats_come_from_training_speakers_only(tiny_run):
@@ -122,6 +131,8 @@ def test_cross_validation_pools_out_of_fold_predictions(tmp_path):
     assert metrics["uar"] == pytest.approx(again["uar"])
     assert set(metrics["per_fold"]) == {"1", "2"}
     assert "speaker_kfold 2-fold cross-validation" in metrics["protocol"]
+    assert metrics["protocol_info"] == schema.cv_protocol("speaker_kfold", [1, 2], speaker_independent=True)
+    assert json.loads((tmp_path / "cv" / "metrics.json").read_text())["protocol_info"] == metrics["protocol_info"]
 
 
 def test_channel_augmentation_adds_copies_of_training_clips_only(tmp_path):

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ser_core import models
+from ser_core import models, schema
 
 from ser_app import views
 from ser_core.config import EMOTIONS, FeatureConfig
@@ -252,7 +252,19 @@ def test_runs_table_rows():
     assert row["epochs"] == "3/5" and row["best val acc"] == 0.4 and row["test acc"] == 0.25
 
 
-def test_short_protocol_and_markdown_escaping():
-    assert views.short_protocol("emobox6 6-fold cross-validation, out-of-fold predictions") == "emobox6 6-fold CV"
-    assert views.short_protocol("random fold 1 (speaker-DEPENDENT)") == "random fold 1, speaker-dependent"
+def test_short_protocol_reads_the_record_and_old_label_only_metrics_and_markdown_escaping():
+    cv = schema.cv_protocol("emobox6", [1, 2, 3, 4, 5, 6], speaker_independent=True)
+    assert views.short_protocol(cv) == "emobox6 6-fold CV"
+    assert views.metrics_protocol({"protocol": "something else", "protocol_info": cv}) == "emobox6 6-fold CV"
+    # metrics.json files written before the record: the label alone
+    assert views.metrics_protocol({"protocol": cv["label"]}) == "emobox6 6-fold CV"
+    assert views.metrics_protocol({"protocol": "random fold 1 (speaker-DEPENDENT)"}) == \
+        "random fold 1, speaker-dependent"
+    assert views.metrics_protocol({}) == "unknown protocol"
     assert views.md_escape("[x](http://e) *b*") == r"\[x\]\(http://e\) \*b\*"
+
+
+def test_a_running_cross_validation_names_its_protocol_from_its_config():
+    run = {"id": "r1", "dir": "/x", "config": {"arch": "seed004_dnn", "protocol": "random", "cv_folds": [1]},
+           "status": {"state": "running", "epoch": 1, "epochs": 5}, "metrics": None}
+    assert views.runs_frame([run]).iloc[0]["protocol"] == "random 1-fold CV, speaker-dependent"

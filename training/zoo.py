@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ser_core import models, runs  # noqa: E402
+from ser_core import models, runs, schema  # noqa: E402
 
 RESULTS = ROOT / "training" / "results"
 ORDER = ["seed004_dnn", "seed000_cnn", "seed002_cnn_lstm", "seed001_logmel_cnn", "seed003_image_cnn", "ser_crnn",
@@ -33,7 +33,7 @@ def ser(*args: str) -> float:
 
 
 def record_cv(result: dict, cv_dir: Path, secs: float, command: str) -> None:
-    m = json.loads((cv_dir / "metrics.json").read_text())
+    m = json.loads((cv_dir / schema.METRICS).read_text())
     result["cv"] = {k: m[k] for k in ("protocol", "accuracy", "uar", "macro_f1", "weighted_f1")}
     result["cv"].update({f"{g}_accuracy": m["per_gender"][g]["accuracy"] for g in ("female", "male")})
     result["cv"]["per_fold"] = m.get("per_fold", {})
@@ -59,7 +59,7 @@ def run_arch(arch: str, skip_random: bool, budget: list[str]) -> dict:
 
 
 def record_random(result: dict, run_dir: Path, secs: float, command: str) -> None:
-    m = json.loads((run_dir / "metrics.json").read_text())
+    m = json.loads((run_dir / schema.METRICS).read_text())
     result["random"] = {"protocol": m["protocol"], "accuracy": m["accuracy"], "uar": m["uar"],
                         "wall_seconds": round(secs), "command": command}
 
@@ -113,8 +113,8 @@ def main() -> int:
         arch, run_dir = args.from_random.split("=", 1)
         out = RESULTS / f"{arch}.json"
         result = json.loads(out.read_text()) if out.exists() else {"arch": arch}
-        cfg = json.loads((Path(run_dir) / "config.json").read_text())
-        m = json.loads((Path(run_dir) / "metrics.json").read_text())
+        cfg = json.loads((Path(run_dir) / schema.CONFIG).read_text())
+        m = json.loads((Path(run_dir) / schema.METRICS).read_text())
         if cfg.get("arch") == "ensemble":      # an `ser ensemble cv` of members' random-split runs
             record_random(result, Path(run_dir), m.get("wall_seconds", 0),
                           "ser cv --protocol random --split-seed 0 for each member, then ser ensemble cv (members: "
@@ -125,12 +125,12 @@ def main() -> int:
         out.write_text(json.dumps(result, indent=1))
     if args.from_cv:
         arch, cv_dir = args.from_cv.split("=", 1)
-        cfg = json.loads((Path(cv_dir) / "config.json").read_text())
+        cfg = json.loads((Path(cv_dir) / schema.CONFIG).read_text())
         result = {"arch": arch}
         out = RESULTS / f"{arch}.json"
         if out.exists():
             result.update({k: v for k, v in json.loads(out.read_text()).items() if k != "cv"})
-        m = json.loads((Path(cv_dir) / "metrics.json").read_text())
+        m = json.loads((Path(cv_dir) / schema.METRICS).read_text())
         record_cv(result, Path(cv_dir), m.get("wall_seconds", 0),
                   ("ser ensemble cv (members: " + ", ".join(m.get("members", [])) + ")") if arch == "ensemble"
                   else "ser cv --protocol emobox6, settings " + recipe_text(cfg))
