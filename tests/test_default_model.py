@@ -4,7 +4,7 @@ import json
 import pandas as pd
 import pytest
 
-from ser_core import ensemble, evaluation
+from ser_core import evaluation, modeldir
 from ser_core.config import ModelSpec
 from ser_core.splits import EMOBOX_RAVDESS_FOLDS
 
@@ -23,7 +23,7 @@ def test_files_and_size():
     assert total < 10 * 1024 * 1024
     spec = ModelSpec.load(DEFAULT_MODEL / "spec.json")
     assert set(spec.labels) == {"neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"}
-    members = ensemble.member_dirs(DEFAULT_MODEL) if ensemble.is_ensemble(DEFAULT_MODEL) else [DEFAULT_MODEL]
+    members = modeldir.network_dirs(DEFAULT_MODEL)
     for d in members:
         member = ModelSpec.load(d / "spec.json")
         assert set(member.labels) == set(spec.labels)
