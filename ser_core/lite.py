@@ -26,6 +26,7 @@ from .config import ModelSpec
 from .errors import ModelError
 from .modeldir import LITE, SPEC, WEIGHTS, network_dirs
 
+RUNTIMES = ("auto", "lite", "keras")   # auto: LiteRT where a current export exists, else Keras
 SPEC_KEY = "lite"           # spec.json extra[...] of an exported network
 TOLERANCE = 1e-4            # largest |lite - keras| probability an export may differ by
 CHECK_INPUTS = 4            # random inputs each export is checked on
@@ -131,15 +132,15 @@ def export_network(network_dir: Path | str) -> Path:
     shape = tuple(model.input_shape[1:])
     call = tf.function(lambda x: model(x, training=False),
                        input_signature=[tf.TensorSpec((1, *shape), tf.float32)])
-    # Without a trackable object the converter freezes the variables into constants, which
-    # is what an inference file wants (the other path keeps resource variables it cannot run).
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([call.get_concrete_function()])
     import logging
 
     absl = logging.getLogger("absl")
     level = absl.level
     absl.setLevel(logging.ERROR)        # "please provide trackable_obj": we mean the frozen path
     try:
+        # Without a trackable object the converter freezes the variables into constants, which
+        # is what an inference file wants (the other path keeps resource variables it cannot run).
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([call.get_concrete_function()])
         with native_stderr_silenced():
             blob = converter.convert()
     except Exception as exc:  # the converter raises its own error types

@@ -31,6 +31,7 @@ from .calibration import NOT_SURE, SPEC_KEY, Calibration, apply_temperature
 from .config import FeatureConfig, ModelSpec, max_audio_seconds
 from .errors import (AudioError, EmptyAudioError, ModelError, SERError, SilentAudioError, TooLongError,
                      TooShortError)
+from .lite import RUNTIMES
 from .modeldir import LITE, SPEC, WEIGHTS, is_ensemble
 
 HOP_SECONDS = 1.0
@@ -39,7 +40,6 @@ SPEECH_FLOOR_DBFS = -80.0   # nothing whose loudest 32 ms frame stays below this
 SPEECH_RANGE_DB = 6.0       # speech frames stand this far above the recording's quiet frames
 WINDOW_RANGE_DB = 35.0      # a window more than this below the recording's loudest frame holds no speech
 BATCH = 32
-RUNTIMES = ("auto", "lite", "keras")
 NO_SPEECH = "no speech detected: the recording is silent or too quiet"
 
 Progress = Callable[[float, float], None]
