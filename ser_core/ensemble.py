@@ -54,7 +54,7 @@ def build(members: Sequence[Path | str], out_dir: Path | str, *, export: bool = 
         for f in (SPEC, WEIGHTS) + ((LITE,) if lite.fresh(src) else ()):
             shutil.copy2(Path(src) / f, dest / f)
         if export and not lite.fresh(dest):
-            _export_quietly(dest)
+            lite.try_export(dest)
     first = specs[0]
     spec = ModelSpec(arch=ARCH, features=first.features, labels=ordered, protocol=first.protocol,
                      created=runs.now_iso(), extra={"members": names, "member_archs": [s.arch for s in specs]})
@@ -63,14 +63,6 @@ def build(members: Sequence[Path | str], out_dir: Path | str, *, export: bool = 
         shutil.rmtree(out_dir)
     os.replace(tmp, out_dir)
     return out_dir
-
-
-def _export_quietly(network_dir: Path) -> None:
-    """A LiteRT export is a speed-up, never a condition: a network that does not convert runs on Keras."""
-    try:
-        lite.export_network(network_dir)
-    except (ModelError, ImportError) as exc:
-        print(f"warning: {network_dir} stays on Keras ({exc})")
 
 
 def _member_names(archs: Sequence[str]) -> list[str]:

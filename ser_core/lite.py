@@ -165,3 +165,15 @@ def export_network(network_dir: Path | str) -> Path:
               "runtime": f"ai-edge-litert {getattr(ai_edge_litert, '__version__', '?')}"}
     dataclasses.replace(spec, extra={**spec.extra, SPEC_KEY: record}).save(d / SPEC)
     return d / LITE
+
+
+def try_export(network_dir: Path | str, *, log=print) -> bool:
+    """:func:`export_network` where an export is a speed-up, never a condition (end of training,
+    ensemble building): a network that does not convert says so and runs on Keras."""
+    try:
+        export_network(network_dir)
+        return True
+    except (ModelError, ImportError) as exc:
+        if log:
+            log(f"warning: {network_dir} will predict on Keras, not LiteRT ({exc})")
+        return False
