@@ -225,6 +225,8 @@ def transfer_summary(held_out: pd.DataFrame, oof: pd.DataFrame, *, threshold: fl
     the OTHER corpora only, as a model trained without that corpus would have to: ECE before and
     after, the "not sure" figures at ``threshold``, and what the model answered there (the share
     of each predicted emotion, to show a collapse onto one or two classes)."""
+    import pandas as pd
+
     out = {}
     for name, part in held_out.groupby(by, sort=True):
         probs, y, labels = table_arrays(part)
