@@ -3,8 +3,14 @@
 One path serves every caller (``ser predict``, batch workers, the Predict page, live mode,
 robustness): :meth:`BasePredictor.analyse` takes a file, bytes or a waveform and returns an
 :class:`Analysis` (the :class:`Prediction`, its per-window results, the waveform it used and
-each network's model input). :class:`Predictor` runs one network, ``EnsemblePredictor`` (in
-:mod:`ser_core.ensemble`) several; both are a :class:`BasePredictor`.
+each network's model input). :class:`Predictor` runs one network, :class:`EnsemblePredictor`
+several (an ensemble folder, built by :mod:`ser_core.ensemble`); both are a :class:`BasePredictor`,
+which holds that path once. They live in one module so that :func:`load_predictor` can choose
+between them without an import circle; what a model folder holds is :mod:`ser_core.modeldir`'s.
+
+With a calibration stored (``spec.json`` ``extra["calibration"]``), window and clip
+probabilities are calibrated; the clip's are the calibrated mean of the uncalibrated speech
+windows (the temperature was fitted on clip-level out-of-fold predictions).
 
 Audio up to ``duration + 1 s`` is one window; longer audio is cut into windows (``duration``
 long, 1 s hop). The clip's probabilities are the mean of the windows that hold speech, then
