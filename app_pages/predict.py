@@ -5,11 +5,11 @@ from pathlib import Path
 
 import streamlit as st
 
-from ser_core import audio, runs
-
 from ser_app import views
+from ser_core import runs
 from ser_core.config import max_audio_seconds
-from ser_core.errors import SERError, SilentAudioError, TooLongError
+from ser_core.errors import (NoAudioStreamError, SERError, SilentAudioError, UnreadableAudioError,
+                             UnsupportedFormatError)
 
 MAX_UPLOAD_MB = int(st.get_option("server.maxUploadSize"))
 SOURCES = ("Record", "Upload", "Sample clip", "Live")
@@ -17,45 +17,38 @@ SOURCES = ("Record", "Upload", "Sample clip", "Live")
 
 @st.cache_resource(show_spinner="Loading the model...", max_entries=2)
 def load_predictor(model_dir: str, stamp: float):
-    """One Predictor per model folder and version (``stamp`` changes when a run is promoted)."""
+    """One predictor per model folder and version (``stamp`` changes when a run is promoted)."""
     from ser_core.predict import load_predictor
 
     return load_predictor(model_dir)
 
 
 def active_predictor():
-    from ser_core.ensemble import model_files
+    from ser_core.modeldir import model_files
 
     model_dir = runs.active_model_dir()
     stamp = max(f.stat().st_mtime for f in model_files(model_dir))
     return load_predictor(str(model_dir), stamp)
 
 
-def analyse(predictor, data: bytes, name: str) -> dict:
-    """Decode (within the length limit), classify and compute the model input; raises SERError on bad audio."""
-    limit = max_audio_seconds()
-    try:
-        seconds = audio.duration_seconds(data, name=name)
-    except SERError:
-        seconds = None          # audio.load below names the exact problem
-    if seconds is not None and seconds > limit:
-        raise TooLongError(f"audio is {seconds:.0f} s long; the limit is {limit:.0f} s", source=name)
-    y = audio.load(data, sr=predictor.cfg.sample_rate, name=name, max_seconds=limit)
-    pred = predictor.predict_array(y, name=name)
-    return {"pred": pred, "y": y, "x": predictor.model_input(y)}
+UNDECODABLE_HINT = ("Save or export it as WAV, FLAC, MP3, Ogg/Opus, WebM or M4A and upload that, or record "
+                    "the phrase again here.")
 
 
-def result_for(predictor, data: bytes, name: str) -> dict | None:
-    """The analysis of these bytes, reused across reruns (downloads, tab switches) of the same input."""
+def result_for(predictor, data: bytes, name: str):
+    """The analysis of these bytes (an ``Analysis``), reused across reruns (downloads, tab switches)."""
     key = (hashlib.sha1(data).hexdigest(), name, str(predictor.model_dir))
     cached = st.session_state.get("p_result")
     if cached and cached[0] == key:
         return cached[1]
     try:
         with st.spinner("Analysing..."):
-            res = analyse(predictor, data, name)
+            res = predictor.analyse(data, name=name, whole=True)   # whole: the page draws the waveform
     except SilentAudioError as exc:
         st.error(f"No speech detected: {views.md_escape(exc)}")
+        return None
+    except (UnreadableAudioError, UnsupportedFormatError, NoAudioStreamError) as exc:
+        st.error(f"{views.md_escape(exc)}. {UNDECODABLE_HINT}")
         return None
     except SERError as exc:
         st.error(views.md_escape(exc))
@@ -64,42 +57,67 @@ def result_for(predictor, data: bytes, name: str) -> dict | None:
     return res
 
 
-def show_result(res: dict, predictor, model: dict) -> None:
-    pred, y, cfg = res["pred"], res["y"], predictor.cfg
+def answer_label(text: str) -> str:
+    """'not sure: sad or neutral' -> 'Not sure: sad or neutral'; emotion names stay as the model spells them."""
+    from ser_core.calibration import NOT_SURE
+
+    return NOT_SURE.capitalize() + text[len(NOT_SURE):] if text.startswith(NOT_SURE) else text
+
+
+def show_result(res, predictor, model: dict) -> None:
+    pred, y, cfg = res.prediction, res.waveform, predictor.cfg
     left, right = st.columns([2, 3], gap="large")
     with left:
-        if pred.emotion is None:
-            st.warning("No speech detected: the recording is silent or too quiet.")
+        if not pred.speech:
+            st.warning("No speech detected: the recording is silent or too quiet. Record closer to the "
+                       "microphone, or pick a clip with someone speaking.")
         else:
             c1, c2 = st.columns([3, 2])
-            c1.metric("Emotion", pred.emotion)
+            c1.metric("Emotion", answer_label(pred.summary()))
             c2.metric("Confidence", views.format_pct(pred.confidence))
+            if pred.not_sure:
+                st.caption(f"The model's calibrated confidence is below its threshold "
+                           f"({views.format_pct(predictor.calibration.threshold)}), so it names its two most "
+                           "likely emotions instead of one.")
+            st.plotly_chart(views.probability_figure(pred.probabilities, pred.best), key="p_probs",
+                            theme=None)
             st.caption(f"{pred.duration:.1f} s of audio in {len(pred.windows)} window(s) of {cfg.duration:.0f} s; "
                        "probabilities are averaged over the windows that hold speech.")
-            st.plotly_chart(views.probability_figure(pred.probabilities, pred.emotion), key="p_probs",
-                            theme=None)
-        stem = Path(pred.file).stem[:60] or "audio"
-        d1, d2 = st.columns(2)
-        d1.download_button("Result as JSON", views.prediction_json(pred, model), file_name=f"{stem}-emotion.json",
-                           mime="application/json", icon=":material/download:", width="stretch")
-        d2.download_button("Result as CSV", views.prediction_csv(pred), file_name=f"{stem}-emotion.csv",
-                           mime="text/csv", icon=":material/download:", width="stretch")
+            stem = Path(pred.file).stem[:60] or "audio"
+            d1, d2 = st.columns(2)
+            d1.download_button("Result as JSON", views.prediction_json(pred, model),
+                               file_name=f"{stem}-emotion.json", mime="application/json",
+                               icon=":material/download:", width="stretch")
+            d2.download_button("Result as CSV", views.prediction_csv(pred), file_name=f"{stem}-emotion.csv",
+                               mime="text/csv", icon=":material/download:", width="stretch")
     with right:
         tabs = ["Waveform", "Mel spectrogram", "Model input"] + (["Timeline"] if len(pred.windows) > 1 else [])
         for tab, name in zip(st.tabs(tabs), tabs):
             with tab:
                 if name == "Waveform":
-                    st.plotly_chart(views.waveform_figure(y, cfg.sample_rate), key="p_wave", theme=None)
+                    st.plotly_chart(views.waveform_figure(y, res.sample_rate), key="p_wave", theme=None)
                 elif name == "Mel spectrogram":
                     st.plotly_chart(views.mel_figure(y, cfg), key="p_mel", theme=None)
                 elif name == "Model input":
-                    st.plotly_chart(views.model_input_figure(res["x"], cfg), key="p_input", theme=None)
-                    st.caption(f"What the network sees: the first window's features {tuple(res['x'].shape)}, "
-                               "normalised with the training-set statistics stored in the model's spec.json.")
+                    show_model_input(res.inputs)
                 else:
                     st.plotly_chart(views.timeline_figure(pred.windows, predictor.labels), key="p_timeline",
                                     theme=None)
                     st.dataframe(views.windows_frame(pred.windows), hide_index=True)
+
+
+def show_model_input(inputs: list) -> None:
+    """What each network of the model sees (an ensemble has several)."""
+    if not inputs:
+        st.info("No speech, so no network was asked.")
+        return
+    shown = inputs[0]
+    if len(inputs) > 1:
+        names = [m.name for m in inputs]
+        shown = inputs[names.index(st.selectbox("Network", names, key="p_input_member"))]
+    st.plotly_chart(views.model_input_figure(shown.x, shown.features), key="p_input", theme=None)
+    st.caption(f"What the network sees: the first window's features {tuple(shown.x.shape)}, "
+               "normalised with the training-set statistics stored in its spec.json.")
 
 
 def live_mode(predictor) -> None:
@@ -140,7 +158,7 @@ def live_mode(predictor) -> None:
             st.info("Listening..." if session.receiving() else "Not streaming.")
             return
         c1, c2, c3 = st.columns(3)
-        c1.metric("Current emotion", latest.emotion or "no speech")
+        c1.metric("Current emotion", answer_label(latest.summary))
         c2.metric("Confidence", views.format_pct(latest.confidence) if latest.emotion else "-")
         c3.metric("Streamed", f"{latest.time:.0f} s")
         st.plotly_chart(views.live_figure(session.timeline, predictor.labels), key="p_live_chart",

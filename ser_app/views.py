@@ -129,9 +129,10 @@ def probability_figure(probabilities: dict[str, float], highlight: str | None = 
     colours = [colour(k) if (highlight is None or k == highlight) else _fade(colour(k)) for k in labels]
     fig = go.Figure(go.Bar(x=values, y=labels, orientation="h", marker_color=colours,
                            text=[f"{v:.0%}" for v in values], textposition="outside", cliponaxis=False))
-    fig.update_xaxes(range=[0, 1.08], tickformat=".0%", title=None)
+    # the percentage axis on top: on a short window (900 px) the chart's foot falls below the fold
+    fig.update_xaxes(range=[0, 1.08], tickformat=".0%", title=None, side="top")
     fig.update_yaxes(autorange="reversed")
-    return _style(fig, "Probability of each emotion", height=300)
+    return _style(fig, "Probability of each emotion", height=280).update_layout(margin=dict(t=70))
 
 
 def _fade(hex_colour: str, alpha: float = 0.35) -> str:

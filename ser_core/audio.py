@@ -258,17 +258,23 @@ def fix_length(y: np.ndarray, n: int) -> np.ndarray:
     return np.pad(y, pad)
 
 
-def trim_silence(y: np.ndarray, top_db: float = 40.0, frame: int = 512, hop: int = 128) -> np.ndarray:
-    """Cut leading and trailing frames quieter than ``top_db`` below the loudest frame."""
+def trim_bounds(y: np.ndarray, top_db: float = 40.0, frame: int = 512, hop: int = 128) -> tuple[int, int]:
+    """Start and end sample of what :func:`trim_silence` keeps (prediction places windows with it)."""
     if y.size < frame:
-        return y
+        return 0, y.size
     frames = np.lib.stride_tricks.sliding_window_view(y, frame)[::hop]     # a view: no gathered copy
     rms = np.sqrt(np.mean(frames ** 2, axis=1) + 1e-12)
     db = 20 * np.log10(rms / rms.max())
     voiced = np.flatnonzero(db > -top_db)
     if voiced.size == 0:
-        return y
-    return y[voiced[0] * hop: voiced[-1] * hop + frame]
+        return 0, y.size
+    return int(voiced[0] * hop), int(min(voiced[-1] * hop + frame, y.size))
+
+
+def trim_silence(y: np.ndarray, top_db: float = 40.0, frame: int = 512, hop: int = 128) -> np.ndarray:
+    """Cut leading and trailing frames quieter than ``top_db`` below the loudest frame."""
+    start, end = trim_bounds(y, top_db, frame, hop)
+    return y[start:end]
 
 
 def normalise_loudness(y: np.ndarray, target_rms_db: float = -23.0) -> np.ndarray:
@@ -362,5 +368,5 @@ def duration_seconds(source: Source, *, name: str | None = None) -> float:
 
 __all__ = [
     "AudioError", "decode", "load", "to_mono", "resample", "validate", "check_samples", "is_silent", "fix_length",
-    "trim_silence", "normalise_loudness", "stream", "duration_seconds", "AUDIO_EXTENSIONS",
+    "trim_bounds", "trim_silence", "normalise_loudness", "stream", "duration_seconds", "AUDIO_EXTENSIONS",
 ]

@@ -13,11 +13,14 @@ prediction answers "not sure" below the stored threshold.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from .errors import SERError
+
+if TYPE_CHECKING:      # pandas is imported where a table is built: prediction needs none (cold start)
+    import pandas as pd
 
 NOT_SURE = "not sure"
 SPEC_KEY = "calibration"          # where a model's spec.json keeps its Calibration (under "extra")
@@ -91,6 +94,8 @@ def fit_temperature(probs: np.ndarray, y: np.ndarray) -> float:
 
 def reliability(probs: np.ndarray, y: np.ndarray, n_bins: int = N_BINS) -> pd.DataFrame:
     """Equal-width confidence bins: clips, mean confidence and accuracy in each (empty bins dropped)."""
+    import pandas as pd
+
     p = np.asarray(probs, dtype=np.float64)
     conf = p.max(axis=1)
     correct = p.argmax(axis=1) == np.asarray(y)
@@ -115,6 +120,8 @@ def ece(probs: np.ndarray, y: np.ndarray, n_bins: int = N_BINS) -> float:
 
 def coverage_curve(probs: np.ndarray, y: np.ndarray, points: int = 21) -> pd.DataFrame:
     """Accuracy of the answers kept when only the most confident fraction (coverage) is answered."""
+    import pandas as pd
+
     p = np.asarray(probs, dtype=np.float64)
     conf = p.max(axis=1)
     correct = (p.argmax(axis=1) == np.asarray(y)).astype(float)
@@ -218,6 +225,8 @@ def transfer_summary(held_out: pd.DataFrame, oof: pd.DataFrame, *, threshold: fl
     the OTHER corpora only, as a model trained without that corpus would have to: ECE before and
     after, the "not sure" figures at ``threshold``, and what the model answered there (the share
     of each predicted emotion, to show a collapse onto one or two classes)."""
+    import pandas as pd
+
     out = {}
     for name, part in held_out.groupby(by, sort=True):
         probs, y, labels = table_arrays(part)

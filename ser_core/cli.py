@@ -1,4 +1,4 @@
-"""The ``ser`` command line: predict, train, cv, evaluate, runs, data.
+"""The ``ser`` command line: predict, export, train, cv, evaluate, runs, data.
 
 Every expected failure prints one line (``error: ...``) and exits non-zero;
 no traceback reaches the user.
@@ -14,6 +14,7 @@ from pathlib import Path
 from .errors import ConfigError, SERError
 
 EXIT_ERROR = 2
+LEAN_COMMANDS = ("predict", "export")
 
 
 def _files(targets: list[str]) -> list[Path]:
@@ -37,10 +38,10 @@ def cmd_predict(args) -> int:
     files = _files(args.inputs)
     if not files:
         raise SERError("no audio files found in the given paths")
-    predictor = load_predictor(args.model or runs.active_model_dir())
+    predictor = load_predictor(args.model or runs.active_model_dir(), runtime=args.runtime)
     failed = 0
     if not args.json:
-        print(f"{'file':<40} {'emotion':<10} {'confidence':>10}")
+        print(f"{'file':<40} {'emotion':<26} {'confidence':>10}")
     for f in files:
         bar = None
         try:
@@ -65,12 +66,24 @@ def cmd_predict(args) -> int:
         if args.json:
             print(json.dumps(pred.to_dict(windows=args.windows)), flush=True)
         else:
-            emo = pred.emotion or "(no speech)"
-            print(f"{str(f):<40} {emo:<10} {pred.confidence:>10.3f}", flush=True)
+            emo = pred.summary() if pred.speech else "(no speech)"
+            print(f"{str(f):<40} {emo:<26} {pred.confidence:>10.3f}", flush=True)
             if args.windows and len(pred.windows) > 1:
                 for w in pred.windows:
                     print(f"    {w.start:7.1f}-{w.end:7.1f}s  {w.emotion or '-':<10} {w.confidence:.3f}")
     return EXIT_ERROR if failed else 0
+
+
+def cmd_export(args) -> int:
+    from . import lite
+    from .modeldir import is_model_dir
+
+    if not is_model_dir(args.model_dir):
+        raise SERError(f"{args.model_dir} is not a model folder (spec.json and model.keras, or an ensemble)")
+    if not lite.available():
+        raise SERError("the LiteRT runtime is not installed: pip install -r requirements.txt")
+    lite.export(args.model_dir)
+    return 0
 
 
 def _train_config(args):
@@ -355,7 +368,11 @@ def _add_train_args(p: argparse.ArgumentParser, *, with_fold: bool) -> None:
         p.add_argument(opt.flag, **kw)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line, or, with ``only`` one of :data:`LEAN_COMMANDS`, just the commands
+    whose start-up must stay light (``ser predict`` of one clip should take a second, not ten)."""
+    from .lite import RUNTIMES
+
     parser = argparse.ArgumentParser(prog="ser", description="Speech emotion recognition workbench")
     sub = parser.add_subparsers(dest="cmd", required=True)
 
@@ -364,7 +381,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="model folder (default: the active model)")
     p.add_argument("--json", action="store_true", help="one JSON object per file")
     p.add_argument("--windows", action="store_true", help="also show per-window results")
+    p.add_argument("--runtime", choices=RUNTIMES, default=RUNTIMES[0],
+                   help="LiteRT when the model folder holds a current export (auto, the default), or force one")
     p.set_defaults(fn=cmd_predict)
+
+    p = sub.add_parser("export", help="write model.tflite (LiteRT) beside each network of a model folder, so "
+                                      "prediction runs without TensorFlow")
+    p.add_argument("model_dir")
+    p.set_defaults(fn=cmd_export)
+    if only in LEAN_COMMANDS:
+        return parser       # the other commands' flags import pandas and the architectures: not for these
 
     p = sub.add_parser("train", help="train one model")
     _add_train_args(p, with_fold=True)
@@ -432,7 +458,8 @@ def main(argv: list[str] | None = None) -> int:
     import warnings
 
     warnings.filterwarnings("ignore", message=".*shuffle=True.*")
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(only=argv[0] if argv else None).parse_args(argv)
     try:
         return args.fn(args)
     except SERError as exc:

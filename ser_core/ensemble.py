@@ -1,13 +1,12 @@
-"""Ensembles of models that hear different features: one model folder, averaged probabilities.
+"""Ensembles of models that hear different features: building the folder, combining cross-validations.
 
 Models trained on different inputs (log-mel sequences, MFCC/chroma images, per-clip
 statistics) make different mistakes, so the mean of their probabilities beats each of
 them. An ensemble folder holds an ordinary ``spec.json`` whose ``arch`` is
 ``"ensemble"`` (features and sample rate are its first member's) and a ``members/``
-folder with one complete model folder per member. Every member runs its own path
-(conditioning, windows, normalisation); the clip's answer is the mean of their
-clip-level probabilities. Per-window results shown for long audio are the first
-member's.
+folder with one complete model folder per member (:mod:`ser_core.modeldir`). It
+predicts through :class:`ser_core.predict.EnsemblePredictor`: each window's
+probabilities are the mean of the members', the clip's the mean of its speech windows.
 
 Cross-validation of an ensemble combines finished cross-validations of its members:
 every fold's members were trained on the same training actors, so averaging their
@@ -17,144 +16,24 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from . import runs, schema
+from . import lite, runs, schema
 from .config import ModelSpec, atomic_write_text
 from .errors import ModelError, SERError
-
-ARCH = "ensemble"
-MEMBERS = "members"
-
-
-def is_ensemble(model_dir: Path | str) -> bool:
-    d = Path(model_dir)
-    spec = runs.read_json(d / "spec.json", {}) or {}
-    return spec.get("arch") == ARCH and (d / MEMBERS).is_dir()
+from .modeldir import ENSEMBLE_ARCH as ARCH
+from .modeldir import LITE, MEMBERS, SPEC, WEIGHTS
 
 
-def member_dirs(model_dir: Path | str) -> list[Path]:
-    spec = ModelSpec.load(Path(model_dir) / "spec.json")
-    names = spec.extra.get("members") or []
-    if not names:
-        raise ModelError(f"ensemble {model_dir} lists no members")
-    return [Path(model_dir) / MEMBERS / str(n) for n in names]
+def build(members: Sequence[Path | str], out_dir: Path | str, *, export: bool = True) -> Path:
+    """Copy finished model folders into a new ensemble folder (written under a temporary name).
 
-
-def model_files(model_dir: Path | str) -> list[Path]:
-    """The files a model folder's predictions depend on (for change stamps)."""
-    d = Path(model_dir)
-    dirs = member_dirs(d) if is_ensemble(d) else [d]
-    return [d / "spec.json"] + [m / f for m in dirs for f in ("spec.json", "model.keras")]
-
-
-def is_model_dir(model_dir: Path | str) -> bool:
-    try:
-        return all(f.exists() for f in model_files(model_dir))
-    except SERError:
-        return False
-
-
-class EnsemblePredictor:
-    """The :class:`~ser_core.predict.Predictor` interface over several member models."""
-
-    def __init__(self, model_dir: Path | str):
-        from .predict import Predictor
-
-        self.model_dir = Path(model_dir)
-        self.spec = ModelSpec.load(self.model_dir / "spec.json")
-        self.members = [Predictor(d) for d in member_dirs(self.model_dir)]
-        self.labels = list(self.spec.labels)
-        for m in self.members:
-            if set(m.labels) != set(self.labels):
-                raise ModelError(f"ensemble member {m.model_dir.name} predicts {m.labels}, not {self.labels}")
-        rates = {m.cfg.sample_rate for m in self.members}
-        if len(rates) != 1:
-            raise ModelError(f"ensemble members expect different sample rates: {sorted(rates)}")
-        self.cfg = self.members[0].cfg
-        # Members that hear the same features share one extraction. Groups go largest input
-        # first, and a worker thread runs a group's models (one graph call) while this thread
-        # extracts the next group's features: TensorFlow releases the GIL, so the two overlap.
-        order = sorted(range(len(self.members)), key=lambda i: -int(np.prod(self.members[i].model.input_shape[1:])))
-        self._groups: list[list[int]] = []
-        for i in order:
-            group = next((g for g in self._groups if self.members[g[0]].cfg == self.members[i].cfg), None)
-            if group is None:
-                self._groups.append([i])
-            else:
-                group.append(i)
-        self._group_calls = [_graph_call([self.members[i].model for i in g]) for g in self._groups]
-        self._runner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ser-ensemble")
-
-    def model_input(self, y: np.ndarray) -> np.ndarray:
-        return self.members[0].model_input(y)
-
-    def _combine(self, preds):
-        from .predict import Prediction
-
-        first = preds[0]
-        if not first.speech:
-            return first
-        probs = np.mean([[p.probabilities.get(lab, 0.0) for lab in self.labels] for p in preds if p.speech], axis=0)
-        i = int(np.argmax(probs))
-        return Prediction(first.file, self.labels[i], float(probs[i]), dict(zip(self.labels, map(float, probs))),
-                          first.duration, first.windows, first.message)
-
-    def predict_array(self, y: np.ndarray, sr: int | None = None, *, name: str = "<array>"):
-        """Features once per distinct feature setting, models in one call per group, overlapped;
-        a waveform longer than one batch of windows goes member by member."""
-        from .predict import BATCH, frame_levels, speech_present
-
-        first = self.members[0]
-        y = first.checked(y, sr, name)
-        duration = y.size / self.cfg.sample_rate
-        if not speech_present(frame_levels(y)):
-            return first._no_speech(name, duration)
-        if max(len(m.window_starts(y.size)) for m in self.members) > BATCH:
-            return self._combine([m.predict_array(y, name=name) for m in self.members])
-        pending = []
-        for group, call in zip(self._groups, self._group_calls):
-            starts, x, speech = self.members[group[0]].window_features(y)
-            inputs = [self.members[i].normalise(x) for i in group]
-            future = self._runner.submit(lambda c=call, xs=inputs: [o.numpy() for o in c(*xs)])
-            pending.append((group, starts, speech, future))
-        preds = [None] * len(self.members)
-        for group, starts, speech, future in pending:
-            for i, probs in zip(group, future.result()):
-                preds[i] = self.members[i]._result(probs.astype(np.float64), speech, starts, name, duration)
-        return self._combine(preds)
-
-    def predict_file(self, source, *, name: str | None = None, progress: Callable[[float, float], None] | None = None):
-        from . import audio
-        from .config import max_audio_seconds
-        from .predict import STREAM_ABOVE_SECONDS
-
-        label = name or (Path(source).name if isinstance(source, (str, Path)) else "<audio>")
-        if audio.duration_seconds(source, name=label) > STREAM_ABOVE_SECONDS:
-            n = len(self.members)
-            preds = [m.predict_file(source, name=label, progress=None if progress is None else
-                                    (lambda done, total, k=k: progress((k * total + done) / n, total)))
-                     for k, m in enumerate(self.members)]
-            return self._combine(preds)
-        y = audio.load(source, sr=self.cfg.sample_rate, name=label, max_seconds=max_audio_seconds())
-        return self.predict_array(y, name=label)
-
-
-def _graph_call(models: list):
-    """One tf.function calling several Keras models, each on its own batch of inputs."""
-    import tensorflow as tf
-
-    return tf.function(lambda *xs: [model(x, training=False) for model, x in zip(models, xs)],
-                       input_signature=[tf.TensorSpec((None, *model.input_shape[1:]), tf.float32) for model in models])
-
-
-def build(members: Sequence[Path | str], out_dir: Path | str) -> Path:
-    """Copy finished model folders into a new ensemble folder (written under a temporary name)."""
+    A member's LiteRT file comes along when it is current; with ``export`` the members
+    without one are exported (see :mod:`ser_core.lite`), else they run on Keras.
+    """
     from .config import EMOTIONS
 
     out_dir = Path(out_dir)
@@ -172,12 +51,14 @@ def build(members: Sequence[Path | str], out_dir: Path | str) -> Path:
     for src, name in zip(members, names):
         dest = tmp / MEMBERS / name
         dest.mkdir()
-        for f in ("spec.json", "model.keras"):
+        for f in (SPEC, WEIGHTS) + ((LITE,) if lite.fresh(src) else ()):
             shutil.copy2(Path(src) / f, dest / f)
+        if export and not lite.fresh(dest):
+            lite.try_export(dest)
     first = specs[0]
     spec = ModelSpec(arch=ARCH, features=first.features, labels=ordered, protocol=first.protocol,
                      created=runs.now_iso(), extra={"members": names, "member_archs": [s.arch for s in specs]})
-    spec.save(tmp / "spec.json")
+    spec.save(tmp / SPEC)
     if out_dir.exists():
         shutil.rmtree(out_dir)
     os.replace(tmp, out_dir)
@@ -202,6 +83,8 @@ def combine_cv(cv_dirs: Sequence[Path | str], out_dir: Path | str) -> dict:
     models, so ``ser robustness`` works on the result), per-fold and pooled predictions,
     ``metrics.json`` and ``config.json``.
     """
+    import pandas as pd
+
     from .evaluation import evaluate
     from .jsonio import read_json, write_json
 
@@ -228,7 +111,7 @@ def combine_cv(cv_dirs: Sequence[Path | str], out_dir: Path | str) -> dict:
         table = _average(parts)
         fold_dir = out_dir / f"fold-{k}"
         fold_dir.mkdir(exist_ok=True)
-        build([d / f"fold-{k}" / "model" for d in cv_dirs], fold_dir / "model")
+        build([d / f"fold-{k}" / "model" for d in cv_dirs], fold_dir / "model", export=False)
         atomic_write_text(fold_dir / "predictions.csv", table.to_csv(index=False))
         labels = [c[2:] for c in table.columns if c.startswith("p_")]
         m = evaluate(table, labels)
@@ -254,7 +137,7 @@ def combine_cv(cv_dirs: Sequence[Path | str], out_dir: Path | str) -> dict:
     return metrics
 
 
-def _average(parts: list[pd.DataFrame]) -> pd.DataFrame:
+def _average(parts: list):
     """Mean probabilities per clip (rows matched by file name), the members' other columns from the first."""
     labels = [c[2:] for c in parts[0].columns if c.startswith("p_")]
     base = parts[0].set_index("file")

@@ -32,7 +32,7 @@ from functools import lru_cache, wraps
 import numpy as np
 import scipy.fft
 
-from .audio import fix_length, normalise_loudness, trim_silence
+from .audio import fix_length, normalise_loudness, trim_bounds
 from .config import FeatureConfig
 
 AMIN = 1e-10
@@ -361,12 +361,20 @@ def _viridis_lut() -> np.ndarray:
 # --------------------------------------------------------------------------- kinds
 def condition(y: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
     """Whole-signal conditioning the config asks for: silence trim, loudness normalisation."""
+    return condition_span(y, cfg)[0]
+
+
+def condition_span(y: np.ndarray, cfg: FeatureConfig) -> tuple[np.ndarray, int]:
+    """:func:`condition` and the sample of ``y`` where the conditioned signal starts (after
+    the silence trim), so windows of the conditioned signal can be placed on the recording."""
     y = np.asarray(y, dtype=np.float32)
+    start = 0
     if cfg.trim_silence:
-        y = trim_silence(y, cfg.trim_top_db)
+        start, end = trim_bounds(y, cfg.trim_top_db)
+        y = y[start:end]
     if cfg.loudness_norm:
         y = normalise_loudness(y)
-    return y
+    return y, start
 
 
 def prepare(y: np.ndarray, cfg: FeatureConfig) -> np.ndarray:

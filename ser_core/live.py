@@ -140,13 +140,21 @@ class RollingBuffer:
 
 @dataclass
 class LivePoint:
-    """One classification of the rolling window, ``time`` seconds into the stream."""
+    """One classification of the rolling window, ``time`` seconds into the stream.
+
+    ``emotion`` is the answer (an emotion, "not sure" or None for no speech), ``best`` the
+    most likely emotion, ``summary`` the answer in words ("not sure: sad or neutral").
+    """
 
     time: float
     emotion: str | None
     confidence: float
     probabilities: dict[str, float] = field(default_factory=dict)
     message: str = ""
+    best: str | None = None
+    top2: tuple[str, ...] = ()
+    not_sure: bool = False
+    summary: str = "no speech"
 
 
 class LiveSession:
@@ -185,7 +193,7 @@ class LiveSession:
     def step(self, predictor, *, force: bool = False) -> LivePoint | None:
         """Classify the current window when due; returns the new point (or None when not due).
 
-        ``predictor`` is a :class:`ser_core.predict.Predictor` (anything with
+        ``predictor`` is a :class:`ser_core.predict.BasePredictor` (anything with
         ``predict_array`` and ``labels``); this module never imports TensorFlow.
         """
         if not (force or self.due()):
@@ -194,7 +202,8 @@ class LiveSession:
         y = self.buffer.snapshot()
         try:
             pred = predictor.predict_array(y, self.buffer.rate, name="live")
-            point = LivePoint(at, pred.emotion, float(pred.confidence), dict(pred.probabilities), pred.message)
+            point = LivePoint(at, pred.emotion, float(pred.confidence), dict(pred.probabilities), pred.message,
+                              pred.best, tuple(pred.top2), bool(pred.not_sure), pred.summary())
         except AudioError as exc:
             point = LivePoint(at, None, 0.0, {lab: 0.0 for lab in predictor.labels}, str(exc))
         with self._lock:

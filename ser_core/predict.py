@@ -1,22 +1,44 @@
-"""Prediction: a saved model directory -> per-emotion probabilities for audio.
+"""Prediction: a saved model folder -> what a caller shows for a recording.
 
-Audio up to ``duration + 1 s`` is one window; longer audio is cut into
-windows (``duration`` long, 1 s hop) whose probabilities are averaged over
-the windows that hold speech. Files longer than a minute are streamed, so
+One path serves every caller (``ser predict``, batch workers, the Predict page, live mode,
+robustness): :meth:`BasePredictor.analyse` takes a file, bytes or a waveform and returns an
+:class:`Analysis` (the :class:`Prediction`, its per-window results, the waveform it used and
+each network's model input). :class:`Predictor` runs one network, :class:`EnsemblePredictor`
+several (an ensemble folder, built by :mod:`ser_core.ensemble`); both are a :class:`BasePredictor`,
+which holds that path once. They live in one module so that :func:`load_predictor` can choose
+between them without an import circle; what a model folder holds is :mod:`ser_core.modeldir`'s.
+
+With a calibration stored (``spec.json`` ``extra["calibration"]``), window and clip
+probabilities are calibrated; the clip's are the calibrated mean of the uncalibrated speech
+windows (the temperature was fitted on clip-level out-of-fold predictions).
+
+Audio up to ``duration + 1 s`` is one window; longer audio is cut into windows (``duration``
+long, 1 s hop). The clip's probabilities are the mean of the windows that hold speech, then
+calibrated (the model's stored temperature); below the stored threshold the answer is
+"not sure" with the two most likely emotions. Files longer than a minute are streamed, so
 memory stays flat however long the file is.
+
+Networks run on LiteRT when their folder holds a current export (no TensorFlow import), else
+on Keras: see :mod:`ser_core.lite`.
 """
 from __future__ import annotations
 
-import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
 from . import audio, features
-from .config import ModelSpec, max_audio_seconds
-from .errors import AudioError, EmptyAudioError, ModelError, SilentAudioError, TooShortError
+from .calibration import NOT_SURE, SPEC_KEY, Calibration, apply_temperature
+from .config import FeatureConfig, ModelSpec, max_audio_seconds
+from .errors import (AudioError, EmptyAudioError, ModelError, SERError, SilentAudioError, TooLongError,
+                     TooShortError)
+from .lite import RUNTIMES
+from .modeldir import LITE, SPEC, WEIGHTS, is_ensemble
 
 HOP_SECONDS = 1.0
 STREAM_ABOVE_SECONDS = 60.0
@@ -24,10 +46,16 @@ SPEECH_FLOOR_DBFS = -80.0   # nothing whose loudest 32 ms frame stays below this
 SPEECH_RANGE_DB = 6.0       # speech frames stand this far above the recording's quiet frames
 WINDOW_RANGE_DB = 35.0      # a window more than this below the recording's loudest frame holds no speech
 BATCH = 32
+NO_SPEECH = "no speech detected: the recording is silent or too quiet"
+
+Progress = Callable[[float, float], None]
 
 
+# ============================================================================ results
 @dataclass
 class Window:
+    """One window of the recording: its most likely emotion and calibrated probabilities."""
+
     start: float
     end: float
     emotion: str | None
@@ -38,6 +66,14 @@ class Window:
 
 @dataclass
 class Prediction:
+    """The answer for one recording.
+
+    ``emotion`` is the answer: an emotion, ``"not sure"`` (the calibrated confidence is
+    below the model's threshold) or None (no speech). ``best`` is the most likely emotion
+    whatever the answer, ``top2`` the two most likely; ``confidence`` and
+    ``probabilities`` are calibrated.
+    """
+
     file: str
     emotion: str | None
     confidence: float
@@ -45,13 +81,21 @@ class Prediction:
     duration: float
     windows: list[Window] = field(default_factory=list)
     message: str = ""
+    best: str | None = None
+    top2: tuple[str, ...] = ()
+    not_sure: bool = False
 
     @property
     def speech(self) -> bool:
-        return self.emotion is not None
+        return self.best is not None
+
+    def summary(self) -> str:
+        """The answer in words: ``angry``, ``not sure: sad or neutral`` or ``no speech``."""
+        return answer_text(self.emotion, self.top2)
 
     def to_dict(self, *, windows: bool = False) -> dict:
-        d = {"file": self.file, "emotion": self.emotion, "confidence": round(float(self.confidence), 6),
+        d = {"file": self.file, "emotion": self.emotion, "best": self.best, "top2": list(self.top2),
+             "not_sure": bool(self.not_sure), "confidence": round(float(self.confidence), 6),
              "probabilities": {k: round(float(v), 6) for k, v in self.probabilities.items()},
              "duration": round(self.duration, 3)}
         if self.message:
@@ -61,6 +105,44 @@ class Prediction:
         return d
 
 
+def answer_text(emotion: str | None, top2) -> str:
+    if emotion is None:
+        return "no speech"
+    if emotion == NOT_SURE:
+        return f"{NOT_SURE}: {' or '.join(top2)}"
+    return emotion
+
+
+@dataclass
+class ModelInput:
+    """What one network sees: its first window's normalised features."""
+
+    name: str
+    features: FeatureConfig
+    x: np.ndarray
+
+
+@dataclass
+class Analysis:
+    """Everything a caller shows for one recording."""
+
+    prediction: Prediction
+    waveform: np.ndarray | None      # the checked mono waveform at ``sample_rate``; None when streamed
+    sample_rate: int
+    inputs: list[ModelInput] = field(default_factory=list)
+
+
+@dataclass
+class WindowScores:
+    """Uncalibrated window probabilities on the recording's own timeline (seconds)."""
+
+    starts: np.ndarray
+    ends: np.ndarray
+    probs: np.ndarray          # (windows, labels)
+    speech: np.ndarray         # (windows,) bool
+
+
+# ============================================================================ small pure functions
 def frame_levels(y: np.ndarray, frame: int = 512) -> np.ndarray:
     """RMS level of each ~32 ms frame, in dB relative to full scale (DC removed)."""
     y = np.asarray(y, dtype=np.float64)
@@ -81,150 +163,302 @@ def speech_present(levels: np.ndarray) -> bool:
     return peak > SPEECH_FLOOR_DBFS and peak - float(np.percentile(levels, 10)) > SPEECH_RANGE_DB
 
 
-def load_predictor(model_dir: Path | str):
-    """A Predictor for a model folder, or an EnsemblePredictor for an ensemble folder."""
-    from .ensemble import EnsemblePredictor, is_ensemble
+def window_starts(n: int, win: int, hop: int) -> list[int]:
+    """Window starts over ``n`` samples: one window up to ``win + hop``, else a ``hop`` grid
+    and a last window flush with the end."""
+    if n <= win + hop:
+        return [0]
+    starts = list(range(0, n - win + 1, hop))
+    if starts[-1] + win < n:
+        starts.append(n - win)
+    return starts
 
-    return EnsemblePredictor(model_dir) if is_ensemble(model_dir) else Predictor(model_dir)
+
+def speech_windows(y: np.ndarray, starts: list[int], win: int) -> np.ndarray:
+    """Which windows hold speech: their loudest frame is within ``WINDOW_RANGE_DB`` of the recording's."""
+    loudest = float(frame_levels(y).max())
+    return np.array([frame_levels(audio.fix_length(y[s:s + win], win)).max() > loudest - WINDOW_RANGE_DB
+                     for s in starts])
 
 
-class Predictor:
-    """Loads a model directory once; thread-safe ``predict_*`` calls afterwards."""
+def checked_waveform(y: np.ndarray, sr: int | None, rate: int, name: str) -> np.ndarray:
+    """A mono float32 waveform at ``rate``, validated (too short, too long, not finite...)."""
+    y = np.asarray(y, dtype=np.float32)
+    if y.ndim == 2:                  # multichannel: (n, ch) or (ch, n), channels are the short axis
+        y = y.mean(axis=int(np.argmin(y.shape)), dtype=np.float32)
+    y = y.reshape(-1)
+    sr = sr or rate
+    if not isinstance(sr, (int, np.integer)) or not 0 < sr <= 1_000_000:
+        raise AudioError(f"invalid sample rate {sr!r}", source=name)
+    y = audio.resample(y, sr, rate) if sr != rate else y
+    audio.validate(y, rate, label=name, max_seconds=max_audio_seconds())
+    return y
 
-    def __init__(self, model_dir: Path | str):
+
+def aligned(grid: WindowScores, member: WindowScores) -> np.ndarray:
+    """A network's probabilities on another window grid: for each grid window, the network's
+    window that overlaps it most (the nearest centre on a tie or without overlap).
+
+    Networks that trim silence first see fewer windows than the recording has; a network
+    with one window for a clip gives that window's answer to every window of the clip.
+    """
+    overlap = (np.minimum(grid.ends[:, None], member.ends[None, :])
+               - np.maximum(grid.starts[:, None], member.starts[None, :])).clip(min=0)
+    distance = np.abs((grid.starts + grid.ends)[:, None] - (member.starts + member.ends)[None, :]) / 2
+    most = overlap.max(axis=1, keepdims=True)
+    pick = np.where(overlap >= most - 1e-9, distance, np.inf).argmin(axis=1)
+    return member.probs[pick]
+
+
+def decide(probs: np.ndarray, labels: list[str], calibration: Calibration | None) -> dict:
+    """The answer from calibrated probabilities: best, top two, "not sure" below the threshold."""
+    order = np.argsort(-probs, kind="stable")
+    best, confidence = labels[int(order[0])], float(probs[order[0]])
+    not_sure = calibration is not None and confidence < calibration.threshold
+    return {"emotion": NOT_SURE if not_sure else best, "best": best, "confidence": confidence,
+            "top2": tuple(labels[int(i)] for i in order[:2]), "not_sure": bool(not_sure)}
+
+
+def no_speech(name: str, duration: float, labels: list[str], windows: list[Window] | None = None) -> Prediction:
+    return Prediction(name, None, 0.0, {lab: 0.0 for lab in labels}, duration, windows or [], message=NO_SPEECH)
+
+
+def prediction(scores: WindowScores, labels: list[str], calibration: Calibration | None, name: str,
+               duration: float) -> Prediction:
+    """The clip's answer from its window scores: the mean over speech windows, calibrated."""
+    temperature = calibration.temperature if calibration else 1.0
+    windows = []
+    for start, end, p, s in zip(scores.starts, scores.ends, apply_temperature(scores.probs, temperature),
+                                scores.speech):
+        i = int(np.argmax(p))
+        windows.append(Window(float(start), float(end), labels[i] if s else None, float(p[i]) if s else 0.0,
+                              dict(zip(labels, map(float, p))), bool(s)))
+    if not scores.speech.any():
+        return no_speech(name, duration, labels, windows)
+    clip = apply_temperature(scores.probs[scores.speech].mean(axis=0), temperature)
+    return Prediction(name, probabilities=dict(zip(labels, map(float, clip))), duration=duration,
+                      windows=windows, **decide(clip, labels, calibration))
+
+
+# ============================================================================ runtimes
+class Runtime(Protocol):
+    """One network's inference: normalised inputs (batch, *input_shape) -> probabilities."""
+
+    kind: str
+    input_shape: tuple[int, ...]
+    n_outputs: int
+
+    def __call__(self, x: np.ndarray) -> np.ndarray: ...
+
+
+def load_keras(weights: Path):
+    """A saved Keras model, loaded in safe mode (imports TensorFlow)."""
+    from . import layers as _registered  # noqa: F401  (custom layers must be known before loading)
+    from .tf_setup import keras
+
+    try:
+        return keras().models.load_model(weights, safe_mode=True, compile=False)
+    except Exception as exc:  # Keras raises many types for damaged or unsafe files
+        detail = " ".join(str(exc).split())          # Keras messages span lines; ours is one
+        raise ModelError(f"{weights} could not be loaded safely ({type(exc).__name__}: "
+                         f"{detail[:300]}{'...' if len(detail) > 300 else ''})") from exc
+
+
+class KerasRuntime:
+    """A Keras model behind one traced function (thread-safe)."""
+
+    kind = "keras"
+
+    def __init__(self, model):
+        import tensorflow as tf
+
+        self.model = model
+        self.input_shape = tuple(int(n) for n in model.input_shape[1:])
+        self.n_outputs = int(model.output_shape[-1])
+        # One trace for every batch size (a 2-window file must not retrace), no XLA: it
+        # saves ~2 ms per clip on ser_crnn but costs seconds of compilation at load.
+        self._infer = tf.function(lambda x: model(x, training=False), reduce_retracing=True,
+                                  input_signature=[tf.TensorSpec((None, *self.input_shape), tf.float32)])
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self._infer(x).numpy().astype(np.float64)
+
+
+def open_runtime(network_dir: Path, runtime: str = "auto") -> Runtime:
+    """LiteRT when the folder holds a current export (``auto``) or when asked (``lite``), else Keras."""
+    from . import lite
+
+    if runtime not in RUNTIMES:
+        raise ModelError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
+    if runtime == "lite" or (runtime == "auto" and lite.fresh(network_dir) and lite.available()):
+        if not lite.fresh(network_dir):
+            raise ModelError(f"no current {LITE} in {network_dir}: export it with `ser export`")
+        return lite.LiteRuntime(network_dir / LITE)
+    return KerasRuntime(load_keras(network_dir / WEIGHTS))
+
+
+def stored_calibration(spec: ModelSpec, where) -> Calibration | None:
+    try:
+        return Calibration.from_dict(spec.extra.get(SPEC_KEY))
+    except (TypeError, ValueError, SERError) as exc:
+        raise ModelError(f"the calibration stored in {where} is invalid ({exc})") from exc
+
+
+# ============================================================================ predictors
+class BasePredictor(ABC):
+    """What every predictor offers: :meth:`analyse`, and the two shortcuts to its prediction.
+
+    A subclass scores a waveform's windows (:meth:`window_scores`) and a streamed file's
+    (:meth:`stream_scores`); decoding, checks, the window mean, calibration and the
+    answer are here, once. Thread-safe after construction.
+    """
+
+    model_dir: Path | None
+    spec: ModelSpec
+    labels: list[str]
+    cfg: FeatureConfig
+    calibration: Calibration | None
+
+    # ------------------------------------------------------------------ subclass part
+    @abstractmethod
+    def window_scores(self, y: np.ndarray) -> tuple[WindowScores, list[ModelInput]]:
+        """Window scores of a checked waveform with speech in it, and what each network saw."""
+
+    @abstractmethod
+    def stream_scores(self, source, label: str, total: float,
+                      progress: Progress | None) -> tuple[WindowScores, float]:
+        """Window scores of a file read block by block, and the decoded duration (seconds)."""
+
+    # ------------------------------------------------------------------ the one path
+    def analyse(self, source, *, sr: int | None = None, name: str | None = None,
+                progress: Progress | None = None, whole: bool = False) -> Analysis:
+        """Everything a caller shows for a file, path, bytes or waveform (``sr`` for a waveform).
+
+        Files longer than ``STREAM_ABOVE_SECONDS`` are streamed (the analysis then holds no
+        waveform) unless ``whole`` asks for the decoded waveform, which is then limited to
+        ``max_audio_seconds()``. Raises :class:`~ser_core.errors.AudioError` for bad audio.
+        """
+        rate = self.cfg.sample_rate
+        if isinstance(source, np.ndarray):
+            label = name or "<array>"
+            return self._analyse_waveform(checked_waveform(source, sr, rate, label), label)
+        label = name or (Path(source).name if isinstance(source, (str, Path)) else "<audio>")
+        if whole:
+            return self._analyse_waveform(self._load_whole(source, label), label)
+        total = audio.duration_seconds(source, name=label)
+        if total <= STREAM_ABOVE_SECONDS:
+            y = audio.load(source, sr=rate, name=label, max_seconds=max_audio_seconds())
+            return self._analyse_waveform(y, label)
+        scores, duration = self.stream_scores(source, label, total, progress)
+        return Analysis(prediction(scores, self.labels, self.calibration, label, duration), None, rate)
+
+    def predict_file(self, source, *, name: str | None = None, progress: Progress | None = None) -> Prediction:
+        """The prediction for a file, path or bytes (long files streamed)."""
+        return self.analyse(source, name=name, progress=progress).prediction
+
+    def predict_array(self, y: np.ndarray, sr: int | None = None, *, name: str = "<array>") -> Prediction:
+        """The prediction for a waveform (any rate; resampled to the model's rate)."""
+        return self.analyse(np.asarray(y), sr=sr, name=name).prediction
+
+    def _load_whole(self, source, label: str) -> np.ndarray:
+        limit = max_audio_seconds()
+        try:
+            seconds = audio.duration_seconds(source, name=label)   # refuse a long file before decoding it
+        except AudioError:
+            seconds = None                                         # audio.load names the exact problem
+        if seconds is not None and seconds > limit:
+            raise TooLongError(f"audio is {seconds:.0f} s long; the limit is {limit:.0f} s", source=label)
+        return audio.load(source, sr=self.cfg.sample_rate, name=label, max_seconds=limit)
+
+    def _analyse_waveform(self, y: np.ndarray, label: str) -> Analysis:
+        rate = self.cfg.sample_rate
+        duration = y.size / rate
+        if not speech_present(frame_levels(y)):
+            return Analysis(no_speech(label, duration, self.labels), y, rate)
+        scores, inputs = self.window_scores(y)
+        return Analysis(prediction(scores, self.labels, self.calibration, label, duration), y, rate, inputs)
+
+
+class Predictor(BasePredictor):
+    """One network from a model folder (``model.tflite`` when current, else ``model.keras``).
+
+    ``calibrated=False`` leaves out the folder's stored calibration (an ensemble calibrates
+    the mean of its members, not each member).
+    """
+
+    def __init__(self, model_dir: Path | str, *, runtime: str = "auto", calibrated: bool = True):
         self.model_dir = Path(model_dir)
-        spec_path, weights = self.model_dir / "spec.json", self.model_dir / "model.keras"
         if not self.model_dir.is_dir():
             raise ModelError(f"model folder not found: {self.model_dir}")
-        if not weights.exists():
-            raise ModelError(f"no model.keras in {self.model_dir}")
-        spec = ModelSpec.load(spec_path)
-        from . import layers as _registered  # noqa: F401  (custom layers must be known before loading)
-        from .tf_setup import keras
-
-        try:
-            model = keras().models.load_model(weights, safe_mode=True, compile=False)
-        except Exception as exc:  # Keras raises many types for damaged or unsafe files
-            detail = " ".join(str(exc).split())          # Keras messages span lines; ours is one
-            raise ModelError(f"{weights} could not be loaded safely ({type(exc).__name__}: "
-                             f"{detail[:300]}{'...' if len(detail) > 300 else ''})") from exc
-        self._setup(model, spec)
+        if not (self.model_dir / WEIGHTS).exists():
+            raise ModelError(f"no {WEIGHTS} in {self.model_dir}")
+        spec = ModelSpec.load(self.model_dir / SPEC)
+        self._keras = None
+        self._setup(open_runtime(self.model_dir, runtime), spec, calibrated)
 
     @classmethod
     def from_model(cls, model, spec: ModelSpec) -> "Predictor":
         """Wrap an in-memory Keras model (training evaluates its test clips through this)."""
         obj = cls.__new__(cls)
-        obj.model_dir = None
-        obj._setup(model, spec)
+        obj.model_dir, obj._keras = None, model
+        obj._setup(KerasRuntime(model), spec, True)
         return obj
 
-    def _setup(self, model, spec: ModelSpec) -> None:
-        self.model, self.spec = model, spec
+    def _setup(self, runtime: Runtime, spec: ModelSpec, calibrated: bool) -> None:
+        self.spec, self.runtime = spec, runtime
         self.labels = list(spec.labels)
         self.cfg = spec.features
         expected = tuple(features.input_shape(self.cfg))
-        if tuple(model.input_shape[1:]) != expected or model.output_shape[-1] != len(self.labels):
+        if runtime.input_shape != expected or runtime.n_outputs != len(self.labels):
             raise ModelError(f"model in {self.model_dir} does not match its spec.json "
-                             f"(input {model.input_shape[1:]} vs {expected})")
+                             f"(input {runtime.input_shape} vs {expected})")
         self._mean = np.asarray(spec.norm_mean, np.float32) if spec.norm_mean else None
         self._std = np.asarray(spec.norm_std, np.float32) if spec.norm_std else None
-        import tensorflow as tf
-
-        # One trace for every batch size (a 2-window file must not retrace), no XLA: it
-        # saves ~2 ms per clip on ser_crnn but costs seconds of compilation at load.
-        self._infer = tf.function(lambda x: self.model(x, training=False), reduce_retracing=True,
-                                  input_signature=[tf.TensorSpec((None, *expected), tf.float32)])
-        self._lock = threading.Lock()
+        self.calibration = stored_calibration(spec, self.model_dir) if calibrated else None
         features.warm_up(self.cfg)      # filterbanks now, not during the first answer
-        self.predict_features(np.zeros((1, *expected), np.float32))
+        self.infer(np.zeros((1, *expected), np.float32))
 
-    # ------------------------------------------------------------------ low level
+    @property
+    def model(self):
+        """The Keras model (loaded on first use when inference runs on LiteRT)."""
+        if self._keras is None:
+            self._keras = self.runtime.model if isinstance(self.runtime, KerasRuntime) else \
+                load_keras(self.model_dir / WEIGHTS)
+        return self._keras
+
+    # ------------------------------------------------------------------ building blocks
     def normalise(self, x: np.ndarray) -> np.ndarray:
         if self._mean is None:
             return x.astype(np.float32, copy=False)
         return ((x - self._mean) / self._std).astype(np.float32)
 
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        """Probabilities for a batch of normalised inputs (any length; run ``BATCH`` at a time)."""
+        return np.concatenate([self.runtime(x[b:b + BATCH]) for b in range(0, len(x), BATCH)])
+
     def predict_features(self, x: np.ndarray) -> np.ndarray:
         """Probabilities for a batch of raw (un-normalised) feature arrays."""
-        return self._infer(self.normalise(x)).numpy().astype(np.float64)
+        return self.infer(self.normalise(x))
 
-    def model_input(self, y: np.ndarray) -> np.ndarray:
-        """The normalised feature array the model sees for a waveform's first window (for display)."""
-        return self.normalise(features.extract(y, self.cfg))
-
-    def window_starts(self, n: int) -> list[int]:
+    def window_features(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """For a checked waveform: window starts and ends (seconds of the recording), raw
+        feature arrays and which windows hold speech. Windows cut the conditioned signal,
+        which starts where the silence trim (if any) begins."""
         sr, win = self.cfg.sample_rate, self.cfg.n_samples
-        hop = int(HOP_SECONDS * sr)
-        if n <= win + hop:
-            return [0]
-        starts = list(range(0, n - win + 1, hop))
-        if starts[-1] + win < n:
-            starts.append(n - win)
-        return starts
+        yc, offset = features.condition_span(y, self.cfg)
+        starts = window_starts(yc.size, win, int(HOP_SECONDS * sr))
+        x = np.stack([features.from_waveform(audio.fix_length(yc[s:s + win], win), self.cfg) for s in starts])
+        t0 = (offset + np.asarray(starts)) / sr
+        return t0, np.minimum(t0 + self.cfg.duration, (offset + yc.size) / sr), x, speech_windows(yc, starts, win)
 
-    def _result(self, probs: np.ndarray, speech: np.ndarray, starts: list[float], name: str, duration: float):
-        sr = self.cfg.sample_rate
-        windows = []
-        for p, s, st in zip(probs, speech, starts):
-            i = int(np.argmax(p))
-            windows.append(Window(st / sr, min(st / sr + self.cfg.duration, duration),
-                                  self.labels[i] if s else None, float(p[i]) if s else 0.0,
-                                  dict(zip(self.labels, map(float, p))), bool(s)))
-        if not speech.any():
-            return self._no_speech(name, duration, windows)
-        agg = probs[speech].mean(axis=0)
-        i = int(np.argmax(agg))
-        return Prediction(name, self.labels[i], float(agg[i]), dict(zip(self.labels, map(float, agg))),
-                          duration, windows)
+    # ------------------------------------------------------------------ BasePredictor
+    def window_scores(self, y: np.ndarray) -> tuple[WindowScores, list[ModelInput]]:
+        t0, ends, x, speech = self.window_features(y)
+        xn = self.normalise(x)
+        return WindowScores(t0, ends, self.infer(xn), speech), [ModelInput(self.spec.arch, self.cfg, xn[0])]
 
-    def _no_speech(self, name: str, duration: float, windows: list[Window] | None = None) -> Prediction:
-        return Prediction(name, None, 0.0, {lab: 0.0 for lab in self.labels}, duration, windows or [],
-                          message="no speech detected: the recording is silent or too quiet")
-
-    # ------------------------------------------------------------------ public
-    def checked(self, y: np.ndarray, sr: int | None, name: str) -> np.ndarray:
-        """A mono float32 waveform at the model's rate, validated (too short, too long, not finite...)."""
-        y = np.asarray(y, dtype=np.float32)
-        if y.ndim == 2:                  # multichannel: (n, ch) or (ch, n), channels are the short axis
-            y = y.mean(axis=int(np.argmin(y.shape)), dtype=np.float32)
-        y = y.reshape(-1)
-        sr = sr or self.cfg.sample_rate
-        if not isinstance(sr, (int, np.integer)) or not 0 < sr <= 1_000_000:
-            raise AudioError(f"invalid sample rate {sr!r}", source=name)
-        y = audio.resample(y, sr, self.cfg.sample_rate) if sr != self.cfg.sample_rate else y
-        audio.validate(y, self.cfg.sample_rate, label=name, max_seconds=max_audio_seconds())
-        return y
-
-    def window_features(self, y: np.ndarray) -> tuple[list[int], np.ndarray, np.ndarray]:
-        """Window starts, raw feature arrays and which windows hold speech, for a checked waveform."""
-        y = features.condition(y, self.cfg)
-        starts = self.window_starts(y.size)
-        wins = [audio.fix_length(y[s:s + self.cfg.n_samples], self.cfg.n_samples) for s in starts]
-        loudest = float(frame_levels(y).max())
-        speech = np.array([frame_levels(w).max() > loudest - WINDOW_RANGE_DB for w in wins])
-        return starts, np.stack([features.from_waveform(w, self.cfg) for w in wins]), speech
-
-    def predict_array(self, y: np.ndarray, sr: int | None = None, *, name: str = "<array>") -> Prediction:
-        """Classify a waveform (any rate; resampled to the model's rate)."""
-        y = self.checked(y, sr, name)
-        duration = y.size / self.cfg.sample_rate
-        if not speech_present(frame_levels(y)):
-            return self._no_speech(name, duration)
-        starts, x, speech = self.window_features(y)
-        probs = np.concatenate([self.predict_features(x[b:b + BATCH]) for b in range(0, len(x), BATCH)])
-        return self._result(probs, speech, starts, name, duration)
-
-    def predict_file(self, source, *, name: str | None = None,
-                     progress: Callable[[float, float], None] | None = None) -> Prediction:
-        """Classify a file, path or bytes. Long files are streamed window by window."""
-        label = name or (Path(source).name if isinstance(source, (str, Path)) else "<audio>")
-        total = audio.duration_seconds(source, name=label)
-        if total <= STREAM_ABOVE_SECONDS:
-            y = audio.load(source, sr=self.cfg.sample_rate, name=label, max_seconds=max_audio_seconds())
-            return self.predict_array(y, name=label)
-        return self._predict_stream(source, label, total, progress)
-
-    def _predict_stream(self, source, label: str, total: float, progress) -> Prediction:
+    def stream_scores(self, source, label: str, total: float,
+                      progress: Progress | None) -> tuple[WindowScores, float]:
         sr, win = self.cfg.sample_rate, self.cfg.n_samples
         hop = int(HOP_SECONDS * sr)
         buf = np.zeros(0, np.float32)
@@ -272,4 +506,89 @@ class Predictor:
         if not starts:
             raise TooShortError("audio holds no complete window", source=label)
         # the decoded length, not the header's claim (a damaged header can promise hours)
-        return self._result(np.concatenate(all_probs), np.array(all_speech), starts, label, n_read / sr)
+        duration = n_read / sr
+        t0 = np.asarray(starts) / sr
+        return WindowScores(t0, np.minimum(t0 + self.cfg.duration, duration), np.concatenate(all_probs),
+                            np.array(all_speech)), duration
+
+
+class EnsemblePredictor(BasePredictor):
+    """Several networks that hear different features, as one predictor (see :mod:`ser_core.ensemble`).
+
+    Every member runs its own path (conditioning, windows, normalisation). The ensemble's
+    windows are the recording's own (``duration`` long, 1 s hop, as a single model with no
+    silence trim would cut them); each window's probabilities are the mean of the members'
+    (:func:`aligned` places a member's windows on that grid), and the clip's are the mean of
+    the windows that hold speech, calibrated with the ensemble's own stored calibration.
+    """
+
+    def __init__(self, model_dir: Path | str, *, runtime: str = "auto"):
+        from .modeldir import member_dirs
+
+        self.model_dir = Path(model_dir)
+        self.spec = ModelSpec.load(self.model_dir / SPEC)
+        dirs = member_dirs(self.model_dir)
+        self.members = [Predictor(d, runtime=runtime, calibrated=False) for d in dirs]
+        self.member_names = [d.name for d in dirs]
+        self.labels = list(self.spec.labels)
+        for m, n in zip(self.members, self.member_names):
+            if set(m.labels) != set(self.labels):
+                raise ModelError(f"ensemble member {n} predicts {m.labels}, not {self.labels}")
+        rates = {m.cfg.sample_rate for m in self.members}
+        if len(rates) != 1:
+            raise ModelError(f"ensemble members expect different sample rates: {sorted(rates)}")
+        self.cfg = self.members[0].cfg
+        self.calibration = stored_calibration(self.spec, self.model_dir)
+        self._columns = [[m.labels.index(lab) for lab in self.labels] for m in self.members]
+        # Members that hear the same features share one extraction. Groups go largest input
+        # first, and a worker thread runs a group's networks while this thread extracts the
+        # next group's features: both runtimes release the GIL, so the two overlap.
+        order = sorted(range(len(self.members)), key=lambda i: -int(np.prod(self.members[i].runtime.input_shape)))
+        self._groups: list[list[int]] = []
+        for i in order:
+            group = next((g for g in self._groups if self.members[g[0]].cfg == self.members[i].cfg), None)
+            if group is None:
+                self._groups.append([i])
+            else:
+                group.append(i)
+        self._runner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ser-ensemble")
+
+    def _mean_on(self, grid: WindowScores, parts: list[WindowScores]) -> WindowScores:
+        probs = np.mean([aligned(grid, WindowScores(p.starts, p.ends, p.probs[:, cols], p.speech))
+                         for p, cols in zip(parts, self._columns)], axis=0)
+        return WindowScores(grid.starts, grid.ends, probs, grid.speech)
+
+    def window_scores(self, y: np.ndarray) -> tuple[WindowScores, list[ModelInput]]:
+        sr, win = self.cfg.sample_rate, self.cfg.n_samples
+        starts = window_starts(y.size, win, int(HOP_SECONDS * sr))
+        t0 = np.asarray(starts) / sr
+        grid = WindowScores(t0, np.minimum(t0 + self.cfg.duration, y.size / sr), np.zeros((len(starts), 0)),
+                            speech_windows(y, starts, win))
+        pending = []
+        for group in self._groups:
+            starts_s, ends, x, speech = self.members[group[0]].window_features(y)
+            xs = [self.members[i].normalise(x) for i in group]
+            future = self._runner.submit(lambda g=group, xs=xs: [self.members[i].infer(xi) for i, xi in zip(g, xs)])
+            pending.append((group, starts_s, ends, speech, xs, future))
+        parts: list = [None] * len(self.members)
+        inputs: list = [None] * len(self.members)
+        for group, starts_s, ends, speech, xs, future in pending:
+            for i, xi, probs in zip(group, xs, future.result()):
+                parts[i] = WindowScores(starts_s, ends, probs, speech)
+                inputs[i] = ModelInput(self.member_names[i], self.members[i].cfg, xi[0])
+        return self._mean_on(grid, parts), inputs
+
+    def stream_scores(self, source, label: str, total: float,
+                      progress: Progress | None) -> tuple[WindowScores, float]:
+        n = len(self.members)
+        parts = []
+        for k, m in enumerate(self.members):
+            step = None if progress is None else (lambda done, tot, k=k: progress((k * tot + done) / n, tot))
+            scores, duration = m.stream_scores(source, label, total, step)
+            parts.append(scores)
+        return self._mean_on(parts[0], parts), duration
+
+
+def load_predictor(model_dir: Path | str, *, runtime: str = "auto") -> BasePredictor:
+    """A Predictor for a model folder, or an EnsemblePredictor for an ensemble folder."""
+    return EnsemblePredictor(model_dir, runtime=runtime) if is_ensemble(model_dir) else Predictor(model_dir, runtime=runtime)

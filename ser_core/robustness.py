@@ -30,7 +30,7 @@ import pandas as pd
 
 from . import audio, channel, datasets, schema
 from .config import ModelSpec, atomic_write_text
-from .ensemble import is_model_dir
+from .modeldir import is_model_dir
 from .errors import ConfigError, DatasetError, SERError
 from .jsonio import read_json, write_json
 
@@ -79,7 +79,7 @@ _PREDICTOR: list = []     # this process's [(model_dir, mtime), Predictor]; one 
 
 
 def _predictor(model_dir: str):
-    from .ensemble import model_files
+    from .modeldir import model_files
     from .predict import load_predictor
 
     key = (model_dir, max(f.stat().st_mtime_ns for f in model_files(model_dir)))
@@ -100,7 +100,7 @@ def classify_clip(path: str, model_dir: str, shifts: Sequence[str], seed: int,
     for s, y in versions.items():
         try:
             p = predictor.predict_array(y, predictor.cfg.sample_rate, name=os.path.basename(path))
-            out.append((s, p.emotion or "", float(p.confidence), ""))
+            out.append((s, p.best or "", float(p.confidence), ""))
         except SERError as exc:
             out.append((s, "", 0.0, str(exc)))
     return out

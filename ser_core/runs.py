@@ -211,7 +211,7 @@ def default_model_dir() -> Path:
 
 def active_model_dir() -> Path:
     """The model the app and ``ser predict`` use: the promoted one, else the shipped default."""
-    from .ensemble import is_model_dir
+    from .modeldir import is_model_dir
 
     pointer = read_json(models_dir() / schema.ACTIVE)
     if pointer and pointer.get("model"):

@@ -52,7 +52,9 @@ def fold_of(dir_name: str) -> int | None:
 # ----------------------------------------------------------------------------- model folders
 SPEC = "spec.json"
 WEIGHTS = "model.keras"
+LITE = "model.tflite"              # the LiteRT export inference prefers (ser_core.lite)
 MEMBERS = "members"                # an ensemble's folder of member model folders
+ENSEMBLE_ARCH = "ensemble"         # spec.json "arch" of an ensemble folder
 ACTIVE = "active.json"             # in the models folder: which model the app uses
 
 # ----------------------------------------------------------------------------- status.json keys

@@ -51,7 +51,8 @@ def predictions_table(predictor, rows: pd.DataFrame, fold: int | None = None) ->
 
 
 def save_model(run_dir: Path, model, spec: ModelSpec) -> Path:
-    """Write ``model/`` (spec.json + model.keras) under a temporary name, then rename into place."""
+    """Write ``model/`` (spec.json, model.keras and its LiteRT export) under a temporary name, then
+    rename into place."""
     import shutil
 
     final = run_dir / schema.MODEL
@@ -60,6 +61,9 @@ def save_model(run_dir: Path, model, spec: ModelSpec) -> Path:
     tmp.mkdir()
     model.save(tmp / schema.WEIGHTS)
     spec.save(tmp / schema.SPEC)
+    from .lite import try_export
+
+    try_export(tmp)         # LiteRT beside Keras: prediction will not need TensorFlow
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)

@@ -128,6 +128,7 @@ def test_corrupt_upload_shows_one_line_error_and_the_page_stays_usable(no_data, 
     assert not at.exception
     (msg,) = errors(at)
     assert "not a decodable audio file" in msg and "\n" not in msg
+    assert "upload that, or record" in msg                  # and what to do about it
     assert not [m for m in at.main.metric if m.label == "Emotion"]
     at.file_uploader(key="p_upload").set_value((CLIP.name, CLIP.read_bytes(), "audio/flac")).run()
     assert not errors(at)
@@ -145,6 +146,7 @@ def test_silent_and_too_quiet_recordings_say_no_speech(no_data):
     assert not at.exception and not errors(at)
     assert any(w.value.startswith("No speech detected") for w in at.warning)
     assert not [m for m in at.main.metric if m.label == "Emotion"]
+    assert not at.get("download_button")                 # no JSON or CSV of an empty result
 
 
 def test_audio_over_the_length_limit_is_refused_with_the_limit(no_data, monkeypatch):

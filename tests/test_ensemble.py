@@ -56,10 +56,10 @@ def test_combined_cv_is_the_mean_of_the_members_out_of_fold_probabilities(member
 
 
 def test_ensemble_fold_model_predicts_what_the_cv_recorded(ens_cv):
-    from ser_core.predict import load_predictor
+    from ser_core.predict import BasePredictor, EnsemblePredictor, load_predictor
 
     pred = load_predictor(ens_cv / "fold-1" / "model")
-    assert type(pred).__name__ == "EnsemblePredictor" and len(pred.members) == 2
+    assert isinstance(pred, EnsemblePredictor) and isinstance(pred, BasePredictor) and len(pred.members) == 2
     table = pd.read_csv(ens_cv / "fold-1" / "predictions.csv")
     labels = [c[2:] for c in table.columns if c.startswith("p_")]
     for _, row in table.head(4).iterrows():
@@ -129,19 +129,38 @@ def test_ensemble_cli_names_a_bad_folder(member_cvs, tmp_path):
 
 def test_shipped_ensemble_answers_the_mean_of_its_members(sample_clip):
     """The ensemble's shared feature extraction and grouped, overlapped model calls give what
-    each member says on its own, averaged; also for audio longer than one batch of windows."""
+    each member says on its own, averaged window by window on the recording's own windows;
+    also for audio longer than one batch of windows."""
     from conftest import DEFAULT_MODEL
     from ser_core import audio
-    from ser_core.predict import BATCH, load_predictor
+    from ser_core.predict import BATCH, WindowScores, aligned, load_predictor
 
     ens = load_predictor(DEFAULT_MODEL)
     assert len(ens._groups) == len({m.cfg for m in ens.members})     # members with equal features share them
     assert all(len({ens.members[i].cfg for i in g}) == 1 for g in ens._groups)
     y = audio.load(sample_clip)
-    long = np.tile(y, BATCH // 3 + 2)                               # > BATCH windows: member by member
+    long = np.tile(y, BATCH // 3 + 2)                               # > BATCH windows
     for wave in (y, long):
         got = ens.predict_array(wave, 16000)
-        alone = [m.predict_array(wave, 16000) for m in ens.members]
-        want = np.mean([[p.probabilities[lab] for lab in ens.labels] for p in alone], axis=0)
-        np.testing.assert_allclose([got.probabilities[lab] for lab in ens.labels], want, atol=1e-6)
-        assert [w.start for w in got.windows] == [w.start for w in alone[0].windows]
+        n = wave.size / 16000
+        # the recording's windows: 3 s, 1 s hop, the last flush with the end
+        assert got.windows[0].start == 0 and got.windows[-1].end == pytest.approx(n)
+        assert len(got.windows) == (1 if n <= 4 else int(np.ceil(n - 3.0)) + 1)
+        grid = WindowScores(np.array([w.start for w in got.windows]), np.array([w.end for w in got.windows]),
+                            None, None)
+        each = []
+        for m in ens.members:
+            alone = m.predict_array(wave, 16000)
+            probs = np.array([[w.probabilities[lab] for lab in ens.labels] for w in alone.windows])
+            each.append(aligned(grid, WindowScores(np.array([w.start for w in alone.windows]),
+                                                   np.array([w.end for w in alone.windows]), probs, None)))
+        want = np.mean(each, axis=0)
+        if wave is y:       # a short clip: also the mean of what the members answer for the clip
+            alone = [m.predict_array(wave, 16000).probabilities for m in ens.members]
+            np.testing.assert_allclose([got.probabilities[lab] for lab in ens.labels],
+                                       np.mean([[p[lab] for lab in ens.labels] for p in alone], axis=0), atol=1e-6)
+        np.testing.assert_allclose([[w.probabilities[lab] for lab in ens.labels] for w in got.windows], want,
+                                   atol=1e-6)
+        speech = [w for w in got.windows if w.speech]
+        clip = np.mean([[w.probabilities[lab] for lab in ens.labels] for w in speech], axis=0)
+        np.testing.assert_allclose([got.probabilities[lab] for lab in ens.labels], clip, atol=1e-6)

@@ -18,6 +18,7 @@ def test_probabilities_over_the_models_labels(predictor, sample_clip):
     assert p.duration == pytest.approx(4.104, abs=1e-3)
     # 4.1 s is more than one window plus a hop: windows at 0 s and 1 s, and one flush with the end
     assert [w.start for w in p.windows] == pytest.approx([0.0, 1.0, 1.104], abs=1e-3)
+    assert p.best == p.emotion and not p.not_sure and p.top2[0] == p.emotion     # no calibration stored
 
 
 def test_file_and_array_paths_agree(predictor, sample_clip):
@@ -113,3 +114,44 @@ def test_robustness_workers_print_no_tensorflow_warnings(tiny_model, sample_clip
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and r.stdout.strip() == "done", r.stderr
     assert "retracing" not in r.stderr and "WARNING" not in r.stderr, r.stderr
+
+
+def test_shipped_default_predicts_what_it_did_before_with_the_ensembles_windows():
+    """Before one prediction path, the shipped ensemble answered each sample clip with the mean of
+    its members' answers and showed its first member's windows (tests/data holds what it said).
+    Now the windows are the ensemble's own, and the clip's answer follows from them: the same."""
+    import json
+
+    from conftest import DEFAULT_MODEL, ROOT, SAMPLES
+    from ser_core.predict import load_predictor
+
+    before = json.loads((ROOT / "tests" / "data" / "default_samples_before.json").read_text())["clips"]
+    ens = load_predictor(DEFAULT_MODEL)
+    assert len(before) == 32
+    moved = 0
+    for name, old in before.items():
+        p = ens.predict_file(SAMPLES / name)
+        assert p.emotion == old["emotion"], name
+        assert p.probabilities == pytest.approx(old["probabilities"], abs=2e-6), name
+        n = p.duration
+        assert len(p.windows) == (1 if n <= 4.0 else int(np.ceil(n - 3.0)) + 1)      # the recording's windows
+        assert p.windows[0].start == 0 and p.windows[-1].end == pytest.approx(n if n > 4.0 else min(n, 3.0))
+        speech = np.array([[w.probabilities[lab] for lab in ens.labels] for w in p.windows if w.speech])
+        assert [p.probabilities[lab] for lab in ens.labels] == pytest.approx(speech.mean(axis=0).tolist(), abs=1e-6)
+        moved += [[round(w.start, 3), round(w.end, 3)] for w in p.windows] != old["first_member_windows"]
+    assert moved > 0        # the windows shown did change: they were ser_crnn's, after its silence trim
+
+
+def test_one_call_gives_everything_a_caller_shows(sample_clip):
+    from conftest import DEFAULT_MODEL
+    from ser_core.predict import Analysis, load_predictor
+
+    ens = load_predictor(DEFAULT_MODEL)
+    data = sample_clip.read_bytes()
+    a = ens.analyse(data, name="clip.flac", whole=True)
+    assert isinstance(a, Analysis) and a.sample_rate == 16000
+    assert a.waveform.size == pytest.approx(4.104 * 16000, abs=2)
+    assert a.prediction.probabilities == pytest.approx(ens.predict_file(sample_clip).probabilities, abs=1e-9)
+    assert [m.name for m in a.inputs] == ens.member_names
+    for m, member in zip(a.inputs, ens.members):
+        assert m.x.shape == tuple(member.runtime.input_shape) and m.features == member.cfg

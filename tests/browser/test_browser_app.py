@@ -152,6 +152,25 @@ def test_recording_from_the_fake_microphone_is_classified(server, page):
     screenshot(page, "predict-record")
 
 
+def test_probability_axis_is_in_view_on_a_900px_window(server, browser):
+    """A laptop-sized window: the answer's probability chart shows its scale without scrolling."""
+    ctx = browser.new_context(viewport={"width": 1400, "height": 900})
+    pg = ctx.new_page()
+    try:
+        pg.goto(server["url"])
+        choose_source(pg, "Sample clip")
+        assert metric_value(pg, "Emotion") in LABELS
+        charts_drawn(pg, 2)
+        chart = pg.locator(".js-plotly-plot").filter(has_text="Probability of each emotion")
+        ticks = chart.locator(".xtick text")
+        expect(ticks.first).to_be_visible(timeout=60_000)
+        box = ticks.first.bounding_box()
+        assert box is not None and box["y"] + box["height"] <= 900, box
+        screenshot(pg, "predict-900px")
+    finally:
+        ctx.close()
+
+
 def test_corrupt_upload_shows_an_error_then_a_real_clip_works(server, page):
     page.goto(server["url"])
     choose_source(page, "Upload")

@@ -1,0 +1,179 @@
+"""A lean inference runtime: Keras networks exported to LiteRT (``model.tflite``) and run without TensorFlow.
+
+Importing TensorFlow costs seconds and hundreds of megabytes, which every ``ser predict`` and
+every batch worker would pay for a few milliseconds of arithmetic. :func:`export` converts each
+network of a model folder (an ensemble's members, or the folder's own) into ``model.tflite``
+beside its ``model.keras``, checks that it gives the Keras outputs, and records in the
+network's ``spec.json`` (``extra["lite"]``) the SHA-256 of the ``model.keras`` it came from.
+:func:`fresh` holds the file against that record, so a network retrained or replaced in place
+is never answered by a stale export: prediction falls back to Keras.
+
+Networks are exported with a batch of one: recurrent layers (``ser_crnn``) convert only with a
+static batch, and a clip has a few windows, each one call. This module imports TensorFlow only
+inside :func:`export`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from .config import ModelSpec
+from .errors import ModelError
+from .modeldir import LITE, SPEC, WEIGHTS, network_dirs
+
+RUNTIMES = ("auto", "lite", "keras")   # auto: LiteRT where a current export exists, else Keras
+SPEC_KEY = "lite"           # spec.json extra[...] of an exported network
+TOLERANCE = 1e-4            # largest |lite - keras| probability an export may differ by
+CHECK_INPUTS = 4            # random inputs each export is checked on
+
+
+def keras_digest(weights: Path) -> str:
+    h = hashlib.sha256()
+    with open(weights, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fresh(network_dir: Path | str) -> bool:
+    """True when the folder's ``model.tflite`` was exported from the ``model.keras`` it holds now."""
+    d = Path(network_dir)
+    if not (d / LITE).exists() or not (d / WEIGHTS).exists():
+        return False
+    try:
+        record = ModelSpec.load(d / SPEC).extra.get(SPEC_KEY) or {}
+    except ModelError:
+        return False
+    return bool(record.get("keras_sha256")) and record["keras_sha256"] == keras_digest(d / WEIGHTS)
+
+
+def available() -> bool:
+    """Whether the LiteRT interpreter is installed."""
+    try:
+        import ai_edge_litert.interpreter  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class LiteRuntime:
+    """One exported network: ``runtime(x)`` gives its probabilities for a batch of normalised inputs.
+
+    LiteRT interpreters are not thread-safe, so calls are serialised; the interpreter
+    releases the GIL while it computes, so other threads (feature extraction) go on.
+    """
+
+    kind = "lite"
+
+    def __init__(self, path: Path | str, *, threads: int = 1):
+        from ai_edge_litert.interpreter import Interpreter
+
+        from .tf_setup import native_stderr_silenced      # (imports no TensorFlow)
+
+        try:
+            with native_stderr_silenced():     # the interpreter announces its CPU delegate on stderr
+                self._it = Interpreter(model_path=str(path), num_threads=threads)
+                self._it.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise ModelError(f"{path} could not be loaded ({type(exc).__name__}: {exc})") from exc
+        inp, out = self._it.get_input_details()[0], self._it.get_output_details()[0]
+        self._in, self._out = inp["index"], out["index"]
+        self.input_shape = tuple(int(n) for n in inp["shape"][1:])
+        self.n_outputs = int(out["shape"][-1])
+        self._lock = threading.Lock()
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        out = np.empty((len(x), self.n_outputs), np.float64)
+        with self._lock:
+            for i in range(len(x)):
+                self._it.set_tensor(self._in, x[i:i + 1])
+                self._it.invoke()
+                out[i] = self._it.get_tensor(self._out)[0]
+        return out
+
+
+def export(model_dir: Path | str, *, log=print) -> list[Path]:
+    """Write ``model.tflite`` for every network of a model folder; returns the files written.
+
+    Each export is checked on random inputs against the Keras network it came from and
+    refused (nothing written) when a probability differs by more than :data:`TOLERANCE`.
+    Needs TensorFlow (the converter is part of it); training has it loaded anyway.
+    """
+    written = []
+    for d in network_dirs(model_dir):
+        written.append(export_network(d))
+        if log:
+            log(f"exported {written[-1]}")
+    return written
+
+
+def export_network(network_dir: Path | str) -> Path:
+    """Convert one ``model.keras`` (with a batch of one) and record it in the folder's spec.json."""
+    from . import layers as _registered  # noqa: F401  (custom layers must be known before loading)
+    from .tf_setup import keras, native_stderr_silenced
+
+    d = Path(network_dir)
+    weights = d / WEIGHTS
+    if not weights.exists():
+        raise ModelError(f"no {WEIGHTS} in {d}")
+    spec = ModelSpec.load(d / SPEC)
+    import tensorflow as tf
+
+    try:
+        model = keras().models.load_model(weights, safe_mode=True, compile=False)
+    except Exception as exc:  # Keras raises many types for damaged or unsafe files
+        raise ModelError(f"{weights} could not be loaded safely ({type(exc).__name__})") from exc
+    shape = tuple(model.input_shape[1:])
+    call = tf.function(lambda x: model(x, training=False),
+                       input_signature=[tf.TensorSpec((1, *shape), tf.float32)])
+    import logging
+
+    absl = logging.getLogger("absl")
+    level = absl.level
+    absl.setLevel(logging.ERROR)        # "please provide trackable_obj": we mean the frozen path
+    try:
+        # Without a trackable object the converter freezes the variables into constants, which
+        # is what an inference file wants (the other path keeps resource variables it cannot run).
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([call.get_concrete_function()])
+        with native_stderr_silenced():
+            blob = converter.convert()
+    except Exception as exc:  # the converter raises its own error types
+        raise ModelError(f"{weights} could not be exported to LiteRT ({type(exc).__name__}: "
+                         f"{' '.join(str(exc).split())[:300]})") from exc
+    finally:
+        absl.setLevel(level)
+    tmp = d / f".{LITE}.{os.getpid()}.tmp"
+    tmp.write_bytes(blob)
+    try:
+        x = np.random.default_rng(0).standard_normal((CHECK_INPUTS, *shape)).astype(np.float32)
+        diff = float(np.abs(LiteRuntime(tmp)(x) - model(x, training=False).numpy()).max())
+        if diff > TOLERANCE:
+            raise ModelError(f"the LiteRT export of {weights} differs from Keras by {diff:.2g} "
+                             f"(allowed {TOLERANCE:g}); not written")
+        os.replace(tmp, d / LITE)
+    finally:
+        tmp.unlink(missing_ok=True)
+    import ai_edge_litert
+
+    record = {"file": LITE, "keras_sha256": keras_digest(weights), "max_abs_diff": diff,
+              "runtime": f"ai-edge-litert {getattr(ai_edge_litert, '__version__', '?')}"}
+    dataclasses.replace(spec, extra={**spec.extra, SPEC_KEY: record}).save(d / SPEC)
+    return d / LITE
+
+
+def try_export(network_dir: Path | str, *, log=print) -> bool:
+    """:func:`export_network` where an export is a speed-up, never a condition (end of training,
+    ensemble building): a network that does not convert says so and runs on Keras."""
+    try:
+        export_network(network_dir)
+        return True
+    except (ModelError, ImportError) as exc:
+        if log:
+            log(f"warning: {network_dir} will predict on Keras, not LiteRT ({exc})")
+        return False

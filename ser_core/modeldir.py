@@ -1,0 +1,63 @@
+"""What a model folder holds, read from the folder alone (no model is loaded, nothing is imported).
+
+A model folder holds ``spec.json`` and ``model.keras`` (and, once exported, ``model.tflite``,
+which inference prefers: see :mod:`ser_core.lite`). An ensemble folder holds a ``spec.json``
+whose ``arch`` is ``"ensemble"`` and a ``members/`` folder with one such model folder per
+member. Run-folder code, the prediction code and the pages all ask here, so none of them
+needs the others to know what a model is.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .config import ModelSpec
+from .errors import ModelError, SERError
+from .schema import ENSEMBLE_ARCH, LITE, MEMBERS, SPEC, WEIGHTS
+
+__all__ = ["ENSEMBLE_ARCH", "LITE", "MEMBERS", "SPEC", "WEIGHTS", "is_ensemble", "is_model_dir", "member_dirs", "network_dirs",
+           "model_files"]
+
+
+def _spec_dict(model_dir: Path) -> dict:
+    try:
+        d = json.loads((model_dir / SPEC).read_text())
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    return d if isinstance(d, dict) else {}
+
+
+def is_ensemble(model_dir: Path | str) -> bool:
+    d = Path(model_dir)
+    return _spec_dict(d).get("arch") == ENSEMBLE_ARCH and (d / MEMBERS).is_dir()
+
+
+def member_dirs(model_dir: Path | str) -> list[Path]:
+    """An ensemble's member folders, in the order its spec lists them."""
+    spec = ModelSpec.load(Path(model_dir) / SPEC)
+    names = spec.extra.get("members") or []
+    if not names:
+        raise ModelError(f"ensemble {model_dir} lists no members")
+    return [Path(model_dir) / MEMBERS / str(n) for n in names]
+
+
+def network_dirs(model_dir: Path | str) -> list[Path]:
+    """The folders that hold one network each: an ensemble's members, or the folder itself."""
+    return member_dirs(model_dir) if is_ensemble(model_dir) else [Path(model_dir)]
+
+
+def model_files(model_dir: Path | str) -> list[Path]:
+    """The files a model folder's predictions depend on (for change stamps); exported lite
+    files count once they exist, so exporting a model in place is seen as a change."""
+    d = Path(model_dir)
+    files = [d / SPEC]
+    for m in network_dirs(d):
+        files += [m / SPEC, m / WEIGHTS] + ([m / LITE] if (m / LITE).exists() else [])
+    return files
+
+
+def is_model_dir(model_dir: Path | str) -> bool:
+    try:
+        return all(f.exists() for f in model_files(model_dir))
+    except SERError:
+        return False

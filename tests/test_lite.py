@@ -1,0 +1,88 @@
+"""The lean runtime: LiteRT exports give the Keras answers, and `ser predict` needs no TensorFlow."""
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from ser_core import lite
+from ser_core.config import ModelSpec
+from ser_core.errors import ModelError
+from ser_core.modeldir import LITE, network_dirs
+from ser_core.predict import Predictor, load_predictor
+
+from conftest import DEFAULT_MODEL, ROOT, SAMPLES
+
+TOLERANCE = 1e-4
+
+
+def vectors(pred, labels):
+    return np.array([pred.probabilities[lab] for lab in labels]), \
+        np.array([[w.probabilities[lab] for lab in labels] for w in pred.windows])
+
+
+def test_shipped_default_on_litert_equals_keras_on_every_sample_clip():
+    fast, slow = load_predictor(DEFAULT_MODEL), load_predictor(DEFAULT_MODEL, runtime="keras")
+    assert {m.runtime.kind for m in fast.members} == {"lite"}
+    assert {m.runtime.kind for m in slow.members} == {"keras"}
+    clips = sorted(SAMPLES.glob("*.flac"))
+    assert len(clips) == 32
+    worst = 0.0
+    for clip in clips:
+        a, b = fast.predict_file(clip), slow.predict_file(clip)
+        assert a.emotion == b.emotion
+        (ca, wa), (cb, wb) = vectors(a, fast.labels), vectors(b, fast.labels)
+        worst = max(worst, float(np.abs(ca - cb).max()), float(np.abs(wa - wb).max()))
+    assert worst <= TOLERANCE
+
+
+def test_training_exports_and_a_stale_export_falls_back_to_keras(tiny_model, sample_clip, tmp_path):
+    assert lite.fresh(tiny_model)                          # written at the end of training
+    on_lite, on_keras = Predictor(tiny_model), Predictor(tiny_model, runtime="keras")
+    assert on_lite.runtime.kind == "lite" and on_keras.runtime.kind == "keras"
+    a, b = on_lite.predict_file(sample_clip), on_keras.predict_file(sample_clip)
+    assert np.abs(vectors(a, a.probabilities)[0] - vectors(b, a.probabilities)[0]).max() <= TOLERANCE
+    stale = tmp_path / "stale"
+    shutil.copytree(tiny_model, stale)
+    spec = ModelSpec.load(stale / "spec.json")
+    record = {**spec.extra[lite.SPEC_KEY], "keras_sha256": "0" * 64}   # as if model.keras changed since
+    ModelSpec.from_dict({**spec.to_dict(), "extra": {**spec.extra, lite.SPEC_KEY: record}}).save(stale / "spec.json")
+    assert not lite.fresh(stale)
+    assert Predictor(stale).runtime.kind == "keras"
+    with pytest.raises(ModelError, match="ser export"):
+        Predictor(stale, runtime="lite")
+
+
+def test_ser_export_writes_a_checked_lite_file_for_every_network(tiny_model, tmp_path):
+    plain = tmp_path / "plain"
+    shutil.copytree(tiny_model, plain)
+    (plain / LITE).unlink()
+    assert not lite.fresh(plain) and Predictor(plain).runtime.kind == "keras"
+    r = subprocess.run([sys.executable, "-m", "ser_core", "export", str(plain)], capture_output=True, text=True,
+                       cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert lite.fresh(plain)
+    record = ModelSpec.load(plain / "spec.json").extra[lite.SPEC_KEY]
+    assert record["max_abs_diff"] <= TOLERANCE and record["file"] == LITE
+    bad = subprocess.run([sys.executable, "-m", "ser_core", "export", str(tmp_path / "nope")], capture_output=True,
+                         text=True, cwd=ROOT, timeout=120)
+    assert bad.returncode == 2 and "is not a model folder" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_every_network_of_the_shipped_default_has_a_current_export():
+    assert all(lite.fresh(d) for d in network_dirs(DEFAULT_MODEL))
+
+
+def test_ser_predict_imports_neither_tensorflow_nor_pandas(sample_clip):
+    """The cold-start path: a clip with the shipped default, in a fresh process."""
+    code = ("import json, sys; from ser_core.cli import main; rc = main(['predict', '--json', sys.argv[1]]); "
+            "heavy = sorted(m for m in ('tensorflow', 'keras', 'pandas', 'librosa') if m in sys.modules); "
+            "print(json.dumps(heavy)); sys.exit(rc)")
+    r = subprocess.run([sys.executable, "-c", code, str(sample_clip)], capture_output=True, text=True, cwd=ROOT,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    result, heavy = r.stdout.strip().splitlines()
+    assert json.loads(heavy) == []
+    assert json.loads(result)["emotion"] == "angry"
