@@ -310,7 +310,41 @@ def cmd_data(args) -> int:
         path = download_ravdess(dest, api_url=args.api_url)
         print(f"RAVDESS is in {path}; point SER_DATA_DIR there if it is not the default")
         return 0
-    raise SERError("usage: ser data download ravdess | ser data info")
+    if args.data_cmd == "import":
+        return _data_import(args)
+    raise SERError("usage: ser data download ravdess | ser data info | ser data list | ser data import ZIP_OR_CSV --name NAME")
+
+
+def _data_import(args) -> int:
+    """Check a user corpus, list every problem, and store it under the data root when there is none."""
+    from . import userdata
+    from .progress import Progress
+
+    if not args.check_only and not args.name:
+        raise ConfigError("ser data import needs --name NAME: the new corpus's folder name under the data root")
+    bar = Progress(0, "checking clips")
+
+    def show(done, total):
+        bar.total = total
+        bar.update(done - bar.done)
+
+    if args.check_only:
+        result = userdata.check(args.source, progress=show)
+        path = None
+    else:
+        path, result = userdata.import_corpus(args.source, args.name, root=args.root, progress=show)
+    bar.close()
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    if not result.ok:
+        for problem in result.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        raise SERError(f"{result.source} cannot be imported: {len(result.problems)} problem(s) listed above; "
+                       "nothing was stored")
+    print(result.summary())
+    if path is not None:
+        print(f"stored as corpus {path.name} in {path}; train on it with: ser train --dataset {path.name}")
+    return 0
 
 
 def _pairs(items: list[str], flag: str) -> dict:
@@ -440,7 +474,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     e.add_argument("--out", required=True)
     p.set_defaults(fn=cmd_ensemble)
 
-    p = sub.add_parser("data", help="dataset download and info")
+    p = sub.add_parser("data", help="dataset download, info and import of your own corpus")
     dsub = p.add_subparsers(dest="data_cmd", required=True)
     d = dsub.add_parser("download", help="download and unpack a corpus")
     d.add_argument("corpus", choices=["ravdess"])
@@ -449,6 +483,15 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     d = dsub.add_parser("info", help="counts of a dataset")
     d.add_argument("--dataset", default="ravdess", help="e.g. ravdess, ravdess+ased+emovo+urdu, my.csv")
     dsub.add_parser("list", help="the corpora found under the data root (SER_DATA_DIR)")
+    d = dsub.add_parser("import", help="check your own corpus and store it under the data root",
+                        description="A zip (or folder) with one folder per emotion, or a CSV of path, emotion"
+                                    "[, speaker, gender] (inside the zip with the audio, or on disk with paths "
+                                    "relative to it). Every problem is listed; nothing is stored unless there is "
+                                    "none. The corpus becomes <data root>/NAME/.")
+    d.add_argument("source", metavar="ZIP_OR_CSV")
+    d.add_argument("--name", help="the new corpus's name (lower-case letters, digits, - and _)")
+    d.add_argument("--root", help="the data root (default: SER_DATA_DIR)")
+    d.add_argument("--check-only", action="store_true", help="only check and report; store nothing")
     p.set_defaults(fn=cmd_data)
     return parser
 

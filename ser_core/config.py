@@ -195,6 +195,13 @@ def cache_dir() -> Path:
     return Path(env).expanduser() if env else project_root() / ".cache" / "features"
 
 
+def public_demo() -> bool:
+    """``SER_PUBLIC_DEMO=1``: a deployment strangers reach. The app serves Predict and Evaluate
+    only, and nothing writes to disk: no training, no promotion, no uploads into the data root,
+    no run folder touched (the engine refuses those calls, not just the pages)."""
+    return os.environ.get("SER_PUBLIC_DEMO", "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def max_audio_seconds() -> float:
     """Longest audio accepted by whole-file decoding (streaming has no limit)."""
     try:
