@@ -7,6 +7,7 @@ import sys
 import streamlit as st
 
 from ser_core import runs
+from ser_core.config import public_demo
 
 from ser_app import views
 
@@ -22,6 +23,10 @@ PAGES = [
     st.Page("app_pages/train.py", title="Train", icon=":material/model_training:"),
     st.Page("app_pages/evaluate.py", title="Evaluate", icon=":material/analytics:"),
 ]
+if public_demo():
+    # Strangers reach a public demo: no Train page (no training, uploads into the data root or promotion),
+    # and the engine refuses those calls too (ser_core.runs, ser_core.userdata).
+    PAGES = [p for p in PAGES if p.title != "Train"]
 
 
 def active_model_card() -> None:
@@ -39,6 +44,8 @@ def active_model_card() -> None:
                 st.warning("Measured speaker-dependently: expect lower accuracy on new voices.")
         else:
             st.caption("No evaluation stored with this model.")
+        if public_demo():
+            st.caption("Public demo: Predict and Evaluate only. Nothing you upload is stored.")
 
 
 page = st.navigation(PAGES)

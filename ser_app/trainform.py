@@ -6,6 +6,7 @@ they read, the range and the default come from :mod:`ser_core.trainconfig`, so t
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from ser_core.trainconfig import TrainConfig, arch_defaults, option_named
@@ -26,7 +27,8 @@ def _sentence(text: str) -> str:
 
 
 def option_input(name: str, where, *, key: str, arch: str | None = None, value: Any = None, choices: tuple | None = None,
-                 max_value: float | None = None, disabled: bool = False) -> Any:
+                 max_value: float | None = None, disabled: bool = False,
+                 format_func: Callable[[Any], str] | None = None) -> Any:
     """One widget for the training option ``name`` in ``where`` (a Streamlit container or column).
 
     Parameters
@@ -41,6 +43,9 @@ def option_input(name: str, where, *, key: str, arch: str | None = None, value: 
         A starting value other than the default (e.g. fewer epochs on the sample clips).
     choices, max_value
         A narrower offer than the declaration's (the protocols that test, the folds there are).
+    format_func
+        How a choice reads, when the page shows more than the declaration's title (e.g. the
+        architecture's name first, with its epoch time here, so a narrow box never cuts the name off).
 
     Returns
     -------
@@ -57,7 +62,7 @@ def option_input(name: str, where, *, key: str, arch: str | None = None, value: 
         return where.multiselect(label, offered, default=list(start or ()), format_func=opt.title, **common)
     if offered:
         index = offered.index(start) if start in offered else 0
-        return where.selectbox(label, offered, index=index, format_func=opt.title, **common)
+        return where.selectbox(label, offered, index=index, format_func=format_func or opt.title, **common)
     picks = opt.meta.get("picks")
     if picks:
         values = sorted({*picks, start})

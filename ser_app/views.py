@@ -19,8 +19,9 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from ser_core import evaluation, features, models, runs, schema, splits
-from ser_core.config import EMOTIONS, FeatureConfig, data_dir, project_root
+from ser_core import datasets, evaluation, features, models, runs, schema, splits
+from ser_core.config import EMOTIONS, FeatureConfig, data_dir, models_dir, project_root, public_demo
+from ser_core.errors import ConfigError
 from ser_core.datasets import AUDIO_EXTENSIONS, parse_ravdess
 from ser_core.jsonio import read_json
 
@@ -312,6 +313,21 @@ def sample_clips(folder: Path | None = None) -> list[Path]:
 
 
 # ============================================================================ training
+SAMPLES_KEY = "samples"
+RESULTS_DIR = project_root() / "training" / "results"
+RECIPE_FILE = project_root() / "training" / "recipes" / "multicorpus.json"
+ETA_WINDOW = 5                 # time left from the median of the last few epoch times: steady, not swinging
+QUICK_PER_CORPUS = 6           # speakers kept of each non-RAVDESS corpus in a quick run (one per emobox6 fold)
+# emobox6 on RAVDESS: 1440 clips - 4 test actors (240) - 2 validation actors (120)
+RAVDESS_FOLD_TRAIN_CLIPS = 1080
+# The quick demo: the fastest architecture for a few epochs on the bundled samples. Measured end to end
+# (process start, TensorFlow import, features, 15 epochs, test predictions): 30 s with `ser train --arch
+# seed004_dnn --dataset ravdess:data/samples --epochs 15 --val-speakers 1 --batch-size 8`, 43 s started from
+# the Train page, both on this 2-core machine while it also ran another training.
+QUICK_DEMO = {"arch": "seed004_dnn", "epochs": 15, "patience": 15, "batch_size": 8, "learning_rate": 1e-3,
+              "n_val_speakers": 1, "protocol": "emobox6", "fold": 1}
+
+
 @dataclass(frozen=True)
 class DatasetChoice:
     key: str
@@ -320,15 +336,80 @@ class DatasetChoice:
 
 
 def dataset_choices() -> list[DatasetChoice]:
-    """Datasets the Train page offers: the configured RAVDESS folder (when present) and the bundled samples."""
+    """Corpora the Train page offers: each one found under the data root (SER_DATA_DIR), then the bundled samples."""
+    from ser_core import userdata
+
     out = []
-    root = data_dir()
-    if root.is_dir() and any(root.glob("Actor_*")):
-        out.append(DatasetChoice("ravdess", f"RAVDESS ({root.name}, all 24 actors)", "ravdess"))
-    samples = samples_dir()
-    if sample_clips(samples):
-        out.append(DatasetChoice("samples", f"Bundled samples ({len(sample_clips(samples))} clips, actors 1-4)",
-                                 f"ravdess:{samples}"))
+    imported = userdata.user_corpora()
+    for name in datasets.corpus_dirs():
+        info = datasets.CORPORA.get(name)
+        if info is not None:
+            label = f"{info.title} ({info.language})"
+        elif name in imported and imported[name].get("clips"):
+            rec = imported[name]
+            label = f"{name} (your corpus, {rec['clips']} clips" + ("" if rec.get("speakers_known") else
+                                                                     ", speakers unknown") + ")"
+        else:
+            label = f"{name} ({datasets.USER_MANIFEST})"
+        out.append(DatasetChoice(name, label, name))
+    samples = sample_clips(samples_dir())
+    if samples:
+        out.append(DatasetChoice(SAMPLES_KEY, f"Bundled samples ({len(samples)} RAVDESS clips, actors 1-4)",
+                                 f"ravdess:{samples_dir()}"))
+    return out
+
+
+def dataset_title(spec: str) -> str:
+    """A dataset spec as a user reads it: the bundled samples' path becomes ``samples``."""
+    parts = []
+    for part in str(spec).split("+"):
+        if part.startswith("ravdess:") and Path(part[8:]).resolve() == samples_dir().resolve():
+            part = SAMPLES_KEY
+        parts.append(part)
+    return "+".join(parts)
+
+
+def dataset_spec(keys: list[str], choices: list[DatasetChoice]) -> str:
+    """The ``--dataset`` spec of a pick of corpora (joined with ``+``), refused when it makes no sense."""
+    if not keys:
+        raise ConfigError("pick at least one corpus")
+    if SAMPLES_KEY in keys and "ravdess" in keys:
+        raise ConfigError("pick RAVDESS or the bundled samples, not both: the samples are RAVDESS clips")
+    by_key = {c.key: c for c in choices}
+    missing = [k for k in keys if k not in by_key]
+    if missing:
+        raise ConfigError(f"no corpus {', '.join(missing)} under the data root {data_dir()}")
+    return "+".join(by_key[k].spec for k in keys)
+
+
+def protocol_choices(df: pd.DataFrame) -> tuple[list[str], dict[str, str]]:
+    """The protocols that make sense for a manifest, and for each other one why it is left out."""
+    names = splits.corpora(df)
+    n_speakers = int(df["speaker"].nunique())
+    offered, why = [], {}
+    for p in splits.PROTOCOLS:
+        if p == "emobox6" and ("ravdess" not in names or "actor" not in df):
+            why[p] = "needs RAVDESS in the pick (its folds are RAVDESS actors)"
+        elif p == "loco" and len(names) < 2:
+            why[p] = "needs at least two corpora (train on the others, test on one)"
+        elif p == "speaker_kfold" and n_speakers < 5:
+            why[p] = f"needs at least 5 speakers; the pick has {n_speakers}"
+        else:
+            offered.append(p)
+    return offered, why
+
+
+def fold_choices(df: pd.DataFrame, protocol: str, n_val: int = 2) -> list[tuple[int, str]]:
+    """The folds of a protocol that have test clips in this manifest, each with a label
+    (``fold 2 · 240 test clips``; leave-one-corpus-out names the corpus it tests)."""
+    out = []
+    for fold in range(1, splits.n_folds(protocol, df=df) + 1):
+        try:
+            split = splits.make_split(df, protocol, fold, n_val=n_val)
+        except ConfigError:
+            continue
+        if len(split.test):
+            out.append((fold, f"{splits.fold_name(protocol, fold, df)} · {len(split.test)} test clips"))
     return out
 
 
@@ -336,19 +417,180 @@ def fold_count(protocol: str) -> int:
     return splits.n_folds(protocol)
 
 
-def quick_speakers(protocol: str, fold: int) -> tuple[str, ...]:
-    """Actors of a quick run: the fold's test actors plus four training actors (two of each gender)."""
-    if protocol == "emobox6":
-        test = list(splits.EMOBOX_RAVDESS_FOLDS[fold - 1])
-    else:
-        test = []
-    rest = [a for a in range(1, 25) if a not in test]
-    male = [a for a in rest if a % 2][:2]
-    female = [a for a in rest if not a % 2][:2]
-    chosen = sorted(test + male + female) if test else list(range(1, 9))
-    return tuple(f"{a:02d}" for a in chosen)
+def quick_speakers(protocol: str, fold: int, df: pd.DataFrame | None = None) -> tuple[str, ...]:
+    """Speakers of a quick run: for RAVDESS the fold's test actors plus four training actors (two of each
+    gender; ``01``-style actor numbers), and up to six speakers of every other corpus in ``df``
+    (genders alternating), so every emobox6 fold and every leave-one-corpus-out fold still tests something."""
+    chosen: list[str] = []
+    if df is None or "ravdess" in set(df["corpus"]):
+        test = list(splits.EMOBOX_RAVDESS_FOLDS[fold - 1]) if protocol == "emobox6" else []
+        rest = [a for a in range(1, 25) if a not in test]
+        male = [a for a in rest if a % 2][:2]
+        female = [a for a in rest if not a % 2][:2]
+        actors = sorted(test + male + female) if test else list(range(1, 9))
+        chosen += [f"{a:02d}" for a in actors]
+    if df is not None:
+        for corpus, part in df[df["corpus"] != "ravdess"].groupby("corpus", sort=True):
+            speakers = sorted(part["speaker"].unique())
+            chosen += splits.pick_validation_speakers(part, speakers, min(QUICK_PER_CORPUS, len(speakers)), 0)
+    return tuple(chosen)
 
 
+def quick_subset(df: pd.DataFrame, speakers: tuple[str, ...]) -> pd.DataFrame:
+    """The rows a quick run keeps: speakers by id, RAVDESS actors also by their two-digit number."""
+    wanted = set(speakers)
+    keep = df["speaker"].isin(wanted)
+    if "actor" in df:
+        keep |= df["actor"].map(lambda a: f"{int(a):02d}" if pd.notna(a) else "").isin(wanted)
+    return df[keep].reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------- presets and durations
+@dataclass(frozen=True)
+class Preset:
+    """A named starting point for the Train form: the corpora it trains on and its settings."""
+
+    key: str
+    title: str
+    description: str
+    corpora: tuple[str, ...]
+    settings: dict
+    quick: bool = False
+    missing: tuple[str, ...] = ()      # corpora it wants that the data root lacks
+
+
+def recipe_settings(path: Path = RECIPE_FILE) -> tuple[dict, int]:
+    """The first member of a recipe file (training settings) and how many members it has."""
+    recipe = read_json(path)
+    if not isinstance(recipe, dict):
+        raise ConfigError(f"recipe {path.name} is missing or not valid JSON")
+    members = recipe["members"] if "members" in recipe else [recipe]
+    if not members or not isinstance(members[0], dict):
+        raise ConfigError(f"recipe {path.name} lists no member")
+    return dict(members[0]), len(members)
+
+
+def presets(choices: list[DatasetChoice], recipe: Path = RECIPE_FILE) -> list[Preset]:
+    """The quick demo (on the bundled samples, else a few RAVDESS actors) and the shipped recipe
+    (read from ``training/recipes/multicorpus.json``), for the corpora that are here."""
+    keys = [c.key for c in choices]
+    out = []
+    if SAMPLES_KEY in keys or "ravdess" in keys:
+        on_samples = SAMPLES_KEY in keys
+        where = ("the 32 bundled RAVDESS clips (actor 1 tested, one of actors 2-4 for validation, two trained on)"
+                 if on_samples else "8 RAVDESS actors (the fold's 4 test actors and 4 others)")
+        out.append(Preset("quick", "Quick demo",
+                          f"{QUICK_DEMO['arch']} for {QUICK_DEMO['epochs']} epochs on {where}. Finishes in 30-45 s "
+                          "here, most of it starting TensorFlow: a smoke test of the whole path, "
+                          "not a model worth promoting.",
+                          (SAMPLES_KEY,) if on_samples else ("ravdess",), dict(QUICK_DEMO), quick=not on_samples))
+    try:
+        member, n_members = recipe_settings(recipe)
+    except ConfigError:
+        return out
+    wanted = tuple(str(member.pop("dataset", "ravdess")).split("+"))
+    have = tuple(c for c in wanted if c in keys)
+    missing = tuple(c for c in wanted if c not in keys)
+    if have:
+        of = f" (member 1 of {n_members})" if n_members > 1 else ""
+        out.append(Preset("recipe", "Shipped recipe",
+                          f"The recipe of the shipped default{of}, read from {_shown_path(recipe)}: "
+                          f"{member.get('arch')} for {member.get('epochs')} epochs on {'+'.join(wanted)}, "
+                          f"{member.get('protocol', 'emobox6')} fold 1.",
+                          have, member, missing=missing))
+    return out
+
+
+def _shown_path(path: Path) -> str:
+    """A path inside the project as ``training/...``, any other in full."""
+    try:
+        return str(Path(path).resolve().relative_to(project_root()))
+    except ValueError:
+        return str(path)
+
+
+@dataclass(frozen=True)
+class EpochCost:
+    """Seconds one training epoch takes on this machine per training clip, and where that figure comes from."""
+
+    seconds_per_clip: float
+    source: str
+
+
+def _bench_cost(entry: dict) -> EpochCost | None:
+    try:
+        ms = float(entry["epochs"]["project"]["median_ms"])
+        clips, n = int(entry["train_clips"]), int(entry["epochs"]["project"]["n"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return EpochCost(ms / 1000 / clips, f"measured: median of {n} epochs on {clips} RAVDESS training clips "
+                                        "(python -m ser_app.bench, training/results/bench.json)")
+
+
+def _zoo_cost(arch: str, result: dict) -> EpochCost | None:
+    cv = result.get("cv") or {}
+    wall, command = cv.get("wall_seconds"), str(cv.get("command", ""))
+    epochs = re.search(r"--epochs (\d+)", command)
+    folds = re.search(r"(\d+)-fold", str(cv.get("protocol", "")))
+    if not wall or not epochs or not folds or "{" in command:      # plain zoo flags only: then 1080 clips a fold
+        return None
+    e, f = int(epochs[1]), int(folds[1])
+    return EpochCost(float(wall) / (f * e) / RAVDESS_FOLD_TRAIN_CLIPS,
+                     f"derived: the zoo's {f}-fold cross-validation took {float(wall) / 60:.0f} min with at most "
+                     f"{e} epochs a fold on {RAVDESS_FOLD_TRAIN_CLIPS} clips (training/results/{arch}.json), "
+                     f"counted as if every fold ran all {e} epochs, so an epoch may take longer")
+
+
+def epoch_costs(results: Path = RESULTS_DIR) -> dict[str, EpochCost]:
+    """Per architecture, what one epoch costs here: measured by the benchmark where it was, else derived
+    from the architecture zoo's cross-validation wall time."""
+    bench = (read_json(Path(results) / "bench.json", {}) or {}).get("training", {}) or {}
+    out = {}
+    for arch in models.names():
+        cost = _bench_cost(bench.get(arch) or {})
+        if cost is None:
+            cost = _zoo_cost(arch, read_json(Path(results) / f"{arch}.json", {}) or {})
+        if cost is not None:
+            out[arch] = cost
+    return out
+
+
+def startup_seconds(results: Path = RESULTS_DIR) -> float:
+    """Launch of a training process to its first finished epoch (TensorFlow import, graph build), from the benchmark."""
+    bench = read_json(Path(results) / "bench.json", {}) or {}
+    try:
+        return float(bench["train_process"]["launch_to_first_epoch_s"])
+    except (KeyError, TypeError, ValueError):
+        return 10.0
+
+
+def duration_estimate(arch: str, train_clips: int, epochs: int, *, members: int = 1,
+                      costs: dict[str, EpochCost] | None = None, startup: float | None = None) -> dict | None:
+    """Expected wall time of a run: start-up plus ``epochs`` epochs over ``train_clips`` clips
+    (an upper bound when early stopping can end it sooner); None without a figure for ``arch``."""
+    cost = (costs if costs is not None else epoch_costs()).get(arch)
+    if cost is None:
+        return None
+    start = startup_seconds() if startup is None else startup
+    per_epoch = cost.seconds_per_clip * max(int(train_clips), 1)
+    total = start + per_epoch * int(epochs) * max(int(members), 1)
+    return {"seconds": total, "per_epoch": per_epoch, "startup": start, "source": cost.source}
+
+
+def durations_frame(costs: dict[str, EpochCost] | None = None) -> pd.DataFrame:
+    """One row per architecture: seconds per epoch on a RAVDESS fold (1080 clips), one 60-epoch fold, source."""
+    costs = epoch_costs() if costs is None else costs
+    rows = []
+    for arch in models.names():
+        c = costs.get(arch)
+        per = c.seconds_per_clip * RAVDESS_FOLD_TRAIN_CLIPS if c else None
+        rows.append({"architecture": arch, "seconds per epoch (1080 clips)": round(per, 2) if per else None,
+                     "60 epochs": format_seconds(60 * per) if per else "unknown",
+                     "source": c.source if c else "no measurement"})
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------- progress
 def history_frame(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows) if rows else pd.DataFrame(columns=["epoch", "accuracy", "loss"])
 
@@ -369,23 +611,141 @@ def curves_figure(rows: list[dict]) -> go.Figure:
     return _style(fig, None, height=320)
 
 
+def epoch_seconds(rows: list[dict]) -> float | None:
+    """Typical epoch time: the median of the last few epochs, each member's first epoch (which also
+    builds the graph) left out once later ones exist. A median of recent epochs does not swing with one
+    slow epoch, and leaving out the first keeps the first estimate from being several times too long."""
+    timed = [r for r in rows if isinstance(r.get("seconds"), (int, float))]
+    later = [float(r["seconds"]) for r in timed if r.get("epoch") != 1]
+    secs = later or [float(r["seconds"]) for r in timed]
+    return float(np.median(secs[-ETA_WINDOW:])) if secs else None
+
+
 def progress_info(status: dict, rows: list[dict]) -> dict:
-    """Fraction done, a one-line text and the ETA (seconds, from the mean epoch time) of a run."""
+    """Fraction done, a one-line text and the time left (seconds) of one training run.
+
+    Ensembles count every member's epochs. The time left is the typical epoch time
+    (:func:`epoch_seconds`) times the epochs still to run; with a validation split early
+    stopping may end the run sooner, so it is then an upper bound (``eta_is_bound``)."""
     epochs = int(status.get("epochs") or 0)
-    done = len(rows)
-    fraction = min(done / epochs, 1.0) if epochs else 0.0
+    members = max(int(status.get("members") or 1), 1)
+    member = min(max(int(status.get("member") or 1), 1), members)
+    mine = [r for r in rows if int(r.get("member", 1)) == member] if members > 1 else rows
+    done = len(mine)
+    total = epochs * members
+    done_total = (member - 1) * epochs + done
+    state = status.get("state")
+    fraction = 1.0 if state == "finished" else (min(done_total / total, 1.0) if total else 0.0)
     eta = None
-    if rows and epochs and status.get("state") in runs.ACTIVE_STATES:
-        secs = [float(r.get("seconds", 0.0)) for r in rows]
-        eta = float(np.mean(secs)) * max(epochs - done, 0)
+    bound = any("val_accuracy" in r for r in rows)
+    typical = epoch_seconds(mine or rows)
+    if typical is not None and total and state in runs.ACTIVE_STATES and done >= 2:
+        eta = typical * max(total - done_total, 0)
     text = f"Epoch {done} of {epochs}" if epochs else "Preparing"
+    if members > 1 and epochs:
+        text += f" · member {member} of {members}"
     if eta is not None:
-        text += f", about {format_seconds(eta)} left"
-    return {"fraction": fraction, "text": text, "eta": eta, "done": done, "epochs": epochs}
+        text += f" · {'at most ' if bound else ''}about {format_seconds(eta)} left"
+    elif state in runs.ACTIVE_STATES and epochs and done < 2:
+        text += " · time left known after epoch 2"
+    return {"fraction": fraction, "text": text, "eta": eta, "eta_is_bound": bound, "done": done, "epochs": epochs}
+
+
+def stop_reason(status: dict, config: dict, rows: list[dict]) -> str | None:
+    """Why a finished or stopped run ended: early stopping (epoch N of M, patience P), a stop request,
+    or all epochs run; None while it runs or when it failed (its status message says why)."""
+    state = status.get("state")
+    if state not in ("finished", "stopped"):
+        return None
+    epochs = int(status.get("epochs") or config.get("epochs") or 0)
+    last = int(status.get("epoch") or (rows[-1].get("epoch", 0) if rows else 0))
+    best = status.get(schema.BEST_EPOCH)
+    patience = config.get("patience")
+    has_val = any(schema.VAL_MONITOR in r for r in rows)
+    members = int(status.get("members") or 1)
+    who = f" (member {status.get('member', members)} of {members})" if members > 1 else ""
+    kept = (f"the model of epoch {best}, its best validation accuracy, was kept" if has_val and best
+            else "the last epoch's model was kept")
+    if state == "stopped":
+        return f"Stopped on request at epoch {last} of {epochs}{who}; {kept}."
+    if epochs and last < epochs and has_val and best and patience and last - int(best) >= int(patience):
+        return (f"Early stopping at epoch {last} of {epochs}{who}: validation accuracy had not improved for "
+                f"{patience} epochs (patience {patience}); {kept}.")
+    if epochs and last < epochs:
+        return f"Ended at epoch {last} of {epochs}{who}; {kept}."
+    return f"Finished all {epochs} epochs{who}; {kept}."
+
+
+def is_cv_run(config: dict) -> bool:
+    return bool(config.get(schema.CV_FOLDS))
+
+
+def cv_progress(run_dir: Path, status: dict, config: dict) -> dict:
+    """Progress of a cross-validation (``ser cv``): folds done of total, the current fold's epochs, each
+    finished fold's test accuracy, and the time left (the current fold's epochs plus, for each fold still
+    to come, the median duration of the finished folds, else the current fold's expected duration)."""
+    run_dir = Path(run_dir)
+    folds = [int(f) for f in (config.get(schema.CV_FOLDS) or status.get("folds") or [])]
+    finished, current, cur_status, cur_rows = [], None, {}, []
+    for f in folds:
+        d = run_dir / schema.fold_dir_name(f)
+        if not (d / schema.STATUS).exists():
+            continue
+        st = runs.read_status(d)
+        metrics = read_json(d / schema.METRICS) or {}
+        if st.get("state") == "finished" and "accuracy" in metrics:
+            finished.append({"fold": f, "accuracy": metrics.get("accuracy"), "uar": metrics.get("uar"),
+                             "seconds": metrics.get("train_seconds"), "protocol": metrics_protocol(metrics)})
+        elif current is None:
+            current, cur_status, cur_rows = f, st, runs.read_history(d)
+    state = status.get("state")
+    n = len(folds)
+    inner = progress_info(cur_status, cur_rows) if current is not None else None
+    part = inner["fraction"] if inner and cur_status.get("state") != "finished" else 0.0
+    fraction = 1.0 if state == "finished" else ((len(finished) + part) / n if n else 0.0)
+    eta = None
+    if state in runs.ACTIVE_STATES and inner is not None and inner["eta"] is not None:
+        later = n - len(finished) - 1
+        fold_secs = [float(f["seconds"]) for f in finished if f.get("seconds")]
+        if fold_secs:
+            per_fold = float(np.median(fold_secs))
+        else:
+            typical = epoch_seconds(cur_rows) or 0.0
+            first = float(cur_status.get("first_epoch_seconds") or typical)
+            per_fold = first + typical * max(inner["epochs"] - 1, 0)
+        eta = inner["eta"] + max(later, 0) * per_fold
+    if state in runs.ACTIVE_STATES and current is not None:
+        text = f"Fold {current} ({folds.index(current) + 1} of {n}, {len(finished)} done)"
+        if inner and inner["epochs"]:
+            text += f" · epoch {inner['done']} of {inner['epochs']}"
+        else:
+            text += " · preparing"
+        if eta is not None:
+            text += f" · {'at most ' if inner['eta_is_bound'] else ''}about {format_seconds(eta)} left"
+    elif state in runs.ACTIVE_STATES:
+        text = f"Preparing · {len(finished)} of {n} folds done"
+    else:
+        text = f"{len(finished)} of {n} folds done"
+    return {"folds": folds, "finished": finished, "current": current, "status": cur_status, "rows": cur_rows,
+            "fraction": fraction, "text": text, "eta": eta}
+
+
+def cv_stop_reason(status: dict, progress: dict) -> str | None:
+    state, n, done = status.get("state"), len(progress["folds"]), len(progress["finished"])
+    if state == "finished":
+        return f"Finished all {n} folds; the metrics pool their out-of-fold predictions."
+    if state == "stopped":
+        return f"Stopped on request with {done} of {n} folds finished."
+    return None
 
 
 def format_seconds(s: float) -> str:
+    """``0.4 s``, ``12 s``, ``3 min 05 s``, ``2 h 10 min``."""
+    if s < 9.95:
+        return f"{s:.1f} s"
     s = int(round(s))
+    if s >= 3600:
+        return f"{s // 3600} h {s % 3600 // 60:02d} min"
     return f"{s // 60} min {s % 60:02d} s" if s >= 60 else f"{s} s"
 
 
@@ -398,18 +758,21 @@ def log_tail(run_dir: Path, lines: int = 15) -> str:
 
 
 def runs_frame(run_list: list[dict]) -> pd.DataFrame:
-    """One row per run: state, dataset, architecture, protocol, epochs, best validation and test accuracy."""
+    """One row per run: state, dataset, architecture, protocol, epochs (folds of a cross-validation),
+    best validation and test accuracy."""
     rows = []
     for r in run_list:
         cfg, st, m = r.get("config", {}), r.get("status", {}), r.get("metrics") or {}
-        dataset = str(cfg.get("dataset", ""))
-        if dataset.startswith("ravdess:") and Path(dataset[8:]).resolve() == samples_dir().resolve():
-            dataset = "samples"
+        dataset = dataset_title(str(cfg.get("dataset", "")))
+        epochs = f"{st.get('epoch', 0)}/{st.get('epochs', cfg.get('epochs', '?'))}"
+        if is_cv_run(cfg):
+            cv = cv_progress(Path(r["dir"]), st, cfg)
+            epochs = f"{len(cv['finished'])}/{len(cv['folds'])} folds"
         best = st.get(schema.BEST_VAL_ACCURACY, m.get(schema.BEST_VAL_ACCURACY))
         rows.append({
             "run": r["id"], "state": st.get("state", "?"), "arch": cfg.get("arch", ""), "dataset": dataset,
             "protocol": run_protocol(cfg, m),
-            "epochs": f"{st.get('epoch', 0)}/{st.get('epochs', cfg.get('epochs', '?'))}",
+            "epochs": epochs,
             "best val acc": best if isinstance(best, (int, float)) else None,
             "test acc": m.get("accuracy"),
             "message": st.get("message", ""),
@@ -429,6 +792,40 @@ def run_protocol(config: dict, metrics: dict) -> str:
     return short_protocol(schema.protocol_record(
         name, cv_folds or [config.get("fold", 1)], cross_validation=bool(cv_folds),
         speaker_independent=name != "random", label=""))
+
+
+def promotion_preview(run_dir: Path) -> dict:
+    """What promoting a run changes: the active model it replaces and the run's model, with the caveats
+    a user must see before saying yes (different test sets, other emotions, an earlier copy replaced)."""
+    run_dir = Path(run_dir)
+    current = model_summary(runs.active_model_dir())
+    metrics = read_json(run_dir / schema.METRICS, {}) or {}
+    cfg = read_json(run_dir / schema.CONFIG, {}) or {}
+    spec = read_json(run_dir / schema.MODEL / schema.SPEC, {}) or {}
+    old_spec = read_json(Path(current["dir"]) / schema.SPEC, {}) or {}
+    record = schema.protocol_of(metrics)
+    candidate = {"name": run_dir.name, "arch": str(cfg.get("arch", spec.get("arch", "?"))),
+                 "dataset": str(cfg.get("dataset", "")), "accuracy": metrics.get("accuracy"),
+                 "protocol": str(metrics.get(schema.PROTOCOL, "")), "protocol_info": record, "n": metrics.get("n"),
+                 "labels": list(spec.get("labels", [])),
+                 "speaker_independent": bool(metrics.get(schema.SPEAKER_INDEPENDENT, False))}
+    notes = []
+    now_rec = current["protocol_info"]
+    same = all(record.get(k) == now_rec.get(k) for k in ("name", "folds", "cross_validation")) and \
+        candidate["n"] == current["n"]
+    if not same:
+        notes.append(f"The two accuracies come from different test sets ({current['n'] or '?'} clips, "
+                     f"{now_rec.get('label') or short_protocol(now_rec)}; against {candidate['n'] or '?'} clips, "
+                     f"{record.get('label') or 'no test'}): they do not compare like for like.")
+    if candidate["accuracy"] is not None and not candidate["speaker_independent"]:
+        notes.append("The run's accuracy is speaker-DEPENDENT: expect less on new voices.")
+    old_labels = list(old_spec.get("labels", []))
+    if old_labels and candidate["labels"] and set(candidate["labels"]) != set(old_labels):
+        notes.append(f"The run's model knows {len(candidate['labels'])} emotions ({', '.join(candidate['labels'])}); "
+                     f"the current one knows {len(old_labels)}.")
+    if (models_dir() / run_dir.name).exists():
+        notes.append(f"A copy of this run promoted earlier (models/{run_dir.name}) is replaced.")
+    return {"current": current, "candidate": candidate, "notes": notes}
 
 
 # ============================================================================ evaluation
@@ -457,6 +854,8 @@ def evaluation_sources() -> list[EvalSource]:
     active = runs.active_model_dir()
     if active.resolve() != default.resolve() and (active / schema.PREDICTIONS).exists():
         out.append(EvalSource(f"model:{active.name}", f"Active model {active.name}", str(active)))
+    if public_demo():
+        return out          # a public demo shows the served model only: runs are the operator's, and stay unread
     for r in runs.list_runs():
         if (Path(r["dir"]) / schema.PREDICTIONS).exists():
             m = r.get("metrics") or {}

@@ -19,13 +19,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from . import schema
-from .config import atomic_write_text, models_dir, project_root, runs_dir
+from .config import atomic_write_text, models_dir, project_root, public_demo, runs_dir
 from .errors import ModelError, RunError
 from .jsonio import read_json, write_json
 
 ACTIVE_STATES = ("queued", "running")
 STATES = ("queued", "running", "finished", "failed", "stopped", "interrupted")
 STOP_FILE = schema.STOP
+
+
+def refuse_in_public_demo(what: str) -> None:
+    """Raise when the app serves the public (``SER_PUBLIC_DEMO``): nothing may be trained, promoted or written."""
+    if public_demo():
+        raise RunError(f"this is a public demo (SER_PUBLIC_DEMO): {what} is switched off")
 
 
 def now_iso() -> str:
@@ -83,9 +89,12 @@ def read_status(run_dir: Path) -> dict:
         grace = (status.get("state") == "queued" and not status.get("pid")
                  and time.time() - status.get("queued_at", 0) < 30)
         if not grace:
-            status = write_status(run_dir, "interrupted",
-                                  message="the training process ended without finishing (killed or crashed); "
-                                          "the last good checkpoint is kept")
+            message = ("the training process ended without finishing (killed or crashed); "
+                       "the last good checkpoint is kept")
+            if public_demo():          # report it, but a public demo writes into no run folder
+                status = {**status, "state": "interrupted", "message": message}
+            else:
+                status = write_status(run_dir, "interrupted", message=message)
     return status
 
 
@@ -148,6 +157,7 @@ def active_run(root: Path | None = None) -> dict | None:
 
 def start(config: dict, *, root: Path | None = None, name: str | None = None, env: dict | None = None) -> Path:
     """Launch ``python -m ser_core.training RUN_DIR`` in the background; one run at a time."""
+    refuse_in_public_demo("training")
     busy = active_run(root)
     if busy is not None:
         raise RunError(f"run {busy['id']} is still {busy['status']['state']}; only one run trains at a time "
@@ -182,6 +192,7 @@ def reap() -> None:
 
 def stop(run_dir: Path) -> None:
     """Ask a run to stop: it finishes its current batch, keeps its best checkpoint and exits."""
+    refuse_in_public_demo("stopping runs")
     run_dir = Path(run_dir)
     (run_dir / STOP_FILE).write_text(now_iso())
     status = read_json(run_dir / schema.STATUS, {}) or {}
@@ -227,6 +238,7 @@ def promote(run_dir: Path) -> Path:
     The copy is made under a temporary name and renamed into place, so the
     active model is always complete; the shipped default is never touched.
     """
+    refuse_in_public_demo("promoting a model")
     run_dir = Path(run_dir)
     status = read_status(run_dir)
     src = run_dir / schema.MODEL
@@ -248,6 +260,7 @@ def promote(run_dir: Path) -> Path:
 
 def reset_active() -> None:
     """Go back to the shipped default model."""
+    refuse_in_public_demo("changing the active model")
     try:
         (models_dir() / schema.ACTIVE).unlink()
     except FileNotFoundError:

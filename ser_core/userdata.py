@@ -492,6 +492,21 @@ def check_name(name: str, root: Path | str | None = None) -> str:
     return name
 
 
+def suggest_name(filename: str, root: Path | str | None = None) -> str:
+    """A free corpus name made from an uploaded file's name (``My Voices.zip`` -> ``my-voices``)."""
+    stem = re.sub(r"[^a-z0-9_-]+", "-", Path(str(filename)).stem.lower()).strip("-_")[:32] or "mycorpus"
+    if stem in RESERVED_NAMES:
+        stem = f"{stem}-own"
+    try:
+        taken = {p.name.lower() for p in import_root(root).iterdir()}
+    except DatasetError:
+        return stem
+    name, n = stem, 2
+    while name in taken:
+        name, n = f"{stem}-{n}", n + 1
+    return name
+
+
 def import_checked(result: CheckResult, name: str, root: Path | str | None = None) -> Path:
     """Store a checked corpus as ``<root>/<name>/`` and return that folder.
 
