@@ -180,10 +180,11 @@ def test_train_watch_stop_open_and_promote_a_run(no_data, tmp_path, monkeypatch)
     shutil.copytree(DEFAULT, models / "default")
     monkeypatch.setenv("SER_MODELS_DIR", str(models))
     at = start_app("app_pages/train.py")
-    dataset = at.selectbox(key="t_dataset")
-    assert len(dataset.options) == 1 and "samples" in dataset.options[0].lower()
-    assert at.selectbox(key="t_arch").value == "ser_crnn"          # the default, as in ser train
-    at.selectbox(key="t_arch").set_value("seed000_cnn").run()       # its own option widgets appear
+    corpora = at.multiselect(key="t_corpora")
+    assert corpora.value == ["samples"] and len(corpora.options) == 1 and "samples" in corpora.options[0].lower()
+    assert at.selectbox(key="t_arch").value == "seed004_dnn"                 # the form opens on the quick demo
+    assert [s.value for s in at.main.subheader] == ["New run", "All runs"]
+    at.selectbox(key="t_arch").set_value("seed000_cnn").run()                # its own option widgets appear
     at.number_input(key="t_epochs").set_value(300)
     at.number_input(key="t_patience").set_value(300)
     at.select_slider(key="t_batch").set_value(8)
@@ -196,11 +197,12 @@ def test_train_watch_stop_open_and_promote_a_run(no_data, tmp_path, monkeypatch)
     config = json.loads((run_dir / "config.json").read_text())
     assert config["arch"] == "seed000_cnn" and config["dataset"] == f"ravdess:{SAMPLES}"
     assert config["epochs"] == 300
-    assert (config["channel_aug"], config["channel_profile"], config["n_val_speakers"]) == (0.5, "noisy", 2)
+    assert (config["channel_aug"], config["channel_profile"], config["n_val_speakers"]) == (0.5, "noisy", 1)
 
     caption = wait_for_history(at, run_dir, 1)
     assert caption.startswith("Last epoch")
     assert len(runs.read_history(run_dir)) >= 1
+    assert [s.value for s in at.main.subheader][:2] == ["Progress", "New run"]   # in sight above the form while it runs
 
     button(at, "Start training").click().run()                      # a second run while one is active
     assert any("only one run trains at a time" in e for e in errors(at))
@@ -211,7 +213,11 @@ def test_train_watch_stop_open_and_promote_a_run(no_data, tmp_path, monkeypatch)
     assert status["state"] == "stopped", status
     assert len(runs.read_history(run_dir)) < 300
     at.run()
-    assert any(i.value.startswith("Stopped") for i in at.info)
+    last = runs.read_history(run_dir)[-1]["epoch"]
+    assert any(i.value.startswith(f"Stopped on request at epoch {last} of 300") for i in at.info)
+    assert [s.value for s in at.main.subheader][:2] == ["New run", "Last run"]
+    preds = pd.read_csv(run_dir / "predictions.csv")
+    assert metric(at, "Test accuracy") == f"{100 * (preds['true'] == preds['pred']).mean():.1f}%"
 
     at.selectbox(key="t_pick").set_value(run_dir.name)
     at.button(key="t_open").click().run()
@@ -223,6 +229,14 @@ def test_train_watch_stop_open_and_promote_a_run(no_data, tmp_path, monkeypatch)
     at.switch_page("app_pages/train.py").run()
     at.selectbox(key="t_pick").set_value(run_dir.name)
     at.button(key="t_promote").click().run()
+    assert not at.exception and not errors(at)
+    assert runs.active_model_dir() == models / "default"                   # nothing changes before the yes
+    assert metric(at, "Accuracy now") == f"{100 * json.loads((DEFAULT / 'metrics.json').read_text())['accuracy']:.1f}%"
+    assert any("different test sets" in w.value for w in at.warning)
+    at.button(key="t_promote_no").click().run()
+    assert runs.active_model_dir() == models / "default" and not [b for b in at.button if b.key == "t_promote_yes"]
+    at.button(key="t_promote").click().run()
+    at.button(key="t_promote_yes").click().run()
     assert not at.exception and not errors(at)
     assert runs.active_model_dir() == models / run_dir.name
     assert any(run_dir.name.replace("-", "\\-").replace("_", "\\_") in m.value for m in at.sidebar.markdown)
@@ -260,6 +274,150 @@ def test_a_failed_run_shows_its_status_message(no_data):
     assert any(e.startswith("Run failed: RAVDESS folder not found") for e in errors(at))
     assert "failed: RAVDESS folder not found" in at.code[0].value
     assert at.button(key="t_promote").disabled and at.button(key="t_open").disabled
+
+
+@pytest.fixture
+def corpora(tmp_path, monkeypatch):
+    """A data root of two corpora: RAVDESS (the sample clips) and a small ASED (sample audio under ASED names)."""
+    root = tmp_path / "data"
+    shutil.copytree(SAMPLES, root / "ravdess")
+    (root / "ased").mkdir()
+    for i, clip in enumerate(sorted(SAMPLES.glob("*.flac"))[:24]):
+        gender, speaker = ("01", 10 + i % 3) if i % 2 else ("02", 20 + i % 3)
+        (root / "ased" / f"{'nfhsa'[i % 5]}1-{i:02d}-01-{gender}-{speaker:02d}.flac").write_bytes(clip.read_bytes())
+    monkeypatch.setenv("SER_DATA_DIR", str(root))
+    return root
+
+
+def test_train_presets_corpora_and_protocols(no_data, corpora):
+    recipe = json.loads((ROOT / "training" / "recipes" / "multicorpus.json").read_text())["members"][0]
+    at = start_app("app_pages/train.py")
+    assert at.multiselect(key="t_corpora").options == ["ASED v1 (Amharic)", "RAVDESS speech (English (North American))",
+                                                     "Bundled samples (32 RAVDESS clips, actors 1-4)"]
+    assert at.multiselect(key="t_corpora").value == ["samples"]
+    assert at.selectbox(key="t_protocol").options == ["EmoBox 6-fold (speaker-independent)",
+                                                      "Random clips (speaker-DEPENDENT)"]
+    assert at.selectbox(key="t_fold_emobox6").options == ["fold 1 · 8 test clips", "fold 2 · 8 test clips",
+                                                          "fold 4 · 8 test clips", "fold 5 · 8 test clips"]
+    assert any(c.value.startswith("Expected here: about") for c in at.caption)
+    button(at, "Shipped recipe").click().run()
+    assert not at.exception and not errors(at)
+    assert at.multiselect(key="t_corpora").value == [c for c in recipe["dataset"].split("+") if c in ("ravdess", "ased")]
+    arch = recipe["arch"]
+    assert at.selectbox(key="t_arch").value == arch and at.number_input(key="t_epochs").value == recipe["epochs"]
+    assert at.number_input(key="t_val").value == recipe["n_val_speakers"]
+    assert at.slider(key=f"t_channel_{arch}").value == recipe["channel_aug"]
+    assert at.selectbox(key="t_profile").value == recipe["channel_profile"]
+    assert "Leave one corpus out (train on the others)" in at.selectbox(key="t_protocol").options
+    assert any("arch\\_params = " in c.value for c in at.caption)             # settings the form has no widget for
+    at.selectbox(key="t_protocol").set_value("loco").run()
+    assert at.selectbox(key="t_fold_loco").options == ["test corpus ravdess · 32 test clips",
+                                                       "test corpus ased · 24 test clips"]
+    at.selectbox(key="t_protocol").set_value("emobox6").run()
+    at.number_input(key="t_epochs").set_value(2)
+    button(at, "Start training").click().run()
+    assert not at.exception and not errors(at)
+    (run,) = runs.list_runs()
+    config = json.loads((Path(run["dir"]) / "config.json").read_text())
+    assert config["dataset"] in ("ravdess+ased", "ased+ravdess") and config["epochs"] == 2
+    assert config["arch_params"] == recipe["arch_params"] and config["corpus_balance"] == recipe["corpus_balance"]
+    runs.stop(Path(run["dir"]))              # (stopped while it starts, its process may end as "interrupted")
+    assert runs.wait(Path(run["dir"]), timeout=RUN_TIMEOUT)["state"] in ("stopped", "finished", "interrupted")
+
+
+def zip_of(files: dict[str, bytes]) -> bytes:
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for name, data in files.items():
+            z.writestr(name, data)
+    return buf.getvalue()
+
+
+def test_bring_your_own_data_through_the_page(no_data, corpora):
+    from test_userdata import variants
+
+    at = start_app("app_pages/train.py")
+    before = sorted(p.name for p in corpora.iterdir())
+    bad = zip_of({f"happy/{n}": b for n, b in variants("happy", 10)} | {f"bored/{n}": b for n, b in variants("sad", 10)}
+                 | {"happy/broken.wav": b"RIFF\x00garbage" * 30})
+    at.file_uploader(key="t_upload").set_value(("mine.zip", bad, "application/zip")).run()
+    assert not at.exception
+    (msg,) = errors(at)
+    assert msg.startswith("2 problem(s) in mine\\.zip; nothing is stored until they are fixed")
+    assert "**unknown label**: 'bored'" in msg and "**unreadable file**: happy/broken\\.wav" in msg
+    assert not [b for b in at.button if b.key == "t_import"]
+    good = zip_of({f"Joy/{n}": b for n, b in variants("happy", 10)} | {f"sadness/{n}": b for n, b in variants("sad", 10)})
+    at.file_uploader(key="t_upload").set_value(("My Voices.zip", good, "application/zip")).run()
+    assert not at.exception and not errors(at)
+    assert any("speaker-DEPENDENT" in w.value.replace("\\", "") for w in at.warning)
+    assert at.text_input(key="t_corpus_name").value == "my-voices"
+    at.button(key="t_import").click().run()
+    assert not at.exception and not errors(at)
+    assert any(s.value.startswith("Stored 20 clips as corpus my-voices") for s in at.success)
+    assert sorted(p.name for p in corpora.iterdir()) == sorted(before + ["my-voices"])
+    assert "my-voices (your corpus, 20 clips, speakers unknown)" in at.multiselect(key="t_corpora").options
+
+
+def test_uploads_need_a_folder_of_corpora(no_data, corpora, monkeypatch):
+    monkeypatch.setenv("SER_DATA_DIR", str(corpora / "ravdess"))
+    at = start_app("app_pages/train.py")
+    assert any("uploads need SER\\_DATA\\_DIR to be a folder of corpora" in i.value for i in at.info)
+    assert at.multiselect(key="t_corpora").options[0] == "RAVDESS speech (English (North American))"
+
+
+def test_a_cross_validation_started_by_ser_cv_shows_its_folds(no_data):
+    env = {**__import__("os").environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    out = subprocess.run([sys.executable, "-m", "ser_core", "cv", "--arch", "seed004_dnn", "--dataset",
+                          f"ravdess:{SAMPLES}", "--folds", "1,2", "--epochs", "3", "--val-speakers", "1",
+                          "--batch-size", "8"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    (run,) = runs.list_runs()
+    cv_dir = Path(run["dir"])
+    pooled = json.loads((cv_dir / "metrics.json").read_text())
+    folds = [json.loads((cv_dir / f"fold-{f}" / "metrics.json").read_text()) for f in (1, 2)]
+    at = start_app("app_pages/train.py")
+    texts = [p.proto.text for p in at.get("progress")]
+    assert texts == ["2 of 2 folds done · finished"]
+    assert any(s.value == "Finished all 2 folds; the metrics pool their out\\-of\\-fold predictions\\." for s in at.success)
+    assert any(c.value == "Test accuracy of each finished fold: " + ", ".join(
+        f"fold {i} {100 * m['accuracy']:.1f}%" for i, m in zip((1, 2), folds)) for c in at.caption)
+    assert metric(at, "Test accuracy") == f"{100 * pooled['accuracy']:.1f}%"
+    table = next(d.value for d in at.dataframe if "run" in d.value.columns)
+    assert table.iloc[0]["epochs"] == "2/2 folds"
+
+
+def tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_public_demo_serves_predict_and_evaluate_and_writes_nothing(no_data, tmp_path, monkeypatch, reference):
+    models = tmp_path / "models"
+    shutil.copytree(DEFAULT, models / "default")
+    monkeypatch.setenv("SER_MODELS_DIR", str(models))
+    monkeypatch.setenv("SER_CACHE_DIR", str(tmp_path / "cache"))
+    dead = no_data / "runs" / "20260101-000000-dead"                         # its process died mid-run
+    dead.mkdir(parents=True)
+    (dead / "config.json").write_text(json.dumps({"arch": "seed000_cnn", "dataset": "ravdess"}))
+    (dead / "status.json").write_text(json.dumps({"state": "running", "pid": 2 ** 22 + 7, "pid_started": 1.0}))
+    shutil.copy(DEFAULT / "predictions.csv", dead / "predictions.csv")
+    monkeypatch.setenv("SER_PUBLIC_DEMO", "1")
+    before = {d: tree(d) for d in (no_data, models)}
+    at = start_app()
+    with pytest.raises(ValueError, match="Known pages: .*predict.py.*evaluate.py'\\]"):
+        at.switch_page("app_pages/train.py")
+    assert any("Public demo" in c.value for c in at.sidebar.caption)
+    at.segmented_control(key="p_source").set_value("Upload").run()
+    at.file_uploader(key="p_upload").set_value((CLIP.name, CLIP.read_bytes(), "audio/flac")).run()
+    assert not at.exception and not errors(at)
+    assert metric(at, "Emotion") == reference.predict_file(CLIP).emotion
+    at.switch_page("app_pages/evaluate.py").run()
+    assert not at.exception and not errors(at)
+    assert at.selectbox(key="e_source").value == "default" and len(at.selectbox(key="e_source").options) == 1
+    assert {d: tree(d) for d in (no_data, models)} == before       # no run folder, model or upload written
+    direct = AppTest.from_file(str(ROOT / "app_pages" / "train.py"), default_timeout=RUN_TIMEOUT).run()
+    assert [e.value for e in direct.error] == ["This is a public demo: training is switched off."]
 
 
 # ----------------------------------------------------------------------------- evaluate

@@ -108,14 +108,31 @@ def test_timeline_and_exports_carry_every_window():
     assert table.filter(like="p_").sum(axis=1).tolist() == pytest.approx([1.0] * 4)
 
 
-def test_progress_eta_is_mean_epoch_time_times_remaining_epochs():
-    rows = [{"epoch": 1, "seconds": 4.0}, {"epoch": 2, "seconds": 6.0}]
+def test_progress_eta_is_the_median_recent_epoch_time_times_remaining_epochs():
+    rows = [{"epoch": 1, "seconds": 30.0}, {"epoch": 2, "seconds": 4.0}]       # epoch 1 also builds the graph
     info = views.progress_info({"state": "running", "epochs": 10}, rows)
     assert info["fraction"] == pytest.approx(0.2)
-    assert info["eta"] == pytest.approx(40.0)
+    assert info["eta"] == pytest.approx(4.0 * 8)
     assert info["text"].startswith("Epoch 2 of 10")
+    assert "about 32 s left" in info["text"] and "at most" not in info["text"]      # no validation: no early stop
+    first = views.progress_info({"state": "running", "epochs": 10}, rows[:1])
+    assert first["eta"] is None and "time left known after epoch 2" in first["text"]
     done = views.progress_info({"state": "finished", "epochs": 2}, rows)
     assert done["eta"] is None and done["fraction"] == 1.0
+
+
+def test_time_left_does_not_swing_with_one_slow_epoch():
+    times = [40.0, 5.0, 5.2, 4.9, 25.0, 5.1, 5.0, 4.8]                       # a slow first epoch, one hiccup
+    rows = [{"epoch": i + 1, "seconds": t, "val_accuracy": 0.3} for i, t in enumerate(times)]
+    etas = [views.progress_info({"state": "running", "epochs": 20}, rows[:n])["eta"] / (20 - n)
+            for n in range(2, len(rows) + 1)]
+    assert max(etas) <= 5.2 and min(etas) >= 4.9                               # per remaining epoch: steady
+    info = views.progress_info({"state": "running", "epochs": 20}, rows)
+    assert "at most about" in info["text"]                                     # early stopping may end it sooner
+    members = [{"epoch": e, "member": m, "seconds": 2.0} for m in (1, 2) for e in (1, 2, 3)][:5]
+    ens = views.progress_info({"state": "running", "epochs": 3, "member": 2, "members": 2}, members)
+    assert ens["fraction"] == pytest.approx(5 / 6) and ens["text"].startswith("Epoch 2 of 3 · member 2 of 2")
+    assert ens["eta"] == pytest.approx(2.0)
 
 
 def test_curves_figure_plots_train_and_validation_per_epoch():
