@@ -187,8 +187,25 @@ def test_corrupt_upload_shows_an_error_then_a_real_clip_works(server, page):
     screenshot(page, "predict")
 
 
+def choose_architecture(pg, name: str) -> None:
+    """Pick an architecture in the Train form, checking that no option's text is cut off."""
+    box = pg.get_by_test_id("stSelectbox").filter(has_text="Architecture")
+    box.click(timeout=SLOW)
+    options = pg.get_by_role("option")
+    expect(options.first).to_be_visible()
+    names = [t.split(" · ")[0] for t in options.all_inner_texts()]
+    assert names[:2] == ["seed000_cnn", "seed001_logmel_cnn"] and "ser_crnn" in names
+    clipped = pg.evaluate("""() => Array.from(document.querySelectorAll('[role=option]'))
+        .filter(o => [o, ...o.querySelectorAll('*')].some(e => e.scrollWidth > e.clientWidth + 1))
+        .map(o => o.innerText)""")
+    assert clipped == [], f"architecture names cut off in the dropdown: {clipped}"
+    pg.get_by_role("option", name=re.compile(f"^{re.escape(name)} ")).click()
+    expect(box).to_contain_text(name)
+
+
 def test_training_run_draws_its_curves_live_and_stops(server, page):
     page.goto(f"{server['url']}/train")
+    choose_architecture(page, "seed000_cnn")             # the quick demo's DNN would finish before the Stop
     epochs = page.get_by_role("spinbutton", name="Epochs")
     epochs.fill("300")
     epochs.press("Tab")
@@ -203,9 +220,12 @@ def test_training_run_draws_its_curves_live_and_stops(server, page):
             .find(p => p._fullData && p._fullData.length >= 2 && p._fullData[0].name === 'train');
         return plot && plot._fullData[0]._length >= 2; }""", timeout=60_000)   # the accuracy curve has 2+ epochs
     expect(page.get_by_test_id("stProgress")).to_contain_text("Epoch")
+    progress = page.get_by_test_id("stProgress").bounding_box()
+    assert progress["y"] < page.get_by_role("button", name="Start training").bounding_box()["y"]
+    assert progress["y"] < 1100                          # in sight on a normal screen, above the form
     screenshot(page, "train", height=1700)
     page.get_by_role("button", name="Stop", exact=True).click()
-    expect(page.get_by_text(re.compile("^Stopped"))).to_be_visible(timeout=SLOW)
+    expect(page.get_by_text(re.compile("^Stopped on request at epoch"))).to_be_visible(timeout=SLOW)
     expect(page.get_by_role("button", name="Promote")).to_be_enabled(timeout=60_000)   # a stopped run keeps its model
     screenshot(page, "train-stopped")
 
@@ -279,6 +299,7 @@ def test_a_training_run_does_not_freeze_another_users_predictions(server, browse
     try:
         tp = trainer.new_page()
         tp.goto(f"{server['url']}/train")
+        choose_architecture(tp, "seed000_cnn")
         for name in ("Epochs", "Early-stopping patience"):
             box = tp.get_by_role("spinbutton", name=name)
             box.fill("300")
