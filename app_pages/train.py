@@ -471,15 +471,19 @@ if public_demo():
 st.caption("Train a model in a background process, on any corpora under the data root. One run trains at a "
            "time; the page follows it live and you can leave and come back.")
 
-top = st.container()                 # the progress of a running run goes here, above the form
+# The progress of a running run goes above the form (in sight while it trains), a finished one below it.
+# Both places always exist, so the elements after them keep their positions when a run ends: a shifted
+# layout left a stale copy of the run buttons on screen.
+above = st.container()
 with st.container(border=True):
     st.subheader("New run")
     new_run_form()
+below = st.container()
 
 watch = watched_run()
 if watch is not None:
     running = runs.read_status(watch).get("state") in runs.ACTIVE_STATES
-    with top if running else st.container():
+    with above if running else below:
         with st.container(border=True):
             st.subheader("Progress" if running else "Last run")
             progress_panel(watch)
