@@ -18,8 +18,9 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from ser_core import calibration, evaluation, runs
+from ser_core import calibration, evaluation, schema
 from ser_core.errors import SERError
+from ser_core.jsonio import read_json
 
 from .views import BOTTOM_LEGEND, GENDER_COLOURS, TOP_LEGEND, _style, colour, format_pct, metrics_csv
 
@@ -292,8 +293,8 @@ def stored_calibration(source_dir: str | Path) -> calibration.Calibration | None
 
     A cross-validation folder has no model, hence none; a malformed entry counts as none."""
     source_dir = Path(source_dir)
-    for spec_path in (source_dir / "spec.json", source_dir / "model" / "spec.json"):
-        spec = runs.read_json(spec_path, None)
+    for spec_path in (source_dir / schema.SPEC, source_dir / schema.MODEL / schema.SPEC):
+        spec = read_json(spec_path, None)
         if isinstance(spec, dict):
             try:
                 return calibration.Calibration.from_dict((spec.get("extra") or {}).get(calibration.SPEC_KEY))

@@ -37,7 +37,7 @@ def build(members: Sequence[Path | str], out_dir: Path | str, *, export: bool = 
     from .config import EMOTIONS
 
     out_dir = Path(out_dir)
-    specs = [ModelSpec.load(Path(m) / "spec.json") for m in members]
+    specs = [ModelSpec.load(Path(m) / SPEC) for m in members]
     if len(specs) < 2:
         raise ModelError("an ensemble needs at least two member models")
     names = _member_names([s.arch for s in specs])
@@ -100,19 +100,19 @@ def combine_cv(cv_dirs: Sequence[Path | str], out_dir: Path | str) -> dict:
         if len({str(c.get(key)) for c in configs}) != 1:
             raise SERError(f"member cross-validations differ in {key}: "
                            + ", ".join(f"{d.name}={c.get(key)}" for d, c in zip(cv_dirs, configs)))
-    folds = list(configs[0]["cv_folds"])
+    folds = list(configs[0][schema.CV_FOLDS])
     out_dir.mkdir(parents=True, exist_ok=True)
     tables, fold_info = [], []
     for k in folds:
-        parts = [pd.read_csv(d / f"fold-{k}" / "predictions.csv") for d in cv_dirs]
+        parts = [pd.read_csv(d / schema.fold_dir_name(k) / schema.PREDICTIONS) for d in cv_dirs]
         files = [set(p["file"]) for p in parts]
         if any(f != files[0] for f in files):
             raise SERError(f"fold {k}: the members predicted different clips")
         table = _average(parts)
-        fold_dir = out_dir / f"fold-{k}"
+        fold_dir = out_dir / schema.fold_dir_name(k)
         fold_dir.mkdir(exist_ok=True)
-        build([d / f"fold-{k}" / "model" for d in cv_dirs], fold_dir / "model", export=False)
-        atomic_write_text(fold_dir / "predictions.csv", table.to_csv(index=False))
+        build([d / fold_dir.name / schema.MODEL for d in cv_dirs], fold_dir / schema.MODEL, export=False)
+        atomic_write_text(fold_dir / schema.PREDICTIONS, table.to_csv(index=False))
         labels = [c[2:] for c in table.columns if c.startswith("p_")]
         m = evaluate(table, labels)
         fold_info.append({"fold": k, "accuracy": m["accuracy"], "uar": m["uar"]})
