@@ -223,7 +223,20 @@ def main() -> int:
                     help="reuse a finished all-actor run of that member's recipe (keys as --member-cv)")
     ap.add_argument("--robustness", metavar="CV_DIR",
                     help="only copy CV_DIR/robustness.json into models/default (after `ser robustness CV_DIR`)")
+    ap.add_argument("--calibrate", metavar="MODEL_DIR",
+                    help="only fit the calibration of a built model folder on its own out-of-fold predictions.csv "
+                         "and store it in its spec.json (and metrics.json)")
     args = ap.parse_args()
+    if args.calibrate:
+        model_dir = Path(args.calibrate)
+        calib, report = calibrate(model_dir, None)
+        store_calibration(model_dir, calib)
+        metrics = json.loads((model_dir / "metrics.json").read_text())
+        metrics["calibration"] = {**report, "stored": calib.to_dict()}
+        (model_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+        print(f"{model_dir}: temperature {calib.temperature:.3f}, ECE {calib.ece_before:.3f} -> {calib.ece_after:.3f} "
+              "(cross-fitted)")
+        return 0
     if args.robustness:
         copy_robustness(Path(args.robustness), models_dir() / "default")
         print(f"copied {args.robustness}/robustness.json to {models_dir() / 'default'}")
