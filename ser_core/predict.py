@@ -522,7 +522,7 @@ class EnsemblePredictor(BasePredictor):
     the windows that hold speech, calibrated with the ensemble's own stored calibration.
     """
 
-    def __init__(self, model_dir: Path | str, *, runtime: str = "auto"):
+    def __init__(self, model_dir: Path | str, *, runtime: str = "auto", calibrated: bool = True):
         from .modeldir import member_dirs
 
         self.model_dir = Path(model_dir)
@@ -538,7 +538,7 @@ class EnsemblePredictor(BasePredictor):
         if len(rates) != 1:
             raise ModelError(f"ensemble members expect different sample rates: {sorted(rates)}")
         self.cfg = self.members[0].cfg
-        self.calibration = stored_calibration(self.spec, self.model_dir)
+        self.calibration = stored_calibration(self.spec, self.model_dir) if calibrated else None
         self._columns = [[m.labels.index(lab) for lab in self.labels] for m in self.members]
         # Members that hear the same features share one extraction. Groups go largest input
         # first, and a worker thread runs a group's networks while this thread extracts the
@@ -589,6 +589,8 @@ class EnsemblePredictor(BasePredictor):
         return self._mean_on(parts[0], parts), duration
 
 
-def load_predictor(model_dir: Path | str, *, runtime: str = "auto") -> BasePredictor:
-    """A Predictor for a model folder, or an EnsemblePredictor for an ensemble folder."""
-    return EnsemblePredictor(model_dir, runtime=runtime) if is_ensemble(model_dir) else Predictor(model_dir, runtime=runtime)
+def load_predictor(model_dir: Path | str, *, runtime: str = "auto", calibrated: bool = True) -> BasePredictor:
+    """A Predictor for a model folder, or an EnsemblePredictor for an ensemble folder
+    (``calibrated=False``: without the folder's stored calibration, the raw probabilities)."""
+    cls = EnsemblePredictor if is_ensemble(model_dir) else Predictor
+    return cls(model_dir, runtime=runtime, calibrated=calibrated)

@@ -125,13 +125,22 @@ def test_shipped_default_predicts_what_it_did_before_with_the_ensembles_windows(
     from conftest import DEFAULT_MODEL, ROOT, SAMPLES
     from ser_core.predict import load_predictor
 
+    from ser_core.calibration import apply_temperature
+
     before = json.loads((ROOT / "tests" / "data" / "default_samples_before.json").read_text())["clips"]
-    ens = load_predictor(DEFAULT_MODEL)
+    ens = load_predictor(DEFAULT_MODEL, calibrated=False)      # the raw path: before had no calibration
+    calibrated = load_predictor(DEFAULT_MODEL)
     assert len(before) == 32
     moved = 0
     for name, old in before.items():
         p = ens.predict_file(SAMPLES / name)
         assert p.emotion == old["emotion"], name
+        c = calibrated.predict_file(SAMPLES / name)           # the shipped answer: the same, calibrated
+        labels = list(old["probabilities"])
+        want = apply_temperature(np.array([[old["probabilities"][lab] for lab in labels]]),
+                                 calibrated.calibration.temperature)[0]
+        assert [c.probabilities[lab] for lab in labels] == pytest.approx(want.tolist(), abs=1e-5), name
+        assert c.best == old["emotion"] and c.emotion in (old["emotion"], "not sure")
         assert p.probabilities == pytest.approx(old["probabilities"], abs=2e-6), name
         n = p.duration
         assert len(p.windows) == (1 if n <= 4.0 else int(np.ceil(n - 3.0)) + 1)      # the recording's windows
