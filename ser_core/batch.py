@@ -470,16 +470,21 @@ class RayEngine:
 
             # Ray Data's actor pool makes every restartable actor log a C++ warning about its
             # constructor arguments (ray-project/ray#53727); the driver's own errors still surface
+            # as exceptions. Setting the level logs one line of its own while Ray starts, hence
+            # the silenced start.
+            from .tf_setup import native_stderr_silenced
+
             os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
-            if address:
-                runtime_env = {"py_modules": [str(Path(__file__).resolve().parent)]}   # this engine's code
-                ray.init(address=address, runtime_env=runtime_env, log_to_driver=False,
-                         logging_level=logging.ERROR)
-            else:
-                root = str(Path(__file__).resolve().parent.parent)
-                os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
-                ray.init(num_cpus=workers or os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,
-                         logging_level=logging.ERROR, object_store_memory=RAY_OBJECT_STORE_MB << 20)
+            with native_stderr_silenced():
+                if address:
+                    runtime_env = {"py_modules": [str(Path(__file__).resolve().parent)]}   # this engine's code
+                    ray.init(address=address, runtime_env=runtime_env, log_to_driver=False,
+                             logging_level=logging.ERROR)
+                else:
+                    root = str(Path(__file__).resolve().parent.parent)
+                    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+                    ray.init(num_cpus=workers or os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,
+                             logging_level=logging.ERROR, object_store_memory=RAY_OBJECT_STORE_MB << 20)
             self._owns_ray = True
         self.workers = int(workers or ray.cluster_resources().get("CPU", 1))
 
@@ -684,10 +689,15 @@ class BatchResult:
     resumed: int                   # already in the parts when this run started
     errors: int                    # error rows among all inputs
     seconds: float
-    first_result_s: float | None   # start-up: engine and model loading, until the first result
     restarts: int
     worker_pids: list[int]
     paths: dict[str, Path] = field(default_factory=dict)
+    timeline: list[tuple[float, int]] = field(default_factory=list)   # (seconds since start, files scored)
+
+    @property
+    def first_result_s(self) -> float | None:
+        """Start-up: the engine and its models loading, until the first result arrived."""
+        return self.timeline[0][0] if self.timeline else None
 
     @property
     def clips_per_s(self) -> float:
@@ -695,10 +705,15 @@ class BatchResult:
 
     @property
     def steady_clips_per_s(self) -> float:
-        """Throughput once the first result arrived (start-up excluded)."""
-        if self.first_result_s is None or self.seconds <= self.first_result_s:
+        """Throughput from a quarter of the files on to the last result: every worker has started by
+        then (they start at different times), and no start-up or shutdown is counted."""
+        if len(self.timeline) < 2:
             return self.clips_per_s
-        return self.scored / (self.seconds - self.first_result_s)
+        t1, n1 = next((t, n) for t, n in self.timeline if n >= self.scored / 4)
+        t2, n2 = self.timeline[-1]
+        if t2 <= t1:
+            t1, n1 = self.timeline[0]
+        return (n2 - n1) / (t2 - t1) if t2 > t1 else self.clips_per_s
 
 
 def make_engine(engine: str, model_dir: str, windows: bool, workers: int | None, *, chunk: int = CHUNK,
@@ -737,7 +752,7 @@ def run_batch(inputs: Iterable[str], out: Path | str, model_dir: Path | str, *, 
         todo = [p for p in paths if p not in store.files]
         resumed = len(paths) - len(todo)
         t0 = time.monotonic()
-        first = None
+        timeline: list[tuple[float, int]] = []
         eng = None
         restarts, pids = 0, []
         if todo:
@@ -769,8 +784,8 @@ def run_batch(inputs: Iterable[str], out: Path | str, model_dir: Path | str, *, 
 
             try:
                 for results in eng.run(todo):
-                    first = first if first is not None else time.monotonic() - t0
                     bar.update(sum(keep(row, wr) for row, wr in results))
+                    timeline.append((time.monotonic() - t0, bar.done))
                     if len(rows) >= part_files or time.monotonic() - last >= part_seconds:
                         commit()
                 for p in eng.lost:
@@ -790,6 +805,6 @@ def run_batch(inputs: Iterable[str], out: Path | str, model_dir: Path | str, *, 
 
         err = pq.read_table(final["results"], columns=["error"]).column("error").to_pylist()
         return BatchResult(Path(out), len(paths), len(todo), resumed, sum(e is not None for e in err), seconds,
-                           first, restarts, pids, final)
+                           restarts, pids, final, timeline)
     finally:
         store.close()
