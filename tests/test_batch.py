@@ -89,9 +89,11 @@ def test_inputs_are_files_folders_globs_and_csv_lists_each_once(tmp_path):
     for name in ("a.wav", "b.flac", "sub/c.mp3", "notes.txt"):
         (d / name).write_bytes(b"x")
     (tmp_path / "list.csv").write_text("path,label\naudio/b.flac,x\n/nowhere/gone.wav,y\n")
+    (tmp_path / "bare.csv").write_text("audio/sub/c.mp3\n/nowhere/else.flac\n")      # no header row
     got = batch.collect_inputs([str(d / "a.wav"), str(d), str(tmp_path / "audio" / "*.wav"),
-                                str(tmp_path / "list.csv"), str(tmp_path / "none-*.wav")])
-    assert got == [str(d / "a.wav"), str(d / "b.flac"), str(d / "sub" / "c.mp3"), "/nowhere/gone.wav"]
+                                str(tmp_path / "list.csv"), str(tmp_path / "none-*.wav"), str(tmp_path / "bare.csv")])
+    assert got == [str(d / "a.wav"), str(d / "b.flac"), str(d / "sub" / "c.mp3"), "/nowhere/gone.wav",
+                   "/nowhere/else.flac"]
 
 
 def test_prediction_rows_flatten_probabilities_and_turn_no_speech_into_an_error():
@@ -119,6 +121,32 @@ def test_a_task_whose_worker_keeps_dying_is_split_and_then_given_up_file_by_file
     assert [t.paths for t in suspects] == [["a"], ["b"]]     # second: each file alone
     eng._strike(suspects.popleft(), queue, suspects)
     assert eng.lost == ["a"]
+
+
+def test_the_batched_path_answers_what_predict_file_answers_for_a_model_and_an_ensemble(tmp_path, inputs,
+                                                                                        tiny_model, samples_dir):
+    from ser_core import ensemble
+    from ser_core.predict import load_predictor
+
+    long = tmp_path / "long.wav"                      # several windows in one file
+    sf.write(long, np.concatenate([sf.read(f, dtype="float32")[0] for f in sorted(samples_dir.glob("*.flac"))[:3]]),
+             16000)
+    files = [*inputs["files"], str(long)]
+    for model in (tiny_model, ensemble.build([tiny_model, tiny_model], tmp_path / "ens")):
+        predictor = load_predictor(model)
+        members = batch.batch_members(predictor)
+        assert members is not None and len(members) == (2 if model.name == "ens" else 1)
+        fast = batch.predict_many(predictor, members, files)
+        for f, got in zip(files, fast):
+            try:
+                want = predictor.predict_file(f, name=f)
+            except SERError as exc:
+                assert isinstance(got, SERError) and str(got) == str(exc)
+                continue
+            assert batch._same_answer(got.to_dict(windows=True), want.to_dict(windows=True)), f
+        scorer = batch.Scorer(str(model), windows=False)
+        rows = scorer.score(files)
+        assert scorer.batched is True and [r["file"] for r, _ in rows] == files
 
 
 # ----------------------------------------------------------------------------- the engines
