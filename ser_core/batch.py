@@ -650,9 +650,9 @@ class RayEngine:
         logging.getLogger("ray.data").setLevel(logging.ERROR)
         blocks = max(1, min(math.ceil(len(paths) / self.chunk), 100_000))
         ds = self.ray.data.from_items([{"file": p} for p in paths], override_num_blocks=blocks)
-        ds = ds.map_batches(_RayScorer, fn_constructor_args=(self.model_dir, self.windows), batch_size=self.chunk, batch_format="numpy", num_cpus=1,
-                            compute=ActorPoolStrategy(size=min(self.workers, blocks), max_tasks_in_flight_per_actor=2),
-                            udf_modifying_row_count=False)
+        pool = ActorPoolStrategy(size=min(self.workers, blocks), max_tasks_in_flight_per_actor=2)
+        ds = ds.map_batches(_RayScorer, fn_constructor_args=(self.model_dir, self.windows), compute=pool,
+                            batch_size=self.chunk, batch_format="numpy", num_cpus=1, udf_modifying_row_count=False)
         try:
             for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
                 self.pids.update(int(p) for p in batch["pid"])
