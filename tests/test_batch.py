@@ -229,3 +229,11 @@ def test_results_of_another_model_or_a_busy_folder_are_refused(tmp_path, tiny_mo
         batch.run_batch([str(sample_clip)], out, tiny_model)
     r = ser("batch", tmp_path / "nothing-here-*.wav", "--out", tmp_path / "o2", "--model", tiny_model)
     assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == "error: no audio files found in the given inputs"
+    broken = tmp_path / "broken"               # a spec the driver can read, weights no worker can load
+    broken.mkdir()
+    shutil.copy(tiny_model / "spec.json", broken / "spec.json")
+    (broken / "model.keras").write_bytes(b"not a keras file")
+    r = ser("batch", sample_clip, "--out", tmp_path / "o3", "--model", broken, "--workers", "1")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "could not be loaded" in last
