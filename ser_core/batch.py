@@ -617,8 +617,12 @@ class RayEngine:
             with native_stderr_silenced():
                 if address:
                     runtime_env = {"py_modules": [str(Path(__file__).resolve().parent)]}   # this engine's code
-                    ray.init(address=address, runtime_env=runtime_env, log_to_driver=False,
-                             logging_level=logging.ERROR)
+                    try:
+                        ray.init(address=address, runtime_env=runtime_env, log_to_driver=False,
+                                 logging_level=logging.ERROR)
+                    except (ConnectionError, RuntimeError, ValueError) as exc:
+                        raise SERError(f"could not join the Ray cluster at {address}: "
+                                       f"{' '.join(str(exc).split())[:200]}") from exc
                 else:
                     # the local cluster's processes inherit this environment: they find ser_core here
                     saved = os.environ.get("PYTHONPATH")
