@@ -42,7 +42,9 @@ SAMPLES = ROOT / "data" / "samples"
 CHROMIUM = "/usr/bin/chromium"
 OVERHEAD_BOUND_ARCH = "seed004_dnn"     # a small model, where Keras's per-step overhead dominates an epoch
 TARGETS = {"features_ratio": 5.0, "e2e_ratio": 5.0, "e2e_ms": 20.0, "corpus_cold_s": 20.0, "corpus_warm_s": 2.0,
-           "epoch_ratio": 2.0}
+           "epoch_ratio": 2.0, "batch_clips_s": 250.0, "batch_engine_gap": 0.25}
+BATCH_CLIP_SECONDS = (3.0, 4.0)         # the batch target is for clips this long
+CLUSTER = {"nodes": 100, "cores_per_node": 32}     # the cluster of docs/scale.md's projection
 
 
 # --------------------------------------------------------------------------- measuring
@@ -556,6 +558,201 @@ def bench_app(env: dict, workdir: Path, other_pages: bool) -> dict:
     return out
 
 
+# --------------------------------------------------------------------------- 7 batch
+def batch_clips(paths: list[str], n: int, seconds: tuple[float, float] = BATCH_CLIP_SECONDS) -> list[str]:
+    """``n`` clips whose length lies in ``seconds`` (repeated when there are fewer: each path is one file)."""
+    chosen = []
+    for p in paths:
+        if seconds[0] <= audio.duration_seconds(p) <= seconds[1]:
+            chosen.append(p)
+        if len(chosen) >= n:
+            break
+    if not chosen:
+        raise RuntimeError(f"no clip of {seconds[0]:g}-{seconds[1]:g} s among {len(paths)} paths")
+    return (chosen * (n // len(chosen) + 1))[:n]
+
+
+def _peak_rss_mb(pid: int) -> float | None:
+    """A process's peak resident memory so far (VmHWM), in MB."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def _linked(clips: list[str], folder: Path) -> list[str]:
+    """One symbolic link per clip, so a clip used twice is two files of the job (a real archive has no repeats)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i, c in enumerate(clips):
+        link = folder / f"{i:05d}{Path(c).suffix}"
+        link.symlink_to(os.path.abspath(c))
+        out.append(str(link))
+    return out
+
+
+def _tree_cpu_s() -> float:
+    """CPU seconds (user + system) of this process and every live descendant: the driver, the pool's
+    workers or Ray's services and actors."""
+    import psutil
+
+    me = psutil.Process()
+    total = 0.0
+    for p in [me, *me.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def batch_run(model_dir: Path, files: list[str], out: Path, engine: str, workers: int) -> dict:
+    """One ``ser batch`` job (in this process, as the CLI runs it): wall time, start-up, throughput, worker
+    memory, and the CPU seconds the whole job spent per clip once a quarter of the clips was done.
+
+    On a machine shared with other work the wall-clock rates measure this job's share of the cores;
+    CPU seconds per clip do not depend on that share, so ``cores / cpu_s_per_clip`` estimates the
+    rate on the same cores given to this job alone (an upper bound: it assumes they stay busy).
+    """
+    from ser_core.batch import run_batch
+
+    peaks: dict[int, float] = {}
+    samples: list[tuple[int, float]] = []
+    last = [0.0]
+
+    def sample_memory(_part, eng) -> None:
+        for pid in eng.worker_pids():
+            mb = _peak_rss_mb(pid)
+            if mb is not None:
+                peaks[pid] = max(peaks.get(pid, 0.0), mb)
+
+    def sample_cpu(done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - last[0] > 0.5 or done == total:
+            last[0] = now
+            samples.append((done, _tree_cpu_s()))
+
+    shutil.rmtree(out, ignore_errors=True)
+    res = run_batch(files, out, model_dir, engine=engine, workers=workers, progress=False,
+                    part_files=max(8, len(files) // 20), on_part=sample_memory, callback=sample_cpu)
+    steady = [(n, c) for n, c in samples if n >= len(files) / 4]
+    cpu_per_clip = None
+    if len(steady) >= 2 and steady[-1][0] > steady[0][0]:
+        cpu_per_clip = (steady[-1][1] - steady[0][1]) / (steady[-1][0] - steady[0][0])
+    return {"engine": engine, "workers": workers, "clips": res.scored, "wall_s": round(res.seconds, 2),
+            "startup_s": None if res.first_result_s is None else round(res.first_result_s, 2),
+            "clips_per_s": round(res.clips_per_s, 1), "steady_clips_per_s": round(res.steady_clips_per_s, 1),
+            "cpu_ms_per_clip": None if cpu_per_clip is None else round(cpu_per_clip * 1e3, 1),
+            "errors": res.errors, "restarts": res.restarts,
+            "worker_peak_rss_mb": sorted(round(v) for v in peaks.values())}
+
+
+def batch_summary(runs: list[dict], cpus: int) -> dict:
+    """Median figures per configuration, the scaling and engine ratios, the per-core rate.
+
+    Two measures of each: the wall-clock rate once started (this job's share of the machine)
+    and the CPU-bound rate, ``workers / cpu_s_per_clip`` (the rate with those cores to itself).
+    """
+    by: dict[str, list[dict]] = {}
+    for r in runs:
+        by.setdefault(f"{r['engine']}-{r['workers']}", []).append(r)
+
+    def med(v, key):
+        vals = [r[key] for r in v if r.get(key) is not None]
+        return float(np.median(vals)) if vals else None
+
+    conf = {}
+    for k, v in by.items():
+        c = {"steady_clips_per_s": med(v, "steady_clips_per_s"), "clips_per_s": med(v, "clips_per_s"),
+             "startup_s": med(v, "startup_s"), "cpu_ms_per_clip": med(v, "cpu_ms_per_clip"),
+             "worker_rss_mb": float(np.median([m for r in v for m in r["worker_peak_rss_mb"]] or [0.0]))}
+        c["cpu_bound_clips_per_s"] = (round(v[0]["workers"] * 1e3 / c["cpu_ms_per_clip"], 1)
+                                      if c["cpu_ms_per_clip"] else None)
+        conf[k] = c
+    one, local, ray = conf.get("local-1"), conf.get(f"local-{cpus}"), conf.get(f"ray-{cpus}")
+    out: dict = {"configs": conf}
+
+    def ratio(a, b, key):
+        return round(a[key] / b[key], 2) if a and b and a.get(key) and b.get(key) else None
+
+    out["scaling"] = ratio(local, one, "steady_clips_per_s")
+    out["ray_vs_local"] = ratio(ray, local, "steady_clips_per_s")
+    out["ray_vs_local_cpu"] = ratio(ray, local, "cpu_bound_clips_per_s")
+    best = local or one
+    if best:
+        n = cpus if local else 1
+        out["per_core_clips_s"] = round(best["steady_clips_per_s"] / n, 1)
+        if best.get("cpu_bound_clips_per_s"):
+            out["per_core_cpu_bound_clips_s"] = round(best["cpu_bound_clips_per_s"] / n, 1)
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def projection(per_core_clips_s: float, *, hours: float = 1e6, clip_seconds: float = 3.5, nodes: int = 100,
+               cores_per_node: int = 32) -> dict:
+    """Core-hours and wall time for ``hours`` of audio at a measured per-core rate.
+
+    Cut into clips of ``clip_seconds`` (one prediction window each), the audio is
+    ``hours * 3600 / clip_seconds`` clips; a long recording is one window per second
+    (1 s hop), so per hour of audio it costs ``clip_seconds`` times as many windows.
+    """
+    cores = nodes * cores_per_node
+    clips = hours * 3600 / clip_seconds
+    windows = hours * 3600 / 1.0
+    core_h_clips = clips / per_core_clips_s / 3600
+    core_h_long = windows / per_core_clips_s / 3600
+    return {"hours": hours, "clip_seconds": clip_seconds, "cores": cores, "clips": clips, "long_windows": windows,
+            "core_hours_clips": core_h_clips, "core_hours_long": core_h_long,
+            "wall_days_clips": core_h_clips / cores / 24, "wall_days_long": core_h_long / cores / 24}
+
+
+def bench_batch(model_dir: Path, paths: list[str], workdir: Path, n_clips: int, rounds: int,
+                predict_process: dict | None = None) -> dict:
+    """7. ``ser batch``: local with 1 and N workers, Ray with N, alternating (so background load hits all alike)."""
+    cpus = os.cpu_count() or 1
+    configs = [("local", 1), ("local", cpus), ("ray", cpus)]
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        configs = configs[:2]
+    files = _linked(batch_clips(paths, n_clips), workdir / "batch-in")
+    print(f"\n7. Batch scoring (`ser batch`, {model_dir.name}): {len(files)} clips of "
+          f"{BATCH_CLIP_SECONDS[0]:g}-{BATCH_CLIP_SECONDS[1]:g} s, {rounds} round(s), configurations alternating")
+    runs = []
+    for k in range(rounds):
+        for engine, workers in (configs if k % 2 == 0 else configs[::-1]):
+            r = batch_run(model_dir, files, workdir / f"batch-{engine}-{workers}", engine, workers)
+            runs.append(r)
+            print(f"  {engine:<5} {workers} worker(s): {r['steady_clips_per_s']:7.1f} clips/s after start-up "
+                  f"({r['clips_per_s']:.1f} including a {r['startup_s']} s start-up); {r['cpu_ms_per_clip']} "
+                  f"CPU ms per clip (whole job); worker peak RSS {r['worker_peak_rss_mb']} MB; {r['errors']} errors")
+    summary = batch_summary(runs, cpus)
+    for k, c in summary["configs"].items():
+        print(f"  {k:<8} median: {c['steady_clips_per_s']:.1f} clips/s measured, {c['cpu_bound_clips_per_s']} clips/s "
+              f"CPU-bound ({c['cpu_ms_per_clip']} CPU ms per clip), start-up {c['startup_s']} s, "
+              f"worker {c['worker_rss_mb']:.0f} MB")
+    if "scaling" in summary:
+        print(f"  local {cpus} workers / 1 worker: {summary['scaling']:.2f}x")
+    if "ray_vs_local" in summary:
+        print(f"  ray / local with {cpus} workers: {summary['ray_vs_local']:.2f} measured, "
+              f"{summary.get('ray_vs_local_cpu')} CPU-bound")
+    if predict_process:
+        print(f"  cold start of `ser predict` (one clip, section 5): {predict_process['wall_s']} s, "
+              f"{predict_process['peak_rss_mb']} MB peak RSS")
+    rate = summary.get("per_core_cpu_bound_clips_s") or summary.get("per_core_clips_s")
+    if rate:
+        proj = projection(rate, nodes=CLUSTER["nodes"], cores_per_node=CLUSTER["cores_per_node"])
+        summary["projection"] = proj
+        print(f"  1 million hours at {rate} clips/s per core on {proj['cores']} cores "
+              f"({CLUSTER['nodes']} nodes x {CLUSTER['cores_per_node']}): {proj['core_hours_clips']:,.0f} core-hours, "
+              f"{proj['wall_days_clips']:.1f} days as {proj['clip_seconds']:g} s clips; "
+              f"{proj['core_hours_long']:,.0f} core-hours, {proj['wall_days_long']:.1f} days as long recordings")
+    return {"clips": len(files), "rounds": rounds, "runs": runs, **summary}
+
+
 # --------------------------------------------------------------------------- main
 def _verdicts(res: dict) -> list[str]:
     lines = []
@@ -587,6 +784,21 @@ def _verdicts(res: dict) -> list[str]:
         for arch, t in res["training"].items():
             check(f"training epoch, {arch}", t["ratio"] >= TARGETS["epoch_ratio"],
                   f"{t['ratio']}x a plain model.fit (target {TARGETS['epoch_ratio']:g}x)")
+    if "batch" in res and "configs" in res["batch"]:
+        # judged on the CPU-bound rate (the job's CPU seconds per clip): on a shared machine the
+        # measured rate is only this job's share of the cores; both are printed
+        b, cpus = res["batch"], res.get("machine", {}).get("cpus") or os.cpu_count()
+        best = max((c for k, c in b["configs"].items() if k != "local-1"),
+                   key=lambda c: c.get("cpu_bound_clips_per_s") or c["steady_clips_per_s"])
+        rate = best.get("cpu_bound_clips_per_s") or best["steady_clips_per_s"]
+        check(f"batch on {cpus} cores", rate >= TARGETS["batch_clips_s"],
+              f"{rate:.1f} clips/s CPU-bound, {best['steady_clips_per_s']:.1f} measured "
+              f"(target {TARGETS['batch_clips_s']:g})")
+        gap = b.get("ray_vs_local_cpu") or b.get("ray_vs_local")
+        if gap is not None:
+            check("batch engines agree", abs(gap - 1) <= TARGETS["batch_engine_gap"],
+                  f"ray / local {gap:.2f} CPU-bound, {b.get('ray_vs_local')} measured "
+                  f"(target within {TARGETS['batch_engine_gap']:.0%})")
     if "app" in res and "evaluate_page_loaded_tensorflow" in res["app"]:
         free = not res["app"]["evaluate_page_loaded_tensorflow"] and not res["app"]["train_page_loaded_tensorflow"]
         check("app pages without TensorFlow", free, "Evaluate and Train pages open without importing it"
@@ -600,6 +812,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-train", action="store_true", help="skip training epochs and the `ser train` run")
     ap.add_argument("--skip-app", action="store_true", help="skip the Streamlit/Chromium cold start")
     ap.add_argument("--skip-corpus", action="store_true", help="skip whole-corpus extraction")
+    ap.add_argument("--skip-batch", action="store_true", help="skip the `ser batch` engines")
     ap.add_argument("--model", help="model folder (default: models/default)")
     ap.add_argument("--json", metavar="OUT", help="also write every figure to this JSON file")
     args = ap.parse_args(argv)
@@ -646,6 +859,9 @@ def main(argv: list[str] | None = None) -> int:
                 res["app"] = bench_app(env, workdir, other_pages=not quick)
             else:
                 print(f"\n6. Cold start of the app: skipped ({CHROMIUM} not installed)")
+        if not args.skip_batch:
+            res["batch"] = bench_batch(model_dir, paths, workdir, 160 if quick else 480, 1 if quick else 2,
+                                       res.get("predict_process"))
         print("\nTargets")
         print("\n".join(_verdicts(res)))
     finally:

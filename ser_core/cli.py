@@ -74,6 +74,21 @@ def cmd_predict(args) -> int:
     return EXIT_ERROR if failed else 0
 
 
+def cmd_batch(args) -> int:
+    from . import runs
+    from .batch import run_batch
+
+    res = run_batch(args.inputs, args.out, args.model or runs.active_model_dir(), engine=args.engine,
+                    workers=args.workers, address=args.address, windows=args.windows, csv=args.csv,
+                    part_files=args.part_files, chunk=args.chunk)
+    note = f", {res.resumed} already done by an earlier run" if res.resumed else ""
+    print(f"scored {res.scored} of {res.files} files in {res.seconds:.1f} s ({res.clips_per_s:.1f} clips/s{note}); "
+          f"{res.errors} error rows")
+    for path in res.paths.values():
+        print(f"written: {path}")
+    return 0
+
+
 def cmd_export(args) -> int:
     from . import lite
     from .modeldir import is_model_dir
@@ -425,6 +440,28 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_export)
     if only in LEAN_COMMANDS:
         return parser       # the other commands' flags import pandas and the architectures: not for these
+
+    from .batch import CHUNK, ENGINES, PART_FILES
+
+    p = sub.add_parser("batch", help="score many files into a Parquet table (resumable; local pool or Ray)",
+                       description="Score files, folders, glob patterns and CSV lists of paths into OUT/"
+                                   "predictions.parquet, one row per file. Results are committed in parts: "
+                                   "rerunning the same command after a crash scores only the rest. Files "
+                                   "that cannot be scored are rows with an error; the exit code is 0 when "
+                                   "the job finished.")
+    p.add_argument("inputs", nargs="+", help="audio files, folders, glob patterns or .csv lists of paths")
+    p.add_argument("--out", required=True, help="output folder (created; an existing job there is resumed)")
+    p.add_argument("--model", help="model folder (default: the active model)")
+    p.add_argument("--engine", choices=ENGINES, default="local",
+                   help="local: a process pool on this machine; ray: Ray Data on a local or existing Ray cluster")
+    p.add_argument("--workers", type=int, help="worker processes or Ray actors (default: one per core)")
+    p.add_argument("--address", help="join this existing Ray cluster (e.g. ray://head:10001 or auto)")
+    p.add_argument("--windows", action="store_true", help="also write per-window rows (OUT/windows.parquet)")
+    p.add_argument("--csv", action="store_true", help="also write the tables as CSV")
+    p.add_argument("--part-files", type=int, default=PART_FILES,
+                   help=f"files per committed part (default: {PART_FILES}); a kill loses at most one part's work")
+    p.add_argument("--chunk", type=int, default=CHUNK, help=f"files per task sent to a worker (default: {CHUNK})")
+    p.set_defaults(fn=cmd_batch)
 
     p = sub.add_parser("train", help="train one model")
     _add_train_args(p, with_fold=True)

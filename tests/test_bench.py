@@ -1,4 +1,6 @@
 """Benchmark helpers whose figures the README quotes."""
+import pytest
+
 from ser_core import models
 from ser_app import bench
 from ser_core.tf_setup import keras as _keras
@@ -39,3 +41,47 @@ def test_an_ensemble_epoch_is_one_epoch_of_every_member_counted_as_often_as_it_a
     lines = _verdicts({"training": training, "default_epoch": d})
     assert lines[0].startswith("  [ok] training epoch, default model (every member): 2.31x")
     assert lines[1].startswith("  [--] training epoch, a: 1.8x")
+
+
+def test_batch_summary_takes_medians_and_compares_engines_at_the_same_worker_count():
+    from ser_app.bench import batch_summary
+
+    def run(engine, workers, steady, cpu_ms, rss):
+        return {"engine": engine, "workers": workers, "steady_clips_per_s": steady, "clips_per_s": steady / 2,
+                "startup_s": 4.0, "cpu_ms_per_clip": cpu_ms, "worker_peak_rss_mb": rss}
+
+    runs = [run("local", 1, 40.0, 20.0, [300]), run("local", 2, 70.0, 24.0, [310, 320]),
+            run("ray", 2, 63.0, 30.0, [330, 340]), run("ray", 2, 77.0, 34.0, [350, 360]),
+            run("local", 2, 80.0, 16.0, [300, 300]), run("local", 1, 50.0, None, [290])]
+    s = batch_summary(runs, cpus=2)
+    assert s["configs"]["local-1"]["steady_clips_per_s"] == 45.0
+    assert s["configs"]["local-1"]["cpu_ms_per_clip"] == 20.0            # a run without a CPU figure is left out
+    assert s["configs"]["ray-2"]["worker_rss_mb"] == 345.0
+    assert s["configs"]["local-2"]["cpu_bound_clips_per_s"] == 100.0     # 2 workers / 20 ms
+    assert s["configs"]["ray-2"]["cpu_bound_clips_per_s"] == 62.5        # 2 workers / 32 ms
+    assert s["scaling"] == round(75.0 / 45.0, 2) and s["ray_vs_local"] == round(70.0 / 75.0, 2)
+    assert s["ray_vs_local_cpu"] == 0.62
+    assert s["per_core_clips_s"] == 37.5 and s["per_core_cpu_bound_clips_s"] == 50.0
+
+
+def test_the_million_hour_projection_counts_clips_and_one_window_per_second_of_long_audio():
+    from ser_app.bench import projection
+
+    p = projection(50.0, hours=1e6, clip_seconds=3.6, nodes=10, cores_per_node=36)
+    assert p["clips"] == 1e9 and p["long_windows"] == 3.6e9
+    assert p["core_hours_clips"] == pytest.approx(1e9 / 50 / 3600)
+    assert p["wall_days_clips"] == pytest.approx(1e9 / 50 / 3600 / 360 / 24)
+    assert p["core_hours_long"] == pytest.approx(3.6 * p["core_hours_clips"])
+
+
+def test_batch_verdicts_judge_the_cpu_bound_rate_and_the_engine_gap():
+    from ser_app.bench import _verdicts
+
+    res = {"machine": {"cpus": 2}, "batch": {
+        "configs": {"local-1": {"steady_clips_per_s": 300.0, "cpu_bound_clips_per_s": 400.0},
+                    "local-2": {"steady_clips_per_s": 20.0, "cpu_bound_clips_per_s": 90.0},
+                    "ray-2": {"steady_clips_per_s": 15.0, "cpu_bound_clips_per_s": 80.0}},
+        "ray_vs_local": 0.75, "ray_vs_local_cpu": 0.89}}
+    lines = _verdicts(res)
+    assert lines[0].startswith("  [--] batch on 2 cores: 90.0 clips/s CPU-bound, 20.0 measured (target 250)")
+    assert lines[1].startswith("  [ok] batch engines agree: ray / local 0.89 CPU-bound, 0.75 measured")

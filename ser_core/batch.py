@@ -1,0 +1,962 @@
+"""Batch scoring: many audio files -> a Parquet table, on a local process pool or a Ray cluster.
+
+``ser batch INPUT... --out OUT`` scores files, folders, glob patterns and CSV lists of
+paths with the same predictor ``ser predict`` uses (:func:`ser_core.predict.load_predictor`,
+``predict_file``), one row per file. Two engines run the predictor:
+
+- ``local``: a process pool sized to the cores, the model loaded once per worker process;
+- ``ray``: Ray Data, a dataset of paths mapped in batches by a callable class that loads the
+  model once per actor (an actor pool of ``workers`` actors), on a local ``ray.init`` or an
+  existing cluster (``--address``; the audio and the model must be on storage every node sees).
+
+Resumable and exactly once. ``OUT`` is a folder::
+
+    job.json                          the model and settings the results belong to
+    parts/part-00001.parquet          one row per file, committed atomically (temp file + os.replace)
+    parts/part-00001.windows.parquet  its per-window rows (``--windows``), committed just before it
+    predictions.parquet               every input's row in input order, assembled from the parts
+    windows.parquet                   (``--windows``) every window's row
+    predictions.csv, windows.csv      (``--csv``)
+
+Only this driver process writes, and a file's row is kept only when its whole result has
+reached the driver, so a worker that dies mid-task loses nothing but its task (the engine
+runs it again: a rebuilt pool, or Ray's actor restart and task retry) and a row is never
+written twice: the driver drops a file it already holds. A part is the commit unit: a
+rerun of the same command after the whole job was killed reads the files its parts cover
+and scores only the rest. A file the engine cannot score (corrupt, silent, no speech, a
+decoder that crashed its worker twice) is a row with an ``error``; the job goes on.
+"""
+from __future__ import annotations
+
+import glob
+import hashlib
+import importlib.abc
+import importlib.util
+import json
+import math
+import os
+import re
+import sys
+import tempfile
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import ModelSpec, atomic_write_text
+from .errors import ModelError, SERError
+from .progress import Progress
+
+ENGINES = ("local", "ray")
+JOB = "job.json"
+PARTS = "parts"
+LOCK = ".lock"
+RESULTS = "predictions.parquet"
+WINDOW_RESULTS = "windows.parquet"
+PART_NAME = re.compile(r"^part-(\d{5,})\.parquet$")
+WINDOW_SUFFIX = ".windows.parquet"
+FILE_COLUMNS = ("file", "emotion", "confidence", "duration", "error")        # then p_<emotion>, then extras
+WINDOW_COLUMNS = ("file", "window", "start", "end", "emotion", "confidence", "speech")
+CHUNK = 16                 # files per task: long enough to hide the hand-over, short enough to lose little
+PART_FILES = 512           # a part is committed after this many files...
+PART_SECONDS = 30.0        # ...or this many seconds, whichever comes first (what a kill can cost)
+STRIKES = 2                # a task whose worker died this often is retried file by file, alone
+RAY_OBJECT_STORE_MB = 256  # paths and result rows are small; the default (30 % of RAM) is not needed
+JOB_VERSION = 1
+
+
+# ============================================================================ inputs
+def _audio_in(folder: Path) -> list[Path]:
+    from .audio import AUDIO_EXTENSIONS
+
+    return sorted(f for f in folder.rglob("*") if f.is_file() and f.suffix.lower() in AUDIO_EXTENSIONS)
+
+
+def _csv_paths(path: Path) -> list[str]:
+    """The paths of a CSV list: its ``path`` (or ``file``) column, else its first column (a list
+    without a header row is one whose first line already names an audio file); relative paths are
+    relative to the CSV's folder."""
+    import pandas as pd
+
+    from .audio import AUDIO_EXTENSIONS
+
+    def read(header):
+        try:
+            return pd.read_csv(path, dtype=str, keep_default_na=False, header=header)
+        except Exception as exc:  # pandas raises many types for a malformed CSV
+            raise SERError(f"{path}: not a readable CSV list of paths ({type(exc).__name__})") from exc
+
+    df = read(0)
+    if len(df.columns) and str(df.columns[0]).strip().lower().endswith(AUDIO_EXTENSIONS):
+        df = read(None)
+    if df.empty or not len(df.columns):
+        raise SERError(f"{path}: the CSV list holds no paths")
+    col = next((c for c in df.columns if str(c).strip().lower() in ("path", "file")), df.columns[0])
+    out = []
+    for p in df[col]:
+        p = p.strip()
+        if p:
+            out.append(p if os.path.isabs(p) else str(path.parent / p))
+    return out
+
+
+def collect_inputs(items: Iterable[str]) -> list[str]:
+    """Absolute paths of every file named by ``items`` (files, folders, glob patterns, ``.csv`` lists),
+    each once, in the order given (folders and pattern matches sorted).
+
+    A path that does not exist is kept: its row says "file not found", as ``ser predict`` does.
+    """
+    out: dict[str, None] = {}
+
+    def add(p) -> None:
+        out.setdefault(os.path.abspath(os.fspath(p)), None)
+
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            for f in _audio_in(p):
+                add(f)
+        elif p.is_file() and p.suffix.lower() == ".csv":
+            for f in _csv_paths(p):
+                add(f)
+        elif not p.exists() and glob.has_magic(item):
+            matches = sorted(glob.glob(item, recursive=True))
+            if not matches:
+                print(f"warning: no file matches {item}", file=sys.stderr)
+            for m in matches:
+                if os.path.isdir(m):
+                    for f in _audio_in(Path(m)):
+                        add(f)
+                else:
+                    add(m)
+        else:
+            add(p)
+    return list(out)
+
+
+# ============================================================================ the model
+def model_stamp(model_dir: Path | str) -> str:
+    """A hash of a model folder's specs and weights: results of another model must not be mixed in.
+
+    Reports beside the model (metrics, predictions) and exports derived from the weights
+    (a lean-runtime copy) are left out, so writing them does not orphan finished results.
+    """
+    d = Path(model_dir)
+    files = sorted(f for f in d.rglob("*") if f.is_file() and (f.name == "spec.json" or f.suffix == ".keras"))
+    if not files:
+        files = sorted(f for f in d.rglob("*") if f.is_file())
+    h = hashlib.sha256()
+    for f in files:
+        h.update(str(f.relative_to(d)).encode() + b"\0")
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()[:16]
+
+
+def model_labels(model_dir: Path | str) -> list[str]:
+    """The emotions a model folder predicts, from its spec.json alone (no model is loaded here)."""
+    d = Path(model_dir)
+    if not d.is_dir():
+        raise ModelError(f"model folder not found: {d}")
+    return list(ModelSpec.load(d / "spec.json").labels)
+
+
+# ============================================================================ rows
+def error_row(path: str, message: str) -> dict:
+    return {"file": path, "emotion": None, "confidence": None, "duration": None, "error": message}
+
+
+def prediction_rows(d: dict, *, windows: bool = False) -> tuple[dict, list[dict]]:
+    """One file's row and its window rows from ``Prediction.to_dict()`` (what ``ser predict --json`` prints).
+
+    Probabilities become ``p_<emotion>`` columns; a prediction without an emotion (no speech)
+    is an error row carrying its message; keys this module does not know (added to the
+    prediction later, e.g. a "not sure" answer's runners-up) are kept as extra columns.
+    """
+    row = {"file": d["file"], "emotion": d.get("emotion"), "confidence": d.get("confidence"),
+           "duration": d.get("duration"), "error": None}
+    row.update({f"p_{k}": v for k, v in d.get("probabilities", {}).items()})
+    for k, v in d.items():
+        if k in ("file", "emotion", "confidence", "duration", "probabilities", "windows"):
+            continue
+        if k == "message" and row["emotion"] is None:
+            row["error"] = v or "no emotion"
+        else:
+            row[k] = v if v is None or isinstance(v, (str, int, float, bool)) else json.dumps(v)
+    if row["emotion"] is None and not row["error"]:
+        row["error"] = "no emotion"
+    wrows = []
+    for i, w in enumerate(d.get("windows", []) if windows else []):
+        wr = {"file": d["file"], "window": i, "start": w["start"], "end": w["end"], "emotion": w["emotion"],
+              "confidence": w["confidence"], "speech": w.get("speech", True)}
+        wr.update({f"p_{k}": v for k, v in w.get("probabilities", {}).items()})
+        wrows.append(wr)
+    return row, wrows
+
+
+def _failure_row(path: str, exc: BaseException) -> dict:
+    if isinstance(exc, SERError):
+        return error_row(path, str(exc))
+    if isinstance(exc, MemoryError):
+        return error_row(path, f"{path}: out of memory while scoring")
+    detail = " ".join(str(exc).split())[:200]
+    return error_row(path, f"{path}: could not be scored ({type(exc).__name__}: {detail})")
+
+
+def score_file(predictor, path: str, *, windows: bool = False) -> tuple[dict, list[dict]]:
+    """``predictor.predict_file`` of one path as rows; any failure is an error row, never an exception."""
+    try:
+        pred = predictor.predict_file(path, name=path)
+    except Exception as exc:  # a decoder or runtime failure on one file must not end a job of millions
+        return _failure_row(path, exc), []
+    return prediction_rows(pred.to_dict(windows=windows), windows=windows)
+
+
+# ---------------------------------------------------------------------------- many files per model call
+MODEL_BATCH = 256          # windows per model call on the batched path
+_MEMBER_API = ("cfg", "checked", "window_features", "predict_features", "_result", "_no_speech")
+
+
+def batch_members(predictor) -> list | None:
+    """The models of a predictor whose steps the batched path can run, or None (then it scores file by file).
+
+    The batched path is ``predict_file``'s own steps (``checked``, ``window_features``,
+    ``predict_features``, ``_result`` and an ensemble's ``_combine``), with one model call for
+    the windows of many files instead of one per file. It lives here rather than in
+    :mod:`ser_core.predict` and reaches for those methods by name, so a predictor without them
+    (another runtime) simply goes file by file.
+    """
+    members = list(getattr(predictor, "members", None) or [predictor])
+    if not all(hasattr(m, a) for m in members for a in _MEMBER_API):
+        return None
+    if len(members) > 1 and not hasattr(predictor, "_combine"):
+        return None
+    return members
+
+
+def predict_many(predictor, members: list, paths: list[str]) -> list:
+    """A Prediction or an exception for each path: what ``predictor.predict_file(path, name=path)`` gives,
+    with the windows of all the files in a few model calls (per group of members that share features)."""
+    from . import audio
+    from .config import max_audio_seconds
+    from .predict import STREAM_ABOVE_SECONDS, frame_levels, speech_present
+
+    import numpy as np
+
+    first = members[0]
+    sr = first.cfg.sample_rate
+    out: list = [None] * len(paths)
+    ready: list[tuple[int, object, float]] = []            # (index, checked waveform, duration)
+    for i, path in enumerate(paths):
+        try:
+            if audio.duration_seconds(path, name=path) > STREAM_ABOVE_SECONDS:
+                out[i] = predictor.predict_file(path, name=path)      # streamed: its own path
+                continue
+            y = first.checked(audio.load(path, sr=sr, name=path, max_seconds=max_audio_seconds()), None, path)
+            duration = y.size / sr
+            if not speech_present(frame_levels(y)):
+                out[i] = first._no_speech(path, duration)
+                continue
+            ready.append((i, y, duration))
+        except Exception as exc:  # noqa: BLE001  (reported as that file's error row)
+            out[i] = exc
+    groups: list[list[int]] = []
+    for k, m in enumerate(members):
+        g = next((g for g in groups if members[g[0]].cfg == m.cfg), None)
+        g.append(k) if g is not None else groups.append([k])
+    per_member: dict[int, list] = {i: [None] * len(members) for i, _, _ in ready}
+    for g in groups:
+        feats = []
+        for i, y, duration in ready:
+            if isinstance(out[i], BaseException):
+                continue
+            try:
+                feats.append((i, duration, *members[g[0]].window_features(y)))
+            except Exception as exc:  # noqa: BLE001
+                out[i] = exc
+        if not feats:
+            continue
+        x = np.concatenate([f[3] for f in feats])
+        bounds = np.cumsum([0] + [len(f[3]) for f in feats])
+        for k in g:
+            probs = np.concatenate([members[k].predict_features(x[b:b + MODEL_BATCH])
+                                    for b in range(0, len(x), MODEL_BATCH)])
+            for j, (i, duration, starts, _, speech) in enumerate(feats):
+                per_member[i][k] = members[k]._result(probs[bounds[j]:bounds[j + 1]], speech, starts,
+                                                      paths[i], duration)
+    for i, _, _ in ready:
+        if not isinstance(out[i], BaseException):
+            preds = per_member[i]
+            out[i] = predictor._combine(preds) if len(members) > 1 else preds[0]
+    return out
+
+
+def _same_answer(a, b, tol: float = 1e-5) -> bool:
+    """Two ``to_dict`` results (or parts of them) agree: the same structure and labels, numbers within ``tol``."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same_answer(a[k], b[k], tol) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same_answer(x, y, tol) for x, y in zip(a, b))
+    if isinstance(a, float) and isinstance(b, float):
+        return abs(a - b) <= tol
+    return a == b
+
+
+# ============================================================================ worker processes
+class _AfterImport(importlib.abc.MetaPathFinder):
+    """Run ``fn(module)`` right after the top-level module ``name`` is first imported."""
+
+    def __init__(self, name: str, fn: Callable):
+        self.name, self.fn = name, fn
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != self.name:
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(fullname)
+        if spec is None or spec.loader is None:
+            return spec
+        exec_module, fn = spec.loader.exec_module, self.fn
+
+        def exec_then(module):
+            exec_module(module)
+            fn(module)
+
+        spec.loader.exec_module = exec_then
+        return spec
+
+
+def _one_tensorflow_thread(tf) -> None:
+    """One TensorFlow thread in a worker (the pool already fills every core), fixed before anything can
+    raise it: the runtime is initialised here, so a later request for more threads is refused."""
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+        tf.config.list_logical_devices()
+    except (RuntimeError, AttributeError):
+        pass
+
+
+def worker_setup(numba_root: str | None = None) -> None:
+    """Settings of a scoring process, before its model loads: one BLAS and one TensorFlow thread (if
+    TensorFlow gets imported at all: a lean runtime need not), and a private numba cache, so
+    parallel workers never compile into one cache at once."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = "1"
+    os.environ["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix="numba-", dir=numba_root)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+    if "tensorflow" in sys.modules:
+        _one_tensorflow_thread(sys.modules["tensorflow"])
+    elif not any(isinstance(f, _AfterImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _AfterImport("tensorflow", _one_tensorflow_thread))
+
+
+class Scorer:
+    """A loaded predictor that turns lists of paths into rows (one per worker process or actor).
+
+    It scores many files per model call (:func:`predict_many`) once that path has given the same
+    answer as ``predict_file`` on this worker's first scorable file; otherwise, and for predictors
+    it cannot drive, it scores file by file, so a change to prediction can cost speed, never answers.
+    """
+
+    def __init__(self, model_dir: str, windows: bool):
+        from .predict import load_predictor
+
+        self.predictor = load_predictor(model_dir)
+        self.windows = windows
+        self.members = batch_members(self.predictor)
+        self.batched: bool | None = None if self.members else False     # None: not checked yet
+
+    def score(self, paths: list[str]) -> list[tuple[dict, list[dict]]]:
+        if self.batched is None:
+            return self._score_checking(paths)
+        if not self.batched:
+            return [score_file(self.predictor, p, windows=self.windows) for p in paths]
+        try:
+            preds = predict_many(self.predictor, self.members, paths)
+        except Exception:  # noqa: BLE001  (a model call failed for the whole chunk: find the file alone)
+            return [score_file(self.predictor, p, windows=self.windows) for p in paths]
+        return [(_failure_row(p, pred), []) if isinstance(pred, BaseException) else
+                prediction_rows(pred.to_dict(windows=self.windows), windows=self.windows)
+                for p, pred in zip(paths, preds)]
+
+    def _score_checking(self, paths: list[str]) -> list[tuple[dict, list[dict]]]:
+        out = []
+        for k, p in enumerate(paths):
+            try:
+                pred = self.predictor.predict_file(p, name=p)
+            except Exception as exc:  # noqa: BLE001
+                out.append((_failure_row(p, exc), []))
+                continue
+            out.append(prediction_rows(pred.to_dict(windows=self.windows), windows=self.windows))
+            if pred.emotion is None:
+                continue                     # no speech: nothing of the batched path's model calls to check
+            try:
+                fast = predict_many(self.predictor, self.members, [p])[0]
+                self.batched = not isinstance(fast, BaseException) and _same_answer(
+                    fast.to_dict(windows=True), pred.to_dict(windows=True))
+            except Exception:  # noqa: BLE001
+                self.batched = False
+            return out + self.score(paths[k + 1:])
+        return out
+
+
+_SCORER: Scorer | None = None
+_SCORER_ERROR: str | None = None
+
+
+def _init_local(model_dir: str, windows: bool, numba_root: str) -> None:
+    global _SCORER, _SCORER_ERROR
+    from .cache import _die_with_parent
+
+    _die_with_parent()               # a SIGKILLed job leaves no worker behind
+    worker_setup(numba_root)
+    try:
+        _SCORER = Scorer(model_dir, windows)
+    except SERError as exc:          # reported by the first task: a failing initializer would only
+        _SCORER_ERROR = str(exc)     # break the pool, again and again, without saying why
+    except Exception as exc:
+        _SCORER_ERROR = f"the model in {model_dir} could not be loaded ({type(exc).__name__}: {exc})"
+
+
+def _score_chunk(paths: list[str]) -> tuple[int, list[tuple[dict, list[dict]]]]:
+    if _SCORER is None:
+        raise ModelError(_SCORER_ERROR or "the worker has no model")
+    return os.getpid(), _SCORER.score(paths)
+
+
+# ============================================================================ engines
+Result = tuple[dict, list[dict]]
+
+
+@dataclass
+class _Task:
+    paths: list[str]
+    strikes: int = 0
+
+
+class LocalEngine:
+    """A process pool (forked before TensorFlow is loaded when possible), the model loaded once per worker.
+
+    When a worker dies (killed, out of memory, a decoder crash) the pool breaks and every task in
+    flight fails: those tasks go back to the queue and a new pool starts. A task that was in flight
+    at ``STRIKES`` breaks is split into single files run alone, so a file that kills its worker every
+    time is found and given an error row instead of stopping the job.
+    """
+
+    name = "local"
+
+    def __init__(self, model_dir: str, windows: bool, workers: int, chunk: int = CHUNK):
+        self.model_dir, self.windows, self.workers, self.chunk = model_dir, windows, max(1, workers), chunk
+        self.restarts = 0
+        self.pids: set[int] = set()
+        self.lost: list[str] = []        # files whose worker died every time they were tried
+        self._pool = None
+        self._numba_root = tempfile.mkdtemp(prefix="ser-numba-")
+
+    def _start(self) -> None:
+        from concurrent.futures import ProcessPoolExecutor
+
+        from .cache import _context
+
+        self._pool = ProcessPoolExecutor(self.workers, mp_context=_context(), initializer=_init_local,
+                                         initargs=(self.model_dir, self.windows, self._numba_root))
+
+    def worker_pids(self) -> list[int]:
+        """The pool's live worker processes (for tests that kill one, and for the memory benchmark)."""
+        procs = getattr(self._pool, "_processes", None) or {}
+        return [p for p in procs if p]
+
+    def run(self, paths: list[str]) -> Iterator[list[Result]]:
+        from concurrent.futures import FIRST_COMPLETED, wait
+        from concurrent.futures.process import BrokenProcessPool
+
+        queue = deque(_Task(paths[i:i + self.chunk]) for i in range(0, len(paths), self.chunk))
+        suspects: deque[_Task] = deque()
+        inflight: dict = {}
+        self._start()
+        while queue or suspects or inflight:
+            broken = False
+            try:
+                self._fill(queue, suspects, inflight)
+            except BrokenProcessPool:        # a worker died while this driver was busy elsewhere
+                broken = True
+            if not broken:
+                done, _ = wait(inflight, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    task = inflight.pop(fut)
+                    try:
+                        pid, results = fut.result()
+                    except BrokenProcessPool:
+                        broken = True
+                        self._strike(task, queue, suspects)
+                        continue
+                    self.pids.add(pid)
+                    yield results
+            if broken:
+                for fut, task in list(inflight.items()):       # the pool is gone: these fail too,
+                    wait([fut])                                  # unless they finished first
+                    try:
+                        pid, results = fut.result()
+                    except BrokenProcessPool:
+                        self._strike(task, queue, suspects)
+                        continue
+                    self.pids.add(pid)
+                    yield results
+                inflight.clear()
+                self._pool.shutdown(wait=True, cancel_futures=True)
+                self.restarts += 1
+                self._start()
+
+    def _fill(self, queue: deque, suspects: deque, inflight: dict) -> None:
+        """Keep two tasks per worker in flight; a suspect task runs alone, so its failure is its own."""
+        from concurrent.futures.process import BrokenProcessPool
+
+        def submit(task: _Task, source: deque) -> None:
+            try:
+                inflight[self._pool.submit(_score_chunk, task.paths)] = task
+            except BrokenProcessPool:
+                source.appendleft(task)      # it never ran: no strike
+                raise
+
+        if suspects:
+            if not inflight:
+                submit(suspects.popleft(), suspects)
+            return
+        while queue and len(inflight) < 2 * self.workers:
+            submit(queue.popleft(), queue)
+
+    def _strike(self, task: _Task, queue: deque, suspects: deque) -> None:
+        task.strikes += 1
+        if task.strikes < STRIKES:
+            queue.appendleft(task)
+        elif len(task.paths) > 1:
+            suspects.extend(_Task([p], strikes=STRIKES - 1) for p in task.paths)
+        else:
+            # alone in the pool and its worker died again: this file kills the decoder or runtime
+            self.lost.append(task.paths[0])
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+
+class _RayScorer:
+    """Ray Data's callable class: one per actor, the model loaded once, numpy batches of paths in,
+    one JSON result per path out (the driver turns them into rows)."""
+
+    def __init__(self, model_dir: str, windows: bool):
+        worker_setup()
+        self.error = None
+        try:
+            self.scorer = Scorer(model_dir, windows)
+        except SERError as exc:
+            self.error = str(exc)
+
+    def __call__(self, batch: dict) -> dict:
+        import numpy as np
+
+        if self.error:
+            raise ModelError(self.error)
+        paths = [str(p) for p in batch["file"]]
+        results = self.scorer.score(paths)
+        return {"file": np.array(paths, dtype=object),
+                "result": np.array([json.dumps(r) for r in results], dtype=object),
+                "pid": np.full(len(paths), os.getpid(), dtype=np.int64)}
+
+
+def _ray_cause(exc: BaseException) -> BaseException:
+    """The error raised inside a Ray worker, under Ray's wrappers (a SERError keeps its one-line message)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, SERError):
+            return exc
+        nxt = getattr(exc, "cause", None)
+        exc = nxt if isinstance(nxt, BaseException) else (exc.__cause__ or exc.__context__)
+    return exc
+
+
+class RayEngine:
+    """Ray Data: a dataset of paths, ``map_batches`` over an actor pool of ``workers`` actors (one CPU each).
+
+    Ray Data gives its actors unlimited restarts and task retries, so a killed actor is replaced
+    (its model loaded again) and its batch runs again; the driver keeps each file's first result.
+    """
+
+    name = "ray"
+
+    def __init__(self, model_dir: str, windows: bool, workers: int | None, chunk: int = CHUNK,
+                 address: str | None = None):
+        try:
+            import ray
+        except ImportError as exc:
+            raise SERError("the ray engine needs Ray: pip install 'ray[data]' (see requirements.txt)") from exc
+        self.ray = ray
+        self.model_dir, self.windows, self.chunk, self.address = model_dir, windows, chunk, address
+        self.pids: set[int] = set()
+        self.restarts = 0
+        self.lost: list[str] = []        # Ray retries a dead actor's batch itself; nothing is given up
+        self._owns_ray = False
+        if not ray.is_initialized():
+            import logging
+
+            # Ray Data's actor pool makes every restartable actor log a C++ warning about its
+            # constructor arguments (ray-project/ray#53727); the driver's own errors still surface
+            # as exceptions. Setting the level logs one line of its own while Ray starts, hence
+            # the silenced start.
+            from .tf_setup import native_stderr_silenced
+
+            os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+            with native_stderr_silenced():
+                if address:
+                    runtime_env = {"py_modules": [str(Path(__file__).resolve().parent)]}   # this engine's code
+                    try:
+                        ray.init(address=address, runtime_env=runtime_env, log_to_driver=False,
+                                 logging_level=logging.ERROR)
+                    except (ConnectionError, RuntimeError, ValueError) as exc:
+                        raise SERError(f"could not join the Ray cluster at {address}: "
+                                       f"{' '.join(str(exc).split())[:200]}") from exc
+                else:
+                    # the local cluster's processes inherit this environment: they find ser_core here
+                    saved = os.environ.get("PYTHONPATH")
+                    root = str(Path(__file__).resolve().parent.parent)
+                    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, saved) if p)
+                    try:
+                        ray.init(num_cpus=workers or os.cpu_count() or 1, include_dashboard=False,
+                                 log_to_driver=False, logging_level=logging.ERROR,
+                                 object_store_memory=RAY_OBJECT_STORE_MB << 20)
+                    finally:
+                        if saved is None:
+                            os.environ.pop("PYTHONPATH", None)
+                        else:
+                            os.environ["PYTHONPATH"] = saved
+            self._owns_ray = True
+        self.workers = int(workers or ray.cluster_resources().get("CPU", 1))
+
+    def worker_pids(self) -> list[int]:
+        return sorted(self.pids)
+
+    def run(self, paths: list[str]) -> Iterator[list[Result]]:
+        import logging
+
+        from ray.data import ActorPoolStrategy, DataContext
+
+        ctx = DataContext.get_current()
+        ctx.enable_progress_bars = False           # the driver draws its own bar
+        ctx.print_on_execution_start = False
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
+        blocks = max(1, min(math.ceil(len(paths) / self.chunk), 100_000))
+        ds = self.ray.data.from_items([{"file": p} for p in paths], override_num_blocks=blocks)
+        pool = ActorPoolStrategy(size=min(self.workers, blocks), max_tasks_in_flight_per_actor=2)
+        ds = ds.map_batches(_RayScorer, fn_constructor_args=(self.model_dir, self.windows), compute=pool,
+                            batch_size=self.chunk, batch_format="numpy", num_cpus=1, udf_modifying_row_count=False)
+        try:
+            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                self.pids.update(int(p) for p in batch["pid"])
+                yield [tuple(json.loads(s)) for s in batch["result"]]
+        except Exception as exc:
+            cause = _ray_cause(exc)
+            if isinstance(cause, SERError):
+                raise cause from None
+            raise SERError(f"the Ray job failed: {type(cause).__name__}: "
+                           f"{' '.join(str(cause).split())[:300]}") from exc
+
+    def close(self) -> None:
+        if self._owns_ray and self.ray.is_initialized():
+            self.ray.shutdown()
+
+
+# ============================================================================ the parts on disk
+def _write_parquet(table, path: Path) -> None:
+    """Write ``table`` so readers see the whole file or nothing (temp file, fsync, os.replace)."""
+    import pyarrow.parquet as pq
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as fh:
+        pq.write_table(table, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _arrow_type(column: str):
+    """The type of a known column (so a part whose rows are all errors has the same schema), else None."""
+    import pyarrow as pa
+
+    if column.startswith("p_") or column in ("confidence", "duration", "start", "end"):
+        return pa.float64()
+    return {"file": pa.string(), "emotion": pa.string(), "error": pa.string(), "window": pa.int64(),
+            "speech": pa.bool_()}.get(column)
+
+
+def _table(rows: list[dict], columns: list[str]):
+    """An Arrow table with the known columns in order and type, then any extra keys the rows carry."""
+    import pyarrow as pa
+
+    extra = sorted({k for r in rows for k in r} - set(columns))
+    return pa.table({c: pa.array([r.get(c) for r in rows], type=_arrow_type(c)) for c in [*columns, *extra]})
+
+
+class PartStore:
+    """The parts of one output folder: which files they cover, new parts, the final assembly.
+
+    Holds an exclusive lock on the folder while open, so two jobs never write one output.
+    """
+
+    def __init__(self, out: Path | str, job: dict):
+        import fcntl
+
+        self.out = Path(out)
+        self.parts = self.out / PARTS
+        if self.out.exists() and not self.out.is_dir():
+            raise SERError(f"--out {self.out} is a file; batch results go to a folder")
+        self.parts.mkdir(parents=True, exist_ok=True)
+        self._lock = open(self.out / LOCK, "a+")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            self._lock.close()
+            raise SERError(f"another ser batch is writing to {self.out}") from exc
+        self._check_job(job)
+        self._clean()
+        self.files = self._covered()
+        self.next_index = 1 + max((int(m.group(1)) for f in self.parts.iterdir()
+                                   if (m := PART_NAME.match(f.name))), default=0)
+
+    def _check_job(self, job: dict) -> None:
+        from .runs import read_json
+
+        path = self.out / JOB
+        prev = read_json(path)
+        if prev is None and any(self.parts.iterdir()):
+            raise SERError(f"{self.out} holds parts but no readable {JOB}; choose another --out")
+        if prev is not None:
+            for key, what in (("model_stamp", "another model"), ("windows", "another --windows setting")):
+                if prev.get(key) != job[key]:
+                    raise SERError(f"{self.out} holds results of {what} ({key} {prev.get(key)} here, "
+                                   f"{job[key]} now); choose another --out or remove that folder")
+        atomic_write_text(path, json.dumps({**(prev or {}), **job}, indent=1))
+
+    def _clean(self) -> None:
+        """Temp files of a killed writer, and window parts whose part was never committed."""
+        names = {f.name for f in self.parts.iterdir()}
+        for name in names:
+            orphan = name.endswith(WINDOW_SUFFIX) and name[: -len(WINDOW_SUFFIX)] + ".parquet" not in names
+            if name.endswith(".tmp") or orphan:
+                (self.parts / name).unlink(missing_ok=True)
+        for f in self.out.glob(".*.tmp"):
+            f.unlink(missing_ok=True)
+
+    def part_paths(self) -> list[Path]:
+        return sorted(f for f in self.parts.iterdir() if PART_NAME.match(f.name))
+
+    def _covered(self) -> dict[str, str]:
+        import pyarrow.parquet as pq
+
+        files: dict[str, str] = {}
+        for part in self.part_paths():
+            for f in pq.read_table(part, columns=["file"]).column("file").to_pylist():
+                files.setdefault(f, part.name)
+        return files
+
+    def commit(self, rows: list[dict], wrows: list[dict] | None, labels: list[str]) -> Path:
+        """Write one part (and its window rows first: the part's arrival is what commits both)."""
+        p_cols = [f"p_{lab}" for lab in labels]
+        path = self.parts / f"part-{self.next_index:05d}.parquet"
+        if wrows is not None:
+            _write_parquet(_table(wrows, [*WINDOW_COLUMNS, *p_cols]),
+                           path.with_name(path.name.replace(".parquet", WINDOW_SUFFIX)))
+        _write_parquet(_table(rows, [*FILE_COLUMNS, *p_cols]), path)
+        self.next_index += 1
+        for r in rows:
+            self.files.setdefault(r["file"], path.name)
+        return path
+
+    def assemble(self, order: list[str], *, windows: bool, csv: bool) -> dict[str, Path]:
+        """The final tables: every file of ``order`` once, in that order, replacing the old ones atomically."""
+        out = {}
+        out["results"] = self._assemble(self.part_paths(), order, ["file"], self.out / RESULTS, csv)
+        if windows:
+            wparts = [p.with_name(p.name.replace(".parquet", WINDOW_SUFFIX)) for p in self.part_paths()]
+            out["windows"] = self._assemble([p for p in wparts if p.exists()], order, ["file", "window"],
+                                            self.out / WINDOW_RESULTS, csv)
+        return out
+
+    def _assemble(self, parts: list[Path], order: list[str], keys: list[str], dest: Path, csv: bool) -> Path:
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        tables = [pq.read_table(p) for p in parts]
+        table = pa.concat_tables(tables, promote_options="permissive") if tables else pa.table({"file": []})
+        rank = {f: i for i, f in enumerate(order)}
+        pos = np.array([rank.get(f, -1) for f in table.column("file").to_pylist()], dtype=np.int64)
+        sub = np.array(table.column(keys[1]).to_pylist(), dtype=np.int64) if len(keys) > 1 else np.zeros(len(pos))
+        keep = np.flatnonzero(pos >= 0)
+        idx = keep[np.lexsort((sub[keep], pos[keep]))]
+        if len(keys) == 1:       # a file twice in the parts would be a bug; keep its first row all the same
+            _, first = np.unique(pos[idx], return_index=True)
+            idx = idx[np.sort(first)]
+        table = table.take(pa.array(idx, type=pa.int64()))
+        _write_parquet(table, dest)
+        if csv:
+            atomic_write_text(dest.with_suffix(".csv"), table.to_pandas().to_csv(index=False))
+        return dest
+
+    def close(self) -> None:
+        if not self._lock.closed:
+            self._lock.close()
+
+
+# ============================================================================ the job
+class RateProgress(Progress):
+    """The progress bar with this run's throughput (clips/s) beside the ETA."""
+
+    def _draw(self, now: float) -> None:
+        elapsed = now - self.start
+        rate = self.done / elapsed if elapsed > 0 else 0.0
+        if self.total:
+            frac = self.done / self.total
+            eta = (self.total - self.done) / rate if rate > 0 else float("nan")
+            text = (f"\r{self.label} [{'#' * int(frac * 30):<30}] {self.done}/{self.total} "
+                    f"{rate:6.1f} clips/s  eta {eta:6.1f}s ")
+        else:
+            text = f"\r{self.label} {self.done} {rate:6.1f} clips/s "
+        self.stream.write(text)
+        self.stream.flush()
+
+
+@dataclass
+class BatchResult:
+    out: Path
+    files: int                     # inputs of this job
+    scored: int                    # scored by this run
+    resumed: int                   # already in the parts when this run started
+    errors: int                    # error rows among all inputs
+    seconds: float
+    restarts: int
+    worker_pids: list[int]
+    paths: dict[str, Path] = field(default_factory=dict)
+    timeline: list[tuple[float, int]] = field(default_factory=list)   # (seconds since start, files scored)
+
+    @property
+    def first_result_s(self) -> float | None:
+        """Start-up: the engine and its models loading, until the first result arrived."""
+        return self.timeline[0][0] if self.timeline else None
+
+    @property
+    def clips_per_s(self) -> float:
+        return self.scored / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def steady_clips_per_s(self) -> float:
+        """Throughput from a quarter of the files on to the last result: every worker has started by
+        then (they start at different times), and no start-up or shutdown is counted."""
+        if len(self.timeline) < 2:
+            return self.clips_per_s
+        t1, n1 = next((t, n) for t, n in self.timeline if n >= self.scored / 4)
+        t2, n2 = self.timeline[-1]
+        if t2 <= t1:
+            t1, n1 = self.timeline[0]
+        return (n2 - n1) / (t2 - t1) if t2 > t1 else self.clips_per_s
+
+
+def make_engine(engine: str, model_dir: str, windows: bool, workers: int | None, *, chunk: int = CHUNK,
+                address: str | None = None):
+    if engine == "local":
+        if address:
+            raise SERError("--address is for --engine ray")
+        return LocalEngine(model_dir, windows, workers or os.cpu_count() or 1, chunk)
+    if engine == "ray":
+        return RayEngine(model_dir, windows, workers, chunk, address)
+    raise SERError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+
+
+def run_batch(inputs: Iterable[str], out: Path | str, model_dir: Path | str, *, engine: str = "local",
+              workers: int | None = None, address: str | None = None, windows: bool = False, csv: bool = False,
+              chunk: int = CHUNK, part_files: int = PART_FILES, part_seconds: float = PART_SECONDS,
+              progress: bool | None = None, callback: Callable[[int, int], None] | None = None,
+              on_part: Callable[[Path, object], None] | None = None) -> BatchResult:
+    """Score every input file into ``out`` (see the module docstring); resumes a job killed earlier.
+
+    ``on_part(path, engine)`` is called after each committed part (tests kill workers from it).
+    """
+    if workers is not None and workers < 1:
+        raise SERError(f"--workers must be at least 1, not {workers}")
+    if part_files < 1 or chunk < 1:
+        raise SERError("part and chunk sizes must be at least 1 file")
+    model_dir = str(Path(model_dir).resolve())
+    labels = model_labels(model_dir)
+    paths = collect_inputs(inputs)
+    if not paths:
+        raise SERError("no audio files found in the given inputs")
+    job = {"version": JOB_VERSION, "model": model_dir, "model_stamp": model_stamp(model_dir), "windows": windows,
+           "labels": labels}
+    store = PartStore(out, job)
+    try:
+        todo = [p for p in paths if p not in store.files]
+        resumed = len(paths) - len(todo)
+        t0 = time.monotonic()
+        timeline: list[tuple[float, int]] = []
+        eng = None
+        restarts, pids = 0, []
+        if todo:
+            eng = make_engine(engine, model_dir, windows, workers, chunk=chunk, address=address)
+            bar = RateProgress(len(todo), f"ser batch ({eng.name}, {eng.workers} workers)", enabled=progress,
+                               callback=callback)
+            rows: list[dict] = []
+            wrows: list[dict] = []
+            held: set[str] = set()       # files of the rows not yet committed
+            last = time.monotonic()
+
+            def keep(row: dict, wr: list[dict]) -> bool:
+                if row["file"] in store.files or row["file"] in held:
+                    return False         # exactly once: a retried task's second answer is dropped
+                rows.append(row)
+                wrows.extend(wr)
+                held.add(row["file"])
+                return True
+
+            def commit() -> None:
+                nonlocal rows, wrows, last
+                if rows:
+                    part = store.commit(rows, wrows if windows else None, labels)
+                    rows, wrows = [], []
+                    held.clear()
+                    if on_part is not None:
+                        on_part(part, eng)
+                last = time.monotonic()
+
+            try:
+                for results in eng.run(todo):
+                    bar.update(sum(keep(row, wr) for row, wr in results))
+                    timeline.append((time.monotonic() - t0, bar.done))
+                    if len(rows) >= part_files or time.monotonic() - last >= part_seconds:
+                        commit()
+                for p in eng.lost:
+                    keep(error_row(p, f"{p}: the worker scoring it died {STRIKES} times (a crash in the "
+                                      f"decoder or runtime); skipped"), [])
+                commit()
+            except BaseException:
+                commit()             # Ctrl-C or an engine failure: what has arrived is kept
+                raise
+            finally:
+                bar.close()
+                restarts, pids = eng.restarts, eng.worker_pids() or sorted(eng.pids)
+                eng.close()
+        seconds = time.monotonic() - t0
+        final = store.assemble(paths, windows=windows, csv=csv)
+        import pyarrow.parquet as pq
+
+        err = pq.read_table(final["results"], columns=["error"]).column("error").to_pylist()
+        return BatchResult(Path(out), len(paths), len(todo), resumed, sum(e is not None for e in err), seconds,
+                           restarts, pids, final, timeline)
+    finally:
+        store.close()

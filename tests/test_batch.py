@@ -1,0 +1,246 @@
+"""`ser batch`: both engines (a real process pool, a real local Ray with 2 CPUs) give `ser predict`'s
+answers, keep going past bad files, survive a killed worker, and resume after the whole job is SIGKILLed."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import soundfile as sf
+
+from ser_core import batch
+from ser_core.errors import SERError
+
+ROOT = Path(__file__).resolve().parents[1]
+CLIPS = 10          # real sample clips per engine run: few, so the file stays within about two minutes
+
+
+def ser(*args, **kw) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.run([sys.executable, "-m", "ser_core", *map(str, args)], capture_output=True, text=True,
+                          env=env, cwd=ROOT, timeout=600, **kw)
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory, samples_dir) -> dict:
+    """Real clips, a corrupt file and a silent one, in a folder; and what `ser predict --json` says of each."""
+    folder = tmp_path_factory.mktemp("batch-in")
+    for f in sorted(samples_dir.glob("*.flac"))[:CLIPS]:
+        shutil.copy(f, folder / f.name)
+    (folder / "corrupt.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEfmt " + os.urandom(400))
+    sf.write(folder / "silent.wav", np.zeros(16000 * 3, np.float32), 16000)
+    files = sorted(str(p) for p in folder.iterdir())
+    return {"folder": folder, "files": files}
+
+
+@pytest.fixture(scope="module")
+def predicted(inputs, tiny_model) -> dict[str, dict]:
+    """`ser predict --json` of every input, as a real subprocess: {absolute path: its JSON line}."""
+    r = ser("predict", *inputs["files"], "--model", tiny_model, "--json")
+    lines = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+    assert len(lines) == len(inputs["files"]), r.stderr
+    return {os.path.abspath(d["file"]): d for d in lines}
+
+
+def assert_same_as_predict(table: pd.DataFrame, predicted: dict[str, dict]) -> None:
+    assert sorted(table["file"]) == sorted(predicted)
+    assert not table["file"].duplicated().any()
+    for _, row in table.iterrows():
+        want = predicted[row["file"]]
+        if "error" in want or want.get("emotion") is None:
+            assert isinstance(row["error"], str) and row["error"]
+            assert pd.isna(row["emotion"])
+            continue
+        assert pd.isna(row["error"]) and row["emotion"] == want["emotion"]
+        assert row["duration"] == pytest.approx(want["duration"], abs=1e-3)
+        for emo, p in want["probabilities"].items():      # thread counts differ: last-digit noise only
+            assert row[f"p_{emo}"] == pytest.approx(p, abs=2e-5)
+        assert row["confidence"] == pytest.approx(want["confidence"], abs=2e-5)
+
+
+def covered(out: Path) -> list[str]:
+    """Every file of every committed part, duplicates included."""
+    return [f for p in sorted((out / batch.PARTS).glob("part-*[0-9].parquet"))
+            for f in pq.read_table(p, columns=["file"]).column("file").to_pylist()]
+
+
+def kill_one_worker_after_first_part(killed: list):
+    def on_part(part, engine):
+        pids = [p for p in engine.worker_pids() if p not in killed]
+        if not killed and pids:
+            os.kill(pids[0], signal.SIGKILL)
+            killed.append(pids[0])
+    return on_part
+
+
+# ----------------------------------------------------------------------------- inputs and rows
+def test_inputs_are_files_folders_globs_and_csv_lists_each_once(tmp_path):
+    d = tmp_path / "audio"
+    (d / "sub").mkdir(parents=True)
+    for name in ("a.wav", "b.flac", "sub/c.mp3", "notes.txt"):
+        (d / name).write_bytes(b"x")
+    (tmp_path / "list.csv").write_text("path,label\naudio/b.flac,x\n/nowhere/gone.wav,y\n")
+    (tmp_path / "bare.csv").write_text("audio/sub/c.mp3\n/nowhere/else.flac\n")      # no header row
+    got = batch.collect_inputs([str(d / "a.wav"), str(d), str(tmp_path / "audio" / "*.wav"),
+                                str(tmp_path / "list.csv"), str(tmp_path / "none-*.wav"), str(tmp_path / "bare.csv")])
+    assert got == [str(d / "a.wav"), str(d / "b.flac"), str(d / "sub" / "c.mp3"), "/nowhere/gone.wav",
+                   "/nowhere/else.flac"]
+
+
+def test_prediction_rows_flatten_probabilities_and_turn_no_speech_into_an_error():
+    d = {"file": "/x.wav", "emotion": "sad", "confidence": 0.7, "duration": 3.2,
+         "probabilities": {"sad": 0.7, "happy": 0.3}, "runners_up": ["sad", "happy"],
+         "windows": [{"start": 0.0, "end": 3.0, "emotion": "sad", "confidence": 0.7,
+                      "probabilities": {"sad": 0.7, "happy": 0.3}, "speech": True}]}
+    row, wins = batch.prediction_rows(d, windows=True)
+    assert row == {"file": "/x.wav", "emotion": "sad", "confidence": 0.7, "duration": 3.2, "error": None,
+                   "p_sad": 0.7, "p_happy": 0.3, "runners_up": '["sad", "happy"]'}
+    assert wins == [{"file": "/x.wav", "window": 0, "start": 0.0, "end": 3.0, "emotion": "sad",
+                     "confidence": 0.7, "speech": True, "p_sad": 0.7, "p_happy": 0.3}]
+    quiet, _ = batch.prediction_rows({"file": "/q.wav", "emotion": None, "confidence": 0.0, "duration": 2.0,
+                                      "probabilities": {"sad": 0.0}, "message": "no speech detected"})
+    assert quiet["emotion"] is None and quiet["error"] == "no speech detected"
+
+
+def test_a_task_whose_worker_keeps_dying_is_split_and_then_given_up_file_by_file():
+    eng = batch.LocalEngine("/m", False, 2)
+    queue, suspects = batch.deque(), batch.deque()
+    task = batch._Task(["a", "b"])
+    eng._strike(task, queue, suspects)
+    assert list(queue) == [task] and not suspects            # first break: retried as it was
+    eng._strike(queue.popleft(), queue, suspects)
+    assert [t.paths for t in suspects] == [["a"], ["b"]]     # second: each file alone
+    eng._strike(suspects.popleft(), queue, suspects)
+    assert eng.lost == ["a"]
+
+
+def test_the_batched_path_answers_what_predict_file_answers_for_a_model_and_an_ensemble(tmp_path, inputs,
+                                                                                        tiny_model, samples_dir):
+    from ser_core import ensemble
+    from ser_core.predict import load_predictor
+
+    long = tmp_path / "long.wav"                      # several windows in one file
+    sf.write(long, np.concatenate([sf.read(f, dtype="float32")[0] for f in sorted(samples_dir.glob("*.flac"))[:3]]),
+             16000)
+    files = [*inputs["files"], str(long)]
+    for model in (tiny_model, ensemble.build([tiny_model, tiny_model], tmp_path / "ens")):
+        predictor = load_predictor(model)
+        members = batch.batch_members(predictor)
+        if members is None:         # a predictor without those steps: the scorer goes file by file
+            scorer = batch.Scorer(str(model), windows=True)
+            rows = scorer.score(files)
+            assert scorer.batched is False
+            for f, got in zip(files, rows):
+                assert got == batch.score_file(predictor, f, windows=True)
+            continue
+        assert len(members) == (2 if model.name == "ens" else 1)
+        fast = batch.predict_many(predictor, members, files)
+        for f, got in zip(files, fast):
+            try:
+                want = predictor.predict_file(f, name=f)
+            except SERError as exc:
+                assert isinstance(got, SERError) and str(got) == str(exc)
+                continue
+            assert batch._same_answer(got.to_dict(windows=True), want.to_dict(windows=True)), f
+        scorer = batch.Scorer(str(model), windows=False)
+        rows = scorer.score(files)
+        assert scorer.batched is True and [r["file"] for r, _ in rows] == files
+
+
+# ----------------------------------------------------------------------------- the engines
+def test_local_engine_answers_like_ser_predict_past_a_corrupt_file_and_a_killed_worker(tmp_path, inputs, predicted,
+                                                                                         tiny_model):
+    killed: list[int] = []
+    res = batch.run_batch([str(inputs["folder"] / "*")], tmp_path / "out", tiny_model, engine="local", workers=2,
+                          chunk=1, part_files=2, windows=True, csv=True, progress=False,
+                          on_part=kill_one_worker_after_first_part(killed))
+    assert killed and res.restarts >= 1                      # a worker really died, and a new pool took over
+    with pytest.raises(ProcessLookupError):
+        os.kill(killed[0], 0)
+    table = pd.read_parquet(res.paths["results"])
+    assert list(table["file"]) == inputs["files"]            # input order, each file once
+    assert sorted(covered(tmp_path / "out")) == inputs["files"]
+    assert_same_as_predict(table, predicted)
+    assert res.errors == 2 and set(table.loc[table["error"].notna(), "file"]) == {
+        str(inputs["folder"] / "corrupt.wav"), str(inputs["folder"] / "silent.wav")}
+    wins = pd.read_parquet(res.paths["windows"])
+    assert set(wins["file"]) == set(table.loc[table["error"].isna(), "file"])
+    assert (tmp_path / "out" / "predictions.csv").exists() and (tmp_path / "out" / "windows.csv").exists()
+
+
+def test_ray_engine_answers_like_ser_predict_when_an_actor_is_killed(tmp_path, inputs, predicted, tiny_model):
+    pytest.importorskip("ray")
+    killed: list[int] = []
+    res = batch.run_batch(inputs["files"], tmp_path / "out", tiny_model, engine="ray", workers=2, chunk=1,
+                          part_files=2, progress=False, on_part=kill_one_worker_after_first_part(killed))
+    assert killed
+    with pytest.raises(ProcessLookupError):
+        os.kill(killed[0], 0)
+    table = pd.read_parquet(res.paths["results"])
+    assert list(table["file"]) == inputs["files"]
+    assert sorted(covered(tmp_path / "out")) == inputs["files"]
+    assert_same_as_predict(table, predicted)
+    assert res.errors == 2
+
+
+def test_a_rerun_after_sigkill_of_the_whole_job_scores_only_the_rest(tmp_path, inputs, tiny_model, samples_dir):
+    many = tmp_path / "many"          # enough files that the job is still running when it is killed
+    many.mkdir()
+    clip = sorted(samples_dir.glob("*.flac"))[0]
+    for i in range(150):
+        (many / f"clip-{i:03d}.flac").symlink_to(clip)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "ser_core", "batch", str(many), "--out", str(out), "--model", str(tiny_model),
+           "--workers", "1", "--chunk", "1", "--part-files", "1"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    job = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           start_new_session=True)
+    deadline = time.monotonic() + 300
+    while len(list((out / batch.PARTS).glob("part-*[0-9].parquet"))) < 3 and job.poll() is None:
+        assert time.monotonic() < deadline, "no part committed in 300 s"
+        time.sleep(0.02)
+    os.killpg(job.pid, signal.SIGKILL)       # the driver and its workers, all at once
+    job.wait()
+    first = {p.name: p.stat().st_mtime_ns for p in (out / batch.PARTS).glob("part-*[0-9].parquet")}
+    done_before = covered(out)
+    assert not (out / batch.RESULTS).exists() and 0 < len(done_before) < 150
+
+    r = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert f"scored {150 - len(done_before)} of 150 files" in r.stdout
+    assert f"{len(done_before)} already done" in r.stdout
+    for name, mtime in first.items():        # the first run's parts are kept as they were
+        assert (out / batch.PARTS / name).stat().st_mtime_ns == mtime
+    assert sorted(covered(out)) == sorted(str(p) for p in many.iterdir())     # each file exactly once
+    table = pd.read_parquet(out / batch.RESULTS)
+    assert len(table) == 150 and table["error"].isna().all()
+    assert table["emotion"].nunique() == 1                  # one clip, 150 names: one answer
+
+
+def test_results_of_another_model_or_a_busy_folder_are_refused(tmp_path, tiny_model, sample_clip):
+    out = tmp_path / "out"
+    store = batch.PartStore(out, {"model_stamp": "a", "windows": False})
+    with pytest.raises(SERError, match="another ser batch is writing"):
+        batch.PartStore(out, {"model_stamp": "a", "windows": False})
+    store.close()
+    with pytest.raises(SERError, match="another model"):
+        batch.run_batch([str(sample_clip)], out, tiny_model)
+    r = ser("batch", tmp_path / "nothing-here-*.wav", "--out", tmp_path / "o2", "--model", tiny_model)
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == "error: no audio files found in the given inputs"
+    broken = tmp_path / "broken"               # a spec the driver can read, weights no worker can load
+    broken.mkdir()
+    shutil.copy(tiny_model / "spec.json", broken / "spec.json")
+    (broken / "model.keras").write_bytes(b"not a keras file")
+    r = ser("batch", sample_clip, "--out", tmp_path / "o3", "--model", broken, "--workers", "1")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "could not be loaded" in last
