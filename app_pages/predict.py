@@ -5,7 +5,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from ser_app import views
+from ser_app import explain_views, views
 from ser_core import runs
 from ser_core.config import max_audio_seconds
 from ser_core.errors import (NoAudioStreamError, SERError, SilentAudioError, UnreadableAudioError,
@@ -213,3 +213,4 @@ if data is not None:
         if source != "Record":
             st.audio(data, format=views.mime_for(name))
         show_result(result, predictor, model)
+        explain_views.why_panel(predictor, result["y"], result["pred"])    # occlusion map + codec comparison

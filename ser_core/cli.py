@@ -71,7 +71,38 @@ def cmd_predict(args) -> int:
             if args.windows and len(pred.windows) > 1:
                 for w in pred.windows:
                     print(f"    {w.start:7.1f}-{w.end:7.1f}s  {w.emotion or '-':<10} {w.confidence:.3f}")
+    if args.explain:
+        failed += write_explanations(predictor, files, Path(args.explain))
     return EXIT_ERROR if failed else 0
+
+
+def write_explanations(predictor, files: list[Path], out_dir: Path) -> int:
+    """``ser predict --explain DIR``: each file's occlusion map as ``DIR/NAME.why.npz`` and ``.png``.
+
+    Progress and failures go to stderr (stdout stays the predictions); returns the number of failures.
+    """
+    from ser_app.explain_views import saliency_png       # Pillow only: the engine itself draws nothing
+
+    from . import explain
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    failed, used = 0, set()
+    for f in files:
+        stem, k = f.stem, 2
+        while stem in used:                                # two inputs of one name from different folders
+            stem, k = f"{f.stem}-{k}", k + 1
+        used.add(stem)
+        try:
+            expl = explain.explain_file(predictor, f, name=str(f))
+        except SERError as exc:
+            failed += 1
+            print(f"error: {exc} (no explanation written)", file=sys.stderr, flush=True)
+            continue
+        npz = explain.save_npz(expl, out_dir / f"{stem}.why.npz")
+        png = explain.atomic_write_bytes(out_dir / f"{stem}.why.png", saliency_png(expl))
+        print(f"why {f}: {npz}, {png.name} ({expl.emotion}; {expl.voiced_mass:.0%} of the saliency in the voiced "
+              f"stretch {expl.voiced[0]:.2f}-{expl.voiced[1]:.2f} s)", file=sys.stderr, flush=True)
+    return failed
 
 
 def cmd_batch(args) -> int:
@@ -432,6 +463,10 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--windows", action="store_true", help="also show per-window results")
     p.add_argument("--runtime", choices=RUNTIMES, default=RUNTIMES[0],
                    help="LiteRT when the model folder holds a current export (auto, the default), or force one")
+    p.add_argument("--explain", metavar="DIR",
+                   help="also write why each answer came out (occlusion saliency over time x mel bands) into DIR: "
+                        "NAME.why.npz (saliency: frames x mel bands; times: s from the file's start; mel_hz; "
+                        "emotion) and NAME.why.png")
     p.set_defaults(fn=cmd_predict)
 
     p = sub.add_parser("export", help="write model.tflite (LiteRT) beside each network of a model folder, so "

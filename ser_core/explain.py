@@ -2,42 +2,47 @@
 
 Method: occlusion on the waveform, so it works for every model the app can load
 (a single model or an ensemble whose members hear log-mel sequences, pictures or
-per-clip statistics). The file is cut into a grid of patches, ``n_time`` equal
-stretches of time by ``n_bands`` groups of mel bands (equal widths on the mel
-scale). For each patch the waveform's short-time spectrum inside the patch is
-pulled down to the file's own background level (per frequency bin, the
-:data:`FLOOR_PERCENTILE` th percentile of the magnitude over the whole file; the
-phase is kept) and the waveform is resynthesised. The model's whole prediction
-path then runs on that waveform: voice-activity trimming, loudness
-normalisation, windows, every ensemble member with its own features and
-averaging. A patch's saliency is how much the predicted emotion's probability
-drops when it is occluded; a rise counts as zero.
+per-clip statistics; a gradient would exist only for some of them). The file is
+cut into a grid of patches: stretches of time by groups of mel bands (equal
+widths on the mel scale). For each patch, the bins of the waveform's short-time
+spectrum that stand more than :data:`BACKGROUND_MARGIN_DB` above the
+recording's background are pulled down to that background (phase kept), and the
+waveform is resynthesised. The model's whole prediction path then runs on it:
+voice-activity trimming, loudness normalisation, windows, every ensemble member
+with its own features, averaging. A patch's ``support`` is how much the
+predicted emotion's probability drops when it is occluded (negative: it rises,
+the patch speaks against the answer); its ``saliency`` is the size of that
+change, how much the answer rests on the patch either way.
 
-Why the background level and not zeros: occluding a patch that already is
-background changes next to nothing, so silence cannot collect saliency merely
-because digital zeros look strange to a member that never trims (the image and
-statistics members see the whole window, silence included).
+The background, per frequency bin, is the median over the stretches the model's
+trimming cuts (the file's own silence), or a low percentile over the whole file
+when there is too little of it. Occluding a patch that is background already
+changes nothing at all, so it scores zero without a model run: silence cannot
+collect saliency merely because an occluder put something unusual there (the
+image and statistics members never trim, and the latter reacts to the faintest
+change in the silence it hears). The ends of the voiced stretch are patch
+edges, so no patch mixes audio the trimming keeps with audio it cuts.
 
 Time axis: the occlusion acts on the ORIGINAL file (resampled to the model's
 rate, nothing cut), so the map lies on the file's own time axis whatever
-trimming or normalisation the model applies afterwards: a stretch the model
-trims away can only gain saliency by changing where the trim falls.
+trimming or normalisation the model applies afterwards.
 
 The map is drawn on a mel spectrogram of the file computed with the model's
 STFT settings (for an ensemble, its first member's): ``saliency`` and
 ``mel_db`` are ``(frames, mel bands)``; ``times`` holds each frame's centre in
 seconds from the start of the file, ``mel_hz`` each band's centre frequency.
-Every cell of a patch carries the patch's drop.
+Every cell of a patch carries the patch's value.
 
 The codec comparison (:func:`codec_comparison`) re-encodes the clip as real MP3
 and Ogg/Opus files in memory, decodes them as an upload would be, and predicts
-each, so a user can see how much of a difference between two files of the same
+each, so a user can see how much of a difference between two files of one
 recording is the codec.
 """
 from __future__ import annotations
 
 import io
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,18 +52,22 @@ from . import audio, features
 from .config import FeatureConfig
 from .errors import AudioError, SERError, TooLongError
 
-METHOD = ("occlusion: each time x mel-band patch of the waveform's spectrum is pulled down to the file's "
-          "background level, the audio is resynthesised and the whole model (trimming, loudness "
-          "normalisation, every member) re-run; saliency = the drop of the predicted emotion's probability")
+METHOD = ("occlusion: each time x mel-band patch of the waveform's spectrum is pulled down to the recording's "
+          "background level, the audio resynthesised and the whole model (trimming, loudness normalisation, "
+          "every member) re-run; support = the drop of the predicted emotion's probability, "
+          "saliency = its size")
 PATCH_SECONDS = 0.25          # default length of a time patch
 N_BANDS = 8                   # default number of mel-band groups
 MAX_TIME_PATCHES = 48         # longer files get longer patches (the cost grows with time x bands)
-MAX_SECONDS = 30.0            # occlusion runs the model time x bands times: longer files are refused
-FLOOR_PERCENTILE = 10.0       # background per frequency bin when the file has too little silence
+WINDOW_BUDGET = 1600          # at most about this many model windows per member: long files, coarser grids
+MAX_SECONDS = 20.0            # occlusion runs the whole model once per patch: longer files are refused
+BACKGROUND_PERCENTILE = 90.0  # the background per frequency bin: this percentile of the silence around the speech
+FLOOR_PERCENTILE = 10.0       # ... or of the whole file, when it has too little silence
 MIN_BACKGROUND_SECONDS = 0.1  # silence needed to measure the background on it
-BACKGROUND_MARGIN_DB = 15.0   # a bin is occluded only this far above the background (noise: ~1e-9 odds)
+BACKGROUND_MARGIN_DB = 10.0   # a bin is occluded only this far above the background (noise: ~1e-10 odds)
 RESYNTH_FRAME_SECONDS = 0.032  # STFT used for occlusion and resynthesis (Hann, 75 % overlap)
 VARIANTS_PER_CALL = 16        # occluded waveforms whose windows go through the model in one batch
+RESYNTH_BUDGET = 4_000_000    # complex STFT cells resynthesised at once (64 MB)
 
 
 @dataclass
@@ -68,7 +77,7 @@ class Explanation:
     file: str
     emotion: str
     confidence: float
-    saliency: np.ndarray          # (frames, mel bands), >= 0
+    support: np.ndarray           # (frames, mel bands): drop of P(emotion) when the cell's patch is occluded
     times: np.ndarray             # (frames,) seconds from the start of the file
     mel_hz: np.ndarray            # (mel bands,) centre frequencies
     mel_db: np.ndarray            # (frames, mel bands), dB re. the loudest cell
@@ -78,6 +87,11 @@ class Explanation:
     method: str = METHOD
     runs: int = 0                 # occluded waveforms that went through the model
     probabilities: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def saliency(self) -> np.ndarray:
+        """(frames, mel bands): how much P(emotion) changes, either way, when the cell's patch is occluded."""
+        return np.abs(self.support)
 
     def mass_between(self, start: float, end: float) -> float:
         """Share of the saliency mass in frames whose time lies in ``[start, end)`` (0 if the map is empty)."""
@@ -103,7 +117,8 @@ class Explanation:
     def npz_bytes(self) -> bytes:
         """The map as a NumPy ``.npz`` archive (see :func:`save_npz` for the keys)."""
         buf = io.BytesIO()
-        np.savez_compressed(buf, saliency=self.saliency.astype(np.float32), times=self.times.astype(np.float64),
+        np.savez_compressed(buf, saliency=self.saliency.astype(np.float32), support=self.support.astype(np.float32),
+                            times=self.times.astype(np.float64),
                             mel_hz=self.mel_hz.astype(np.float64), mel_db=self.mel_db.astype(np.float32),
                             emotion=np.array(self.emotion), confidence=np.float64(self.confidence),
                             voiced=np.array(self.voiced, np.float64), grid=np.array(self.grid, np.int64),
@@ -112,9 +127,9 @@ class Explanation:
 
 
 def save_npz(expl: Explanation, path: Path | str) -> Path:
-    """Write ``saliency`` (frames x mel bands), ``times`` (s from the file's start), ``mel_hz``, ``mel_db``,
-    ``emotion``, ``confidence``, ``voiced`` (start, end in s), ``grid``, ``method`` and ``source`` (the file
-    name); atomically."""
+    """Write ``saliency`` and ``support`` (frames x mel bands), ``times`` (s from the file's start),
+    ``mel_hz``, ``mel_db``, ``emotion``, ``confidence``, ``voiced`` (start, end in s), ``grid``, ``method``
+    and ``source`` (the file name); atomically."""
     return atomic_write_bytes(path, expl.npz_bytes())
 
 
@@ -189,17 +204,21 @@ def patch_edges(duration: float, voiced: tuple[float, float], cfg: FeatureConfig
 
 
 def background_level(mag: np.ndarray, times: np.ndarray, voiced: tuple[float, float] | None) -> np.ndarray:
-    """Per frequency bin, what the file sounds like when nobody speaks ``(bins, 1)``.
+    """Per frequency bin, how loud the file gets when nobody speaks ``(bins, 1)``.
 
-    The median magnitude over the frames outside the voiced stretch when there
-    are at least :data:`MIN_BACKGROUND_SECONDS` of them, else the
-    :data:`FLOOR_PERCENTILE` th percentile over all frames.
+    The :data:`BACKGROUND_PERCENTILE` th percentile of the magnitude over the
+    frames outside the voiced stretch when there are at least
+    :data:`MIN_BACKGROUND_SECONDS` of them, else the :data:`FLOOR_PERCENTILE` th
+    percentile over all frames. The loud end of the silence, not its median: a
+    recording's silences differ (RAVDESS clips open with gated digital silence
+    near -110 dBFS and close on room noise near -70 dBFS), and room noise must
+    count as background, not as something to remove.
     """
     if voiced is not None:
         outside = (times < voiced[0]) | (times >= voiced[1])
         step = times[1] - times[0] if times.size > 1 else 1.0
         if outside.sum() * step >= MIN_BACKGROUND_SECONDS:
-            return np.median(mag[:, outside], axis=1, keepdims=True)
+            return np.percentile(mag[:, outside], BACKGROUND_PERCENTILE, axis=1, keepdims=True)
     return np.percentile(mag, FLOOR_PERCENTILE, axis=1, keepdims=True)
 
 
@@ -227,6 +246,7 @@ class Occluder:
         self.excess = np.where(loud, spec * (1.0 - background / np.maximum(mag, 1e-20)), 0.0)
         self.frame_patch = _group(times, time_edges)
         self.bin_band = _group(freqs, band_edges)
+        self.per_call = int(np.clip(RESYNTH_BUDGET // spec.size, 1, VARIANTS_PER_CALL))
 
     def removed(self, k: int, g: int) -> np.ndarray:
         """The STFT that occluding patch (time k, band g) subtracts."""
@@ -288,16 +308,18 @@ def clip_probabilities(predictor, waves: list[np.ndarray], name: str = "<array>"
 
 # --------------------------------------------------------------------------- public
 def explain_array(predictor, y: np.ndarray, sr: int | None = None, *, name: str = "<array>",
-                  seconds: float = PATCH_SECONDS, bands: int = N_BANDS,
-                  max_time: int = MAX_TIME_PATCHES) -> Explanation:
+                  seconds: float | None = None, bands: int | None = None, max_time: int | None = None,
+                  progress: Callable[[int, int], None] | None = None) -> Explanation:
     """Occlusion saliency of one waveform for a Predictor or an EnsemblePredictor.
 
     Parameters
     ----------
     predictor : Predictor or EnsemblePredictor
     y, sr : the waveform and its rate (default: the model's); resampled to the model's rate.
-    seconds, bands : the patch grid: time patches of about ``seconds`` (at most ``max_time`` of
-        them) by ``bands`` mel-band groups. The model runs once per patch that changes the audio.
+    seconds, bands, max_time : the patch grid: time patches of about ``seconds`` (at most
+        ``max_time`` of them) by ``bands`` mel-band groups; default :data:`PATCH_SECONDS`,
+        :data:`N_BANDS`, :data:`MAX_TIME_PATCHES`. The model runs once per patch that changes the audio.
+    progress : called with (patches done, patches in all) after each batch.
 
     Raises
     ------
@@ -308,6 +330,9 @@ def explain_array(predictor, y: np.ndarray, sr: int | None = None, *, name: str 
     """
     from .errors import SilentAudioError
 
+    seconds = PATCH_SECONDS if seconds is None else seconds
+    bands = N_BANDS if bands is None else bands
+    max_time = MAX_TIME_PATCHES if max_time is None else max_time
     y = members_of(predictor)[0].checked(y, sr, name)
     cfg = predictor.cfg
     duration = y.size / cfg.sample_rate
@@ -319,24 +344,28 @@ def explain_array(predictor, y: np.ndarray, sr: int | None = None, *, name: str 
         raise SilentAudioError("no speech detected: nothing to explain", source=name)
     target = int(np.argmax(base))
     voiced = voiced_region(predictor, y)
+    windows = max(len(m.window_starts(y.size)) for m in members_of(predictor))
+    max_time = max(3, min(max_time, WINDOW_BUDGET // (bands * windows)))
     time_edges, band_edges = patch_edges(duration, voiced, cfg, seconds, bands, max_time)
     occluder = Occluder(y, cfg.sample_rate, time_edges, band_edges, voiced)
     patches = [(k, g) for k in range(len(time_edges) - 1) for g in range(bands)]
     drop = np.zeros((len(time_edges) - 1, bands))
     runs = 0
-    for b in range(0, len(patches), VARIANTS_PER_CALL):
-        chunk = patches[b:b + VARIANTS_PER_CALL]
+    for b in range(0, len(patches), occluder.per_call):
+        chunk = patches[b:b + occluder.per_call]
         waves, changed = occluder.waves(chunk)
         todo = [i for i, c in enumerate(changed) if c]
         if todo:
             probs = clip_probabilities(predictor, [waves[i] for i in todo], name)
             runs += len(todo)
             for i, p in zip(todo, probs):
-                drop[chunk[i]] = max(0.0, base[target] - p[target])
+                drop[chunk[i]] = base[target] - p[target]
+        if progress:
+            progress(b + len(chunk), len(patches))
     mel_db, times, mel_hz = display_mel(y, cfg)
-    saliency = drop[_group(times, time_edges)][:, _group(mel_hz, band_edges)].astype(np.float32)
+    support = drop[_group(times, time_edges)][:, _group(mel_hz, band_edges)].astype(np.float32)
     labels = list(predictor.labels)
-    return Explanation(file=name, emotion=labels[target], confidence=float(base[target]), saliency=saliency,
+    return Explanation(file=name, emotion=labels[target], confidence=float(base[target]), support=support,
                        times=times, mel_hz=mel_hz, mel_db=mel_db, voiced=voiced,
                        duration=duration, grid=(len(time_edges) - 1, bands), runs=runs,
                        probabilities=dict(zip(labels, map(float, base))))

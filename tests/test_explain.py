@@ -132,12 +132,13 @@ def test_the_map_is_aligned_to_the_files_mel_spectrogram(default):
     assert e.times == pytest.approx(np.arange(n_frames) * cfg.hop_length / SR)
     assert e.duration == pytest.approx(y.size / SR)
     assert np.all(np.diff(e.mel_hz) > 0) and e.mel_hz[-1] < SR / 2
-    assert e.saliency.min() >= 0
+    assert e.saliency.min() >= 0 and e.saliency == pytest.approx(np.abs(e.support))
     pred = default.predict_array(y, SR)
     assert e.emotion == pred.emotion and e.confidence == pytest.approx(pred.confidence, abs=1e-5)
     assert e.grid[1] == COARSE["bands"] and e.runs <= e.grid[0] * e.grid[1]
     with np.load(io.BytesIO(e.npz_bytes())) as z:
         assert z["saliency"].shape == (n_frames, cfg.n_mels)
+        assert z["saliency"] == pytest.approx(np.abs(z["support"]))
         assert z["times"] == pytest.approx(e.times)
         assert str(z["emotion"]) == e.emotion and z["mel_hz"].shape == (cfg.n_mels,)
         assert "occlusion" in str(z["method"])
@@ -182,3 +183,100 @@ def test_codec_comparison_predicts_each_version(default):
     spread = explain.codec_spread(rows)
     values = [r.probabilities[rows[0].emotion] for r in rows]
     assert spread == pytest.approx(max(values) - min(values)) and 0 <= spread <= 1
+
+
+# ----------------------------------------------------------------------------- what the user gets
+def test_png_and_figure_draw_the_map(default):
+    from PIL import Image
+
+    from ser_app import explain_views
+
+    e = explain.explain_file(default, CLIPS[18], **COARSE)
+    png = explain_views.saliency_png(e)
+    img = Image.open(io.BytesIO(png))
+    assert img.format == "PNG" and img.width >= 480 and img.height > explain_views.PNG_HEIGHT
+    rgb = explain_views.overlay_rgb(e)
+    assert rgb.shape == (e.saliency.shape[1], e.saliency.shape[0], 3)
+    support = e.support.T[::-1]
+    band, frame = np.unravel_index(np.argmax(np.abs(support)), support.shape)
+    r, g, b = rgb[band, frame].astype(int)
+    assert (r - b > 100) if support[band, frame] > 0 else (b - r > 100)   # red for the answer, blue against
+    untouched = rgb[support == 0]
+    assert len(untouched) and np.all(untouched == untouched[:, :1])        # patches that never mattered: grey
+    fig = explain_views.saliency_figure(e)
+    heat = [t for t in fig.data if t.type == "heatmap"]
+    assert len(heat) == 2 and np.asarray(heat[1].z) == pytest.approx(-e.support.T)
+    assert list(heat[1].x) == pytest.approx(e.times.tolist())
+    assert "occlusion" in explain_views.method_text(e).lower()
+    assert f"{e.voiced_mass:.0%}".replace("%", " %") in explain_views.summary_text(e)
+
+
+def test_codec_table_says_how_far_the_codecs_move_the_answer():
+    from ser_app import explain_views
+
+    rows = [explain.CodecResult(explain.ORIGINAL, "sad", 0.487, {"sad": 0.487, "calm": 0.3}),
+            explain.CodecResult("MP3 128 kbit/s", "sad", 0.5, {"sad": 0.5, "calm": 0.3}, 50_000),
+            explain.CodecResult("Ogg/Opus 12 kbit/s", "calm", 0.45, {"sad": 0.3, "calm": 0.45}, 6_000)]
+    df = explain_views.codec_frame(rows)
+    assert df["version"].tolist() == [explain.ORIGINAL, "MP3 128 kbit/s", "Ogg/Opus 12 kbit/s"]
+    assert df["P(sad) %"].tolist() == [48.7, 50.0, 30.0]
+    assert df["change (points)"].tolist() == [0.0, 1.3, -18.7]
+    text = explain_views.codec_text(rows)
+    assert "20.0 points" in text and "changes the answer for Ogg/Opus 12 kbit/s" in text
+
+
+def test_cli_explain_writes_a_map_and_a_png_per_file(tmp_path, tiny_model):
+    import shutil
+
+    from test_cli import ser
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    shutil.copy(CLIPS[18], tmp_path / "a" / "clip.flac")
+    shutil.copy(CLIPS[9], tmp_path / "b" / "clip.flac")                 # the same name in another folder
+    (tmp_path / "b" / "broken.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEfmt garbage" * 3)
+    out = tmp_path / "why"
+    r = ser("predict", "--json", "--model", tiny_model, "--explain", out, tmp_path / "a", tmp_path / "b")
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    lines = [__import__("json").loads(line) for line in r.stdout.splitlines()]     # stdout: predictions only
+    assert len(lines) == 3
+    assert sorted(p.name for p in out.iterdir()) == ["clip-2.why.npz", "clip-2.why.png", "clip.why.npz",
+                                                     "clip.why.png"]
+    assert "broken.wav" in r.stderr and "no explanation written" in r.stderr
+    for stem, clip, line in (("clip", CLIPS[18], lines[0]), ("clip-2", CLIPS[9], lines[2])):
+        with np.load(out / f"{stem}.why.npz") as z:
+            assert z["saliency"].ndim == 2 and z["saliency"].shape[0] == z["times"].size
+            assert z["saliency"].shape[1] == z["mel_hz"].size
+            assert z["times"][0] == 0 and z["times"][-1] <= audio.load(clip).size / SR
+            assert str(z["emotion"]) == line["emotion"]
+        assert (out / f"{stem}.why.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_predict_page_explains_on_request(tmp_path, monkeypatch, default):
+    from streamlit.testing.v1 import AppTest
+
+    from conftest import ROOT
+
+    monkeypatch.setenv("SER_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("SER_DATA_DIR", str(tmp_path / "no-data-here"))
+    monkeypatch.setattr(explain, "PATCH_SECONDS", 0.5)          # the page's grid, coarser for the test
+    monkeypatch.setattr(explain, "N_BANDS", 3)
+    clip = CLIPS[18]
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=300)
+    at.run()
+    at.segmented_control(key="p_source").set_value("Upload").run()
+    at.file_uploader(key="p_upload").set_value((clip.name, clip.read_bytes(), "audio/flac")).run()
+    assert not at.exception and not at.error
+    assert "Why this emotion?" in [e.label for e in at.expander]
+    charts = len(at.get("plotly_chart"))
+    at.button(key="p_why_go").click().run()
+    assert not at.exception and not at.error
+    assert len(at.get("plotly_chart")) == charts + 1
+    table = next(d.value for d in at.dataframe if "version" in d.value.columns)
+    rows = explain.codec_comparison(default, audio.load(clip), name=clip.name)
+    assert table["version"].tolist() == [r.codec for r in rows]
+    assert table["emotion"].tolist() == [r.emotion for r in rows]
+    assert any("occlusion" in c.value.lower() for c in at.caption)
+    assert {"Map as NumPy .npz", "Map as PNG"} <= {b.label for b in at.get("download_button")}
+    at.run()                                                    # a rerun keeps the answer, no second run
+    assert len(at.get("plotly_chart")) == charts + 1 and not at.exception

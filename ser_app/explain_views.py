@@ -1,0 +1,251 @@
+"""The "why this emotion" view: the occlusion map drawn over the mel spectrogram, and the codec comparison.
+
+:func:`saliency_png` draws with Pillow only (no browser, no plotly), so the
+command line can import this module for ``ser predict --explain``;
+:func:`saliency_figure` (plotly) and :func:`why_panel` (Streamlit) import their
+toolkits when called. The numbers come from :mod:`ser_core.explain`.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+
+import numpy as np
+import pandas as pd
+
+from ser_core import explain
+
+GREY_FLOOR_DB = -80.0          # the mel spectrogram's grey scale runs from here to 0 dB
+PNG_HEIGHT = 300               # plot area of the PNG, pixels
+PNG_PROFILE = 56               # the strip under it: saliency summed over bands
+HZ_TICKS = (125, 250, 500, 1000, 2000, 4000, 8000, 16000)
+FOR = np.array([230, 40, 30], np.float32)       # the patch speaks for the answer (occluding it lowers P)
+AGAINST = np.array([40, 110, 235], np.float32)  # ... against it (occluding it raises P)
+
+
+def method_text(expl: explain.Explanation) -> str:
+    """One sentence on how the map was made, for captions."""
+    n_time, n_bands = expl.grid
+    return (f"Occlusion saliency, {n_time} stretches of time x {n_bands} groups of mel bands: each patch of the "
+            "waveform's spectrum is pulled down to the recording's background level, the audio resynthesised "
+            f"and the whole model re-run ({expl.runs} runs). Red: hiding the patch lowers P({expl.emotion}), it "
+            "speaks for the answer; blue: hiding it raises P, it speaks against; stronger colour = larger "
+            "change. Patches that are background already change nothing and stay grey.")
+
+
+def summary_text(expl: explain.Explanation) -> str:
+    """Where the evidence lies: share in the voiced stretch, the strongest patch for the answer."""
+    if expl.saliency.sum() <= 0:
+        return "Hiding no single patch changed the answer: the evidence is spread thinner than one patch."
+    text = (f"{expl.voiced_mass:.0%} of the saliency lies in the voiced stretch "
+            f"{expl.voiced[0]:.2f}-{expl.voiced[1]:.2f} s that the model's trimming keeps.")
+    if expl.support.max() > 0:
+        t, b = np.unravel_index(int(np.argmax(expl.support)), expl.support.shape)
+        text += (f" The strongest evidence for {expl.emotion} is around {expl.times[t]:.2f} s and "
+                 f"{expl.mel_hz[b]:,.0f} Hz (hiding it costs {100 * expl.support[t, b]:.1f} points).")
+    return text.replace("%", " %")
+
+
+# --------------------------------------------------------------------------- PNG (Pillow)
+def _font(size: int = 13):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:                       # Pillow without FreeType: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def overlay_rgb(expl: explain.Explanation) -> np.ndarray:
+    """The map as an RGB image ``(bands, frames, 3)`` uint8, low frequencies at the bottom: the mel
+    spectrogram in grey, support blended over it, red for the answer and blue against, by its size."""
+    grey = np.clip((expl.mel_db.T - GREY_FLOOR_DB) / -GREY_FLOOR_DB, 0, 1)[::-1] * 200 + 20
+    rgb = np.repeat(grey[..., None], 3, axis=-1).astype(np.float32)
+    s = expl.support.T[::-1].astype(np.float32)
+    peak = float(np.abs(s).max())
+    if peak > 0:
+        alpha = 0.9 * np.sqrt(np.abs(s) / peak)[..., None]         # sqrt: weaker patches stay visible
+        colour = np.where((s >= 0)[..., None], FOR, AGAINST)
+        rgb = rgb * (1 - alpha) + colour * alpha
+    return np.clip(rgb, 0, 255).astype(np.uint8)
+
+
+def _time_ticks(duration: float) -> np.ndarray:
+    step = next(s for s in (0.25, 0.5, 1.0, 2.0, 5.0, 10.0) if duration / s <= 12)
+    return np.arange(0.0, duration + 1e-9, step)
+
+
+def saliency_png(expl: explain.Explanation) -> bytes:
+    """The map as a PNG: time left to right, low frequencies at the bottom, the voiced stretch between
+    dashed lines, and under it the saliency summed over bands per frame."""
+    from PIL import Image, ImageDraw
+
+    n_frames = expl.saliency.shape[0]
+    width = int(np.clip(n_frames * 6, 480, 1200))
+    left, right, top, gap, bottom = 64, 16, 52, 8, 36
+    full_w, full_h = left + width + right, top + PNG_HEIGHT + gap + PNG_PROFILE + bottom
+    img = Image.new("RGB", (full_w, full_h), "white")
+    plot = Image.fromarray(overlay_rgb(expl)).resize((width, PNG_HEIGHT), Image.Resampling.NEAREST)
+    img.paste(plot, (left, top))
+    draw = ImageDraw.Draw(img)
+    font, small = _font(13), _font(11)
+    duration = max(float(expl.duration), 1e-6)
+
+    def x_of(t: float) -> float:
+        return left + t / duration * width
+
+    prof = expl.time_profile()
+    y0 = top + PNG_HEIGHT + gap
+    if prof.max() > 0:
+        h = prof / prof.max() * (PNG_PROFILE - 2)
+        for t, v in zip(expl.times, h):
+            draw.rectangle([x_of(t), y0 + PNG_PROFILE - v, x_of(t) + max(width / n_frames, 1), y0 + PNG_PROFILE],
+                           fill=(90, 90, 90))
+    draw.rectangle([left, top, left + width, top + PNG_HEIGHT], outline="black")
+    draw.rectangle([left, y0, left + width, y0 + PNG_PROFILE], outline="black")
+    for edge in expl.voiced:                                   # dashed: the stretch the trimming keeps
+        x = x_of(edge)
+        for yy in range(top, y0 + PNG_PROFILE, 8):
+            draw.line([x, yy, x, min(yy + 4, y0 + PNG_PROFILE)], fill=(0, 150, 210), width=2)
+    for t in _time_ticks(duration):
+        x = x_of(t)
+        draw.line([x, y0 + PNG_PROFILE, x, y0 + PNG_PROFILE + 4], fill="black")
+        draw.text((x, y0 + PNG_PROFILE + 6), f"{t:g}", fill="black", font=small, anchor="mt")
+    draw.text((left + width, full_h - 2), "time (s)", fill="black", font=small, anchor="rd")
+    bands = np.arange(len(expl.mel_hz))
+    for hz in HZ_TICKS:
+        if expl.mel_hz[0] <= hz <= expl.mel_hz[-1]:
+            b = float(np.interp(hz, expl.mel_hz, bands))
+            y = top + PNG_HEIGHT - (b + 0.5) / len(bands) * PNG_HEIGHT
+            draw.line([left - 4, y, left, y], fill="black")
+            draw.text((left - 6, y), f"{hz / 1000:g}k" if hz >= 1000 else f"{hz}", fill="black", font=small,
+                      anchor="rm")
+    draw.text((4, top - 4), "Hz", fill="black", font=small, anchor="ld")
+    draw.text((left - 6, y0 + PNG_PROFILE / 2), "sum", fill="black", font=small, anchor="rm")
+    title = f"{expl.file}: {expl.emotion} {expl.confidence:.0%}".replace("%", " %")
+    sub = (f"occlusion, {expl.grid[0]} x {expl.grid[1]} patches: red speaks for {expl.emotion}, blue against; "
+           f"{expl.voiced_mass:.0%} of the saliency inside the voiced stretch (dashed)").replace("%", " %")
+    draw.text((left, 6), title, fill="black", font=font)
+    draw.text((left, 26), sub, fill=(60, 60, 60), font=small)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------- plotly
+def saliency_figure(expl: explain.Explanation):
+    """The map over the mel spectrogram, the saliency per frame under it and per band beside it."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    from . import views
+
+    bands = np.arange(len(expl.mel_hz))
+    ticks = [(float(np.interp(hz, expl.mel_hz, bands)), f"{hz / 1000:g} kHz" if hz >= 1000 else f"{hz} Hz")
+             for hz in HZ_TICKS if expl.mel_hz[0] <= hz <= expl.mel_hz[-1]]
+    fig = make_subplots(rows=2, cols=2, shared_xaxes=True, shared_yaxes=True, column_widths=[0.86, 0.14],
+                        row_heights=[0.78, 0.22], horizontal_spacing=0.015, vertical_spacing=0.04)
+    hover = "%{x:.2f} s, %{customdata:.0f} Hz: hiding it moves P by %{z:+.3f}<extra></extra>"
+    hz_grid = np.broadcast_to(expl.mel_hz[:, None], expl.support.T.shape)
+    fig.add_trace(go.Heatmap(z=expl.mel_db.T, x=expl.times, y=bands, colorscale="Greys", reversescale=True,
+                             zmin=GREY_FLOOR_DB, zmax=0, showscale=False, hoverinfo="skip"), row=1, col=1)
+    peak = float(expl.saliency.max()) or 1.0
+    fig.add_trace(go.Heatmap(z=-expl.support.T, x=expl.times, y=bands, customdata=hz_grid, zmin=-peak, zmax=peak,
+                             colorscale=[[0, "rgba(230,40,30,0.9)"], [0.5, "rgba(255,255,255,0)"],
+                                         [1, "rgba(40,110,235,0.9)"]],
+                             colorbar=dict(title=f"change of<br>P({expl.emotion})<br>when hidden", len=0.75,
+                                           y=0.62, tickformat="+.2f"),
+                             hovertemplate=hover), row=1, col=1)
+    fig.add_trace(go.Scatter(x=expl.times, y=expl.time_profile(), fill="tozeroy", mode="lines",
+                             line=dict(color="#555555", width=1), showlegend=False,
+                             hovertemplate="%{x:.2f} s: summed |change| %{y:.3f}<extra></extra>"), row=2, col=1)
+    fig.add_trace(go.Bar(x=expl.band_profile(), y=bands, orientation="h", marker_color="#555555",
+                         showlegend=False, customdata=expl.mel_hz,
+                         hovertemplate="%{customdata:.0f} Hz: %{x:.3f}<extra></extra>"), row=1, col=2)
+    for edge in expl.voiced:
+        fig.add_vline(x=edge, line_dash="dash", line_color="#0096d2", row="all", col=1)
+    fig.update_yaxes(tickvals=[t for t, _ in ticks], ticktext=[s for _, s in ticks], row=1, col=1,
+                     title="frequency")
+    fig.update_yaxes(showticklabels=False, row=2, col=1)
+    fig.update_xaxes(title="time (s)", row=2, col=1)
+    fig.update_xaxes(showticklabels=False, row=1, col=2)
+    title = (f"Why {expl.emotion}? What hiding each patch does to P({expl.emotion}) "
+             "(dashed: the voiced stretch; grey curves: summed size)")
+    return views._style(fig, title, height=430)
+
+
+# --------------------------------------------------------------------------- codecs
+def codec_frame(rows: list[explain.CodecResult]) -> pd.DataFrame:
+    """One row per version of the clip: its answer and the probability of the original answer."""
+    emotion = rows[0].emotion
+    base = rows[0].probabilities.get(emotion, 0.0) if emotion else 0.0
+    out = []
+    for r in rows:
+        p = r.probabilities.get(emotion, 0.0) if emotion else 0.0
+        out.append({"version": r.codec, "file size": "-" if r.size_bytes is None else f"{r.size_bytes / 1024:.0f} KiB",
+                    "emotion": r.emotion or "no speech", "confidence": round(100 * r.confidence, 1),
+                    f"P({emotion}) %": round(100 * p, 1), "change (points)": round(100 * (p - base), 1)})
+    return pd.DataFrame(out)
+
+
+def codec_text(rows: list[explain.CodecResult]) -> str:
+    emotion = rows[0].emotion
+    spread = explain.codec_spread(rows)
+    changed = [r.codec for r in rows[1:] if r.emotion != emotion]
+    text = (f"Re-encoding the same clip moves P({emotion}) by up to {100 * spread:.1f} points"
+            + (f", and changes the answer for {', '.join(changed)}." if changed else "; the answer stays the same."))
+    return text + (" A difference between two files of one recording that is no larger than this is the codec, "
+                   "not the voice.")
+
+
+# --------------------------------------------------------------------------- Streamlit
+def why_panel(predictor, y: np.ndarray, pred, *, key: str = "p_why") -> None:
+    """The "Why this emotion?" expander of the Predict page: computed on request, kept for reruns."""
+    import streamlit as st
+
+    from ser_core.errors import SERError
+
+    from . import views
+
+    if pred.emotion is None:
+        return
+    with st.expander("Why this emotion?", icon=":material/lightbulb:"):
+        duration = y.size / predictor.cfg.sample_rate
+        if duration > explain.MAX_SECONDS:
+            st.info(f"The why view explains up to {explain.MAX_SECONDS:.0f} s of audio; this is {duration:.0f} s. "
+                    "Upload a shorter part to see it.")
+            return
+        ident = (hashlib.sha1(np.ascontiguousarray(y).tobytes()).hexdigest(), str(predictor.model_dir))
+        stored = st.session_state.get(key)
+        if not stored or stored[0] != ident:
+            st.caption("Occlusion: every stretch of time x band of frequencies is hidden in turn and the whole "
+                       "model re-run, to see which ones its answer rests on. Also: the same clip re-encoded as "
+                       "MP3 and Ogg/Opus, to see how much a codec moves the answer.")
+            if not st.button("Explain this answer", key=f"{key}_go", icon=":material/search:"):
+                return
+            bar = st.progress(0.0, text="Occluding patches and re-running the model...")
+            try:
+                expl = explain.explain_array(predictor, y, name=pred.file,
+                                             progress=lambda done, total: bar.progress(done / total))
+                with st.spinner("Re-encoding as MP3 and Ogg/Opus..."):
+                    codecs = explain.codec_comparison(predictor, y, name=pred.file)
+            except SERError as exc:
+                st.error(views.md_escape(exc))
+                return
+            finally:
+                bar.empty()
+            st.session_state[key] = stored = (ident, expl, codecs)
+        _, expl, codecs = stored
+        st.plotly_chart(saliency_figure(expl), key=f"{key}_fig", theme=None)
+        st.caption(views.md_escape(method_text(expl)))
+        st.markdown(views.md_escape(summary_text(expl)))
+        stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in pred.file.rsplit(".", 1)[0])[:60] or "audio"
+        d1, d2 = st.columns(2)
+        d1.download_button("Map as NumPy .npz", expl.npz_bytes(), file_name=f"{stem}-why.npz",
+                           mime="application/octet-stream", icon=":material/download:", key=f"{key}_npz",
+                           width="stretch")
+        d2.download_button("Map as PNG", saliency_png(expl), file_name=f"{stem}-why.png", mime="image/png",
+                           icon=":material/download:", key=f"{key}_png", width="stretch")
+        st.markdown("**The same clip through other codecs**")
+        st.dataframe(codec_frame(codecs), hide_index=True)
+        st.caption(views.md_escape(codec_text(codecs)))
