@@ -85,7 +85,10 @@ def write_explanations(predictor, files: list[Path], out_dir: Path) -> int:
 
     from . import explain
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SERError(f"cannot write explanations into {out_dir}: {exc.strerror or exc}") from None
     failed, used = 0, set()
     for f in files:
         stem, k = f.stem, 2
@@ -98,10 +101,15 @@ def write_explanations(predictor, files: list[Path], out_dir: Path) -> int:
             failed += 1
             print(f"error: {exc} (no explanation written)", file=sys.stderr, flush=True)
             continue
-        npz = explain.save_npz(expl, out_dir / f"{stem}.why.npz")
-        png = explain.atomic_write_bytes(out_dir / f"{stem}.why.png", saliency_png(expl))
-        print(f"why {f}: {npz}, {png.name} ({expl.emotion}; {expl.voiced_mass:.0%} of the saliency in the voiced "
-              f"stretch {expl.voiced[0]:.2f}-{expl.voiced[1]:.2f} s)", file=sys.stderr, flush=True)
+        try:
+            npz = explain.save_npz(expl, out_dir / f"{stem}.why.npz")
+            png = explain.atomic_write_bytes(out_dir / f"{stem}.why.png", saliency_png(expl))
+        except OSError as exc:
+            failed += 1
+            print(f"error: {f}: cannot write its explanation into {out_dir}: {exc.strerror or exc}", file=sys.stderr)
+            continue
+        print(f"why {f}: {npz}, {png.name} ({expl.emotion}; {100 * expl.voiced_mass:.0f} % of the saliency in the "
+              f"voiced stretch {expl.voiced[0]:.2f}-{expl.voiced[1]:.2f} s)", file=sys.stderr, flush=True)
     return failed
 
 

@@ -280,3 +280,12 @@ def test_predict_page_explains_on_request(tmp_path, monkeypatch, default):
     assert {"Map as NumPy .npz", "Map as PNG"} <= {b.label for b in at.get("download_button")}
     at.run()                                                    # a rerun keeps the answer, no second run
     assert len(at.get("plotly_chart")) == charts + 1 and not at.exception
+
+
+def test_cli_explain_into_a_place_that_cannot_hold_a_folder_is_one_line(tmp_path, tiny_model):
+    from test_cli import ser
+
+    (tmp_path / "file").write_text("not a folder")
+    r = ser("predict", "--model", tiny_model, "--explain", tmp_path / "file" / "why", CLIPS[18])
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("error: cannot write explanations into")
