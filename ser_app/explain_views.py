@@ -133,6 +133,18 @@ def saliency_png(expl: explain.Explanation) -> bytes:
 
 
 # --------------------------------------------------------------------------- plotly
+def diverging_scale(steps: int = 8) -> list[list]:
+    """Red (P falls when hidden) through transparent to blue (P rises), opacity growing with the square root
+    of the size, as in :func:`overlay_rgb`: weaker patches stay visible."""
+    def rgba(c: np.ndarray, a: float) -> str:
+        return f"rgba({int(c[0])},{int(c[1])},{int(c[2])},{a:.3f})"
+
+    ramp = np.linspace(0, 1, steps + 1)
+    red = [[float(0.5 - 0.5 * x), rgba(FOR, 0.9 * np.sqrt(x))] for x in ramp[::-1]]
+    blue = [[float(0.5 + 0.5 * x), rgba(AGAINST, 0.9 * np.sqrt(x))] for x in ramp[1:]]
+    return red + blue
+
+
 def saliency_figure(expl: explain.Explanation):
     """The map over the mel spectrogram, the saliency per frame under it and per band beside it."""
     import plotly.graph_objects as go
@@ -151,8 +163,7 @@ def saliency_figure(expl: explain.Explanation):
                              zmin=GREY_FLOOR_DB, zmax=0, showscale=False, hoverinfo="skip"), row=1, col=1)
     peak = float(expl.saliency.max()) or 1.0
     fig.add_trace(go.Heatmap(z=-expl.support.T, x=expl.times, y=bands, customdata=hz_grid, zmin=-peak, zmax=peak,
-                             colorscale=[[0, "rgba(230,40,30,0.9)"], [0.5, "rgba(255,255,255,0)"],
-                                         [1, "rgba(40,110,235,0.9)"]],
+                             colorscale=diverging_scale(),
                              colorbar=dict(title=f"change of<br>P({expl.emotion})<br>when hidden", len=0.75,
                                            y=0.62, tickformat="+.2f"),
                              hovertemplate=hover), row=1, col=1)
@@ -218,11 +229,15 @@ def why_panel(predictor, y: np.ndarray, pred, *, key: str = "p_why") -> None:
         ident = (hashlib.sha1(np.ascontiguousarray(y).tobytes()).hexdigest(), str(predictor.model_dir))
         stored = st.session_state.get(key)
         if not stored or stored[0] != ident:
-            st.caption("Occlusion: every stretch of time x band of frequencies is hidden in turn and the whole "
-                       "model re-run, to see which ones its answer rests on. Also: the same clip re-encoded as "
-                       "MP3 and Ogg/Opus, to see how much a codec moves the answer.")
-            if not st.button("Explain this answer", key=f"{key}_go", icon=":material/search:"):
+            intro = st.empty()
+            with intro.container():
+                st.caption("Occlusion: every stretch of time x band of frequencies is hidden in turn and the whole "
+                           "model re-run, to see which ones its answer rests on. Also: the same clip re-encoded as "
+                           "MP3 and Ogg/Opus, to see how much a codec moves the answer.")
+                clicked = st.button("Explain this answer", key=f"{key}_go", icon=":material/search:")
+            if not clicked:
                 return
+            intro.empty()
             bar = st.progress(0.0, text="Occluding patches and re-running the model...")
             try:
                 expl = explain.explain_array(predictor, y, name=pred.file,
