@@ -213,4 +213,4 @@ if data is not None:
         if source != "Record":
             st.audio(data, format=views.mime_for(name))
         show_result(result, predictor, model)
-        explain_views.why_panel(predictor, result["y"], result["pred"])    # occlusion map + codec comparison
+        explain_views.why_panel(predictor, result.waveform, result.prediction)   # occlusion map, codec comparison

@@ -187,22 +187,22 @@ def saliency_figure(expl: explain.Explanation):
 
 # --------------------------------------------------------------------------- codecs
 def codec_frame(rows: list[explain.CodecResult]) -> pd.DataFrame:
-    """One row per version of the clip: its answer and the probability of the original answer."""
-    emotion = rows[0].emotion
+    """One row per version of the clip: its answer and the probability of the original's most likely emotion."""
+    emotion = rows[0].best
     base = rows[0].probabilities.get(emotion, 0.0) if emotion else 0.0
     out = []
     for r in rows:
         p = r.probabilities.get(emotion, 0.0) if emotion else 0.0
         out.append({"version": r.codec, "file size": "-" if r.size_bytes is None else f"{r.size_bytes / 1024:.0f} KiB",
-                    "emotion": r.emotion or "no speech", "confidence": round(100 * r.confidence, 1),
+                    "answer": r.answer, "confidence": round(100 * r.confidence, 1),
                     f"P({emotion}) %": round(100 * p, 1), "change (points)": round(100 * (p - base), 1)})
     return pd.DataFrame(out)
 
 
 def codec_text(rows: list[explain.CodecResult]) -> str:
-    emotion = rows[0].emotion
+    emotion = rows[0].best
     spread = explain.codec_spread(rows)
-    changed = [r.codec for r in rows[1:] if r.emotion != emotion]
+    changed = [r.codec for r in rows[1:] if r.answer != rows[0].answer]
     text = (f"Re-encoding the same clip moves P({emotion}) by up to {100 * spread:.1f} points"
             + (f", and changes the answer for {', '.join(changed)}." if changed else "; the answer stays the same."))
     return text + (" A difference between two files of one recording that is no larger than this is the codec, "
@@ -218,7 +218,7 @@ def why_panel(predictor, y: np.ndarray, pred, *, key: str = "p_why") -> None:
 
     from . import views
 
-    if pred.emotion is None:
+    if y is None or not pred.speech:
         return
     with st.expander("Why this emotion?", icon=":material/lightbulb:"):
         duration = y.size / predictor.cfg.sample_rate

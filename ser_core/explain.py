@@ -268,15 +268,17 @@ class Occluder:
 
 
 def clip_probabilities(predictor, waves: list[np.ndarray], name: str = "<array>") -> np.ndarray:
-    """Clip-level probabilities ``(len(waves), len(predictor.labels))`` of checked waveforms, batched.
+    """Clip probabilities ``(len(waves), len(predictor.labels))`` of checked waveforms, batched.
 
-    The same answer as ``predictor.predict_array`` on each waveform (the same
-    conditioning, windows, speech rule and averaging, via the predictors' own
-    ``window_features``, ``_result`` and ``_combine``), but every window of every
-    waveform goes through each model in few large calls, and members that hear
-    the same features share one extraction. A waveform without speech gives zeros.
+    The same numbers as ``predictor.predict_array`` gives for each waveform (calibrated, as the
+    user sees them): each network's own conditioning and windows (``Predictor.window_features``),
+    the ensemble's window grid and member mean (as ``EnsemblePredictor.window_scores``, through
+    its ``_mean_on``), the speech rule and :func:`~ser_core.predict.prediction`. But every window
+    of every waveform goes through each network in one call, and networks that hear the same
+    features share one extraction. A waveform without speech gives zeros.
     """
-    from .predict import frame_levels, speech_present
+    from .predict import (HOP_SECONDS, WindowScores, frame_levels, prediction, speech_present, speech_windows,
+                          window_starts)
 
     labels = list(predictor.labels)
     out = np.zeros((len(waves), len(labels)))
@@ -284,24 +286,31 @@ def clip_probabilities(predictor, waves: list[np.ndarray], name: str = "<array>"
     if not live:
         return out
     members = members_of(predictor)
-    rate = members[0].cfg.sample_rate
     shared: dict[FeatureConfig, list] = {}
     per_member = []
     for m in members:
         if m.cfg not in shared:
             shared[m.cfg] = [m.window_features(waves[i]) for i in live]
         parts = shared[m.cfg]
-        x = np.concatenate([p[1] for p in parts])
-        probs = np.concatenate([m.predict_features(x[b:b + 256]) for b in range(0, len(x), 256)])
-        preds, at = [], 0
-        for i, (starts, feats, speech) in zip(live, parts):
-            n = len(starts)
-            preds.append(m._result(probs[at:at + n], speech, starts, name, waves[i].size / rate))
-            at += n
-        per_member.append(preds)
+        probs = m.infer(m.normalise(np.concatenate([p[2] for p in parts])))
+        scores, at = [], 0
+        for t0, ends, x, speech in parts:
+            scores.append(WindowScores(t0, ends, probs[at:at + len(x)], speech))
+            at += len(x)
+        per_member.append(scores)
+    rate = predictor.cfg.sample_rate
     for j, i in enumerate(live):
-        preds = [p[j] for p in per_member]
-        pred = predictor._combine(preds) if hasattr(predictor, "_combine") else preds[0]
+        y = waves[i]
+        if hasattr(predictor, "members"):
+            win = predictor.cfg.n_samples
+            starts = window_starts(y.size, win, int(HOP_SECONDS * rate))
+            t0 = np.asarray(starts) / rate
+            grid = WindowScores(t0, np.minimum(t0 + predictor.cfg.duration, y.size / rate),
+                                np.zeros((len(starts), 0)), speech_windows(y, starts, win))
+            scores = predictor._mean_on(grid, [p[j] for p in per_member])
+        else:
+            scores = per_member[0][j]
+        pred = prediction(scores, labels, predictor.calibration, name, y.size / rate)
         out[i] = [pred.probabilities.get(lab, 0.0) for lab in labels]
     return out
 
@@ -333,8 +342,10 @@ def explain_array(predictor, y: np.ndarray, sr: int | None = None, *, name: str 
     seconds = PATCH_SECONDS if seconds is None else seconds
     bands = N_BANDS if bands is None else bands
     max_time = MAX_TIME_PATCHES if max_time is None else max_time
-    y = members_of(predictor)[0].checked(y, sr, name)
+    from .predict import HOP_SECONDS, checked_waveform, window_starts
+
     cfg = predictor.cfg
+    y = checked_waveform(y, sr, cfg.sample_rate, name)
     duration = y.size / cfg.sample_rate
     if duration > MAX_SECONDS:
         raise TooLongError(f"the why view explains up to {MAX_SECONDS:.0f} s of audio, this is {duration:.0f} s; "
@@ -344,7 +355,7 @@ def explain_array(predictor, y: np.ndarray, sr: int | None = None, *, name: str 
         raise SilentAudioError("no speech detected: nothing to explain", source=name)
     target = int(np.argmax(base))
     voiced = voiced_region(predictor, y)
-    windows = max(len(m.window_starts(y.size)) for m in members_of(predictor))
+    windows = len(window_starts(y.size, cfg.n_samples, int(HOP_SECONDS * cfg.sample_rate)))   # untrimmed: most
     max_time = max(3, min(max_time, WINDOW_BUDGET // (bands * windows)))
     time_edges, band_edges = patch_edges(duration, voiced, cfg, seconds, bands, max_time)
     occluder = Occluder(y, cfg.sample_rate, time_edges, band_edges, voiced)
@@ -419,8 +430,12 @@ def encode(y: np.ndarray, sr: int, container: str, codec: str, bit_rate: int, ra
 
 @dataclass
 class CodecResult:
+    """One version of the clip: ``best`` is its most likely emotion, ``answer`` what the user is
+    told (an emotion, "not sure: a or b", or "no speech"); probabilities are calibrated."""
+
     codec: str
-    emotion: str | None
+    best: str | None
+    answer: str
     confidence: float
     probabilities: dict[str, float]
     size_bytes: int | None = None
@@ -433,21 +448,20 @@ def codec_comparison(predictor, y: np.ndarray, *, name: str = "<array>",
     ``y`` is a waveform at the model's rate. The first row is the clip as given.
     """
     sr = predictor.cfg.sample_rate
-    rows = []
     pred = predictor.predict_array(y, name=name)
-    rows.append(CodecResult(ORIGINAL, pred.emotion, pred.confidence, pred.probabilities))
+    rows = [CodecResult(ORIGINAL, pred.best, pred.summary(), pred.confidence, pred.probabilities)]
     for label, (container, codec, bit_rate, rate) in (codecs or CODECS).items():
         data = encode(y, sr, container, codec, bit_rate, rate)
         z = audio.load(data, sr=sr, name=f"{name}.{container}")
         pred = predictor.predict_array(z, name=name)
-        rows.append(CodecResult(label, pred.emotion, pred.confidence, pred.probabilities, len(data)))
+        rows.append(CodecResult(label, pred.best, pred.summary(), pred.confidence, pred.probabilities, len(data)))
     return rows
 
 
 def codec_spread(rows: list[CodecResult], emotion: str | None = None) -> float:
     """How far the codecs move one emotion's probability: max minus min over the rows (``emotion``:
-    default the clip's answer as given)."""
-    emotion = emotion or rows[0].emotion
+    default the most likely emotion of the clip as given)."""
+    emotion = emotion or rows[0].best
     if emotion is None:
         return 0.0
     values = [r.probabilities.get(emotion, 0.0) for r in rows]

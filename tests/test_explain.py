@@ -134,7 +134,7 @@ def test_the_map_is_aligned_to_the_files_mel_spectrogram(default):
     assert np.all(np.diff(e.mel_hz) > 0) and e.mel_hz[-1] < SR / 2
     assert e.saliency.min() >= 0 and e.saliency == pytest.approx(np.abs(e.support))
     pred = default.predict_array(y, SR)
-    assert e.emotion == pred.emotion and e.confidence == pytest.approx(pred.confidence, abs=1e-5)
+    assert e.emotion == pred.best and e.confidence == pytest.approx(pred.confidence, abs=1e-5)
     assert e.grid[1] == COARSE["bands"] and e.runs <= e.grid[0] * e.grid[1]
     with np.load(io.BytesIO(e.npz_bytes())) as z:
         assert z["saliency"].shape == (n_frames, cfg.n_mels)
@@ -179,9 +179,9 @@ def test_codec_comparison_predicts_each_version(default):
     rows = explain.codec_comparison(default, y, name="clip.flac")
     assert [r.codec for r in rows] == [explain.ORIGINAL, *explain.CODECS]
     assert rows[0].probabilities == pytest.approx(default.predict_array(y, SR).probabilities, abs=1e-6)
-    assert all(r.emotion in default.labels and r.size_bytes for r in rows[1:])
+    assert all(r.best in default.labels and r.size_bytes for r in rows[1:])
     spread = explain.codec_spread(rows)
-    values = [r.probabilities[rows[0].emotion] for r in rows]
+    values = [r.probabilities[rows[0].best] for r in rows]
     assert spread == pytest.approx(max(values) - min(values)) and 0 <= spread <= 1
 
 
@@ -214,9 +214,9 @@ def test_png_and_figure_draw_the_map(default):
 def test_codec_table_says_how_far_the_codecs_move_the_answer():
     from ser_app import explain_views
 
-    rows = [explain.CodecResult(explain.ORIGINAL, "sad", 0.487, {"sad": 0.487, "calm": 0.3}),
-            explain.CodecResult("MP3 128 kbit/s", "sad", 0.5, {"sad": 0.5, "calm": 0.3}, 50_000),
-            explain.CodecResult("Ogg/Opus 12 kbit/s", "calm", 0.45, {"sad": 0.3, "calm": 0.45}, 6_000)]
+    rows = [explain.CodecResult(explain.ORIGINAL, "sad", "sad", 0.487, {"sad": 0.487, "calm": 0.3}),
+            explain.CodecResult("MP3 128 kbit/s", "sad", "sad", 0.5, {"sad": 0.5, "calm": 0.3}, 50_000),
+            explain.CodecResult("Ogg/Opus 12 kbit/s", "calm", "calm", 0.45, {"sad": 0.3, "calm": 0.45}, 6_000)]
     df = explain_views.codec_frame(rows)
     assert df["version"].tolist() == [explain.ORIGINAL, "MP3 128 kbit/s", "Ogg/Opus 12 kbit/s"]
     assert df["P(sad) %"].tolist() == [48.7, 50.0, 30.0]
@@ -248,7 +248,7 @@ def test_cli_explain_writes_a_map_and_a_png_per_file(tmp_path, tiny_model):
             assert z["saliency"].ndim == 2 and z["saliency"].shape[0] == z["times"].size
             assert z["saliency"].shape[1] == z["mel_hz"].size
             assert z["times"][0] == 0 and z["times"][-1] <= audio.load(clip).size / SR
-            assert str(z["emotion"]) == line["emotion"]
+            assert str(z["emotion"]) == line["best"]
         assert (out / f"{stem}.why.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -275,7 +275,7 @@ def test_predict_page_explains_on_request(tmp_path, monkeypatch, default):
     table = next(d.value for d in at.dataframe if "version" in d.value.columns)
     rows = explain.codec_comparison(default, audio.load(clip), name=clip.name)
     assert table["version"].tolist() == [r.codec for r in rows]
-    assert table["emotion"].tolist() == [r.emotion for r in rows]
+    assert table["answer"].tolist() == [r.answer for r in rows]
     assert any("occlusion" in c.value.lower() for c in at.caption)
     assert {"Map as NumPy .npz", "Map as PNG"} <= {b.label for b in at.get("download_button")}
     at.run()                                                    # a rerun keeps the answer, no second run
