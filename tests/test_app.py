@@ -308,7 +308,9 @@ def test_train_presets_corpora_and_protocols(no_data, corpora):
     assert at.number_input(key="t_val").value == recipe["n_val_speakers"]
     assert at.slider(key=f"t_channel_{arch}").value == recipe["channel_aug"]
     assert at.selectbox(key="t_profile").value == recipe["channel_profile"]
-    assert "Leave one corpus out (train on the others)" in at.selectbox(key="t_protocol").options
+    from ser_core.trainconfig import PROTOCOL_TITLES
+
+    assert PROTOCOL_TITLES["loco"] in at.selectbox(key="t_protocol").options
     assert any("arch\\_params = " in c.value for c in at.caption)             # settings the form has no widget for
     at.selectbox(key="t_protocol").set_value("loco").run()
     assert at.selectbox(key="t_fold_loco").options == ["test corpus ravdess · 32 test clips",
