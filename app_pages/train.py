@@ -86,13 +86,14 @@ def preset_bar(choices: list[views.DatasetChoice]) -> None:
     found = views.presets(choices)
     if not found:
         return
-    if "t_preset" not in st.session_state:
+    if "t_preset" not in st.session_state and found[0].corpora:
         apply_preset(found[0])                   # the form opens on the quick demo, not an hour-long run
     cols = st.columns([1] * len(found) + [4 - len(found)], vertical_alignment="center")
     for col, preset in zip(cols, found):
         col.button(preset.title, key=f"t_preset_{preset.key}", on_click=apply_preset, args=(preset,),
                    help=preset.description, icon=":material/bolt:" if preset.key == "quick" else ":material/tune:",
-                   type="primary" if st.session_state.get("t_preset") == preset.key else "secondary")
+                   type="primary" if st.session_state.get("t_preset") == preset.key else "secondary",
+                   disabled=not preset.corpora)
     chosen = next((p for p in found if p.key == st.session_state.get("t_preset")), None)
     if chosen is not None:
         text = f"Preset **{chosen.title}**: {views.md_escape(chosen.description)}"
@@ -122,10 +123,19 @@ def pick_corpora(choices: list[views.DatasetChoice]) -> tuple[list[str], str, pd
     return picked, spec, df
 
 
-def arch_label(name: str, per_clip: dict, train_clips: int) -> str:
-    """``ser_crnn · about 2 s an epoch here``: the name first, so a narrow box never cuts it off."""
-    cost = per_clip.get(name)
-    return f"{name} · about {views.format_seconds(cost.seconds_per_clip * train_clips)} an epoch" if cost else name
+def clips_with_copies(arch: str, train_clips: int) -> int:
+    """Training clips an epoch of ``arch`` goes through: the split's, plus its channel-augmentation copies
+    (the form's value for that architecture, else its default)."""
+    copies = float(st.session_state.get(f"t_channel_{arch}", default_value("channel_aug", arch)))
+    return int(round(train_clips * (1 + copies)))
+
+
+def arch_label(name: str, costs: dict, train_clips: int) -> str:
+    """``ser_crnn · about 2 s an epoch``: the name first, so a narrow box never cuts it off."""
+    cost = costs.get(name)
+    if cost is None:
+        return name
+    return f"{name} · about {views.format_seconds(cost.epoch_seconds(clips_with_copies(name, train_clips)))} an epoch"
 
 
 def new_run_form() -> None:
@@ -144,13 +154,10 @@ def new_run_form() -> None:
     if st.session_state.get("t_protocol") not in offered:
         st.session_state.pop("t_protocol", None)
     costs = epoch_costs()
-    c1, c2, c3 = st.columns([4, 3, 3])
+    c1, c2, c3 = st.columns([4, 4, 3])
     # each training option's label, help, range and default come from its declaration (ser_core.trainconfig)
     config: dict = {"dataset": spec}
     protocol = config["protocol"] = option_input("protocol", c2, key="t_protocol", choices=tuple(offered))
-    if why:
-        c2.caption("Not offered for this pick: " + "; ".join(f"{PROTOCOL_TITLES.get(p, p)} {w}"
-                                                              for p, w in why.items()) + ".")
     n_val_now = int(st.session_state.get("t_val", TrainConfig().n_val_speakers))
     folds = folds_of(spec, protocol, n_val_now)
     if not folds:
@@ -171,7 +178,10 @@ def new_run_form() -> None:
     except SERError:
         train_clips = 0
     arch = config["arch"] = option_input("arch", c1, key="t_arch",
-                                         format_func=lambda n: arch_label(n, costs, max(train_clips, 1)))
+                                         format_func=lambda n: arch_label(n, costs, train_clips))
+    if why:
+        st.caption("Not offered for this pick: " + "; ".join(f"{PROTOCOL_TITLES.get(p, p).split(' (')[0]} {w}"
+                                                              for p, w in why.items()) + ".")
     duration_caption(arch, costs, train_clips)
     with st.form("t_form", border=False, enter_to_submit=False):
         c1, c2, c3, c4 = st.columns(4)
@@ -227,19 +237,20 @@ def new_run_form() -> None:
 def duration_caption(arch: str, costs: dict, train_clips: int) -> None:
     """What a run of these settings should take on this machine, and where the figure comes from."""
     epochs = int(st.session_state.get("t_epochs", default_value("epochs")))
-    copies = float(st.session_state.get(f"t_channel_{arch}", default_value("channel_aug", arch)))
-    clips = int(round(train_clips * (1 + copies)))
+    clips = clips_with_copies(arch, train_clips)
+    copies = clips > train_clips
     est = views.duration_estimate(arch, clips, epochs, costs=costs)
     if est is None or not train_clips:
         st.caption(f"No timing measured for {arch} on this machine.")
         return
     early = int(st.session_state.get("t_val", default_value("n_val_speakers"))) > 0
+    sooner = " (early stopping may end it sooner)" if early else ""
     st.caption(f"Expected here: about {views.format_seconds(est['per_epoch'])} an epoch on {clips:,} training clips"
                f"{' (channel copies included)' if copies else ''}, so {epochs} epochs take "
                f"{'at most ' if early else ''}about {views.format_seconds(est['seconds'])} with "
-               f"{views.format_seconds(est['startup'])} of start-up{' (early stopping may end it sooner)' if early else ''}."
-               f" On a quiet machine: another training at the same time makes it several times slower. "
-               f"Source: {views.md_escape(est['source'])}.")
+               f"{views.format_seconds(est['startup'])} of start-up{sooner}."
+               " Measured on a quiet machine: another training running at the same time makes it several times "
+               f"slower. Source: {views.md_escape(est['source'])}.")
     with st.expander("Expected duration of each architecture on this machine"):
         st.dataframe(views.durations_frame(costs), hide_index=True)
 
@@ -415,7 +426,8 @@ def confirm_promotion(run_dir: Path) -> None:
         c1, c2 = st.columns(2)
         c1.markdown(f"**Now:** {views.md_escape(now['name'])}  \n{views.md_escape(now['title'])}")
         if now["accuracy"] is not None:
-            c1.metric("Accuracy now", views.format_pct(now["accuracy"]), delta=views.short_protocol(now["protocol_info"]),
+            c1.metric("Accuracy now", views.format_pct(now["accuracy"]),
+                      delta=views.short_protocol(now["protocol_info"]),
                       delta_color="off", delta_arrow="off", help=f"{now['protocol']}, {now['n']} clips")
         c2.markdown(f"**After:** run {views.md_escape(new['name'])}  \n{views.md_escape(new['arch'])} on "
                     f"{views.md_escape(views.dataset_title(new['dataset']))}")

@@ -7,6 +7,7 @@ never imported here.
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import re
@@ -472,7 +473,8 @@ def recipe_settings(path: Path = RECIPE_FILE) -> tuple[dict, int]:
 
 def presets(choices: list[DatasetChoice], recipe: Path = RECIPE_FILE) -> list[Preset]:
     """The quick demo (on the bundled samples, else a few RAVDESS actors) and the shipped recipe
-    (read from ``training/recipes/multicorpus.json``), for the corpora that are here."""
+    (read from ``training/recipes/multicorpus.json``) on those of its corpora that are here (none:
+    the preset is listed with empty ``corpora``, so the page can say what it needs)."""
     keys = [c.key for c in choices]
     out = []
     if SAMPLES_KEY in keys or "ravdess" in keys:
@@ -491,13 +493,13 @@ def presets(choices: list[DatasetChoice], recipe: Path = RECIPE_FILE) -> list[Pr
     wanted = tuple(str(member.pop("dataset", "ravdess")).split("+"))
     have = tuple(c for c in wanted if c in keys)
     missing = tuple(c for c in wanted if c not in keys)
-    if have:
-        of = f" (member 1 of {n_members})" if n_members > 1 else ""
-        out.append(Preset("recipe", "Shipped recipe",
-                          f"The recipe of the shipped default{of}, read from {_shown_path(recipe)}: "
-                          f"{member.get('arch')} for {member.get('epochs')} epochs on {'+'.join(wanted)}, "
-                          f"{member.get('protocol', 'emobox6')} fold 1.",
-                          have, member, missing=missing))
+    of = f" (member 1 of {n_members})" if n_members > 1 else ""
+    needs = "" if have else f" None of its corpora is under the data root {data_dir()}: it needs them to train."
+    out.append(Preset("recipe", "Shipped recipe",
+                      f"The recipe of the shipped default{of}, read from {_shown_path(recipe)}: "
+                      f"{member.get('arch')} for {member.get('epochs')} epochs on {'+'.join(wanted)}, "
+                      f"{member.get('protocol', 'emobox6')} fold 1.{needs}",
+                      have, member, missing=missing))
     return out
 
 
@@ -511,10 +513,15 @@ def _shown_path(path: Path) -> str:
 
 @dataclass(frozen=True)
 class EpochCost:
-    """Seconds one training epoch takes on this machine per training clip, and where that figure comes from."""
+    """What one training epoch costs on this machine: a fixed part (validation pass, checkpoint; it
+    dominates on a few clips) plus a part per training clip, and where the figures come from."""
 
     seconds_per_clip: float
     source: str
+    fixed: float = 0.0
+
+    def epoch_seconds(self, clips: int) -> float:
+        return self.fixed + self.seconds_per_clip * max(int(clips), 0)
 
 
 def _bench_cost(entry: dict) -> EpochCost | None:
@@ -541,17 +548,31 @@ def _zoo_cost(arch: str, result: dict) -> EpochCost | None:
                      f"counted as if every fold ran all {e} epochs, so an epoch may take longer")
 
 
+def _with_floor(cost: EpochCost, floor: dict | None) -> EpochCost:
+    """Add the fixed part of an epoch, measured on a tiny training set (training/epoch_floor.py)."""
+    try:
+        seconds, clips = float(floor["median_s"]), int(floor["train_clips"])
+    except (KeyError, TypeError, ValueError):
+        return cost
+    fixed = max(seconds - cost.seconds_per_clip * clips, 0.0)
+    return dataclasses.replace(cost, fixed=fixed, source=f"{cost.source}; plus {fixed:.2f} s fixed an epoch "
+                                                         f"(measured: {seconds:.2f} s an epoch on {clips} clips, "
+                                                         "training/results/epoch_floor.json)")
+
+
 def epoch_costs(results: Path = RESULTS_DIR) -> dict[str, EpochCost]:
-    """Per architecture, what one epoch costs here: measured by the benchmark where it was, else derived
-    from the architecture zoo's cross-validation wall time."""
+    """Per architecture, what one epoch costs here: per clip as measured by the benchmark where it was,
+    else derived from the architecture zoo's cross-validation wall time; plus the fixed part measured on
+    the bundled samples."""
     bench = (read_json(Path(results) / "bench.json", {}) or {}).get("training", {}) or {}
+    floors = (read_json(Path(results) / "epoch_floor.json", {}) or {}).get("archs", {}) or {}
     out = {}
     for arch in models.names():
         cost = _bench_cost(bench.get(arch) or {})
         if cost is None:
             cost = _zoo_cost(arch, read_json(Path(results) / f"{arch}.json", {}) or {})
         if cost is not None:
-            out[arch] = cost
+            out[arch] = _with_floor(cost, floors.get(arch))
     return out
 
 
@@ -572,7 +593,7 @@ def duration_estimate(arch: str, train_clips: int, epochs: int, *, members: int 
     if cost is None:
         return None
     start = startup_seconds() if startup is None else startup
-    per_epoch = cost.seconds_per_clip * max(int(train_clips), 1)
+    per_epoch = cost.epoch_seconds(train_clips)
     total = start + per_epoch * int(epochs) * max(int(members), 1)
     return {"seconds": total, "per_epoch": per_epoch, "startup": start, "source": cost.source}
 
@@ -583,7 +604,7 @@ def durations_frame(costs: dict[str, EpochCost] | None = None) -> pd.DataFrame:
     rows = []
     for arch in models.names():
         c = costs.get(arch)
-        per = c.seconds_per_clip * RAVDESS_FOLD_TRAIN_CLIPS if c else None
+        per = c.epoch_seconds(RAVDESS_FOLD_TRAIN_CLIPS) if c else None
         rows.append({"architecture": arch, "seconds per epoch (1080 clips)": round(per, 2) if per else None,
                      "60 epochs": format_seconds(60 * per) if per else "unknown",
                      "source": c.source if c else "no measurement"})

@@ -366,7 +366,8 @@ def cmd_data(args) -> int:
         return 0
     if args.data_cmd == "import":
         return _data_import(args)
-    raise SERError("usage: ser data download ravdess | ser data info | ser data list | ser data import ZIP_OR_CSV --name NAME")
+    raise SERError("usage: ser data download ravdess | ser data info | ser data list | "
+                   "ser data import ZIP_OR_CSV --name NAME")
 
 
 def _data_import(args) -> int:

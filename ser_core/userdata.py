@@ -387,7 +387,8 @@ def check(source: Path | str | bytes, *, filename: str | None = None, base: Path
         result = CheckResult(src.label, "emotion folders")
         entries = _folder_entries(src.files, result)
     if not entries and not result.problems:
-        raise DatasetError(f"{src.label} holds no audio clips ({', '.join(e.lstrip('.') for e in audio.AUDIO_EXTENSIONS[:6])}"
+        kinds = ", ".join(e.lstrip(".") for e in audio.AUDIO_EXTENSIONS[:6])
+        raise DatasetError(f"{src.label} holds no audio clips ({kinds}"
                            " ...)")
     _check_entries(entries, result, progress)
     return result
@@ -439,7 +440,8 @@ def _check_entries(entries: list[Entry], result: CheckResult, progress) -> None:
             result.problems.append(Problem("too few clips", f"{emotion} has {n} usable clip(s); every emotion "
                                                             f"needs at least {MIN_CLIPS_PER_CLASS} (or leave it out)"))
     if entries and len(counts) < MIN_CLASSES and not unknown:
-        result.problems.append(Problem("too few clips", f"only {len(counts)} emotion(s) ({', '.join(counts) or 'none'});"
+        have = ", ".join(counts) or "none"
+        result.problems.append(Problem("too few clips", f"only {len(counts)} emotion(s) ({have});"
                                                         f" a classifier needs at least {MIN_CLASSES}"))
     _speaker_notes(result)
 

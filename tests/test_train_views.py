@@ -106,6 +106,8 @@ def test_presets_read_the_recipe_file(corpora_root, tmp_path):
     assert mine.settings == {"arch": "seed002_cnn_lstm", "epochs": 7} and mine.corpora == ("ravdess", "mycorpus")
     assert "(member 1 of 2)" in mine.description and "seed002_cnn_lstm for 7 epochs" in mine.description
     assert [p.key for p in views.presets([c for c in choices if c.key == "ased"])] == ["recipe"]
+    (nothing,) = views.presets([])                  # listed, with no corpora and a word on what it needs
+    assert nothing.key == "recipe" and nothing.corpora == () and "None of its corpora" in nothing.description
 
 
 def test_expected_durations_come_from_the_measured_results():
@@ -119,8 +121,12 @@ def test_expected_durations_come_from_the_measured_results():
     assert costs["seed000_cnn"].seconds_per_clip == pytest.approx(zoo["wall_seconds"] / (6 * 30) / 1080)
     assert costs["seed000_cnn"].source.startswith("derived") and "seed000_cnn.json" in costs["seed000_cnn"].source
     assert set(costs) == set(models.names())
+    floor = json.loads((RESULTS / "epoch_floor.json").read_text())["archs"]["ser_crnn"]
+    fixed = floor["median_s"] - costs["ser_crnn"].seconds_per_clip * floor["train_clips"]
+    assert costs["ser_crnn"].fixed == pytest.approx(max(fixed, 0.0))
+    assert "epoch_floor.json" in costs["ser_crnn"].source
     est = views.duration_estimate("ser_crnn", 2000, 20, costs=costs, startup=10.0)
-    assert est["per_epoch"] == pytest.approx(costs["ser_crnn"].seconds_per_clip * 2000)
+    assert est["per_epoch"] == pytest.approx(costs["ser_crnn"].fixed + costs["ser_crnn"].seconds_per_clip * 2000)
     assert est["seconds"] == pytest.approx(10.0 + 20 * est["per_epoch"])
     assert views.startup_seconds() == bench["train_process"]["launch_to_first_epoch_s"]
     table = views.durations_frame(costs)
