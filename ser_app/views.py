@@ -952,24 +952,6 @@ def per_class_figure(metrics: dict) -> go.Figure:
     return _style(fig, "Precision, recall and F1 per emotion", height=360)
 
 
-def gender_figure(metrics: dict) -> go.Figure:
-    """Accuracy (left) and per-class recall (right), female and male side by side."""
-    pg = metrics.get("per_gender", {})
-    genders = [g for g in ("female", "male") if g in pg] + [g for g in pg if g not in ("female", "male")]
-    fig = make_subplots(rows=1, cols=2, column_widths=[0.25, 0.75], subplot_titles=("Accuracy", "Recall per emotion"),
-                        horizontal_spacing=0.08)
-    for g in genders:
-        c = GENDER_COLOURS.get(g, "#888")
-        fig.add_trace(go.Bar(x=[g], y=[pg[g]["accuracy"]], name=g, marker_color=c, legendgroup=g,
-                             text=[format_pct(pg[g]["accuracy"])], textposition="outside", cliponaxis=False), 1, 1)
-        rec = pg[g].get("recall", {})
-        fig.add_trace(go.Bar(x=list(rec), y=list(rec.values()), name=g, marker_color=c, legendgroup=g,
-                             showlegend=False), 1, 2)
-    fig.update_yaxes(range=[0, 1.1], tickformat=".0%")
-    fig.update_layout(barmode="group", legend=TOP_LEGEND)
-    return _style(fig, None, height=340)
-
-
 def gender_gap_text(gap: dict) -> str:
     lo, hi = gap["ci95"]
     return (f"Female − male accuracy: {100 * gap['gap']:+.1f} points "
