@@ -81,9 +81,8 @@ def write_explanations(predictor, files: list[Path], out_dir: Path) -> int:
 
     Progress and failures go to stderr (stdout stays the predictions); returns the number of failures.
     """
-    from ser_app.explain_views import saliency_png       # Pillow only: the engine itself draws nothing
-
     from . import explain
+    from .explain_png import saliency_png
 
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
