@@ -141,7 +141,9 @@ def live_mode(predictor) -> None:
                 continue
         return frames
 
-    st.caption("Press START and allow the microphone. The last 3 s are classified about once a second.")
+    st.caption("Press START and allow the microphone. The last 3 s are classified once per second of audio "
+               "received; the panel refreshes every second (later when the machine is busy). A stretch that is "
+               "mostly silence reads \"no speech\".")
     ctx = webrtc_streamer(key="p_live_rtc", mode=WebRtcMode.SENDONLY, rtc_configuration={"iceServers": []},
                           media_stream_constraints={"audio": True, "video": False},
                           queued_audio_frames_callback=on_frames)
@@ -155,7 +157,8 @@ def live_mode(predictor) -> None:
         session.step(predictor)
         latest = session.latest
         if latest is None:
-            st.info("Listening..." if session.receiving() else "Not streaming.")
+            st.info("Listening: the first answer comes after a second of audio." if session.receiving()
+                    else "Connecting to the microphone...")
             return
         c1, c2, c3 = st.columns(3)
         c1.metric("Current emotion", answer_label(latest.summary))
@@ -164,7 +167,10 @@ def live_mode(predictor) -> None:
         st.plotly_chart(views.live_figure(session.timeline, predictor.labels), key="p_live_chart",
                         theme=None)
 
-    live_panel()
+    if playing or session.latest is not None:
+        live_panel()
+    else:
+        st.info("Not streaming: press START to listen.")
 
 
 st.title("Predict")

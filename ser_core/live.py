@@ -157,6 +157,16 @@ class LivePoint:
     summary: str = "no speech"
 
 
+PAUSE_RANGE_DB = 35.0      # a frame this far below the loudest frame heard so far is not speech
+MIN_SPEECH_SHARE = 0.25    # a window with less speech than this (3 s: 0.75 s) is a pause, not an emotion
+PAUSE_MESSAGE = "no speech: a pause (most of the last seconds are silence)"
+
+
+def speech_share(levels: np.ndarray, loudest: float) -> float:
+    """The share of ~32 ms frames within :data:`PAUSE_RANGE_DB` of the loudest frame heard so far."""
+    return float(np.mean(levels > loudest - PAUSE_RANGE_DB)) if levels.size else 0.0
+
+
 class LiveSession:
     """A rolling buffer plus a timeline of classifications made at most every ``every`` seconds."""
 
@@ -168,12 +178,14 @@ class LiveSession:
         self._lock = threading.Lock()
         self._timeline: list[LivePoint] = []
         self._last_at = None
+        self._loudest = -np.inf           # dBFS of the loudest frame of this session: pauses are relative to it
 
     def reset(self) -> None:
         self.buffer.clear()
         with self._lock:
             self._timeline = []
             self._last_at = None
+            self._loudest = -np.inf
 
     def push_frame(self, frame) -> None:
         self.buffer.push_frame(frame)
@@ -198,12 +210,20 @@ class LiveSession:
         """
         if not (force or self.due()):
             return None
+        from .predict import frame_levels
+
         at = self.buffer.received_seconds
         y = self.buffer.snapshot()
+        levels = frame_levels(y)
+        self._loudest = max(self._loudest, float(levels.max()) if levels.size else -np.inf)
         try:
-            pred = predictor.predict_array(y, self.buffer.rate, name="live")
-            point = LivePoint(at, pred.emotion, float(pred.confidence), dict(pred.probabilities), pred.message,
-                              pred.best, tuple(pred.top2), bool(pred.not_sure), pred.summary())
+            if speech_share(levels, self._loudest) < MIN_SPEECH_SHARE:
+                # pauses between utterances came out as "fearful" (50-75 %): say there is nothing to judge
+                point = LivePoint(at, None, 0.0, {lab: 0.0 for lab in predictor.labels}, PAUSE_MESSAGE)
+            else:
+                pred = predictor.predict_array(y, self.buffer.rate, name="live")
+                point = LivePoint(at, pred.emotion, float(pred.confidence), dict(pred.probabilities),
+                                  pred.message, pred.best, tuple(pred.top2), bool(pred.not_sure), pred.summary())
         except AudioError as exc:
             point = LivePoint(at, None, 0.0, {lab: 0.0 for lab in predictor.labels}, str(exc))
         with self._lock:

@@ -144,3 +144,23 @@ def test_live_session_reports_silence_as_no_speech(default_predictor):
     assert "silent" in point.message
     session.reset()
     assert session.timeline == [] and session.buffer.received == 0
+
+
+def test_a_pause_between_utterances_is_no_speech(default_predictor):
+    """Speech, then three seconds of room noise: once the window holds mostly the pause, the answer is
+    "no speech", not an emotion (pauses came out as "fearful" before)."""
+    from ser_core.live import PAUSE_MESSAGE
+
+    clip = ROOT / "data" / "samples" / "03-01-05-02-01-01-01.flac"
+    speech = audio.load(clip, sr=48000)
+    room = (np.random.default_rng(0).normal(0, 1e-3, 4 * 48000)).astype(np.float32)
+    y48 = np.concatenate([speech, room])
+    session = LiveSession(seconds=3.0, every=1.0)
+    points = []
+    for frame in s16_stereo_frames(y48, y48):
+        session.push_frame(frame)
+        point = session.step(default_predictor)
+        if point is not None:
+            points.append(point)
+    assert any(p.best in default_predictor.labels for p in points[:4])     # the phrase is judged
+    assert points[-1].emotion is None and points[-1].message == PAUSE_MESSAGE  # 3 s of pause: no emotion
