@@ -177,8 +177,8 @@ def new_run_form() -> None:
         train_clips = len(splits.make_split(part, protocol, int(fold), n_val=n_val_now).train)
     except SERError:
         train_clips = 0
-    arch = config["arch"] = option_input("arch", c1, key="t_arch",
-                                         format_func=lambda n: arch_label(n, costs, train_clips))
+    labels = {name: arch_label(name, costs, train_clips) for name in models.names()}   # fixed for this run
+    arch = config["arch"] = option_input("arch", c1, key="t_arch", format_func=labels.__getitem__)
     if why:
         st.caption("Not offered for this pick: " + "; ".join(f"{PROTOCOL_TITLES.get(p, p).split(' (')[0]} {w}"
                                                               for p, w in why.items()) + ".")

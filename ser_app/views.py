@@ -322,9 +322,9 @@ QUICK_PER_CORPUS = 6           # speakers kept of each non-RAVDESS corpus in a q
 # emobox6 on RAVDESS: 1440 clips - 4 test actors (240) - 2 validation actors (120)
 RAVDESS_FOLD_TRAIN_CLIPS = 1080
 # The quick demo: the fastest architecture for a few epochs on the bundled samples. Measured end to end
-# (process start, TensorFlow import, features, 15 epochs, test predictions): 30 s with `ser train --arch
-# seed004_dnn --dataset ravdess:data/samples --epochs 15 --val-speakers 1 --batch-size 8`, 43 s started from
-# the Train page, both on this 2-core machine while it also ran another training.
+# on this 2-core machine (process start, TensorFlow import, features, 15 epochs, test predictions): 30 s with
+# `ser train --arch seed004_dnn --dataset ravdess:data/samples --epochs 15 --val-speakers 1 --batch-size 8`
+# and 43 s from the Train page's Start click while other trainings ran (load ~10), 35 s at load ~4.5.
 QUICK_DEMO = {"arch": "seed004_dnn", "epochs": 15, "patience": 15, "batch_size": 8, "learning_rate": 1e-3,
               "n_val_speakers": 1, "protocol": "emobox6", "fold": 1}
 
