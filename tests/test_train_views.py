@@ -6,10 +6,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 from pathlib import Path
 
-import pandas as pd
 import psutil
 import pytest
 
