@@ -483,22 +483,19 @@ if public_demo():
 st.caption("Train a model in a background process, on any corpora under the data root. One run trains at a "
            "time; the page follows it live and you can leave and come back.")
 
-# The progress of a running run goes above the form (in sight while it trains), a finished one below it.
-# Both places always exist, so the elements after them keep their positions when a run ends: a shifted
-# layout left a stale copy of the run buttons on screen.
+# The progress panel sits above the form, in sight while a run trains. It stays in that one place when the
+# run ends: moved below the form, the frontend kept the stopped fragment's old panel on screen as well.
 above = st.container()
 with st.container(border=True):
     st.subheader("New run")
     new_run_form()
-below = st.container()
 
 watch = watched_run()
 if watch is not None:
     running = runs.read_status(watch).get("state") in runs.ACTIVE_STATES
-    with above if running else below:
-        with st.container(border=True):
-            st.subheader("Progress" if running else "Last run")
-            progress_panel(watch)
+    with above, st.container(border=True):
+        st.subheader("Progress" if running else "Last run")
+        progress_panel(watch)
 
 with st.expander("Bring your own data", icon=":material/upload_file:"):
     own_data_section()

@@ -215,7 +215,7 @@ def test_train_watch_stop_open_and_promote_a_run(no_data, tmp_path, monkeypatch)
     at.run()
     last = runs.read_history(run_dir)[-1]["epoch"]
     assert any(i.value.startswith(f"Stopped on request at epoch {last} of 300") for i in at.info)
-    assert [s.value for s in at.main.subheader][:2] == ["New run", "Last run"]
+    assert [s.value for s in at.main.subheader][:2] == ["Last run", "New run"]
     preds = pd.read_csv(run_dir / "predictions.csv")
     assert metric(at, "Test accuracy") == f"{100 * (preds['true'] == preds['pred']).mean():.1f}%"
 
