@@ -107,6 +107,17 @@ def test_rate_change_mid_stream_is_resampled_too():
     assert abs(dominant_hz(buf.snapshot()[-16000:], 16000) - 300) < 5
 
 
+def stream(session: LiveSession, y48: np.ndarray, predictor) -> list:
+    """Push a 48 kHz waveform through the session as Chromium's frames; the points it classified on the way."""
+    points = []
+    for frame in s16_stereo_frames(y48, y48):
+        session.push_frame(frame)
+        point = session.step(predictor)
+        if point is not None:
+            points.append(point)
+    return points
+
+
 @pytest.fixture(scope="module")
 def default_predictor():
     from ser_core.predict import load_predictor
@@ -118,12 +129,7 @@ def test_live_session_classifies_about_once_per_second(default_predictor):
     clip = ROOT / "data" / "samples" / "03-01-05-02-01-01-01.flac"
     y48 = audio.load(clip, sr=48000)
     session = LiveSession(seconds=3.0, every=1.0)
-    points = []
-    for frame in s16_stereo_frames(y48, y48):
-        session.push_frame(frame)
-        point = session.step(default_predictor)
-        if point is not None:
-            points.append(point)
+    points = stream(session, y48, default_predictor)
     assert session.receiving()
     assert len(points) == int(len(y48) / 48000)          # one classification per second of stream
     assert points[-1].best in default_predictor.labels        # the last 3 s hold the whole phrase
@@ -156,11 +162,6 @@ def test_a_pause_between_utterances_is_no_speech(default_predictor):
     room = (np.random.default_rng(0).normal(0, 1e-3, 4 * 48000)).astype(np.float32)
     y48 = np.concatenate([speech, room])
     session = LiveSession(seconds=3.0, every=1.0)
-    points = []
-    for frame in s16_stereo_frames(y48, y48):
-        session.push_frame(frame)
-        point = session.step(default_predictor)
-        if point is not None:
-            points.append(point)
+    points = stream(session, y48, default_predictor)
     assert any(p.best in default_predictor.labels for p in points[:4])     # the phrase is judged
     assert points[-1].emotion is None and points[-1].message == PAUSE_MESSAGE  # 3 s of pause: no emotion
