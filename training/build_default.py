@@ -15,7 +15,7 @@ With several members, their cross-validations are combined into the ensemble's
 and the final models into one ensemble folder. models/default is replaced in one
 rename, so it is never half-written.
 
-3. With ``"loco": true`` in the recipe, leave-one-corpus-out: the same recipe trained on all corpora but
+3. With ``"loco": true`` in the recipe (run first), leave-one-corpus-out: the same recipe trained on all corpora but
    one and tested on all of that one, for each corpus.
 
 The calibration (one temperature, ``ser_core.calibration``) is fitted on the cross-validation's
@@ -93,6 +93,13 @@ def finished_run(run_dir: Path, cfg: TrainConfig) -> bool:
 def build_member(cfg: TrainConfig, reuse: Path | None, final: Path | None, *, position: int = 1,
                  work: Path | None = None, loco: bool = False) -> tuple[Path, Path, dict, Path | None] | None:
     """(cv dir, final run dir, cv metrics, loco dir) of one member, or None when stopped or incomplete."""
+    loco_dir = None
+    if loco:
+        # first: how the recipe hears corpora it never trained on is the question a multi-corpus run answers,
+        # so an interrupted build has that answer before the longer in-corpus folds
+        loco_dir = step_dir(work, position, "loco", cfg)
+        if run_cv(dataclasses.replace(cfg, protocol="loco"), loco_dir, resume=work is not None) is None:
+            return None
     if reuse:
         cv_dir = reuse
         check_reused(cv_dir, cfg, "metrics.json", "cross-validation")
@@ -115,11 +122,6 @@ def build_member(cfg: TrainConfig, reuse: Path | None, final: Path | None, *, po
             if _StopFlag.requested:
                 print("final training was stopped; models/default is left as it was", file=sys.stderr)
                 return None
-    loco_dir = None
-    if loco:
-        loco_dir = step_dir(work, position, "loco", cfg)
-        if run_cv(dataclasses.replace(cfg, protocol="loco"), loco_dir, resume=work is not None) is None:
-            return None
     return cv_dir, final_dir, metrics, loco_dir
 
 
