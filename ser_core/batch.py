@@ -214,96 +214,6 @@ def score_file(predictor, path: str, *, windows: bool = False) -> tuple[dict, li
     return prediction_rows(pred.to_dict(windows=windows), windows=windows)
 
 
-# ---------------------------------------------------------------------------- many files per model call
-MODEL_BATCH = 256          # windows per model call on the batched path
-_MEMBER_API = ("cfg", "checked", "window_features", "predict_features", "_result", "_no_speech")
-
-
-def batch_members(predictor) -> list | None:
-    """The models of a predictor whose steps the batched path can run, or None (then it scores file by file).
-
-    The batched path is ``predict_file``'s own steps (``checked``, ``window_features``,
-    ``predict_features``, ``_result`` and an ensemble's ``_combine``), with one model call for
-    the windows of many files instead of one per file. It lives here rather than in
-    :mod:`ser_core.predict` and reaches for those methods by name, so a predictor without them
-    (another runtime) simply goes file by file.
-    """
-    members = list(getattr(predictor, "members", None) or [predictor])
-    if not all(hasattr(m, a) for m in members for a in _MEMBER_API):
-        return None
-    if len(members) > 1 and not hasattr(predictor, "_combine"):
-        return None
-    return members
-
-
-def predict_many(predictor, members: list, paths: list[str]) -> list:
-    """A Prediction or an exception for each path: what ``predictor.predict_file(path, name=path)`` gives,
-    with the windows of all the files in a few model calls (per group of members that share features)."""
-    from . import audio
-    from .config import max_audio_seconds
-    from .predict import STREAM_ABOVE_SECONDS, frame_levels, speech_present
-
-    import numpy as np
-
-    first = members[0]
-    sr = first.cfg.sample_rate
-    out: list = [None] * len(paths)
-    ready: list[tuple[int, object, float]] = []            # (index, checked waveform, duration)
-    for i, path in enumerate(paths):
-        try:
-            if audio.duration_seconds(path, name=path) > STREAM_ABOVE_SECONDS:
-                out[i] = predictor.predict_file(path, name=path)      # streamed: its own path
-                continue
-            y = first.checked(audio.load(path, sr=sr, name=path, max_seconds=max_audio_seconds()), None, path)
-            duration = y.size / sr
-            if not speech_present(frame_levels(y)):
-                out[i] = first._no_speech(path, duration)
-                continue
-            ready.append((i, y, duration))
-        except Exception as exc:  # noqa: BLE001  (reported as that file's error row)
-            out[i] = exc
-    groups: list[list[int]] = []
-    for k, m in enumerate(members):
-        g = next((g for g in groups if members[g[0]].cfg == m.cfg), None)
-        g.append(k) if g is not None else groups.append([k])
-    per_member: dict[int, list] = {i: [None] * len(members) for i, _, _ in ready}
-    for g in groups:
-        feats = []
-        for i, y, duration in ready:
-            if isinstance(out[i], BaseException):
-                continue
-            try:
-                feats.append((i, duration, *members[g[0]].window_features(y)))
-            except Exception as exc:  # noqa: BLE001
-                out[i] = exc
-        if not feats:
-            continue
-        x = np.concatenate([f[3] for f in feats])
-        bounds = np.cumsum([0] + [len(f[3]) for f in feats])
-        for k in g:
-            probs = np.concatenate([members[k].predict_features(x[b:b + MODEL_BATCH])
-                                    for b in range(0, len(x), MODEL_BATCH)])
-            for j, (i, duration, starts, _, speech) in enumerate(feats):
-                per_member[i][k] = members[k]._result(probs[bounds[j]:bounds[j + 1]], speech, starts,
-                                                      paths[i], duration)
-    for i, _, _ in ready:
-        if not isinstance(out[i], BaseException):
-            preds = per_member[i]
-            out[i] = predictor._combine(preds) if len(members) > 1 else preds[0]
-    return out
-
-
-def _same_answer(a, b, tol: float = 1e-5) -> bool:
-    """Two ``to_dict`` results (or parts of them) agree: the same structure and labels, numbers within ``tol``."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_same_answer(a[k], b[k], tol) for k in a)
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(_same_answer(x, y, tol) for x, y in zip(a, b))
-    if isinstance(a, float) and isinstance(b, float):
-        return abs(a - b) <= tol
-    return a == b
-
-
 # ============================================================================ worker processes
 class _AfterImport(importlib.abc.MetaPathFinder):
     """Run ``fn(module)`` right after the top-level module ``name`` is first imported."""
@@ -359,9 +269,8 @@ def worker_setup(numba_root: str | None = None) -> None:
 class Scorer:
     """A loaded predictor that turns lists of paths into rows (one per worker process or actor).
 
-    It scores many files per model call (:func:`predict_many`) once that path has given the same
-    answer as ``predict_file`` on this worker's first scorable file; otherwise, and for predictors
-    it cannot drive, it scores file by file, so a change to prediction can cost speed, never answers.
+    A list is scored with ``predict_many`` (the windows of all its files in one model call per network);
+    if that fails as a whole, each file is scored alone, so one bad file costs speed, never other answers.
     """
 
     def __init__(self, model_dir: str, windows: bool):
@@ -369,41 +278,15 @@ class Scorer:
 
         self.predictor = load_predictor(model_dir)
         self.windows = windows
-        self.members = batch_members(self.predictor)
-        self.batched: bool | None = None if self.members else False     # None: not checked yet
 
     def score(self, paths: list[str]) -> list[tuple[dict, list[dict]]]:
-        if self.batched is None:
-            return self._score_checking(paths)
-        if not self.batched:
-            return [score_file(self.predictor, p, windows=self.windows) for p in paths]
         try:
-            preds = predict_many(self.predictor, self.members, paths)
-        except Exception:  # noqa: BLE001  (a model call failed for the whole chunk: find the file alone)
+            preds = self.predictor.predict_many(paths)
+        except Exception:  # noqa: BLE001  (a model call failed for the whole list: find the file alone)
             return [score_file(self.predictor, p, windows=self.windows) for p in paths]
         return [(_failure_row(p, pred), []) if isinstance(pred, BaseException) else
                 prediction_rows(pred.to_dict(windows=self.windows), windows=self.windows)
                 for p, pred in zip(paths, preds)]
-
-    def _score_checking(self, paths: list[str]) -> list[tuple[dict, list[dict]]]:
-        out = []
-        for k, p in enumerate(paths):
-            try:
-                pred = self.predictor.predict_file(p, name=p)
-            except Exception as exc:  # noqa: BLE001
-                out.append((_failure_row(p, exc), []))
-                continue
-            out.append(prediction_rows(pred.to_dict(windows=self.windows), windows=self.windows))
-            if pred.emotion is None:
-                continue                     # no speech: nothing of the batched path's model calls to check
-            try:
-                fast = predict_many(self.predictor, self.members, [p])[0]
-                self.batched = not isinstance(fast, BaseException) and _same_answer(
-                    fast.to_dict(windows=True), pred.to_dict(windows=True))
-            except Exception:  # noqa: BLE001
-                self.batched = False
-            return out + self.score(paths[k + 1:])
-        return out
 
 
 _SCORER: Scorer | None = None

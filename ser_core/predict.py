@@ -308,7 +308,7 @@ def stored_calibration(spec: ModelSpec, where) -> Calibration | None:
 class BasePredictor(ABC):
     """What every predictor offers: :meth:`analyse`, and the two shortcuts to its prediction.
 
-    A subclass scores a waveform's windows (:meth:`window_scores`) and a streamed file's
+    A subclass scores the windows of waveforms (:meth:`_scores`, several at once) and a streamed file's
     (:meth:`stream_scores`); decoding, checks, the window mean, calibration and the
     answer are here, once. Thread-safe after construction.
     """
@@ -320,9 +320,17 @@ class BasePredictor(ABC):
     calibration: Calibration | None
 
     # ------------------------------------------------------------------ subclass part
-    @abstractmethod
     def window_scores(self, y: np.ndarray) -> tuple[WindowScores, list[ModelInput]]:
         """Window scores of a checked waveform with speech in it, and what each network saw."""
+        return self._scores([y])[0]
+
+    def window_scores_many(self, ys: list[np.ndarray]) -> list[WindowScores]:
+        """:meth:`window_scores` of several waveforms, with one model call per network for all their windows."""
+        return [scores for scores, _ in self._scores(ys)]
+
+    @abstractmethod
+    def _scores(self, ys: list[np.ndarray]) -> list[tuple[WindowScores, list[ModelInput]]]:
+        """Window scores and network inputs of each waveform, its windows scored together with the others'."""
 
     @abstractmethod
     def stream_scores(self, source, label: str, total: float,
@@ -355,6 +363,32 @@ class BasePredictor(ABC):
     def predict_file(self, source, *, name: str | None = None, progress: Progress | None = None) -> Prediction:
         """The prediction for a file, path or bytes (long files streamed)."""
         return self.analyse(source, name=name, progress=progress).prediction
+
+    def predict_many(self, paths: list[str]) -> list[Prediction | Exception]:
+        """For each path, what ``predict_file(path, name=path)`` gives, or the exception it raises.
+
+        The windows of all the short files go through each network in one call (``window_scores_many``),
+        which is what makes batch scoring fast; long files are streamed one by one as ``predict_file`` does.
+        """
+        rate = self.cfg.sample_rate
+        out: list = [None] * len(paths)
+        ready: list[tuple[int, np.ndarray]] = []
+        for i, path in enumerate(paths):
+            try:
+                if audio.duration_seconds(path, name=path) > STREAM_ABOVE_SECONDS:
+                    out[i] = self.predict_file(path, name=path)
+                    continue
+                y = audio.load(path, sr=rate, name=path, max_seconds=max_audio_seconds())
+            except Exception as exc:  # noqa: BLE001  (the caller reports it as that file's answer)
+                out[i] = exc
+                continue
+            if speech_present(frame_levels(y)):
+                ready.append((i, y))
+            else:
+                out[i] = no_speech(path, y.size / rate, self.labels)
+        for (i, y), scores in zip(ready, self.window_scores_many([y for _, y in ready])):
+            out[i] = prediction(scores, self.labels, self.calibration, paths[i], y.size / rate)
+        return out
 
     def predict_array(self, y: np.ndarray, sr: int | None = None, *, name: str = "<array>") -> Prediction:
         """The prediction for a waveform (any rate; resampled to the model's rate)."""
@@ -451,11 +485,20 @@ class Predictor(BasePredictor):
         t0 = (offset + np.asarray(starts)) / sr
         return t0, np.minimum(t0 + self.cfg.duration, (offset + yc.size) / sr), x, speech_windows(yc, starts, win)
 
+    def many_window_features(self, ys: list[np.ndarray]) -> tuple[list[tuple], np.ndarray, np.ndarray]:
+        """:meth:`window_features` of several waveforms: for each its (starts, ends, speech), all their
+        feature arrays stacked, and where each waveform's rows begin and end in that stack."""
+        feats = [self.window_features(y) for y in ys]
+        x = np.concatenate([f[2] for f in feats]) if feats else np.zeros((0, *features.input_shape(self.cfg)))
+        return [(f[0], f[1], f[3]) for f in feats], x, np.cumsum([0] + [len(f[2]) for f in feats])
+
     # ------------------------------------------------------------------ BasePredictor
-    def window_scores(self, y: np.ndarray) -> tuple[WindowScores, list[ModelInput]]:
-        t0, ends, x, speech = self.window_features(y)
+    def _scores(self, ys: list[np.ndarray]) -> list[tuple[WindowScores, list[ModelInput]]]:
+        spans, x, bounds = self.many_window_features(ys)
         xn = self.normalise(x)
-        return WindowScores(t0, ends, self.infer(xn), speech), [ModelInput(self.spec.arch, self.cfg, xn[0])]
+        probs = self.infer(xn)
+        return [(WindowScores(t0, ends, probs[a:b], speech), [ModelInput(self.spec.arch, self.cfg, xn[a])])
+                for (t0, ends, speech), a, b in zip(spans, bounds[:-1], bounds[1:])]
 
     def stream_scores(self, source, label: str, total: float,
                       progress: Progress | None) -> tuple[WindowScores, float]:
@@ -558,25 +601,29 @@ class EnsemblePredictor(BasePredictor):
                          for p, cols in zip(parts, self._columns)], axis=0)
         return WindowScores(grid.starts, grid.ends, probs, grid.speech)
 
-    def window_scores(self, y: np.ndarray) -> tuple[WindowScores, list[ModelInput]]:
+    def _grid(self, y: np.ndarray) -> WindowScores:
+        """The recording's own windows, where the members' probabilities are averaged."""
         sr, win = self.cfg.sample_rate, self.cfg.n_samples
         starts = window_starts(y.size, win, int(HOP_SECONDS * sr))
         t0 = np.asarray(starts) / sr
-        grid = WindowScores(t0, np.minimum(t0 + self.cfg.duration, y.size / sr), np.zeros((len(starts), 0)),
+        return WindowScores(t0, np.minimum(t0 + self.cfg.duration, y.size / sr), np.zeros((len(starts), 0)),
                             speech_windows(y, starts, win))
+
+    def _scores(self, ys: list[np.ndarray]) -> list[tuple[WindowScores, list[ModelInput]]]:
         pending = []
         for group in self._groups:
-            starts_s, ends, x, speech = self.members[group[0]].window_features(y)
+            spans, x, bounds = self.members[group[0]].many_window_features(ys)
             xs = [self.members[i].normalise(x) for i in group]
             future = self._runner.submit(lambda g=group, xs=xs: [self.members[i].infer(xi) for i, xi in zip(g, xs)])
-            pending.append((group, starts_s, ends, speech, xs, future))
-        parts: list = [None] * len(self.members)
-        inputs: list = [None] * len(self.members)
-        for group, starts_s, ends, speech, xs, future in pending:
+            pending.append((group, spans, bounds, xs, future))
+        parts = [[None] * len(self.members) for _ in ys]
+        inputs = [[None] * len(self.members) for _ in ys]
+        for group, spans, bounds, xs, future in pending:
             for i, xi, probs in zip(group, xs, future.result()):
-                parts[i] = WindowScores(starts_s, ends, probs, speech)
-                inputs[i] = ModelInput(self.member_names[i], self.members[i].cfg, xi[0])
-        return self._mean_on(grid, parts), inputs
+                for j, ((starts_s, ends, speech), a, b) in enumerate(zip(spans, bounds[:-1], bounds[1:])):
+                    parts[j][i] = WindowScores(starts_s, ends, probs[a:b], speech)
+                    inputs[j][i] = ModelInput(self.member_names[i], self.members[i].cfg, xi[a])
+        return [(self._mean_on(self._grid(y), p), inp) for y, p, inp in zip(ys, parts, inputs)]
 
     def stream_scores(self, source, label: str, total: float,
                       progress: Progress | None) -> tuple[WindowScores, float]:
