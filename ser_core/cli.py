@@ -484,7 +484,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     if only in LEAN_COMMANDS:
         return parser       # the other commands' flags import pandas and the architectures: not for these
 
-    from .batch import CHUNK, ENGINES, PART_FILES
+    from .batch import CHUNKS, ENGINES, PART_FILES
 
     p = sub.add_parser("batch", help="score many files into a Parquet table (resumable; local pool or Ray)",
                        description="Score files, folders, glob patterns and CSV lists of paths into OUT/"
@@ -503,7 +503,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--csv", action="store_true", help="also write the tables as CSV")
     p.add_argument("--part-files", type=int, default=PART_FILES,
                    help=f"files per committed part (default: {PART_FILES}); a kill loses at most one part's work")
-    p.add_argument("--chunk", type=int, default=CHUNK, help=f"files per task sent to a worker (default: {CHUNK})")
+    p.add_argument("--chunk", type=int, help="files per task sent to a worker (default: "
+                   + ", ".join(f"{n} for {e}" for e, n in CHUNKS.items()) + ")")
     p.set_defaults(fn=cmd_batch)
 
     p = sub.add_parser("train", help="train one model")
