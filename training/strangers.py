@@ -3,36 +3,61 @@ ECE, "not sure" figures and what it answers (to see a collapse onto one or two c
 
     python training/strangers.py MODEL_DIR OUT.csv [DATASET]     (DATASET default: ased+emovo+urdu)
 
-Every clip goes through the same path as `ser predict`. Only meaningful for corpora the model never heard.
+Every clip goes through the same path as `ser predict` (``predict_many``: its batched form). Only
+meaningful for corpora the model never heard.
 """
+from __future__ import annotations
+
 import json
 import sys
 from pathlib import Path
 
+import pandas as pd
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import numpy as np, pandas as pd
-from ser_core import datasets, evaluation, calibration
-from ser_core.predict import load_predictor
-from ser_core.errors import SERError
-model = sys.argv[1]; out = sys.argv[2]
-pred = load_predictor(model)
-df = datasets.load_dataset(sys.argv[3] if len(sys.argv) > 3 else "ased+emovo+urdu")
-rows = []
-for r in df.itertuples():
-    try:
-        p = pred.predict_file(r.path)
-    except SERError:
-        continue
-    rows.append({"file": r.path.split("/")[-1], "corpus": r.corpus, "speaker": r.speaker, "gender": r.gender,
-                 "true": r.emotion, "pred": p.best, "not_sure": p.not_sure, "confidence": p.confidence,
-                 **{f"p_{k}": v for k, v in p.probabilities.items()}})
-t = pd.DataFrame(rows); t.to_csv(out, index=False)
-labels = list(pred.labels)
-m = evaluation.evaluate(t, labels)
-res = {}
-for c, g in t.groupby("corpus"):
-    probs, y, _ = calibration.table_arrays(g, labels)
-    res[c] = {"n": len(g), "own_acc": m["per_corpus"][c]["own"]["accuracy"], "acc": m["per_corpus"][c]["accuracy"],
-              "ece": calibration.ece(probs, y), **calibration.not_sure_rate(probs, y, pred.calibration.threshold if pred.calibration else 0.5),
-              "answers": g["pred"].value_counts(normalize=True).round(3).head(3).to_dict()}
-print(json.dumps(res, indent=1))
+
+from ser_core import calibration, datasets, evaluation  # noqa: E402
+from ser_core.predict import load_predictor  # noqa: E402
+
+BLOCK = 64      # files per predict_many call
+
+
+def predictions(model_dir: str, df: pd.DataFrame) -> tuple[pd.DataFrame, object]:
+    """One row per readable clip: truth, the model's answer, "not sure" and calibrated probabilities."""
+    pred = load_predictor(model_dir)
+    rows = []
+    paths = df["path"].tolist()
+    for s in range(0, len(paths), BLOCK):
+        for r, p in zip(df.iloc[s:s + BLOCK].itertuples(), pred.predict_many(paths[s:s + BLOCK])):
+            if isinstance(p, BaseException) or p.emotion is None:
+                continue                                    # unreadable or no speech: not an answer
+            rows.append({"file": Path(r.path).name, "corpus": r.corpus, "speaker": r.speaker, "gender": r.gender,
+                         "true": r.emotion, "pred": p.best, "not_sure": p.not_sure, "confidence": p.confidence,
+                         **{f"p_{k}": v for k, v in p.probabilities.items()}})
+    return pd.DataFrame(rows), pred
+
+
+def report(table: pd.DataFrame, labels: list[str], threshold: float) -> dict:
+    """Per corpus: accuracy (own emotions and all eight), ECE, "not sure" figures, the three commonest answers."""
+    per = evaluation.per_corpus(table, labels)
+    res = {}
+    for c, g in table.groupby("corpus"):
+        probs, y, _ = calibration.table_arrays(g, labels)
+        res[c] = {"n": len(g), "own_acc": per[c]["own"]["accuracy"], "acc": per[c]["accuracy"],
+                  "ece": calibration.ece(probs, y), **calibration.not_sure_rate(probs, y, threshold),
+                  "answers": g["pred"].value_counts(normalize=True).round(3).head(3).to_dict()}
+    return res
+
+
+def main() -> int:
+    model, out = sys.argv[1], sys.argv[2]
+    df = datasets.load_dataset(sys.argv[3] if len(sys.argv) > 3 else "ased+emovo+urdu")
+    table, pred = predictions(model, df)
+    table.to_csv(out, index=False)
+    threshold = pred.calibration.threshold if pred.calibration else calibration.DEFAULT_THRESHOLD
+    print(json.dumps(report(table, list(pred.labels), threshold), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
