@@ -277,7 +277,12 @@ def test_live_mode_streams_the_microphone_and_classifies_it(server, page):
     frame = page.frame_locator("iframe[title*='streamlit_webrtc']")
     frame.get_by_role("button", name=re.compile("^start$", re.I)).click(timeout=60_000)
     current = metric_value(page, "Current emotion")
-    assert current in LABELS + ["no speech"]
+    # A live window can be confident (one emotion) or not (the model's two most likely, issue 15).
+    unsure = re.fullmatch(r"Not sure: (\w+) or (\w+)", current)
+    if unsure:
+        assert set(unsure.groups()) <= set(LABELS) and unsure[1] != unsure[2], current
+    else:
+        assert current in LABELS + ["no speech"]
     expect(page.get_by_test_id("stMetric").filter(has_text="Streamed").get_by_test_id("stMetricValue")).to_have_text(
         re.compile(r"^(?:[3-9]|\d\d+) s$"), timeout=60_000)
     screenshot(page, "predict-live")
