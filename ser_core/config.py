@@ -49,6 +49,9 @@ class FeatureConfig:
     trim_silence: bool = False
     trim_top_db: float = 40.0
     loudness_norm: bool = False
+    # Per-clip mean of every band subtracted (over frames with sound): removes a recording's fixed
+    # spectral tilt (microphone, room, voice), the part of a corpus's sound that does not carry emotion.
+    band_norm: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in FEATURE_KINDS:
@@ -62,6 +65,8 @@ class FeatureConfig:
         if not 0 <= self.fmin < fmax <= nyquist:
             raise ConfigError(f"need 0 <= fmin < fmax <= {nyquist:g} Hz (half the sample rate), "
                               f"got fmin {self.fmin:g}, fmax {fmax:g}")
+        if self.band_norm and self.kind != "logmel":   # its floor (top_db below the peak) marks padding
+            raise ConfigError(f"band_norm applies to logmel features, not {self.kind!r}")
         if self.kind == "seed000" and self.n_mels != self.n_mfcc + 19:
             raise ConfigError(f"seed000 stacks {self.n_mels} mel bands over n_mfcc + 12 chroma + 7 contrast rows: "
                               f"n_mels must be n_mfcc + 19 = {self.n_mfcc + 19}")

@@ -391,6 +391,18 @@ def _mel_db(power: np.ndarray, cfg: FeatureConfig, n_mels: int) -> np.ndarray:
     return power_to_db(mel_power(power, cfg.sample_rate, cfg.n_fft, n_mels, cfg.fmin, cfg.fmax), ref="max")
 
 
+def band_normalise(x: np.ndarray) -> np.ndarray:
+    """Subtract every band's mean over the frames with sound: log-mel dB ``(bands, T)`` -> ``(bands, T)``.
+
+    Frames where every band sits at the clip's floor (``top_db`` below its peak: padding, digital
+    silence) are left out of the mean, so a short clip padded to the model's length is normalised like the same clip unpadded.
+    """
+    floor = x.min()
+    sound = (x > floor + 1e-3).any(axis=0)
+    mean = x[:, sound].mean(axis=1, keepdims=True) if sound.any() else x.mean(axis=1, keepdims=True)
+    return (x - mean).astype(np.float32, copy=False)
+
+
 def _one_clip(y: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
     sr, n_fft = cfg.sample_rate, cfg.n_fft
     mag = stft_magnitude(y, n_fft, cfg.hop_length)
@@ -403,7 +415,8 @@ def _one_clip(y: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
         out[..., 1] = rows
         return out
     if cfg.kind == "logmel":
-        return _stack_deltas(_mel_db(power, cfg, cfg.n_mels), cfg.deltas)
+        x = _mel_db(power, cfg, cfg.n_mels)
+        return _stack_deltas(band_normalise(x) if cfg.band_norm else x, cfg.deltas)
     if cfg.kind == "mfcc_seq":
         return _stack_deltas(mfcc(power, sr, n_fft, cfg.n_mfcc, max(cfg.n_mels, cfg.n_mfcc)), cfg.deltas)
     if cfg.kind == "image":

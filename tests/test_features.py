@@ -188,11 +188,31 @@ def test_parallel_corpus_equals_serial_and_the_warm_cache_returns_the_same_array
         assert corpus_features(paths[:2], other, workers=1, root=tmp_path / "a", progress=False).x.shape[2] == 188
 
 
+def test_band_norm_removes_a_fixed_channel_tilt_and_ignores_padding(samples_dir):
+    """A clip through a fixed filter (a 'microphone') gets nearly the same band-normalised log-mel as the
+    clean clip, where the plain log-mel differs by the filter's tilt; padding is not averaged in."""
+    base = KINDS["ser_crnn"]
+    cfg = dataclasses.replace(base, band_norm=True, trim_silence=False, loudness_norm=False)
+    plain = dataclasses.replace(cfg, band_norm=False)
+    speech = features.condition(audio.load(sorted(samples_dir.glob("*.flac"))[4]), base)[:28_000]  # 1.75 s
+    tilted = np.convolve(speech, [1.0, -0.9])[: len(speech)].astype(np.float32)  # pre-emphasis: a tilt
+    x, xt = (features.extract(w, cfg)[..., 0] for w in (speech, tilted))
+    p, pt = (features.extract(w, plain)[..., 0] for w in (speech, tilted))
+    inside = slice(5, 50)                             # frames well inside the 55 frames of sound
+    assert np.abs(pt - p)[:, inside].mean() > 5.0     # the tilt moves the plain features by decibels ...
+    assert np.abs(xt - x)[:, inside].mean() < 0.1 * np.abs(pt - p)[:, inside].mean()   # ... not these
+    sound = (p > p.min() + 1e-3).any(axis=0)
+    assert 55 <= sound.sum() <= 58 and not sound[60:].any()          # 1.75 s of sound, then padding
+    assert np.allclose(x[:, sound].mean(axis=1), 0.0, atol=1e-3)     # every band's mean over sound is 0
+    assert np.allclose(x[:, 60:], x[:, -1:])                         # and the padding frames are all alike
+
+
 @pytest.mark.parametrize("settings, message", [
     ({"kind": "seed000", "n_mels": 64}, "n_mels must be n_mfcc + 19 = 32"),
     ({"kind": "logmel", "fmax": 9000.0}, "got fmin 0, fmax 9000"),
     ({"kind": "logmel", "fmin": 500.0, "fmax": 400.0}, "need 0 <= fmin < fmax <= 8000 Hz"),
     ({"kind": "logmel", "n_mels": 0}, "n_mels, n_mfcc and image_size must be positive"),
+    ({"kind": "image", "band_norm": True}, "band_norm applies to logmel features, not 'image'"),
 ])
 def test_impossible_feature_settings_are_refused_before_any_audio_is_read(settings, message):
     from ser_core.errors import ConfigError
