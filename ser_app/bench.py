@@ -199,22 +199,23 @@ def bench_end_to_end(model_dir: Path, clips: list[str], batch_paths: list[str], 
     load_s = time.perf_counter() - t
     sr = predictor.cfg.sample_rate
     members = getattr(predictor, "members", [predictor])     # an ensemble runs every member's path
+    shares = getattr(predictor, "weights", None)              # ... and weighs them as it does
 
     def reference(path):
         y, _ = librosa.load(path, sr=sr)
-        return np.mean([m.model.predict(m.normalise(reference_features(features.prepare(y, m.cfg), m.cfg)[None]),
-                                        verbose=0) for m in members], axis=0)
+        return np.average([m.model.predict(m.normalise(reference_features(features.prepare(y, m.cfg), m.cfg)[None]),
+                                           verbose=0) for m in members], axis=0, weights=shares)
 
     def project_batch(_):
         waves = [audio.load(p, sr=sr) for p in batch_paths]
-        return np.mean([m.predict_features(np.stack([features.extract(y, m.cfg) for y in waves]))
-                        for m in members], axis=0)
+        return np.average([m.predict_features(np.stack([features.extract(y, m.cfg) for y in waves]))
+                           for m in members], axis=0, weights=shares)
 
     def reference_batch(_):
         waves = [librosa.load(p, sr=sr)[0] for p in batch_paths]
-        return np.mean([m.model.predict(m.normalise(np.stack([reference_features(features.prepare(y, m.cfg), m.cfg)
-                                                              for y in waves])), batch_size=len(waves), verbose=0)
-                        for m in members], axis=0)
+        return np.average([m.model.predict(m.normalise(np.stack([reference_features(features.prepare(y, m.cfg), m.cfg)
+                                                                 for y in waves])), batch_size=len(waves), verbose=0)
+                           for m in members], axis=0, weights=shares)
 
     name = predictor.spec.arch + (f" of {', '.join(m.spec.arch for m in members)}" if len(members) > 1 else "")
     _header(f"2. End-to-end prediction from a file, warm ({model_dir.name}: {name}, "

@@ -83,7 +83,11 @@ def model_summary(model_dir: Path) -> dict:
     extra = spec.get("extra") or {}
     members = [member_label(model_dir / schema.MEMBERS / str(name), fallback)
                for name, fallback in zip(extra.get("members") or [], extra.get("member_archs") or [])]
-    if arch == "ensemble" and members:
+    shares = extra.get(schema.MEMBER_WEIGHTS)
+    if arch == "ensemble" and members and isinstance(shares, list) and len(shares) == len(members):
+        title = ("Ensemble of " + " + ".join(f"{m} ({100 * float(w):.0f} %)" for m, w in zip(members, shares))
+                 + " (weighted mean of their probabilities)")
+    elif arch == "ensemble" and members:
         title = "Ensemble of " + " + ".join(members) + " (mean of their probabilities)"
     is_default = model_dir.resolve() == runs.default_model_dir().resolve()
     return {

@@ -28,11 +28,14 @@ from .modeldir import ENSEMBLE_ARCH as ARCH
 from .modeldir import LITE, MEMBERS, SPEC, WEIGHTS
 
 
-def build(members: Sequence[Path | str], out_dir: Path | str, *, export: bool = True) -> Path:
+def build(members: Sequence[Path | str], out_dir: Path | str, *, export: bool = True,
+          weights: Sequence[float] | None = None) -> Path:
     """Copy finished model folders into a new ensemble folder (written under a temporary name).
 
     A member's LiteRT file comes along when it is current; with ``export`` the members
-    without one are exported (see :mod:`ser_core.lite`), else they run on Keras.
+    without one are exported (see :mod:`ser_core.lite`), else they run on Keras. ``weights``
+    (one positive number per member, stored scaled to sum to 1) make the mean a weighted one,
+    e.g. two models as one whatever their member counts; without them every member counts alike.
     """
     from .config import EMOTIONS
 
@@ -41,6 +44,7 @@ def build(members: Sequence[Path | str], out_dir: Path | str, *, export: bool = 
     if len(specs) < 2:
         raise ModelError("an ensemble needs at least two member models")
     names = _member_names([s.arch for s in specs])
+    shares = member_weights(weights, len(specs))
     labels = set(specs[0].labels)
     if any(set(s.labels) != labels for s in specs):
         raise ModelError("ensemble members must predict the same emotions")
@@ -57,12 +61,26 @@ def build(members: Sequence[Path | str], out_dir: Path | str, *, export: bool = 
             lite.try_export(dest)
     first = specs[0]
     spec = ModelSpec(arch=ARCH, features=first.features, labels=ordered, protocol=first.protocol,
-                     created=runs.now_iso(), extra={"members": names, "member_archs": [s.arch for s in specs]})
+                     created=runs.now_iso(), extra={"members": names, "member_archs": [s.arch for s in specs],
+                                                    **({schema.MEMBER_WEIGHTS: shares} if weights is not None else {})})
     spec.save(tmp / SPEC)
     if out_dir.exists():
         shutil.rmtree(out_dir)
     os.replace(tmp, out_dir)
     return out_dir
+
+
+def member_weights(weights: Sequence[float] | None, n: int) -> list[float]:
+    """``n`` members' shares of the mean: ``weights`` scaled to sum to 1 (equal shares when None)."""
+    if weights is None:
+        return [1.0 / n] * n
+    try:
+        w = [float(v) for v in weights]
+    except (TypeError, ValueError):
+        raise ModelError(f"ensemble weights must be numbers, got {weights!r}") from None
+    if len(w) != n or not all(np.isfinite(v) and v > 0 for v in w):
+        raise ModelError(f"an ensemble of {n} members needs {n} positive weights, got {weights!r}")
+    return [v / sum(w) for v in w]
 
 
 def _member_names(archs: Sequence[str]) -> list[str]:

@@ -39,6 +39,7 @@ from .errors import (AudioError, EmptyAudioError, ModelError, SERError, SilentAu
                      TooShortError)
 from .lite import RUNTIMES
 from .modeldir import LITE, SPEC, WEIGHTS, is_ensemble
+from .schema import MEMBER_WEIGHTS
 
 HOP_SECONDS = 1.0
 STREAM_ABOVE_SECONDS = 60.0
@@ -566,6 +567,7 @@ class EnsemblePredictor(BasePredictor):
     """
 
     def __init__(self, model_dir: Path | str, *, runtime: str = "auto", calibrated: bool = True):
+        from .ensemble import member_weights
         from .modeldir import member_dirs
 
         self.model_dir = Path(model_dir)
@@ -581,6 +583,7 @@ class EnsemblePredictor(BasePredictor):
         if len(rates) != 1:
             raise ModelError(f"ensemble members expect different sample rates: {sorted(rates)}")
         self.cfg = self.members[0].cfg
+        self.weights = np.asarray(member_weights(self.spec.extra.get(MEMBER_WEIGHTS), len(self.members)))
         self.calibration = stored_calibration(self.spec, self.model_dir) if calibrated else None
         self._columns = [[m.labels.index(lab) for lab in self.labels] for m in self.members]
         # Members that hear the same features share one extraction. Groups go largest input
@@ -597,8 +600,8 @@ class EnsemblePredictor(BasePredictor):
         self._runner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ser-ensemble")
 
     def _mean_on(self, grid: WindowScores, parts: list[WindowScores]) -> WindowScores:
-        probs = np.mean([aligned(grid, WindowScores(p.starts, p.ends, p.probs[:, cols], p.speech))
-                         for p, cols in zip(parts, self._columns)], axis=0)
+        probs = np.average([aligned(grid, WindowScores(p.starts, p.ends, p.probs[:, cols], p.speech))
+                            for p, cols in zip(parts, self._columns)], axis=0, weights=self.weights)
         return WindowScores(grid.starts, grid.ends, probs, grid.speech)
 
     def _grid(self, y: np.ndarray) -> WindowScores:

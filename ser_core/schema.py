@@ -55,6 +55,7 @@ WEIGHTS = "model.keras"
 LITE = "model.tflite"              # the LiteRT export inference prefers (ser_core.lite)
 MEMBERS = "members"                # an ensemble's folder of member model folders
 ENSEMBLE_ARCH = "ensemble"         # spec.json "arch" of an ensemble folder
+MEMBER_WEIGHTS = "member_weights"  # ensemble spec.json extra: each member's share of the mean (equal if absent)
 ACTIVE = "active.json"             # in the models folder: which model the app uses
 
 # ----------------------------------------------------------------------------- status.json keys

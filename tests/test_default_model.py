@@ -50,3 +50,31 @@ def test_metrics_agree_with_predictions(shipped):
     for g in ("female", "male"):
         assert metrics["per_gender"][g]["accuracy"] == pytest.approx(again["per_gender"][g]["accuracy"])
     assert (preds["pred"] == preds[[f"p_{lab}" for lab in labels]].idxmax(axis=1).str[2:]).all()
+
+
+def test_multicorpus_pair_is_half_default_half_its_own_network(sample_clip):
+    """models/multicorpus (training/pair.py --install) answers the calibrated mean of the default's raw
+    probabilities and its multi-corpus network's, each half, and its metrics are its predictions'."""
+    import numpy as np
+
+    from ser_core.calibration import apply_temperature
+    from ser_core.predict import load_predictor
+
+    pair_dir = DEFAULT_MODEL.parent / "multicorpus"
+    spec = ModelSpec.load(pair_dir / "spec.json")
+    shares = spec.extra["member_weights"]
+    assert sum(shares) == pytest.approx(1) and shares[-1] == pytest.approx(0.5)
+    pair = load_predictor(pair_dir)
+    default = load_predictor(DEFAULT_MODEL, calibrated=False)
+    net = load_predictor(modeldir.member_dirs(pair_dir)[-1], calibrated=False)
+    labs = pair.labels
+    raw = [np.array([m.predict_file(sample_clip).probabilities[lab] for lab in labs]) for m in (default, net)]
+    got = pair.predict_file(sample_clip)
+    np.testing.assert_allclose([got.probabilities[lab] for lab in labs],
+                               apply_temperature((raw[0] + raw[1]) / 2, pair.calibration.temperature), atol=1e-6)
+    metrics = json.loads((pair_dir / "metrics.json").read_text())
+    preds = pd.read_csv(pair_dir / "predictions.csv")
+    assert set(preds["corpus"]) == {"ravdess", "ased", "emovo", "urdu"} and preds["file"].is_unique
+    again = evaluation.evaluate(preds, labs)
+    assert metrics["accuracy"] == pytest.approx(again["accuracy"], abs=1e-9)
+    assert metrics["per_corpus"]["ravdess"]["accuracy"] == pytest.approx(again["per_corpus"]["ravdess"]["accuracy"])

@@ -112,6 +112,34 @@ def test_ensemble_refuses_what_does_not_fit(member_cvs, tmp_path):
         ensemble.combine_cv([member_cvs[0], short], tmp_path / "mixed")
 
 
+def test_weighted_ensemble_answers_the_weighted_mean_and_refuses_bad_weights(member_cvs, sample_clip, tmp_path):
+    """Two models as one whatever their member counts (training/pair.py --install) need a weighted mean."""
+    from ser_core.predict import load_predictor
+
+    singles = [d / "fold-1" / "model" for d in member_cvs]
+    out = ensemble.build(singles, tmp_path / "weighted", export=False, weights=[3, 1])
+    assert json.loads((out / "spec.json").read_text())["extra"]["member_weights"] == [0.75, 0.25]
+    from ser_app import views
+
+    assert views.model_summary(out)["title"].endswith("(75 %) + seed001_logmel_cnn (25 %) (weighted mean of "
+                                                      "their probabilities)")
+    ens = load_predictor(out, calibrated=False)
+    got = ens.predict_file(sample_clip).probabilities
+    alone = [load_predictor(d, calibrated=False).predict_file(sample_clip).probabilities for d in singles]
+    for lab in ens.labels:
+        assert got[lab] == pytest.approx(0.75 * alone[0][lab] + 0.25 * alone[1][lab], abs=1e-6)
+    assert got != pytest.approx({lab: (alone[0][lab] + alone[1][lab]) / 2 for lab in ens.labels}, abs=1e-6)
+    for bad, message in (([1], "needs 2 positive weights"), ([1, -1], "needs 2 positive weights"),
+                         (["a", 1], "must be numbers")):
+        with pytest.raises(ModelError, match=message):
+            ensemble.build(singles, tmp_path / "bad", export=False, weights=bad)
+    spec = json.loads((out / "spec.json").read_text())
+    spec["extra"]["member_weights"] = [1, 0]                       # a hand-edited spec is refused on load
+    (out / "spec.json").write_text(json.dumps(spec))
+    with pytest.raises(ModelError, match="needs 2 positive weights"):
+        load_predictor(out)
+
+
 def test_views_name_an_ensemble(ens_cv):
     from ser_app import views
 

@@ -1,6 +1,6 @@
 """Two models as one: the mean of their probabilities, measured without training anything new.
 
-    python training/pair.py MODEL_A MODEL_B OUT_DIR
+    python training/pair.py MODEL_A MODEL_B OUT_DIR [--install NAME]
 
 MODEL_A was trained on some corpora (its own cross-validation's out-of-fold predictions in
 ``predictions.csv``); MODEL_B on more of them (``predictions.csv`` from the same EmoBox folds over
@@ -15,11 +15,18 @@ all its corpora, and ``loco_predictions.csv``). Every figure stays speaker-indep
 OUT_DIR gets ``cv/predictions.csv``, ``loco/predictions.csv`` and ``report.json`` (per-corpus metrics,
 calibration fitted on the pair's out-of-fold predictions, leave-one-corpus-out with transfer calibration).
 The pre-registered candidate B of ``docs/preregistration-session9.md``.
+
+``--install NAME`` also writes ``models/NAME``: one ensemble folder holding both models' networks,
+weighted so that each model is half of the mean whatever its member count, with the pair's
+calibration, out-of-fold predictions and metrics (the folder ``ser predict --model`` and the pages use).
 """
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +34,10 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from build_default import calibrate  # noqa: E402
+from build_default import calibrate, install  # noqa: E402
 
-from ser_core import datasets, evaluation  # noqa: E402
+from ser_core import datasets, ensemble, evaluation  # noqa: E402
+from ser_core.modeldir import network_dirs  # noqa: E402
 from ser_core.predict import load_predictor  # noqa: E402
 
 
@@ -61,8 +69,33 @@ def with_probs(df: pd.DataFrame, p: np.ndarray, labels: list[str]) -> pd.DataFra
     return out
 
 
+def install_pair(a_dir: Path, b_dir: Path, out: Path, labels: list[str], calib, calib_report: dict,
+                 name: str) -> Path:
+    """models/NAME: both models' networks in one ensemble, each model half of the weighted mean."""
+    cv, loco = (pd.read_csv(out / part / "predictions.csv") for part in ("cv", "loco"))
+    b_metrics = json.loads((b_dir / "metrics.json").read_text())
+    metrics = evaluation.evaluate(cv, labels, protocol=b_metrics["protocol"], speaker_independent=True)
+    metrics["loco"] = evaluation.evaluate(loco, labels, protocol=b_metrics["loco"]["protocol"], speaker_independent=True)
+    metrics["calibration"] = {**calib_report, "stored": calib.to_dict()}
+    metrics["arch"] = "ensemble"
+    metrics["final_model"] = {"pair": {"models": [str(a_dir), str(b_dir)], "shares": [0.5, 0.5],
+                                       "a_final": json.loads((a_dir / "metrics.json").read_text()).get("final_model"),
+                                       "b_final": b_metrics.get("final_model")}}
+    nets = [network_dirs(a_dir), network_dirs(b_dir)]
+    weights = [0.5 / len(n) for n in nets for _ in n]
+    with tempfile.TemporaryDirectory() as tmp:        # built from both before models/NAME (maybe B) is replaced
+        built = ensemble.build(nets[0] + nets[1], Path(tmp) / "pair", weights=weights)
+        return install(built, out / "cv", metrics, None, calib=calib, loco_dir=out / "loco", name=name)
+
+
 def main() -> int:
-    a_dir, b_dir, out = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("model_a", type=Path)
+    ap.add_argument("model_b", type=Path)
+    ap.add_argument("out_dir", type=Path)
+    ap.add_argument("--install", metavar="NAME", help="also write the pair as models/NAME")
+    args = ap.parse_args()
+    a_dir, b_dir, out = args.model_a, args.model_b, args.out_dir
     a_oof = pd.read_csv(a_dir / "predictions.csv")
     b_oof = pd.read_csv(b_dir / "predictions.csv")
     b_loco = pd.read_csv(b_dir / "loco_predictions.csv")
@@ -98,6 +131,8 @@ def main() -> int:
         (out / name).mkdir(parents=True, exist_ok=True)
         table.to_csv(out / name / "predictions.csv", index=False)
     calib, calib_report = calibrate(out / "cv", out / "loco")
+    calib = dataclasses.replace(calib, fitted_on=f"out-of-fold predictions of the pair {a_dir.name} + {b_dir.name} "
+                                                 f"({calib.n} clips)")
     report = {"models": [str(a_dir), str(b_dir)], "cv": evaluation.per_corpus(cv, labels),
               "loco": evaluation.per_corpus(loco, labels), "calibration": calib.to_dict(),
               "calibration_report": {"cv_cross_fitted_ece": calib_report["cv_cross_fitted_ece"],
@@ -111,6 +146,8 @@ def main() -> int:
               f"{g.get('female', float('nan')):6.3f} {g.get('male', float('nan')):6.3f} | "
               f"{lo['own']['accuracy']:8.3f} {calib_report['loco'][c]['ece_after']:6.3f}")
     print(f"pooled ECE cross-fitted {calib.ece_before:.3f} -> {calib.ece_after:.3f} (T {calib.temperature})")
+    if args.install:
+        print(f"{install_pair(a_dir, b_dir, out, labels, calib, calib_report, args.install)}: written")
     return 0
 
 
