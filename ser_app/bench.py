@@ -749,9 +749,43 @@ def bench_batch(model_dir: Path, paths: list[str], workdir: Path, n_clips: int, 
         summary["projection"] = proj
         print(f"  1 million hours at {rate} clips/s per core on {proj['cores']} cores "
               f"({CLUSTER['nodes']} nodes x {CLUSTER['cores_per_node']}): {proj['core_hours_clips']:,.0f} core-hours, "
-              f"{proj['wall_days_clips']:.1f} days as {proj['clip_seconds']:g} s clips; "
-              f"{proj['core_hours_long']:,.0f} core-hours, {proj['wall_days_long']:.1f} days as long recordings")
+              f"{24 * proj['wall_days_clips']:.1f} h of wall time as {proj['clip_seconds']:g} s clips; "
+              f"{proj['core_hours_long']:,.0f} core-hours, {24 * proj['wall_days_long']:.1f} h as long recordings")
     return {"clips": len(files), "rounds": rounds, "runs": runs, **summary}
+
+
+def batch_profile(model_dir: Path, paths: list[str], n_clips: int = 160) -> dict:
+    """Where a clip's time goes on the batched path, one thread, in CPU milliseconds per clip:
+    decoding, each feature group's extraction and each network's model call (as ``predict_many`` runs them)."""
+    from ser_core import audio
+    from ser_core.predict import load_predictor
+
+    clips = batch_clips(paths, n_clips)
+    predictor = load_predictor(model_dir)
+    members = getattr(predictor, "members", [predictor])
+    groups = getattr(predictor, "_groups", [[0]])
+    names = getattr(predictor, "member_names", [model_dir.name])
+    rate = predictor.cfg.sample_rate
+
+    def cpu_ms(fn):
+        t = time.process_time()
+        out = fn()
+        return out, 1000 * (time.process_time() - t) / len(clips)
+
+    waves, decode = cpu_ms(lambda: [audio.load(p, sr=rate) for p in clips])
+    out = {"clips": len(clips), "decode_ms": round(decode, 2), "features_ms": {}, "infer_ms": {}}
+    for group in groups:
+        first = members[group[0]]
+        (_, x, _), ms = cpu_ms(lambda m=first: m.many_window_features(waves))
+        out["features_ms"]["+".join(names[i] for i in group)] = round(ms, 2)
+        for i in group:
+            xn = members[i].normalise(x)
+            out["infer_ms"][names[i]] = round(cpu_ms(lambda m=members[i], xn=xn: m.infer(xn))[1], 2)
+    out["total_ms"] = round(decode + sum(out["features_ms"].values()) + sum(out["infer_ms"].values()), 2)
+    print(f"  where a clip's time goes ({len(clips)} clips, one thread, CPU ms per clip): decoding {decode:.1f}; "
+          "features " + ", ".join(f"{k} {v:.1f}" for k, v in out["features_ms"].items()) + "; model calls "
+          + ", ".join(f"{k} {v:.1f}" for k, v in out["infer_ms"].items()) + f"; total {out['total_ms']:.1f}")
+    return out
 
 
 # --------------------------------------------------------------------------- main
@@ -863,6 +897,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.skip_batch:
             res["batch"] = bench_batch(model_dir, paths, workdir, 160 if quick else 480, 1 if quick else 2,
                                        res.get("predict_process"))
+            res["batch"]["profile"] = batch_profile(model_dir, paths)
         print("\nTargets")
         print("\n".join(_verdicts(res)))
     finally:

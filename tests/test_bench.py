@@ -85,3 +85,18 @@ def test_batch_verdicts_judge_the_cpu_bound_rate_and_the_engine_gap():
     lines = _verdicts(res)
     assert lines[0].startswith("  [--] batch on 2 cores: 90.0 clips/s CPU-bound, 20.0 measured (target 250)")
     assert lines[1].startswith("  [ok] batch engines agree: ray / local 0.89 CPU-bound, 0.75 measured")
+
+
+def test_batch_profile_names_every_network_and_adds_up(samples_dir):
+    from conftest import DEFAULT_MODEL
+    from ser_app.bench import batch_profile
+    from ser_core.modeldir import member_dirs
+
+    prof = batch_profile(DEFAULT_MODEL, [str(p) for p in sorted(samples_dir.glob("*.flac"))], n_clips=6)
+    assert prof["clips"] == 6
+    assert set(prof["infer_ms"]) == {d.name for d in member_dirs(DEFAULT_MODEL)}
+    covered = [m for group in prof["features_ms"] for m in group.split("+")]
+    assert sorted(covered) == sorted(prof["infer_ms"])          # every member's features, each once
+    assert len(prof["features_ms"]) < len(prof["infer_ms"])     # members that hear the same features share them
+    parts = prof["decode_ms"] + sum(prof["features_ms"].values()) + sum(prof["infer_ms"].values())
+    assert prof["total_ms"] == pytest.approx(parts, abs=0.05) and prof["total_ms"] > 0
