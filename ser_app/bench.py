@@ -595,20 +595,24 @@ def _linked(clips: list[str], folder: Path) -> list[str]:
     return out
 
 
-def _tree_cpu_s() -> float:
-    """CPU seconds (user + system) of this process and every live descendant: the driver, the pool's
-    workers or Ray's services and actors."""
+def _tree_cpu_s(seen: dict | None = None) -> float:
+    """CPU seconds (user + system) of this process and its descendants: the driver, the pool's workers
+    or Ray's services and actors. With ``seen`` (kept across calls) a process that has exited since an
+    earlier call still counts with its last reading: Ray's actors end with the job, before its last sample."""
     import psutil
 
     me = psutil.Process()
-    total = 0.0
+    now = {}
     for p in [me, *me.children(recursive=True)]:
         try:
             t = p.cpu_times()
-            total += t.user + t.system
+            now[(p.pid, p.create_time())] = t.user + t.system
         except psutil.Error:
             pass
-    return total
+    if seen is None:
+        return sum(now.values())
+    seen.update(now)
+    return sum(seen.values())
 
 
 def batch_run(model_dir: Path, files: list[str], out: Path, engine: str, workers: int) -> dict:
@@ -624,6 +628,7 @@ def batch_run(model_dir: Path, files: list[str], out: Path, engine: str, workers
     peaks: dict[int, float] = {}
     samples: list[tuple[int, float]] = []
     last = [0.0]
+    seen: dict = {}
 
     def sample_memory(_part, eng) -> None:
         for pid in eng.worker_pids():
@@ -635,7 +640,7 @@ def batch_run(model_dir: Path, files: list[str], out: Path, engine: str, workers
         now = time.monotonic()
         if now - last[0] > 0.5 or done == total:
             last[0] = now
-            samples.append((done, _tree_cpu_s()))
+            samples.append((done, _tree_cpu_s(seen)))
 
     shutil.rmtree(out, ignore_errors=True)
     res = run_batch(files, out, model_dir, engine=engine, workers=workers, progress=False,

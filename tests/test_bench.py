@@ -100,3 +100,25 @@ def test_batch_profile_names_every_network_and_adds_up(samples_dir):
     assert len(prof["features_ms"]) < len(prof["infer_ms"])     # members that hear the same features share them
     parts = prof["decode_ms"] + sum(prof["features_ms"].values()) + sum(prof["infer_ms"].values())
     assert prof["total_ms"] == pytest.approx(parts, abs=0.05) and prof["total_ms"] > 0
+
+
+def test_cpu_of_a_worker_that_has_exited_still_counts():
+    """Ray's actors end with the job, before its last CPU sample: their CPU time must not vanish."""
+    import subprocess
+    import sys
+    import time
+
+    from ser_app.bench import _tree_cpu_s
+
+    seen: dict = {}
+    base = _tree_cpu_s()                     # this process alone so far
+    child = subprocess.Popen([sys.executable, "-c", "import time\nt = time.process_time()\n"
+                              "while time.process_time() - t < 0.4: pass\ntime.sleep(30)"])
+    try:
+        while _tree_cpu_s(seen) - base < 0.35:   # until the child's burn shows (no timing asserted)
+            time.sleep(0.05)
+    finally:
+        child.kill()
+        child.wait()
+    assert _tree_cpu_s(seen) - base >= 0.35      # the exited child still counts ...
+    assert _tree_cpu_s() - base < 0.2            # ... where a reading without memory has lost it
