@@ -94,12 +94,17 @@ def main() -> int:
     ap.add_argument("model_b", type=Path)
     ap.add_argument("out_dir", type=Path)
     ap.add_argument("--install", metavar="NAME", help="also write the pair as models/NAME")
+    ap.add_argument("--loco-only", action="store_true",
+                    help="MODEL_B is a leave-one-corpus-out run folder (its predictions.csv): measure the pair's "
+                         "leave-one-corpus-out accuracy only (a candidate stopped after that step)")
     args = ap.parse_args()
     a_dir, b_dir, out = args.model_a, args.model_b, args.out_dir
+    if args.loco_only and args.install:
+        raise SystemExit("--install needs the pair's cross-validation: not with --loco-only")
     a_oof = pd.read_csv(a_dir / "predictions.csv")
-    b_oof = pd.read_csv(b_dir / "predictions.csv")
-    b_loco = pd.read_csv(b_dir / "loco_predictions.csv")
-    labels = [c[2:] for c in b_oof.columns if c.startswith("p_")]
+    b_loco = pd.read_csv(b_dir / ("predictions.csv" if args.loco_only else "loco_predictions.csv"))
+    b_oof = b_loco.iloc[:0] if args.loco_only else pd.read_csv(b_dir / "predictions.csv")
+    labels = [c[2:] for c in b_loco.columns if c.startswith("p_")]
     a_corpora = set(a_oof["corpus"])
     key = ["corpus", "file"]
 
@@ -126,6 +131,18 @@ def main() -> int:
     p = probs(b_loco, labels)
     p[loco_pair.to_numpy()] = (p[loco_pair.to_numpy()] + a_for(b_loco[loco_pair], a_own.iloc[:0])) / 2
     loco = with_probs(b_loco, p, labels)
+    if args.loco_only:
+        (out / "loco").mkdir(parents=True, exist_ok=True)
+        loco.to_csv(out / "loco" / "predictions.csv", index=False)
+        report = {"models": [str(a_dir), str(b_dir)], "loco": evaluation.per_corpus(loco, labels)}
+        (out / "report.json").write_text(json.dumps(report, indent=1, default=float))
+        paired = sorted(set(loco["corpus"]) - a_corpora)
+        for c in sorted(report["loco"]):
+            print(f"{c:<8} LOCO own {report['loco'][c]['own']['accuracy']:.3f}"
+                  + ("" if c in paired else f" ({b_dir.name} alone: {a_dir.name} trained on it)"))
+        mean = np.mean([report["loco"][c]["own"]["accuracy"] for c in paired])
+        print(f"mean over {', '.join(paired)}: {mean:.3f}")
+        return 0
 
     for name, table in (("cv", cv), ("loco", loco)):
         (out / name).mkdir(parents=True, exist_ok=True)
