@@ -62,12 +62,21 @@ def build(members: Sequence[Path | str], out_dir: Path | str, *, export: bool = 
     first = specs[0]
     spec = ModelSpec(arch=ARCH, features=first.features, labels=ordered, protocol=first.protocol,
                      created=runs.now_iso(), extra={"members": names, "member_archs": [s.arch for s in specs],
-                                                    **({schema.MEMBER_WEIGHTS: shares} if weights is not None else {})})
+                                                    **({schema.MEMBER_WEIGHTS: shares} if weights is not None else {}),
+                                                    **_speakers_of(specs)})
     spec.save(tmp / SPEC)
     if out_dir.exists():
         shutil.rmtree(out_dir)
     os.replace(tmp, out_dir)
     return out_dir
+
+
+def _speakers_of(specs: Sequence[ModelSpec]) -> dict:
+    """Every speaker some member learnt from, when every member records them."""
+    seen = [s.extra.get(schema.TRAIN_SPEAKERS) for s in specs]
+    if any(v is None for v in seen):
+        return {}
+    return {schema.TRAIN_SPEAKERS: sorted(set().union(*seen))}
 
 
 def member_weights(weights: Sequence[float] | None, n: int) -> list[float]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from . import models, runs, schema
-from .pipeline import example_weights, make_dataset
+from .pipeline import example_weights, make_dataset, training_targets
 from .prepare import Prepared
 from .runs import Logger
 from .trainconfig import TrainConfig
@@ -137,6 +137,7 @@ def fit(run_dir: Path, cfg: TrainConfig, data: Prepared, log: Logger, t_start: f
         keep = data.y["val"] >= 0
         val_ds = make_dataset(data.x["val"][keep], data.y["val"][keep], n, batch_size=256, weights=None,
                               training=False)
+    targets = training_targets(data.y["train"], n, None if data.soft is None else data.soft[data.source], cfg.distill)
     steps = -(-len(data.x["train"]) // cfg.batch_size)
     shape = data.x["train"].shape[1:]
     members = []
@@ -146,7 +147,7 @@ def fit(run_dir: Path, cfg: TrainConfig, data: Prepared, log: Logger, t_start: f
             model = models.build(cfg.arch, shape, n, seed=seed, **cfg.arch_params)
             compile_model(model, cfg, steps)
             train_ds = make_dataset(data.x["train"], data.y["train"], n, batch_size=cfg.batch_size, weights=None,
-                                    sample_weight=sample_weight,
+                                    sample_weight=sample_weight, targets=targets,
                                     training=True, online_aug=cfg.online_aug, mixup=cfg.mixup, seed=seed)
             cbs, ckpt = _callbacks(run_dir, cfg, has_val, log, t_start, member, data)
             log(f"training {cfg.arch}{f' member {member + 1}/{cfg.ensemble}' if cfg.ensemble > 1 else ''} "

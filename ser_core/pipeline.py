@@ -36,10 +36,23 @@ def example_weights(y: np.ndarray, groups: np.ndarray | None, n: int) -> np.ndar
     return (w * len(y)).astype(np.float32)
 
 
+def training_targets(y: np.ndarray, n: int, soft: np.ndarray | None = None, share: float = 0.0) -> np.ndarray:
+    """One target distribution per example: the one-hot emotion, or with a teacher's probabilities
+    ``soft`` (rows of NaN where the teacher had no answer) ``(1 - share) * one-hot + share * soft``."""
+    onehot = np.eye(n, dtype=np.float32)[y]
+    if soft is None or share <= 0:
+        return onehot
+    soft = np.asarray(soft, np.float32)
+    known = ~np.isnan(soft).any(axis=1)
+    out = onehot.copy()
+    out[known] = (1.0 - share) * onehot[known] + share * soft[known]
+    return out
+
+
 # ----------------------------------------------------------------------------- tf.data
 def make_dataset(x: np.ndarray, y: np.ndarray, n_classes: int, *, batch_size: int, weights: np.ndarray | None,
                  training: bool, online_aug: tuple[str, ...] = (), mixup: float = 0.0, seed: int = 0,
-                 sample_weight: np.ndarray | None = None):
+                 sample_weight: np.ndarray | None = None, targets: np.ndarray | None = None):
     """A prefetched tf.data pipeline over arrays held once in memory: the shuffle permutes
     indices and each batch is one gather (no per-clip copies through a shuffle buffer);
     augmentation runs vectorised per batch.
@@ -52,7 +65,7 @@ def make_dataset(x: np.ndarray, y: np.ndarray, n_classes: int, *, batch_size: in
 
     parallel = min(2, os.cpu_count() or 1)
 
-    onehot = np.eye(n_classes, dtype=np.float32)[y]
+    onehot = training_targets(y, n_classes) if targets is None else np.asarray(targets, np.float32)
     if sample_weight is not None:
         w = np.asarray(sample_weight, np.float32)
     else:

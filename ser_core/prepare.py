@@ -12,8 +12,8 @@ import pandas as pd
 
 from . import augment, audio, channel, datasets, features, splits
 from .cache import corpus_features
-from .config import FeatureConfig
-from .errors import DatasetError, SERError
+from .config import FeatureConfig, ModelSpec
+from .errors import ConfigError, DatasetError, SERError
 from .runs import Logger
 from .trainconfig import TrainConfig
 
@@ -27,6 +27,8 @@ class Prepared:
     spec_norm: tuple[np.ndarray, np.ndarray]
     skipped: list[tuple[str, str]]
     groups: np.ndarray | None = None     # corpus of every training example (augmented copies included)
+    source: np.ndarray | None = None     # row of rows["train"] every training example comes from
+    soft: np.ndarray | None = None       # the teacher's probabilities of every rows["train"] clip (distillation)
 
 
 def load_manifest(cfg: TrainConfig) -> pd.DataFrame:
@@ -127,10 +129,12 @@ def prepare(cfg: TrainConfig, df: pd.DataFrame, split: splits.Split, log: Logger
     if cfg.channel_aug > 0:
         extra.append(_channel_copies(train_paths, fcfg, cfg.channel_aug, cfg.channel_profile, cfg.seed, log))
     y_orig, g_orig = y["train"], groups
+    source = np.arange(len(y_orig))
     for xa, src in extra:
         x["train"] = np.concatenate([x["train"], xa])
         y["train"] = np.concatenate([y["train"], y_orig[src]])
         groups = np.concatenate([groups, g_orig[src]])
+        source = np.concatenate([source, src])
     mean, std = features.norm_stats(x["train"])
     for name in x:
         x[name] = ((x[name] - mean) / std).astype(np.float32)
@@ -143,7 +147,53 @@ def prepare(cfg: TrainConfig, df: pd.DataFrame, split: splits.Split, log: Logger
     unseen = ~rows["test"]["emotion"].isin(labels)
     if unseen.any():
         log(f"test: {int(unseen.sum())} clip(s) have emotions absent from training; they count as errors")
-    return Prepared(x, y, rows, labels, (mean, std), fs.errors, groups)
+    held_out = set(df["speaker"].iloc[np.concatenate([split.test, split.val])].astype(str))
+    soft = teacher_probabilities(cfg, split, rows["train"], labels, log, held_out)
+    return Prepared(x, y, rows, labels, (mean, std), fs.errors, groups, source, soft)
+
+
+def teacher_probabilities(cfg: TrainConfig, split, rows: pd.DataFrame, labels: list[str], log,
+                          held_out: set[str]) -> np.ndarray | None:
+    """The teacher's raw probabilities of every training clip (clean audio; an augmented copy gets its
+    source clip's), in ``labels`` order; NaN rows where it has no answer. None without distillation.
+
+    No speaker this run validates or tests on may have shaped the teacher: its spec lists the speakers
+    it learnt from (models trained before that was recorded must at least be made for this split, by
+    its protocol label)."""
+    teacher = cfg.teacher_dir()
+    if teacher is None:
+        return None
+    from .modeldir import SPEC, is_model_dir
+    from .predict import load_predictor
+    from .schema import TRAIN_SPEAKERS
+
+    if not is_model_dir(teacher):
+        raise ConfigError(f"teacher model not found: {teacher}")
+    spec = ModelSpec.load(teacher / SPEC)
+    seen = spec.extra.get(TRAIN_SPEAKERS)
+    if seen is not None:
+        if held_out & set(seen):
+            raise ConfigError(f"teacher {teacher} learnt from speakers this run holds out: "
+                              f"{', '.join(sorted(held_out & set(seen))[:6])}")
+    elif spec.protocol != split.label:
+        raise ConfigError(f"teacher {teacher} was made for '{spec.protocol}', this run is '{split.label}': its "
+                          "probabilities could carry this run's test speakers")
+    predictor = load_predictor(teacher, calibrated=False)
+    paths = rows["path"].tolist()
+    out = np.full((len(paths), len(labels)), np.nan, np.float32)
+    for start in range(0, len(paths), 64):
+        for j, pred in enumerate(predictor.predict_many(paths[start:start + 64])):
+            if isinstance(pred, BaseException) or not pred.speech:
+                continue
+            v = np.array([pred.probabilities.get(lab, 0.0) for lab in labels], np.float32)
+            if v.sum() > 0:
+                out[start + j] = v / v.sum()
+    known = ~np.isnan(out).any(axis=1)
+    agree = float(np.mean(np.asarray(labels)[out[known].argmax(axis=1)] == rows["emotion"].to_numpy()[known])) \
+        if known.any() else 0.0
+    log(f"teacher {teacher}: probabilities of {int(known.sum())} of {len(paths)} training clips "
+        f"(its answer is the clip's emotion for {agree:.1%}); share {cfg.distill:g} of every target")
+    return out
 
 
 def _label_order(label: str) -> tuple[int, str]:

@@ -56,6 +56,7 @@ LITE = "model.tflite"              # the LiteRT export inference prefers (ser_co
 MEMBERS = "members"                # an ensemble's folder of member model folders
 ENSEMBLE_ARCH = "ensemble"         # spec.json "arch" of an ensemble folder
 MEMBER_WEIGHTS = "member_weights"  # ensemble spec.json extra: each member's share of the mean (equal if absent)
+TRAIN_SPEAKERS = "train_speakers"  # spec.json extra: the speakers a model learnt from (a teacher's check)
 ACTIVE = "active.json"             # in the models folder: which model the app uses
 
 # ----------------------------------------------------------------------------- status.json keys

@@ -14,6 +14,7 @@ import json
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from . import models
@@ -162,6 +163,13 @@ class TrainConfig:
     label_smoothing: float | None = option(None, label="Label smoothing", min=0, below=1, span=(0.0, 0.3, 0.05),
                                            arch_fallback=0.0,
                                            help="share of each target spread over the other emotions")
+    teacher: str = option("", label="Teacher model",
+                          help="distil a model folder's probabilities into this one; {fold} in the path becomes "
+                               "the run's fold, so each fold learns from a teacher of its own training speakers "
+                               "(a teacher made for another fold is refused); empty: no teacher")
+    distill: float = option(0.0, label="Distillation share", min=0, max=1, span=(0.0, 1.0, 0.1),
+                            help="share of the teacher's probabilities in every training target (the rest is "
+                                 "the clip's emotion); 0 is off")
     class_weights: bool = option(True, label="Class weights",
                                  help="weight the loss so rare emotions (neutral) count as much as the others")
     corpus_balance: bool = option(True, label="Corpus balance",
@@ -219,7 +227,15 @@ class TrainConfig:
             opt.check(getattr(cfg, opt.name))
         models.check_params(cfg.arch, cfg.arch_params)
         cfg.feature_config()
+        if cfg.distill > 0 and not cfg.teacher:
+            raise ConfigError("a distillation share needs a teacher model (--teacher)")
         return cfg
+
+    def teacher_dir(self) -> Path | None:
+        """The teacher of this run's fold (``{fold}`` in ``teacher`` replaced), or None without distillation."""
+        if self.distill <= 0 or not self.teacher:
+            return None
+        return Path(self.teacher.replace("{fold}", str(self.fold))).expanduser()
 
     @property
     def data_seed(self) -> int:

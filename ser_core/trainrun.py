@@ -93,7 +93,8 @@ def train(run_dir: Path, cfg: TrainConfig, *, log: Logger | None = None, df: pd.
                      norm_mean=tuple(np.asarray(data.spec_norm[0]).tolist()),
                      norm_std=tuple(np.asarray(data.spec_norm[1]).tolist()),
                      protocol=split.label, created=runs.now_iso(),
-                     extra={"train_clips": int(len(data.x["train"])), "dataset": cfg.dataset})
+                     extra={"train_clips": int(len(data.x["train"])), "dataset": cfg.dataset,
+                            schema.TRAIN_SPEAKERS: sorted(set(data.rows["train"]["speaker"].astype(str)))})
     save_model(run_dir, model, spec)
     protocol = schema.split_protocol(split)
     metrics: dict = {schema.PROTOCOL: split.label, schema.SPEAKER_INDEPENDENT: split.speaker_independent}

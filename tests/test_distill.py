@@ -1,0 +1,62 @@
+"""Distillation: training targets mix the emotion with a teacher's probabilities, and only a teacher that
+never heard this run's held-out speakers is accepted."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ser_core import datasets, splits
+from ser_core.errors import ConfigError
+from ser_core.pipeline import training_targets
+from ser_core.prepare import prepare
+from ser_core.training import Logger, TrainConfig, train
+
+from conftest import SAMPLES
+
+
+def test_targets_are_the_emotion_mixed_with_the_teacher_where_it_answered():
+    soft = np.array([[0.2, 0.8, 0.0], [np.nan, np.nan, np.nan]], np.float32)
+    got = training_targets(np.array([0, 2]), 3, soft, 0.25)
+    np.testing.assert_allclose(got, [[0.8, 0.2, 0.0], [0.0, 0.0, 1.0]], atol=1e-6)
+    np.testing.assert_allclose(training_targets(np.array([1]), 3), [[0, 1, 0]])
+    assert training_targets(np.array([0, 2]), 3, soft, 0.0)[0].tolist() == [1, 0, 0]
+
+
+def test_a_share_without_a_teacher_is_refused():
+    with pytest.raises(ConfigError, match="needs a teacher model"):
+        TrainConfig(distill=0.5).resolved()
+    assert TrainConfig(teacher="t/fold-{fold}/model", distill=0.5, fold=4).resolved().teacher_dir().as_posix() \
+        == "t/fold-4/model"
+
+
+def student(teacher: str, test: str, **kw) -> TrainConfig:
+    return TrainConfig(dataset=f"ravdess:{SAMPLES}", arch="seed004_dnn", test_speakers=(test,), n_val_speakers=0,
+                       epochs=2, batch_size=8, workers=1, precision="float32", teacher=teacher, distill=0.5,
+                       **kw).resolved()
+
+
+def test_the_student_learns_from_a_teacher_of_its_own_training_speakers_only(tiny_model, tmp_path):
+    # tiny_model learnt from actors 02-04 (01 was its test speaker, one of the others its validation speaker)
+    learnt = set(json.loads((tiny_model / "spec.json").read_text())["extra"]["train_speakers"])
+    assert "ravdess-01" not in learnt and learnt
+    cfg = student(str(tiny_model), "ravdess-01", channel_aug=0.5)
+    df = datasets.load_dataset(cfg.dataset)
+    split = splits.make_split(df, cfg.protocol, cfg.fold, n_val=0, test_speakers=["ravdess-01"])
+    data = prepare(cfg, df, split, Logger(None, to_file=False, echo=False))
+    n_clips = len(data.rows["train"])
+    assert data.soft.shape == (n_clips, len(data.labels))
+    np.testing.assert_allclose(data.soft.sum(axis=1), 1.0, atol=1e-5)
+    assert len(data.source) == len(data.y["train"]) > n_clips                # augmented copies ...
+    assert (data.y["train"] == data.y["train"][:n_clips][data.source]).all()   # ... keep their clip's row
+    log = tmp_path / "run"
+    train(log, cfg, log=Logger(log, to_file=True, echo=False))
+    assert "teacher " in (log / "log.txt").read_text() and (log / "model" / "model.keras").exists()
+
+    taught = next(iter(learnt))                      # a speaker the teacher learnt from may not be tested
+    with pytest.raises(ConfigError, match=f"learnt from speakers this run holds out: {taught}"):
+        train(tmp_path / "bad", student(str(tiny_model), taught), log=Logger(None, to_file=False, echo=False))
+    with pytest.raises(ConfigError, match="teacher model not found"):
+        train(tmp_path / "none", student(str(tmp_path / "fold-{fold}"), "ravdess-01"),
+              log=Logger(None, to_file=False, echo=False))
