@@ -853,6 +853,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-app", action="store_true", help="skip the Streamlit/Chromium cold start")
     ap.add_argument("--skip-corpus", action="store_true", help="skip whole-corpus extraction")
     ap.add_argument("--skip-batch", action="store_true", help="skip the `ser batch` engines")
+    ap.add_argument("--batch-clips", type=int, metavar="N",
+                    help="clips per `ser batch` job (default 480, 160 with --quick; Ray's start-up weighs less in a long job)")
+    ap.add_argument("--batch-rounds", type=int, metavar="R", help="rounds of the batch configurations (default 2, 1 with --quick)")
     ap.add_argument("--model", help="model folder (default: models/default)")
     ap.add_argument("--json", metavar="OUT", help="also write every figure to this JSON file")
     args = ap.parse_args(argv)
@@ -900,8 +903,8 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 print(f"\n6. Cold start of the app: skipped ({CHROMIUM} not installed)")
         if not args.skip_batch:
-            res["batch"] = bench_batch(model_dir, paths, workdir, 160 if quick else 480, 1 if quick else 2,
-                                       res.get("predict_process"))
+            res["batch"] = bench_batch(model_dir, paths, workdir, args.batch_clips or (160 if quick else 480),
+                                       args.batch_rounds or (1 if quick else 2), res.get("predict_process"))
             res["batch"]["profile"] = batch_profile(model_dir, paths)
         print("\nTargets")
         print("\n".join(_verdicts(res)))

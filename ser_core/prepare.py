@@ -166,9 +166,14 @@ def teacher_probabilities(cfg: TrainConfig, split, rows: pd.DataFrame, labels: l
     from .modeldir import SPEC, is_model_dir
     from .predict import load_predictor
     from .schema import TRAIN_SPEAKERS
+    from .teacher import clip_keys, is_table_dir, table_probabilities
 
+    if is_table_dir(teacher):
+        out, names = table_probabilities(teacher, clip_keys(rows), labels, held_out)
+        _log_teacher(log, f"{teacher} ({len(names)} table(s))", out, rows, labels, cfg.distill)
+        return out
     if not is_model_dir(teacher):
-        raise ConfigError(f"teacher model not found: {teacher}")
+        raise ConfigError(f"teacher not found: {teacher} is neither a model folder nor a folder of teacher tables")
     spec = ModelSpec.load(teacher / SPEC)
     seen = spec.extra.get(TRAIN_SPEAKERS)
     if seen is not None:
@@ -188,12 +193,16 @@ def teacher_probabilities(cfg: TrainConfig, split, rows: pd.DataFrame, labels: l
             v = np.array([pred.probabilities.get(lab, 0.0) for lab in labels], np.float32)
             if v.sum() > 0:
                 out[start + j] = v / v.sum()
+    _log_teacher(log, str(teacher), out, rows, labels, cfg.distill)
+    return out
+
+
+def _log_teacher(log, what: str, out: np.ndarray, rows: pd.DataFrame, labels: list[str], share: float) -> None:
     known = ~np.isnan(out).any(axis=1)
     agree = float(np.mean(np.asarray(labels)[out[known].argmax(axis=1)] == rows["emotion"].to_numpy()[known])) \
         if known.any() else 0.0
-    log(f"teacher {teacher}: probabilities of {int(known.sum())} of {len(paths)} training clips "
-        f"(its answer is the clip's emotion for {agree:.1%}); share {cfg.distill:g} of every target")
-    return out
+    log(f"teacher {what}: probabilities of {int(known.sum())} of {len(out)} training clips "
+        f"(its answer is the clip's emotion for {agree:.1%}); share {share:g} of every target")
 
 
 def _label_order(label: str) -> tuple[int, str]:

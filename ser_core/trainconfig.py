@@ -164,9 +164,10 @@ class TrainConfig:
                                            arch_fallback=0.0,
                                            help="share of each target spread over the other emotions")
     teacher: str = option("", label="Teacher model",
-                          help="distil a model folder's probabilities into this one; {fold} in the path becomes "
-                               "the run's fold, so each fold learns from a teacher of its own training speakers "
-                               "(a teacher made for another fold is refused); empty: no teacher")
+                          help="distil a model folder's probabilities (or a folder of teacher tables, see "
+                               "training/teachers.py) into this one; {fold} in the path becomes the run's fold, "
+                               "so each fold learns from a teacher of its own training speakers (a teacher that "
+                               "learnt from a speaker the run holds out is refused); empty: no teacher")
     distill: float = option(0.0, label="Distillation share", min=0, max=1, span=(0.0, 1.0, 0.1),
                             help="share of the teacher's probabilities in every training target (the rest is "
                                  "the clip's emotion); 0 is off")

@@ -57,6 +57,63 @@ def test_the_student_learns_from_a_teacher_of_its_own_training_speakers_only(tin
     taught = next(iter(learnt))                      # a speaker the teacher learnt from may not be tested
     with pytest.raises(ConfigError, match=f"learnt from speakers this run holds out: {taught}"):
         train(tmp_path / "bad", student(str(tiny_model), taught), log=Logger(None, to_file=False, echo=False))
-    with pytest.raises(ConfigError, match="teacher model not found"):
+    with pytest.raises(ConfigError, match="teacher not found"):
         train(tmp_path / "none", student(str(tmp_path / "fold-{fold}"), "ravdess-01"),
               log=Logger(None, to_file=False, echo=False))
+
+
+def test_fold_teachers_are_tables_a_student_reads_and_a_rerun_keeps(tmp_path):
+    import subprocess
+    import sys
+
+    from ser_core import teacher
+    from conftest import ROOT
+
+    member = {"arch": "seed004_dnn", "dataset": f"ravdess:{SAMPLES}", "protocol": "speaker_kfold", "k": 2,
+              "epochs": 2, "batch_size": 8, "n_val_speakers": 0, "precision": "float32", "workers": 1}
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(json.dumps({"members": [member, {**member, "seed": 1}]}))
+    out = tmp_path / "tables"
+    cmd = [sys.executable, str(ROOT / "training" / "teachers.py"), "--recipe", str(recipe), "--out", str(out),
+           "--work", str(tmp_path / "work"), "--folds", "1"]
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-2000:]
+    fold = out / "fold-1"
+    assert teacher.table_names(fold) == ["member-1", "member-2"]
+    assert not (tmp_path / "work" / "member-1" / "fold-1").exists()      # the model is not kept, its table is
+    rec = teacher.read_record(fold, "member-1")
+    df = datasets.load_dataset(member["dataset"])
+    split = splits.make_split(df, "speaker_kfold", 1, k=2, n_val=0)
+    test_speakers = set(df["speaker"].iloc[split.test].astype(str))
+    assert set(rec["train_speakers"]) == set(df["speaker"].iloc[split.train].astype(str))
+    assert not set(rec["train_speakers"]) & test_speakers and rec["clips"] == len(split.train)
+
+    rows = df.iloc[split.train].reset_index(drop=True)
+    keys = teacher.clip_keys(rows)
+    labels = ["neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"]
+    got, names = teacher.table_probabilities(fold, keys, labels, held_out=test_speakers)
+    import pandas as pd
+
+    one, two = (pd.read_csv(fold / f"{n}{teacher.TABLE}").set_index("clip").loc[keys] for n in names)
+    mean = (one.to_numpy() + two.to_numpy()) / 2
+    np.testing.assert_allclose(got, mean / mean.sum(axis=1, keepdims=True), atol=1e-5)  # the members' mean
+    with pytest.raises(ConfigError, match="learnt from speakers this run holds out"):
+        teacher.table_probabilities(fold, keys, labels, held_out={rec["train_speakers"][0]})
+
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and again.stdout.count("table kept") == 2, again.stdout[-2000:]
+    changed = recipe.read_text().replace('"epochs": 2', '"epochs": 3', 1)
+    recipe.write_text(changed)
+    refused = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert refused.returncode != 0 and "other settings" in refused.stderr
+
+    cfg = TrainConfig(dataset=member["dataset"], arch="seed004_dnn", protocol="speaker_kfold", k=2, fold=1,
+                      n_val_speakers=0, epochs=1, batch_size=8, workers=1, precision="float32",
+                      teacher=str(out / "fold-{fold}"), distill=0.5).resolved()
+    data = prepare(cfg, df, split, Logger(None, to_file=False, echo=False))
+    np.testing.assert_allclose(data.soft, got, atol=1e-6)
+    wrong = TrainConfig(**{**cfg.to_dict(), "fold": 2, "teacher": str(out / "fold-1")}).resolved()  # fold 1's
+    #                                                   teachers learnt from the speakers fold 2 tests on
+    with pytest.raises(ConfigError, match="holds out"):
+        prepare(wrong, df, splits.make_split(df, "speaker_kfold", 2, k=2, n_val=0),
+                Logger(None, to_file=False, echo=False))

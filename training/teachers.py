@@ -1,0 +1,137 @@
+"""Fold teachers for distillation, kept as tables that a later session can pick up.
+
+A student's fold J may only learn from a teacher that never heard fold J's test speakers, so the
+teacher of every fold is the recipe's members trained on that fold's training speakers: a whole
+cross-validation of the ensemble (about 3 hours on 2 cores for the five-member default recipe). The
+models are not kept: for each member and fold this writes what a student reads of it, the member's
+probabilities of the fold's training clips, as a table (``ser_core.teacher``):
+
+    OUT/fold-J/member-K.csv.gz   clip key, p_<label> columns
+    OUT/fold-J/member-K.json     the speakers it learnt from, protocol, settings, test accuracy
+
+Folds go first (every member of fold 1, then of fold 2, ...), so an interrupted run leaves whole fold
+teachers. Rerunning the same command skips every table already written with the same settings (and a
+fold run under --work that finished with them), so it can be stopped at any point and resumed in a
+later session once the tables are committed.
+
+    python training/teachers.py --recipe training/recipes/ravdess_five.json \\
+        --out training/results/teachers/ravdess_five --work runs/teachers
+    ser train --teacher training/results/teachers/ravdess_five/fold-{fold} --distill 0.5 ...
+
+The teacher of a clip is then the mean of its members' clip probabilities: the same rule by which the
+recipe's ensemble cross-validation (`ser ensemble cv`) pools its members.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ser_core import datasets, schema, splits, teacher  # noqa: E402
+from ser_core.crossval import _finished_with  # noqa: E402
+from ser_core.predict import load_predictor  # noqa: E402
+from ser_core.training import Logger, StopFlag, TrainConfig, install_stop_handlers, train  # noqa: E402
+from ser_core.trainconfig import setting_differences  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from build_default import member_recipes  # noqa: E402
+
+BATCH = 64      # clips per predict_many call
+
+
+def member_name(position: int) -> str:
+    return f"member-{position}"
+
+
+def table_current(folder: Path, name: str, cfg: TrainConfig) -> bool:
+    """A table of this member and fold exists, made with exactly these settings."""
+    if name not in teacher.table_names(folder):
+        return False
+    saved = teacher.read_record(folder, name).get("config") or {}
+    if setting_differences(saved, cfg, ignore=("workers",)):
+        raise SystemExit(f"{folder / name} was made with other settings than the recipe's; "
+                         "remove it (or use another --out) to make it again")
+    return True
+
+
+def clip_probabilities(model_dir: Path, rows) -> tuple[list[str], list[list[float]], list[str]]:
+    """The model's raw probabilities of every readable clip with speech: (keys, rows, labels)."""
+    predictor = load_predictor(model_dir, calibrated=False)
+    labels = list(predictor.labels)
+    keys_all = teacher.clip_keys(rows)
+    paths = rows["path"].tolist()
+    keys, probs = [], []
+    for start in range(0, len(paths), BATCH):
+        for j, pred in enumerate(predictor.predict_many(paths[start:start + BATCH])):
+            if isinstance(pred, BaseException) or not pred.speech:
+                continue
+            keys.append(keys_all[start + j])
+            probs.append([pred.probabilities.get(lab, 0.0) for lab in labels])
+    return keys, probs, labels
+
+
+def make_table(cfg: TrainConfig, position: int, fold: int, df, out: Path, work: Path) -> dict:
+    """Train (or keep) one member on one fold and write its table; returns the record."""
+    fcfg = dataclasses.replace(cfg, fold=fold)
+    run_dir = work / member_name(position) / schema.fold_dir_name(fold)
+    t0 = time.monotonic()
+    metrics = _finished_with(run_dir, fcfg)
+    if metrics is None:
+        metrics = train(run_dir, fcfg, log=Logger(run_dir, to_file=True), df=df)
+        if StopFlag.requested:
+            raise SystemExit("stopped on request; rerun the same command to go on")
+    split = splits.make_split(df, fcfg.protocol, fold, k=fcfg.k, n_val=fcfg.n_val_speakers, seed=fcfg.data_seed)
+    rows = df.iloc[split.train].reset_index(drop=True)
+    model_dir = run_dir / schema.MODEL
+    learnt = json.loads((model_dir / schema.SPEC).read_text())["extra"][schema.TRAIN_SPEAKERS]
+    if set(learnt) & set(df["speaker"].iloc[split.test].astype(str)):
+        raise SystemExit(f"{run_dir}: its model learnt from a test speaker of fold {fold}")  # never, by the split
+    keys, probs, labels = clip_probabilities(model_dir, rows)
+    record = {"member": position, "fold": fold, "protocol": metrics.get(schema.PROTOCOL),
+              schema.TRAIN_SPEAKERS: sorted(learnt), "clips": len(keys), "test_accuracy": metrics.get("accuracy"),
+              "test_uar": metrics.get("uar"), "train_seconds": metrics.get("train_seconds"),
+              "config": fcfg.to_dict(), "made_in_seconds": round(time.monotonic() - t0, 1)}
+    teacher.write_table(out / schema.fold_dir_name(fold), member_name(position), keys, probs, labels, record)
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--recipe", required=True, help="a build_default recipe (its members are the teacher)")
+    ap.add_argument("--out", required=True, help="folder of the tables (fold-J/member-K.*), committed as they land")
+    ap.add_argument("--work", default="runs/teachers", help="fold runs (models, logs); removable once tabled")
+    ap.add_argument("--folds", help="comma-separated folds (default: all of the recipe's protocol)")
+    ap.add_argument("--keep-runs", action="store_true", help="keep each fold run's folder after its table is written")
+    args = ap.parse_args(argv)
+    install_stop_handlers()
+    cfgs = member_recipes(json.loads(Path(args.recipe).read_text()))
+    out, work = Path(args.out), Path(args.work)
+    dfs: dict[str, object] = {}
+    first = cfgs[0]
+    df0 = datasets.load_dataset(first.dataset)
+    folds = [int(f) for f in args.folds.split(",")] if args.folds else \
+        list(range(1, splits.n_folds(first.protocol, first.k, df0) + 1))
+    for fold in folds:
+        for position, cfg in enumerate(cfgs, 1):
+            name, folder = member_name(position), out / schema.fold_dir_name(fold)
+            if table_current(folder, name, dataclasses.replace(cfg, fold=fold)):
+                print(f"fold {fold}, {name} ({cfg.arch}): table kept")
+                continue
+            df = dfs.setdefault(cfg.dataset, datasets.load_dataset(cfg.dataset))
+            rec = make_table(cfg, position, fold, df, out, work)
+            print(f"fold {fold}, {name} ({cfg.arch}): test accuracy {rec['test_accuracy']:.3f}, "
+                  f"{rec['clips']} training clips tabled in {rec['made_in_seconds']:.0f} s", flush=True)
+            if not args.keep_runs:
+                shutil.rmtree(work / name / schema.fold_dir_name(fold), ignore_errors=True)
+    print(f"every table of folds {folds} is in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
