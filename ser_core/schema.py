@@ -36,6 +36,7 @@ ROBUSTNESS_PREDICTIONS = "robustness_predictions.csv"
 
 
 FOLD_PREFIX = "fold-"
+ALL_FOLD = "all"                   # what {fold} in a teacher path becomes for a run on every speaker
 
 
 def fold_dir_name(fold: int) -> str:

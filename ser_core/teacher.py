@@ -9,6 +9,9 @@ probabilities per training clip. So a teacher can also be a folder of tables (on
 ``<name>.csv.gz``
     ``clip`` (the clip's key, :func:`clip_keys`) and ``p_<label>`` columns: the network's raw
     (uncalibrated) probabilities of the clips it trained on, through the path ``ser predict`` takes.
+``<name>.test.csv.gz``
+    (fold teachers) its predictions of the fold's test clips, as a cross-validation saves them: what the
+    teacher scores out of fold, never read as a teacher.
 ``<name>.json``
     its record: the speakers it learnt from (:data:`schema.TRAIN_SPEAKERS`), its protocol, labels,
     settings and test accuracy. Written after the table, so a table without its record is not one.
@@ -31,6 +34,8 @@ from .config import atomic_write_text
 from .errors import ConfigError
 
 TABLE = ".csv.gz"          # a network's probabilities of its training clips
+HELD_OUT = ".test.csv.gz"  # beside a fold teacher's table: its predictions of the fold's test clips, never read as
+#                            a teacher (they tell how good the teacher is, out of fold)
 RECORD = ".json"           # the record that makes it a table
 KEY = "clip"               # the table's clip column
 
@@ -58,7 +63,8 @@ def table_names(folder: Path | str) -> list[str]:
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    return sorted(p.name[:-len(TABLE)] for p in folder.glob(f"*{TABLE}") if (folder / (p.name[:-len(TABLE)] + RECORD)).is_file())
+    names = (p.name[:-len(TABLE)] for p in folder.glob(f"*{TABLE}") if not p.name.endswith(HELD_OUT))
+    return sorted(n for n in names if (folder / f"{n}{RECORD}").is_file())
 
 
 def is_table_dir(folder: Path | str) -> bool:

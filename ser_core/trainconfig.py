@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import models
+from . import models, schema
 from .config import FeatureConfig, reject_unknown
 from .errors import ConfigError
 
@@ -165,7 +165,8 @@ class TrainConfig:
                                            help="share of each target spread over the other emotions")
     teacher: str = option("", label="Teacher model",
                           help="distil a model folder's probabilities (or a folder of teacher tables, see "
-                               "training/teachers.py) into this one; {fold} in the path becomes the run's fold, "
+                               "training/teachers.py) into this one; {fold} in the path becomes the run's fold "
+                               "('all' for a run on every speaker), "
                                "so each fold learns from a teacher of its own training speakers (a teacher that "
                                "learnt from a speaker the run holds out is refused); empty: no teacher")
     distill: float = option(0.0, label="Distillation share", min=0, max=1, span=(0.0, 1.0, 0.1),
@@ -233,10 +234,12 @@ class TrainConfig:
         return cfg
 
     def teacher_dir(self) -> Path | None:
-        """The teacher of this run's fold (``{fold}`` in ``teacher`` replaced), or None without distillation."""
+        """The teacher of this run's fold (``{fold}`` in ``teacher`` replaced by the fold, or by ``all`` for
+        a run on every speaker), or None without distillation."""
         if self.distill <= 0 or not self.teacher:
             return None
-        return Path(self.teacher.replace("{fold}", str(self.fold))).expanduser()
+        fold = schema.ALL_FOLD if self.protocol == "all" else str(self.fold)
+        return Path(self.teacher.replace("{fold}", fold)).expanduser()
 
     @property
     def data_seed(self) -> int:

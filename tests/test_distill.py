@@ -29,6 +29,8 @@ def test_a_share_without_a_teacher_is_refused():
         TrainConfig(distill=0.5).resolved()
     assert TrainConfig(teacher="t/fold-{fold}/model", distill=0.5, fold=4).resolved().teacher_dir().as_posix() \
         == "t/fold-4/model"
+    # a final run on every speaker learns from the teacher made for that: fold-all
+    assert TrainConfig(teacher="t/fold-{fold}", distill=0.5, protocol="all").teacher_dir().as_posix() == "t/fold-all"
 
 
 def student(teacher: str, test: str, **kw) -> TrainConfig:
@@ -66,6 +68,8 @@ def test_fold_teachers_are_tables_a_student_reads_and_a_rerun_keeps(tmp_path):
     import subprocess
     import sys
 
+    import pandas as pd
+
     from ser_core import teacher
     from conftest import ROOT
 
@@ -87,12 +91,13 @@ def test_fold_teachers_are_tables_a_student_reads_and_a_rerun_keeps(tmp_path):
     test_speakers = set(df["speaker"].iloc[split.test].astype(str))
     assert set(rec["train_speakers"]) == set(df["speaker"].iloc[split.train].astype(str))
     assert not set(rec["train_speakers"]) & test_speakers and rec["clips"] == len(split.train)
+    held = pd.read_csv(fold / f"member-1{teacher.HELD_OUT}")                 # its out-of-fold predictions
+    assert set(held["speaker"].astype(str)) == test_speakers and len(held) == len(split.test)
 
     rows = df.iloc[split.train].reset_index(drop=True)
     keys = teacher.clip_keys(rows)
     labels = ["neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"]
     got, names = teacher.table_probabilities(fold, keys, labels, held_out=test_speakers)
-    import pandas as pd
 
     one, two = (pd.read_csv(fold / f"{n}{teacher.TABLE}").set_index("clip").loc[keys] for n in names)
     mean = (one.to_numpy() + two.to_numpy()) / 2
@@ -102,6 +107,8 @@ def test_fold_teachers_are_tables_a_student_reads_and_a_rerun_keeps(tmp_path):
 
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and again.stdout.count("table kept") == 2, again.stdout[-2000:]
+    rep = subprocess.run(cmd + ["--report"], capture_output=True, text=True, timeout=300)
+    assert "fold 1: 2 member(s)" in rep.stdout, rep.stdout + rep.stderr[-2000:]
     changed = recipe.read_text().replace('"epochs": 2', '"epochs": 3', 1)
     recipe.write_text(changed)
     refused = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
@@ -117,3 +124,24 @@ def test_fold_teachers_are_tables_a_student_reads_and_a_rerun_keeps(tmp_path):
     with pytest.raises(ConfigError, match="holds out"):
         prepare(wrong, df, splits.make_split(df, "speaker_kfold", 2, k=2, n_val=0),
                 Logger(None, to_file=False, echo=False))
+
+
+def test_a_finished_model_is_tabled_on_every_clip_as_the_final_runs_teacher(tiny_model, tmp_path):
+    import subprocess
+    import sys
+
+    from ser_core import teacher
+    from conftest import ROOT
+
+    dataset = f"ravdess:{SAMPLES}"
+    done = subprocess.run([sys.executable, str(ROOT / "training" / "teachers.py"), "--from-model", str(tiny_model),
+                           "--dataset", dataset, "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    folder = tmp_path / "fold-all"
+    assert teacher.table_names(folder) == ["model"]
+    df = datasets.load_dataset(dataset)
+    rec = teacher.read_record(folder, "model")
+    learnt = json.loads((tiny_model / "spec.json").read_text())["extra"]["train_speakers"]
+    assert rec["train_speakers"] == sorted(learnt) and rec["clips"] == len(df)
+    got, _ = teacher.table_probabilities(folder, teacher.clip_keys(df), ["neutral", "happy"], held_out=set())
+    assert not np.isnan(got).any() and np.allclose(got.sum(axis=1), 1.0)

@@ -8,6 +8,7 @@ probabilities of the fold's training clips, as a table (``ser_core.teacher``):
 
     OUT/fold-J/member-K.csv.gz   clip key, p_<label> columns
     OUT/fold-J/member-K.json     the speakers it learnt from, protocol, settings, test accuracy
+    OUT/fold-J/member-K.test.csv.gz   its predictions of the fold's test clips (out of fold)
 
 Folds go first (every member of fold 1, then of fold 2, ...), so an interrupted run leaves whole fold
 teachers. Rerunning the same command skips every table already written with the same settings (and a
@@ -16,7 +17,13 @@ later session once the tables are committed.
 
     python training/teachers.py --recipe training/recipes/ravdess_five.json \\
         --out training/results/teachers/ravdess_five --work runs/teachers
-    ser train --teacher training/results/teachers/ravdess_five/fold-{fold} --distill 0.5 ...
+    python training/teachers.py --from-model models/default --dataset ravdess \\
+        --out training/results/teachers/ravdess_five          # fold-all/: the final student's teacher
+    ser cv --teacher training/results/teachers/ravdess_five/fold-{fold} --distill 0.5 ...
+
+``--from-model`` tables a finished model's networks (an ensemble's members) on every clip of a
+dataset, with no training: the teacher of a final run on every speaker, where ``{fold}`` becomes
+``all``.
 
 The teacher of a clip is then the mean of its members' clip probabilities: the same rule by which the
 recipe's ensemble cross-validation (`ser ensemble cv`) pools its members.
@@ -26,10 +33,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import shutil
 import sys
 import time
 from pathlib import Path
+
+import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -97,18 +107,86 @@ def make_table(cfg: TrainConfig, position: int, fold: int, df, out: Path, work: 
               schema.TRAIN_SPEAKERS: sorted(learnt), "clips": len(keys), "test_accuracy": metrics.get("accuracy"),
               "test_uar": metrics.get("uar"), "train_seconds": metrics.get("train_seconds"),
               "config": fcfg.to_dict(), "made_in_seconds": round(time.monotonic() - t0, 1)}
-    teacher.write_table(out / schema.fold_dir_name(fold), member_name(position), keys, probs, labels, record)
+    folder = out / schema.fold_dir_name(fold)
+    folder.mkdir(parents=True, exist_ok=True)
+    held_out = pd.read_csv(run_dir / schema.PREDICTIONS)      # out-of-fold: how good this teacher is
+    tmp = folder / f".{member_name(position)}{teacher.HELD_OUT}.tmp"
+    held_out.to_csv(tmp, index=False, compression="gzip", float_format="%.6g")
+    os.replace(tmp, folder / f"{member_name(position)}{teacher.HELD_OUT}")
+    teacher.write_table(folder, member_name(position), keys, probs, labels, record)
     return record
+
+
+def table_model(model_dir: Path, dataset: str, out: Path) -> list[dict]:
+    """Table every network of a finished model on every clip of ``dataset`` (OUT/fold-all/<network>)."""
+    from ser_core.config import ModelSpec
+    from ser_core.modeldir import network_dirs
+
+    df = datasets.load_dataset(dataset)
+    folder = out / schema.fold_dir_name(schema.ALL_FOLD)
+    records = []
+    for d in network_dirs(model_dir):
+        spec = ModelSpec.load(d / schema.SPEC)
+        learnt = spec.extra.get(schema.TRAIN_SPEAKERS)
+        if learnt is None:
+            # networks trained before models recorded their speakers: a run on every speaker of its dataset
+            if not spec.protocol.startswith("all") or spec.extra.get("dataset") != dataset:
+                raise SystemExit(f"{d} does not record the speakers it learnt from, and is not a run on every "
+                                 f"speaker of {dataset}")
+            learnt = sorted(set(df["speaker"].astype(str)))
+        keys, probs, labels = clip_probabilities(d, df)
+        rec = {"network": d.name, "model": str(model_dir), "protocol": spec.protocol,
+               schema.TRAIN_SPEAKERS: sorted(learnt), "clips": len(keys)}
+        teacher.write_table(folder, d.name, keys, probs, labels, rec)
+        print(f"{folder / d.name}: {len(keys)} clips", flush=True)
+        records.append(rec)
+    return records
+
+
+def report(out: Path) -> dict:
+    """How good the fold teachers are out of fold: per fold with every member tabled, the accuracy of the
+    members' mean on the fold's test clips (the ensemble's own cross-validation rule)."""
+    import numpy as np
+
+    folds = {}
+    for folder in sorted(out.glob(f"{schema.FOLD_PREFIX}*")):
+        fold = schema.fold_of(folder.name)
+        tests = sorted(folder.glob(f"*{teacher.HELD_OUT}"))
+        if fold is None or not tests:
+            continue
+        tables = [pd.read_csv(t).set_index("file") for t in tests]
+        cols = [c for c in tables[0].columns if c.startswith("p_")]
+        files = tables[0].index
+        mean = np.mean([t.loc[files, cols].to_numpy(float) for t in tables], axis=0)
+        pred = np.asarray([c[2:] for c in cols])[mean.argmax(axis=1)]
+        folds[fold] = {"members": len(tables), "clips": len(files),
+                       "accuracy": float(np.mean(pred == tables[0].loc[files, "true"].to_numpy())),
+                       "member_accuracy": [round(float(np.mean(t.loc[files, "pred"] == t.loc[files, "true"])), 4)
+                                           for t in tables]}
+        print(f"fold {fold}: {len(tables)} member(s), mean of members {folds[fold]['accuracy']:.1%} "
+              f"on {len(files)} test clips (members {folds[fold]['member_accuracy']})")
+    return folds
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--recipe", required=True, help="a build_default recipe (its members are the teacher)")
+    ap.add_argument("--recipe", help="a build_default recipe (its members are the teacher)")
+    ap.add_argument("--from-model", metavar="DIR", help="table a finished model's networks instead (no training)")
+    ap.add_argument("--dataset", default="ravdess", help="with --from-model: the clips to table")
+    ap.add_argument("--report", action="store_true", help="only print the fold teachers' out-of-fold accuracy")
     ap.add_argument("--out", required=True, help="folder of the tables (fold-J/member-K.*), committed as they land")
     ap.add_argument("--work", default="runs/teachers", help="fold runs (models, logs); removable once tabled")
     ap.add_argument("--folds", help="comma-separated folds (default: all of the recipe's protocol)")
     ap.add_argument("--keep-runs", action="store_true", help="keep each fold run's folder after its table is written")
     args = ap.parse_args(argv)
+    if args.report:
+        report(Path(args.out))
+        return 0
+    if args.from_model:
+        table_model(Path(args.from_model), args.dataset, Path(args.out))
+        return 0
+    if not args.recipe:
+        ap.error("give --recipe (fold teachers) or --from-model (a finished model's tables)")
     install_stop_handlers()
     cfgs = member_recipes(json.loads(Path(args.recipe).read_text()))
     out, work = Path(args.out), Path(args.work)
