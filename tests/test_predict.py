@@ -141,7 +141,10 @@ def test_shipped_default_predicts_what_it_did_before_with_the_ensembles_windows(
                                  calibrated.calibration.temperature)[0]
         assert [c.probabilities[lab] for lab in labels] == pytest.approx(want.tolist(), abs=1e-5), name
         assert c.best == old["emotion"] and c.emotion in (old["emotion"], "not sure")
-        assert p.probabilities == pytest.approx(old["probabilities"], abs=2e-6), name
+        # 1e-5, not tighter: the stored answers have 6 decimals, and another CPU's SIMD kernels (session 11's
+        # AVX2-only AMD EPYC, not the machine that wrote them) moved a probability by 3e-6; a changed window
+        # grid, member or calibration moves them by 1e-3 and more
+        assert p.probabilities == pytest.approx(old["probabilities"], abs=1e-5), name
         n = p.duration
         assert len(p.windows) == (1 if n <= 4.0 else int(np.ceil(n - 3.0)) + 1)      # the recording's windows
         assert p.windows[0].start == 0 and p.windows[-1].end == pytest.approx(n if n > 4.0 else min(n, 3.0))
