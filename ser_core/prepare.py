@@ -164,9 +164,8 @@ def teacher_probabilities(cfg: TrainConfig, split, rows: pd.DataFrame, labels: l
     if teacher is None:
         return None
     from .modeldir import SPEC, is_model_dir
-    from .predict import load_predictor
     from .schema import TRAIN_SPEAKERS
-    from .teacher import clip_keys, is_table_dir, table_probabilities
+    from .teacher import clip_keys, is_table_dir, model_probabilities, table_probabilities
 
     if is_table_dir(teacher):
         out, names = table_probabilities(teacher, clip_keys(rows), labels, held_out)
@@ -183,16 +182,7 @@ def teacher_probabilities(cfg: TrainConfig, split, rows: pd.DataFrame, labels: l
     elif spec.protocol != split.label:
         raise ConfigError(f"teacher {teacher} was made for '{spec.protocol}', this run is '{split.label}': its "
                           "probabilities could carry this run's test speakers")
-    predictor = load_predictor(teacher, calibrated=False)
-    paths = rows["path"].tolist()
-    out = np.full((len(paths), len(labels)), np.nan, np.float32)
-    for start in range(0, len(paths), 64):
-        for j, pred in enumerate(predictor.predict_many(paths[start:start + 64])):
-            if isinstance(pred, BaseException) or not pred.speech:
-                continue
-            v = np.array([pred.probabilities.get(lab, 0.0) for lab in labels], np.float32)
-            if v.sum() > 0:
-                out[start + j] = v / v.sum()
+    out, _ = model_probabilities(teacher, rows["path"].tolist(), labels)
     _log_teacher(log, str(teacher), out, rows, labels, cfg.distill)
     return out
 

@@ -75,6 +75,40 @@ def read_record(folder: Path | str, name: str) -> dict:
     return json.loads((Path(folder) / f"{name}{RECORD}").read_text())
 
 
+def model_probabilities(model_dir: Path | str, paths: list[str], labels: list[str] | None = None,
+                        batch: int = 64) -> tuple[np.ndarray, list[str]]:
+    """A model's raw (uncalibrated) probabilities of each file through ``ser predict``'s path, each row
+    summing to 1 over ``labels`` (the model's own by default); a row of NaN where the file cannot be
+    read or holds no speech. Returns the rows and the labels."""
+    from .predict import load_predictor
+
+    predictor = load_predictor(model_dir, calibrated=False)
+    labels = list(predictor.labels) if labels is None else list(labels)
+    out = np.full((len(paths), len(labels)), np.nan, np.float32)
+    for start in range(0, len(paths), batch):
+        for j, pred in enumerate(predictor.predict_many(paths[start:start + batch])):
+            if isinstance(pred, BaseException) or not pred.speech:
+                continue
+            v = np.array([pred.probabilities.get(lab, 0.0) for lab in labels], np.float32)
+            if v.sum() > 0:
+                out[start + j] = v / v.sum()
+    return out, labels
+
+
+def _write_gz(df: pd.DataFrame, dest: Path) -> None:
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    df.to_csv(tmp, index=False, compression="gzip", float_format="%.6g")
+    os.replace(tmp, dest)
+
+
+def write_held_out(folder: Path | str, name: str, predictions: pd.DataFrame) -> Path:
+    """Write a fold teacher's predictions of its fold's test clips beside its table (atomically)."""
+    dest = Path(folder) / f"{name}{HELD_OUT}"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    _write_gz(predictions, dest)
+    return dest
+
+
 def write_table(folder: Path | str, name: str, keys: list[str], probs: np.ndarray, labels: list[str],
                 record: dict) -> Path:
     """Write one network's table, then its record (each atomically); returns the table's path."""
@@ -85,9 +119,7 @@ def write_table(folder: Path | str, name: str, keys: list[str], probs: np.ndarra
         raise ValueError(f"{probs.shape} probabilities for {len(keys)} clips and {len(labels)} labels")
     df = pd.DataFrame({KEY: keys, **{f"p_{lab}": np.round(probs[:, j], 6) for j, lab in enumerate(labels)}})
     dest = folder / f"{name}{TABLE}"
-    tmp = folder / f".{name}{TABLE}.{os.getpid()}.tmp"
-    df.to_csv(tmp, index=False, compression="gzip")
-    os.replace(tmp, dest)
+    _write_gz(df, dest)
     atomic_write_text(folder / f"{name}{RECORD}", json.dumps({**record, "labels": list(labels)}, indent=1) + "\n")
     return dest
 

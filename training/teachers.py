@@ -33,27 +33,23 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import shutil
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ser_core import datasets, schema, splits, teacher  # noqa: E402
 from ser_core.crossval import _finished_with  # noqa: E402
-from ser_core.predict import load_predictor  # noqa: E402
 from ser_core.training import Logger, StopFlag, TrainConfig, install_stop_handlers, train  # noqa: E402
 from ser_core.trainconfig import setting_differences  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from build_default import member_recipes  # noqa: E402
-
-BATCH = 64      # clips per predict_many call
-
 
 def member_name(position: int) -> str:
     return f"member-{position}"
@@ -70,20 +66,11 @@ def table_current(folder: Path, name: str, cfg: TrainConfig) -> bool:
     return True
 
 
-def clip_probabilities(model_dir: Path, rows) -> tuple[list[str], list[list[float]], list[str]]:
+def clip_probabilities(model_dir: Path, rows) -> tuple[list[str], np.ndarray, list[str]]:
     """The model's raw probabilities of every readable clip with speech: (keys, rows, labels)."""
-    predictor = load_predictor(model_dir, calibrated=False)
-    labels = list(predictor.labels)
-    keys_all = teacher.clip_keys(rows)
-    paths = rows["path"].tolist()
-    keys, probs = [], []
-    for start in range(0, len(paths), BATCH):
-        for j, pred in enumerate(predictor.predict_many(paths[start:start + BATCH])):
-            if isinstance(pred, BaseException) or not pred.speech:
-                continue
-            keys.append(keys_all[start + j])
-            probs.append([pred.probabilities.get(lab, 0.0) for lab in labels])
-    return keys, probs, labels
+    probs, labels = teacher.model_probabilities(model_dir, rows["path"].tolist())
+    known = ~np.isnan(probs).any(axis=1)
+    return [k for k, ok in zip(teacher.clip_keys(rows), known) if ok], probs[known], labels
 
 
 def make_table(cfg: TrainConfig, position: int, fold: int, df, out: Path, work: Path) -> dict:
@@ -108,11 +95,8 @@ def make_table(cfg: TrainConfig, position: int, fold: int, df, out: Path, work: 
               "test_uar": metrics.get("uar"), "train_seconds": metrics.get("train_seconds"),
               "config": fcfg.to_dict(), "made_in_seconds": round(time.monotonic() - t0, 1)}
     folder = out / schema.fold_dir_name(fold)
-    folder.mkdir(parents=True, exist_ok=True)
-    held_out = pd.read_csv(run_dir / schema.PREDICTIONS)      # out-of-fold: how good this teacher is
-    tmp = folder / f".{member_name(position)}{teacher.HELD_OUT}.tmp"
-    held_out.to_csv(tmp, index=False, compression="gzip", float_format="%.6g")
-    os.replace(tmp, folder / f"{member_name(position)}{teacher.HELD_OUT}")
+    # out of fold: how good this teacher is
+    teacher.write_held_out(folder, member_name(position), pd.read_csv(run_dir / schema.PREDICTIONS))
     teacher.write_table(folder, member_name(position), keys, probs, labels, record)
     return record
 
@@ -146,8 +130,6 @@ def table_model(model_dir: Path, dataset: str, out: Path) -> list[dict]:
 def report(out: Path) -> dict:
     """How good the fold teachers are out of fold: per fold with every member tabled, the accuracy of the
     members' mean on the fold's test clips (the ensemble's own cross-validation rule)."""
-    import numpy as np
-
     folds = {}
     for folder in sorted(out.glob(f"{schema.FOLD_PREFIX}*")):
         fold = schema.fold_of(folder.name)
