@@ -51,6 +51,7 @@ from ser_core.trainconfig import setting_differences  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from build_default import member_recipes  # noqa: E402
 
+
 def member_name(position: int) -> str:
     return f"member-{position}"
 
@@ -128,8 +129,8 @@ def table_model(model_dir: Path, dataset: str, out: Path) -> list[dict]:
 
 
 def report(out: Path) -> dict:
-    """How good the fold teachers are out of fold: per fold with every member tabled, the accuracy of the
-    members' mean on the fold's test clips (the ensemble's own cross-validation rule)."""
+    """How good the fold teachers are out of fold: per fold, the accuracy on the fold's test clips of the mean of
+    the members tabled so far (the ensemble's own cross-validation rule)."""
     folds = {}
     for folder in sorted(out.glob(f"{schema.FOLD_PREFIX}*")):
         fold = schema.fold_of(folder.name)
