@@ -46,6 +46,7 @@ from pathlib import Path
 
 from .config import ModelSpec, atomic_write_text
 from .errors import ModelError, SERError
+from .machine import usable_cpus
 from .progress import Progress
 
 ENGINES = ("local", "ray")
@@ -514,7 +515,7 @@ class RayEngine:
                     root = str(Path(__file__).resolve().parent.parent)
                     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, saved) if p)
                     try:
-                        ray.init(num_cpus=workers or os.cpu_count() or 1, include_dashboard=False,
+                        ray.init(num_cpus=workers or usable_cpus(), include_dashboard=False,
                                  log_to_driver=False, logging_level=logging.ERROR,
                                  object_store_memory=RAY_OBJECT_STORE_MB << 20)
                     finally:
@@ -759,7 +760,7 @@ def make_engine(engine: str, model_dir: str, windows: bool, workers: int | None,
     if engine == "local":
         if address:
             raise SERError("--address is for --engine ray")
-        return LocalEngine(model_dir, windows, workers or os.cpu_count() or 1, chunk)
+        return LocalEngine(model_dir, windows, workers or usable_cpus(), chunk)
     if engine == "ray":
         return RayEngine(model_dir, windows, workers, chunk, address)
     raise SERError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")

@@ -26,6 +26,7 @@ import numpy as np
 from . import audio, features
 from .config import FeatureConfig, cache_dir
 from .errors import SERError
+from .machine import usable_cpus
 from .progress import Progress
 
 CHUNK = 24
@@ -169,7 +170,7 @@ def corpus_features(paths: list[str], cfg: FeatureConfig, *, use_cache: bool = T
     bar = Progress(n, f"features ({cfg.kind})", enabled=progress, callback=callback)
     bar.update(n - len(todo) - len(errors))
     chunks = [todo[s:s + CHUNK] for s in range(0, len(todo), CHUNK)]
-    n_workers = min(workers or os.cpu_count() or 1, len(chunks))
+    n_workers = min(workers or usable_cpus(), len(chunks))
 
     def accept(chunk: list[int], result) -> None:
         ok_pos, feats, errs = result

@@ -5,10 +5,10 @@ The augmentation names are declared with the training options
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pandas as pd
+
+from .machine import usable_cpus
 
 
 # ----------------------------------------------------------------------------- loss weights
@@ -63,7 +63,7 @@ def make_dataset(x: np.ndarray, y: np.ndarray, n_classes: int, *, batch_size: in
     """
     import tensorflow as tf
 
-    parallel = min(2, os.cpu_count() or 1)
+    parallel = min(2, usable_cpus())
 
     onehot = training_targets(y, n_classes) if targets is None else np.asarray(targets, np.float32)
     if sample_weight is not None:

@@ -33,6 +33,7 @@ from .config import ModelSpec, atomic_write_text
 from .modeldir import is_model_dir
 from .errors import ConfigError, DatasetError, SERError
 from .jsonio import read_json, write_json
+from .machine import usable_cpus
 
 CLEAN = "clean"
 BABBLE_POOL = 24          # clips of training speakers that babble talkers are drawn from
@@ -222,7 +223,7 @@ def evaluate_shifts(cv_dir: Path | str, shifts: Sequence[str] | None = None, see
                                f"{config['dataset']!r} (first: {missing[0]})")
         plans.append((k, d, test, _babble_pool(manifest, test, seed, k)))
     total = sum(len(t) for _, _, t, _ in plans) * (len(shifts) + 1)
-    n_workers = min(os.cpu_count() or 1 if workers is None else max(0, int(workers)), total)
+    n_workers = min(usable_cpus() if workers is None else max(0, int(workers)), total)
     pool = None
     if n_workers:
         import tempfile

@@ -34,7 +34,9 @@ def keras():
         with native_stderr_silenced():
             import tensorflow as tf
 
-            n = os.cpu_count() or 1
+            from .machine import usable_cpus
+
+            n = usable_cpus()
             try:
                 tf.config.threading.set_intra_op_parallelism_threads(n)
                 tf.config.threading.set_inter_op_parallelism_threads(min(2, n))

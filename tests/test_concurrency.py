@@ -113,3 +113,16 @@ def test_damaged_model_files_are_model_errors(tiny_model, tmp_path):
         Predictor(spec_bad)
     with pytest.raises(ModelError, match="not found"):
         Predictor(tmp_path / "nowhere")
+
+
+def test_pinned_process_sizes_its_threads_to_its_cores():
+    """A job pinned to one core (``taskset -c 0``, a cpuset) runs TensorFlow, tf.data and worker pools on one
+    thread: two trainings pinned to the two cores of this machine then share it without oversubscription."""
+    probe = ("from ser_core.machine import usable_cpus\n"
+             "from ser_core.tf_setup import keras\n"
+             "keras()\n"
+             "import tensorflow as tf\n"
+             "print(usable_cpus(), tf.config.threading.get_intra_op_parallelism_threads())\n")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True,
+                         preexec_fn=lambda: os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}))
+    assert out.stdout.split() == ["1", "1"]
