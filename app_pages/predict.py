@@ -75,7 +75,12 @@ def show_result(res, predictor, model: dict) -> None:
             c1, c2 = st.columns([3, 2])
             c1.metric("Emotion", answer_label(pred.summary()))
             c2.metric("Confidence", views.format_pct(pred.confidence))
-            if pred.not_sure:
+            if pred.unfamiliar:
+                st.caption(f"This recording sounds unlike every recording the model learnt from (novelty "
+                           f"{pred.novelty:.1f}, above its limit of {predictor.gate.threshold:.1f}: microphone, "
+                           "room, language or voice). Its answers on such recordings are mostly wrong, so it "
+                           "names its two most likely emotions instead of one.")
+            elif pred.not_sure:
                 st.caption(f"The model's calibrated confidence is below its threshold "
                            f"({views.format_pct(predictor.calibration.threshold)}), so it names its two most "
                            "likely emotions instead of one.")

@@ -67,7 +67,8 @@ def cmd_predict(args) -> int:
             print(json.dumps(pred.to_dict(windows=args.windows)), flush=True)
         else:
             emo = pred.summary() if pred.speech else "(no speech)"
-            print(f"{str(f):<40} {emo:<26} {pred.confidence:>10.3f}", flush=True)
+            note = "  unfamiliar recording" if pred.unfamiliar else ""
+            print(f"{str(f):<40} {emo:<26} {pred.confidence:>10.3f}{note}", flush=True)
             if args.windows and len(pred.windows) > 1:
                 for w in pred.windows:
                     print(f"    {w.start:7.1f}-{w.end:7.1f}s  {w.emotion or '-':<10} {w.confidence:.3f}")

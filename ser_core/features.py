@@ -397,10 +397,15 @@ def band_normalise(x: np.ndarray) -> np.ndarray:
     Frames where every band sits at the clip's floor (``top_db`` below its peak: padding, digital
     silence) are left out of the mean, so a short clip padded to the model's length is normalised like the same clip unpadded.
     """
-    floor = x.min()
-    sound = (x > floor + 1e-3).any(axis=0)
+    sound = sound_frames(x)
     mean = x[:, sound].mean(axis=1, keepdims=True) if sound.any() else x.mean(axis=1, keepdims=True)
     return (x - mean).astype(np.float32, copy=False)
+
+
+def sound_frames(x: np.ndarray) -> np.ndarray:
+    """Which frames of a clip's log-mel dB ``(bands, T)`` hold sound: not every band at the clip's floor
+    (``top_db`` below its peak), as padding and digital silence are. Returns ``(T,)`` bool."""
+    return (x > x.min() + 1e-3).any(axis=0)
 
 
 def _one_clip(y: np.ndarray, cfg: FeatureConfig) -> np.ndarray:

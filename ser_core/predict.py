@@ -15,8 +15,9 @@ windows (the temperature was fitted on clip-level out-of-fold predictions).
 Audio up to ``duration + 1 s`` is one window; longer audio is cut into windows (``duration``
 long, 1 s hop). The clip's probabilities are the mean of the windows that hold speech, then
 calibrated (the model's stored temperature); below the stored threshold the answer is
-"not sure" with the two most likely emotions. Files longer than a minute are streamed, so
-memory stays flat however long the file is.
+"not sure" with the two most likely emotions. So it is, whatever the confidence, when the model
+stores a novelty gate (:mod:`ser_core.novelty`) and the recording is unlike every recording it
+learnt from. Files longer than a minute are streamed, so memory stays flat however long the file is.
 
 Networks run on LiteRT when their folder holds a current export (no TensorFlow import), else
 on Keras: see :mod:`ser_core.lite`.
@@ -32,7 +33,7 @@ from typing import Protocol
 
 import numpy as np
 
-from . import audio, features
+from . import audio, features, novelty
 from .calibration import NOT_SURE, SPEC_KEY, Calibration, apply_temperature
 from .config import FeatureConfig, ModelSpec, max_audio_seconds
 from .errors import (AudioError, EmptyAudioError, ModelError, SERError, SilentAudioError, TooLongError,
@@ -70,9 +71,10 @@ class Prediction:
     """The answer for one recording.
 
     ``emotion`` is the answer: an emotion, ``"not sure"`` (the calibrated confidence is
-    below the model's threshold) or None (no speech). ``best`` is the most likely emotion
-    whatever the answer, ``top2`` the two most likely; ``confidence`` and
-    ``probabilities`` are calibrated.
+    below the model's threshold, or the recording is ``unfamiliar``: its ``novelty`` is above
+    the model's gate) or None (no speech). ``best`` is the most likely emotion whatever the
+    answer, ``top2`` the two most likely; ``confidence`` and ``probabilities`` are calibrated.
+    ``novelty`` is None when the model stores no gate.
     """
 
     file: str
@@ -85,6 +87,8 @@ class Prediction:
     best: str | None = None
     top2: tuple[str, ...] = ()
     not_sure: bool = False
+    novelty: float | None = None
+    unfamiliar: bool = False
 
     @property
     def speech(self) -> bool:
@@ -99,6 +103,8 @@ class Prediction:
              "not_sure": bool(self.not_sure), "confidence": round(float(self.confidence), 6),
              "probabilities": {k: round(float(v), 6) for k, v in self.probabilities.items()},
              "duration": round(self.duration, 3)}
+        if self.novelty is not None:
+            d.update(novelty=round(float(self.novelty), 4), unfamiliar=bool(self.unfamiliar))
         if self.message:
             d["message"] = self.message
         if windows:
@@ -141,6 +147,7 @@ class WindowScores:
     ends: np.ndarray
     probs: np.ndarray          # (windows, labels)
     speech: np.ndarray         # (windows,) bool
+    signature: np.ndarray | None = None   # for a novelty gate (ser_core.novelty), when the model has one
 
 
 # ============================================================================ small pure functions
@@ -211,11 +218,12 @@ def aligned(grid: WindowScores, member: WindowScores) -> np.ndarray:
     return member.probs[pick]
 
 
-def decide(probs: np.ndarray, labels: list[str], calibration: Calibration | None) -> dict:
-    """The answer from calibrated probabilities: best, top two, "not sure" below the threshold."""
+def decide(probs: np.ndarray, labels: list[str], calibration: Calibration | None, unfamiliar: bool = False) -> dict:
+    """The answer from calibrated probabilities: best, top two, "not sure" below the threshold or for an
+    unfamiliar recording."""
     order = np.argsort(-probs, kind="stable")
     best, confidence = labels[int(order[0])], float(probs[order[0]])
-    not_sure = calibration is not None and confidence < calibration.threshold
+    not_sure = unfamiliar or (calibration is not None and confidence < calibration.threshold)
     return {"emotion": NOT_SURE if not_sure else best, "best": best, "confidence": confidence,
             "top2": tuple(labels[int(i)] for i in order[:2]), "not_sure": bool(not_sure)}
 
@@ -225,8 +233,9 @@ def no_speech(name: str, duration: float, labels: list[str], windows: list[Windo
 
 
 def prediction(scores: WindowScores, labels: list[str], calibration: Calibration | None, name: str,
-               duration: float) -> Prediction:
-    """The clip's answer from its window scores: the mean over speech windows, calibrated."""
+               duration: float, gate: novelty.Gate | None = None) -> Prediction:
+    """The clip's answer from its window scores: the mean over speech windows, calibrated; "not sure" for an
+    unfamiliar recording when there is a ``gate`` (its novelty from the scores' signature)."""
     temperature = calibration.temperature if calibration else 1.0
     windows = []
     for start, end, p, s in zip(scores.starts, scores.ends, apply_temperature(scores.probs, temperature),
@@ -237,8 +246,11 @@ def prediction(scores: WindowScores, labels: list[str], calibration: Calibration
     if not scores.speech.any():
         return no_speech(name, duration, labels, windows)
     clip = apply_temperature(scores.probs[scores.speech].mean(axis=0), temperature)
+    nov = None if gate is None or scores.signature is None else float(gate.novelty(scores.signature))
+    unfamiliar = gate is not None and gate.unfamiliar(nov)
     return Prediction(name, probabilities=dict(zip(labels, map(float, clip))), duration=duration,
-                      windows=windows, **decide(clip, labels, calibration))
+                      windows=windows, novelty=nov, **decide(clip, labels, calibration, unfamiliar),
+                      unfamiliar=unfamiliar)
 
 
 # ============================================================================ runtimes
@@ -305,6 +317,25 @@ def stored_calibration(spec: ModelSpec, where) -> Calibration | None:
         raise ModelError(f"the calibration stored in {where} is invalid ({exc})") from exc
 
 
+def stored_gate(spec: ModelSpec, where) -> novelty.Gate | None:
+    try:
+        return novelty.stored_gate(spec, where)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ModelError(f"the novelty gate stored in {where} is invalid ({exc})") from exc
+
+
+def gate_network(predictor: "BasePredictor") -> "Predictor":
+    """The network whose windows give a predictor's signatures: the one hearing its gate's features, else
+    (a gate yet to be fitted) its first ``logmel`` network."""
+    nets = getattr(predictor, "members", [predictor])
+    gate = getattr(predictor, "gate", None)
+    for net in nets:
+        if (net.cfg == gate.features) if gate is not None else net.cfg.kind == "logmel":
+            return net
+    raise ModelError("no network of this model hears " +
+                     ("its novelty gate's features" if gate is not None else "a log-mel spectrogram"))
+
+
 # ============================================================================ predictors
 class BasePredictor(ABC):
     """What every predictor offers: :meth:`analyse`, and the two shortcuts to its prediction.
@@ -319,6 +350,14 @@ class BasePredictor(ABC):
     labels: list[str]
     cfg: FeatureConfig
     calibration: Calibration | None
+    gate: novelty.Gate | None = None
+    signs: bool = False         # its window scores carry the clip's signature (for its own or an ensemble's gate)
+
+    def use_gate(self, gate: novelty.Gate | None) -> None:
+        """Answer "not sure" for recordings above ``gate``'s novelty threshold (None: no gate)."""
+        self.gate = gate
+        if gate is not None:
+            gate_network(self).signs = True
 
     # ------------------------------------------------------------------ subclass part
     def window_scores(self, y: np.ndarray) -> tuple[WindowScores, list[ModelInput]]:
@@ -359,7 +398,7 @@ class BasePredictor(ABC):
             y = audio.load(source, sr=rate, name=label, max_seconds=max_audio_seconds())
             return self._analyse_waveform(y, label)
         scores, duration = self.stream_scores(source, label, total, progress)
-        return Analysis(prediction(scores, self.labels, self.calibration, label, duration), None, rate)
+        return Analysis(prediction(scores, self.labels, self.calibration, label, duration, self.gate), None, rate)
 
     def predict_file(self, source, *, name: str | None = None, progress: Progress | None = None) -> Prediction:
         """The prediction for a file, path or bytes (long files streamed)."""
@@ -388,7 +427,7 @@ class BasePredictor(ABC):
             else:
                 out[i] = no_speech(path, y.size / rate, self.labels)
         for (i, y), scores in zip(ready, self.window_scores_many([y for _, y in ready])):
-            out[i] = prediction(scores, self.labels, self.calibration, paths[i], y.size / rate)
+            out[i] = prediction(scores, self.labels, self.calibration, paths[i], y.size / rate, self.gate)
         return out
 
     def predict_array(self, y: np.ndarray, sr: int | None = None, *, name: str = "<array>") -> Prediction:
@@ -411,7 +450,7 @@ class BasePredictor(ABC):
         if not speech_present(frame_levels(y)):
             return Analysis(no_speech(label, duration, self.labels), y, rate)
         scores, inputs = self.window_scores(y)
-        return Analysis(prediction(scores, self.labels, self.calibration, label, duration), y, rate, inputs)
+        return Analysis(prediction(scores, self.labels, self.calibration, label, duration, self.gate), y, rate, inputs)
 
 
 class Predictor(BasePredictor):
@@ -450,6 +489,7 @@ class Predictor(BasePredictor):
         self._mean = np.asarray(spec.norm_mean, np.float32) if spec.norm_mean else None
         self._std = np.asarray(spec.norm_std, np.float32) if spec.norm_std else None
         self.calibration = stored_calibration(spec, self.model_dir) if calibrated else None
+        self.use_gate(stored_gate(spec, self.model_dir) if calibrated else None)
         features.warm_up(self.cfg)      # filterbanks now, not during the first answer
         self.infer(np.zeros((1, *expected), np.float32))
 
@@ -486,6 +526,11 @@ class Predictor(BasePredictor):
         t0 = (offset + np.asarray(starts)) / sr
         return t0, np.minimum(t0 + self.cfg.duration, (offset + yc.size) / sr), x, speech_windows(yc, starts, win)
 
+    def clip_signature(self, y: np.ndarray) -> np.ndarray | None:
+        """The novelty signature of a checked waveform: from the raw features of its speech windows."""
+        _, _, x, speech = self.window_features(y)
+        return novelty.signature(x[speech]) if speech.any() else None
+
     def many_window_features(self, ys: list[np.ndarray]) -> tuple[list[tuple], np.ndarray, np.ndarray]:
         """:meth:`window_features` of several waveforms: for each its (starts, ends, speech), all their
         feature arrays stacked, and where each waveform's rows begin and end in that stack."""
@@ -498,8 +543,12 @@ class Predictor(BasePredictor):
         spans, x, bounds = self.many_window_features(ys)
         xn = self.normalise(x)
         probs = self.infer(xn)
-        return [(WindowScores(t0, ends, probs[a:b], speech), [ModelInput(self.spec.arch, self.cfg, xn[a])])
+        return [(WindowScores(t0, ends, probs[a:b], speech, self._signature(x[a:b], speech)),
+                 [ModelInput(self.spec.arch, self.cfg, xn[a])])
                 for (t0, ends, speech), a, b in zip(spans, bounds[:-1], bounds[1:])]
+
+    def _signature(self, x: np.ndarray, speech: np.ndarray) -> np.ndarray | None:
+        return novelty.signature(x[speech]) if self.signs and speech.any() else None
 
     def stream_scores(self, source, label: str, total: float,
                       progress: Progress | None) -> tuple[WindowScores, float]:
@@ -509,11 +558,14 @@ class Predictor(BasePredictor):
         offset = 0                       # absolute sample index of buf[0]
         pending, starts, all_probs, all_speech = [], [], [], []
         seen_signal = False
+        moments = novelty.Moments()
 
         def flush():
             if pending:
-                all_probs.append(self.predict_features(np.stack([features.from_waveform(w, self.cfg)
-                                                                 for w in pending])))
+                x = np.stack([features.from_waveform(w, self.cfg) for w in pending])
+                all_probs.append(self.predict_features(x))
+                if self.signs:
+                    moments.add(x[np.asarray(all_speech[-len(pending):])])
                 pending.clear()
 
         def take(w: np.ndarray, start: int):
@@ -553,7 +605,7 @@ class Predictor(BasePredictor):
         duration = n_read / sr
         t0 = np.asarray(starts) / sr
         return WindowScores(t0, np.minimum(t0 + self.cfg.duration, duration), np.concatenate(all_probs),
-                            np.array(all_speech)), duration
+                            np.array(all_speech), moments.signature() if self.signs else None), duration
 
 
 class EnsemblePredictor(BasePredictor):
@@ -585,6 +637,7 @@ class EnsemblePredictor(BasePredictor):
         self.cfg = self.members[0].cfg
         self.weights = np.asarray(member_weights(self.spec.extra.get(MEMBER_WEIGHTS), len(self.members)))
         self.calibration = stored_calibration(self.spec, self.model_dir) if calibrated else None
+        self.use_gate(stored_gate(self.spec, self.model_dir) if calibrated else None)
         self._columns = [[m.labels.index(lab) for lab in self.labels] for m in self.members]
         # Members that hear the same features share one extraction. Groups go largest input
         # first, and a worker thread runs a group's networks while this thread extracts the
@@ -602,7 +655,8 @@ class EnsemblePredictor(BasePredictor):
     def _mean_on(self, grid: WindowScores, parts: list[WindowScores]) -> WindowScores:
         probs = np.average([aligned(grid, WindowScores(p.starts, p.ends, p.probs[:, cols], p.speech))
                             for p, cols in zip(parts, self._columns)], axis=0, weights=self.weights)
-        return WindowScores(grid.starts, grid.ends, probs, grid.speech)
+        signature = next((p.signature for p in parts if p.signature is not None), None)
+        return WindowScores(grid.starts, grid.ends, probs, grid.speech, signature)
 
     def _grid(self, y: np.ndarray) -> WindowScores:
         """The recording's own windows, where the members' probabilities are averaged."""
@@ -618,13 +672,14 @@ class EnsemblePredictor(BasePredictor):
             spans, x, bounds = self.members[group[0]].many_window_features(ys)
             xs = [self.members[i].normalise(x) for i in group]
             future = self._runner.submit(lambda g=group, xs=xs: [self.members[i].infer(xi) for i, xi in zip(g, xs)])
-            pending.append((group, spans, bounds, xs, future))
+            pending.append((group, spans, bounds, x, xs, future))
         parts = [[None] * len(self.members) for _ in ys]
         inputs = [[None] * len(self.members) for _ in ys]
-        for group, spans, bounds, xs, future in pending:
+        for group, spans, bounds, x, xs, future in pending:
             for i, xi, probs in zip(group, xs, future.result()):
                 for j, ((starts_s, ends, speech), a, b) in enumerate(zip(spans, bounds[:-1], bounds[1:])):
-                    parts[j][i] = WindowScores(starts_s, ends, probs[a:b], speech)
+                    sig = self.members[i]._signature(x[a:b], speech)    # the group's raw features
+                    parts[j][i] = WindowScores(starts_s, ends, probs[a:b], speech, sig)
                     inputs[j][i] = ModelInput(self.member_names[i], self.members[i].cfg, xi[a])
         return [(self._mean_on(self._grid(y), p), inp) for y, p, inp in zip(ys, parts, inputs)]
 
