@@ -8,4 +8,6 @@ if ! command -v chromium >/dev/null; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
 fi
-exec .venv/bin/python -m pytest "$@"
+# one pytest worker per core (pytest-xdist): 448 tests in 7.6 min on 2 cores, against 13.6 min in one process
+# (session 12); pass -n 0 to run in one process, e.g. with -x or a debugger
+exec .venv/bin/python -m pytest -n auto "$@"
