@@ -115,3 +115,28 @@ def test_a_damaged_gate_is_a_model_error(tiny_model, samples_dir, tmp_path):
     (model / "novelty.npz").write_bytes(b"not an archive")
     with pytest.raises(ModelError, match="novelty gate"):
         Predictor(model)
+
+
+def test_ser_batch_keeps_the_gate_answer_past_bad_files(tiny_model, samples_dir, tmp_path):
+    """Parts whose rows are all errors carry no novelty column; the assembled results still hold every file
+    once, with the gated answer where there was speech."""
+    from ser_core import batch
+
+    model = with_gate(tiny_model, tmp_path / "strict", 0.0, samples_dir)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    clips = sorted(samples_dir.glob("*.flac"))[:3]
+    for f in clips:
+        shutil.copy(f, folder / f.name)
+    (folder / "corrupt.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEfmt " + b"\x00" * 40)
+    sf.write(folder / "silent.wav", np.zeros(16000 * 3, np.float32), 16000)
+    res = batch.run_batch([str(folder)], tmp_path / "out", model, engine="local", workers=1, chunk=1,
+                          part_files=1, progress=False)
+    import pandas as pd
+
+    table = pd.read_parquet(res.paths["results"]).set_index("file")
+    assert len(table) == 5 and res.errors == 2
+    for f in clips:
+        row = table.loc[str(folder / f.name)]
+        assert row["emotion"] == NOT_SURE and bool(row["unfamiliar"]) and row["novelty"] > 0
+    assert table.loc[str(folder / "corrupt.wav"), "error"] and table.loc[str(folder / "silent.wav"), "error"]
