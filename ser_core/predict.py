@@ -450,7 +450,8 @@ class BasePredictor(ABC):
         if not speech_present(frame_levels(y)):
             return Analysis(no_speech(label, duration, self.labels), y, rate)
         scores, inputs = self.window_scores(y)
-        return Analysis(prediction(scores, self.labels, self.calibration, label, duration, self.gate), y, rate, inputs)
+        return Analysis(prediction(scores, self.labels, self.calibration, label, duration, self.gate), y, rate,
+                        inputs)
 
 
 class Predictor(BasePredictor):
@@ -529,7 +530,7 @@ class Predictor(BasePredictor):
     def clip_signature(self, y: np.ndarray) -> np.ndarray | None:
         """The novelty signature of a checked waveform: from the raw features of its speech windows."""
         _, _, x, speech = self.window_features(y)
-        return novelty.signature(x[speech]) if speech.any() else None
+        return novelty.signature(x[speech])
 
     def many_window_features(self, ys: list[np.ndarray]) -> tuple[list[tuple], np.ndarray, np.ndarray]:
         """:meth:`window_features` of several waveforms: for each its (starts, ends, speech), all their
@@ -548,7 +549,7 @@ class Predictor(BasePredictor):
                 for (t0, ends, speech), a, b in zip(spans, bounds[:-1], bounds[1:])]
 
     def _signature(self, x: np.ndarray, speech: np.ndarray) -> np.ndarray | None:
-        return novelty.signature(x[speech]) if self.signs and speech.any() else None
+        return novelty.signature(x[speech]) if self.signs else None
 
     def stream_scores(self, source, label: str, total: float,
                       progress: Progress | None) -> tuple[WindowScores, float]:

@@ -81,14 +81,15 @@ def stranger_rows(pred, gate: novelty.Gate, df: pd.DataFrame) -> pd.DataFrame:
 
 def shares(t: pd.DataFrame) -> dict:
     wrong = t["pred"] != t["true"]
+    every = pd.Series(True, index=t.index)
     with_gate = t["not_sure_confidence"] | t["unfamiliar"]
 
     def rate(mask, sel):
         return round(float(mask[sel].mean()), 4) if sel.any() else None
 
-    return {"n": len(t), "accuracy": round(float((~wrong).mean()), 4), "flagged": round(float(t["unfamiliar"].mean()), 4),
-            "not_sure": {"without_gate": rate(t["not_sure_confidence"], t.index == t.index),
-                         "with_gate": rate(with_gate, t.index == t.index)},
+    return {"n": len(t), "accuracy": round(float((~wrong).mean()), 4),
+            "flagged": round(float(t["unfamiliar"].mean()), 4),
+            "not_sure": {"without_gate": rate(t["not_sure_confidence"], every), "with_gate": rate(with_gate, every)},
             "not_sure_when_wrong": {"without_gate": rate(t["not_sure_confidence"], wrong),
                                     "with_gate": rate(with_gate, wrong)},
             "not_sure_when_right": {"without_gate": rate(t["not_sure_confidence"], ~wrong),
