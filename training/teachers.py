@@ -160,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="folder of the tables (fold-J/member-K.*), committed as they land")
     ap.add_argument("--work", default="runs/teachers", help="fold runs (models, logs); removable once tabled")
     ap.add_argument("--folds", help="comma-separated folds (default: all of the recipe's protocol)")
+    ap.add_argument("--members", help="comma-separated member positions, from 1 (default: every member)")
     ap.add_argument("--keep-runs", action="store_true", help="keep each fold run's folder after its table is written")
     args = ap.parse_args(argv)
     if args.report:
@@ -172,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("give --recipe (fold teachers) or --from-model (a finished model's tables)")
     install_stop_handlers()
     cfgs = member_recipes(json.loads(Path(args.recipe).read_text()))
+    members = [int(m) for m in args.members.split(",")] if args.members else list(range(1, len(cfgs) + 1))
+    if not set(members) <= set(range(1, len(cfgs) + 1)):
+        ap.error(f"--members: the recipe has members 1 to {len(cfgs)}")
     out, work = Path(args.out), Path(args.work)
     dfs: dict[str, object] = {}
     first = cfgs[0]
@@ -180,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
         list(range(1, splits.n_folds(first.protocol, first.k, df0) + 1))
     for fold in folds:
         for position, cfg in enumerate(cfgs, 1):
+            if position not in members:
+                continue
             name, folder = member_name(position), out / schema.fold_dir_name(fold)
             if table_current(folder, name, dataclasses.replace(cfg, fold=fold)):
                 print(f"fold {fold}, {name} ({cfg.arch}): table kept")
@@ -190,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{rec['clips']} training clips tabled in {rec['made_in_seconds']:.0f} s", flush=True)
             if not args.keep_runs:
                 shutil.rmtree(work / name / schema.fold_dir_name(fold), ignore_errors=True)
-    print(f"every table of folds {folds} is in {out}")
+    print(f"every table of folds {folds}, members {members} is in {out}")
     return 0
 
 
