@@ -140,3 +140,25 @@ def test_ser_batch_keeps_the_gate_answer_past_bad_files(tiny_model, samples_dir,
         row = table.loc[str(folder / f.name)]
         assert row["emotion"] == NOT_SURE and bool(row["unfamiliar"]) and row["novelty"] > 0
     assert table.loc[str(folder / "corrupt.wav"), "error"] and table.loc[str(folder / "silent.wav"), "error"]
+
+
+def test_the_predict_page_says_the_recording_is_unfamiliar(tiny_model, samples_dir, sample_clip, tmp_path,
+                                                          monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    models = tmp_path / "models"
+    models.mkdir()
+    with_gate(tiny_model, models / "gated", 0.0, samples_dir)
+    (models / "active.json").write_text(json.dumps({"model": "gated"}))
+    monkeypatch.setenv("SER_MODELS_DIR", str(models))
+    monkeypatch.setenv("SER_RUNS_DIR", str(tmp_path / "runs"))
+    want = Predictor(models / "gated").predict_file(sample_clip)
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=300)
+    at.run()
+    at.segmented_control(key="p_source").set_value("Upload").run()
+    at.file_uploader(key="p_upload").set_value((sample_clip.name, sample_clip.read_bytes(), "audio/flac")).run()
+    assert not at.exception, at.exception
+    shown = [m.value for m in at.main.metric if m.label == "Emotion"]
+    assert shown == [f"Not sure: {want.top2[0]} or {want.top2[1]}"]
+    captions = " ".join(c.value for c in at.caption)
+    assert "unlike every recording the model learnt from" in captions and f"{want.novelty:.1f}" in captions
