@@ -36,6 +36,7 @@ import numpy as np
 
 from ser_core import audio, features, schema
 from ser_core.config import FeatureConfig, ModelSpec, project_root
+from ser_core.machine import usable_cpus
 
 ROOT = project_root()
 SAMPLES = ROOT / "data" / "samples"
@@ -237,7 +238,7 @@ def bench_end_to_end(model_dir: Path, clips: list[str], batch_paths: list[str], 
 def bench_corpus(paths: list[str], note: str, cfg: FeatureConfig, root: Path, warm_repeats: int) -> dict:
     from ser_core.cache import corpus_features
 
-    print(f"\n3. Whole-corpus feature extraction ({note}; {cfg.kind}, {os.cpu_count()} workers)")
+    print(f"\n3. Whole-corpus feature extraction ({note}; {cfg.kind}, {usable_cpus()} workers)")
     shutil.rmtree(root, ignore_errors=True)
     t = time.perf_counter()
     fs = corpus_features(paths, cfg, root=root, progress=False)
@@ -374,7 +375,7 @@ def bench_epochs(arch: str, have_corpus: bool, rounds: int) -> dict:
     gflop = 3 * forward_flops(plain) * len(x) / 1e9
     rates = {k: gflop / (steady[k]["median_ms"] / 1e3) for k in ("project", "plain")}
     print(f"  arithmetic: about {gflop:.3g} GFLOP per epoch (3 x the conv and dense layers' forward pass); "
-          f"project {rates['project']:.0f} GFLOP/s, plain {rates['plain']:.0f} GFLOP/s on {os.cpu_count()} cores")
+          f"project {rates['project']:.0f} GFLOP/s, plain {rates['plain']:.0f} GFLOP/s on {usable_cpus()} cores")
     print(f"  validation accuracy after {rounds + 1} epochs: project {val_acc['project']:.3f}, "
           f"plain {val_acc['plain']:.3f} (same architecture; too few epochs to compare accuracy: see the README's cross-validation)")
     return {"arch": arch, "train_clips": int(len(x)), "split": split.label, "first_epoch": first, "epochs": steady,
@@ -718,7 +719,7 @@ def projection(per_core_clips_s: float, *, hours: float = 1e6, clip_seconds: flo
 def bench_batch(model_dir: Path, paths: list[str], workdir: Path, n_clips: int, rounds: int,
                 predict_process: dict | None = None) -> dict:
     """7. ``ser batch``: local with 1 and N workers, Ray with N, alternating (so background load hits all alike)."""
-    cpus = os.cpu_count() or 1
+    cpus = usable_cpus()
     configs = [("local", 1), ("local", cpus), ("ray", cpus)]
     try:
         import ray  # noqa: F401
@@ -827,7 +828,7 @@ def _verdicts(res: dict) -> list[str]:
     if "batch" in res and "configs" in res["batch"]:
         # judged on the CPU-bound rate (the job's CPU seconds per clip): on a shared machine the
         # measured rate is only this job's share of the cores; both are printed
-        b, cpus = res["batch"], res.get("machine", {}).get("cpus") or os.cpu_count()
+        b, cpus = res["batch"], res.get("machine", {}).get("cpus") or usable_cpus()
         best = max((c for k, c in b["configs"].items() if k != "local-1"),
                    key=lambda c: c.get("cpu_bound_clips_per_s") or c["steady_clips_per_s"])
         rate = best.get("cpu_bound_clips_per_s") or best["steady_clips_per_s"]
@@ -872,9 +873,9 @@ def main(argv: list[str] | None = None) -> int:
     env = {**os.environ, "SER_CACHE_DIR": str(cache_root), "SER_RUNS_DIR": str(workdir / "runs"),
            "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     os.environ["SER_CACHE_DIR"] = str(cache_root)
-    res: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+    res: dict = {"machine": {"cpus": usable_cpus(), "python": platform.python_version(),
                              "load_avg": os.getloadavg(), "corpus": note, "quick": quick}}
-    print(f"SER bench: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; corpus: {note}; "
+    print(f"SER bench: {usable_cpus()} CPUs, load average {os.getloadavg()[0]:.1f}; corpus: {note}; "
           f"model {model_dir} ({spec.arch})")
     try:
         clips = one_window_clips(paths, spec.features, 8)

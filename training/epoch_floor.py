@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ser_core import models, runs  # noqa: E402
+from ser_core.machine import usable_cpus  # noqa: E402
 
 OUT = ROOT / "training" / "results" / "epoch_floor.json"
 
@@ -52,7 +53,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=4)
     args = p.parse_args()
     result = json.loads(OUT.read_text()) if OUT.exists() else {}
-    result["cpus"] = os.cpu_count()
+    result["cpus"] = usable_cpus()
     for arch in args.archs.split(",") if args.archs else models.names():
         result.setdefault("archs", {})[arch] = measure(arch, args.epochs)
         print(arch, result["archs"][arch]["median_s"], "s an epoch", flush=True)
