@@ -37,12 +37,16 @@ def wait_metric(pg, label: str, value: str) -> None:
     expect(box.first.get_by_test_id("stMetricValue")).to_have_text(value, timeout=60_000)
 
 
-def grid_text(pg, header: str) -> str:
-    """The text of the data grid with a column ``header``. Streamlit draws grids on a canvas and mirrors the
-    cells it draws (the columns in view) in a table that is not exposed as visible, so its text is read."""
+def grid_text(pg, header: str, *cells: str) -> str:
+    """The text of the data grid with a column ``header``, once it holds every one of ``cells``. Streamlit draws
+    grids on a canvas and mirrors the cells it draws (the columns in view) in a table that is not exposed as
+    visible, so its text is read; the mirror fills column by column, and on a busy machine the header can be
+    there a while before the numbers (seen with the test suite on two workers)."""
     grid = pg.locator("[data-testid=stDataFrame]").filter(has=pg.locator("th", has_text=re.compile(
         f"^{re.escape(header)}$")))
     expect(grid).to_have_count(1, timeout=60_000)
+    for cell in cells:
+        expect(grid).to_contain_text(cell, timeout=60_000)
     return grid.text_content()
 
 
@@ -55,10 +59,11 @@ def test_loco_evaluation_shows_the_per_corpus_table_and_the_reliability_diagram(
     wait_metric(page, "Accuracy", "40.0%")
 
     page.get_by_role("tab", name="Corpora").click()
-    text = grid_text(page, "corpus")
-    for cell in ("ravdess", "urdu", "75.0%", "33.3%", "0.0%"):
+    cells = ("ravdess", "urdu", "75.0%", "33.3%", "0.0%")
+    text = grid_text(page, "corpus", *cells)
+    for cell in cells:
         assert cell in text, (cell, text)
-    loco = grid_text(page, "held-out corpus")
+    loco = grid_text(page, "held-out corpus", "calm 75%, sad 25%", "100.0%")
     assert "calm 75%, sad 25%" in loco and "100.0%" in loco
     charts_drawn(page, 2)                                            # answers + the corpus confusion matrix
     screenshot(page, "evaluate-corpora", height=1700)
