@@ -25,7 +25,9 @@ class StopFlag:
 
 
 def _callbacks(run_dir: Path, cfg: TrainConfig, has_val: bool, log: Logger, t_start: float, member: int = 0,
-               data: Prepared | None = None):
+               data: Prepared | None = None, network=None):
+    """Live metrics, checkpoints, early stopping. ``network``: the model the checkpoint keeps when
+    the model being fitted wraps it (the corpus-adversarial training model); default the fitted one."""
     from .tf_setup import keras as _keras
 
     keras = _keras()
@@ -67,7 +69,7 @@ def _callbacks(run_dir: Path, cfg: TrainConfig, has_val: bool, log: Logger, t_st
             if improved:
                 self.best, self.best_epoch = value, epoch + 1
                 tmp = ckpt.with_name(".best.tmp.keras")
-                self.model.save(tmp)
+                (network if network is not None else self.model).save(tmp)
                 os.replace(tmp, ckpt)
             if cfg.ensemble > 1:
                 row["member"] = member + 1
@@ -93,7 +95,7 @@ def _callbacks(run_dir: Path, cfg: TrainConfig, has_val: bool, log: Logger, t_st
 STEPS_PER_EXECUTION = 8
 
 
-def compile_model(model, cfg: TrainConfig, steps_per_epoch: int = 1):
+def compile_model(model, cfg: TrainConfig, steps_per_epoch: int = 1, *, loss=None, metrics=None):
     """Adam and (smoothed) cross-entropy, as every run trains.
 
     Several batches per graph call cut Keras's per-step overhead (3-4x faster epochs for small
@@ -111,8 +113,8 @@ def compile_model(model, cfg: TrainConfig, steps_per_epoch: int = 1):
                                                      warmup_target=cfg.learning_rate, warmup_steps=warm) if warm
               else keras.optimizers.schedules.CosineDecay(cfg.learning_rate, total, alpha=0.01))
     model.compile(optimizer=keras.optimizers.Adam(lr),
-                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
-                  metrics=["accuracy"], jit_compile=False, steps_per_execution=STEPS_PER_EXECUTION)
+                  loss=loss or keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
+                  metrics=metrics or ["accuracy"], jit_compile=False, steps_per_execution=STEPS_PER_EXECUTION)
     return model
 
 
@@ -131,13 +133,25 @@ def fit(run_dir: Path, cfg: TrainConfig, data: Prepared, log: Logger, t_start: f
         sample_weight = example_weights(data.y["train"], data.groups if cfg.corpus_balance else None, n)
     else:
         sample_weight = np.ones(len(data.y["train"]), np.float32)
+    targets = training_targets(data.y["train"], n, None if data.soft is None else data.soft[data.source], cfg.distill)
     has_val = len(data.x["val"]) > 0
+    keep = data.y["val"] >= 0
+    val_targets = None
+    if cfg.adversary > 0:
+        from . import adversary
+
+        codes, corpora = adversary.corpus_codes(data.groups)
+        targets = adversary.adversarial_targets(targets, codes, len(corpora))
+        if has_val:     # validation clips come from the training corpora (their held-out speakers)
+            val_codes = np.searchsorted(corpora, data.rows["val"]["corpus"].astype(str).to_numpy()[keep])
+            val_targets = adversary.adversarial_targets(training_targets(data.y["val"][keep], n),
+                                                        np.minimum(val_codes, len(corpora) - 1), len(corpora))
+        log(f"corpus adversary (strength {cfg.adversary}, ramped): the network learns to hide which of "
+            f"{', '.join(corpora)} a clip comes from")
     val_ds = None
     if has_val:
-        keep = data.y["val"] >= 0
         val_ds = make_dataset(data.x["val"][keep], data.y["val"][keep], n, batch_size=256, weights=None,
-                              training=False)
-    targets = training_targets(data.y["train"], n, None if data.soft is None else data.soft[data.source], cfg.distill)
+                              training=False, targets=val_targets)
     steps = -(-len(data.x["train"]) // cfg.batch_size)
     shape = data.x["train"].shape[1:]
     members = []
@@ -145,15 +159,23 @@ def fit(run_dir: Path, cfg: TrainConfig, data: Prepared, log: Logger, t_start: f
         seed = cfg.seed + member
         with precision_policy(cfg.precision):
             model = models.build(cfg.arch, shape, n, seed=seed, **cfg.arch_params)
-            compile_model(model, cfg, steps)
+            fitted, extra_cbs = model, []
+            if cfg.adversary > 0:
+                fitted, reversal = adversary.wrap(model, len(corpora))
+                compile_model(fitted, cfg, steps, loss=adversary.loss(n, cfg.label_smoothing),
+                              metrics=adversary.metrics(n))
+                extra_cbs = [adversary.Ramp(reversal, cfg.epochs, cfg.adversary)]
+            else:
+                compile_model(model, cfg, steps)
             train_ds = make_dataset(data.x["train"], data.y["train"], n, batch_size=cfg.batch_size, weights=None,
                                     sample_weight=sample_weight, targets=targets,
                                     training=True, online_aug=cfg.online_aug, mixup=cfg.mixup, seed=seed)
-            cbs, ckpt = _callbacks(run_dir, cfg, has_val, log, t_start, member, data)
+            cbs, ckpt = _callbacks(run_dir, cfg, has_val, log, t_start, member, data, network=model)
             log(f"training {cfg.arch}{f' member {member + 1}/{cfg.ensemble}' if cfg.ensemble > 1 else ''} "
                 f"({model.count_params():,} parameters, {cfg.precision}) on {len(data.x['train'])} clips, "
                 f"validating on {len(data.x['val'])}")
-            model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, callbacks=cbs, verbose=0, shuffle=False)
+            fitted.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, callbacks=extra_cbs + cbs, verbose=0,
+                       shuffle=False)
             if ckpt.exists():
                 model = keras.models.load_model(ckpt, safe_mode=True)
         members.append(as_float32(model, cfg, shape, n))

@@ -59,3 +59,29 @@ class FastDropout(keras.layers.Dropout):
         halves = tf.reshape(tf.bitcast(bits, tf.uint16), [-1])[:n]
         keep = tf.reshape(halves >= tf.constant(round(self.rate * 65536), tf.uint16), tf.shape(inputs))
         return tf.where(keep, inputs * tf.cast(1.0 / (1.0 - self.rate), inputs.dtype), tf.zeros((), inputs.dtype))
+
+
+@keras.saving.register_keras_serializable(package="ser_core")
+class GradientReversal(keras.layers.Layer):
+    """Identity on the way forward; on the way back the gradient is multiplied by ``-strength``.
+
+    The layer between a shared representation and a corpus classifier in domain-adversarial
+    training (Ganin et al. 2016): the classifier learns to tell the corpora apart, and the
+    reversed gradient teaches the layers below to make that impossible. ``strength`` is a
+    non-trainable weight, so a callback can ramp it up during training.
+    """
+
+    def build(self, input_shape):
+        self.strength = self.add_weight(shape=(), initializer="zeros", trainable=False, name="strength")
+
+    def call(self, inputs):
+        strength = tf.cast(tf.convert_to_tensor(self.strength), inputs.dtype)
+
+        @tf.custom_gradient
+        def reverse(x):
+            return tf.identity(x), lambda dy: -strength * dy
+
+        return reverse(inputs)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape

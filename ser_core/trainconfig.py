@@ -178,6 +178,11 @@ class TrainConfig:
                                   help="with class weights, every corpus that has an emotion weighs the same "
                                        "within it, so the largest corpus does not decide what an emotion "
                                        "sounds like (no effect on one corpus)")
+    adversary: float = option(0.0, label="Corpus adversary", min=0, max=2, span=(0.0, 2.0, 0.1),
+                              help="strength of a corpus-adversarial head: a small classifier learns which "
+                                   "training corpus a clip comes from, and its reversed gradient teaches the "
+                                   "network to forget it (ramped up over the run); needs two or more corpora; "
+                                   "0 is off")
     targeted_aug: bool | None = option(None, label="Targeted augmentation", arch_fallback=False,
                                        help="noisy, gain-shifted and masked copies of minority-class clips "
                                             "until the classes balance")
@@ -231,6 +236,8 @@ class TrainConfig:
         cfg.feature_config()
         if cfg.distill > 0 and not cfg.teacher:
             raise ConfigError("a distillation share needs a teacher model (--teacher)")
+        if cfg.adversary > 0 and len(cfg.dataset.split("+")) < 2:
+            raise ConfigError("a corpus adversary needs two or more corpora, e.g. --dataset ravdess+ased")
         return cfg
 
     def teacher_dir(self) -> Path | None:
