@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -78,3 +79,22 @@ def predictor(tiny_model):
     from ser_core.predict import Predictor
 
     return Predictor(tiny_model)
+
+
+@pytest.fixture()
+def data_root(tmp_path, samples_dir, monkeypatch):
+    """A root with three corpora made of the bundled clips under other corpora's names."""
+    clips = sorted(samples_dir.glob("*.flac"))
+    shutil.copytree(samples_dir, tmp_path / "RAVDESS" / "Actor_01", ignore=shutil.ignore_patterns("*.md"))
+    emovo = tmp_path / "emovo" / "f1"
+    emovo.mkdir(parents=True)
+    for clip, name in zip(clips, ("neu-f1-b1", "gio-f1-b1", "tri-f1-b1")):
+        shutil.copy(clip, emovo / f"{name}.flac")
+    ased = tmp_path / "ased" / "04Sad"
+    ased.mkdir(parents=True)
+    # speaker 09: one of its three names gives the other gender (as five real ASED speakers do)
+    for clip, name in zip(clips, ("s4-01-01-01-09", "s4-02-01-01-09", "s4-03-01-02-09")):
+        shutil.copy(clip, ased / f"{name}.flac")
+    (tmp_path / "notes").mkdir()
+    monkeypatch.setenv("SER_DATA_DIR", str(tmp_path))
+    return tmp_path

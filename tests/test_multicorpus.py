@@ -1,6 +1,5 @@
 """Several corpora: their file names, a data root holding them, folds across them, balanced weights,
 per-corpus metrics and calibration."""
-import shutil
 
 import numpy as np
 import pandas as pd
@@ -45,26 +44,7 @@ def test_every_corpus_is_credited_with_its_own_emotions():
     assert all(info.citation and info.licence for info in datasets.CORPORA.values())
 
 
-# ----------------------------------------------------------------------------- a data root
-@pytest.fixture()
-def data_root(tmp_path, samples_dir, monkeypatch):
-    """A root with three corpora made of the bundled clips under other corpora's names."""
-    clips = sorted(samples_dir.glob("*.flac"))
-    shutil.copytree(samples_dir, tmp_path / "RAVDESS" / "Actor_01", ignore=shutil.ignore_patterns("*.md"))
-    emovo = tmp_path / "emovo" / "f1"
-    emovo.mkdir(parents=True)
-    for clip, name in zip(clips, ("neu-f1-b1", "gio-f1-b1", "tri-f1-b1")):
-        shutil.copy(clip, emovo / f"{name}.flac")
-    ased = tmp_path / "ased" / "04Sad"
-    ased.mkdir(parents=True)
-    # speaker 09: one of its three names gives the other gender (as five real ASED speakers do)
-    for clip, name in zip(clips, ("s4-01-01-01-09", "s4-02-01-01-09", "s4-03-01-02-09")):
-        shutil.copy(clip, ased / f"{name}.flac")
-    (tmp_path / "notes").mkdir()
-    monkeypatch.setenv("SER_DATA_DIR", str(tmp_path))
-    return tmp_path
-
-
+# ----------------------------------------------------------------------------- a data root (conftest.data_root)
 def test_data_root_finds_corpora_by_name(data_root):
     found = datasets.corpus_dirs()
     assert found == {"ased": data_root / "ased", "emovo": data_root / "emovo", "ravdess": data_root / "RAVDESS"}
