@@ -39,6 +39,7 @@ from .config import FeatureConfig, ModelSpec, max_audio_seconds
 from .errors import (AudioError, EmptyAudioError, ModelError, SERError, SilentAudioError, TooLongError,
                      TooShortError)
 from .lite import RUNTIMES
+from .machine import usable_cpus
 from .modeldir import LITE, SPEC, WEIGHTS, is_ensemble
 from .schema import MEMBER_WEIGHTS
 
@@ -640,18 +641,19 @@ class EnsemblePredictor(BasePredictor):
         self.calibration = stored_calibration(self.spec, self.model_dir) if calibrated else None
         self.use_gate(stored_gate(self.spec, self.model_dir) if calibrated else None)
         self._columns = [[m.labels.index(lab) for lab in self.labels] for m in self.members]
-        # Members that hear the same features share one extraction. Groups go largest input
-        # first, and a worker thread runs a group's networks while this thread extracts the
-        # next group's features: both runtimes release the GIL, so the two overlap.
-        order = sorted(range(len(self.members)), key=lambda i: -int(np.prod(self.members[i].runtime.input_shape)))
+        # Members that hear the same features share one extraction. Each group (its features, then
+        # its networks) is one job for a pool of one thread per usable core, the costliest groups
+        # first (the most input values to run through networks): the feature code and both
+        # runtimes release the GIL for most of their time, so the groups run side by side.
         self._groups: list[list[int]] = []
-        for i in order:
+        for i in range(len(self.members)):
             group = next((g for g in self._groups if self.members[g[0]].cfg == self.members[i].cfg), None)
             if group is None:
                 self._groups.append([i])
             else:
                 group.append(i)
-        self._runner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ser-ensemble")
+        self._groups.sort(key=lambda g: -sum(int(np.prod(self.members[i].runtime.input_shape)) for i in g))
+        self._runner = ThreadPoolExecutor(max_workers=usable_cpus(), thread_name_prefix="ser-ensemble")
 
     def _mean_on(self, grid: WindowScores, parts: list[WindowScores]) -> WindowScores:
         probs = np.average([aligned(grid, WindowScores(p.starts, p.ends, p.probs[:, cols], p.speech))
@@ -668,16 +670,17 @@ class EnsemblePredictor(BasePredictor):
                             speech_windows(y, starts, win))
 
     def _scores(self, ys: list[np.ndarray]) -> list[tuple[WindowScores, list[ModelInput]]]:
-        pending = []
-        for group in self._groups:
+        def group_job(group: list[int]):
             spans, x, bounds = self.members[group[0]].many_window_features(ys)
             xs = [self.members[i].normalise(x) for i in group]
-            future = self._runner.submit(lambda g=group, xs=xs: [self.members[i].infer(xi) for i, xi in zip(g, xs)])
-            pending.append((group, spans, bounds, x, xs, future))
+            return spans, x, bounds, xs, [self.members[i].infer(xi) for i, xi in zip(group, xs)]
+
+        pending = [(group, self._runner.submit(group_job, group)) for group in self._groups]
         parts = [[None] * len(self.members) for _ in ys]
         inputs = [[None] * len(self.members) for _ in ys]
-        for group, spans, bounds, x, xs, future in pending:
-            for i, xi, probs in zip(group, xs, future.result()):
+        for group, future in pending:
+            spans, x, bounds, xs, probs_of = future.result()
+            for i, xi, probs in zip(group, xs, probs_of):
                 for j, ((starts_s, ends, speech), a, b) in enumerate(zip(spans, bounds[:-1], bounds[1:])):
                     sig = self.members[i]._signature(x[a:b], speech)    # the group's raw features
                     parts[j][i] = WindowScores(starts_s, ends, probs[a:b], speech, sig)
