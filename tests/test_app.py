@@ -295,6 +295,7 @@ def test_train_presets_corpora_and_protocols(no_data, corpora):
     assert at.multiselect(key="t_corpora").options == ["ASED v1 (Amharic)", "RAVDESS speech (English (North American))",
                                                      "Bundled samples (32 RAVDESS clips, actors 1-4)"]
     assert at.multiselect(key="t_corpora").value == ["samples"]
+    assert "t_adversary" not in [w.key for w in at.slider]      # one corpus: nothing for an adversary to hide
     assert at.selectbox(key="t_protocol").options == ["EmoBox 6-fold (speaker-independent)",
                                                       "Random clips (speaker-DEPENDENT)"]
     assert at.selectbox(key="t_fold_emobox6").options == ["fold 1 · 8 test clips", "fold 2 · 8 test clips",
@@ -318,12 +319,15 @@ def test_train_presets_corpora_and_protocols(no_data, corpora):
                                                        "test corpus ased · 24 test clips"]
     at.selectbox(key="t_protocol").set_value("emobox6").run()
     at.number_input(key="t_epochs").set_value(2)
+    assert at.checkbox(key="t_corpus_balance").value == recipe["corpus_balance"]
+    at.slider(key="t_adversary").set_value(0.5)                 # two corpora: the corpus adversary is offered
     button(at, "Start training").click().run()
     assert not at.exception and not errors(at)
     (run,) = runs.list_runs()
     config = json.loads((Path(run["dir"]) / "config.json").read_text())
     assert config["dataset"] in ("ravdess+ased", "ased+ravdess") and config["epochs"] == 2
     assert config["arch_params"] == recipe["arch_params"] and config["corpus_balance"] == recipe["corpus_balance"]
+    assert config["adversary"] == 0.5
     runs.stop(Path(run["dir"]))              # (stopped while it starts, its process may end as "interrupted")
     assert runs.wait(Path(run["dir"]), timeout=RUN_TIMEOUT)["state"] in ("stopped", "finished", "interrupted")
 
