@@ -1,0 +1,265 @@
+"""A pretrained speaker encoder as frozen features, probed across corpora (pre-registered: docs/preregistration-session14.md).
+
+    python training/encoder_probe.py convert Resemblyzer-0.1.4-py3-none-any.whl   # weights -> models/voice_encoder/
+    python training/encoder_probe.py vectors --dataset ravdess+ased+emovo+urdu --work runs/encoder
+    python training/encoder_probe.py speakers --work runs/encoder                  # is the port a speaker encoder?
+    python training/encoder_probe.py loco --work runs/encoder --out PREDICTIONS.csv [--part embedding|states]
+    python training/encoder_probe.py average A.csv B.csv --out MEAN.csv            # two LOCO tables, clip by clip
+
+``convert`` reads PyTorch's legacy ``pretrained.pt`` (inside the wheel, as PyPI serves it: ``pip download
+--no-deps resemblyzer``) with pickle and numpy alone, and keeps the network's arrays (not the optimiser's).
+``vectors`` computes every clip's ``ser_core.voice_encoder.clip_vector`` once, corpus by corpus, resumably.
+``speakers`` checks the port without any emotion label: the equal error rate of same- against
+different-speaker cosine similarity of RAVDESS utterance embeddings (a broken port is near 50 %).
+``loco`` is the pre-registered probe: leave one corpus out, a multinomial logistic regression on the three
+others' standardised vectors (statistics from those three only), every (corpus, emotion) cell weighing the
+same; it writes out-of-fold probabilities in the layout of ``ser cv`` predictions for ``loco_report.py``.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import io
+import json
+import pickle
+import struct
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ser_core import audio, datasets, voice_encoder  # noqa: E402
+from ser_core.config import EMOTIONS  # noqa: E402
+
+_TORCH_DTYPES = {"FloatStorage": np.float32, "DoubleStorage": np.float64, "LongStorage": np.int64,
+                 "IntStorage": np.int32}
+
+
+class _Storage:
+    def __init__(self, dtype):
+        self.dtype, self.data = dtype, None
+
+
+class _LegacyUnpickler(pickle.Unpickler):
+    """Reads the object part of PyTorch's legacy format; tensors become (storage, offset, size, stride)."""
+
+    def __init__(self, fh, storages: dict):
+        super().__init__(fh)
+        self.storages = storages
+
+    def find_class(self, module, name):
+        if module == "torch._utils" and name.startswith("_rebuild_tensor"):
+            return lambda storage, offset, size, stride, *_: ("tensor", storage, offset, tuple(size), tuple(stride))
+        if module == "torch._utils" and name == "_rebuild_parameter":
+            return lambda t, *_: t
+        if module == "torch" and name in _TORCH_DTYPES:
+            return name
+        if module == "collections" and name == "OrderedDict":
+            return collections.OrderedDict
+        raise pickle.UnpicklingError(f"unexpected class {module}.{name} in the checkpoint")
+
+    def persistent_load(self, pid):
+        _, storage_type, key, _, _, _ = pid
+        return self.storages.setdefault(key, _Storage(_TORCH_DTYPES[storage_type]))
+
+
+def read_legacy_checkpoint(fh) -> dict:
+    """A PyTorch legacy-format checkpoint as nested dicts of numpy arrays."""
+    for _ in range(3):                        # magic number, protocol version, system info
+        pickle.load(fh)
+    storages: dict = {}
+    obj = _LegacyUnpickler(fh, storages).load()
+    for key in pickle.load(fh):
+        s = storages[key]
+        (n,) = struct.unpack("<q", fh.read(8))
+        s.data = np.frombuffer(fh.read(n * np.dtype(s.dtype).itemsize), s.dtype)
+
+    def build(o):
+        if isinstance(o, tuple) and o and o[0] == "tensor":
+            _, s, offset, size, stride = o
+            return np.lib.stride_tricks.as_strided(s.data[offset:], size,
+                                                   [k * s.data.itemsize for k in stride]).copy()
+        if isinstance(o, dict):
+            return {k: build(v) for k, v in o.items()}
+        return o
+    return build(obj)
+
+
+def convert(source: Path, dest: Path = voice_encoder.WEIGHTS) -> Path:
+    if source.suffix == ".whl":
+        with zipfile.ZipFile(source) as z:
+            fh = io.BytesIO(z.read("resemblyzer/pretrained.pt"))
+    else:
+        fh = open(source, "rb")
+    with fh:
+        state = read_legacy_checkpoint(fh)["model_state"]
+    arrays = {k: np.ascontiguousarray(state[k], np.float32) for k in voice_encoder.SHAPES}
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(dest, **arrays)
+    voice_encoder.load_weights.cache_clear()
+    voice_encoder.load_weights(dest)          # checks the shapes
+    return dest
+
+
+def vectors(dataset: str, work: Path, batch: int = 64) -> None:
+    df = datasets.load_dataset(dataset)
+    work.mkdir(parents=True, exist_ok=True)
+    w = voice_encoder.load_weights()
+    for corpus, g in df.groupby("corpus", sort=True):
+        out = work / f"vectors_{corpus}.npz"
+        if out.exists():
+            print(f"{corpus}: done before ({out})")
+            continue
+        t0, vecs = time.perf_counter(), []
+        paths = g["path"].tolist()
+        for a in range(0, len(paths), batch):
+            waves = [audio.load(p, sr=voice_encoder.SAMPLE_RATE) for p in paths[a:a + batch]]
+            vecs.append(voice_encoder.clip_vectors(waves, w))
+            print(f"{corpus}: {min(a + batch, len(paths))}/{len(paths)} clips, {time.perf_counter() - t0:.0f} s",
+                  flush=True)
+        tmp = out.with_suffix(".tmp.npz")
+        np.savez(tmp, vectors=np.concatenate(vecs), path=np.asarray([Path(p).name for p in paths]))
+        tmp.rename(out)
+        g.assign(path=[Path(p).name for p in paths]).to_csv(work / f"manifest_{corpus}.csv", index=False)
+
+
+def load_vectors(work: Path) -> tuple[pd.DataFrame, np.ndarray]:
+    frames, mats = [], []
+    for f in sorted(work.glob("vectors_*.npz")):
+        corpus = f.stem.removeprefix("vectors_")
+        with np.load(f) as z:
+            mats.append(z["vectors"])
+        frames.append(pd.read_csv(work / f"manifest_{corpus}.csv", dtype={"speaker": str}))
+    if not frames:
+        raise SystemExit(f"no vectors in {work}: run the vectors step first")
+    return pd.concat(frames, ignore_index=True), np.concatenate(mats)
+
+
+def equal_error_rate(same: np.ndarray, other: np.ndarray) -> float:
+    scores = np.concatenate([same, other])
+    is_same = np.concatenate([np.ones(len(same)), np.zeros(len(other))])
+    order = np.argsort(-scores)
+    tp = np.cumsum(is_same[order]) / len(same)
+    fp = np.cumsum(1 - is_same[order]) / len(other)
+    k = int(np.argmin(np.abs((1 - tp) - fp)))
+    return float(((1 - tp[k]) + fp[k]) / 2)
+
+
+def speakers(work: Path, corpus: str = "ravdess") -> dict:
+    df, x = load_vectors(work)
+    rows = (df["corpus"] == corpus).to_numpy()
+    emb, who = x[rows, :voice_encoder.HIDDEN], df.loc[rows, "speaker"].to_numpy()
+    sim = emb @ emb.T
+    iu = np.triu_indices(len(emb), 1)
+    same = who[iu[0]] == who[iu[1]]
+    result = {"corpus": corpus, "clips": int(rows.sum()), "speakers": int(len(set(who))),
+              "mean_cosine_same": round(float(sim[iu][same].mean()), 4),
+              "mean_cosine_other": round(float(sim[iu][~same].mean()), 4),
+              "equal_error_rate": round(equal_error_rate(sim[iu][same], sim[iu][~same]), 4)}
+    print(json.dumps(result, indent=1))
+    return result
+
+
+def cell_weights(df: pd.DataFrame) -> np.ndarray:
+    """Every (corpus, emotion) cell of the training rows weighs the same in total (mean weight 1)."""
+    counts = df.groupby(["corpus", "emotion"])["emotion"].transform("size").to_numpy(float)
+    w = 1.0 / counts
+    return w * len(w) / w.sum()
+
+
+#: Which of a clip vector's values a probe reads: all, the utterance embedding, the hidden-state statistics.
+PARTS = {"all": slice(0, voice_encoder.VECTOR_SIZE), "embedding": slice(0, voice_encoder.HIDDEN),
+         "states": slice(voice_encoder.HIDDEN, voice_encoder.VECTOR_SIZE)}
+
+
+def loco(work: Path, out: Path, c: float = 1.0, part: str = "all") -> pd.DataFrame:
+    from sklearn.linear_model import LogisticRegression
+
+    df, x = load_vectors(work)
+    x = x[:, PARTS[part]]
+    parts = []
+    for fold, held in enumerate(sorted(df["corpus"].unique()), 1):
+        train = (df["corpus"] != held).to_numpy()
+        mu, sd = x[train].mean(axis=0), x[train].std(axis=0) + 1e-6
+        clf = LogisticRegression(C=c, max_iter=2000)
+        clf.fit((x[train] - mu) / sd, df.loc[train, "emotion"], sample_weight=cell_weights(df[train]))
+        probs = clf.predict_proba((x[~train] - mu) / sd)
+        test = df[~train].copy()
+        labels = list(clf.classes_)
+        test["pred"] = np.asarray(labels)[probs.argmax(axis=1)]
+        test["true"] = test["emotion"]
+        test["confidence"] = probs.max(axis=1)
+        for lab in EMOTIONS:
+            test[f"p_{lab}"] = probs[:, labels.index(lab)] if lab in labels else np.nan
+        test["fold"] = fold
+        parts.append(test)
+        print(f"fold {fold}: {held} held out, {train.sum()} training clips", flush=True)
+    table = pd.concat(parts, ignore_index=True).rename(columns={"path": "file"}).drop(columns=["emotion"])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out, index=False)
+    return table
+
+
+def average(a: Path, b: Path, out: Path) -> pd.DataFrame:
+    """The clip-by-clip mean of two leave-one-corpus-out tables' probabilities (a label that one table's
+    fold never trained on counts as 0 there), and the answer it gives."""
+    ta, tb = (pd.read_csv(p, dtype={"speaker": str}).set_index(["corpus", "file"]) for p in (a, b))
+    if set(ta.index) != set(tb.index) or not (ta["fold"] == tb.loc[ta.index, "fold"]).all():
+        raise SystemExit(f"{a} and {b} do not hold the same clips in the same folds")
+    tb = tb.loc[ta.index]
+    cols = [f"p_{lab}" for lab in EMOTIONS]
+    pa = ta.reindex(columns=cols).fillna(0.0).to_numpy()
+    pb = tb.reindex(columns=cols).fillna(0.0).to_numpy()
+    mean = (pa + pb) / 2
+    both = ta.reindex(columns=cols).notna().to_numpy() | tb.reindex(columns=cols).notna().to_numpy()
+    table = ta.copy()
+    for k, col in enumerate(cols):
+        table[col] = np.where(both[:, k], mean[:, k], np.nan)
+    table["pred"] = np.asarray(EMOTIONS)[np.where(both, mean, -1).argmax(axis=1)]
+    table["confidence"] = np.where(both, mean, -1).max(axis=1)
+    table = table.reset_index()
+    table.to_csv(out, index=False)
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="step", required=True)
+    p = sub.add_parser("convert")
+    p.add_argument("source", type=Path, help="Resemblyzer's wheel, or its pretrained.pt")
+    p = sub.add_parser("vectors")
+    p.add_argument("--dataset", default="ravdess+ased+emovo+urdu")
+    p.add_argument("--work", type=Path, default=Path("runs/encoder"))
+    p = sub.add_parser("speakers")
+    p.add_argument("--work", type=Path, default=Path("runs/encoder"))
+    p.add_argument("--corpus", default="ravdess")
+    p = sub.add_parser("loco")
+    p.add_argument("--work", type=Path, default=Path("runs/encoder"))
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--part", choices=sorted(PARTS), default="all",
+                   help="which values of a clip vector the probe reads (the registered candidate: all)")
+    p = sub.add_parser("average")
+    p.add_argument("a", type=Path)
+    p.add_argument("b", type=Path)
+    p.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args(argv)
+    if args.step == "convert":
+        print(convert(args.source))
+    elif args.step == "vectors":
+        vectors(args.dataset, args.work)
+    elif args.step == "speakers":
+        speakers(args.work, args.corpus)
+    elif args.step == "average":
+        average(args.a, args.b, args.out)
+    else:
+        loco(args.work, args.out, part=args.part)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
