@@ -33,7 +33,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ser_core import audio, datasets, voice_encoder  # noqa: E402
+from ser_core import audio, datasets, splits, voice_encoder  # noqa: E402
 from ser_core.config import EMOTIONS  # noqa: E402
 
 _TORCH_DTYPES = {"FloatStorage": np.float32, "DoubleStorage": np.float64, "LongStorage": np.int64,
@@ -183,7 +183,7 @@ def loco(work: Path, out: Path, c: float = 1.0, part: str = "all") -> pd.DataFra
     df, x = load_vectors(work)
     x = x[:, PARTS[part]]
     parts = []
-    for fold, held in enumerate(sorted(df["corpus"].unique()), 1):
+    for fold, held in enumerate(splits.corpora(df), 1):      # the folds of `ser cv --protocol loco`
         train = (df["corpus"] != held).to_numpy()
         mu, sd = x[train].mean(axis=0), x[train].std(axis=0) + 1e-6
         clf = LogisticRegression(C=c, max_iter=2000)
