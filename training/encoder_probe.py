@@ -4,6 +4,7 @@
     python training/encoder_probe.py vectors --dataset ravdess+ased+emovo+urdu --work runs/encoder
     python training/encoder_probe.py speakers --work runs/encoder                  # is the port a speaker encoder?
     python training/encoder_probe.py loco --work runs/encoder --out PREDICTIONS.csv [--part embedding|states]
+                                          [--project-corpora]
     python training/encoder_probe.py average A.csv B.csv --out MEAN.csv            # two LOCO tables, clip by clip
 
 ``convert`` reads PyTorch's legacy ``pretrained.pt`` (inside the wheel, as PyPI serves it: ``pip download
@@ -177,7 +178,24 @@ PARTS = {"all": slice(0, voice_encoder.VECTOR_SIZE), "embedding": slice(0, voice
          "states": slice(voice_encoder.HIDDEN, voice_encoder.VECTOR_SIZE)}
 
 
-def loco(work: Path, out: Path, c: float = 1.0, part: str = "all") -> pd.DataFrame:
+def corpus_offsets(x: np.ndarray, df: pd.DataFrame, rel: float = 1e-6) -> np.ndarray:
+    """Orthonormal rows spanning how the same emotion's mean differs between corpora (nuisance attribute
+    projection): per emotion, each corpus's mean minus the mean of those corpus means; the residuals'
+    singular vectors above ``rel`` of the largest singular value. ``df``'s rows are ``x``'s, in order."""
+    residuals = []
+    emotion, corpus = df["emotion"].to_numpy(), df["corpus"].to_numpy()
+    for emo in np.unique(emotion):
+        means = np.stack([x[(emotion == emo) & (corpus == c)].mean(axis=0)
+                          for c in np.unique(corpus[emotion == emo])])
+        if len(means) > 1:
+            residuals.append(means - means.mean(axis=0))
+    if not residuals:
+        return np.zeros((0, x.shape[1]), x.dtype)
+    _, sv, vt = np.linalg.svd(np.concatenate(residuals), full_matrices=False)
+    return vt[sv > rel * sv[0]]
+
+
+def loco(work: Path, out: Path, c: float = 1.0, part: str = "all", project: bool = False) -> pd.DataFrame:
     from sklearn.linear_model import LogisticRegression
 
     df, x = load_vectors(work)
@@ -186,9 +204,15 @@ def loco(work: Path, out: Path, c: float = 1.0, part: str = "all") -> pd.DataFra
     for fold, held in enumerate(splits.corpora(df), 1):      # the folds of `ser cv --protocol loco`
         train = (df["corpus"] != held).to_numpy()
         mu, sd = x[train].mean(axis=0), x[train].std(axis=0) + 1e-6
+        z = (x - mu) / sd
+        if project:
+            rows = df[train].reset_index(drop=True)
+            basis = corpus_offsets(z[train], rows)
+            z = z - (z @ basis.T) @ basis
+            print(f"fold {fold}: {len(basis)} corpus directions projected out", flush=True)
         clf = LogisticRegression(C=c, max_iter=2000)
-        clf.fit((x[train] - mu) / sd, df.loc[train, "emotion"], sample_weight=cell_weights(df[train]))
-        probs = clf.predict_proba((x[~train] - mu) / sd)
+        clf.fit(z[train], df.loc[train, "emotion"], sample_weight=cell_weights(df[train]))
+        probs = clf.predict_proba(z[~train])
         test = df[~train].copy()
         labels = list(clf.classes_)
         test["pred"] = np.asarray(labels)[probs.argmax(axis=1)]
@@ -243,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--part", choices=sorted(PARTS), default="all",
                    help="which values of a clip vector the probe reads (the registered candidate: all)")
+    p.add_argument("--project-corpora", action="store_true",
+                   help="first project out how the training corpora's same-emotion means differ (candidate K)")
     p = sub.add_parser("average")
     p.add_argument("a", type=Path)
     p.add_argument("b", type=Path)
@@ -257,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.step == "average":
         average(args.a, args.b, args.out)
     else:
-        loco(args.work, args.out, part=args.part)
+        loco(args.work, args.out, part=args.part, project=args.project_corpora)
     return 0
 
 
