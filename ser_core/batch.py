@@ -66,6 +66,8 @@ PART_FILES = 512           # a part is committed after this many files...
 PART_SECONDS = 30.0        # ...or this many seconds, whichever comes first (what a kill can cost)
 STRIKES = 2                # a task whose worker died this often is retried file by file, alone
 RAY_OBJECT_STORE_MB = 256  # paths and result rows are small; the default (30 % of RAM) is not needed
+STEADY_HANDOVERS = 4       # hand-overs of results after the first quarter a steady rate needs: Ray Data can
+                           # hold finished batches back and hand them over together at the end
 JOB_VERSION = 1
 
 
@@ -734,24 +736,47 @@ class BatchResult:
 
     @property
     def first_result_s(self) -> float | None:
-        """Start-up: the engine and its models loading, until the first result arrived."""
+        """Start-up: the engine and its models loading, until the first result arrived (an upper bound:
+        when the engine holds finished results back, see :attr:`steady_note`, it includes scoring)."""
         return self.timeline[0][0] if self.timeline else None
 
     @property
     def clips_per_s(self) -> float:
         return self.scored / self.seconds if self.seconds > 0 else 0.0
 
+    def _steady_window(self) -> tuple[tuple[float, int], tuple[float, int]] | str:
+        """The steady window's ends, (seconds, files) each, or why there is none."""
+        if len(self.timeline) < 2:
+            return f"{len(self.timeline)} hand-over(s) of results in all"
+        i = next(k for k, (_, n) in enumerate(self.timeline) if n >= self.scored / 4)
+        after = len(self.timeline) - 1 - i
+        if after < STEADY_HANDOVERS:
+            return (f"only {after} hand-over(s) of results after the first quarter of the files (at least "
+                    f"{STEADY_HANDOVERS} needed): results handed over together time the hand-over, not the "
+                    f"scoring, and the first result ({self.timeline[0][0]:.2f} s) may include scoring")
+        (t1, n1), (t2, n2) = self.timeline[i], self.timeline[-1]
+        if t2 <= t1:
+            return "the results after the first quarter of the files arrived at one instant"
+        return (t1, n1), (t2, n2)
+
+    @property
+    def steady_note(self) -> str | None:
+        """Why :attr:`steady_clips_per_s` is the whole run's rate instead (None when it is a steady rate)."""
+        w = self._steady_window()
+        return w if isinstance(w, str) else None
+
     @property
     def steady_clips_per_s(self) -> float:
         """Throughput from a quarter of the files on to the last result: every worker has started by
-        then (they start at different times), and no start-up or shutdown is counted."""
-        if len(self.timeline) < 2:
+        then (they start at different times), and no start-up or shutdown is counted. Only the driver's
+        arrival times are known, so it needs results handed over one batch at a time: with fewer than
+        ``STEADY_HANDOVERS`` hand-overs after that quarter it is :attr:`clips_per_s` (the reason in
+        :attr:`steady_note`)."""
+        w = self._steady_window()
+        if isinstance(w, str):
             return self.clips_per_s
-        t1, n1 = next((t, n) for t, n in self.timeline if n >= self.scored / 4)
-        t2, n2 = self.timeline[-1]
-        if t2 <= t1:
-            t1, n1 = self.timeline[0]
-        return (n2 - n1) / (t2 - t1) if t2 > t1 else self.clips_per_s
+        (t1, n1), (t2, n2) = w
+        return (n2 - n1) / (t2 - t1)
 
 
 def make_engine(engine: str, model_dir: str, windows: bool, workers: int | None, *, chunk: int | None = None,

@@ -251,3 +251,20 @@ def test_results_of_another_model_or_a_busy_folder_are_refused(tmp_path, tiny_mo
     assert r.returncode == 2 and "Traceback" not in r.stderr
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and "could not be loaded" in last
+
+
+def test_no_steady_rate_from_results_handed_over_together():
+    """The bench's Ray run of 160 clips (/tmp/bench-s13.json): Ray Data handed its three batches to the
+    driver within 29 ms at the end, after 13.45 s; the window from the first quarter on then timed the
+    hand-over, not the scoring (3296.7 clips/s on 2 cores). Too few hand-overs: the whole run's rate."""
+    def result(timeline, seconds):
+        return batch.BatchResult(Path("out"), 160, 160, 0, 0, seconds, 0, [], timeline=timeline)
+
+    bunched = result([(13.45, 64), (13.465, 128), (13.479, 160)], 14.6)
+    assert bunched.steady_clips_per_s == bunched.clips_per_s == 160 / 14.6
+    assert "only 2 hand-over(s)" in bunched.steady_note and "13.45 s" in bunched.steady_note
+    assert result([(5.0, 160)], 5.5).steady_note == "1 hand-over(s) of results in all"
+    # a pool handing over 16 files at a time, one batch every 0.4 s after a 1.2 s start-up
+    steady = result([(1.2 + 0.4 * k, 16 * (k + 1)) for k in range(10)], 5.0)
+    assert steady.steady_note is None
+    assert steady.steady_clips_per_s == pytest.approx(16 / 0.4)       # from 48 files (2.0 s) to 160 (4.8 s)
