@@ -5,6 +5,7 @@
     python training/encoder_probe.py speakers --work runs/encoder                  # is the port a speaker encoder?
     python training/encoder_probe.py loco --work runs/encoder --out PREDICTIONS.csv [--part embedding|states]
                                           [--project-corpora]
+    python training/encoder_probe.py loco --work runs/encoder --nested --out PREDICTIONS.csv   # candidate L
     python training/encoder_probe.py average A.csv B.csv --out MEAN.csv            # two LOCO tables, clip by clip
 
 ``convert`` reads PyTorch's legacy ``pretrained.pt`` (inside the wheel, as PyPI serves it: ``pip download
@@ -15,6 +16,8 @@ different-speaker cosine similarity of RAVDESS utterance embeddings (a broken po
 ``loco`` is the pre-registered probe: leave one corpus out, a multinomial logistic regression on the three
 others' standardised vectors (statistics from those three only), every (corpus, emotion) cell weighing the
 same; it writes out-of-fold probabilities in the layout of ``ser cv`` predictions for ``loco_report.py``.
+``loco --nested`` (candidate L, docs/preregistration-session15.md) chooses the probe's C and a per-label bias
+and temperature by leaving each of the three training corpora out in turn, then scores the fourth.
 """
 from __future__ import annotations
 
@@ -195,6 +198,38 @@ def corpus_offsets(x: np.ndarray, df: pd.DataFrame, rel: float = 1e-6) -> np.nda
     return vt[sv > rel * sv[0]]
 
 
+def fold_table(df: pd.DataFrame, test: np.ndarray, probs: np.ndarray, labels: list[str], fold: int) -> pd.DataFrame:
+    """One outer fold's held-out rows in the layout of ``ser cv`` predictions (a label the fold's probe never
+    trained on is NaN)."""
+    t = df[test].copy()
+    t["pred"] = np.asarray(labels)[probs.argmax(axis=1)]
+    t["true"] = t["emotion"]
+    t["confidence"] = probs.max(axis=1)
+    for lab in EMOTIONS:
+        t[f"p_{lab}"] = probs[:, labels.index(lab)] if lab in labels else np.nan
+    t["fold"] = fold
+    return t
+
+
+def write_table(parts: list[pd.DataFrame], out: Path) -> pd.DataFrame:
+    table = pd.concat(parts, ignore_index=True).rename(columns={"path": "file"}).drop(columns=["emotion"])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out, index=False)
+    return table
+
+
+def probe(x: np.ndarray, df: pd.DataFrame, train: np.ndarray, c: float):
+    """J's probe on the ``train`` rows: standardised with their statistics, every (corpus, emotion) cell
+    weighing the same. Returns the fitted classifier and the standardised ``x`` (every row)."""
+    from sklearn.linear_model import LogisticRegression
+
+    mu, sd = x[train].mean(axis=0), x[train].std(axis=0) + 1e-6
+    z = (x - mu) / sd
+    clf = LogisticRegression(C=c, max_iter=2000)
+    clf.fit(z[train], df.loc[train, "emotion"], sample_weight=cell_weights(df[train]))
+    return clf, z
+
+
 def loco(work: Path, out: Path, c: float = 1.0, part: str = "all", project: bool = False) -> pd.DataFrame:
     from sklearn.linear_model import LogisticRegression
 
@@ -212,21 +247,102 @@ def loco(work: Path, out: Path, c: float = 1.0, part: str = "all", project: bool
             print(f"fold {fold}: {len(basis)} corpus directions projected out", flush=True)
         clf = LogisticRegression(C=c, max_iter=2000)
         clf.fit(z[train], df.loc[train, "emotion"], sample_weight=cell_weights(df[train]))
-        probs = clf.predict_proba(z[~train])
-        test = df[~train].copy()
-        labels = list(clf.classes_)
-        test["pred"] = np.asarray(labels)[probs.argmax(axis=1)]
-        test["true"] = test["emotion"]
-        test["confidence"] = probs.max(axis=1)
-        for lab in EMOTIONS:
-            test[f"p_{lab}"] = probs[:, labels.index(lab)] if lab in labels else np.nan
-        test["fold"] = fold
-        parts.append(test)
+        parts.append(fold_table(df, ~train, clf.predict_proba(z[~train]), list(clf.classes_), fold))
         print(f"fold {fold}: {held} held out, {train.sum()} training clips", flush=True)
-    table = pd.concat(parts, ignore_index=True).rename(columns={"path": "file"}).drop(columns=["emotion"])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out, index=False)
-    return table
+    return write_table(parts, out)
+
+
+# ---------------------------------------------------------------- candidate L (docs/preregistration-session15.md)
+#: The regularisations the nested folds choose from (candidate L).
+C_GRID = (0.01, 0.03, 0.1, 0.3, 1.0)
+BIAS_L2 = 1e-3      # keeps the bias of a label seldom present near 0
+
+
+def own_accuracy(logits: np.ndarray, labels: list[str], truth: np.ndarray) -> float:
+    """Accuracy with answers restricted to the emotions the clips' corpus has (``loco_report``'s own-emotion
+    accuracy), among the labels the probe knows."""
+    own = [k for k, lab in enumerate(labels) if lab in set(truth)]
+    return float((np.asarray(labels)[np.asarray(own)[logits[:, own].argmax(axis=1)]] == truth).mean())
+
+
+def fit_correction(folds: list[tuple[np.ndarray, list[str], np.ndarray, np.ndarray]],
+                   labels: list[str], l2: float = BIAS_L2) -> tuple[float, dict[str, float]]:
+    """One temperature and one bias per label, ``softmax(logits / T + b)``, minimising the weighted
+    cross-entropy of held-out clips pooled over folds of (logits, the fold's labels, true labels, weights);
+    a clip whose label its fold's probe never trained on cannot be scored and is left out."""
+    from scipy.optimize import minimize
+
+    prepared = []
+    for logits, fold_labels, truth, w in folds:
+        idx = np.array([labels.index(lab) for lab in fold_labels])
+        known = np.isin(truth, fold_labels)
+        y = np.array([fold_labels.index(t) for t in truth[known]])
+        prepared.append((logits[known], idx, y, w[known]))
+    total = sum(p[3].sum() for p in prepared)
+
+    def loss(theta):
+        t, b = np.exp(theta[0]), theta[1:]
+        value, grad = l2 * b @ b, np.concatenate([[0.0], 2 * l2 * b])
+        for logits, idx, y, w in prepared:
+            s = logits / t + b[idx]
+            s = s - s.max(axis=1, keepdims=True)
+            p = np.exp(s)
+            p /= p.sum(axis=1, keepdims=True)
+            rows = np.arange(len(y))
+            value += float(-(w * np.log(p[rows, y] + 1e-300)).sum() / total)
+            d = p.copy()
+            d[rows, y] -= 1.0
+            d *= (w / total)[:, None]
+            np.add.at(grad[1:], idx, d.sum(axis=0))
+            grad[0] += float((d * (-logits / t)).sum())
+        return value, grad
+
+    res = minimize(loss, np.zeros(1 + len(labels)), jac=True, method="L-BFGS-B")
+    return float(np.exp(res.x[0])), {lab: float(v) for lab, v in zip(labels, res.x[1:])}
+
+
+def nested_loco(work: Path, out: Path, fixed_c: float | None = None, correct: bool = True) -> pd.DataFrame:
+    """Candidate L: leave one corpus out, with C and the output correction chosen by leaving each training
+    corpus out in turn (the outer held-out corpus gives nothing to either). ``fixed_c`` and
+    ``correct=False`` are the exploratory halves; the choices go to ``<out stem>_choices.json``."""
+    df, x = load_vectors(work)
+    labels = [lab for lab in EMOTIONS if lab in set(df["emotion"])]
+    parts, choices = [], {}
+    for fold, held in enumerate(splits.corpora(df), 1):
+        train = (df["corpus"] != held).to_numpy()
+        inner = [c for c in splits.corpora(df) if c != held]
+        grid = (fixed_c,) if fixed_c is not None else C_GRID
+        scores, kept = {}, {}
+        for c in grid:
+            accs, folds = [], []
+            for inner_held in inner:
+                itest = (df["corpus"] == inner_held).to_numpy()
+                itrain = train & ~itest
+                clf, z = probe(x, df, itrain, c)
+                logits = clf.decision_function(z[itest])
+                truth = df.loc[itest, "emotion"].to_numpy()
+                accs.append(own_accuracy(logits, list(clf.classes_), truth))
+                # 1 / the cell's size: every (inner corpus, emotion) cell weighs the same, pooled over corpora
+                w = 1.0 / df[itest].groupby("emotion")["emotion"].transform("size").to_numpy(float)
+                folds.append((logits, list(clf.classes_), truth, w))
+            scores[c], kept[c] = float(np.mean(accs)), (folds, accs)
+            print(f"fold {fold} ({held} out): C={c}: inner own accuracy "
+                  f"{', '.join(f'{h} {100 * a:.1f}' for h, a in zip(inner, accs))} (mean {100 * scores[c]:.1f})",
+                  flush=True)
+        best = max(grid, key=lambda c: (scores[c], -c))           # a tie goes to the smaller C
+        temperature, bias = fit_correction(kept[best][0], labels) if correct else (1.0, {})
+        clf, z = probe(x, df, train, best)
+        fold_labels = list(clf.classes_)
+        s = clf.decision_function(z[~train]) / temperature + np.array([bias.get(lab, 0.0) for lab in fold_labels])
+        s = s - s.max(axis=1, keepdims=True)
+        probs = np.exp(s) / np.exp(s).sum(axis=1, keepdims=True)
+        parts.append(fold_table(df, ~train, probs, fold_labels, fold))
+        choices[held] = {"C": best, "inner_own_accuracy": {str(c): round(v, 4) for c, v in scores.items()},
+                         "temperature": round(temperature, 4), "bias": {k: round(v, 4) for k, v in bias.items()}}
+        print(f"fold {fold}: {held} held out: C={best}, T={temperature:.2f}, "
+              f"b={ {k: round(v, 2) for k, v in bias.items()} }", flush=True)
+    (out.parent / f"{out.name.removesuffix('.csv')}_choices.json").write_text(json.dumps(choices, indent=1))
+    return write_table(parts, out)
 
 
 def average(a: Path, b: Path, out: Path) -> pd.DataFrame:
@@ -269,6 +385,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="which values of a clip vector the probe reads (the registered candidate: all)")
     p.add_argument("--project-corpora", action="store_true",
                    help="first project out how the training corpora's same-emotion means differ (candidate K)")
+    p.add_argument("--nested", action="store_true",
+                   help="choose C and a per-label bias and temperature by leaving each training corpus out (candidate L)")
+    p.add_argument("--c", type=float, help="with --nested: this C instead of choosing one (exploratory)")
+    p.add_argument("--no-correction", action="store_true", help="with --nested: no bias or temperature (exploratory)")
     p = sub.add_parser("average")
     p.add_argument("a", type=Path)
     p.add_argument("b", type=Path)
@@ -282,6 +402,8 @@ def main(argv: list[str] | None = None) -> int:
         speakers(args.work, args.corpus)
     elif args.step == "average":
         average(args.a, args.b, args.out)
+    elif args.nested:
+        nested_loco(args.work, args.out, fixed_c=args.c, correct=not args.no_correction)
     else:
         loco(args.work, args.out, part=args.part, project=args.project_corpora)
     return 0

@@ -1,0 +1,109 @@
+"""Candidate L's parts (training/encoder_probe.py, docs/preregistration-session15.md): the output correction
+fitted on held-out predictions, own-emotion accuracy, and nested leave-one-corpus-out that never reads the
+outer held-out corpus."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def probe_mod():
+    spec = importlib.util.spec_from_file_location("encoder_probe", ROOT / "training" / "encoder_probe.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["encoder_probe"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _sample(rng, logits, temperature, bias):
+    s = logits / temperature + bias
+    p = np.exp(s - s.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    return np.array([rng.choice(len(bias), p=row) for row in p])
+
+
+def test_the_correction_recovers_a_known_temperature_and_bias(probe_mod):
+    rng = np.random.default_rng(0)
+    labels = ["neutral", "happy", "sad", "angry"]
+    t0, b0 = 2.0, np.array([0.8, -0.4, 0.1, -0.5])          # zero mean: the L2 penalty picks that solution
+    folds = []
+    for _ in range(2):
+        logits = rng.normal(0, 3, (6000, 4))
+        y = _sample(rng, logits, t0, b0)
+        folds.append((logits, labels, np.asarray(labels)[y], np.ones(len(y))))
+    t, b = probe_mod.fit_correction(folds, labels)
+    assert t == pytest.approx(t0, rel=0.08)
+    assert np.array([b[k] for k in labels]) == pytest.approx(b0, abs=0.1)
+
+
+def test_a_label_a_fold_never_trained_on_takes_its_bias_from_the_other_fold(probe_mod):
+    rng = np.random.default_rng(1)
+    labels = ["neutral", "happy", "sad"]
+    b0 = np.array([0.0, 1.0, -1.0])
+    full = rng.normal(0, 2, (4000, 3))
+    y = np.asarray(labels)[_sample(rng, full, 1.0, b0)]
+    # the second fold's probe knows neutral and happy only; its sad clips cannot be scored and are left out
+    part = rng.normal(0, 2, (4000, 2))
+    y2 = np.asarray(labels)[_sample(rng, np.c_[part, np.full(len(part), -np.inf)], 1.0, b0)]
+    y2[:50] = "sad"
+    t, b = probe_mod.fit_correction([(full, labels, y, np.ones(len(y))),
+                                     (part, labels[:2], y2, np.ones(len(y2)))], labels)
+    assert t == pytest.approx(1.0, rel=0.1)
+    assert b["happy"] - b["neutral"] == pytest.approx(1.0, abs=0.15)
+    assert b["sad"] - b["neutral"] == pytest.approx(-1.0, abs=0.2)
+
+
+def test_own_accuracy_answers_among_the_corpus_emotions_only(probe_mod):
+    labels = ["neutral", "calm", "happy", "sad"]
+    logits = np.array([[0.0, 5.0, 1.0, 0.0],      # calm wins overall; among neutral/happy/sad, happy: right
+                       [2.0, 9.0, 0.0, 1.0],      # neutral: wrong
+                       [0.0, 9.0, 0.0, 3.0]])     # sad: wrong
+    truth = np.array(["happy", "sad", "neutral"])  # a corpus without calm (its clips' labels are its emotions)
+    assert probe_mod.own_accuracy(logits, labels, truth) == pytest.approx(1 / 3)
+
+
+def _work(tmp_path: Path, rng, shift_urdu: float = 0.0) -> Path:
+    emotions = {"ravdess": ["neutral", "calm", "happy", "sad", "angry"], "ased": ["neutral", "happy", "sad", "angry"],
+                "emovo": ["neutral", "happy", "sad", "angry", "disgust"], "urdu": ["neutral", "happy", "sad", "angry"]}
+    centre = {e: rng.normal(0, 1, 6) for e in ["neutral", "calm", "happy", "sad", "angry", "disgust"]}
+    work = tmp_path / f"work{shift_urdu}"
+    work.mkdir()
+    for k, (corpus, emos) in enumerate(emotions.items()):
+        rows = [(corpus, e, f"{corpus}_{e}_{i}.flac", f"s{i % 3}") for e in emos for i in range(12)]
+        crng = np.random.default_rng(k)          # each corpus's vectors from its own stream
+        x = np.stack([centre[e] + crng.normal(0, 1.2, 6) + k * 0.3 for _, e, _, _ in rows])
+        if corpus == "urdu":
+            x = x + shift_urdu
+        np.savez(work / f"vectors_{corpus}.npz", vectors=x, path=np.array([r[2] for r in rows]))
+        pd.DataFrame(rows, columns=["corpus", "emotion", "path", "speaker"]).to_csv(
+            work / f"manifest_{corpus}.csv", index=False)
+    return work
+
+
+def test_nested_choices_never_read_the_held_out_corpus(probe_mod, tmp_path):
+    outs = []
+    for shift in (0.0, 5.0):            # URDU's vectors moved far: URDU's own fold must choose the same
+        work = _work(tmp_path, np.random.default_rng(2), shift)
+        out = tmp_path / f"L{shift}.csv"
+        table = probe_mod.nested_loco(work, out)
+        choices = json.loads((tmp_path / f"L{shift}_choices.json").read_text())
+        outs.append((table, choices))
+    (t0, c0), (_, c1) = outs
+    assert c0["urdu"] == c1["urdu"]                       # nothing of URDU went into its fold's choices
+    assert c0["ased"] != c1["ased"]                       # ... while the folds that train on URDU see it
+    assert set(c0) == {"ravdess", "ased", "emovo", "urdu"}
+    assert all(c["C"] in probe_mod.C_GRID and c["temperature"] > 0 for c in c0.values())
+    assert len(t0) == 12 * (5 + 4 + 5 + 4) and t0.groupby("corpus")["fold"].nunique().eq(1).all()
+    p = t0[[f"p_{e}" for e in ["neutral", "calm", "happy", "sad", "angry", "disgust"]]].fillna(0).to_numpy()
+    assert p.sum(axis=1) == pytest.approx(np.ones(len(p)))
+    # the fold holding RAVDESS out never trained on calm: no calm probability there
+    assert t0.loc[t0["corpus"] == "ravdess", "p_calm"].isna().all()
