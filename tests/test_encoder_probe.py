@@ -107,3 +107,44 @@ def test_nested_choices_never_read_the_held_out_corpus(probe_mod, tmp_path):
     assert p.sum(axis=1) == pytest.approx(np.ones(len(p)))
     # the fold holding RAVDESS out never trained on calm: no calm probability there
     assert t0.loc[t0["corpus"] == "ravdess", "p_calm"].isna().all()
+
+
+def _speaker_work(tmp_path: Path, move_fold1: float = 0.0) -> Path:
+    """24 RAVDESS actors and six speakers in each other corpus, 8 clips each, emotions shifting the vectors."""
+    from ser_core import splits
+
+    rng = np.random.default_rng(3)
+    centre = {e: rng.normal(0, 1, 5) for e in ["neutral", "happy", "sad", "angry"]}
+    rows = []
+    for corpus, n in (("ravdess", 24), ("ased", 6), ("urdu", 6)):
+        for s in range(1, n + 1):
+            for i in range(8):
+                e = list(centre)[i % 4]
+                rows.append({"corpus": corpus, "emotion": e, "path": f"{corpus}_{s}_{i}.flac",
+                             "speaker": f"{corpus}-{s:02d}", "gender": "female" if s % 2 else "male",
+                             "actor": float(s) if corpus == "ravdess" else np.nan})
+    df = pd.DataFrame(rows)
+    x = np.stack([centre[e] for e in df["emotion"]]) + rng.normal(0, 1.5, (len(df), 5))
+    test1 = splits.make_split(df, "emobox6", 1, n_val=0).test
+    x[test1] += move_fold1                      # fold 1's test speakers moved far away
+    work = tmp_path / f"spk{move_fold1}"
+    work.mkdir()
+    for corpus, part in df.groupby("corpus"):
+        np.savez(work / f"vectors_{corpus}.npz", vectors=x[part.index], path=part["path"].to_numpy())
+        part.to_csv(work / f"manifest_{corpus}.csv", index=False)
+    return work
+
+
+def test_speaker_folds_choose_c_from_training_speakers_only(probe_mod, tmp_path):
+    tables, choices = [], []
+    for move in (0.0, 9.0):
+        out = tmp_path / f"cv{move}.csv"
+        tables.append(probe_mod.speaker_cv(_speaker_work(tmp_path, move), out))
+        choices.append(json.loads((tmp_path / f"cv{move}_choices.json").read_text()))
+    assert choices[0]["1"] == choices[1]["1"]                 # fold 1's test speakers reached nothing of its choice
+    assert choices[0]["2"] != choices[1]["2"]                 # ... but they train fold 2, and change its inner figures
+    t = tables[0]
+    assert len(t) == 36 * 8 and t["file"].is_unique and sorted(t["fold"].unique()) == [1, 2, 3, 4, 5, 6]
+    for _, g in t.groupby("fold"):                            # RAVDESS's EmoBox actors, plus a sixth of the others
+        assert g.loc[g["corpus"] == "ravdess", "speaker"].nunique() == 4
+        assert g.loc[g["corpus"] != "ravdess", "speaker"].nunique() == 2

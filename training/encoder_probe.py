@@ -6,6 +6,7 @@
     python training/encoder_probe.py loco --work runs/encoder --out PREDICTIONS.csv [--part embedding|states]
                                           [--project-corpora]
     python training/encoder_probe.py loco --work runs/encoder --nested --out PREDICTIONS.csv   # candidate L
+    python training/encoder_probe.py cv --work runs/encoder --out PREDICTIONS.csv  # M's probe, emobox6 folds
     python training/encoder_probe.py average A.csv B.csv --out MEAN.csv            # two LOCO tables, clip by clip
 
 ``convert`` reads PyTorch's legacy ``pretrained.pt`` (inside the wheel, as PyPI serves it: ``pip download
@@ -301,6 +302,32 @@ def fit_correction(folds: list[tuple[np.ndarray, list[str], np.ndarray, np.ndarr
     return float(np.exp(res.x[0])), {lab: float(v) for lab, v in zip(labels, res.x[1:])}
 
 
+def choose_c(x: np.ndarray, df: pd.DataFrame, train: np.ndarray, grid=C_GRID, what: str = ""):
+    """Nested leave-one-corpus-out inside the ``train`` rows: each of their corpora is held out in turn and
+    a probe of every C in ``grid`` is trained on the others. Returns the C with the best mean own-emotion
+    accuracy over those held-out corpora (a tie goes to the smaller C), every C's mean, and every C's
+    held-out (logits, labels, truth, weights) for :func:`fit_correction`."""
+    inner = splits.corpora(df[train])
+    scores, kept = {}, {}
+    for c in grid:
+        accs, folds = [], []
+        for inner_held in inner:
+            itest = train & (df["corpus"] == inner_held).to_numpy()
+            itrain = train & ~itest
+            clf, z = probe(x, df, itrain, c)
+            logits = clf.decision_function(z[itest])
+            truth = df.loc[itest, "emotion"].to_numpy()
+            accs.append(own_accuracy(logits, list(clf.classes_), truth))
+            # 1 / the cell's size: every (inner corpus, emotion) cell weighs the same, pooled over corpora
+            w = 1.0 / df[itest].groupby("emotion")["emotion"].transform("size").to_numpy(float)
+            folds.append((logits, list(clf.classes_), truth, w))
+        scores[c], kept[c] = float(np.mean(accs)), folds
+        print(f"{what}: C={c}: inner own accuracy "
+              f"{', '.join(f'{h} {100 * a:.1f}' for h, a in zip(inner, accs))} (mean {100 * scores[c]:.1f})",
+              flush=True)
+    return max(grid, key=lambda c: (scores[c], -c)), scores, kept
+
+
 def nested_loco(work: Path, out: Path, fixed_c: float | None = None, correct: bool = True) -> pd.DataFrame:
     """Candidate L: leave one corpus out, with C and the output correction chosen by leaving each training
     corpus out in turn (the outer held-out corpus gives nothing to either). ``fixed_c`` and
@@ -310,27 +337,9 @@ def nested_loco(work: Path, out: Path, fixed_c: float | None = None, correct: bo
     parts, choices = [], {}
     for fold, held in enumerate(splits.corpora(df), 1):
         train = (df["corpus"] != held).to_numpy()
-        inner = [c for c in splits.corpora(df) if c != held]
         grid = (fixed_c,) if fixed_c is not None else C_GRID
-        scores, kept = {}, {}
-        for c in grid:
-            accs, folds = [], []
-            for inner_held in inner:
-                itest = (df["corpus"] == inner_held).to_numpy()
-                itrain = train & ~itest
-                clf, z = probe(x, df, itrain, c)
-                logits = clf.decision_function(z[itest])
-                truth = df.loc[itest, "emotion"].to_numpy()
-                accs.append(own_accuracy(logits, list(clf.classes_), truth))
-                # 1 / the cell's size: every (inner corpus, emotion) cell weighs the same, pooled over corpora
-                w = 1.0 / df[itest].groupby("emotion")["emotion"].transform("size").to_numpy(float)
-                folds.append((logits, list(clf.classes_), truth, w))
-            scores[c], kept[c] = float(np.mean(accs)), (folds, accs)
-            print(f"fold {fold} ({held} out): C={c}: inner own accuracy "
-                  f"{', '.join(f'{h} {100 * a:.1f}' for h, a in zip(inner, accs))} (mean {100 * scores[c]:.1f})",
-                  flush=True)
-        best = max(grid, key=lambda c: (scores[c], -c))           # a tie goes to the smaller C
-        temperature, bias = fit_correction(kept[best][0], labels) if correct else (1.0, {})
+        best, scores, kept = choose_c(x, df, train, grid, f"fold {fold} ({held} out)")
+        temperature, bias = fit_correction(kept[best], labels) if correct else (1.0, {})
         clf, z = probe(x, df, train, best)
         fold_labels = list(clf.classes_)
         s = clf.decision_function(z[~train]) / temperature + np.array([bias.get(lab, 0.0) for lab in fold_labels])
@@ -341,6 +350,29 @@ def nested_loco(work: Path, out: Path, fixed_c: float | None = None, correct: bo
                          "temperature": round(temperature, 4), "bias": {k: round(v, 4) for k, v in bias.items()}}
         print(f"fold {fold}: {held} held out: C={best}, T={temperature:.2f}, "
               f"b={ {k: round(v, 2) for k, v in bias.items()} }", flush=True)
+    (out.parent / f"{out.name.removesuffix('.csv')}_choices.json").write_text(json.dumps(choices, indent=1))
+    return write_table(parts, out)
+
+
+def speaker_cv(work: Path, out: Path, protocol: str = "emobox6") -> pd.DataFrame:
+    """The probe with C chosen by nested leave-one-corpus-out (M's first half, no correction) under a speaker
+    protocol: each fold's C is chosen inside its training speakers, each corpus's in turn held out; the
+    fold's test speakers give nothing to the choice, the standardisation or the probe."""
+    df, x = load_vectors(work)
+    df = df.reset_index(drop=True)
+    parts, choices = [], {}
+    for fold in range(1, splits.n_folds(protocol, df=df) + 1):
+        split = splits.make_split(df, protocol, fold, n_val=0)
+        splits.check_disjoint(df, split)
+        train = np.zeros(len(df), bool)
+        train[split.train] = True
+        test = np.zeros(len(df), bool)
+        test[split.test] = True
+        best, scores, _ = choose_c(x, df, train, C_GRID, f"fold {fold}")
+        clf, z = probe(x, df, train, best)
+        parts.append(fold_table(df, test, clf.predict_proba(z[test]), list(clf.classes_), fold))
+        choices[str(fold)] = {"C": best, "inner_own_accuracy": {str(c): round(v, 4) for c, v in scores.items()}}
+        print(f"fold {fold}: {test.sum()} test clips, C={best}", flush=True)
     (out.parent / f"{out.name.removesuffix('.csv')}_choices.json").write_text(json.dumps(choices, indent=1))
     return write_table(parts, out)
 
@@ -389,6 +421,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="choose C and a per-label bias and temperature by leaving each training corpus out (candidate L)")
     p.add_argument("--c", type=float, help="with --nested: this C instead of choosing one (exploratory)")
     p.add_argument("--no-correction", action="store_true", help="with --nested: no bias or temperature (exploratory)")
+    p = sub.add_parser("cv", help="the nested-C probe (M's first half) under a speaker protocol")
+    p.add_argument("--work", type=Path, default=Path("runs/encoder"))
+    p.add_argument("--protocol", default="emobox6")
+    p.add_argument("--out", type=Path, required=True)
     p = sub.add_parser("average")
     p.add_argument("a", type=Path)
     p.add_argument("b", type=Path)
@@ -400,6 +436,8 @@ def main(argv: list[str] | None = None) -> int:
         vectors(args.dataset, args.work)
     elif args.step == "speakers":
         speakers(args.work, args.corpus)
+    elif args.step == "cv":
+        speaker_cv(args.work, args.out, args.protocol)
     elif args.step == "average":
         average(args.a, args.b, args.out)
     elif args.nested:
