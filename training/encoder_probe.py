@@ -377,6 +377,34 @@ def speaker_cv(work: Path, out: Path, protocol: str = "emobox6") -> pd.DataFrame
     return write_table(parts, out)
 
 
+def speaker_summary(table: Path, out: Path | None = None) -> dict:
+    """The default's rule's figures from a speaker-fold predictions table: per corpus accuracy and UAR (own
+    emotions), RAVDESS's female-male gap with its speaker-bootstrap interval, pooled ECE before and after a
+    temperature (cross-fitted by fold: no fold's temperature saw its clips)."""
+    from ser_core import calibration, evaluation
+
+    t = pd.read_csv(table, dtype={"speaker": str})
+    labels = [c[2:] for c in t.columns if c.startswith("p_")]
+    per = evaluation.per_corpus(t, labels)
+    calib = calibration.fit_table(t)
+    res = {"corpora": {c: {"accuracy": round(e["accuracy"], 4), "uar": round(e["uar"], 4),
+                           "own_accuracy": round(e["own"]["accuracy"], 4),
+                           "per_gender": {k: round(v, 4) for k, v in e["per_gender"].items()}}
+                       for c, e in per.items()},
+           "ece_before": calib.ece_before, "ece_after_cross_fitted": calib.ece_after}
+    if (t["corpus"] == "ravdess").any():
+        gap = evaluation.gender_gap(t[t["corpus"] == "ravdess"])
+        res["ravdess_gender_gap"] = {"gap": round(float(gap["gap"]), 4), "ci95": [round(float(v), 4) for v in gap["ci95"]]}
+    for c, e in res["corpora"].items():
+        print(f"{c:<8} accuracy {100 * e['accuracy']:.1f} %, UAR {100 * e['uar']:.1f} %, own emotions "
+              f"{100 * e['own_accuracy']:.1f} %, by gender {e['per_gender']}")
+    print(f"pooled ECE {res['ece_before']} before, {res['ece_after_cross_fitted']} after (cross-fitted); "
+          f"RAVDESS female - male {res.get('ravdess_gender_gap')}")
+    if out:
+        out.write_text(json.dumps(res, indent=1))
+    return res
+
+
 def average(a: Path, b: Path, out: Path) -> pd.DataFrame:
     """The clip-by-clip mean of two leave-one-corpus-out tables' probabilities (a label that one table's
     fold never trained on counts as 0 there), and the answer it gives."""
@@ -425,6 +453,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", type=Path, default=Path("runs/encoder"))
     p.add_argument("--protocol", default="emobox6")
     p.add_argument("--out", type=Path, required=True)
+    p = sub.add_parser("summary", help="the default's rule's figures from a speaker-fold predictions table")
+    p.add_argument("table", type=Path)
+    p.add_argument("--out", type=Path)
     p = sub.add_parser("average")
     p.add_argument("a", type=Path)
     p.add_argument("b", type=Path)
@@ -438,6 +469,8 @@ def main(argv: list[str] | None = None) -> int:
         speakers(args.work, args.corpus)
     elif args.step == "cv":
         speaker_cv(args.work, args.out, args.protocol)
+    elif args.step == "summary":
+        speaker_summary(args.table, args.out)
     elif args.step == "average":
         average(args.a, args.b, args.out)
     elif args.nested:
