@@ -148,3 +148,23 @@ def test_speaker_folds_choose_c_from_training_speakers_only(probe_mod, tmp_path)
     for _, g in t.groupby("fold"):                            # RAVDESS's EmoBox actors, plus a sixth of the others
         assert g.loc[g["corpus"] == "ravdess", "speaker"].nunique() == 4
         assert g.loc[g["corpus"] != "ravdess", "speaker"].nunique() == 2
+
+
+def test_shift_summary_joins_fold_tables_and_counts_no_speech_as_wrong(probe_mod, tmp_path):
+    def rows(fold, shift, truth, h, v, m):
+        return [{"fold": fold, "file": f"{fold}-{i}", "speaker": "s", "gender": "female", "true": t, "shift": shift,
+                 "pred_H": a, "pred_probe": b, "pred_M": c} for i, (t, a, b, c) in enumerate(zip(truth, h, v, m))]
+    truth = ["sad", "happy", "angry", "sad"]
+    a = pd.DataFrame(rows(1, "clean", truth, truth, truth, truth)
+                     + rows(1, "telephone", truth, ["sad", "sad", "angry", "sad"], truth, ["", "happy", "angry", "sad"]))
+    b = pd.DataFrame(rows(2, "clean", truth, truth, ["sad"] * 4, truth)
+                     + rows(2, "telephone", truth, truth, ["sad"] * 4, truth))
+    a.to_csv(tmp_path / "a.csv", index=False)
+    b.to_csv(tmp_path / "b.csv", index=False)
+    res = probe_mod.shift_summary([tmp_path / "a.csv", tmp_path / "b.csv"], tmp_path / "s.json")
+    assert res["clips"] == 8 and res["folds"] == [1, 2]
+    assert res["H"]["telephone"] == {"accuracy": 0.875, "drop": 12.5}
+    assert res["probe"]["clean"]["accuracy"] == 0.75 and res["probe"]["telephone"]["drop"] == 0.0
+    assert res["M"]["telephone"]["accuracy"] == 0.875          # the empty answer (no speech) counts as wrong
+    assert res["M"]["max_drop"] == {"shift": "telephone", "points": 12.5}
+    assert json.loads((tmp_path / "s.json").read_text()) == res

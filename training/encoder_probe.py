@@ -405,6 +405,79 @@ def speaker_summary(table: Path, out: Path | None = None) -> dict:
     return res
 
 
+def channel_shifts(work: Path, cv_dir: Path, choices: Path, out: Path, *, corpus: str = "ravdess",
+                   folds: list[int] | None = None, seed: int = 0) -> pd.DataFrame:
+    """M's channel-shift check (the default's rule): every emobox6 fold's test clips of ``corpus``, clean and
+    through each shift of ``ser_core.channel.SHIFTS`` exactly as ``ser robustness`` makes them (same seeds,
+    babble from the fold's training speakers), scored by the fold's H network (``cv_dir``, raw
+    probabilities), by the fold's probe (C from ``choices``, trained on the clean vectors of the fold's
+    training speakers) and by their mean. One row per clip and condition; no speech is a wrong answer."""
+    from ser_core import channel, robustness
+    from ser_core.predict import load_predictor
+
+    df, x = load_vectors(work)
+    df = df.reset_index(drop=True)
+    chosen = json.loads(Path(choices).read_text())
+    manifest = datasets.load_dataset("+".join(splits.corpora(df)))
+    full = dict(zip(manifest["path"].map(lambda q: Path(q).name), manifest["path"]))
+    w = voice_encoder.load_weights()
+    rows = []
+    for fold in folds or range(1, splits.n_folds("emobox6", df=df) + 1):
+        split = splits.make_split(df, "emobox6", fold, n_val=0)
+        train = np.zeros(len(df), bool)
+        train[split.train] = True
+        test = df.iloc[split.test]
+        test = test[test["corpus"] == corpus].assign(file=lambda t: t["path"])
+        mu, sd = x[train].mean(axis=0), x[train].std(axis=0) + 1e-6
+        clf, _ = probe(x, df, train, chosen[str(fold)]["C"])
+        net = load_predictor(cv_dir / f"fold-{fold}" / "model", calibrated=False)
+        if net.cfg.sample_rate != voice_encoder.SAMPLE_RATE:
+            raise SystemExit(f"fold {fold}'s network hears {net.cfg.sample_rate} Hz, the encoder {voice_encoder.SAMPLE_RATE}")
+        labels = list(net.labels)
+        cols = [list(clf.classes_).index(lab) if lab in clf.classes_ else None for lab in labels]
+        babble = robustness._babble_pool(manifest.assign(speaker=manifest["speaker"].astype(str)), test, seed, fold)
+        t0 = time.perf_counter()
+        for n, (_, r) in enumerate(test.iterrows(), 1):
+            versions = robustness.shifted_versions(full[r["path"]], voice_encoder.SAMPLE_RATE, list(channel.SHIFTS),
+                                                   seed, babble)
+            p_probe = clf.predict_proba((voice_encoder.clip_vectors(list(versions.values()), w) - mu) / sd)
+            for (shift, y), pp in zip(versions.items(), p_probe):
+                pred = net.predict_array(y, voice_encoder.SAMPLE_RATE, name=r["path"])
+                ph = np.array([pred.probabilities.get(lab, 0.0) for lab in labels]) if pred.best else None
+                pv = np.array([pp[k] if k is not None else 0.0 for k in cols])
+                pm = (ph + pv) / 2 if ph is not None else None
+                rows.append({"fold": fold, "file": r["path"], "speaker": r["speaker"], "gender": r["gender"],
+                             "true": r["emotion"], "shift": shift,
+                             "pred_H": labels[int(ph.argmax())] if ph is not None else "",
+                             "pred_probe": labels[int(pv.argmax())],
+                             "pred_M": labels[int(pm.argmax())] if pm is not None else ""})
+            if n % 40 == 0 or n == len(test):
+                print(f"fold {fold}: {n}/{len(test)} clips, {time.perf_counter() - t0:.0f} s", flush=True)
+    table = pd.DataFrame(rows)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out, index=False)
+    return table
+
+
+def shift_summary(tables: list[Path], out: Path | None = None) -> dict:
+    """Accuracy per condition and the drop from clean (points) of H, the probe and M, from
+    :func:`channel_shifts` tables (folds split between processes are joined here)."""
+    t = pd.concat([pd.read_csv(f, keep_default_na=False) for f in tables], ignore_index=True)
+    res = {"clips": int((t["shift"] == "clean").sum()), "folds": sorted(int(f) for f in t["fold"].unique())}
+    for who in ("H", "probe", "M"):
+        acc = t.assign(ok=t[f"pred_{who}"] == t["true"]).groupby("shift")["ok"].mean()
+        res[who] = {s: {"accuracy": round(float(a), 4), "drop": round(100 * float(acc["clean"] - a), 2)}
+                    for s, a in acc.items()}
+        worst = max((s for s in acc.index if s != "clean"), key=lambda s: acc["clean"] - acc[s])
+        res[who]["max_drop"] = {"shift": worst, "points": round(100 * float(acc["clean"] - acc[worst]), 2)}
+        print(f"{who:<6} clean {100 * acc['clean']:.1f} %; "
+              + ", ".join(f"{s} {100 * acc[s]:.1f}" for s in acc.index if s != "clean")
+              + f"; largest drop {res[who]['max_drop']['points']} points ({worst})")
+    if out:
+        out.write_text(json.dumps(res, indent=1))
+    return res
+
+
 def average(a: Path, b: Path, out: Path) -> pd.DataFrame:
     """The clip-by-clip mean of two leave-one-corpus-out tables' probabilities (a label that one table's
     fold never trained on counts as 0 there), and the answer it gives."""
@@ -456,6 +529,15 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("summary", help="the default's rule's figures from a speaker-fold predictions table")
     p.add_argument("table", type=Path)
     p.add_argument("--out", type=Path)
+    p = sub.add_parser("shifts", help="M's channel-shift check on the emobox6 folds (H's cv folder, the probe's choices)")
+    p.add_argument("--work", type=Path, default=Path("runs/encoder"))
+    p.add_argument("--cv", type=Path, required=True, help="H's emobox6 cross-validation folder (fold-K/model)")
+    p.add_argument("--choices", type=Path, required=True, help="the probe's emobox6 choices (from the cv step)")
+    p.add_argument("--folds", help="comma-separated subset of folds (two processes can split them)")
+    p.add_argument("--out", type=Path, required=True)
+    p = sub.add_parser("shift-summary", help="join shifts tables and report accuracy and drop per condition")
+    p.add_argument("tables", type=Path, nargs="+")
+    p.add_argument("--out", type=Path)
     p = sub.add_parser("average")
     p.add_argument("a", type=Path)
     p.add_argument("b", type=Path)
@@ -471,6 +553,11 @@ def main(argv: list[str] | None = None) -> int:
         speaker_cv(args.work, args.out, args.protocol)
     elif args.step == "summary":
         speaker_summary(args.table, args.out)
+    elif args.step == "shifts":
+        channel_shifts(args.work, args.cv, args.choices, args.out,
+                       folds=[int(f) for f in args.folds.split(",")] if args.folds else None)
+    elif args.step == "shift-summary":
+        shift_summary(args.tables, args.out)
     elif args.step == "average":
         average(args.a, args.b, args.out)
     elif args.nested:
