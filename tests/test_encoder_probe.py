@@ -76,7 +76,7 @@ def _work(tmp_path: Path, rng, shift_urdu: float = 0.0) -> Path:
                 "emovo": ["neutral", "happy", "sad", "angry", "disgust"], "urdu": ["neutral", "happy", "sad", "angry"]}
     centre = {e: rng.normal(0, 1, 6) for e in ["neutral", "calm", "happy", "sad", "angry", "disgust"]}
     work = tmp_path / f"work{shift_urdu}"
-    work.mkdir()
+    work.mkdir(parents=True)
     for k, (corpus, emos) in enumerate(emotions.items()):
         rows = [(corpus, e, f"{corpus}_{e}_{i}.flac", f"s{i % 3}") for e in emos for i in range(12)]
         crng = np.random.default_rng(k)          # each corpus's vectors from its own stream
@@ -168,3 +168,31 @@ def test_shift_summary_joins_fold_tables_and_counts_no_speech_as_wrong(probe_mod
     assert res["M"]["telephone"]["accuracy"] == 0.875          # the empty answer (no speech) counts as wrong
     assert res["M"]["max_drop"] == {"shift": "telephone", "points": 12.5}
     assert json.loads((tmp_path / "s.json").read_text()) == res
+
+
+def test_channel_copies_of_held_out_clips_are_never_trained_on(probe_mod, tmp_path):
+    """Candidate N: a clip's channel copies train only the folds that train on the clip."""
+    choices = []
+    for shift in (0.0, 7.0):
+        work = _work(tmp_path / f"n{shift}", np.random.default_rng(2))
+        for corpus in ("ravdess", "ased", "emovo", "urdu"):
+            with np.load(work / f"vectors_{corpus}.npz") as z:
+                x, names = z["vectors"], z["path"]
+            copies = np.stack([x + np.random.default_rng(k).normal(0, 0.5, x.shape) for k in range(2)], axis=1)
+            if corpus == "urdu":
+                copies = copies + shift                     # URDU's copies moved far away
+            np.savez(work / f"channel_{corpus}.npz", vectors=copies, path=names)
+        probe_mod.nested_loco(work, tmp_path / f"N{shift}.csv", correct=False, copies=True)
+        choices.append(json.loads((tmp_path / f"N{shift}_choices.json").read_text()))
+    assert choices[0]["urdu"] == choices[1]["urdu"]
+    assert choices[0]["ased"] != choices[1]["ased"]
+
+
+def test_channel_copies_must_match_the_vectors_rows(probe_mod, tmp_path):
+    work = _work(tmp_path, np.random.default_rng(2))
+    df, x = probe_mod.load_vectors(work)
+    for corpus in ("ravdess", "ased", "emovo", "urdu"):
+        names = df.loc[df["corpus"] == corpus, "path"].to_numpy(str)
+        np.savez(work / f"channel_{corpus}.npz", vectors=np.zeros((len(names), 2, 6)), path=names[::-1])
+    with pytest.raises(SystemExit, match="in their order"):
+        probe_mod.load_channel_vectors(work, df)

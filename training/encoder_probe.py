@@ -219,16 +219,79 @@ def write_table(parts: list[pd.DataFrame], out: Path) -> pd.DataFrame:
     return table
 
 
-def probe(x: np.ndarray, df: pd.DataFrame, train: np.ndarray, c: float):
+def standardiser(x: np.ndarray, train: np.ndarray, aug: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of the ``train`` rows (and of their channel copies, when given)."""
+    rows = x[train] if aug is None else np.concatenate([x[train], aug[train].reshape(-1, x.shape[1])])
+    return rows.mean(axis=0), rows.std(axis=0) + 1e-6
+
+
+def probe(x: np.ndarray, df: pd.DataFrame, train: np.ndarray, c: float, aug: np.ndarray | None = None):
     """J's probe on the ``train`` rows: standardised with their statistics, every (corpus, emotion) cell
-    weighing the same. Returns the fitted classifier and the standardised ``x`` (every row)."""
+    weighing the same. ``aug`` (rows x copies x values, candidate N): channel copies of every row, those
+    of the ``train`` rows trained on too, each in its clip's cell. Returns the fitted classifier and the
+    standardised ``x`` (every row)."""
     from sklearn.linear_model import LogisticRegression
 
-    mu, sd = x[train].mean(axis=0), x[train].std(axis=0) + 1e-6
+    mu, sd = standardiser(x, train, aug)
     z = (x - mu) / sd
+    rows, feats = df[train].reset_index(drop=True), z[train]
+    if aug is not None:
+        k = aug.shape[1]
+        feats = np.concatenate([feats, ((aug[train] - mu) / sd).reshape(-1, x.shape[1])])
+        rows = pd.concat([rows, rows.loc[np.repeat(rows.index.to_numpy(), k)]], ignore_index=True)
     clf = LogisticRegression(C=c, max_iter=2000)
-    clf.fit(z[train], df.loc[train, "emotion"], sample_weight=cell_weights(df[train]))
+    clf.fit(feats, rows["emotion"], sample_weight=cell_weights(rows))
     return clf, z
+
+
+CHANNEL_COPIES = 2      # candidate N: channel-augmented copies of every clip
+
+
+def channel_vectors(work: Path, copies: int = CHANNEL_COPIES, seed: int = 0, batch: int = 32) -> None:
+    """Every clip's vector after ``copies`` random recording chains (``channel.random_channel``, profile
+    ``noisy``, white noise only: no other clip is mixed in), seeded by clip name and copy; resumable by
+    corpus (``channel_<corpus>.npz``, rows in the order of ``vectors_<corpus>.npz``)."""
+    import zlib
+
+    from ser_core import channel
+
+    w = voice_encoder.load_weights()
+    for f in sorted(work.glob("manifest_*.csv")):
+        corpus = f.stem.removeprefix("manifest_")
+        out = work / f"channel_{corpus}.npz"
+        if out.exists():
+            print(f"{corpus}: done before ({out})")
+            continue
+        names = pd.read_csv(f)["path"].tolist()
+        full = dict(zip(*(lambda m: (m["path"].map(lambda q: Path(q).name), m["path"]))(datasets.load_dataset(corpus))))
+        t0, vecs = time.perf_counter(), []
+        for a in range(0, len(names), batch):
+            waves = []
+            for name in names[a:a + batch]:
+                y = audio.load(full[name], sr=voice_encoder.SAMPLE_RATE)
+                waves += [channel.random_channel(y, voice_encoder.SAMPLE_RATE,
+                                                 np.random.default_rng([seed, zlib.crc32(name.encode()), k]),
+                                                 None, "noisy") for k in range(copies)]
+            vecs.append(voice_encoder.clip_vectors(waves, w).reshape(-1, copies, voice_encoder.VECTOR_SIZE))
+            print(f"{corpus}: {min(a + batch, len(names))}/{len(names)} clips, {time.perf_counter() - t0:.0f} s",
+                  flush=True)
+        tmp = out.with_suffix(".tmp.npz")
+        np.savez(tmp, vectors=np.concatenate(vecs), path=np.asarray(names))
+        tmp.rename(out)
+
+
+def load_channel_vectors(work: Path, df: pd.DataFrame) -> np.ndarray:
+    """The channel copies of :func:`load_vectors`'s rows, in its order (rows x copies x values)."""
+    mats = []
+    for corpus in sorted(df["corpus"].unique()):
+        f = work / f"channel_{corpus}.npz"
+        if not f.exists():
+            raise SystemExit(f"no channel copies in {work} for {corpus}: run the channel-vectors step first")
+        with np.load(f) as z:
+            if list(z["path"]) != df.loc[df["corpus"] == corpus, "path"].tolist():
+                raise SystemExit(f"{f} does not hold the clips of vectors_{corpus}.npz in their order")
+            mats.append(z["vectors"])
+    return np.concatenate(mats)
 
 
 def loco(work: Path, out: Path, c: float = 1.0, part: str = "all", project: bool = False) -> pd.DataFrame:
@@ -302,7 +365,8 @@ def fit_correction(folds: list[tuple[np.ndarray, list[str], np.ndarray, np.ndarr
     return float(np.exp(res.x[0])), {lab: float(v) for lab, v in zip(labels, res.x[1:])}
 
 
-def choose_c(x: np.ndarray, df: pd.DataFrame, train: np.ndarray, grid=C_GRID, what: str = ""):
+def choose_c(x: np.ndarray, df: pd.DataFrame, train: np.ndarray, grid=C_GRID, what: str = "",
+             aug: np.ndarray | None = None):
     """Nested leave-one-corpus-out inside the ``train`` rows: each of their corpora is held out in turn and
     a probe of every C in ``grid`` is trained on the others. Returns the C with the best mean own-emotion
     accuracy over those held-out corpora (a tie goes to the smaller C), every C's mean, and every C's
@@ -314,7 +378,7 @@ def choose_c(x: np.ndarray, df: pd.DataFrame, train: np.ndarray, grid=C_GRID, wh
         for inner_held in inner:
             itest = train & (df["corpus"] == inner_held).to_numpy()
             itrain = train & ~itest
-            clf, z = probe(x, df, itrain, c)
+            clf, z = probe(x, df, itrain, c, aug)           # the inner held-out corpus is scored clean
             logits = clf.decision_function(z[itest])
             truth = df.loc[itest, "emotion"].to_numpy()
             accs.append(own_accuracy(logits, list(clf.classes_), truth))
@@ -328,19 +392,21 @@ def choose_c(x: np.ndarray, df: pd.DataFrame, train: np.ndarray, grid=C_GRID, wh
     return max(grid, key=lambda c: (scores[c], -c)), scores, kept
 
 
-def nested_loco(work: Path, out: Path, fixed_c: float | None = None, correct: bool = True) -> pd.DataFrame:
+def nested_loco(work: Path, out: Path, fixed_c: float | None = None, correct: bool = True,
+                copies: bool = False) -> pd.DataFrame:
     """Candidate L: leave one corpus out, with C and the output correction chosen by leaving each training
     corpus out in turn (the outer held-out corpus gives nothing to either). ``fixed_c`` and
     ``correct=False`` are the exploratory halves; the choices go to ``<out stem>_choices.json``."""
     df, x = load_vectors(work)
+    aug = load_channel_vectors(work, df) if copies else None
     labels = [lab for lab in EMOTIONS if lab in set(df["emotion"])]
     parts, choices = [], {}
     for fold, held in enumerate(splits.corpora(df), 1):
         train = (df["corpus"] != held).to_numpy()
         grid = (fixed_c,) if fixed_c is not None else C_GRID
-        best, scores, kept = choose_c(x, df, train, grid, f"fold {fold} ({held} out)")
+        best, scores, kept = choose_c(x, df, train, grid, f"fold {fold} ({held} out)", aug)
         temperature, bias = fit_correction(kept[best], labels) if correct else (1.0, {})
-        clf, z = probe(x, df, train, best)
+        clf, z = probe(x, df, train, best, aug)
         fold_labels = list(clf.classes_)
         s = clf.decision_function(z[~train]) / temperature + np.array([bias.get(lab, 0.0) for lab in fold_labels])
         s = s - s.max(axis=1, keepdims=True)
@@ -354,12 +420,13 @@ def nested_loco(work: Path, out: Path, fixed_c: float | None = None, correct: bo
     return write_table(parts, out)
 
 
-def speaker_cv(work: Path, out: Path, protocol: str = "emobox6") -> pd.DataFrame:
+def speaker_cv(work: Path, out: Path, protocol: str = "emobox6", copies: bool = False) -> pd.DataFrame:
     """The probe with C chosen by nested leave-one-corpus-out (M's first half, no correction) under a speaker
     protocol: each fold's C is chosen inside its training speakers, each corpus's in turn held out; the
     fold's test speakers give nothing to the choice, the standardisation or the probe."""
     df, x = load_vectors(work)
     df = df.reset_index(drop=True)
+    aug = load_channel_vectors(work, df) if copies else None
     parts, choices = [], {}
     for fold in range(1, splits.n_folds(protocol, df=df) + 1):
         split = splits.make_split(df, protocol, fold, n_val=0)
@@ -368,8 +435,8 @@ def speaker_cv(work: Path, out: Path, protocol: str = "emobox6") -> pd.DataFrame
         train[split.train] = True
         test = np.zeros(len(df), bool)
         test[split.test] = True
-        best, scores, _ = choose_c(x, df, train, C_GRID, f"fold {fold}")
-        clf, z = probe(x, df, train, best)
+        best, scores, _ = choose_c(x, df, train, C_GRID, f"fold {fold}", aug)
+        clf, z = probe(x, df, train, best, aug)
         parts.append(fold_table(df, test, clf.predict_proba(z[test]), list(clf.classes_), fold))
         choices[str(fold)] = {"C": best, "inner_own_accuracy": {str(c): round(v, 4) for c, v in scores.items()}}
         print(f"fold {fold}: {test.sum()} test clips, C={best}", flush=True)
@@ -406,7 +473,7 @@ def speaker_summary(table: Path, out: Path | None = None) -> dict:
 
 
 def channel_shifts(work: Path, cv_dir: Path, choices: Path, out: Path, *, corpus: str = "ravdess",
-                   folds: list[int] | None = None, seed: int = 0) -> pd.DataFrame:
+                   folds: list[int] | None = None, seed: int = 0, copies: bool = False) -> pd.DataFrame:
     """M's channel-shift check (the default's rule): every emobox6 fold's test clips of ``corpus``, clean and
     through each shift of ``ser_core.channel.SHIFTS`` exactly as ``ser robustness`` makes them (same seeds,
     babble from the fold's training speakers), scored by the fold's H network (``cv_dir``, raw
@@ -417,6 +484,7 @@ def channel_shifts(work: Path, cv_dir: Path, choices: Path, out: Path, *, corpus
 
     df, x = load_vectors(work)
     df = df.reset_index(drop=True)
+    aug = load_channel_vectors(work, df) if copies else None
     chosen = json.loads(Path(choices).read_text())
     manifest = datasets.load_dataset("+".join(splits.corpora(df)))
     full = dict(zip(manifest["path"].map(lambda q: Path(q).name), manifest["path"]))
@@ -428,8 +496,8 @@ def channel_shifts(work: Path, cv_dir: Path, choices: Path, out: Path, *, corpus
         train[split.train] = True
         test = df.iloc[split.test]
         test = test[test["corpus"] == corpus].assign(file=lambda t: t["path"])
-        mu, sd = x[train].mean(axis=0), x[train].std(axis=0) + 1e-6
-        clf, _ = probe(x, df, train, chosen[str(fold)]["C"])
+        mu, sd = standardiser(x, train, aug)
+        clf, _ = probe(x, df, train, chosen[str(fold)]["C"], aug)
         net = load_predictor(cv_dir / f"fold-{fold}" / "model", calibrated=False)
         if net.cfg.sample_rate != voice_encoder.SAMPLE_RATE:
             raise SystemExit(f"fold {fold}'s network hears {net.cfg.sample_rate} Hz, the encoder {voice_encoder.SAMPLE_RATE}")
@@ -508,6 +576,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("vectors")
     p.add_argument("--dataset", default="ravdess+ased+emovo+urdu")
     p.add_argument("--work", type=Path, default=Path("runs/encoder"))
+    p = sub.add_parser("channel-vectors", help="every clip's vector after two random recording chains (candidate N)")
+    p.add_argument("--work", type=Path, default=Path("runs/encoder"))
+    p.add_argument("--copies", type=int, default=CHANNEL_COPIES)
     p = sub.add_parser("speakers")
     p.add_argument("--work", type=Path, default=Path("runs/encoder"))
     p.add_argument("--corpus", default="ravdess")
@@ -522,10 +593,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="choose C and a per-label bias and temperature by leaving each training corpus out (candidate L)")
     p.add_argument("--c", type=float, help="with --nested: this C instead of choosing one (exploratory)")
     p.add_argument("--no-correction", action="store_true", help="with --nested: no bias or temperature (exploratory)")
+    p.add_argument("--channel-copies", action="store_true",
+                   help="with --nested: also train on the clips' channel copies (candidate N)")
     p = sub.add_parser("cv", help="the nested-C probe (M's first half) under a speaker protocol")
     p.add_argument("--work", type=Path, default=Path("runs/encoder"))
     p.add_argument("--protocol", default="emobox6")
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--channel-copies", action="store_true", help="also train on the clips' channel copies (candidate N)")
     p = sub.add_parser("summary", help="the default's rule's figures from a speaker-fold predictions table")
     p.add_argument("table", type=Path)
     p.add_argument("--out", type=Path)
@@ -535,6 +609,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--choices", type=Path, required=True, help="the probe's emobox6 choices (from the cv step)")
     p.add_argument("--folds", help="comma-separated subset of folds (two processes can split them)")
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--channel-copies", action="store_true", help="the probe also trains on channel copies (candidate N)")
     p = sub.add_parser("shift-summary", help="join shifts tables and report accuracy and drop per condition")
     p.add_argument("tables", type=Path, nargs="+")
     p.add_argument("--out", type=Path)
@@ -547,21 +622,24 @@ def main(argv: list[str] | None = None) -> int:
         print(convert(args.source))
     elif args.step == "vectors":
         vectors(args.dataset, args.work)
+    elif args.step == "channel-vectors":
+        channel_vectors(args.work, args.copies)
     elif args.step == "speakers":
         speakers(args.work, args.corpus)
     elif args.step == "cv":
-        speaker_cv(args.work, args.out, args.protocol)
+        speaker_cv(args.work, args.out, args.protocol, copies=args.channel_copies)
     elif args.step == "summary":
         speaker_summary(args.table, args.out)
     elif args.step == "shifts":
         channel_shifts(args.work, args.cv, args.choices, args.out,
-                       folds=[int(f) for f in args.folds.split(",")] if args.folds else None)
+                       folds=[int(f) for f in args.folds.split(",")] if args.folds else None,
+                       copies=args.channel_copies)
     elif args.step == "shift-summary":
         shift_summary(args.tables, args.out)
     elif args.step == "average":
         average(args.a, args.b, args.out)
     elif args.nested:
-        nested_loco(args.work, args.out, fixed_c=args.c, correct=not args.no_correction)
+        nested_loco(args.work, args.out, fixed_c=args.c, correct=not args.no_correction, copies=args.channel_copies)
     else:
         loco(args.work, args.out, part=args.part, project=args.project_corpora)
     return 0
