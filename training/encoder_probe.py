@@ -263,7 +263,8 @@ def channel_vectors(work: Path, copies: int = CHANNEL_COPIES, seed: int = 0, bat
             print(f"{corpus}: done before ({out})")
             continue
         names = pd.read_csv(f)["path"].tolist()
-        full = dict(zip(*(lambda m: (m["path"].map(lambda q: Path(q).name), m["path"]))(datasets.load_dataset(corpus))))
+        m = datasets.load_dataset(corpus)
+        full = dict(zip(m["path"].map(lambda q: Path(q).name), m["path"]))
         t0, vecs = time.perf_counter(), []
         for a in range(0, len(names), batch):
             waves = []
