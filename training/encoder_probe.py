@@ -212,11 +212,22 @@ def fold_table(df: pd.DataFrame, test: np.ndarray, probs: np.ndarray, labels: li
     return t
 
 
-def write_table(parts: list[pd.DataFrame], out: Path) -> pd.DataFrame:
+def write_table(parts: list[pd.DataFrame], out: Path, choices: dict | None = None) -> pd.DataFrame:
+    """The folds' tables as one ``out`` CSV; ``choices`` (what each fold chose) beside it as
+    ``<out stem>_choices.json``."""
     table = pd.concat(parts, ignore_index=True).rename(columns={"path": "file"}).drop(columns=["emotion"])
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index=False)
+    if choices is not None:
+        (out.parent / f"{out.name.removesuffix('.csv')}_choices.json").write_text(json.dumps(choices, indent=1))
     return table
+
+
+def rows_mask(n: int, idx: np.ndarray) -> np.ndarray:
+    """A boolean mask of ``n`` rows, true at ``idx`` (a split's positions)."""
+    mask = np.zeros(n, bool)
+    mask[idx] = True
+    return mask
 
 
 def standardiser(x: np.ndarray, train: np.ndarray, aug: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -417,8 +428,7 @@ def nested_loco(work: Path, out: Path, fixed_c: float | None = None, correct: bo
                          "temperature": round(temperature, 4), "bias": {k: round(v, 4) for k, v in bias.items()}}
         print(f"fold {fold}: {held} held out: C={best}, T={temperature:.2f}, "
               f"b={ {k: round(v, 2) for k, v in bias.items()} }", flush=True)
-    (out.parent / f"{out.name.removesuffix('.csv')}_choices.json").write_text(json.dumps(choices, indent=1))
-    return write_table(parts, out)
+    return write_table(parts, out, choices)
 
 
 def speaker_cv(work: Path, out: Path, protocol: str = "emobox6", copies: bool = False) -> pd.DataFrame:
@@ -432,17 +442,13 @@ def speaker_cv(work: Path, out: Path, protocol: str = "emobox6", copies: bool = 
     for fold in range(1, splits.n_folds(protocol, df=df) + 1):
         split = splits.make_split(df, protocol, fold, n_val=0)
         splits.check_disjoint(df, split)
-        train = np.zeros(len(df), bool)
-        train[split.train] = True
-        test = np.zeros(len(df), bool)
-        test[split.test] = True
+        train, test = rows_mask(len(df), split.train), rows_mask(len(df), split.test)
         best, scores, _ = choose_c(x, df, train, C_GRID, f"fold {fold}", aug)
         clf, z = probe(x, df, train, best, aug)
         parts.append(fold_table(df, test, clf.predict_proba(z[test]), list(clf.classes_), fold))
         choices[str(fold)] = {"C": best, "inner_own_accuracy": {str(c): round(v, 4) for c, v in scores.items()}}
         print(f"fold {fold}: {test.sum()} test clips, C={best}", flush=True)
-    (out.parent / f"{out.name.removesuffix('.csv')}_choices.json").write_text(json.dumps(choices, indent=1))
-    return write_table(parts, out)
+    return write_table(parts, out, choices)
 
 
 def speaker_summary(table: Path, out: Path | None = None) -> dict:
@@ -493,8 +499,7 @@ def channel_shifts(work: Path, cv_dir: Path, choices: Path, out: Path, *, corpus
     rows = []
     for fold in folds or range(1, splits.n_folds("emobox6", df=df) + 1):
         split = splits.make_split(df, "emobox6", fold, n_val=0)
-        train = np.zeros(len(df), bool)
-        train[split.train] = True
+        train = rows_mask(len(df), split.train)
         test = df.iloc[split.test]
         test = test[test["corpus"] == corpus].assign(file=lambda t: t["path"])
         mu, sd = standardiser(x, train, aug)
