@@ -182,7 +182,7 @@ def test_channel_copies_of_held_out_clips_are_never_trained_on(probe_mod, tmp_pa
             if corpus == "urdu":
                 copies = copies + shift                     # URDU's copies moved far away
             np.savez(work / f"channel_{corpus}.npz", vectors=copies, path=names)
-        probe_mod.nested_loco(work, tmp_path / f"N{shift}.csv", correct=False, copies=True)
+        probe_mod.nested_loco(work, tmp_path / f"N{shift}.csv", correct=False, copies="white")
         choices.append(json.loads((tmp_path / f"N{shift}_choices.json").read_text()))
     assert choices[0]["urdu"] == choices[1]["urdu"]
     assert choices[0]["ased"] != choices[1]["ased"]

@@ -255,50 +255,87 @@ def probe(x: np.ndarray, df: pd.DataFrame, train: np.ndarray, c: float, aug: np.
     return clf, z
 
 
-CHANNEL_COPIES = 2      # candidate N: channel-augmented copies of every clip
+CHANNEL_COPIES = 2      # candidates N and O: channel-augmented copies of every clip
+COPY_FILES = {"white": "channel", "babble": "babble"}   # a kind of copies -> its files' prefix (<prefix>_<corpus>.npz)
+BABBLE_POOL = 32        # candidate O: other clips a copy's babble talkers are drawn from
 
 
-def channel_vectors(work: Path, copies: int = CHANNEL_COPIES, seed: int = 0, batch: int = 32) -> None:
+def speaker_groups(df: pd.DataFrame) -> np.ndarray:
+    """Each row's emobox6 group: the fold of ``emobox6`` over ``df``'s corpora that tests its speaker."""
+    group = np.zeros(len(df), int)
+    for fold in range(1, splits.n_folds("emobox6", df=df) + 1):
+        group[splits.make_split(df, "emobox6", fold, n_val=0).test] = fold
+    return group
+
+
+def babble_pool(df: pd.DataFrame, group: np.ndarray, i: int, rng: np.random.Generator,
+                size: int = BABBLE_POOL) -> np.ndarray:
+    """Row positions of up to ``size`` other clips of row ``i``'s corpus and emobox6 group, other speakers
+    first (a group with one speaker, as EMOVO's, gives that speaker's other clips). A copy that mixes in only
+    these never hears a held-out speaker: under emobox6 they are in the clip's own (training) group, under
+    leave-one-corpus-out (outer or nested) in the clip's own corpus."""
+    same = (df["corpus"].to_numpy() == df["corpus"].iat[i]) & (group == group[i])
+    same[i] = False
+    other = same & (df["speaker"].to_numpy() != df["speaker"].iat[i])
+    first, rest = np.flatnonzero(other), np.flatnonzero(same & ~other)
+    pick = list(rng.permutation(first)[:size])
+    pick += list(rng.permutation(rest)[:size - len(pick)])
+    return np.sort(np.asarray(pick, int))
+
+
+def channel_vectors(work: Path, copies: int = CHANNEL_COPIES, seed: int = 0, batch: int = 32,
+                    kind: str = "white") -> None:
     """Every clip's vector after ``copies`` random recording chains (``channel.random_channel``, profile
-    ``noisy``, white noise only: no other clip is mixed in), seeded by clip name and copy; resumable by
-    corpus (``channel_<corpus>.npz``, rows in the order of ``vectors_<corpus>.npz``)."""
+    ``noisy``), seeded by clip name and copy; resumable by corpus (``<prefix>_<corpus>.npz``, rows in the
+    order of ``vectors_<corpus>.npz``). ``kind="white"`` (candidate N): white noise only, no other clip is
+    mixed in. ``kind="babble"`` (candidate O): babble as the networks' augmentation makes it, its talkers from
+    :func:`babble_pool`."""
     import zlib
 
     from ser_core import channel
 
     w = voice_encoder.load_weights()
-    for f in sorted(work.glob("manifest_*.csv")):
-        corpus = f.stem.removeprefix("manifest_")
-        out = work / f"channel_{corpus}.npz"
+    rate = voice_encoder.SAMPLE_RATE
+    df, _ = load_vectors(work)
+    group = speaker_groups(df) if kind == "babble" else None
+    for corpus in sorted(df["corpus"].unique()):
+        out = work / f"{COPY_FILES[kind]}_{corpus}.npz"
         if out.exists():
             print(f"{corpus}: done before ({out})")
             continue
-        names = pd.read_csv(f)["path"].tolist()
+        rows = np.flatnonzero((df["corpus"] == corpus).to_numpy())
+        names = df["path"].to_numpy()[rows]
         m = datasets.load_dataset(corpus)
         full = dict(zip(m["path"].map(lambda q: Path(q).name), m["path"]))
+        waves_of = {}
+        if kind == "babble":     # the whole corpus once: every clip is some other clip's talker
+            waves_of = {i: audio.load(full[df["path"].iat[i]], sr=rate) for i in rows}
         t0, vecs = time.perf_counter(), []
-        for a in range(0, len(names), batch):
+        for a in range(0, len(rows), batch):
             waves = []
-            for name in names[a:a + batch]:
-                y = audio.load(full[name], sr=voice_encoder.SAMPLE_RATE)
-                waves += [channel.random_channel(y, voice_encoder.SAMPLE_RATE,
-                                                 np.random.default_rng([seed, zlib.crc32(name.encode()), k]),
-                                                 None, "noisy") for k in range(copies)]
+            for i, name in zip(rows[a:a + batch], names[a:a + batch]):
+                y = waves_of[i] if waves_of else audio.load(full[name], sr=rate)
+                others = None
+                if kind == "babble":
+                    pool = babble_pool(df, group, i, np.random.default_rng([seed, zlib.crc32(name.encode()), 1 << 20]))
+                    others = [waves_of[j] for j in pool]
+                waves += [channel.random_channel(y, rate, np.random.default_rng([seed, zlib.crc32(name.encode()), k]),
+                                                 others, "noisy") for k in range(copies)]
             vecs.append(voice_encoder.clip_vectors(waves, w).reshape(-1, copies, voice_encoder.VECTOR_SIZE))
-            print(f"{corpus}: {min(a + batch, len(names))}/{len(names)} clips, {time.perf_counter() - t0:.0f} s",
+            print(f"{corpus}: {min(a + batch, len(rows))}/{len(rows)} clips, {time.perf_counter() - t0:.0f} s",
                   flush=True)
         tmp = out.with_suffix(".tmp.npz")
         np.savez(tmp, vectors=np.concatenate(vecs), path=np.asarray(names))
         tmp.rename(out)
 
 
-def load_channel_vectors(work: Path, df: pd.DataFrame) -> np.ndarray:
+def load_channel_vectors(work: Path, df: pd.DataFrame, kind: str = "white") -> np.ndarray:
     """The channel copies of :func:`load_vectors`'s rows, in its order (rows x copies x values)."""
     mats = []
     for corpus in sorted(df["corpus"].unique()):
-        f = work / f"channel_{corpus}.npz"
+        f = work / f"{COPY_FILES[kind]}_{corpus}.npz"
         if not f.exists():
-            raise SystemExit(f"no channel copies in {work} for {corpus}: run the channel-vectors step first")
+            raise SystemExit(f"no {kind} channel copies in {work} for {corpus}: run the channel-vectors step first")
         with np.load(f) as z:
             if list(z["path"]) != df.loc[df["corpus"] == corpus, "path"].tolist():
                 raise SystemExit(f"{f} does not hold the clips of vectors_{corpus}.npz in their order")
@@ -405,12 +442,12 @@ def choose_c(x: np.ndarray, df: pd.DataFrame, train: np.ndarray, grid=C_GRID, wh
 
 
 def nested_loco(work: Path, out: Path, fixed_c: float | None = None, correct: bool = True,
-                copies: bool = False) -> pd.DataFrame:
+                copies: str | None = None) -> pd.DataFrame:
     """Candidate L: leave one corpus out, with C and the output correction chosen by leaving each training
     corpus out in turn (the outer held-out corpus gives nothing to either). ``fixed_c`` and
     ``correct=False`` are the exploratory halves; the choices go to ``<out stem>_choices.json``."""
     df, x = load_vectors(work)
-    aug = load_channel_vectors(work, df) if copies else None
+    aug = load_channel_vectors(work, df, copies) if copies else None
     labels = [lab for lab in EMOTIONS if lab in set(df["emotion"])]
     parts, choices = [], {}
     for fold, held in enumerate(splits.corpora(df), 1):
@@ -431,13 +468,13 @@ def nested_loco(work: Path, out: Path, fixed_c: float | None = None, correct: bo
     return write_table(parts, out, choices)
 
 
-def speaker_cv(work: Path, out: Path, protocol: str = "emobox6", copies: bool = False) -> pd.DataFrame:
+def speaker_cv(work: Path, out: Path, protocol: str = "emobox6", copies: str | None = None) -> pd.DataFrame:
     """The probe with C chosen by nested leave-one-corpus-out (M's first half, no correction) under a speaker
     protocol: each fold's C is chosen inside its training speakers, each corpus's in turn held out; the
     fold's test speakers give nothing to the choice, the standardisation or the probe."""
     df, x = load_vectors(work)
     df = df.reset_index(drop=True)
-    aug = load_channel_vectors(work, df) if copies else None
+    aug = load_channel_vectors(work, df, copies) if copies else None
     parts, choices = [], {}
     for fold in range(1, splits.n_folds(protocol, df=df) + 1):
         split = splits.make_split(df, protocol, fold, n_val=0)
@@ -480,7 +517,7 @@ def speaker_summary(table: Path, out: Path | None = None) -> dict:
 
 
 def channel_shifts(work: Path, cv_dir: Path, choices: Path, out: Path, *, corpus: str = "ravdess",
-                   folds: list[int] | None = None, seed: int = 0, copies: bool = False) -> pd.DataFrame:
+                   folds: list[int] | None = None, seed: int = 0, copies: str | None = None) -> pd.DataFrame:
     """M's channel-shift check (the default's rule): every emobox6 fold's test clips of ``corpus``, clean and
     through each shift of ``ser_core.channel.SHIFTS`` exactly as ``ser robustness`` makes them (same seeds,
     babble from the fold's training speakers), scored by the fold's H network (``cv_dir``, raw
@@ -491,7 +528,7 @@ def channel_shifts(work: Path, cv_dir: Path, choices: Path, out: Path, *, corpus
 
     df, x = load_vectors(work)
     df = df.reset_index(drop=True)
-    aug = load_channel_vectors(work, df) if copies else None
+    aug = load_channel_vectors(work, df, copies) if copies else None
     chosen = json.loads(Path(choices).read_text())
     manifest = datasets.load_dataset("+".join(splits.corpora(df)))
     full = dict(zip(manifest["path"].map(lambda q: Path(q).name), manifest["path"]))
@@ -582,9 +619,11 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("vectors")
     p.add_argument("--dataset", default="ravdess+ased+emovo+urdu")
     p.add_argument("--work", type=Path, default=Path("runs/encoder"))
-    p = sub.add_parser("channel-vectors", help="every clip's vector after two random recording chains (candidate N)")
+    p = sub.add_parser("channel-vectors", help="every clip's vector after two random recording chains (candidates N, O)")
     p.add_argument("--work", type=Path, default=Path("runs/encoder"))
     p.add_argument("--copies", type=int, default=CHANNEL_COPIES)
+    p.add_argument("--babble", action="store_true",
+                   help="babble allowed, talkers from the clip's own corpus and emobox6 group (candidate O)")
     p = sub.add_parser("speakers")
     p.add_argument("--work", type=Path, default=Path("runs/encoder"))
     p.add_argument("--corpus", default="ravdess")
@@ -599,13 +638,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="choose C and a per-label bias and temperature by leaving each training corpus out (candidate L)")
     p.add_argument("--c", type=float, help="with --nested: this C instead of choosing one (exploratory)")
     p.add_argument("--no-correction", action="store_true", help="with --nested: no bias or temperature (exploratory)")
-    p.add_argument("--channel-copies", action="store_true",
-                   help="with --nested: also train on the clips' channel copies (candidate N)")
+    p.add_argument("--channel-copies", nargs="?", const="white", choices=sorted(COPY_FILES),
+                   help="with --nested: also train on the clips' channel copies (white: candidate N, babble: O)")
     p = sub.add_parser("cv", help="the nested-C probe (M's first half) under a speaker protocol")
     p.add_argument("--work", type=Path, default=Path("runs/encoder"))
     p.add_argument("--protocol", default="emobox6")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--channel-copies", action="store_true", help="also train on the clips' channel copies (candidate N)")
+    p.add_argument("--channel-copies", nargs="?", const="white", choices=sorted(COPY_FILES),
+                   help="also train on the clips' channel copies (white: candidate N, babble: O)")
     p = sub.add_parser("summary", help="the default's rule's figures from a speaker-fold predictions table")
     p.add_argument("table", type=Path)
     p.add_argument("--out", type=Path)
@@ -615,7 +655,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--choices", type=Path, required=True, help="the probe's emobox6 choices (from the cv step)")
     p.add_argument("--folds", help="comma-separated subset of folds (two processes can split them)")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--channel-copies", action="store_true", help="the probe also trains on channel copies (candidate N)")
+    p.add_argument("--channel-copies", nargs="?", const="white", choices=sorted(COPY_FILES),
+                   help="the probe also trains on channel copies (white: candidate N, babble: O)")
     p = sub.add_parser("shift-summary", help="join shifts tables and report accuracy and drop per condition")
     p.add_argument("tables", type=Path, nargs="+")
     p.add_argument("--out", type=Path)
@@ -629,7 +670,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.step == "vectors":
         vectors(args.dataset, args.work)
     elif args.step == "channel-vectors":
-        channel_vectors(args.work, args.copies)
+        channel_vectors(args.work, args.copies, kind="babble" if args.babble else "white")
     elif args.step == "speakers":
         speakers(args.work, args.corpus)
     elif args.step == "cv":
