@@ -196,3 +196,27 @@ def test_channel_copies_must_match_the_vectors_rows(probe_mod, tmp_path):
         np.savez(work / f"channel_{corpus}.npz", vectors=np.zeros((len(names), 2, 6)), path=names[::-1])
     with pytest.raises(SystemExit, match="in their order"):
         probe_mod.load_channel_vectors(work, df)
+
+
+def test_babble_talkers_never_come_from_a_held_out_speaker_or_corpus(probe_mod, tmp_path):
+    """Candidate O: a copy's babble pool holds other clips of its own corpus and emobox6 group only, so no
+    emobox6 fold's test speaker and no held-out corpus (outer or nested) is ever mixed into a training copy."""
+    from ser_core import splits
+
+    df, _ = probe_mod.load_vectors(_speaker_work(tmp_path))
+    group = probe_mod.speaker_groups(df)
+    assert sorted(set(group)) == [1, 2, 3, 4, 5, 6]
+    pools = {i: probe_mod.babble_pool(df, group, i, np.random.default_rng(i), size=6) for i in range(len(df))}
+    for fold in range(1, 7):
+        split = splits.make_split(df, "emobox6", fold, n_val=0)
+        test_speakers = set(df["speaker"].iloc[split.test])
+        for i in split.train:
+            assert not test_speakers & set(df["speaker"].iloc[pools[i]])
+    for i, pool in pools.items():
+        assert i not in pool and len(pool) == 6
+        assert (df["corpus"].iloc[pool] == df["corpus"].iat[i]).all()
+    # RAVDESS groups hold four actors: other speakers fill the pool; ASED's hold one: that speaker's other clips
+    first_ravdess = int(np.flatnonzero(df["corpus"] == "ravdess")[0])
+    assert (df["speaker"].iloc[pools[first_ravdess]] != df["speaker"].iat[first_ravdess]).all()
+    first_ased = int(np.flatnonzero(df["corpus"] == "ased")[0])
+    assert (df["speaker"].iloc[pools[first_ased]] == df["speaker"].iat[first_ased]).all()
