@@ -796,6 +796,7 @@ def batch_profile(model_dir: Path, paths: list[str], n_clips: int = 160) -> dict
 
     waves, decode = cpu_ms(lambda: [audio.load(p, sr=rate) for p in clips])
     out = {"clips": len(clips), "decode_ms": round(decode, 2), "features_ms": {}, "infer_ms": {}}
+    flops = 0.0
     for group in groups:
         first = members[group[0]]
         (_, x, _), ms = cpu_ms(lambda m=first: m.many_window_features(waves))
@@ -803,11 +804,24 @@ def batch_profile(model_dir: Path, paths: list[str], n_clips: int = 160) -> dict
         for i in group:
             xn = members[i].normalise(x)
             out["infer_ms"][names[i]] = round(cpu_ms(lambda m=members[i], xn=xn: m.infer(xn))[1], 2)
+            flops += forward_flops(members[i].model) * len(x) / len(clips)    # each window is one forward pass
     out["total_ms"] = round(decode + sum(out["features_ms"].values()) + sum(out["infer_ms"].values()), 2)
     print(f"  where a clip's time goes ({len(clips)} clips, one thread, CPU ms per clip): decoding {decode:.1f}; "
           "features " + ", ".join(f"{k} {v:.1f}" for k, v in out["features_ms"].items()) + "; model calls "
           + ", ".join(f"{k} {v:.1f}" for k, v in out["infer_ms"].items()) + f"; total {out['total_ms']:.1f}")
+    out.update(network_ceiling(flops, sum(out["infer_ms"].values()), usable_cpus()))
+    print(f"  the networks: {out['gflop_per_clip']:.2f} GFLOP per clip at {out['network_gflop_per_s']:.0f} GFLOP/s "
+          f"on one core; {out['cpus']} cores running nothing but the networks would score at most "
+          f"{out['network_bound_clips_per_s']:.0f} clips/s")
     return out
+
+
+def network_ceiling(flops_per_clip: float, infer_ms_per_clip: float, cpus: int) -> dict:
+    """What the networks alone allow: their arithmetic per clip, the rate one core runs it at (as measured),
+    and the clips per second ``cpus`` cores could score if decoding and features cost nothing."""
+    return {"gflop_per_clip": round(flops_per_clip / 1e9, 3),
+            "network_gflop_per_s": round(flops_per_clip / 1e9 / (infer_ms_per_clip / 1000), 1),
+            "cpus": cpus, "network_bound_clips_per_s": round(cpus * 1000 / infer_ms_per_clip, 1)}
 
 
 # --------------------------------------------------------------------------- main

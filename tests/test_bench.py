@@ -100,6 +100,17 @@ def test_batch_profile_names_every_network_and_adds_up(samples_dir):
     assert len(prof["features_ms"]) < len(prof["infer_ms"])     # members that hear the same features share them
     parts = prof["decode_ms"] + sum(prof["features_ms"].values()) + sum(prof["infer_ms"].values())
     assert prof["total_ms"] == pytest.approx(parts, abs=0.05) and prof["total_ms"] > 0
+    # three ser_crnn (0.18, 0.18, 0.36 GFLOP a window) and the image CNN (0.41 a window, one or more windows)
+    assert 1.1 < prof["gflop_per_clip"] < 2.5
+    assert prof["network_bound_clips_per_s"] == pytest.approx(
+        prof["cpus"] * 1000 / sum(prof["infer_ms"].values()), rel=1e-3)
+
+
+def test_network_ceiling_is_the_arithmetic_over_the_measured_rate():
+    from ser_app.bench import network_ceiling
+
+    c = network_ceiling(1.3e9, 15.0, 2)
+    assert c == {"gflop_per_clip": 1.3, "network_gflop_per_s": 86.7, "cpus": 2, "network_bound_clips_per_s": 133.3}
 
 
 def test_cpu_of_a_worker_that_has_exited_still_counts():
