@@ -325,7 +325,7 @@ def channel_vectors(work: Path, copies: int = CHANNEL_COPIES, seed: int = 0, bat
             print(f"{corpus}: {min(a + batch, len(rows))}/{len(rows)} clips, {time.perf_counter() - t0:.0f} s",
                   flush=True)
         tmp = out.with_suffix(".tmp.npz")
-        np.savez(tmp, vectors=np.concatenate(vecs), path=np.asarray(names))
+        np.savez(tmp, vectors=np.concatenate(vecs), path=np.asarray(names, dtype=str))
         tmp.rename(out)
 
 
