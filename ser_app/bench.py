@@ -780,12 +780,12 @@ def batch_profile(model_dir: Path, paths: list[str], n_clips: int = 160) -> dict
     """Where a clip's time goes on the batched path, one thread, in CPU milliseconds per clip:
     decoding, each feature group's extraction and each network's model call (as ``predict_many`` runs them)."""
     from ser_core import audio
-    from ser_core.predict import load_predictor
+    from ser_core.predict import load_predictor, many_window_features
 
     clips = batch_clips(paths, n_clips)
     predictor = load_predictor(model_dir)
     members = getattr(predictor, "members", [predictor])
-    groups = getattr(predictor, "_groups", [[0]])
+    fronts = getattr(predictor, "_fronts", [[[0]]])        # feature groups that share a front end
     names = getattr(predictor, "member_names", [model_dir.name])
     rate = predictor.cfg.sample_rate
 
@@ -797,14 +797,15 @@ def batch_profile(model_dir: Path, paths: list[str], n_clips: int = 160) -> dict
     waves, decode = cpu_ms(lambda: [audio.load(p, sr=rate) for p in clips])
     out = {"clips": len(clips), "decode_ms": round(decode, 2), "features_ms": {}, "infer_ms": {}}
     flops = 0.0
-    for group in groups:
-        first = members[group[0]]
-        (_, x, _), ms = cpu_ms(lambda m=first: m.many_window_features(waves))
-        out["features_ms"]["+".join(names[i] for i in group)] = round(ms, 2)
-        for i in group:
-            xn = members[i].normalise(x)
-            out["infer_ms"][names[i]] = round(cpu_ms(lambda m=members[i], xn=xn: m.infer(xn))[1], 2)
-            flops += forward_flops(members[i].model) * len(x) / len(clips)    # each window is one forward pass
+    for front in fronts:
+        cfgs = [members[group[0]].cfg for group in front]
+        (_, xs, _), ms = cpu_ms(lambda cfgs=cfgs: many_window_features(waves, cfgs))
+        out["features_ms"]["+".join(names[i] for group in front for i in group)] = round(ms, 2)
+        for group, x in zip(front, xs):
+            for i in group:
+                xn = members[i].normalise(x)
+                out["infer_ms"][names[i]] = round(cpu_ms(lambda m=members[i], xn=xn: m.infer(xn))[1], 2)
+                flops += forward_flops(members[i].model) * len(x) / len(clips)    # a window: a forward pass
     out["total_ms"] = round(decode + sum(out["features_ms"].values()) + sum(out["infer_ms"].values()), 2)
     print(f"  where a clip's time goes ({len(clips)} clips, one thread, CPU ms per clip): decoding {decode:.1f}; "
           "features " + ", ".join(f"{k} {v:.1f}" for k, v in out["features_ms"].items()) + "; model calls "

@@ -408,9 +408,19 @@ def sound_frames(x: np.ndarray) -> np.ndarray:
     return (x > x.min() + 1e-3).any(axis=0)
 
 
-def _one_clip(y: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+# The fields that decide a config's conditioning, windows and STFT: configs that agree on them can
+# share all three (an ensemble's members of different kinds, e.g. 64 and 128 mel bands).
+FRONT_END = ("sample_rate", "duration", "n_fft", "hop_length", "trim_silence", "trim_top_db", "loudness_norm")
+
+
+def front_end(cfg: FeatureConfig) -> tuple:
+    """The values of :data:`FRONT_END` of a config: equal for configs that can share a front end."""
+    return tuple(getattr(cfg, name) for name in FRONT_END)
+
+
+def _one_clip(y: np.ndarray, cfg: FeatureConfig, mag: np.ndarray | None = None) -> np.ndarray:
     sr, n_fft = cfg.sample_rate, cfg.n_fft
-    mag = stft_magnitude(y, n_fft, cfg.hop_length)
+    mag = stft_magnitude(y, n_fft, cfg.hop_length) if mag is None else mag
     power = mag ** 2
     if cfg.kind == "seed000":
         out = np.empty((cfg.n_mels, power.shape[-1], 2), np.float32)
@@ -448,6 +458,17 @@ def from_waveform(y: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
     flat = y.reshape(-1, y.shape[-1])
     out = np.stack([_one_clip(clip, cfg) for clip in flat]) if len(flat) else np.zeros((0, *input_shape(cfg)))
     return out.reshape(*y.shape[:-1], *out.shape[1:]).astype(np.float32, copy=False)
+
+
+def from_waveform_shared(y: np.ndarray, cfgs: list[FeatureConfig]) -> list[np.ndarray]:
+    """:func:`from_waveform` of one fixed-length waveform ``(n_samples,)`` for several configs with one
+    :func:`front_end`, the STFT computed once: the same arrays as one call per config."""
+    if len({front_end(c) for c in cfgs}) != 1:
+        raise ValueError("configs with different front ends cannot share an STFT")
+    limit_blas_threads()
+    y = np.asarray(y, dtype=np.float32)
+    mag = stft_magnitude(y, cfgs[0].n_fft, cfgs[0].hop_length)
+    return [_one_clip(y, cfg, mag).astype(np.float32, copy=False) for cfg in cfgs]
 
 
 def extract(y: np.ndarray, cfg: FeatureConfig) -> np.ndarray:

@@ -190,6 +190,32 @@ def speech_windows(y: np.ndarray, starts: list[int], win: int) -> np.ndarray:
                      for s in starts])
 
 
+def window_features(y: np.ndarray, cfgs: list[FeatureConfig]) -> tuple[np.ndarray, np.ndarray, list[np.ndarray],
+                                                                      np.ndarray]:
+    """For a checked waveform and configs with one front end (``features.front_end``): window starts and
+    ends (seconds of the recording), each config's raw feature arrays and which windows hold speech.
+    Windows cut the conditioned signal, which starts where the silence trim (if any) begins; the signal
+    is conditioned and cut once and each window's STFT computed once for all the configs."""
+    cfg = cfgs[0]
+    sr, win = cfg.sample_rate, cfg.n_samples
+    yc, offset = features.condition_span(y, cfg)
+    starts = window_starts(yc.size, win, int(HOP_SECONDS * sr))
+    per_window = [features.from_waveform_shared(audio.fix_length(yc[s:s + win], win), cfgs) for s in starts]
+    xs = [np.stack([w[k] for w in per_window]) for k in range(len(cfgs))]
+    t0 = (offset + np.asarray(starts)) / sr
+    return t0, np.minimum(t0 + cfg.duration, (offset + yc.size) / sr), xs, speech_windows(yc, starts, win)
+
+
+def many_window_features(ys: list[np.ndarray], cfgs: list[FeatureConfig]) -> tuple[list[tuple], list[np.ndarray],
+                                                                                  np.ndarray]:
+    """:func:`window_features` of several waveforms: for each its (starts, ends, speech), each config's
+    feature arrays of all of them stacked, and where each waveform's rows begin and end in those stacks."""
+    feats = [window_features(y, cfgs) for y in ys]
+    xs = [np.concatenate([f[2][k] for f in feats]) if feats else np.zeros((0, *features.input_shape(c)), np.float32)
+          for k, c in enumerate(cfgs)]
+    return [(f[0], f[1], f[3]) for f in feats], xs, np.cumsum([0] + [len(f[2][0]) for f in feats])
+
+
 def checked_waveform(y: np.ndarray, sr: int | None, rate: int, name: str) -> np.ndarray:
     """A mono float32 waveform at ``rate``, validated (too short, too long, not finite...)."""
     y = np.asarray(y, dtype=np.float32)
@@ -519,14 +545,9 @@ class Predictor(BasePredictor):
 
     def window_features(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """For a checked waveform: window starts and ends (seconds of the recording), raw
-        feature arrays and which windows hold speech. Windows cut the conditioned signal,
-        which starts where the silence trim (if any) begins."""
-        sr, win = self.cfg.sample_rate, self.cfg.n_samples
-        yc, offset = features.condition_span(y, self.cfg)
-        starts = window_starts(yc.size, win, int(HOP_SECONDS * sr))
-        x = np.stack([features.from_waveform(audio.fix_length(yc[s:s + win], win), self.cfg) for s in starts])
-        t0 = (offset + np.asarray(starts)) / sr
-        return t0, np.minimum(t0 + self.cfg.duration, (offset + yc.size) / sr), x, speech_windows(yc, starts, win)
+        feature arrays and which windows hold speech (see :func:`window_features`)."""
+        t0, ends, (x,), speech = window_features(y, [self.cfg])
+        return t0, ends, x, speech
 
     def clip_signature(self, y: np.ndarray) -> np.ndarray | None:
         """The novelty signature of a checked waveform: from the raw features of its speech windows."""
@@ -536,9 +557,8 @@ class Predictor(BasePredictor):
     def many_window_features(self, ys: list[np.ndarray]) -> tuple[list[tuple], np.ndarray, np.ndarray]:
         """:meth:`window_features` of several waveforms: for each its (starts, ends, speech), all their
         feature arrays stacked, and where each waveform's rows begin and end in that stack."""
-        feats = [self.window_features(y) for y in ys]
-        x = np.concatenate([f[2] for f in feats]) if feats else np.zeros((0, *features.input_shape(self.cfg)))
-        return [(f[0], f[1], f[3]) for f in feats], x, np.cumsum([0] + [len(f[2]) for f in feats])
+        spans, (x,), bounds = many_window_features(ys, [self.cfg])
+        return spans, x, bounds
 
     # ------------------------------------------------------------------ BasePredictor
     def _scores(self, ys: list[np.ndarray]) -> list[tuple[WindowScores, list[ModelInput]]]:
@@ -652,7 +672,18 @@ class EnsemblePredictor(BasePredictor):
                 self._groups.append([i])
             else:
                 group.append(i)
-        self._groups.sort(key=lambda g: -sum(int(np.prod(self.members[i].runtime.input_shape)) for i in g))
+        # Groups whose features share conditioning, windows and STFT (``features.front_end``: the 64-
+        # and 128-band log-mels, the image and the utterance statistics) are one job, a front end: the
+        # signal is conditioned and cut once and each window transformed once for all of them.
+        self._fronts: list[list[list[int]]] = []
+        for group in self._groups:
+            key = features.front_end(self.members[group[0]].cfg)
+            front = next((f for f in self._fronts if features.front_end(self.members[f[0][0]].cfg) == key), None)
+            if front is None:
+                self._fronts.append([group])
+            else:
+                front.append(group)
+        self._fronts.sort(key=lambda f: -sum(int(np.prod(self.members[i].runtime.input_shape)) for g in f for i in g))
         self._runner = ThreadPoolExecutor(max_workers=usable_cpus(), thread_name_prefix="ser-ensemble")
 
     def _mean_on(self, grid: WindowScores, parts: list[WindowScores]) -> WindowScores:
@@ -670,21 +701,24 @@ class EnsemblePredictor(BasePredictor):
                             speech_windows(y, starts, win))
 
     def _scores(self, ys: list[np.ndarray]) -> list[tuple[WindowScores, list[ModelInput]]]:
-        def group_job(group: list[int]):
-            spans, x, bounds = self.members[group[0]].many_window_features(ys)
-            xs = [self.members[i].normalise(x) for i in group]
-            return spans, x, bounds, xs, [self.members[i].infer(xi) for i, xi in zip(group, xs)]
+        def front_job(front: list[list[int]]):
+            spans, xs, bounds = many_window_features(ys, [self.members[group[0]].cfg for group in front])
+            done = []
+            for group, x in zip(front, xs):
+                xn = [self.members[i].normalise(x) for i in group]
+                done.append((group, x, xn, [self.members[i].infer(xi) for i, xi in zip(group, xn)]))
+            return spans, bounds, done
 
-        pending = [(group, self._runner.submit(group_job, group)) for group in self._groups]
+        pending = [self._runner.submit(front_job, front) for front in self._fronts]
         parts = [[None] * len(self.members) for _ in ys]
         inputs = [[None] * len(self.members) for _ in ys]
-        for group, future in pending:
-            spans, x, bounds, xs, probs_of = future.result()
-            for i, xi, probs in zip(group, xs, probs_of):
-                for j, ((starts_s, ends, speech), a, b) in enumerate(zip(spans, bounds[:-1], bounds[1:])):
-                    sig = self.members[i]._signature(x[a:b], speech)    # the group's raw features
-                    parts[j][i] = WindowScores(starts_s, ends, probs[a:b], speech, sig)
-                    inputs[j][i] = ModelInput(self.member_names[i], self.members[i].cfg, xi[a])
+        for spans, bounds, done in (future.result() for future in pending):
+            for group, x, xs, probs_of in done:
+                for i, xi, probs in zip(group, xs, probs_of):
+                    for j, ((starts_s, ends, speech), a, b) in enumerate(zip(spans, bounds[:-1], bounds[1:])):
+                        sig = self.members[i]._signature(x[a:b], speech)    # the group's raw features
+                        parts[j][i] = WindowScores(starts_s, ends, probs[a:b], speech, sig)
+                        inputs[j][i] = ModelInput(self.member_names[i], self.members[i].cfg, xi[a])
         return [(self._mean_on(self._grid(y), p), inp) for y, p, inp in zip(ys, parts, inputs)]
 
     def stream_scores(self, source, label: str, total: float,

@@ -98,6 +98,7 @@ def test_batch_profile_names_every_network_and_adds_up(samples_dir):
     covered = [m for group in prof["features_ms"] for m in group.split("+")]
     assert sorted(covered) == sorted(prof["infer_ms"])          # every member's features, each once
     assert len(prof["features_ms"]) < len(prof["infer_ms"])     # members that hear the same features share them
+    assert len(prof["features_ms"]) == 2                        # ... and the default's two front ends their STFTs
     parts = prof["decode_ms"] + sum(prof["features_ms"].values()) + sum(prof["infer_ms"].values())
     assert prof["total_ms"] == pytest.approx(parts, abs=0.05) and prof["total_ms"] > 0
     # three ser_crnn (0.18, 0.18, 0.36 GFLOP a window) and the image CNN (0.41 a window, one or more windows)

@@ -160,12 +160,16 @@ def test_shipped_ensemble_answers_the_mean_of_its_members(sample_clip):
     each member says on its own, averaged window by window on the recording's own windows;
     also for audio longer than one batch of windows."""
     from conftest import DEFAULT_MODEL
-    from ser_core import audio
+    from ser_core import audio, features
     from ser_core.predict import BATCH, WindowScores, aligned, load_predictor
 
     ens = load_predictor(DEFAULT_MODEL, calibrated=False)   # the mean itself; calibration is tested apart
     assert len(ens._groups) == len({m.cfg for m in ens.members})     # members with equal features share them
     assert all(len({ens.members[i].cfg for i in g}) == 1 for g in ens._groups)
+    # feature groups that condition, cut and transform the signal alike share one front end
+    assert sorted(map(tuple, (g for f in ens._fronts for g in f))) == sorted(map(tuple, ens._groups))
+    assert all(len({features.front_end(ens.members[g[0]].cfg) for g in f}) == 1 for f in ens._fronts)
+    assert len(ens._fronts) == len({features.front_end(m.cfg) for m in ens.members}) == 2
     y = audio.load(sample_clip)
     long = np.tile(y, BATCH // 3 + 2)                               # > BATCH windows
     for wave in (y, long):

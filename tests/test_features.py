@@ -166,6 +166,27 @@ def test_batch_extraction_equals_clip_by_clip(arch, clips):
                                   np.stack([features.extract(y, cfg) for y in clips[:3]]))
 
 
+def test_configs_sharing_a_front_end_get_what_each_gets_alone(clips):
+    """One STFT for several kinds (an ensemble's members): the same arrays, bit for bit, as one call each."""
+    from conftest import DEFAULT_MODEL
+    from ser_core.config import ModelSpec
+    from ser_core.modeldir import member_dirs
+
+    cfgs = [ModelSpec.load(d / "spec.json").features for d in member_dirs(DEFAULT_MODEL)]
+    fronts: dict[tuple, list] = {}
+    for cfg in cfgs:
+        fronts.setdefault(features.front_end(cfg), []).append(cfg)
+    assert len(fronts) == 2 and sorted(map(len, fronts.values())) == [2, 3]
+    for shared in fronts.values():
+        for y in clips[:3]:
+            w = features.prepare(y, shared[0])
+            for got, cfg in zip(features.from_waveform_shared(w, shared), shared):
+                np.testing.assert_array_equal(got, features.from_waveform(w, cfg))
+    logmel, image = KINDS["ser_crnn"], KINDS["seed003_image_cnn"]
+    with pytest.raises(ValueError, match="different front ends"):
+        features.from_waveform_shared(features.prepare(clips[0], logmel), [logmel, image])
+
+
 @pytest.mark.parametrize("arch", sorted(KINDS))
 def test_silence_and_tiny_signals_give_finite_features(arch):
     cfg = KINDS[arch]
