@@ -616,7 +616,7 @@ def _tree_cpu_s(seen: dict | None = None) -> float:
     return sum(seen.values())
 
 
-def batch_run(model_dir: Path, files: list[str], out: Path, engine: str, workers: int) -> dict:
+def batch_run(model_dir: Path, files: list[str], out: Path, engine: str, workers: int, runtime: str = "auto") -> dict:
     """One ``ser batch`` job (in this process, as the CLI runs it): wall time, start-up, throughput, worker
     memory, and the CPU seconds the whole job spent per clip once a quarter of the clips was done.
     When the results reached the driver in too few hand-overs for a steady rate (``steady_note``),
@@ -646,13 +646,14 @@ def batch_run(model_dir: Path, files: list[str], out: Path, engine: str, workers
             samples.append((done, _tree_cpu_s(seen)))
 
     shutil.rmtree(out, ignore_errors=True)
-    res = run_batch(files, out, model_dir, engine=engine, workers=workers, progress=False,
+    res = run_batch(files, out, model_dir, engine=engine, workers=workers, progress=False, runtime=runtime,
                     part_files=max(8, len(files) // 20), on_part=sample_memory, callback=sample_cpu)
     steady = [(n, c) for n, c in samples if n >= len(files) / 4]
     cpu_per_clip = None
     if res.steady_note is None and len(steady) >= 2 and steady[-1][0] > steady[0][0]:
         cpu_per_clip = (steady[-1][1] - steady[0][1]) / (steady[-1][0] - steady[0][0])
-    return {"engine": engine, "workers": workers, "clips": res.scored, "wall_s": round(res.seconds, 2),
+    return {"engine": engine, "workers": workers, "runtime": runtime, "clips": res.scored,
+            "wall_s": round(res.seconds, 2),
             "startup_s": None if res.first_result_s is None else round(res.first_result_s, 2),
             "clips_per_s": round(res.clips_per_s, 1), "steady_clips_per_s": round(res.steady_clips_per_s, 1),
             "steady_note": res.steady_note, "handovers": len(res.timeline),
@@ -671,7 +672,7 @@ def batch_summary(runs: list[dict], cpus: int) -> dict:
     """
     by: dict[str, list[dict]] = {}
     for r in runs:
-        by.setdefault(f"{r['engine']}-{r['workers']}", []).append(r)
+        by.setdefault(config_key(r), []).append(r)
 
     def med(v, key):
         vals = [r[key] for r in v if r.get(key) is not None]
@@ -697,6 +698,7 @@ def batch_summary(runs: list[dict], cpus: int) -> dict:
         return round(a[key] / b[key], 2)
 
     out["scaling"] = ratio(local, one, "steady_clips_per_s")
+    out["int8_vs_float_cpu"] = ratio(conf.get(f"local-{cpus}-int8"), local, "cpu_bound_clips_per_s")
     out["ray_vs_local"] = ratio(ray, local, "steady_clips_per_s")
     out["ray_vs_local_cpu"] = ratio(ray, local, "cpu_bound_clips_per_s")
     best = local or one
@@ -706,6 +708,22 @@ def batch_summary(runs: list[dict], cpus: int) -> dict:
         if best.get("cpu_bound_clips_per_s"):
             out["per_core_cpu_bound_clips_s"] = round(best["cpu_bound_clips_per_s"] / n, 1)
     return {k: v for k, v in out.items() if v is not None}
+
+
+def config_key(run: dict) -> str:
+    """A batch configuration's name: engine-workers, and -int8 for the quantised runtime."""
+    return f"{run['engine']}-{run['workers']}" + ("-int8" if run.get("runtime") == "int8" else "")
+
+
+def answers_agree(a: Path, b: Path) -> dict:
+    """How far two ``ser batch`` outputs of the same files differ: the share of files with the same
+    answer (emotion or "not sure") and the largest difference of any probability."""
+    import pandas as pd
+
+    ta, tb = (pd.read_parquet(d / "predictions.parquet").set_index("file").sort_index() for d in (a, b))
+    cols = [c for c in ta.columns if c.startswith("p_")]
+    return {"files": len(ta), "same_answer": round(float((ta["emotion"] == tb["emotion"]).mean()), 4),
+            "max_abs_prob_diff": round(float((ta[cols] - tb[cols]).abs().to_numpy().max()), 4)}
 
 
 def projection(per_core_clips_s: float, *, hours: float = 1e6, clip_seconds: float = 3.5, nodes: int = 100,
@@ -729,19 +747,25 @@ def projection(per_core_clips_s: float, *, hours: float = 1e6, clip_seconds: flo
 def bench_batch(model_dir: Path, paths: list[str], workdir: Path, n_clips: int, rounds: int,
                 predict_process: dict | None = None) -> dict:
     """7. ``ser batch``: local with 1 and N workers, Ray with N, alternating (so background load hits all alike)."""
+    from ser_core import lite
+    from ser_core.modeldir import network_dirs
+
     cpus = usable_cpus()
-    configs = [("local", 1), ("local", cpus), ("ray", cpus)]
+    configs = [("local", 1, "auto"), ("local", cpus, "auto"), ("ray", cpus, "auto")]
     try:
         import ray  # noqa: F401
     except ImportError:
         configs = configs[:2]
+    if all(lite.fresh(d, "int8") for d in network_dirs(model_dir)):     # the quantised copy, side by side
+        configs.append(("local", cpus, "int8"))
     files = _linked(batch_clips(paths, n_clips), workdir / "batch-in")
     print(f"\n7. Batch scoring (`ser batch`, {model_dir.name}): {len(files)} clips of "
           f"{BATCH_CLIP_SECONDS[0]:g}-{BATCH_CLIP_SECONDS[1]:g} s, {rounds} round(s), configurations alternating")
     runs = []
     for k in range(rounds):
-        for engine, workers in (configs if k % 2 == 0 else configs[::-1]):
-            r = batch_run(model_dir, files, workdir / f"batch-{engine}-{workers}", engine, workers)
+        for engine, workers, runtime in (configs if k % 2 == 0 else configs[::-1]):
+            key = config_key({"engine": engine, "workers": workers, "runtime": runtime})
+            r = batch_run(model_dir, files, workdir / f"batch-{key}", engine, workers, runtime)
             runs.append(r)
             if r["steady_note"]:
                 rates = (f"{r['clips_per_s']:7.1f} clips/s over the whole run, first result after {r['startup_s']} s "
@@ -749,9 +773,11 @@ def bench_batch(model_dir: Path, paths: list[str], workdir: Path, n_clips: int, 
             else:
                 rates = (f"{r['steady_clips_per_s']:7.1f} clips/s after start-up "
                          f"({r['clips_per_s']:.1f} including a {r['startup_s']} s start-up)")
-            print(f"  {engine:<5} {workers} worker(s): {rates}; {r['cpu_ms_per_clip']} "
+            print(f"  {key:<12} {rates}; {r['cpu_ms_per_clip']} "
                   f"CPU ms per clip (whole job); worker peak RSS {r['worker_peak_rss_mb']} MB; {r['errors']} errors")
     summary = batch_summary(runs, cpus)
+    if ("local", cpus, "int8") in configs:
+        summary["int8_agreement"] = answers_agree(workdir / f"batch-local-{cpus}", workdir / f"batch-local-{cpus}-int8")
     for k, c in summary["configs"].items():
         what = "measured over the whole run (no steady rate)" if c.get("steady_note") else "measured"
         print(f"  {k:<8} median: {c['steady_clips_per_s']:.1f} clips/s {what}, {c['cpu_bound_clips_per_s']} clips/s "
@@ -759,6 +785,11 @@ def bench_batch(model_dir: Path, paths: list[str], workdir: Path, n_clips: int, 
               f"worker {c['worker_rss_mb']:.0f} MB")
     if "scaling" in summary:
         print(f"  local {cpus} workers / 1 worker: {summary['scaling']:.2f}x")
+    if "int8_agreement" in summary:
+        a = summary["int8_agreement"]
+        print(f"  int8 / float32 runtime, local {cpus} workers: {summary.get('int8_vs_float_cpu')}x CPU-bound; same "
+              f"answer for {100 * a['same_answer']:.1f} % of {a['files']} files, probabilities within "
+              f"{a['max_abs_prob_diff']}")
     if "ray_vs_local" in summary:
         print(f"  ray / local with {cpus} workers: {summary['ray_vs_local']:.2f} measured, "
               f"{summary.get('ray_vs_local_cpu')} CPU-bound")
@@ -860,12 +891,16 @@ def _verdicts(res: dict) -> list[str]:
         # judged on the CPU-bound rate (the job's CPU seconds per clip): on a shared machine the
         # measured rate is only this job's share of the cores; both are printed
         b, cpus = res["batch"], res.get("machine", {}).get("cpus") or usable_cpus()
-        best = max((c for k, c in b["configs"].items() if k != "local-1"),
-                   key=lambda c: c.get("cpu_bound_clips_per_s") or c["steady_clips_per_s"])
-        rate = best.get("cpu_bound_clips_per_s") or best["steady_clips_per_s"]
-        check(f"batch on {cpus} cores", rate >= TARGETS["batch_clips_s"],
-              f"{rate:.1f} clips/s CPU-bound, {best['steady_clips_per_s']:.1f} measured "
-              f"(target {TARGETS['batch_clips_s']:g})")
+        for label, keys in (("", [k for k in b["configs"] if k != "local-1" and not k.endswith("-int8")]),
+                            (", int8 runtime", [k for k in b["configs"] if k.endswith("-int8")])):
+            if not keys:
+                continue
+            best = max((b["configs"][k] for k in keys),
+                       key=lambda c: c.get("cpu_bound_clips_per_s") or c["steady_clips_per_s"])
+            rate = best.get("cpu_bound_clips_per_s") or best["steady_clips_per_s"]
+            check(f"batch on {cpus} cores{label}", rate >= TARGETS["batch_clips_s"],
+                  f"{rate:.1f} clips/s CPU-bound, {best['steady_clips_per_s']:.1f} measured "
+                  f"(target {TARGETS['batch_clips_s']:g})")
         gap = b.get("ray_vs_local_cpu") or b.get("ray_vs_local")
         if gap is not None:
             check("batch engines agree", abs(gap - 1) <= TARGETS["batch_engine_gap"],

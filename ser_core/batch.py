@@ -46,6 +46,7 @@ from pathlib import Path
 
 from .config import ModelSpec, atomic_write_text
 from .errors import ModelError, SERError
+from .lite import RUNTIMES, precision
 from .machine import usable_cpus
 from .progress import Progress
 
@@ -278,10 +279,10 @@ class Scorer:
     if that fails as a whole, each file is scored alone, so one bad file costs speed, never other answers.
     """
 
-    def __init__(self, model_dir: str, windows: bool):
+    def __init__(self, model_dir: str, windows: bool, runtime: str = "auto"):
         from .predict import load_predictor
 
-        self.predictor = load_predictor(model_dir)
+        self.predictor = load_predictor(model_dir, runtime=runtime)
         self.windows = windows
 
     def score(self, paths: list[str]) -> list[tuple[dict, list[dict]]]:
@@ -298,14 +299,14 @@ _SCORER: Scorer | None = None
 _SCORER_ERROR: str | None = None
 
 
-def _init_local(model_dir: str, windows: bool, numba_root: str) -> None:
+def _init_local(model_dir: str, windows: bool, numba_root: str, runtime: str = "auto") -> None:
     global _SCORER, _SCORER_ERROR
     from .cache import _die_with_parent
 
     _die_with_parent()               # a SIGKILLed job leaves no worker behind
     worker_setup(numba_root)
     try:
-        _SCORER = Scorer(model_dir, windows)
+        _SCORER = Scorer(model_dir, windows, runtime)
     except SERError as exc:          # reported by the first task: a failing initializer would only
         _SCORER_ERROR = str(exc)     # break the pool, again and again, without saying why
     except Exception as exc:
@@ -339,8 +340,10 @@ class LocalEngine:
 
     name = "local"
 
-    def __init__(self, model_dir: str, windows: bool, workers: int, chunk: int = CHUNKS["local"]):
+    def __init__(self, model_dir: str, windows: bool, workers: int, chunk: int = CHUNKS["local"],
+                 runtime: str = "auto"):
         self.model_dir, self.windows, self.workers, self.chunk = model_dir, windows, max(1, workers), chunk
+        self.runtime = runtime
         self.restarts = 0
         self.pids: set[int] = set()
         self.lost: list[str] = []        # files whose worker died every time they were tried
@@ -353,7 +356,7 @@ class LocalEngine:
         from .cache import _context
 
         self._pool = ProcessPoolExecutor(self.workers, mp_context=_context(), initializer=_init_local,
-                                         initargs=(self.model_dir, self.windows, self._numba_root))
+                                         initargs=(self.model_dir, self.windows, self._numba_root, self.runtime))
 
     def worker_pids(self) -> list[int]:
         """The pool's live worker processes (for tests that kill one, and for the memory benchmark)."""
@@ -439,11 +442,11 @@ class _RayScorer:
     """Ray Data's callable class: one per actor, the model loaded once, numpy batches of paths in,
     one JSON result per path out (the driver turns them into rows)."""
 
-    def __init__(self, model_dir: str, windows: bool):
+    def __init__(self, model_dir: str, windows: bool, runtime: str = "auto"):
         worker_setup()
         self.error = None
         try:
-            self.scorer = Scorer(model_dir, windows)
+            self.scorer = Scorer(model_dir, windows, runtime)
         except SERError as exc:
             self.error = str(exc)
 
@@ -481,13 +484,14 @@ class RayEngine:
     name = "ray"
 
     def __init__(self, model_dir: str, windows: bool, workers: int | None, chunk: int = CHUNKS["ray"],
-                 address: str | None = None):
+                 address: str | None = None, runtime: str = "auto"):
         try:
             import ray
         except ImportError as exc:
             raise SERError("the ray engine needs Ray: pip install 'ray[data]' (see requirements.txt)") from exc
         self.ray = ray
         self.model_dir, self.windows, self.chunk, self.address = model_dir, windows, chunk, address
+        self.runtime = runtime
         self.pids: set[int] = set()
         self.restarts = 0
         self.lost: list[str] = []        # Ray retries a dead actor's batch itself; nothing is given up
@@ -543,7 +547,7 @@ class RayEngine:
         blocks = max(1, min(math.ceil(len(paths) / self.chunk), 100_000))
         ds = self.ray.data.from_items([{"file": p} for p in paths], override_num_blocks=blocks)
         pool = ActorPoolStrategy(size=min(self.workers, blocks), max_tasks_in_flight_per_actor=2)
-        ds = ds.map_batches(_RayScorer, fn_constructor_args=(self.model_dir, self.windows), compute=pool,
+        ds = ds.map_batches(_RayScorer, fn_constructor_args=(self.model_dir, self.windows, self.runtime), compute=pool,
                             batch_size=self.chunk, batch_format="numpy", num_cpus=1, udf_modifying_row_count=False)
         try:
             for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
@@ -626,7 +630,10 @@ class PartStore:
         if prev is None and any(self.parts.iterdir()):
             raise SERError(f"{self.out} holds parts but no readable {JOB}; choose another --out")
         if prev is not None:
-            for key, what in (("model_stamp", "another model"), ("windows", "another --windows setting")):
+            prev = {"precision": "float32", **prev}      # jobs from before --runtime int8 were float32
+            job = {"precision": "float32", **job}
+            for key, what in (("model_stamp", "another model"), ("windows", "another --windows setting"),
+                              ("precision", "another runtime precision (--runtime int8 or not)")):
                 if prev.get(key) != job[key]:
                     raise SERError(f"{self.out} holds results of {what} ({key} {prev.get(key)} here, "
                                    f"{job[key]} now); choose another --out or remove that folder")
@@ -780,14 +787,14 @@ class BatchResult:
 
 
 def make_engine(engine: str, model_dir: str, windows: bool, workers: int | None, *, chunk: int | None = None,
-                address: str | None = None):
+                address: str | None = None, runtime: str = "auto"):
     chunk = chunk or CHUNKS.get(engine, 1)
     if engine == "local":
         if address:
             raise SERError("--address is for --engine ray")
-        return LocalEngine(model_dir, windows, workers or usable_cpus(), chunk)
+        return LocalEngine(model_dir, windows, workers or usable_cpus(), chunk, runtime)
     if engine == "ray":
-        return RayEngine(model_dir, windows, workers, chunk, address)
+        return RayEngine(model_dir, windows, workers, chunk, address, runtime)
     raise SERError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
 
 
@@ -795,7 +802,7 @@ def run_batch(inputs: Iterable[str], out: Path | str, model_dir: Path | str, *, 
               workers: int | None = None, address: str | None = None, windows: bool = False, csv: bool = False,
               chunk: int | None = None, part_files: int = PART_FILES, part_seconds: float = PART_SECONDS,
               progress: bool | None = None, callback: Callable[[int, int], None] | None = None,
-              on_part: Callable[[Path, object], None] | None = None) -> BatchResult:
+              on_part: Callable[[Path, object], None] | None = None, runtime: str = "auto") -> BatchResult:
     """Score every input file into ``out`` (see the module docstring); resumes a job killed earlier.
 
     ``on_part(path, engine)`` is called after each committed part (tests kill workers from it).
@@ -809,8 +816,10 @@ def run_batch(inputs: Iterable[str], out: Path | str, model_dir: Path | str, *, 
     paths = collect_inputs(inputs)
     if not paths:
         raise SERError("no audio files found in the given inputs")
+    if runtime not in RUNTIMES:
+        raise SERError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
     job = {"version": JOB_VERSION, "model": model_dir, "model_stamp": model_stamp(model_dir), "windows": windows,
-           "labels": labels}
+           "labels": labels, "precision": precision(runtime)}
     store = PartStore(out, job)
     try:
         todo = [p for p in paths if p not in store.files]
@@ -820,7 +829,7 @@ def run_batch(inputs: Iterable[str], out: Path | str, model_dir: Path | str, *, 
         eng = None
         restarts, pids = 0, []
         if todo:
-            eng = make_engine(engine, model_dir, windows, workers, chunk=chunk, address=address)
+            eng = make_engine(engine, model_dir, windows, workers, chunk=chunk, address=address, runtime=runtime)
             bar = RateProgress(len(todo), f"ser batch ({eng.name}, {eng.workers} workers)", enabled=progress,
                                callback=callback)
             rows: list[dict] = []

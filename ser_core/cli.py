@@ -119,7 +119,7 @@ def cmd_batch(args) -> int:
 
     res = run_batch(args.inputs, args.out, args.model or runs.active_model_dir(), engine=args.engine,
                     workers=args.workers, address=args.address, windows=args.windows, csv=args.csv,
-                    part_files=args.part_files, chunk=args.chunk)
+                    part_files=args.part_files, chunk=args.chunk, runtime=args.runtime)
     note = f", {res.resumed} already done by an earlier run" if res.resumed else ""
     print(f"scored {res.scored} of {res.files} files in {res.seconds:.1f} s ({res.clips_per_s:.1f} clips/s{note}); "
           f"{res.errors} error rows")
@@ -136,7 +136,7 @@ def cmd_export(args) -> int:
         raise SERError(f"{args.model_dir} is not a model folder (spec.json and model.keras, or an ensemble)")
     if not lite.available():
         raise SERError("the LiteRT runtime is not installed: pip install -r requirements.txt")
-    lite.export(args.model_dir)
+    lite.export(args.model_dir, int8=args.int8)
     return 0
 
 
@@ -481,6 +481,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="write model.tflite (LiteRT) beside each network of a model folder, so "
                                       "prediction runs without TensorFlow")
     p.add_argument("model_dir")
+    p.add_argument("--int8", action="store_true",
+                   help="write model.int8.tflite instead: int8 weights, about 3x faster, probabilities within "
+                        "a few hundredths of the float model's (used only with --runtime int8)")
     p.set_defaults(fn=cmd_export)
     if only in LEAN_COMMANDS:
         return parser       # the other commands' flags import pandas and the architectures: not for these
@@ -501,6 +504,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="worker processes or Ray actors (default: one per core)")
     p.add_argument("--address", help="join this existing Ray cluster (e.g. ray://head:10001 or auto)")
     p.add_argument("--windows", action="store_true", help="also write per-window rows (OUT/windows.parquet)")
+    p.add_argument("--runtime", choices=RUNTIMES, default=RUNTIMES[0],
+                   help="as for ser predict; int8 needs `ser export --int8 MODEL` first")
     p.add_argument("--csv", action="store_true", help="also write the tables as CSV")
     p.add_argument("--part-files", type=int, default=PART_FILES,
                    help=f"files per committed part (default: {PART_FILES}); a kill loses at most one part's work")

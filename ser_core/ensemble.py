@@ -25,7 +25,7 @@ from . import lite, runs, schema
 from .config import ModelSpec, atomic_write_text
 from .errors import ModelError, SERError
 from .modeldir import ENSEMBLE_ARCH as ARCH
-from .modeldir import LITE, MEMBERS, SPEC, WEIGHTS
+from .modeldir import MEMBERS, SPEC, WEIGHTS
 
 
 def build(members: Sequence[Path | str], out_dir: Path | str, *, export: bool = True,
@@ -55,7 +55,7 @@ def build(members: Sequence[Path | str], out_dir: Path | str, *, export: bool = 
     for src, name in zip(members, names):
         dest = tmp / MEMBERS / name
         dest.mkdir()
-        for f in (SPEC, WEIGHTS) + ((LITE,) if lite.fresh(src) else ()):
+        for f in (SPEC, WEIGHTS) + tuple(v.file for v in lite.VARIANTS.values() if lite.fresh(src, v.runtime)):
             shutil.copy2(Path(src) / f, dest / f)
         if export and not lite.fresh(dest):
             lite.try_export(dest)

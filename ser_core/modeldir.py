@@ -13,9 +13,9 @@ from pathlib import Path
 
 from .config import ModelSpec
 from .errors import ModelError, SERError
-from .schema import ENSEMBLE_ARCH, LITE, MEMBERS, SPEC, WEIGHTS
+from .schema import ENSEMBLE_ARCH, LITE, LITE_INT8, MEMBERS, SPEC, WEIGHTS
 
-__all__ = ["ENSEMBLE_ARCH", "LITE", "MEMBERS", "SPEC", "WEIGHTS", "is_ensemble", "is_model_dir", "member_dirs", "network_dirs",
+__all__ = ["ENSEMBLE_ARCH", "LITE", "LITE_INT8", "MEMBERS", "SPEC", "WEIGHTS", "is_ensemble", "is_model_dir", "member_dirs", "network_dirs",
            "model_files"]
 
 
@@ -52,7 +52,7 @@ def model_files(model_dir: Path | str) -> list[Path]:
     d = Path(model_dir)
     files = [d / SPEC]
     for m in network_dirs(d):
-        files += [m / SPEC, m / WEIGHTS] + ([m / LITE] if (m / LITE).exists() else [])
+        files += [m / SPEC, m / WEIGHTS] + [m / f for f in (LITE, LITE_INT8) if (m / f).exists()]
     return files
 
 

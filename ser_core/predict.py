@@ -40,7 +40,7 @@ from .errors import (AudioError, EmptyAudioError, ModelError, SERError, SilentAu
                      TooShortError)
 from .lite import RUNTIMES
 from .machine import usable_cpus
-from .modeldir import LITE, SPEC, WEIGHTS, is_ensemble
+from .modeldir import LITE, LITE_INT8, SPEC, WEIGHTS, is_ensemble
 from .schema import MEMBER_WEIGHTS
 
 HOP_SECONDS = 1.0
@@ -325,11 +325,16 @@ class KerasRuntime:
 
 
 def open_runtime(network_dir: Path, runtime: str = "auto") -> Runtime:
-    """LiteRT when the folder holds a current export (``auto``) or when asked (``lite``), else Keras."""
+    """LiteRT when the folder holds a current export (``auto``) or when asked (``lite``; ``int8``: its
+    quantised copy, only when asked), else Keras."""
     from . import lite
 
     if runtime not in RUNTIMES:
         raise ModelError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
+    if runtime == "int8":
+        if not lite.fresh(network_dir, "int8"):
+            raise ModelError(f"no current {LITE_INT8} in {network_dir}: export it with `ser export --int8`")
+        return lite.LiteRuntime(network_dir / LITE_INT8, kind="int8")
     if runtime == "lite" or (runtime == "auto" and lite.fresh(network_dir) and lite.available()):
         if not lite.fresh(network_dir):
             raise ModelError(f"no current {LITE} in {network_dir}: export it with `ser export`")

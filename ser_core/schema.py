@@ -54,6 +54,7 @@ def fold_of(dir_name: str) -> int | None:
 SPEC = "spec.json"
 WEIGHTS = "model.keras"
 LITE = "model.tflite"              # the LiteRT export inference prefers (ser_core.lite)
+LITE_INT8 = "model.int8.tflite"    # its int8 (dynamic-range) copy: faster, not equal to Keras (--runtime int8)
 NOVELTY = "novelty.npz"            # a model's novelty gate: what its training recordings sound like (ser_core.novelty)
 MEMBERS = "members"                # an ensemble's folder of member model folders
 ENSEMBLE_ARCH = "ensemble"         # spec.json "arch" of an ensemble folder

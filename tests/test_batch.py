@@ -268,3 +268,27 @@ def test_no_steady_rate_from_results_handed_over_together():
     steady = result([(1.2 + 0.4 * k, 16 * (k + 1)) for k in range(10)], 5.0)
     assert steady.steady_note is None
     assert steady.steady_clips_per_s == pytest.approx(16 / 0.4)       # from 48 files (2.0 s) to 160 (4.8 s)
+
+
+def test_an_int8_job_answers_like_predict_on_int8_and_a_float_job_is_not_resumed_in_it(tmp_path, samples_dir):
+    """``--runtime int8`` reaches every worker (the answers are the quantised model's), and one output
+    folder never mixes answers of the two precisions."""
+    from conftest import DEFAULT_MODEL
+    from ser_core.predict import load_predictor
+
+    clips = [str(p) for p in sorted(samples_dir.glob("*.flac"))[:3]]
+    out = tmp_path / "out"
+    r = ser("batch", *clips, "--out", out, "--model", DEFAULT_MODEL, "--workers", "1", "--runtime", "int8")
+    assert r.returncode == 0, r.stderr
+    table = pd.read_parquet(out / "predictions.parquet").set_index("file")
+    int8, auto = load_predictor(DEFAULT_MODEL, runtime="int8"), load_predictor(DEFAULT_MODEL)
+    differs = 0.0
+    for clip in clips:
+        q, f = int8.predict_file(clip, name=clip), auto.predict_file(clip, name=clip)
+        for lab in int8.labels:
+            assert table.loc[clip, f"p_{lab}"] == pytest.approx(q.probabilities[lab], abs=1e-6)
+            differs = max(differs, abs(q.probabilities[lab] - f.probabilities[lab]))
+    assert differs > 1e-6                             # the int8 copy, not the float export, answered
+    assert json.loads((out / "job.json").read_text())["precision"] == "int8"
+    r = ser("batch", *clips, "--out", out, "--model", DEFAULT_MODEL, "--workers", "1")
+    assert r.returncode == 2 and "another runtime precision" in r.stderr and "Traceback" not in r.stderr

@@ -163,3 +163,28 @@ def test_a_ray_job_of_a_few_batches_reports_no_steady_rate_and_no_cpu_per_clip(t
     assert r["clips"] == 160 and r["errors"] == 0
     assert r["steady_clips_per_s"] == r["clips_per_s"] and r["cpu_ms_per_clip"] is None
     assert r["steady_note"] and 1 <= r["handovers"] <= 3
+
+
+def test_the_int8_runtime_is_judged_on_its_own_line_and_its_answers_compared(tmp_path):
+    import pandas as pd
+
+    from ser_app.bench import _verdicts, answers_agree, batch_summary, config_key
+
+    res = {"machine": {"cpus": 2}, "batch": {
+        "configs": {"local-2": {"steady_clips_per_s": 80.0, "cpu_bound_clips_per_s": 90.0},
+                    "local-2-int8": {"steady_clips_per_s": 150.0, "cpu_bound_clips_per_s": 170.0}}}}
+    lines = _verdicts(res)
+    assert lines[0].startswith("  [--] batch on 2 cores: 90.0 clips/s CPU-bound")
+    assert lines[1].startswith("  [--] batch on 2 cores, int8 runtime: 170.0 clips/s CPU-bound")
+    assert config_key({"engine": "local", "workers": 2, "runtime": "int8"}) == "local-2-int8"
+    assert config_key({"engine": "ray", "workers": 2, "runtime": "auto"}) == "ray-2"
+    runs = [{"engine": "local", "workers": 2, "runtime": rt, "steady_clips_per_s": v, "clips_per_s": v,
+             "startup_s": 1.0, "cpu_ms_per_clip": ms, "worker_peak_rss_mb": [100]}
+            for rt, v, ms in (("auto", 80.0, 20.0), ("int8", 150.0, 10.0))]
+    assert batch_summary(runs, 2)["int8_vs_float_cpu"] == 2.0
+    for name, p_sad in (("a", [0.6, 0.2, 0.5]), ("b", [0.61, 0.3, 0.5])):
+        (tmp_path / name).mkdir()
+        pd.DataFrame({"file": ["x", "y", "z"], "emotion": ["sad", "not sure" if name == "a" else "happy", "sad"],
+                      "p_sad": p_sad}).to_parquet(tmp_path / name / "predictions.parquet")
+    assert answers_agree(tmp_path / "a", tmp_path / "b") == {"files": 3, "same_answer": round(2 / 3, 4),
+                                                             "max_abs_prob_diff": 0.1}

@@ -86,3 +86,37 @@ def test_ser_predict_imports_neither_tensorflow_nor_pandas(sample_clip):
     result, heavy = r.stdout.strip().splitlines()
     assert json.loads(heavy) == []
     assert json.loads(result)["emotion"] == "angry"
+
+
+def test_the_int8_copy_of_the_default_answers_like_the_float_model_and_is_never_chosen_by_itself():
+    """``--runtime int8``: the shipped default's quantised copy gives the same answer on every sample clip,
+    probabilities within 0.02 of the float export's; ``auto`` keeps the float export."""
+    assert all(lite.fresh(d, "int8") for d in network_dirs(DEFAULT_MODEL))
+    auto, int8 = load_predictor(DEFAULT_MODEL), load_predictor(DEFAULT_MODEL, runtime="int8")
+    assert {m.runtime.kind for m in auto.members} == {"lite"}
+    assert {m.runtime.kind for m in int8.members} == {"int8"}
+    worst = 0.0
+    for clip in sorted(SAMPLES.glob("*.flac")):
+        a, b = auto.predict_file(clip), int8.predict_file(clip)
+        assert (a.emotion, a.best) == (b.emotion, b.best)
+        worst = max(worst, float(np.abs(vectors(a, auto.labels)[0] - vectors(b, auto.labels)[0]).max()))
+    assert 0 < worst <= 0.02                       # quantised: close, not equal
+
+
+def test_ser_export_int8_writes_a_second_checked_copy_and_int8_needs_it(tiny_model, sample_clip, tmp_path):
+    plain = tmp_path / "plain"
+    shutil.copytree(tiny_model, plain)
+    (plain / lite.LITE_INT8).unlink(missing_ok=True)
+    with pytest.raises(ModelError, match="ser export --int8"):
+        Predictor(plain, runtime="int8")
+    r = subprocess.run([sys.executable, "-m", "ser_core", "export", "--int8", str(plain)], capture_output=True,
+                       text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert lite.fresh(plain, "int8") and lite.fresh(plain)          # the float export is kept as it was
+    extra = ModelSpec.load(plain / "spec.json").extra
+    record = extra[lite.VARIANTS["int8"].spec_key]
+    assert record["file"] == lite.LITE_INT8 and "int8" in record["quantisation"]
+    assert record["max_abs_diff"] <= lite.INT8_TOLERANCE and extra[lite.SPEC_KEY]["max_abs_diff"] <= TOLERANCE
+    a, b = Predictor(plain).predict_file(sample_clip), Predictor(plain, runtime="int8").predict_file(sample_clip)
+    assert np.abs(vectors(a, a.probabilities)[0] - vectors(b, a.probabilities)[0]).max() <= 0.05
+    assert lite.precision("int8") == "int8" and {lite.precision(r) for r in ("auto", "lite", "keras")} == {"float32"}

@@ -91,7 +91,30 @@ def default_block(d: Path | None = None) -> str:
         lines += ["", f"Largest drop: {r['max_drop']:.1f} points ({r['worst_shift']}); the target of "
                       f"{r['target_drop_points']:.0f} points is {'met' if r['within_target'] else 'NOT met'}. "
                       "Reproduce: `ser robustness <cv folder>`."]
+    lines += runtime_lines(d)
     return "\n".join(lines)
+
+
+def runtime_lines(d: Path) -> list[str]:
+    """What each network's lean-runtime exports are, from their records in the members' spec.json."""
+    from ser_core import lite
+    from ser_core.config import ModelSpec
+    from ser_core.modeldir import network_dirs
+
+    nets = network_dirs(d)
+    recs = {v.runtime: [ModelSpec.load(n / "spec.json").extra.get(v.spec_key) for n in nets]
+            for v in lite.VARIANTS.values()}
+    if not all(recs["lite"]):
+        return []
+    worst = max(r["max_abs_diff"] for r in recs["lite"])
+    text = (f"Runtimes: every network has a LiteRT export (`{lite.LITE}`, probabilities within {worst:.1g} of Keras "
+            "on its check inputs), which `ser predict`, `ser batch` and the app use without TensorFlow")
+    if all(recs["int8"]):
+        worst8 = max(r["max_abs_diff"] for r in recs["int8"])
+        text += (f"; and an int8 copy (`{lite.LITE_INT8}`, {recs['int8'][0]['quantisation']}; within "
+                 f"{worst8:.2f} of Keras on its check inputs) that runs only when asked, `--runtime int8`: "
+                 "about three times faster networks, measured against the float model in `docs/speed.md`")
+    return ["", text + "."]
 
 
 def corpus_lines(m: dict) -> list[str]:

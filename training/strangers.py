@@ -1,7 +1,8 @@
 """A model on corpora it never trained on: accuracy on all eight and on each corpus's own emotions,
 ECE, "not sure" figures and what it answers (to see a collapse onto one or two classes).
 
-    python training/strangers.py MODEL_DIR OUT.csv [DATASET]     (DATASET default: ased+emovo+urdu)
+    python training/strangers.py MODEL_DIR OUT.csv [DATASET] [--runtime int8] [--against EARLIER.csv]
+    (DATASET default: ased+emovo+urdu; --against: how far these answers are from an earlier table's)
 
 Every clip goes through the same path as `ser predict` (``predict_many``: its batched form). Only
 meaningful for corpora the model never heard.
@@ -22,9 +23,9 @@ from ser_core.predict import load_predictor  # noqa: E402
 BLOCK = 64      # files per predict_many call
 
 
-def predictions(model_dir: str, df: pd.DataFrame) -> tuple[pd.DataFrame, object]:
+def predictions(model_dir: str, df: pd.DataFrame, runtime: str = "auto") -> tuple[pd.DataFrame, object]:
     """One row per readable clip: truth, the model's answer, "not sure" and calibrated probabilities."""
-    pred = load_predictor(model_dir)
+    pred = load_predictor(model_dir, runtime=runtime)
     rows = []
     paths = df["path"].tolist()
     for s in range(0, len(paths), BLOCK):
@@ -49,13 +50,42 @@ def report(table: pd.DataFrame, labels: list[str], threshold: float) -> dict:
     return res
 
 
+def agreement(table: pd.DataFrame, earlier: pd.DataFrame) -> dict:
+    """Two tables of the same clips (e.g. the float and the int8 runtime): the share of clips with the same
+    answer and the same "not sure", the largest probability difference, each one's accuracy per corpus."""
+    a, b = table.set_index(["corpus", "file"]), earlier.set_index(["corpus", "file"])
+    if set(a.index) != set(b.index):
+        raise SystemExit("the two tables do not hold the same clips")
+    b = b.loc[a.index]
+    cols = [c for c in a.columns if c.startswith("p_")]
+    return {"clips": len(a), "same_answer": round(float((a["pred"] == b["pred"]).mean()), 4),
+            "same_not_sure": round(float((a["not_sure"] == b["not_sure"]).mean()), 4),
+            "max_abs_prob_diff": round(float((a[cols] - b[cols]).abs().to_numpy().max()), 4),
+            "accuracy": {c: {"this": round(float((g["true"] == g["pred"]).mean()), 4),
+                             "earlier": round(float((b.loc[g.index, "true"] == b.loc[g.index, "pred"]).mean()), 4)}
+                         for c, g in a.groupby(level="corpus")}}
+
+
 def main() -> int:
-    model, out = sys.argv[1], sys.argv[2]
-    df = datasets.load_dataset(sys.argv[3] if len(sys.argv) > 3 else "ased+emovo+urdu")
-    table, pred = predictions(model, df)
+    import argparse
+
+    from ser_core.lite import RUNTIMES
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("model")
+    ap.add_argument("out")
+    ap.add_argument("dataset", nargs="?", default="ased+emovo+urdu")
+    ap.add_argument("--runtime", choices=RUNTIMES, default=RUNTIMES[0], help="as for ser predict")
+    ap.add_argument("--against", help="an earlier OUT.csv of the same clips: print how far these answers are")
+    args = ap.parse_args()
+    df = datasets.load_dataset(args.dataset)
+    table, pred = predictions(args.model, df, args.runtime)
+    out = args.out
     table.to_csv(out, index=False)
     threshold = pred.calibration.threshold if pred.calibration else calibration.DEFAULT_THRESHOLD
     print(json.dumps(report(table, list(pred.labels), threshold), indent=1))
+    if args.against:
+        print(json.dumps({"against": args.against, **agreement(table, pd.read_csv(args.against))}, indent=1))
     return 0
 
 
