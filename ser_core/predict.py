@@ -216,6 +216,14 @@ def many_window_features(ys: list[np.ndarray], cfgs: list[FeatureConfig]) -> tup
     return [(f[0], f[1], f[3]) for f in feats], xs, np.cumsum([0] + [len(f[2][0]) for f in feats])
 
 
+def buckets(items, key) -> list[list]:
+    """``items`` in lists of equal ``key(item)``, in the order each key first appears."""
+    out: dict = {}
+    for item in items:
+        out.setdefault(key(item), []).append(item)
+    return list(out.values())
+
+
 def checked_waveform(y: np.ndarray, sr: int | None, rate: int, name: str) -> np.ndarray:
     """A mono float32 waveform at ``rate``, validated (too short, too long, not finite...)."""
     y = np.asarray(y, dtype=np.float32)
@@ -666,28 +674,16 @@ class EnsemblePredictor(BasePredictor):
         self.calibration = stored_calibration(self.spec, self.model_dir) if calibrated else None
         self.use_gate(stored_gate(self.spec, self.model_dir) if calibrated else None)
         self._columns = [[m.labels.index(lab) for lab in self.labels] for m in self.members]
-        # Members that hear the same features share one extraction. Each group (its features, then
-        # its networks) is one job for a pool of one thread per usable core, the costliest groups
-        # first (the most input values to run through networks): the feature code and both
-        # runtimes release the GIL for most of their time, so the groups run side by side.
-        self._groups: list[list[int]] = []
-        for i in range(len(self.members)):
-            group = next((g for g in self._groups if self.members[g[0]].cfg == self.members[i].cfg), None)
-            if group is None:
-                self._groups.append([i])
-            else:
-                group.append(i)
-        # Groups whose features share conditioning, windows and STFT (``features.front_end``: the 64-
-        # and 128-band log-mels, the image and the utterance statistics) are one job, a front end: the
-        # signal is conditioned and cut once and each window transformed once for all of them.
-        self._fronts: list[list[list[int]]] = []
-        for group in self._groups:
-            key = features.front_end(self.members[group[0]].cfg)
-            front = next((f for f in self._fronts if features.front_end(self.members[f[0][0]].cfg) == key), None)
-            if front is None:
-                self._fronts.append([group])
-            else:
-                front.append(group)
+        # Members that hear the same features share one extraction (a group), and groups whose features
+        # share conditioning, windows and STFT (``features.front_end``: the 64- and 128-band log-mels; the
+        # image and the utterance statistics) share one front end: the signal is conditioned and cut once
+        # and each window transformed once for all of them. Each front end (its features, then its
+        # networks) is one job for a pool of one thread per usable core, the costliest first (the most
+        # input values to run through networks): the feature code and both runtimes release the GIL for
+        # most of their time, so the jobs run side by side.
+        cfg_of = [m.cfg for m in self.members]
+        self._groups: list[list[int]] = buckets(range(len(self.members)), lambda i: cfg_of[i])
+        self._fronts: list[list[list[int]]] = buckets(self._groups, lambda g: features.front_end(cfg_of[g[0]]))
         self._fronts.sort(key=lambda f: -sum(int(np.prod(self.members[i].runtime.input_shape)) for g in f for i in g))
         self._runner = ThreadPoolExecutor(max_workers=usable_cpus(), thread_name_prefix="ser-ensemble")
 
