@@ -30,6 +30,7 @@ SLOW = 180_000            # ms; bound for waits that include loading TensorFlow 
 
 sync_api = pytest.importorskip("playwright.sync_api")
 expect = sync_api.expect
+PlaywrightTimeout = sync_api.TimeoutError
 
 if not Path(CHROMIUM).exists():
     pytest.skip("Debian's chromium is not installed", allow_module_level=True)
@@ -192,22 +193,31 @@ def choose_architecture(pg, name: str) -> None:
     chosen = pg.get_by_role("combobox", name="Architecture")
     chosen.scroll_into_view_if_needed(timeout=SLOW)
     options = pg.get_by_role("option")
-    for _ in range(3):                  # a rerun landing just then (the page drawing its last run) closes the list
+    wanted = pg.get_by_role("option", name=re.compile(f"^{re.escape(name)} "))
+    value = re.compile(f"^{re.escape(name)} · about ")
+    names = clipped = None
+    # A rerun landing just then (another run's panel refreshing, a run ending) closes the open list, at
+    # any step: before the options show, or between reading them and the click. Open it again and retry.
+    for _ in range(5):
         chosen.click()
         try:
             expect(options.first).to_be_visible(timeout=5000)
+            if names is None:
+                texts = options.all_inner_texts()
+                cut = pg.evaluate("""() => Array.from(document.querySelectorAll('[role=option]'))
+                    .filter(o => [o, ...o.querySelectorAll('*')].some(e => e.scrollWidth > e.clientWidth + 1))
+                    .map(o => o.innerText)""")
+                if texts:
+                    names, clipped = [t.split(" · ")[0] for t in texts], cut
+            wanted.click(timeout=5000)
+            expect(chosen).to_have_value(value, timeout=5000)
             break
-        except AssertionError:
+        except (AssertionError, PlaywrightTimeout):
             pg.keyboard.press("Escape")
-    expect(options.first).to_be_visible()
-    names = [t.split(" · ")[0] for t in options.all_inner_texts()]
+    assert names is not None, "the architecture list never stayed open"
     assert names[:2] == ["seed000_cnn", "seed001_logmel_cnn"] and "ser_crnn" in names
-    clipped = pg.evaluate("""() => Array.from(document.querySelectorAll('[role=option]'))
-        .filter(o => [o, ...o.querySelectorAll('*')].some(e => e.scrollWidth > e.clientWidth + 1))
-        .map(o => o.innerText)""")
     assert clipped == [], f"architecture names cut off in the dropdown: {clipped}"
-    pg.get_by_role("option", name=re.compile(f"^{re.escape(name)} ")).click()
-    expect(chosen).to_have_value(re.compile(f"^{re.escape(name)} · about "))
+    expect(chosen).to_have_value(value)
     assert chosen.evaluate("e => e.scrollWidth <= e.clientWidth + 1"), "the chosen architecture is cut off"
 
 
