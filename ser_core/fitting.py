@@ -137,7 +137,7 @@ def fit(run_dir: Path, cfg: TrainConfig, data: Prepared, log: Logger, t_start: f
     has_val = len(data.x["val"]) > 0
     keep = data.y["val"] >= 0
     val_targets = None
-    if cfg.adversary > 0:
+    if cfg.adversary > 0 or cfg.corpus_experts:
         from . import adversary
 
         codes, corpora = adversary.corpus_codes(data.groups)
@@ -146,8 +146,12 @@ def fit(run_dir: Path, cfg: TrainConfig, data: Prepared, log: Logger, t_start: f
             val_codes = np.searchsorted(corpora, data.rows["val"]["corpus"].astype(str).to_numpy()[keep])
             val_targets = adversary.adversarial_targets(training_targets(data.y["val"][keep], n),
                                                         np.minimum(val_codes, len(corpora) - 1), len(corpora))
-        log(f"corpus adversary (strength {cfg.adversary}, ramped): the network learns to hide which of "
-            f"{', '.join(corpora)} a clip comes from")
+        if cfg.corpus_experts:
+            log(f"corpus experts: one emotion head for each of {', '.join(corpora)}, blended by a gate that "
+                "learns which of them a clip sounds like")
+        else:
+            log(f"corpus adversary (strength {cfg.adversary}, ramped): the network learns to hide which of "
+                f"{', '.join(corpora)} a clip comes from")
     val_ds = None
     if has_val:
         val_ds = make_dataset(data.x["val"][keep], data.y["val"][keep], n, batch_size=256, weights=None,
@@ -160,7 +164,13 @@ def fit(run_dir: Path, cfg: TrainConfig, data: Prepared, log: Logger, t_start: f
         with precision_policy(cfg.precision):
             model = models.build(cfg.arch, shape, n, seed=seed, **cfg.arch_params)
             fitted, extra_cbs = model, []
-            if cfg.adversary > 0:
+            if cfg.corpus_experts:
+                from . import experts
+
+                model, fitted = experts.wrap(model, len(corpora))
+                compile_model(fitted, cfg, steps, loss=adversary.loss(n, cfg.label_smoothing),
+                              metrics=adversary.metrics(n))
+            elif cfg.adversary > 0:
                 fitted, reversal = adversary.wrap(model, len(corpora))
                 compile_model(fitted, cfg, steps, loss=adversary.loss(n, cfg.label_smoothing),
                               metrics=adversary.metrics(n))
@@ -178,7 +188,7 @@ def fit(run_dir: Path, cfg: TrainConfig, data: Prepared, log: Logger, t_start: f
                        shuffle=False)
             if ckpt.exists():
                 model = keras.models.load_model(ckpt, safe_mode=True)
-        members.append(as_float32(model, cfg, shape, n))
+        members.append(as_float32(model, cfg, shape, n, len(corpora) if cfg.corpus_experts else 0))
         if StopFlag.requested:
             break
     return members[0] if len(members) == 1 else average_models(members, cfg.arch)
@@ -197,11 +207,16 @@ def precision_policy(precision: str):
         keras.mixed_precision.set_global_policy("float32")
 
 
-def as_float32(model, cfg: TrainConfig, shape: tuple[int, ...], n_classes: int):
-    """The same architecture built in float32, holding ``model``'s (float32) weights."""
+def as_float32(model, cfg: TrainConfig, shape: tuple[int, ...], n_classes: int, n_experts: int = 0):
+    """The same architecture built in float32 (with ``n_experts`` corpus experts), holding ``model``'s
+    (float32) weights."""
     if cfg.precision == "float32":
         return model
     clean = models.build(cfg.arch, shape, n_classes, seed=cfg.seed, **cfg.arch_params)
+    if n_experts:
+        from . import experts
+
+        clean = experts.wrap(clean, n_experts)[0]
     clean.set_weights(model.get_weights())
     return clean
 

@@ -183,6 +183,11 @@ class TrainConfig:
                                    "training corpus a clip comes from, and its reversed gradient teaches the "
                                    "network to forget it (ramped up over the run); needs two or more corpora; "
                                    "0 is off")
+    corpus_experts: bool = option(False, label="Corpus experts",
+                                  help="one emotion head per training corpus, blended by a small classifier of "
+                                       "which corpus a clip sounds like, so corpora that draw an emotion's "
+                                       "boundary differently need not share one; the saved model needs no "
+                                       "corpus name to predict; needs two or more corpora")
     targeted_aug: bool | None = option(None, label="Targeted augmentation", arch_fallback=False,
                                        help="noisy, gain-shifted and masked copies of minority-class clips "
                                             "until the classes balance")
@@ -238,6 +243,11 @@ class TrainConfig:
             raise ConfigError("a distillation share needs a teacher model (--teacher)")
         if cfg.adversary > 0 and len(cfg.dataset.split("+")) < 2:
             raise ConfigError("a corpus adversary needs two or more corpora, e.g. --dataset ravdess+ased")
+        if cfg.corpus_experts and len(cfg.dataset.split("+")) < 2:
+            raise ConfigError("corpus experts need two or more corpora, e.g. --dataset ravdess+ased")
+        if cfg.corpus_experts and cfg.adversary > 0:
+            raise ConfigError("corpus experts and a corpus adversary pull opposite ways (the gate needs the "
+                              "corpus the adversary hides): choose one")
         return cfg
 
     def teacher_dir(self) -> Path | None:

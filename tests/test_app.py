@@ -296,6 +296,7 @@ def test_train_presets_corpora_and_protocols(no_data, corpora):
                                                      "Bundled samples (32 RAVDESS clips, actors 1-4)"]
     assert at.multiselect(key="t_corpora").value == ["samples"]
     assert "t_adversary" not in [w.key for w in at.slider]      # one corpus: nothing for an adversary to hide
+    assert "t_corpus_experts" not in [w.key for w in at.checkbox]
     assert at.selectbox(key="t_protocol").options == ["EmoBox 6-fold (speaker-independent)",
                                                       "Random clips (speaker-DEPENDENT)"]
     assert at.selectbox(key="t_fold_emobox6").options == ["fold 1 · 8 test clips", "fold 2 · 8 test clips",
@@ -320,7 +321,13 @@ def test_train_presets_corpora_and_protocols(no_data, corpora):
     at.selectbox(key="t_protocol").set_value("emobox6").run()
     at.number_input(key="t_epochs").set_value(2)
     assert at.checkbox(key="t_corpus_balance").value == recipe["corpus_balance"]
+    assert "t_corpus_experts" in [w.key for w in at.checkbox]   # two corpora: so are corpus experts
+    at.checkbox(key="t_corpus_experts").check()
     at.slider(key="t_adversary").set_value(0.5)                 # two corpora: the corpus adversary is offered
+    button(at, "Start training").click().run()
+    assert any("choose one" in e for e in errors(at))           # ... but not both at once: said, nothing starts
+    assert runs.list_runs() == []
+    at.checkbox(key="t_corpus_experts").uncheck()
     button(at, "Start training").click().run()
     assert not at.exception and not errors(at)
     (run,) = runs.list_runs()
