@@ -36,6 +36,7 @@ import numpy as np
 
 from ser_core import audio, features, schema
 from ser_core.config import FeatureConfig, ModelSpec, project_root
+from ser_core.errors import SERError
 from ser_core.machine import usable_cpus
 
 ROOT = project_root()
@@ -221,15 +222,27 @@ def bench_end_to_end(model_dir: Path, clips: list[str], batch_paths: list[str], 
     name = predictor.spec.arch + (f" of {', '.join(m.spec.arch for m in members)}" if len(members) > 1 else "")
     _header(f"2. End-to-end prediction from a file, warm ({model_dir.name}: {name}, "
             f"model loaded in {load_s:.1f} s)")
-    single = interleaved({"project": lambda i: predictor.predict_file(clips[i % len(clips)]),
-                          "reference": lambda i: reference(clips[i % len(clips)])}, repeats, warmup=2)
+    fns = {"project": lambda i: predictor.predict_file(clips[i % len(clips)]),
+           "reference": lambda i: reference(clips[i % len(clips)])}
+    try:            # the int8 copies (`ser export --int8`), when the model has them: same run, same clips
+        int8 = load_predictor(model_dir, runtime="int8")
+        fns["int8"] = lambda i: int8.predict_file(clips[i % len(clips)])
+    except SERError:
+        int8 = None
+    single = interleaved(fns, repeats, warmup=2)
     print(_row("one clip: decode, features, model", single["project"], single["reference"]))
+    if int8 is not None:
+        same = np.mean([int8.predict_file(c).emotion == predictor.predict_file(c).emotion for c in clips])
+        single["int8_same_answer"] = round(float(same), 4)
+        print(_row("one clip, --runtime int8", single["int8"], single["reference"])
+              + f"   same answer as float for {same:.0%} of {len(clips)} clips")
     batch = interleaved({"project": project_batch, "reference": reference_batch}, batch_repeats)
     rate = {k: round(len(batch_paths) / (v["median_ms"] / 1e3), 1) for k, v in batch.items()}
     print(_row(f"batch of {len(batch_paths)} clips", batch["project"], batch["reference"]))
     print(f"  {'':<44} {rate['project']:9.1f} clips/s{'':7} {rate['reference']:9.1f} clips/s")
     return {"model": str(model_dir), "arch": name, "model_load_s": round(load_s, 2),
-            "single": {**single, "ratio": _ratio(single["reference"], single["project"])},
+            "single": {**single, "ratio": _ratio(single["reference"], single["project"]),
+                       **({"int8_ratio": _ratio(single["reference"], single["int8"])} if int8 is not None else {})},
             "batch": {**batch, "clips": len(batch_paths), "clips_per_s": rate,
                       "ratio": _ratio(batch["reference"], batch["project"])}}
 

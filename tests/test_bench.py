@@ -188,3 +188,24 @@ def test_the_int8_runtime_is_judged_on_its_own_line_and_its_answers_compared(tmp
                       "p_sad": p_sad}).to_parquet(tmp_path / name / "predictions.parquet")
     assert answers_agree(tmp_path / "a", tmp_path / "b") == {"files": 3, "same_answer": round(2 / 3, 4),
                                                              "max_abs_prob_diff": 0.1}
+
+
+def test_one_clip_is_timed_with_the_int8_copies_beside_the_float_ones(tmp_path, tiny_model, samples_dir, capsys):
+    """Section 2 times `--runtime int8` in the same interleaved run as the float path and the seeds' path, and
+    says how often its answer is the float one's; a model without int8 copies gets no such row."""
+    import shutil
+
+    from ser_app.bench import bench_end_to_end
+    from ser_core import lite
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    clips = sorted(str(p) for p in samples_dir.glob("*.flac"))[:3]
+    plain = bench_end_to_end(model, clips, clips[:2], repeats=2, batch_repeats=1)
+    assert "int8" not in plain["single"] and "int8 runtime" not in capsys.readouterr().out
+    lite.export(model, int8=True, log=lambda *a: None)
+    res = bench_end_to_end(model, clips, clips[:2], repeats=2, batch_repeats=1)
+    single = res["single"]
+    assert {"project", "reference", "int8"} <= set(single) and single["int8"]["median_ms"] > 0
+    assert 0.0 <= single["int8_same_answer"] <= 1.0 and single["int8_ratio"] > 0
+    assert "one clip, --runtime int8" in capsys.readouterr().out
