@@ -27,11 +27,11 @@ FIELD_KEYS = {"arch": "t_arch", "protocol": "t_protocol", "epochs": "t_epochs", 
               "label_smoothing": "t_smooth_{}", "mixup": "t_mixup_{}", "online_aug": "t_online_{}",
               "targeted_aug": "t_targeted_{}", "channel_aug": "t_channel_{}",
               "corpus_balance": "t_corpus_balance", "adversary": "t_adversary",
-              "corpus_experts": "t_corpus_experts"}
+              "corpus_experts": "t_corpus_experts", "balance_within": "t_balance_within"}
 FORM_PREFIXES = ("t_corpora", "t_arch", "t_protocol", "t_fold_", "t_epochs", "t_batch", "t_lr", "t_patience",
                  "t_smooth_", "t_mixup_", "t_online_", "t_seed", "t_weights", "t_targeted_", "t_quick",
                  "t_schedule", "t_channel_", "t_profile", "t_val", "t_mels_", "t_extra", "t_corpus_balance",
-                 "t_adversary", "t_corpus_experts")
+                 "t_adversary", "t_corpus_experts", "t_balance_within")
 
 
 @st.cache_data(ttl=300, max_entries=8, show_spinner="Reading the corpora...")
@@ -215,8 +215,9 @@ def new_run_form() -> None:
                                          key=f"t_mels_{arch}",
                                          help="Frequency resolution of the log-mel input; saved with the model.")
         if len(keys) > 1:           # options that only mean something across corpora
-            c1, c2, c3, _ = st.columns(4)
+            c1, c2, c3, c4 = st.columns(4)
             config["corpus_balance"] = option_input("corpus_balance", c1, key="t_corpus_balance")
+            config["balance_within"] = option_input("balance_within", c4, key="t_balance_within")
             config["adversary"] = option_input("adversary", c2, key="t_adversary")
             config["corpus_experts"] = option_input("corpus_experts", c3, key="t_corpus_experts")
         extra = st.session_state.get("t_extra") or {}

@@ -130,7 +130,8 @@ def fit(run_dir: Path, cfg: TrainConfig, data: Prepared, log: Logger, t_start: f
     keras = _keras()
     n = len(data.labels)
     if cfg.class_weights:
-        sample_weight = example_weights(data.y["train"], data.groups if cfg.corpus_balance else None, n)
+        sample_weight = example_weights(data.y["train"], data.groups if cfg.corpus_balance else None, n,
+                                        within=cfg.balance_within)
     else:
         sample_weight = np.ones(len(data.y["train"]), np.float32)
     targets = training_targets(data.y["train"], n, None if data.soft is None else data.soft[data.source], cfg.distill)

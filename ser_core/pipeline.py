@@ -18,21 +18,34 @@ def _class_weights(y: np.ndarray, n: int) -> np.ndarray:
     return w.astype(np.float32)
 
 
-def example_weights(y: np.ndarray, groups: np.ndarray | None, n: int) -> np.ndarray:
-    """Per-example loss weights: every emotion weighs the same, and within an emotion every
-    corpus that has it weighs the same (mean weight 1).
+def example_weights(y: np.ndarray, groups: np.ndarray | None, n: int, within: str = "emotion") -> np.ndarray:
+    """Per-example loss weights over several corpora (mean weight 1).
 
-    Without the second rule the largest corpus would set what each emotion sounds like
-    (ASED has six times URDU's clips); with it, 80 URDU talk-show clips of "sad" count as
-    much as 400 acted Amharic ones. Emotions only some corpora have (calm: RAVDESS alone)
-    get their whole weight from those corpora. With one corpus this is plain class weighting.
+    ``within="emotion"``: every emotion weighs the same, and within an emotion every corpus
+    that has it weighs the same. Without the second rule the largest corpus would set what
+    each emotion sounds like (ASED has six times URDU's clips); with it, 80 URDU talk-show
+    clips of "sad" count as much as 400 acted Amharic ones. But an emotion few corpora have
+    gets its whole weight from them: inside RAVDESS, calm (RAVDESS alone) then weighs four
+    times happy or sad (four corpora each), and a network learns to answer calm and rarely
+    happy or sad on RAVDESS (session 17, ``docs/multicorpus.md``).
+
+    ``within="corpus"``: every corpus weighs the same, and within a corpus every emotion it
+    has weighs the same, so each corpus is class-balanced on its own.
+
+    With one corpus both are plain class weighting.
     """
     if groups is None or len(set(groups)) < 2:
         return _class_weights(y, n)[y]
     frame = pd.DataFrame({"y": y, "g": groups})
     per_cell = frame.groupby(["y", "g"])["y"].transform("size").to_numpy(float)
-    corpora_per_class = frame.groupby("y")["g"].transform("nunique").to_numpy(float)
-    w = 1.0 / (frame["y"].nunique() * corpora_per_class * per_cell)
+    if within == "corpus":
+        classes_per_corpus = frame.groupby("g")["y"].transform("nunique").to_numpy(float)
+        w = 1.0 / (frame["g"].nunique() * classes_per_corpus * per_cell)
+    elif within == "emotion":
+        corpora_per_class = frame.groupby("y")["g"].transform("nunique").to_numpy(float)
+        w = 1.0 / (frame["y"].nunique() * corpora_per_class * per_cell)
+    else:
+        raise ValueError(f"balance within 'emotion' or 'corpus', not {within!r}")
     return (w * len(y)).astype(np.float32)
 
 

@@ -28,6 +28,8 @@ AUG_TITLES = {"time_mask": "time masking", "freq_mask": "frequency masking",
 PRECISIONS = ("auto", "float32", "bfloat16")
 SCHEDULES = ("plateau", "cosine")
 SCHEDULE_TITLES = {"plateau": "halve on plateau", "cosine": "cosine decay"}
+BALANCES = ("emotion", "corpus")
+BALANCE_TITLES = {"emotion": "within each emotion", "corpus": "within each corpus"}
 PROTOCOL_TITLES = {
     "emobox6": "EmoBox 6-fold (speaker-independent)",
     "speaker_kfold": "Speaker k-fold (speaker-independent)",
@@ -178,6 +180,11 @@ class TrainConfig:
                                   help="with class weights, every corpus that has an emotion weighs the same "
                                        "within it, so the largest corpus does not decide what an emotion "
                                        "sounds like (no effect on one corpus)")
+    balance_within: str = option("emotion", label="Balance", choices=BALANCES, titles=BALANCE_TITLES,
+                                 help="with corpus balance: every emotion weighs the same and, within it, every "
+                                      "corpus that has it (emotion); or every corpus weighs the same and, "
+                                      "within it, every emotion it has (corpus), so no corpus's own emotions "
+                                      "are skewed by how many other corpora share them")
     adversary: float = option(0.0, label="Corpus adversary", min=0, max=2, span=(0.0, 2.0, 0.1),
                               help="strength of a corpus-adversarial head: a small classifier learns which "
                                    "training corpus a clip comes from, and its reversed gradient teaches the "

@@ -328,13 +328,15 @@ def test_train_presets_corpora_and_protocols(no_data, corpora):
     assert any("choose one" in e for e in errors(at))           # ... but not both at once: said, nothing starts
     assert runs.list_runs() == []
     at.checkbox(key="t_corpus_experts").uncheck()
+    assert at.selectbox(key="t_balance_within").value == "emotion"
+    at.selectbox(key="t_balance_within").set_value("corpus")
     button(at, "Start training").click().run()
     assert not at.exception and not errors(at)
     (run,) = runs.list_runs()
     config = json.loads((Path(run["dir"]) / "config.json").read_text())
     assert config["dataset"] in ("ravdess+ased", "ased+ravdess") and config["epochs"] == 2
     assert config["arch_params"] == recipe["arch_params"] and config["corpus_balance"] == recipe["corpus_balance"]
-    assert config["adversary"] == 0.5
+    assert config["adversary"] == 0.5 and config["balance_within"] == "corpus"
     runs.stop(Path(run["dir"]))              # (stopped while it starts, its process may end as "interrupted")
     assert runs.wait(Path(run["dir"]), timeout=RUN_TIMEOUT)["state"] in ("stopped", "finished", "interrupted")
 

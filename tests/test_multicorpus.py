@@ -138,6 +138,25 @@ def test_every_emotion_and_every_corpus_within_it_weigh_the_same():
                                np.array([19 / (3 * 12)] * 12 + [19 / (3 * 4)] * 4 + [19 / (3 * 3)] * 3), rtol=1e-6)
 
 
+def test_balanced_within_each_corpus_every_corpus_and_each_of_its_emotions_weigh_the_same():
+    # "big" has emotions 0, 1, 2 (2 is its own, like RAVDESS's calm); "small" has 0 and 1.
+    y = np.array([0] * 10 + [1] * 5 + [2] * 5 + [0] * 2 + [1] * 3)
+    g = np.array(["big"] * 20 + ["small"] * 5)
+    w = example_weights(y, g, 3, within="corpus")
+    assert w.mean() == pytest.approx(1.0)
+    cell = {(k, c): w[(y == k) & (g == c)].sum() for k in range(3) for c in ("big", "small")}
+    assert cell[0, "big"] == pytest.approx(cell[1, "big"]) == pytest.approx(cell[2, "big"])
+    assert cell[0, "small"] == pytest.approx(cell[1, "small"])
+    assert sum(cell[k, "big"] for k in range(3)) == pytest.approx(sum(cell[k, "small"] for k in range(3)))
+    # the other rule gives the corpus's own emotion twice the weight of a shared one inside "big"
+    w_e = example_weights(y, g, 3)
+    assert w_e[(y == 2)].sum() == pytest.approx(2 * w_e[(y == 0) & (g == "big")].sum())
+    np.testing.assert_allclose(example_weights(y, np.array(["one"] * len(y)), 3, within="corpus"),
+                               example_weights(y, np.array(["one"] * len(y)), 3))
+    with pytest.raises(ValueError, match="not 'speaker'"):
+        example_weights(y, g, 3, within="speaker")
+
+
 # ----------------------------------------------------------------------------- per-corpus metrics
 def table():
     labels = ["neutral", "calm", "sad"]
