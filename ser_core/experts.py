@@ -1,13 +1,15 @@
 """Corpus experts (``TrainConfig.corpus_experts``): one emotion head per training corpus, blended by a gate.
 
-Corpora draw the boundaries between emotions in different places (a four-corpus network with one softmax
-answered RAVDESS's happy and sad far less often than they occur: ``docs/multicorpus.md``, session 16).
-Here the network's last layer, a dense softmax over the emotions, is replaced by one such softmax per
-training corpus (the experts), all reading the representation the old layer read, and a gate: a small
-classifier of which training corpus a clip sounds like. The answer is the experts' probabilities weighted
-by the gate's, so the saved network maps features to emotion probabilities like any other and needs no
-corpus name at prediction time: a clip that sounds like one corpus gets that corpus's expert, a voice like
-none of them gets a blend.
+Corpora may draw the boundaries between emotions in different places (a four-corpus network with
+one softmax answered RAVDESS's happy and sad far less often than they occur). Here the network's
+last layer, a dense softmax over the emotions, is replaced by one such softmax per training corpus
+(the experts), all reading the representation the old layer read, and a gate: a small classifier
+of which training corpus a clip sounds like. The answer is the experts' probabilities weighted by
+the gate's, so the saved network maps features to emotion probabilities like any other and needs
+no corpus name at prediction time: a clip that sounds like one corpus gets that corpus's expert, a
+voice like none of them gets a blend. (Measured in session 17, ``docs/multicorpus.md``: the gate
+sends every RAVDESS test clip to the RAVDESS expert, and that expert still rarely answers happy or
+sad, so the boundary was not where four-corpus networks lose RAVDESS.)
 
 During :func:`ser_core.fitting.fit` the gate also learns from each clip's corpus: the training model
 outputs the blended emotion probabilities and the gate's side by side, with the corpus one-hot beside the
