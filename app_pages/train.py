@@ -28,10 +28,9 @@ FIELD_KEYS = {"arch": "t_arch", "protocol": "t_protocol", "epochs": "t_epochs", 
               "targeted_aug": "t_targeted_{}", "channel_aug": "t_channel_{}",
               "corpus_balance": "t_corpus_balance", "adversary": "t_adversary",
               "corpus_experts": "t_corpus_experts", "balance_within": "t_balance_within"}
-FORM_PREFIXES = ("t_corpora", "t_arch", "t_protocol", "t_fold_", "t_epochs", "t_batch", "t_lr", "t_patience",
-                 "t_smooth_", "t_mixup_", "t_online_", "t_seed", "t_weights", "t_targeted_", "t_quick",
-                 "t_schedule", "t_channel_", "t_profile", "t_val", "t_mels_", "t_extra", "t_corpus_balance",
-                 "t_adversary", "t_corpus_experts", "t_balance_within")
+# Form widgets that set no TrainConfig field of their own; a preset clears them with the fields' widgets.
+OTHER_FORM_KEYS = ("t_corpora", "t_fold_", "t_quick", "t_mels_", "t_extra")
+FORM_PREFIXES = OTHER_FORM_KEYS + tuple(key.replace("{}", "") for key in FIELD_KEYS.values())
 
 
 @st.cache_data(ttl=300, max_entries=8, show_spinner="Reading the corpora...")
