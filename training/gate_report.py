@@ -35,15 +35,15 @@ def fold_gate(fold_dir: Path, paths: dict[tuple[str, str], str]) -> pd.DataFrame
     model = load_keras(fold_dir / schema.MODEL / schema.WEIGHTS)
     if not experts.n_experts(model):
         raise SystemExit(f"{fold_dir}: this model has no corpus experts")
+    rows = pd.read_csv(fold_dir / schema.PREDICTIONS)
     corpora = sorted(str(spec.extra["dataset"]).split("+"))
     if len(corpora) != experts.n_experts(model):     # a loco fold: the test corpus is not among them
-        test = set(pd.read_csv(fold_dir / schema.PREDICTIONS)["corpus"].astype(str))
+        test = set(rows["corpus"].astype(str))
         corpora = [c for c in corpora if c not in test]
     from ser_core.tf_setup import keras
 
     gate = keras().Model(model.inputs, model.get_layer(experts.GATE).output)
     predictor = Predictor.from_model(gate, dataclasses.replace(spec, labels=tuple(corpora)))
-    rows = pd.read_csv(fold_dir / schema.PREDICTIONS)
     out = []
     for corpus, name in zip(rows["corpus"].astype(str), rows["file"].astype(str)):
         p = predictor.predict_file(paths[(corpus, name)]).probabilities
