@@ -28,8 +28,9 @@ AUG_TITLES = {"time_mask": "time masking", "freq_mask": "frequency masking",
 PRECISIONS = ("auto", "float32", "bfloat16")
 SCHEDULES = ("plateau", "cosine")
 SCHEDULE_TITLES = {"plateau": "halve on plateau", "cosine": "cosine decay"}
-BALANCES = ("emotion", "corpus")
-BALANCE_TITLES = {"emotion": "within each emotion", "corpus": "within each corpus"}
+BALANCES = ("emotion", "corpus", "cell")
+BALANCE_TITLES = {"emotion": "within each emotion", "corpus": "within each corpus",
+                  "cell": "every emotion of every corpus"}
 PROTOCOL_TITLES = {
     "emobox6": "EmoBox 6-fold (speaker-independent)",
     "speaker_kfold": "Speaker k-fold (speaker-independent)",
@@ -184,7 +185,9 @@ class TrainConfig:
                                  help="with corpus balance: every emotion weighs the same and, within it, every "
                                       "corpus that has it (emotion); or every corpus weighs the same and, "
                                       "within it, every emotion it has (corpus), so no corpus's own emotions "
-                                      "are skewed by how many other corpora share them")
+                                      "are skewed by how many other corpora share them; or every emotion of "
+                                      "every corpus weighs the same (cell): each corpus balanced on its own "
+                                      "and weighing by how many emotions it has")
     adversary: float = option(0.0, label="Corpus adversary", min=0, max=2, span=(0.0, 2.0, 0.1),
                               help="strength of a corpus-adversarial head: a small classifier learns which "
                                    "training corpus a clip comes from, and its reversed gradient teaches the "

@@ -157,6 +157,21 @@ def test_balanced_within_each_corpus_every_corpus_and_each_of_its_emotions_weigh
         example_weights(y, g, 3, within="speaker")
 
 
+def test_balanced_per_cell_every_emotion_of_every_corpus_weighs_the_same():
+    # five cells: "big" has emotions 0, 1, 2, "small" has 0 and 1
+    y = np.array([0] * 10 + [1] * 5 + [2] * 5 + [0] * 2 + [1] * 3)
+    g = np.array(["big"] * 20 + ["small"] * 5)
+    w = example_weights(y, g, 3, within="cell")
+    assert w.mean() == pytest.approx(1.0)
+    cell = {(k, c): w[(y == k) & (g == c)].sum() for k in range(3) for c in ("big", "small")}
+    present = [cell[k, c] for k, c in cell if k < 2 or c == "big"]
+    assert len(present) == 5 and all(v == pytest.approx(len(y) / 5) for v in present)
+    # each corpus weighs by how many emotions it has (3 : 2), unlike within="corpus" (1 : 1)
+    assert w[g == "big"].sum() == pytest.approx(1.5 * w[g == "small"].sum())
+    np.testing.assert_allclose(example_weights(y, np.array(["one"] * len(y)), 3, within="cell"),
+                               example_weights(y, np.array(["one"] * len(y)), 3))
+
+
 # ----------------------------------------------------------------------------- per-corpus metrics
 def table():
     labels = ["neutral", "calm", "sad"]
