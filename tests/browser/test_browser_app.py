@@ -7,26 +7,19 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 import zipfile
 from pathlib import Path
 
 import pytest
+from streamlit_server import CHROMIUM, ROOT, SLOW, metric_value, streamlit_server
 
 pytestmark = pytest.mark.browser
 
-ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "data" / "samples"
 DEFAULT = ROOT / "models" / "default"
 CLIP = SAMPLES / "03-01-05-02-01-01-01.flac"
 SHOTS = ROOT / "test-output" / "screenshots"
-CHROMIUM = "/usr/bin/chromium"
 LABELS = json.loads((DEFAULT / "spec.json").read_text())["labels"]
-SLOW = 180_000            # ms; bound for waits that include loading TensorFlow or a training process
 
 sync_api = pytest.importorskip("playwright.sync_api")
 expect = sync_api.expect
@@ -36,50 +29,20 @@ if not Path(CHROMIUM).exists():
     pytest.skip("Debian's chromium is not installed", allow_module_level=True)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """`streamlit run` on a free localhost port with its own runs folder and no corpus."""
     state = tmp_path_factory.mktemp("browser-state")
-    port = free_port()
     env = {**os.environ, "SER_RUNS_DIR": str(state / "runs"), "SER_CACHE_DIR": str(state / "cache"),
            "SER_DATA_DIR": str(state / "no-data"), "TF_CPP_MIN_LOG_LEVEL": "2"}
     env.pop("SER_MAX_AUDIO_SECONDS", None)
-    log = open(state / "server.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "streamlit_app.py"), "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true", "--server.fileWatcherType", "none"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(240):
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                if r.read().strip() == b"ok":
-                    break
-        except OSError:
-            if proc.poll() is not None:
-                raise RuntimeError((state / "server.log").read_text()[-3000:])
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        raise RuntimeError("streamlit did not come up")
-    yield {"url": url, "state": state}
-    from ser_core import runs
+    with streamlit_server(env, state / "server.log") as url:
+        yield {"url": url, "state": state}
+        from ser_core import runs
 
-    for run in runs.list_runs(state / "runs"):
-        if run["status"].get("state") in runs.ACTIVE_STATES:
-            runs.stop(Path(run["dir"]))
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+        for run in runs.list_runs(state / "runs"):
+            if run["status"].get("state") in runs.ACTIVE_STATES:
+                runs.stop(Path(run["dir"]))
 
 
 @pytest.fixture(scope="module")
@@ -119,13 +82,6 @@ def screenshot(pg, name: str, height: int | None = None) -> None:
         pg.set_viewport_size({"width": 1400, "height": height})
     pg.wait_for_timeout(800)          # let plotly finish its transition before the picture
     pg.screenshot(path=str(SHOTS / f"{name}.png"))
-
-
-def metric_value(pg, label: str) -> str:
-    box = pg.get_by_test_id("stMetric").filter(has=pg.get_by_test_id("stMetricLabel").filter(
-        has_text=re.compile(f"^{re.escape(label)}")))
-    expect(box.first).to_be_visible(timeout=SLOW)
-    return box.first.get_by_test_id("stMetricValue").inner_text().strip()
 
 
 def choose_source(pg, name: str) -> None:

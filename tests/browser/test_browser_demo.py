@@ -5,37 +5,23 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from streamlit_server import CHROMIUM, ROOT, SLOW, metric_value, streamlit_server
 
 pytestmark = pytest.mark.browser
 
-ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = ROOT / "models" / "default"
 CLIP = ROOT / "data" / "samples" / "03-01-05-02-01-01-01.flac"
-CHROMIUM = "/usr/bin/chromium"
 LABELS = json.loads((DEFAULT / "spec.json").read_text())["labels"]
-SLOW = 180_000
 
 sync_api = pytest.importorskip("playwright.sync_api")
 expect = sync_api.expect
 
 if not Path(CHROMIUM).exists():
     pytest.skip("Debian's chromium is not installed", allow_module_level=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def tree(folder: Path) -> dict[str, bytes]:
@@ -55,36 +41,12 @@ def demo(tmp_path_factory):
     (state / "data" / "ravdess").mkdir(parents=True)
     shutil.copy(CLIP, state / "data" / "ravdess" / CLIP.name)
     (state / "cache").mkdir()
-    port = free_port()
     env = {**os.environ, "SER_PUBLIC_DEMO": "1", "SER_RUNS_DIR": str(state / "runs"),
            "SER_MODELS_DIR": str(state / "models"), "SER_DATA_DIR": str(state / "data"),
            "SER_CACHE_DIR": str(state / "cache"), "TF_CPP_MIN_LOG_LEVEL": "2"}
     before = {name: tree(state / name) for name in ("runs", "models", "data", "cache")}
-    log = open(state / "server.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "streamlit_app.py"), "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true", "--server.fileWatcherType", "none"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(240):
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                if r.read().strip() == b"ok":
-                    break
-        except OSError:
-            if proc.poll() is not None:
-                raise RuntimeError((state / "server.log").read_text()[-3000:])
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        raise RuntimeError("streamlit did not come up")
-    yield {"url": url, "state": state, "before": before}
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    with streamlit_server(env, state / "server.log") as url:
+        yield {"url": url, "state": state, "before": before}
 
 
 @pytest.fixture(scope="module")
@@ -96,13 +58,6 @@ def page():
         yield ctx.new_page()
         ctx.close()
         b.close()
-
-
-def metric_value(pg, label: str) -> str:
-    box = pg.get_by_test_id("stMetric").filter(has=pg.get_by_test_id("stMetricLabel").filter(
-        has_text=re.compile(f"^{re.escape(label)}")))
-    expect(box.first).to_be_visible(timeout=SLOW)
-    return box.first.get_by_test_id("stMetricValue").inner_text().strip()
 
 
 def test_public_demo_serves_predict_and_evaluate_and_writes_nothing(demo, page):
