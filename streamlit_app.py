@@ -6,10 +6,10 @@ import sys
 
 import streamlit as st
 
-from ser_core import runs
 from ser_core.config import public_demo
 
 from ser_app import views
+from ser_app.session_model import model_picker
 
 if "tensorflow" not in sys.modules:
     # aiortc's SRTP library (used by the Predict page's live mode) crashes the process when it is loaded
@@ -29,25 +29,30 @@ if public_demo():
     PAGES = [p for p in PAGES if p.title != "Train"]
 
 
-def active_model_card() -> None:
-    """Name, date and speaker-independent accuracy of the model the app predicts with."""
-    info = views.model_summary(runs.active_model_dir())
+def model_card() -> None:
+    """The model this session predicts with (a picker when there are several): name, date and accuracy."""
     with st.sidebar:
-        st.subheader("Active model")
+        st.subheader("Model")
+        info = views.model_summary(model_picker())
         st.markdown(f"**{views.md_escape(info['name'])}**  \n{views.md_escape(info['title'])}")
         if info["created"]:
             st.caption(f"Trained {info['created']}")
-        if info["accuracy"] is not None:
+        if info["heard"]:
+            st.caption("Learnt from: " + ", ".join(views.md_escape(c) for c in info["heard"]))
+        if len(info["per_corpus"]) > 1:
+            st.caption(f"Accuracy · {views.short_protocol(info['protocol_info'])}, each corpus on its own emotions: "
+                       + ", ".join(f"{views.md_escape(c)} {views.format_pct(a)}" for c, a in info["per_corpus"].items()))
+        elif info["accuracy"] is not None:
             st.metric(f"Accuracy · {views.short_protocol(info['protocol_info'])}", views.format_pct(info["accuracy"]),
                       help=f"{info['protocol']}, {info['n']} clips (from the model's metrics.json)")
-            if not info["speaker_independent"]:
-                st.warning("Measured speaker-dependently: expect lower accuracy on new voices.")
         else:
             st.caption("No evaluation stored with this model.")
+        if info["accuracy"] is not None and not info["speaker_independent"]:
+            st.warning("Measured speaker-dependently: expect lower accuracy on new voices.")
         if public_demo():
             st.caption("Public demo: Predict and Evaluate only. Nothing you upload is stored.")
 
 
 page = st.navigation(PAGES)
-active_model_card()
+model_card()
 page.run()

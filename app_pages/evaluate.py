@@ -246,6 +246,11 @@ def compare(source: views.EvalSource, df: pd.DataFrame, metrics: dict, sources: 
     if not others:
         st.caption("Only one evaluation is available: train a run to compare against.")
         return
+    if st.session_state.get("e_compare_for") != source.key:
+        # another evaluation opened: compare it with the first other one (the shipped default) again, not
+        # with whatever the previous evaluation's list happened to start with
+        st.session_state.pop("e_compare", None)
+        st.session_state["e_compare_for"] = source.key
     other = st.selectbox("Compare with", others, format_func=lambda s: s.title, key="e_compare")
     try:
         df2, m2 = load(other.dir, stamp_of(other))

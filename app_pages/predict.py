@@ -6,7 +6,7 @@ from pathlib import Path
 import streamlit as st
 
 from ser_app import explain_views, views
-from ser_core import runs
+from ser_app.session_model import session_model_dir
 from ser_core.config import max_audio_seconds
 from ser_core.errors import (NoAudioStreamError, SERError, SilentAudioError, UnreadableAudioError,
                              UnsupportedFormatError)
@@ -23,10 +23,10 @@ def load_predictor(model_dir: str, stamp: float):
     return load_predictor(model_dir)
 
 
-def active_predictor():
+def session_predictor():
     from ser_core.modeldir import model_files
 
-    model_dir = runs.active_model_dir()
+    model_dir = session_model_dir()
     stamp = max(f.stat().st_mtime for f in model_files(model_dir))
     return load_predictor(str(model_dir), stamp)
 
@@ -180,12 +180,12 @@ def live_mode(predictor) -> None:
 
 st.title("Predict")
 st.caption("Which of eight emotions does a speaker express? Record, upload, pick a sample clip or stream live; "
-           "the active model (sidebar) answers.")
+           "the model named in the sidebar answers.")
 
 try:
-    predictor = active_predictor()
+    predictor = session_predictor()
 except SERError as exc:
-    st.error(f"The active model cannot be loaded: {views.md_escape(exc)}")
+    st.error(f"The model cannot be loaded: {views.md_escape(exc)}")
     st.stop()
 model = views.model_summary(predictor.model_dir)
 limit = max_audio_seconds()

@@ -22,9 +22,10 @@ from plotly.subplots import make_subplots
 
 from ser_core import datasets, evaluation, features, models, runs, schema, splits
 from ser_core.config import EMOTIONS, FeatureConfig, data_dir, models_dir, project_root, public_demo
-from ser_core.errors import ConfigError
+from ser_core.errors import ConfigError, SERError
 from ser_core.datasets import AUDIO_EXTENSIONS, parse_ravdess
 from ser_core.jsonio import read_json
+from ser_core.modeldir import network_dirs
 
 EMOTION_COLOURS = {
     "neutral": "#8d99ae", "calm": "#4ea8de", "happy": "#f9c74f", "sad": "#3a5a9b",
@@ -90,6 +91,16 @@ def model_summary(model_dir: Path) -> dict:
     elif arch == "ensemble" and members:
         title = "Ensemble of " + " + ".join(members) + " (mean of their probabilities)"
     is_default = model_dir.resolve() == runs.default_model_dir().resolve()
+    heard: list[str] = []          # the corpora its networks learnt from: what a stranger picking a model needs
+    try:
+        nets = network_dirs(model_dir)
+    except SERError:               # a malformed folder still gets its card; loading it says what is wrong
+        nets = []
+    for d in nets:
+        spec_d = read_json(d / schema.SPEC, {}) or {}
+        for part in dataset_title(str((spec_d.get("extra") or {}).get("dataset") or "")).split("+"):
+            if part and part not in heard:
+                heard.append(part)
     return {
         "name": "shipped default" if is_default else model_dir.name,
         "dir": str(model_dir),
@@ -103,6 +114,11 @@ def model_summary(model_dir: Path) -> dict:
         "speaker_independent": bool(metrics.get(schema.SPEAKER_INDEPENDENT, False)),
         "n": metrics.get("n"),
         "is_default": is_default,
+        "heard": heard,
+        # accuracy of each corpus on its own emotions, when the evaluation spans several
+        "per_corpus": {str(c): float((v.get("own") or v).get("accuracy"))
+                       for c, v in sorted((metrics.get("per_corpus") or {}).items())
+                       if isinstance(v, dict) and (v.get("own") or v).get("accuracy") is not None},
     }
 
 
@@ -870,15 +886,19 @@ class EvalSource:
 
 
 def evaluation_sources() -> list[EvalSource]:
-    """What the Evaluate page can show: the shipped model's CV, a promoted model, runs with predictions."""
+    """What the Evaluate page can show: the shipped default's CV, every other model folder's (another shipped
+    model, promoted runs; the active one said so), then runs with predictions."""
     out = []
-    default = runs.default_model_dir()
-    if (default / schema.PREDICTIONS).exists():
-        m = read_json(default / schema.METRICS, {}) or {}
-        out.append(EvalSource("default", f"Shipped default model ({metrics_protocol(m)})", str(default)))
-    active = runs.active_model_dir()
-    if active.resolve() != default.resolve() and (active / schema.PREDICTIONS).exists():
-        out.append(EvalSource(f"model:{active.name}", f"Active model {active.name}", str(active)))
+    default, active = runs.default_model_dir(), runs.active_model_dir()
+    for d in runs.model_dirs():
+        if not (d / schema.PREDICTIONS).exists():
+            continue
+        protocol = metrics_protocol(read_json(d / schema.METRICS, {}) or {})
+        if d == default:
+            out.append(EvalSource("default", f"Shipped default model ({protocol})", str(d)))
+        else:
+            title = f"{'Active model' if d == active else 'Model'} {d.name} ({protocol})"
+            out.append(EvalSource(f"model:{d.name}", title, str(d)))
     if public_demo():
         return out          # a public demo shows the served model only: runs are the operator's, and stay unread
     for r in runs.list_runs():

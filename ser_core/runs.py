@@ -232,6 +232,18 @@ def active_model_dir() -> Path:
     return default_model_dir()
 
 
+def model_dirs() -> list[Path]:
+    """Every complete model folder under the models folder: the shipped default first, then the others
+    by name (another shipped model, promoted runs); half-copied folders and non-models are left out."""
+    from .modeldir import is_model_dir
+
+    root = models_dir()
+    found = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".") and is_model_dir(d)) \
+        if root.is_dir() else []
+    default = default_model_dir()
+    return [d for d in found if d == default] + [d for d in found if d != default]
+
+
 def promote(run_dir: Path) -> Path:
     """Copy a finished run's model into ``models/<run id>/`` and make it the active model.
 

@@ -95,6 +95,36 @@ def test_upload_of_a_real_clip_shows_the_models_answer(no_data, reference):
     assert "Result as JSON" in labels and "Result as CSV" in labels
 
 
+def test_sidebar_picks_the_model_of_this_session_only(no_data, tmp_path, monkeypatch, reference):
+    from ser_core.predict import load_predictor
+
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "default").symlink_to(DEFAULT)
+    (models / "multicorpus").symlink_to(ROOT / "models" / "multicorpus")
+    monkeypatch.setenv("SER_MODELS_DIR", str(models))
+    at = start_app()
+    picker = at.sidebar.selectbox[0]
+    assert picker.label == "Model" and picker.value == "default"
+    assert picker.options == ["shipped default (active)", "multicorpus"]
+    picker.set_value("multicorpus").run()
+    at.segmented_control(key="p_source").set_value("Upload").run()
+    at.file_uploader(key="p_upload").set_value((CLIP.name, CLIP.read_bytes(), "audio/flac")).run()
+    assert not at.exception and not errors(at)
+    other = load_predictor(models / "multicorpus").predict_file(CLIP)
+    assert metric(at, "Confidence") == f"{100 * other.confidence:.1f}%"
+    assert metric(at, "Confidence") != f"{100 * reference.predict_file(CLIP).confidence:.1f}%"
+    assert at.sidebar.markdown[0].value.startswith("**multicorpus**")
+    captions = [c.value for c in at.sidebar.caption]
+    assert "Learnt from: ravdess, ased, emovo, urdu" in captions
+    assert any(c.startswith("Accuracy · emobox6 6-fold CV, each corpus on its own emotions: ased 65.4%") for c in captions)
+    assert sorted(p.name for p in models.iterdir()) == ["default", "multicorpus"]     # nothing written
+    fresh = start_app()                                                  # another browser tab: still the default
+    assert fresh.sidebar.selectbox[0].value == "default"
+    at.sidebar.selectbox[0].set_value("default").run()                   # back to following the active model
+    assert not at.exception and "model_picked" not in at.session_state
+
+
 def test_sample_picker_classifies_the_chosen_clip(no_data, reference):
     at = start_app()
     at.segmented_control(key="p_source").set_value("Sample clip").run()

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ser_core import models, schema
+from ser_core import models, runs, schema
 
 from ser_app import views
 from ser_core.config import EMOTIONS, FeatureConfig
@@ -247,15 +247,28 @@ def test_ensemble_title_tells_members_of_one_architecture_apart_by_their_feature
 
 
 def test_evaluation_sources_list_default_then_runs_with_predictions(tmp_path, monkeypatch):
-    monkeypatch.setenv("SER_RUNS_DIR", str(tmp_path))
+    runs_dir = tmp_path / "runs"
+    runs_dir.mkdir()
+    monkeypatch.setenv("SER_RUNS_DIR", str(runs_dir))
     for name, with_preds in (("20260101-000000-a", True), ("20260101-000001-b", False)):
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "config.json").write_text("{}")
-        (tmp_path / name / "status.json").write_text(json.dumps({"state": "finished"}))
+        (runs_dir / name).mkdir()
+        (runs_dir / name / "config.json").write_text("{}")
+        (runs_dir / name / "status.json").write_text(json.dumps({"state": "finished"}))
         if with_preds:
-            write_predictions(tmp_path / name, KNOWN_ROWS)
-    keys = [s.key for s in views.evaluation_sources()]
-    assert keys == ["default", "run:20260101-000000-a"]
+            write_predictions(runs_dir / name, KNOWN_ROWS)
+    models_dir = tmp_path / "models"
+    models_dir.mkdir()
+    monkeypatch.setenv("SER_MODELS_DIR", str(models_dir))
+    (models_dir / "default").symlink_to(DEFAULT)
+    (models_dir / "multicorpus").symlink_to(ROOT / "models" / "multicorpus")
+    (models_dir / ".20260101-000000-a.tmp").symlink_to(DEFAULT)       # a promotion still being copied
+    (models_dir / "notes").mkdir()                                    # not a model
+    assert [d.name for d in runs.model_dirs()] == ["default", "multicorpus"]
+    sources = views.evaluation_sources()
+    assert [s.key for s in sources] == ["default", "model:multicorpus", "run:20260101-000000-a"]
+    assert sources[1].title.startswith("Model multicorpus (emobox6")
+    (models_dir / schema.ACTIVE).write_text(json.dumps({"model": "multicorpus"}))
+    assert views.evaluation_sources()[1].title.startswith("Active model multicorpus (")
 
 
 def test_runs_table_rows():
