@@ -83,6 +83,7 @@ def write_explanations(predictor, files: list[Path], out_dir: Path) -> int:
     Progress and failures go to stderr (stdout stays the predictions); returns the number of failures.
     """
     from . import explain
+    from .config import atomic_write_bytes
     from .explain_png import saliency_png
 
     try:
@@ -103,7 +104,7 @@ def write_explanations(predictor, files: list[Path], out_dir: Path) -> int:
             continue
         try:
             npz = explain.save_npz(expl, out_dir / f"{stem}.why.npz")
-            png = explain.atomic_write_bytes(out_dir / f"{stem}.why.png", saliency_png(expl))
+            png = atomic_write_bytes(out_dir / f"{stem}.why.png", saliency_png(expl))
         except OSError as exc:
             failed += 1
             print(f"error: {f}: cannot write its explanation into {out_dir}: {exc.strerror or exc}", file=sys.stderr)

@@ -175,6 +175,18 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
+    """:func:`atomic_write_text` for bytes (a saliency npz or PNG, a novelty gate); returns the path."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return path
+
+
 def project_root() -> Path:
     return Path(__file__).resolve().parent.parent
 

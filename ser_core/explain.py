@@ -49,7 +49,7 @@ from pathlib import Path
 import numpy as np
 
 from . import audio, features
-from .config import FeatureConfig
+from .config import FeatureConfig, atomic_write_bytes
 from .errors import AudioError, SERError, TooLongError
 
 METHOD = ("occlusion: each time x mel-band patch of the waveform's spectrum is pulled down to the recording's "
@@ -131,18 +131,6 @@ def save_npz(expl: Explanation, path: Path | str) -> Path:
     ``mel_hz``, ``mel_db``, ``emotion``, ``confidence``, ``voiced`` (start, end in s), ``grid``, ``method``
     and ``source`` (the file name); atomically."""
     return atomic_write_bytes(path, expl.npz_bytes())
-
-
-def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
-    """Write a file so readers see either the old or the new content, never half."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    return path
 
 
 # --------------------------------------------------------------------------- pieces

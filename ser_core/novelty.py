@@ -21,9 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import FeatureConfig
+from .config import FeatureConfig, atomic_write_bytes
 from .errors import ModelError
-from .explain import atomic_write_bytes
 from .features import sound_frames
 from .schema import NOVELTY
 
