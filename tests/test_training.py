@@ -168,6 +168,75 @@ def test_resumed_cross_validation_keeps_finished_folds_and_trains_the_rest(tmp_p
     assert runs.read_status(out / "fold-1")["epoch"] == 1
 
 
+def test_cross_validation_in_two_processes_trains_each_fold_in_its_own_pinned_process(tmp_path):
+    base = TrainConfig(dataset=f"ravdess:{SAMPLES}", arch="seed004_dnn", protocol="speaker_kfold", k=2,
+                       n_val_speakers=1, epochs=2, batch_size=8, workers=1)
+    out = tmp_path / "cv"
+    out.mkdir()
+    metrics = cross_validate(base, out, log=Logger(out, to_file=True, echo=False), processes=2)
+    n = min(2, len(os.sched_getaffinity(0)))
+    log = (out / "log.txt").read_text()
+    assert f"training folds 1, 2 in {n} processes at once" in log
+    if n == 2:
+        assert "on cores " in log and "fold 1: started in its own process on cores" in log
+    preds = pd.read_csv(out / "predictions.csv")
+    assert len(preds) == 32 and preds["file"].is_unique and sorted(preds["fold"].unique()) == [1, 2]
+    assert set(metrics["per_fold"]) == {"1", "2"} and "speaker_kfold 2-fold" in metrics["protocol"]
+    for fold in (1, 2):
+        fold_dir = out / f"fold-{fold}"
+        status = runs.read_status(fold_dir)
+        assert status["state"] == "finished" and status["pid"] != os.getpid()      # trained by another process
+        assert "epoch 2/2" in (fold_dir / "log.txt").read_text()
+        assert f"fold {fold}: finished" in log
+    kept = (out / "fold-1" / "model" / "model.keras").stat().st_mtime_ns
+    again = cross_validate(base, out, log=Logger(out, to_file=True, echo=False), resume=True, processes=2)
+    assert (out / "fold-1" / "model" / "model.keras").stat().st_mtime_ns == kept         # nothing retrained
+    assert again["accuracy"] == metrics["accuracy"]
+    assert "fold 2: kept the finished run" in (out / "log.txt").read_text()
+
+
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGKILL"])
+def test_a_stopped_or_killed_cross_validation_in_processes_stops_its_folds(tmp_path, signal_name):
+    """SIGTERM (`ser stop`) is passed on to the running folds, whose stopped predictions are pooled; after a
+    SIGKILL no fold trains on as an orphan: each gets SIGTERM from the kernel and stops cleanly."""
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "cv"
+    parent = subprocess.Popen([sys.executable, "-m", "ser_core", "cv", "--arch", "seed004_dnn", "--dataset",
+                               f"ravdess:{SAMPLES}", "--protocol", "speaker_kfold", "--k", "2", "--val-speakers", "0",
+                               "--epochs", "5000", "--batch-size", "8", "--processes", "2", "--out", str(out)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    logs = [out / f"fold-{k}" / "log.txt" for k in (1, 2)]
+    for _ in range(600):                      # bound, not a timing assertion: until both folds train
+        if all(p.exists() and "epoch 3/" in p.read_text() for p in logs):
+            break
+        time.sleep(0.2)
+    parent.send_signal(getattr(signal, signal_name))
+    parent.wait(timeout=120)
+    pids = [runs.read_status(out / f"fold-{k}")["pid"] for k in (1, 2)]
+    for _ in range(600):
+        if not any(runs._process_alive(pid, None) for pid in pids):
+            break
+        time.sleep(0.2)
+    assert [runs.read_status(out / f"fold-{k}")["state"] for k in (1, 2)] == ["stopped", "stopped"]
+    if signal_name == "SIGTERM":
+        assert runs.read_status(out)["state"] == "stopped"
+        assert "stop requested: passed on to the running folds" in (out / "log.txt").read_text()
+        assert len(pd.read_csv(out / "predictions.csv")) == 32
+
+
+def test_cv_processes_must_be_one_or_more(tmp_path):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "ser_core", "cv", "--arch", "seed004_dnn", "--dataset",
+                        f"ravdess:{SAMPLES}", "--processes", "0", "--out", str(tmp_path / "cv")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "--processes must be 1 or more, not 0" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_split_seed_lets_differently_seeded_models_share_one_random_split(tmp_path):
     from ser_core.training import train
 
