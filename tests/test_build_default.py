@@ -100,7 +100,7 @@ def test_multi_corpus_build_resumes_and_stores_its_calibration(tmp_path, samples
     env = {**os.environ, "SER_DATA_DIR": str(root), "SER_MODELS_DIR": str(tmp_path / "models"),
            "SER_RUNS_DIR": str(tmp_path / "runs"), "TF_CPP_MIN_LOG_LEVEL": "2"}
     cmd = [sys.executable, str(ROOT / "training" / "build_default.py"), "--recipe", str(recipe),
-           "--work", str(tmp_path / "work"), "--target", "cand"]
+           "--work", str(tmp_path / "work"), "--target", "cand", "--processes", "2"]
     first = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-2000:]
     model = tmp_path / "models" / "cand"
@@ -113,6 +113,8 @@ def test_multi_corpus_build_resumes_and_stores_its_calibration(tmp_path, samples
     assert set(metrics["calibration"]["loco"]) == {"ravdess", "emovo", "ased"}
     loco = json.loads((tmp_path / "work" / "member-1-loco" / "metrics.json").read_text())
     assert [f["fold"] for f in loco["folds"]] == [1, 2, 3] and loco["n"] == 32 + 6 + 6
+    log = (tmp_path / "work" / "member-1-loco" / "log.txt").read_text()        # folds 1-3 in 2 processes
+    assert "training folds 1, 2, 3 in" in log and "fold 3: started in its own process" in log
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "work").rglob("model.keras")}
     again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]

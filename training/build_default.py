@@ -74,9 +74,9 @@ def step_dir(work: Path | None, position: int, step: str, cfg: TrainConfig) -> P
     return runs.new_run_dir(f"{step}-default-{cfg.arch}")
 
 
-def run_cv(cfg: TrainConfig, cv_dir: Path, resume: bool) -> dict | None:
+def run_cv(cfg: TrainConfig, cv_dir: Path, resume: bool, processes: int = 1) -> dict | None:
     """A (resumed) cross-validation; None when it was stopped before every fold finished."""
-    metrics = cross_validate(cfg, cv_dir, log=Logger(cv_dir, to_file=True), resume=resume)
+    metrics = cross_validate(cfg, cv_dir, log=Logger(cv_dir, to_file=True), resume=resume, processes=processes)
     expected = splits.n_folds(cfg.protocol, cfg.k, datasets.load_dataset(cfg.dataset))
     if _StopFlag.requested or len(metrics.get("folds", [])) != expected:
         print(f"{cfg.protocol} cross-validation of {cfg.arch} did not complete; models/default is left as it was",
@@ -91,14 +91,16 @@ def finished_run(run_dir: Path, cfg: TrainConfig) -> bool:
 
 
 def build_member(cfg: TrainConfig, reuse: Path | None, final: Path | None, *, position: int = 1,
-                 work: Path | None = None, loco: bool = False) -> tuple[Path, Path, dict, Path | None] | None:
+                 work: Path | None = None, loco: bool = False,
+                 processes: int = 1) -> tuple[Path, Path, dict, Path | None] | None:
     """(cv dir, final run dir, cv metrics, loco dir) of one member, or None when stopped or incomplete."""
     loco_dir = None
     if loco:
         # first: how the recipe hears corpora it never trained on is the question a multi-corpus run answers,
         # so an interrupted build has that answer before the longer in-corpus folds
         loco_dir = step_dir(work, position, "loco", cfg)
-        if run_cv(dataclasses.replace(cfg, protocol="loco"), loco_dir, resume=work is not None) is None:
+        if run_cv(dataclasses.replace(cfg, protocol="loco"), loco_dir, resume=work is not None,
+                  processes=processes) is None:
             return None
     if reuse:
         cv_dir = reuse
@@ -106,7 +108,7 @@ def build_member(cfg: TrainConfig, reuse: Path | None, final: Path | None, *, po
         metrics = json.loads((cv_dir / "metrics.json").read_text())
     else:
         cv_dir = step_dir(work, position, "cv", cfg)
-        metrics = run_cv(cfg, cv_dir, resume=work is not None)
+        metrics = run_cv(cfg, cv_dir, resume=work is not None, processes=processes)
         if metrics is None:
             return None
     final_cfg = dataclasses.replace(cfg, protocol="all", n_val_speakers=0, epochs=final_epochs(cfg, metrics))
@@ -223,6 +225,9 @@ def main() -> int:
                          "N for the recipe's N-th member)")
     ap.add_argument("--member-final", action="append", default=[], metavar="ARCH=DIR",
                     help="reuse a finished all-actor run of that member's recipe (keys as --member-cv)")
+    ap.add_argument("--processes", type=int, default=1, metavar="N",
+                    help="train N cross-validation folds at once, each in its own process pinned to its share of "
+                         "the cores (`ser cv --processes`)")
     ap.add_argument("--robustness", metavar="CV_DIR",
                     help="only copy CV_DIR/robustness.json into models/default (after `ser robustness CV_DIR`)")
     ap.add_argument("--calibrate", metavar="MODEL_DIR",
@@ -253,7 +258,7 @@ def main() -> int:
     built = []
     for position, cfg in enumerate(cfgs, 1):
         out = build_member(cfg, reused(position, cfg, reuse), reused(position, cfg, finals_given),
-                           position=position, work=work, loco=loco)
+                           position=position, work=work, loco=loco, processes=args.processes)
         if out is None:
             return 1
         built.append((cfg, *out))
