@@ -63,6 +63,6 @@ def test_command_line_says_when_folds_are_missing_and_refuses_a_table_that_is_no
     assert (tmp_path / "r.json").is_file()
     pd.DataFrame({"a": [1]}).to_csv(tmp_path / "bad.csv", index=False)
     bad = subprocess.run([sys.executable, str(script), f"X={tmp_path / 'bad.csv'}"], capture_output=True, text=True)
-    assert bad.returncode == 2 and "is not a predictions table" in bad.stderr and "Traceback" not in bad.stderr
+    assert bad.returncode == 2 and "is not a predictions table (no corpus, true, pred column)" in bad.stderr and "Traceback" not in bad.stderr
     missing = subprocess.run([sys.executable, str(script), "X=nowhere.csv"], capture_output=True, text=True)
     assert missing.returncode == 2 and "not NAME=PREDICTIONS.csv" in missing.stderr

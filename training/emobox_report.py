@@ -13,7 +13,6 @@ some folds (a run still going) is reported with the folds it has, and says so: s
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -24,6 +23,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ser_core import calibration, evaluation  # noqa: E402
+from tables import named_tables  # noqa: E402
 
 HEADLINE = "ravdess"
 
@@ -55,23 +55,8 @@ def summary(table: pd.DataFrame) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("tables", nargs="+", metavar="NAME=CSV")
-    ap.add_argument("--out", type=Path, help="also write every figure to this JSON file")
-    args = ap.parse_args(argv)
-    results = {}
-    for item in args.tables:
-        name, _, path = item.partition("=")
-        if not path or not Path(path).is_file():
-            print(f"error: {item!r} is not NAME=PREDICTIONS.csv of an existing file", file=sys.stderr)
-            return 2
-        table = pd.read_csv(path)
-        missing = {"corpus", "true", "pred"} - set(table.columns)
-        if missing:
-            print(f"error: {path} is not a predictions table (no {', '.join(sorted(missing))} column)",
-                  file=sys.stderr)
-            return 2
-        results[name] = summary(table)
+    tables, out = named_tables(__doc__.split("\n\n")[0], argv)
+    results = {name: summary(table) for name, table in tables.items()}
     for name, res in results.items():
         folds = res["folds"]
         partial = "" if len(folds) in (0, 6) else f"  (folds {', '.join(map(str, folds))} only: decides nothing)"
@@ -91,8 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         after = res["ece_after_cross_fitted"]
         print(f"  pooled ECE {res['ece_before']:.3f}" + ("" if after is None else f", {after:.3f} calibrated "
                                                           "(cross-fitted by fold)"))
-    if args.out:
-        args.out.write_text(json.dumps(results, indent=1, default=lambda v: v.item() if isinstance(v, np.generic)
+    if out:
+        out.write_text(json.dumps(results, indent=1, default=lambda v: v.item() if isinstance(v, np.generic)
                                        else str(v)) + "\n")
     return 0
 

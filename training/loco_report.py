@@ -10,7 +10,6 @@ the same table: predictions of models that never heard those corpora either, and
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ser_core import calibration, evaluation  # noqa: E402
+from tables import named_tables  # noqa: E402
 
 
 def summary(table: pd.DataFrame) -> dict[str, dict]:
@@ -40,17 +40,8 @@ def summary(table: pd.DataFrame) -> dict[str, dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("tables", nargs="+", metavar="NAME=CSV")
-    ap.add_argument("--out", type=Path, help="also write every figure to this JSON file")
-    args = ap.parse_args(argv)
-    results = {}
-    for item in args.tables:
-        name, _, path = item.partition("=")
-        if not path or not Path(path).is_file():
-            print(f"error: {item!r} is not NAME=PREDICTIONS.csv of an existing file", file=sys.stderr)
-            return 2
-        results[name] = summary(pd.read_csv(path))
+    tables, out = named_tables(__doc__.split("\n\n")[0], argv)
+    results = {name: summary(table) for name, table in tables.items()}
     corpora = sorted({c for r in results.values() for c in r})
     print(f"{'':24}" + "".join(f"{c:>26}" for c in corpora))
     rows = [("own-emotion accuracy", "own_accuracy", 100), ("all-eight accuracy", "accuracy", 100),
@@ -65,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         own = [res[c]["own_accuracy"] for c in corpora if c != "ravdess" and c in res]
         if own:
             print(f"  mean own-emotion accuracy without RAVDESS: {100 * sum(own) / len(own):.1f} %")
-    if args.out:
-        args.out.write_text(json.dumps(results, indent=1) + "\n")
+    if out:
+        out.write_text(json.dumps(results, indent=1) + "\n")
     return 0
 
 
