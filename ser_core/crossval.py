@@ -21,7 +21,7 @@ from .jsonio import read_json, write_json
 from .prepare import load_manifest
 from .runs import Logger
 from .trainconfig import TrainConfig, setting_differences
-from .trainrun import own_create_time, train
+from .trainrun import own_create_time, saved_untested, test_saved, train
 
 
 def _finished_with(fold_dir: Path, cfg: TrainConfig) -> dict | None:
@@ -153,8 +153,9 @@ def cross_validate(base: TrainConfig, out_dir: Path, *, folds: list[int] | None 
     t0 = time.monotonic()
     in_processes: list[int] = []
     if processes > 1:
-        in_processes = [f for f in folds if not (resume and _finished_with(
-            out_dir / schema.fold_dir_name(f), dataclasses.replace(base, fold=f)))]
+        in_processes = [f for f in folds if not (resume and (
+            _finished_with(out_dir / schema.fold_dir_name(f), dataclasses.replace(base, fold=f))
+            or saved_untested(out_dir / schema.fold_dir_name(f), dataclasses.replace(base, fold=f))))]
         if len(in_processes) > 1:
             _train_in_processes(base, out_dir, in_processes, processes, log)
         else:
@@ -165,16 +166,18 @@ def cross_validate(base: TrainConfig, out_dir: Path, *, folds: list[int] | None 
         fold_dir.mkdir(exist_ok=True)
         cfg = dataclasses.replace(base, fold=fold)
         m = _finished_with(fold_dir, cfg) if resume or fold in in_processes else None
-        if m is not None:
-            if fold not in in_processes:
-                log(f"fold {fold}: kept the finished run (accuracy {m.get('accuracy', 0):.3f}, same settings)")
-        elif fold in in_processes:
+        if m is not None and fold not in in_processes:
+            log(f"fold {fold}: kept the finished run (accuracy {m.get('accuracy', 0):.3f}, same settings)")
+        elif m is None and resume and fold not in in_processes and saved_untested(fold_dir, cfg):
+            m = test_saved(fold_dir, cfg, log=log, df=df)       # trained and saved; only its test was lost
+            log(f"fold {fold}: tested the model its earlier process saved (accuracy {m.get('accuracy', 0):.3f})")
+        if m is None and fold in in_processes:
             m = _stopped(fold_dir)              # stopped on request: its predictions are pooled, as here
             if m is None:
                 continue                        # never started: pool the folds that ran
-        elif StopFlag.requested:
+        elif m is None and StopFlag.requested:
             break
-        else:
+        elif m is None:
             from .tf_setup import keras as _keras
 
             m = train(fold_dir, cfg, log=log, df=df)

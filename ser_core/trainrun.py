@@ -96,17 +96,23 @@ def train(run_dir: Path, cfg: TrainConfig, *, log: Logger | None = None, df: pd.
                      extra={"train_clips": int(len(data.x["train"])), "dataset": cfg.dataset,
                             schema.TRAIN_SPEAKERS: sorted(set(data.rows["train"]["speaker"].astype(str)))})
     save_model(run_dir, model, spec)
+    return _test_and_record(run_dir, split, model, spec, data.rows["test"], data.labels, log, t_start)
+
+
+def _test_and_record(run_dir: Path, split, model, spec: ModelSpec, test_rows: pd.DataFrame, labels: list[str],
+                     log: Logger, t_start: float | None, note: str = "") -> dict:
+    """Test a trained, saved model on its split's test clips and record the run: predictions.csv,
+    metrics.json and its final status (``note`` says how it got there when not in one go)."""
     protocol = schema.split_protocol(split)
     metrics: dict = {schema.PROTOCOL: split.label, schema.SPEAKER_INDEPENDENT: split.speaker_independent}
-    if len(data.rows["test"]):
+    if len(test_rows):
         from .predict import Predictor
 
-        preds = predictions_table(Predictor.from_model(model, spec), data.rows["test"], fold=split.fold)
-        if len(preds) < len(data.rows["test"]):
-            log(f"test: {len(data.rows['test']) - len(preds)} unreadable clip(s) left out of the metrics")
+        preds = predictions_table(Predictor.from_model(model, spec), test_rows, fold=split.fold)
+        if len(preds) < len(test_rows):
+            log(f"test: {len(test_rows) - len(preds)} unreadable clip(s) left out of the metrics")
         atomic_write_text(run_dir / schema.PREDICTIONS, preds.to_csv(index=False))
-        metrics = evaluate(preds, data.labels, protocol=split.label,
-                           speaker_independent=split.speaker_independent)
+        metrics = evaluate(preds, labels, protocol=split.label, speaker_independent=split.speaker_independent)
         log(f"test accuracy {metrics['accuracy']:.3f}, UAR {metrics['uar']:.3f} ({split.label})")
     metrics[schema.PROTOCOL_INFO] = protocol
     hist = runs.read_history(run_dir)
@@ -118,12 +124,56 @@ def train(run_dir: Path, cfg: TrainConfig, *, log: Logger | None = None, df: pd.
         metrics["epochs_run"] = len(hist)
     status = runs.read_status(run_dir)
     metrics[schema.BEST_EPOCH] = status.get(schema.BEST_EPOCH)
-    metrics["train_seconds"] = round(time.monotonic() - t_start, 1)
+    metrics["train_seconds"] = round(time.monotonic() - t_start, 1) if t_start is not None else None
     write_json(run_dir / schema.METRICS, metrics)
     state = "stopped" if StopFlag.requested else "finished"
     runs.write_status(run_dir, state, finished=runs.now_iso(),
-                      message="stopped on request; the best checkpoint was kept" if state == "stopped" else "")
+                      message="stopped on request; the best checkpoint was kept" if state == "stopped" else note)
     return metrics
+
+
+def saved_untested(run_dir: Path, cfg: TrainConfig) -> bool:
+    """Whether ``run_dir`` is a run of ``cfg``'s settings whose process ended after it trained to its last
+    epoch and saved its model, before testing it (:func:`test_saved` finishes it)."""
+    from .jsonio import read_json
+    from .trainconfig import setting_differences
+
+    run_dir = Path(run_dir)
+    saved, status = read_json(run_dir / schema.CONFIG), runs.read_status(run_dir)
+    weights, history = run_dir / schema.MODEL / schema.WEIGHTS, run_dir / schema.HISTORY
+    return bool(saved and not setting_differences(saved, cfg.resolved()) and status.get("state") == "interrupted"
+                and status.get("epoch") == cfg.epochs and status.get("member", 1) == status.get("members", 1)
+                and (run_dir / schema.MODEL / schema.SPEC).exists() and weights.exists() and history.exists()
+                and weights.stat().st_mtime >= history.stat().st_mtime - 1)
+
+
+def test_saved(run_dir: Path, cfg: TrainConfig, *, log: Logger | None = None,
+               df: pd.DataFrame | None = None) -> dict | None:
+    """Finish a run whose process ended after it trained to its last epoch and saved its model, but
+    before it tested that model (killed, or crashed in the test step): test the saved model and record
+    the run as :func:`train` would have. Returns its metrics, or None when the run is not one of those
+    (other settings, still running, stopped or ended early, no saved model), and must be trained.
+
+    Nothing saved is lost: an hour of training is not redone for a minute of testing. The model is the
+    one the run saved, tested on the same split's test speakers by the same code as in :func:`train`.
+    """
+    from .predict import load_keras
+
+    run_dir = Path(run_dir)
+    cfg = cfg.resolved()
+    if not saved_untested(run_dir, cfg):
+        return None
+    model_dir = run_dir / schema.MODEL
+    log = log or Logger(run_dir, to_file=True)
+    df = load_manifest(cfg) if df is None else df
+    split = splits.make_split(df, cfg.protocol, cfg.fold, k=cfg.k, n_val=cfg.n_val_speakers, seed=cfg.data_seed,
+                              test_speakers=list(cfg.test_speakers) or None)
+    spec = ModelSpec.load(model_dir / schema.SPEC)
+    log(f"{run_dir.name}: its process ended after training all {cfg.epochs} epochs and saving the model; "
+        "testing the saved model")
+    return _test_and_record(run_dir, split, load_keras(model_dir / schema.WEIGHTS), spec,
+                            df.iloc[split.test].reset_index(drop=True), list(spec.labels), log, None,
+                            note="tested after its process ended: the model it saved at the end of training")
 
 
 def own_create_time() -> float | None:

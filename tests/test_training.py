@@ -237,6 +237,33 @@ def test_cv_processes_must_be_one_or_more(tmp_path):
     assert r.returncode != 0 and "--processes must be 1 or more, not 0" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_a_fold_whose_process_ended_after_saving_its_model_is_tested_not_retrained(tmp_path):
+    """A fold killed (or crashed) between saving its model and testing it: --resume tests the saved
+    model instead of training it again; a fold that ended before its last epoch is trained again."""
+    base = TrainConfig(dataset=f"ravdess:{SAMPLES}", arch="seed004_dnn", protocol="speaker_kfold", k=2,
+                       n_val_speakers=0, epochs=2, batch_size=8, workers=1)
+    out = tmp_path / "cv"
+    out.mkdir()
+    first = cross_validate(base, out, log=Logger(None, to_file=False, echo=False))
+    fold1, fold2 = out / "fold-1", out / "fold-2"
+    before = pd.read_csv(fold1 / "predictions.csv")
+    saved = (fold1 / "model" / "model.keras").stat().st_mtime_ns
+    for fold_dir in (fold1, fold2):                       # as a process dies in its test step leaves it
+        (fold_dir / "predictions.csv").unlink()
+        (fold_dir / "metrics.json").unlink()
+        runs.write_status(fold_dir, "running", pid=2 ** 22 + 7, pid_started=1.0)
+    runs.write_status(fold2, "running", epoch=1)          # fold 2 died before its last epoch
+    again = cross_validate(base, out, log=Logger(out, to_file=True, echo=False), resume=True)
+    log = (out / "log.txt").read_text()
+    assert "fold 1: tested the model its earlier process saved" in log
+    assert (fold1 / "model" / "model.keras").stat().st_mtime_ns == saved             # not trained again
+    pd.testing.assert_frame_equal(pd.read_csv(fold1 / "predictions.csv"), before)
+    status = runs.read_status(fold1)
+    assert status["state"] == "finished" and "tested after its process ended" in status["message"]
+    assert "fold 2: tested" not in log and runs.read_status(fold2)["epoch"] == 2        # trained again
+    assert again["per_fold"]["1"] == first["per_fold"]["1"] and len(pd.read_csv(out / "predictions.csv")) == 32
+
+
 def test_split_seed_lets_differently_seeded_models_share_one_random_split(tmp_path):
     from ser_core.training import train
 
