@@ -83,6 +83,7 @@ def test_every_recipe_loads_and_old_configs_read_with_defaults():
     for path in recipes:
         data = json.loads(path.read_text())
         items = data.get("members", [data]) if isinstance(data, dict) else []
+        items = items if isinstance(items, list) else []        # a run's status.json counts its "members"
         for item in items:
             if isinstance(item, dict) and "arch" in item and item.get("arch") != "ensemble" and "dataset" in item:
                 TrainConfig.from_dict(item).resolved()
