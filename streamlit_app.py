@@ -40,8 +40,9 @@ def model_card() -> None:
         if info["heard"]:
             st.caption("Learnt from: " + ", ".join(views.md_escape(c) for c in info["heard"]))
         if len(info["per_corpus"]) > 1:
-            st.caption(f"Accuracy · {views.short_protocol(info['protocol_info'])}, each corpus on its own emotions: "
-                       + ", ".join(f"{views.md_escape(c)} {views.format_pct(a)}" for c, a in info["per_corpus"].items()))
+            scores = ", ".join(f"{views.md_escape(c)} {views.format_pct(a)}" for c, a in info["per_corpus"].items())
+            st.caption(f"Accuracy · {views.short_protocol(info['protocol_info'])}, each corpus on its own "
+                       f"emotions: {scores}")
         elif info["accuracy"] is not None:
             st.metric(f"Accuracy · {views.short_protocol(info['protocol_info'])}", views.format_pct(info["accuracy"]),
                       help=f"{info['protocol']}, {info['n']} clips (from the model's metrics.json)")

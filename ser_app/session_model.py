@@ -46,8 +46,9 @@ def model_picker() -> Path:
     # no key: the widget's identity follows its default, so after a promotion a session that picked
     # nothing shows, and predicts with, the new active model
     picked = st.selectbox("Model", names, index=names.index(current.name) if current.name in names else 0,
-                          format_func=label, label_visibility="collapsed", help="Which model answers your predictions in this browser tab. "
-                          "Your pick is yours alone: it changes nothing for other users or for `ser predict`.")
+                          format_func=label, label_visibility="collapsed",
+                          help="Which model answers your predictions in this browser tab. Your pick is yours "
+                               "alone: it changes nothing for other users or for `ser predict`.")
     if picked == active.name:
         st.session_state.pop(PICKED, None)
     else:

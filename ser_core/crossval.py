@@ -73,7 +73,8 @@ def _train_in_processes(base: TrainConfig, out_dir: Path, folds: list[int], proc
     ``processes`` at once, each pinned to its own share of the cores; a fold starts when one ends.
 
     On a machine with few cores, one process per core trains faster than one process on all of them
-    (TensorFlow's kernels for these small networks do not keep several cores busy). Each fold is an
+    (two `ser_crnn` runs pinned one per core tabled 1.25x faster than one run on both, measured side by side
+    in session 12, ``docs/multicorpus.md``). Each fold is an
     ordinary run folder with its own log.txt. A stop request (signal or STOP file of ``out_dir``) is passed
     on to the running folds, which keep their checkpoints, and no further fold starts. A failed fold does
     not stop the others; the cross-validation then fails, naming it.
@@ -128,9 +129,9 @@ def _train_in_processes(base: TrainConfig, out_dir: Path, folds: list[int], proc
                 failed[fold] = status.get("message") or f"its process exited with code {proc.returncode}"
                 log(f"fold {fold}: failed: {failed[fold]}")
     if failed:
-        runs.write_status(out_dir, "failed", message="; ".join(f"fold {k}: {m}" for k, m in failed.items()))
-        raise SERError("cross-validation fold(s) failed: " + "; ".join(f"fold {k}: {m}" for k, m in failed.items())
-                       + f" (each fold's log.txt under {out_dir} says more)")
+        what = "; ".join(f"fold {k}: {m}" for k, m in failed.items())
+        runs.write_status(out_dir, "failed", message=what)
+        raise SERError(f"cross-validation fold(s) failed: {what} (each fold's log.txt under {out_dir} says more)")
 
 
 def cross_validate(base: TrainConfig, out_dir: Path, *, folds: list[int] | None = None,
