@@ -70,6 +70,12 @@ def save_model(run_dir: Path, model, spec: ModelSpec) -> Path:
     return final
 
 
+def split_of(cfg: TrainConfig, df: pd.DataFrame) -> splits.Split:
+    """The train / validation / test split a run of ``cfg`` uses on the manifest ``df``."""
+    return splits.make_split(df, cfg.protocol, cfg.fold, k=cfg.k, n_val=cfg.n_val_speakers, seed=cfg.data_seed,
+                             test_speakers=list(cfg.test_speakers) or None)
+
+
 def train(run_dir: Path, cfg: TrainConfig, *, log: Logger | None = None, df: pd.DataFrame | None = None) -> dict:
     """Train one run in this process; writes every artefact into ``run_dir``. Returns its metrics."""
     run_dir = Path(run_dir)
@@ -81,8 +87,7 @@ def train(run_dir: Path, cfg: TrainConfig, *, log: Logger | None = None, df: pd.
     runs.write_status(run_dir, "running", pid=os.getpid(), pid_started=own_create_time(),
                       started=runs.now_iso(), epochs=cfg.epochs, epoch=0)
     df = load_manifest(cfg) if df is None else df
-    split = splits.make_split(df, cfg.protocol, cfg.fold, k=cfg.k, n_val=cfg.n_val_speakers, seed=cfg.data_seed,
-                              test_speakers=list(cfg.test_speakers) or None)
+    split = split_of(cfg, df)
     log(f"{split.label}: {len(split.train)} train, {len(split.val)} val, {len(split.test)} test clips")
     data = prepare(cfg, df, split, log)
     runs.write_status(run_dir, "running", skipped_files=len(data.skipped),
@@ -166,8 +171,7 @@ def test_saved(run_dir: Path, cfg: TrainConfig, *, log: Logger | None = None,
     model_dir = run_dir / schema.MODEL
     log = log or Logger(run_dir, to_file=True)
     df = load_manifest(cfg) if df is None else df
-    split = splits.make_split(df, cfg.protocol, cfg.fold, k=cfg.k, n_val=cfg.n_val_speakers, seed=cfg.data_seed,
-                              test_speakers=list(cfg.test_speakers) or None)
+    split = split_of(cfg, df)
     spec = ModelSpec.load(model_dir / schema.SPEC)
     log(f"{run_dir.name}: its process ended after training all {cfg.epochs} epochs and saving the model; "
         "testing the saved model")
