@@ -109,6 +109,11 @@ def test_fold_teachers_are_tables_a_student_reads_and_a_rerun_keeps(tmp_path):
     assert again.returncode == 0 and again.stdout.count("table kept") == 2, again.stdout[-2000:]
     rep = subprocess.run(cmd + ["--report"], capture_output=True, text=True, timeout=300)
     assert "fold 1: 2 member(s)" in rep.stdout, rep.stdout + rep.stderr[-2000:]
+    own = (held["pred"] == held["true"]).mean()
+    rep = subprocess.run(cmd + ["--report", "--members", "1"], capture_output=True, text=True, timeout=300)
+    assert f"fold 1: 1 member(s), mean of members {own:.1%}" in rep.stdout, rep.stdout + rep.stderr[-2000:]
+    other = subprocess.run(cmd + ["--precision", "bfloat16"], capture_output=True, text=True, timeout=600)
+    assert other.returncode != 0 and "other settings" in other.stderr     # never a table of two precisions
     changed = recipe.read_text().replace('"epochs": 2', '"epochs": 3', 1)
     recipe.write_text(changed)
     refused = subprocess.run(cmd, capture_output=True, text=True, timeout=600)

@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ser_core import datasets, schema, splits, teacher  # noqa: E402
 from ser_core.crossval import _finished_with  # noqa: E402
 from ser_core.training import Logger, StopFlag, TrainConfig, install_stop_handlers, train  # noqa: E402
-from ser_core.trainconfig import setting_differences  # noqa: E402
+from ser_core.trainconfig import PRECISIONS, setting_differences  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from build_default import member_recipes  # noqa: E402
@@ -128,13 +128,15 @@ def table_model(model_dir: Path, dataset: str, out: Path) -> list[dict]:
     return records
 
 
-def report(out: Path) -> dict:
+def report(out: Path, members: list[int] | None = None) -> dict:
     """How good the fold teachers are out of fold: per fold, the accuracy on the fold's test clips of the mean of
-    the members tabled so far (the ensemble's own cross-validation rule)."""
+    the members tabled so far (the ensemble's own cross-validation rule); ``members``: only these positions, to
+    ask what a smaller ensemble of the same networks would score."""
     folds = {}
     for folder in sorted(out.glob(f"{schema.FOLD_PREFIX}*")):
         fold = schema.fold_of(folder.name)
-        tests = sorted(folder.glob(f"*{teacher.HELD_OUT}"))
+        tests = sorted(t for t in folder.glob(f"*{teacher.HELD_OUT}")
+                       if members is None or t.name[:-len(teacher.HELD_OUT)] in {member_name(m) for m in members})
         if fold is None or not tests:
             continue
         tables = [pd.read_csv(t).set_index("file") for t in tests]
@@ -160,11 +162,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="folder of the tables (fold-J/member-K.*), committed as they land")
     ap.add_argument("--work", default="runs/teachers", help="fold runs (models, logs); removable once tabled")
     ap.add_argument("--folds", help="comma-separated folds (default: all of the recipe's protocol)")
-    ap.add_argument("--members", help="comma-separated member positions, from 1 (default: every member)")
+    ap.add_argument("--members", help="comma-separated member positions, from 1 (default: every member); with "
+                    "--report, the mean of only these members")
+    ap.add_argument("--precision", choices=PRECISIONS,
+                    help="train every member in this precision instead of the recipe's (the tables of sessions "
+                         "11-12 are float32, as the shipped default's networks; 'auto' is bfloat16 where the CPU "
+                         "has it, and a table must be made in one precision to stay current)")
     ap.add_argument("--keep-runs", action="store_true", help="keep each fold run's folder after its table is written")
     args = ap.parse_args(argv)
     if args.report:
-        report(Path(args.out))
+        report(Path(args.out), [int(m) for m in args.members.split(",")] if args.members else None)
         return 0
     if args.from_model:
         table_model(Path(args.from_model), args.dataset, Path(args.out))
@@ -173,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("give --recipe (fold teachers) or --from-model (a finished model's tables)")
     install_stop_handlers()
     cfgs = member_recipes(json.loads(Path(args.recipe).read_text()))
+    if args.precision:
+        cfgs = [dataclasses.replace(c, precision=args.precision).resolved() for c in cfgs]
     members = [int(m) for m in args.members.split(",")] if args.members else list(range(1, len(cfgs) + 1))
     if not set(members) <= set(range(1, len(cfgs) + 1)):
         ap.error(f"--members: the recipe has members 1 to {len(cfgs)}")
