@@ -112,6 +112,7 @@ def test_fold_teachers_are_tables_a_student_reads_and_a_rerun_keeps(tmp_path):
     own = (held["pred"] == held["true"]).mean()
     rep = subprocess.run(cmd + ["--report", "--members", "1"], capture_output=True, text=True, timeout=300)
     assert f"fold 1: 1 member(s), mean of members {own:.1%}" in rep.stdout, rep.stdout + rep.stderr[-2000:]
+    assert f"pooled over folds [1] ({len(held)} clips), members [1]: accuracy {own:.1%}" in rep.stdout
     other = subprocess.run(cmd + ["--precision", "bfloat16"], capture_output=True, text=True, timeout=600)
     assert other.returncode != 0 and "other settings" in other.stderr     # never a table of two precisions
     changed = recipe.read_text().replace('"epochs": 2', '"epochs": 3', 1)

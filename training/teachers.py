@@ -43,8 +43,9 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ser_core import datasets, schema, splits, teacher  # noqa: E402
+from ser_core import datasets, evaluation, schema, splits, teacher  # noqa: E402
 from ser_core.crossval import _finished_with  # noqa: E402
+from ser_core.errors import SERError  # noqa: E402
 from ser_core.training import Logger, StopFlag, TrainConfig, install_stop_handlers, train  # noqa: E402
 from ser_core.trainconfig import PRECISIONS, setting_differences  # noqa: E402
 
@@ -131,12 +132,15 @@ def table_model(model_dir: Path, dataset: str, out: Path) -> list[dict]:
 def report(out: Path, members: list[int] | None = None) -> dict:
     """How good the fold teachers are out of fold: per fold, the accuracy on the fold's test clips of the mean of
     the members tabled so far (the ensemble's own cross-validation rule); ``members``: only these positions, to
-    ask what a smaller ensemble of the same networks would score."""
-    folds = {}
+    ask what a smaller ensemble of the same networks would score. Over the folds that have every one of
+    ``members``, the pooled out-of-fold figures too (accuracy, UAR, female - male gap): the ones a
+    pre-registered rule compares (``docs/preregistration-session19.md``)."""
+    folds, pooled = {}, []
+    wanted = None if members is None else {member_name(m) for m in members}
     for folder in sorted(out.glob(f"{schema.FOLD_PREFIX}*")):
         fold = schema.fold_of(folder.name)
         tests = sorted(t for t in folder.glob(f"*{teacher.HELD_OUT}")
-                       if members is None or t.name[:-len(teacher.HELD_OUT)] in {member_name(m) for m in members})
+                       if wanted is None or t.name[:-len(teacher.HELD_OUT)] in wanted)
         if fold is None or not tests:
             continue
         tables = [pd.read_csv(t).set_index("file") for t in tests]
@@ -150,6 +154,21 @@ def report(out: Path, members: list[int] | None = None) -> dict:
                                            for t in tables]}
         print(f"fold {fold}: {len(tables)} member(s), mean of members {folds[fold]['accuracy']:.1%} "
               f"on {len(files)} test clips (members {folds[fold]['member_accuracy']})")
+        if wanted is not None and len(tables) == len(wanted):
+            pooled.append(tables[0].loc[files, ["speaker", "true", "gender"]].assign(pred=pred).reset_index())
+    if pooled:
+        rows = pd.concat(pooled, ignore_index=True)
+        labels = [c[2:] for c in cols]
+        figures = evaluation.summary(rows["true"], rows["pred"], labels)
+        try:
+            gap = evaluation.gender_gap(rows)
+            said = f", female - male {gap['gap'] * 100:+.1f} points"
+        except SERError:                    # the folds' test speakers are of one gender
+            gap, said = None, ""
+        got = sorted(f for f in folds if folds[f]["members"] == len(wanted))
+        print(f"pooled over folds {got} ({len(rows)} clips), members {sorted(members)}: accuracy "
+              f"{figures['accuracy']:.1%}, UAR {figures['uar']:.1%}{said}")
+        folds["pooled"] = {"folds": got, "members": sorted(members), **figures, "gender_gap": gap}
     return folds
 
 
