@@ -80,8 +80,12 @@ def test_fold_teachers_are_tables_a_student_reads_and_a_rerun_keeps(tmp_path):
     out = tmp_path / "tables"
     cmd = [sys.executable, str(ROOT / "training" / "teachers.py"), "--recipe", str(recipe), "--out", str(out),
            "--work", str(tmp_path / "work"), "--folds", "1"]
-    first = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert first.returncode == 0, first.stderr[-2000:]
+    # the two tables at once, each made by its own pinned process of the script (what a long session runs)
+    first = subprocess.run(cmd + ["--processes", "2"], capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    assert first.stdout.count("started in its own process") == 2 and first.stdout.count("table written") == 2
+    assert sorted(p.name for p in (tmp_path / "work" / "logs").glob("*.log")) == ["fold-1-member-1.log",
+                                                                                "fold-1-member-2.log"]
     fold = out / "fold-1"
     assert teacher.table_names(fold) == ["member-1", "member-2"]
     assert not (tmp_path / "work" / "member-1" / "fold-1").exists()      # the model is not kept, its table is
@@ -151,3 +155,37 @@ def test_a_finished_model_is_tabled_on_every_clip_as_the_final_runs_teacher(tiny
     assert rec["train_speakers"] == sorted(learnt) and rec["clips"] == len(df)
     got, _ = teacher.table_probabilities(folder, teacher.clip_keys(df), ["neutral", "happy"], held_out=set())
     assert not np.isnan(got).any() and np.allclose(got.sum(axis=1), 1.0)
+
+
+def test_a_stopped_teacher_run_in_processes_stops_its_tables_and_writes_none(tmp_path):
+    """SIGTERM to teachers.py --processes 2 reaches both running tables, which stop cleanly; no table is
+    written for a member that did not finish, and the command fails saying what was not made."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from ser_core import runs, teacher
+    from conftest import ROOT
+
+    member = {"arch": "seed004_dnn", "dataset": f"ravdess:{SAMPLES}", "protocol": "speaker_kfold", "k": 2,
+              "epochs": 5000, "batch_size": 8, "n_val_speakers": 0, "precision": "float32", "workers": 1}
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(json.dumps({"members": [member, {**member, "seed": 1}]}))
+    out, work = tmp_path / "tables", tmp_path / "work"
+    parent = subprocess.Popen([sys.executable, str(ROOT / "training" / "teachers.py"), "--recipe", str(recipe),
+                               "--out", str(out), "--work", str(work), "--folds", "1", "--processes", "2"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    logs = [work / f"member-{k}" / "fold-1" / "log.txt" for k in (1, 2)]
+    for _ in range(600):                      # bound, not a timing assertion: until both tables train
+        if all(p.exists() and "epoch 3/" in p.read_text() for p in logs):
+            break
+        time.sleep(0.2)
+    parent.send_signal(signal.SIGTERM)
+    stdout, stderr = parent.communicate(timeout=120)
+    assert parent.returncode == 1 and "stop requested: passed on to the running tables" in stdout, stdout + stderr
+    assert "not made: fold 1 member-1, fold 1 member-2" in stderr
+    states = [runs.read_status(p.parent) for p in logs]
+    assert [s["state"] for s in states] == ["stopped", "stopped"]
+    assert not any(runs._process_alive(s["pid"], None) for s in states)
+    assert not (out / "fold-1").exists() or teacher.table_names(out / "fold-1") == []

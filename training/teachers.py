@@ -17,6 +17,8 @@ later session once the tables are committed.
 
     python training/teachers.py --recipe training/recipes/ravdess_five.json \\
         --out training/results/teachers/ravdess_five --work runs/teachers
+    python training/teachers.py --recipe training/recipes/ravdess_five.json --precision float32 \\
+        --out training/results/teachers/ravdess_five --members 1,2,5 --processes 2   # two at once, pinned
     python training/teachers.py --from-model models/default --dataset ravdess \\
         --out training/results/teachers/ravdess_five          # fold-all/: the final student's teacher
     ser cv --teacher training/results/teachers/ravdess_five/fold-{fold} --distill 0.5 ...
@@ -33,9 +35,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import shutil
+import signal
+import subprocess
 import sys
 import time
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +50,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ser_core import datasets, evaluation, schema, splits, teacher  # noqa: E402
-from ser_core.crossval import _finished_with  # noqa: E402
+from ser_core.crossval import _core_shares, _finished_with, _pinned  # noqa: E402
 from ser_core.errors import SERError  # noqa: E402
 from ser_core.training import Logger, StopFlag, TrainConfig, install_stop_handlers, train  # noqa: E402
 from ser_core.trainconfig import PRECISIONS, setting_differences  # noqa: E402
@@ -172,6 +178,58 @@ def report(out: Path, members: list[int] | None = None) -> dict:
     return folds
 
 
+def tables_in_processes(pending: list[tuple[int, int]], common: list[str], work: Path, processes: int) -> int:
+    """Make the tables ``pending`` ((fold, member) pairs) as separate processes of this script, at most
+    ``processes`` at once, each pinned to its own share of the cores (as ``ser cv --processes``: on these
+    2-core machines two pinned runs beat one run on both). Each process writes one table and its output to
+    WORK/logs/fold-J-member-K.log. A stop request is passed on to the running ones and starts no other;
+    returns 1 if any failed (naming them), else 0."""
+    shares = _core_shares(min(processes, len(pending)))
+    logs = work / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    waiting, running, failed = deque(pending), {}, []
+    free = list(range(len(shares)))
+    stopping = False
+    while waiting or running:
+        if StopFlag.requested and not stopping:
+            stopping = True
+            print("stop requested: passed on to the running tables; no other starts", flush=True)
+            waiting.clear()
+            for _, proc in running.values():
+                proc.send_signal(signal.SIGTERM)
+        while free and waiting:
+            slot, (fold, position) = free.pop(0), waiting.popleft()
+            log = logs / f"{schema.fold_dir_name(fold)}-{member_name(position)}.log"
+            # each process its own numba cache: librosa's JIT cache is corrupted by two writers at once
+            env = {**os.environ, "PYTHONUNBUFFERED": "1", "NUMBA_CACHE_DIR": str(work / f"numba-{slot}")}
+            if shares[slot]:
+                env["OMP_NUM_THREADS"] = str(len(shares[slot]))
+            with open(log, "ab") as out:
+                proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), *common,
+                                         "--folds", str(fold), "--members", str(position)],
+                                        stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                        preexec_fn=_pinned(shares[slot]))
+            running[slot] = ((fold, position), proc)
+            print(f"fold {fold}, {member_name(position)}: started in its own process"
+                  + (f" on cores {','.join(map(str, shares[slot]))}" if shares[slot] else "") + f" (log: {log})",
+                  flush=True)
+        time.sleep(0.5)
+        for slot, ((fold, position), proc) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            del running[slot]
+            free.append(slot)
+            ok = proc.returncode == 0
+            if not ok:
+                failed.append(f"fold {fold} {member_name(position)}")
+            print(f"fold {fold}, {member_name(position)}: " + ("table written" if ok else
+                  f"failed or stopped (exit code {proc.returncode}; see its log)"), flush=True)
+    if failed:
+        print(f"not made: {', '.join(sorted(failed))}; rerun the same command to make them", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--recipe", help="a build_default recipe (its members are the teacher)")
@@ -187,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="train every member in this precision instead of the recipe's (the tables of sessions "
                          "11-12 are float32, as the shipped default's networks; 'auto' is bfloat16 where the CPU "
                          "has it, and a table must be made in one precision to stay current)")
+    ap.add_argument("--processes", type=int, default=1,
+                    help="make this many tables at once, each in its own process pinned to its share of the cores")
     ap.add_argument("--keep-runs", action="store_true", help="keep each fold run's folder after its table is written")
     args = ap.parse_args(argv)
     if args.report:
@@ -210,20 +270,29 @@ def main(argv: list[str] | None = None) -> int:
     df0 = datasets.load_dataset(first.dataset)
     folds = [int(f) for f in args.folds.split(",")] if args.folds else \
         list(range(1, splits.n_folds(first.protocol, first.k, df0) + 1))
+    pending = [(fold, position) for fold in folds for position, cfg in enumerate(cfgs, 1)
+               if position in members and not table_current(out / schema.fold_dir_name(fold), member_name(position),
+                                                            dataclasses.replace(cfg, fold=fold))]
     for fold in folds:
-        for position, cfg in enumerate(cfgs, 1):
-            if position not in members:
-                continue
-            name, folder = member_name(position), out / schema.fold_dir_name(fold)
-            if table_current(folder, name, dataclasses.replace(cfg, fold=fold)):
-                print(f"fold {fold}, {name} ({cfg.arch}): table kept")
-                continue
-            df = dfs.setdefault(cfg.dataset, datasets.load_dataset(cfg.dataset))
-            rec = make_table(cfg, position, fold, df, out, work)
-            print(f"fold {fold}, {name} ({cfg.arch}): test accuracy {rec['test_accuracy']:.3f}, "
-                  f"{rec['clips']} training clips tabled in {rec['made_in_seconds']:.0f} s", flush=True)
-            if not args.keep_runs:
-                shutil.rmtree(work / name / schema.fold_dir_name(fold), ignore_errors=True)
+        for position in members:
+            if (fold, position) not in pending:
+                print(f"fold {fold}, {member_name(position)} ({cfgs[position - 1].arch}): table kept")
+    if args.processes > 1 and len(pending) > 1:
+        common = ["--recipe", args.recipe, "--out", str(out), "--work", str(work)]
+        common += ["--precision", args.precision] if args.precision else []
+        common += ["--keep-runs"] if args.keep_runs else []
+        if tables_in_processes(pending, common, work, args.processes):
+            return 1
+        print(f"every table of folds {folds}, members {members} is in {out}")
+        return 0
+    for fold, position in pending:
+        cfg, name = cfgs[position - 1], member_name(position)
+        df = dfs.setdefault(cfg.dataset, datasets.load_dataset(cfg.dataset))
+        rec = make_table(cfg, position, fold, df, out, work)
+        print(f"fold {fold}, {name} ({cfg.arch}): test accuracy {rec['test_accuracy']:.3f}, "
+              f"{rec['clips']} training clips tabled in {rec['made_in_seconds']:.0f} s", flush=True)
+        if not args.keep_runs:
+            shutil.rmtree(work / name / schema.fold_dir_name(fold), ignore_errors=True)
     print(f"every table of folds {folds}, members {members} is in {out}")
     return 0
 
