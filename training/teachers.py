@@ -141,7 +141,7 @@ def report(out: Path, members: list[int] | None = None) -> dict:
     ask what a smaller ensemble of the same networks would score. Over the folds that have every one of
     ``members``, the pooled out-of-fold figures too (accuracy, UAR, female - male gap): the ones a
     pre-registered rule compares (``docs/preregistration-session19.md``)."""
-    folds, pooled = {}, []
+    folds, pooled, got = {}, [], []
     wanted = None if members is None else {member_name(m) for m in members}
     for folder in sorted(out.glob(f"{schema.FOLD_PREFIX}*")):
         fold = schema.fold_of(folder.name)
@@ -162,6 +162,7 @@ def report(out: Path, members: list[int] | None = None) -> dict:
               f"on {len(files)} test clips (members {folds[fold]['member_accuracy']})")
         if wanted is not None and len(tables) == len(wanted):
             pooled.append(tables[0].loc[files, ["speaker", "true", "gender"]].assign(pred=pred).reset_index())
+            got.append(fold)
     if pooled:
         rows = pd.concat(pooled, ignore_index=True)
         labels = [c[2:] for c in cols]
@@ -171,7 +172,6 @@ def report(out: Path, members: list[int] | None = None) -> dict:
             said = f", female - male {gap['gap'] * 100:+.1f} points"
         except SERError:                    # the folds' test speakers are of one gender
             gap, said = None, ""
-        got = sorted(f for f in folds if folds[f]["members"] == len(wanted))
         print(f"pooled over folds {got} ({len(rows)} clips), members {sorted(members)}: accuracy "
               f"{figures['accuracy']:.1%}, UAR {figures['uar']:.1%}{said}")
         folds["pooled"] = {"folds": got, "members": sorted(members), **figures, "gender_gap": gap}
