@@ -3,16 +3,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import signal
-import subprocess
 import sys
 import time
-from collections import deque
 from pathlib import Path
 
 import pandas as pd
 
-from . import runs, schema, splits
+from . import procpool, runs, schema, splits
 from .config import atomic_write_text
 from .errors import SERError
 from .evaluation import evaluate
@@ -43,91 +40,41 @@ def _stopped(fold_dir: Path) -> dict | None:
     return None
 
 
-def _core_shares(n: int) -> list[list[int]]:
-    """The CPU cores this process may use, dealt into ``n`` disjoint shares (at most one per core)."""
-    try:
-        cpus = sorted(os.sched_getaffinity(0))
-    except (AttributeError, OSError):          # not on Linux: no pinning, every share is "any core"
-        return [[] for _ in range(n)]
-    n = max(1, min(n, len(cpus)))
-    return [cpus[i::n] for i in range(n)]
-
-
-def _pinned(cores: list[int]):
-    """What a fold's process does before it starts: run on ``cores`` only, and get SIGTERM (a clean
-    stop that keeps its checkpoint) when the cross-validation's process dies, so no orphan trains on."""
-    def setup():
-        if cores:
-            os.sched_setaffinity(0, cores)
-        try:
-            import ctypes
-
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)      # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            pass                                # not Linux: the fold keeps running until it ends
-    return setup
-
-
 def _train_in_processes(base: TrainConfig, out_dir: Path, folds: list[int], processes: int, log: Logger) -> None:
     """Train ``folds`` as separate training processes (``python -m ser_core.training FOLD_DIR``), at most
-    ``processes`` at once, each pinned to its own share of the cores; a fold starts when one ends.
+    ``processes`` at once, each pinned to its own share of the cores (``procpool.run_pinned``).
 
-    On a machine with few cores, one process per core trains faster than one process on all of them
-    (two `ser_crnn` runs pinned one per core tabled 1.25x faster than one run on both, measured side by side
-    in session 12, ``docs/multicorpus.md``). Each fold is an
-    ordinary run folder with its own log.txt. A stop request (signal or STOP file of ``out_dir``) is passed
-    on to the running folds, which keep their checkpoints, and no further fold starts. A failed fold does
-    not stop the others; the cross-validation then fails, naming it.
+    Each fold is an ordinary run folder with its own log.txt. A stop request (signal or STOP file of
+    ``out_dir``) is passed on to the running folds, which keep their checkpoints, and no further fold
+    starts. A failed fold does not stop the others; the cross-validation then fails, naming it.
     """
-    shares = _core_shares(min(processes, len(folds)))
     (out_dir / runs.STOP_FILE).unlink(missing_ok=True)        # a stop request of an earlier process is done
-    waiting, running, failed = deque(folds), {}, {}
-    free = list(range(len(shares)))
-    stopping = False
+    shares = procpool.core_shares(min(processes, len(folds)))
     log(f"training folds {', '.join(map(str, folds))} in {len(shares)} processes at once"
         + (f", on cores {' | '.join(','.join(map(str, c)) for c in shares)}" if shares[0] else ""))
-    while waiting or running:
-        if (out_dir / runs.STOP_FILE).exists():
-            StopFlag.requested = True
-        if StopFlag.requested and not stopping:
-            stopping = True
-            log("stop requested: passed on to the running folds"
-                + (f"; folds {', '.join(map(str, waiting))} are not started" if waiting else ""))
-            waiting.clear()
-            for fold, _ in running.values():
-                runs.stop(out_dir / schema.fold_dir_name(fold))
-        while free and waiting:
-            slot, fold = free.pop(0), waiting.popleft()
-            fold_dir = out_dir / schema.fold_dir_name(fold)
-            fold_dir.mkdir(exist_ok=True)
-            (fold_dir / runs.STOP_FILE).unlink(missing_ok=True)
-            write_json(fold_dir / schema.CONFIG, dataclasses.replace(base, fold=fold).to_dict())
-            runs.write_status(fold_dir, "queued", queued_at=time.time())
-            cores = shares[slot]
-            env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-            if cores:
-                env["OMP_NUM_THREADS"] = str(len(cores))
-            with open(fold_dir / schema.LOG, "ab") as out:
-                proc = subprocess.Popen([sys.executable, "-m", "ser_core.training", str(fold_dir)], stdout=out,
-                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                        cwd=str(runs.project_root()), preexec_fn=_pinned(cores))
-            running[slot] = (fold, proc)
-            log(f"fold {fold}: started in its own process" + (f" on cores {','.join(map(str, cores))}"
-                                                               if cores else "") + f" (log: {fold_dir / schema.LOG})")
-        time.sleep(0.5)
-        for slot, (fold, proc) in list(running.items()):
-            if proc.poll() is None:
-                continue
-            del running[slot]
-            free.append(slot)
-            status = runs.read_status(out_dir / schema.fold_dir_name(fold))
-            if status.get("state") == "finished":
-                log(f"fold {fold}: finished")
-            elif status.get("state") == "stopped":
-                log(f"fold {fold}: stopped on request")
-            else:
-                failed[fold] = status.get("message") or f"its process exited with code {proc.returncode}"
-                log(f"fold {fold}: failed: {failed[fold]}")
+
+    def launch(fold: int) -> procpool.Launch:
+        fold_dir = out_dir / schema.fold_dir_name(fold)
+        fold_dir.mkdir(exist_ok=True)
+        (fold_dir / runs.STOP_FILE).unlink(missing_ok=True)
+        write_json(fold_dir / schema.CONFIG, dataclasses.replace(base, fold=fold).to_dict())
+        runs.write_status(fold_dir, "queued", queued_at=time.time())
+        return procpool.Launch([sys.executable, "-m", "ser_core.training", str(fold_dir)], fold_dir / schema.LOG,
+                               cwd=runs.project_root())
+
+    def ended(fold: int, returncode: int) -> str | None:
+        status = runs.read_status(out_dir / schema.fold_dir_name(fold))
+        if status.get("state") in ("finished", "stopped"):
+            log(f"fold {fold}: " + ("finished" if status["state"] == "finished" else "stopped on request"))
+            return None
+        why = status.get("message") or f"its process exited with code {returncode}"
+        log(f"fold {fold}: failed: {why}")
+        return why
+
+    failed = procpool.run_pinned(
+        folds, processes, launch, ended=ended, log=log, name=lambda f: f"fold {f}", what="folds",
+        stop_requested=lambda: (out_dir / runs.STOP_FILE).exists(),
+        stop=lambda fold, _proc: runs.stop(out_dir / schema.fold_dir_name(fold)))
     if failed:
         what = "; ".join(f"fold {k}: {m}" for k, m in failed.items())
         runs.write_status(out_dir, "failed", message=what)

@@ -35,13 +35,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import shutil
-import signal
-import subprocess
 import sys
 import time
-from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -49,8 +45,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ser_core import datasets, evaluation, schema, splits, teacher  # noqa: E402
-from ser_core.crossval import _core_shares, _finished_with, _pinned  # noqa: E402
+from ser_core import datasets, evaluation, procpool, schema, splits, teacher  # noqa: E402
+from ser_core.crossval import _finished_with  # noqa: E402
 from ser_core.errors import SERError  # noqa: E402
 from ser_core.training import Logger, StopFlag, TrainConfig, install_stop_handlers, train  # noqa: E402
 from ser_core.trainconfig import PRECISIONS, setting_differences  # noqa: E402
@@ -180,52 +176,29 @@ def report(out: Path, members: list[int] | None = None) -> dict:
 
 def tables_in_processes(pending: list[tuple[int, int]], common: list[str], work: Path, processes: int) -> int:
     """Make the tables ``pending`` ((fold, member) pairs) as separate processes of this script, at most
-    ``processes`` at once, each pinned to its own share of the cores (as ``ser cv --processes``: on these
-    2-core machines two pinned runs beat one run on both). Each process writes one table and its output to
+    ``processes`` at once, each pinned to its own share of the cores (``procpool.run_pinned``, as ``ser cv
+    --processes``), with its own numba cache. Each process writes one table and its output to
     WORK/logs/fold-J-member-K.log. A stop request is passed on to the running ones and starts no other;
     returns 1 if any failed (naming them), else 0."""
-    shares = _core_shares(min(processes, len(pending)))
-    logs = work / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    waiting, running, failed = deque(pending), {}, []
-    free = list(range(len(shares)))
-    stopping = False
-    while waiting or running:
-        if StopFlag.requested and not stopping:
-            stopping = True
-            print("stop requested: passed on to the running tables; no other starts", flush=True)
-            waiting.clear()
-            for _, proc in running.values():
-                proc.send_signal(signal.SIGTERM)
-        while free and waiting:
-            slot, (fold, position) = free.pop(0), waiting.popleft()
-            log = logs / f"{schema.fold_dir_name(fold)}-{member_name(position)}.log"
-            # each process its own numba cache: librosa's JIT cache is corrupted by two writers at once
-            env = {**os.environ, "PYTHONUNBUFFERED": "1", "NUMBA_CACHE_DIR": str(work / f"numba-{slot}")}
-            if shares[slot]:
-                env["OMP_NUM_THREADS"] = str(len(shares[slot]))
-            with open(log, "ab") as out:
-                proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), *common,
-                                         "--folds", str(fold), "--members", str(position)],
-                                        stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                        preexec_fn=_pinned(shares[slot]))
-            running[slot] = ((fold, position), proc)
-            print(f"fold {fold}, {member_name(position)}: started in its own process"
-                  + (f" on cores {','.join(map(str, shares[slot]))}" if shares[slot] else "") + f" (log: {log})",
-                  flush=True)
-        time.sleep(0.5)
-        for slot, ((fold, position), proc) in list(running.items()):
-            if proc.poll() is None:
-                continue
-            del running[slot]
-            free.append(slot)
-            ok = proc.returncode == 0
-            if not ok:
-                failed.append(f"fold {fold} {member_name(position)}")
-            print(f"fold {fold}, {member_name(position)}: " + ("table written" if ok else
-                  f"failed or stopped (exit code {proc.returncode}; see its log)"), flush=True)
+    def name(job: tuple[int, int]) -> str:
+        return f"fold {job[0]}, {member_name(job[1])}"
+
+    def launch(job: tuple[int, int]) -> procpool.Launch:
+        fold, position = job
+        return procpool.Launch([sys.executable, str(Path(__file__).resolve()), *common, "--folds", str(fold),
+                                "--members", str(position)],
+                               work / "logs" / f"{schema.fold_dir_name(fold)}-{member_name(position)}.log")
+
+    def ended(job: tuple[int, int], returncode: int) -> str | None:
+        print(f"{name(job)}: " + ("table written" if returncode == 0 else
+              f"failed or stopped (exit code {returncode}; see its log)"), flush=True)
+        return None if returncode == 0 else f"exit code {returncode}"
+
+    failed = procpool.run_pinned(pending, processes, launch, ended=ended, log=lambda line: print(line, flush=True),
+                                 name=name, what="tables", numba_cache=work)
     if failed:
-        print(f"not made: {', '.join(sorted(failed))}; rerun the same command to make them", file=sys.stderr)
+        not_made = sorted(f"fold {fold} {member_name(position)}" for fold, position in failed)
+        print(f"not made: {', '.join(not_made)}; rerun the same command to make them", file=sys.stderr)
         return 1
     return 0
 
