@@ -71,9 +71,14 @@ def _train_in_processes(base: TrainConfig, out_dir: Path, folds: list[int], proc
         log(f"fold {fold}: failed: {why}")
         return why
 
+    def stop_requested() -> bool:
+        if (out_dir / runs.STOP_FILE).exists():
+            StopFlag.requested = True           # as a signal: the pooling below then marks the run stopped
+        return StopFlag.requested
+
     failed = procpool.run_pinned(
         folds, processes, launch, ended=ended, log=log, name=lambda f: f"fold {f}", what="folds",
-        stop_requested=lambda: (out_dir / runs.STOP_FILE).exists(),
+        stop_requested=stop_requested,
         stop=lambda fold, _proc: runs.stop(out_dir / schema.fold_dir_name(fold)))
     if failed:
         what = "; ".join(f"fold {k}: {m}" for k, m in failed.items())

@@ -82,8 +82,8 @@ def run_pinned(jobs: Sequence[Hashable], processes: int, launch: Callable[[Hasha
     name, what : callable, str
         A job's name in those lines, and the plural the stop request's line uses ("folds", "tables").
     stop_requested : callable
-        Polled while jobs run, with the signal handlers' flag: once true, the running jobs are asked to stop
-        and no other starts.
+        Polled while jobs run (the caller's signal flag, a STOP file): once true, the running jobs are asked to
+        stop and no other starts.
     stop : callable, optional
         How a running job is asked to stop (default: SIGTERM, which every training process takes as a clean
         stop that keeps its checkpoint).
@@ -96,16 +96,13 @@ def run_pinned(jobs: Sequence[Hashable], processes: int, launch: Callable[[Hasha
     dict
         The jobs that failed, with why; empty if none did. Jobs never started after a stop are not in it.
     """
-    from .fitting import StopFlag
-
     shares = core_shares(min(processes, len(jobs)))
     waiting, running, failed = deque(jobs), {}, {}
     free = list(range(len(shares)))
     stopping = False
     while waiting or running:
-        if (StopFlag.requested or stop_requested()) and not stopping:
+        if not stopping and stop_requested():
             stopping = True
-            StopFlag.requested = True
             log(f"stop requested: passed on to the running {what}"
                 + (f"; not started: {', '.join(map(name, waiting))}" if waiting else ""))
             waiting.clear()

@@ -5,22 +5,12 @@ import json
 import os
 import sys
 
-import pytest
-
 from ser_core import procpool
-from ser_core.fitting import StopFlag
 
 REPORT = ("import json, os, sys\n"
           "print(json.dumps({'cores': sorted(os.sched_getaffinity(0)), 'omp': os.environ.get('OMP_NUM_THREADS'),"
           " 'numba': os.environ.get('NUMBA_CACHE_DIR'), 'cwd': os.getcwd()}))\n"
           "sys.exit(int(sys.argv[1]))\n")
-
-
-@pytest.fixture(autouse=True)
-def _no_stop():
-    StopFlag.requested = False
-    yield
-    StopFlag.requested = False
 
 
 def test_core_shares_are_disjoint_and_cover_the_usable_cores():
@@ -58,7 +48,6 @@ def test_jobs_run_pinned_with_their_own_numba_cache_and_a_failure_is_named(tmp_p
     if len(shares) == 2:                                        # two slots: two caches, never one shared
         assert seen["a"]["numba"] != seen["b"]["numba"]
     assert {seen[j]["numba"] for j in "abc"} <= {str(tmp_path / "numba" / f"numba-{s}") for s in range(2)}
-    assert not StopFlag.requested
 
 
 def test_a_stop_request_stops_the_running_jobs_and_starts_no_other(tmp_path):
@@ -77,4 +66,3 @@ def test_a_stop_request_stops_the_running_jobs_and_starts_no_other(tmp_path):
     assert failed == {"x": "exit code -15"}
     assert any(line.startswith("stop requested: passed on to the running tables; not started: y, z")
                for line in lines), lines
-    assert StopFlag.requested                   # the caller's own loop sees the stop too

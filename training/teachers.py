@@ -195,7 +195,8 @@ def tables_in_processes(pending: list[tuple[int, int]], common: list[str], work:
         return None if returncode == 0 else f"exit code {returncode}"
 
     failed = procpool.run_pinned(pending, processes, launch, ended=ended, log=lambda line: print(line, flush=True),
-                                 name=name, what="tables", numba_cache=work)
+                                 name=name, what="tables", stop_requested=lambda: StopFlag.requested,
+                                 numba_cache=work)
     if failed:
         not_made = sorted(f"fold {fold} {member_name(position)}" for fold, position in failed)
         print(f"not made: {', '.join(not_made)}; rerun the same command to make them", file=sys.stderr)
