@@ -220,3 +220,47 @@ def test_babble_talkers_never_come_from_a_held_out_speaker_or_corpus(probe_mod, 
     assert (df["speaker"].iloc[pools[first_ravdess]] != df["speaker"].iat[first_ravdess]).all()
     first_ased = int(np.flatnonzero(df["corpus"] == "ased")[0])
     assert (df["speaker"].iloc[pools[first_ased]] == df["speaker"].iat[first_ased]).all()
+
+
+def test_group_standardise_uses_each_groups_own_counted_rows(probe_mod):
+    rng = np.random.default_rng(4)
+    x = np.r_[rng.normal(3, 2, (40, 3)), rng.normal(-1, 0.5, (30, 3)), [[7.0, 8.0, 9.0]]]
+    groups = np.array(["a"] * 40 + ["b"] * 30 + ["c"])
+    z = probe_mod.group_standardise(x, groups)
+    for g in ("a", "b"):
+        assert z[groups == g].mean(axis=0) == pytest.approx(np.zeros(3), abs=1e-9)
+        assert z[groups == g].std(axis=0) == pytest.approx(np.ones(3), abs=1e-5)
+    assert z[groups == "c"] == pytest.approx(np.zeros((1, 3)))          # one row: only its mean removed
+    fit = np.ones(len(x), bool)
+    fit[:30] = False                                                    # group a's statistics from its last 10 rows
+    z2 = probe_mod.group_standardise(x, groups, fit)
+    tail = x[30:40]
+    assert z2[:40] == pytest.approx((x[:40] - tail.mean(axis=0)) / (tail.std(axis=0) + 1e-6))
+    assert z2[40:] == pytest.approx(z[40:])
+    fit[:40] = False
+    with pytest.raises(ValueError, match="'a' has no row"):
+        probe_mod.group_standardise(x, groups, fit)
+
+
+def test_corpus_normalisation_removes_a_held_out_offset_and_reads_no_held_out_label(probe_mod, tmp_path):
+    """Candidate CN (docs/preregistration-session21.md): URDU's vectors moved far make no difference to what
+    URDU's fold answers once every corpus is standardised by itself, and neither do URDU's labels."""
+    rng = np.random.default_rng(2)
+    tables, works = {}, {}
+    for shift in (0.0, 5.0):
+        work = works[shift] = _work(tmp_path / f"cn{shift}", np.random.default_rng(2), shift)
+        tables[shift, "raw"] = probe_mod.loco(work, tmp_path / f"raw{shift}.csv")
+        tables[shift, "CN"] = probe_mod.loco(work, tmp_path / f"cn{shift}.csv", normalise="corpus")
+    urdu = lambda t: t.loc[t["corpus"] == "urdu"].set_index("file")
+    assert (urdu(tables[0.0, "CN"])["pred"] == urdu(tables[5.0, "CN"])["pred"]).all()
+    assert (urdu(tables[0.0, "raw"])["pred"] != urdu(tables[5.0, "raw"])["pred"]).any()  # without it, it moves
+    work = works[0.0]
+    manifest = pd.read_csv(work / "manifest_urdu.csv")
+    manifest["emotion"] = rng.permutation(manifest["emotion"].to_numpy())   # URDU's labels shuffled
+    manifest.to_csv(work / "manifest_urdu.csv", index=False)
+    shuffled = probe_mod.loco(work, tmp_path / "cn_shuffled.csv", normalise="corpus")
+    assert (urdu(shuffled)["pred"] == urdu(tables[0.0, "CN"])["pred"]).all()
+    speaker = probe_mod.loco(work, tmp_path / "sn.csv", normalise="speaker")
+    assert len(speaker) == len(shuffled) and speaker["file"].is_unique
+    few = probe_mod.loco(work, tmp_path / "few.csv", normalise="corpus", stat_clips=5)
+    assert (urdu(few)["pred"] != urdu(tables[0.0, "CN"])["pred"]).any()    # five clips' statistics are not all 48's

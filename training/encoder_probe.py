@@ -4,7 +4,7 @@
     python training/encoder_probe.py vectors --dataset ravdess+ased+emovo+urdu --work runs/encoder
     python training/encoder_probe.py speakers --work runs/encoder                  # is the port a speaker encoder?
     python training/encoder_probe.py loco --work runs/encoder --out PREDICTIONS.csv [--part embedding|states]
-                                          [--project-corpora]
+                                          [--project-corpora] [--normalise corpus|speaker [--stat-clips N]]
     python training/encoder_probe.py loco --work runs/encoder --nested --out PREDICTIONS.csv   # candidate L
     python training/encoder_probe.py cv --work runs/encoder --out PREDICTIONS.csv  # M's probe, emobox6 folds
     python training/encoder_probe.py average A.csv B.csv --out MEAN.csv            # two LOCO tables, clip by clip
@@ -17,6 +17,8 @@ different-speaker cosine similarity of RAVDESS utterance embeddings (a broken po
 ``loco`` is the pre-registered probe: leave one corpus out, a multinomial logistic regression on the three
 others' standardised vectors (statistics from those three only), every (corpus, emotion) cell weighing the
 same; it writes out-of-fold probabilities in the layout of ``ser cv`` predictions for ``loco_report.py``.
+``loco --normalise corpus|speaker`` (candidates CN, SN, docs/preregistration-session21.md) first standardises
+every corpus or speaker, the held-out one too, with its own unlabelled clips' statistics: transductive.
 ``loco --nested`` (candidate L, docs/preregistration-session15.md) chooses the probe's C and a per-label bias
 and temperature by leaving each of the three training corpora out in turn, then scores the fourth.
 """
@@ -343,16 +345,59 @@ def load_channel_vectors(work: Path, df: pd.DataFrame, kind: str = "white") -> n
     return np.concatenate(mats)
 
 
-def loco(work: Path, out: Path, c: float = 1.0, part: str = "all", project: bool = False) -> pd.DataFrame:
+#: What each row is standardised with before the probe (candidates CN and SN, docs/preregistration-session21.md):
+#: the statistics of its own corpus, or of its own speaker, from unlabelled clips.
+NORMALISE = ("corpus", "speaker")
+
+
+def normalisation_groups(df: pd.DataFrame, by: str) -> np.ndarray:
+    """Each row's group for ``--normalise``: its corpus, or its corpus and speaker."""
+    if by == "corpus":
+        return df["corpus"].to_numpy(str)
+    return (df["corpus"] + "/" + df["speaker"].astype(str)).to_numpy(str)
+
+
+def group_standardise(x: np.ndarray, groups: np.ndarray, fit: np.ndarray | None = None) -> np.ndarray:
+    """Every row standardised with the mean and standard deviation of its own group's rows, counting only the
+    rows where ``fit`` is true (default: all). A group with one counted row only has its mean removed (standard
+    deviation 1). No label is read: this is what a held-out corpus's unlabelled clips allow."""
+    z = np.empty_like(x, dtype=float)
+    fit = np.ones(len(x), bool) if fit is None else fit
+    for g in np.unique(groups):
+        rows = groups == g
+        counted = x[rows & fit]
+        if len(counted) == 0:
+            raise ValueError(f"group '{g}' has no row to take its statistics from")
+        sd = counted.std(axis=0) + 1e-6 if len(counted) > 1 else np.ones(x.shape[1])
+        z[rows] = (x[rows] - counted.mean(axis=0)) / sd
+    return z
+
+
+def loco(work: Path, out: Path, c: float = 1.0, part: str = "all", project: bool = False,
+         normalise: str | None = None, stat_clips: int | None = None, seed: int = 0) -> pd.DataFrame:
+    """J's probe, leaving one corpus out. ``normalise`` (CN: "corpus", SN: "speaker"): every row first
+    standardised by its own group (``group_standardise``), the held-out corpus's groups from its unlabelled
+    clips (transductive); ``stat_clips``: those of the held-out corpus from only that many of its clips, drawn
+    at random (what a small archive gives; exploratory)."""
     from sklearn.linear_model import LogisticRegression
 
     df, x = load_vectors(work)
     x = x[:, PARTS[part]]
+    groups = normalisation_groups(df, normalise) if normalise else None
+    rng = np.random.default_rng(seed)
     parts = []
     for fold, held in enumerate(splits.corpora(df), 1):      # the folds of `ser cv --protocol loco`
         train = (df["corpus"] != held).to_numpy()
-        mu, sd = x[train].mean(axis=0), x[train].std(axis=0) + 1e-6
-        z = (x - mu) / sd
+        if groups is not None:
+            fit = None
+            if stat_clips is not None:
+                fit = train.copy()
+                fit[rng.choice(np.flatnonzero(~train), min(stat_clips, int((~train).sum())), replace=False)] = True
+            x_fold = group_standardise(x, groups, fit)
+        else:
+            x_fold = x
+        mu, sd = x_fold[train].mean(axis=0), x_fold[train].std(axis=0) + 1e-6
+        z = (x_fold - mu) / sd
         if project:
             rows = df[train].reset_index(drop=True)
             basis = corpus_offsets(z[train], rows)
@@ -636,6 +681,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="first project out how the training corpora's same-emotion means differ (candidate K)")
     p.add_argument("--nested", action="store_true",
                    help="choose C and a per-label bias and temperature by leaving each training corpus out (candidate L)")
+    p.add_argument("--normalise", choices=NORMALISE,
+                   help="first standardise every corpus (CN) or speaker (SN) with its own clips' statistics, "
+                        "the held-out corpus's too, unlabelled: a transductive protocol")
+    p.add_argument("--stat-clips", type=int, metavar="N",
+                   help="with --normalise: the held-out corpus's statistics from N random clips of it (exploratory)")
     p.add_argument("--c", type=float, help="with --nested: this C instead of choosing one (exploratory)")
     p.add_argument("--no-correction", action="store_true", help="with --nested: no bias or temperature (exploratory)")
     p.add_argument("--channel-copies", nargs="?", const="white", choices=sorted(COPY_FILES),
@@ -688,7 +738,10 @@ def main(argv: list[str] | None = None) -> int:
     elif args.nested:
         nested_loco(args.work, args.out, fixed_c=args.c, correct=not args.no_correction, copies=args.channel_copies)
     else:
-        loco(args.work, args.out, part=args.part, project=args.project_corpora)
+        if args.stat_clips is not None and not args.normalise:
+            ap.error("--stat-clips goes with --normalise")
+        loco(args.work, args.out, part=args.part, project=args.project_corpora, normalise=args.normalise,
+             stat_clips=args.stat_clips)
     return 0
 
 
