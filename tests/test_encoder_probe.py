@@ -264,3 +264,12 @@ def test_corpus_normalisation_removes_a_held_out_offset_and_reads_no_held_out_la
     assert len(speaker) == len(shuffled) and speaker["file"].is_unique
     few = probe_mod.loco(work, tmp_path / "few.csv", normalise="corpus", stat_clips=5)
     assert (urdu(few)["pred"] != urdu(tables[0.0, "CN"])["pred"]).any()    # five clips' statistics are not all 48's
+
+
+@pytest.mark.parametrize("args, says", [(["--normalise", "speaker", "--stat-clips", "5"], "--normalise corpus"),
+                                        (["--normalise", "corpus", "--stat-clips", "1"], "at least 2"),
+                                        (["--stat-clips", "50"], "--normalise corpus")])
+def test_stat_clips_is_refused_where_it_cannot_give_statistics(probe_mod, tmp_path, capsys, args, says):
+    with pytest.raises(SystemExit) as stop:
+        probe_mod.main(["loco", "--work", str(tmp_path), "--out", str(tmp_path / "x.csv"), *args])
+    assert stop.value.code == 2 and says in capsys.readouterr().err

@@ -4,7 +4,7 @@
     python training/encoder_probe.py vectors --dataset ravdess+ased+emovo+urdu --work runs/encoder
     python training/encoder_probe.py speakers --work runs/encoder                  # is the port a speaker encoder?
     python training/encoder_probe.py loco --work runs/encoder --out PREDICTIONS.csv [--part embedding|states]
-                                          [--project-corpora] [--normalise corpus|speaker [--stat-clips N]]
+                                          [--project-corpora] [--normalise speaker | --normalise corpus [--stat-clips N]]
     python training/encoder_probe.py loco --work runs/encoder --nested --out PREDICTIONS.csv   # candidate L
     python training/encoder_probe.py cv --work runs/encoder --out PREDICTIONS.csv  # M's probe, emobox6 folds
     python training/encoder_probe.py average A.csv B.csv --out MEAN.csv            # two LOCO tables, clip by clip
@@ -685,7 +685,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="first standardise every corpus (CN) or speaker (SN) with its own clips' statistics, "
                         "the held-out corpus's too, unlabelled: a transductive protocol")
     p.add_argument("--stat-clips", type=int, metavar="N",
-                   help="with --normalise: the held-out corpus's statistics from N random clips of it (exploratory)")
+                   help="with --normalise corpus: the held-out corpus's statistics from N random clips of it (exploratory)")
     p.add_argument("--c", type=float, help="with --nested: this C instead of choosing one (exploratory)")
     p.add_argument("--no-correction", action="store_true", help="with --nested: no bias or temperature (exploratory)")
     p.add_argument("--channel-copies", nargs="?", const="white", choices=sorted(COPY_FILES),
@@ -738,8 +738,11 @@ def main(argv: list[str] | None = None) -> int:
     elif args.nested:
         nested_loco(args.work, args.out, fixed_c=args.c, correct=not args.no_correction, copies=args.channel_copies)
     else:
-        if args.stat_clips is not None and not args.normalise:
-            ap.error("--stat-clips goes with --normalise")
+        if args.stat_clips is not None and args.normalise != "corpus":
+            # a held-out speaker none of whose clips were drawn would have no statistics at all
+            ap.error("--stat-clips goes with --normalise corpus")
+        if args.stat_clips is not None and args.stat_clips < 2:
+            ap.error("--stat-clips needs at least 2 clips (a standard deviation)")
         loco(args.work, args.out, part=args.part, project=args.project_corpora, normalise=args.normalise,
              stat_clips=args.stat_clips)
     return 0
