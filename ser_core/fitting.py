@@ -134,7 +134,8 @@ def fit(run_dir: Path, cfg: TrainConfig, data: Prepared, log: Logger, t_start: f
                                         within=cfg.balance_within)
     else:
         sample_weight = np.ones(len(data.y["train"]), np.float32)
-    targets = training_targets(data.y["train"], n, None if data.soft is None else data.soft[data.source], cfg.distill)
+    targets = training_targets(data.y["train"], n, None if data.soft is None else data.soft[data.source], cfg.distill,
+                               cfg.distill_temperature)
     has_val = len(data.x["val"]) > 0
     keep = data.y["val"] >= 0
     val_targets = None

@@ -58,14 +58,25 @@ def example_weights(y: np.ndarray, groups: np.ndarray | None, n: int, within: st
     return (w * len(y)).astype(np.float32)
 
 
-def training_targets(y: np.ndarray, n: int, soft: np.ndarray | None = None, share: float = 0.0) -> np.ndarray:
+def training_targets(y: np.ndarray, n: int, soft: np.ndarray | None = None, share: float = 0.0,
+                     temperature: float = 1.0) -> np.ndarray:
     """One target distribution per example: the one-hot emotion, or with a teacher's probabilities
-    ``soft`` (rows of NaN where the teacher had no answer) ``(1 - share) * one-hot + share * soft``."""
+    ``soft`` (rows of NaN where the teacher had no answer) ``(1 - share) * one-hot + share * soft``.
+
+    ``temperature`` T softens the teacher first, ``softmax(log(soft) / T)`` (Hinton et al. 2015): a teacher's
+    probabilities of the clips it learnt from are close to one-hot, and T > 1 brings out how it ranks the
+    other emotions."""
     onehot = np.eye(n, dtype=np.float32)[y]
     if soft is None or share <= 0:
         return onehot
     soft = np.asarray(soft, np.float32)
     known = ~np.isnan(soft).any(axis=1)
+    if temperature != 1.0 and known.any():
+        logp = np.log(np.clip(soft[known].astype(np.float64), 1e-12, None)) / temperature
+        logp -= logp.max(axis=1, keepdims=True)
+        e = np.exp(logp)
+        soft = soft.copy()
+        soft[known] = (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
     out = onehot.copy()
     out[known] = (1.0 - share) * onehot[known] + share * soft[known]
     return out

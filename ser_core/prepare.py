@@ -169,7 +169,7 @@ def teacher_probabilities(cfg: TrainConfig, split, rows: pd.DataFrame, labels: l
 
     if is_table_dir(teacher):
         out, names = table_probabilities(teacher, clip_keys(rows), labels, held_out)
-        _log_teacher(log, f"{teacher} ({len(names)} table(s))", out, rows, labels, cfg.distill)
+        _log_teacher(log, f"{teacher} ({len(names)} table(s))", out, rows, labels, cfg.distill, cfg.distill_temperature)
         return out
     if not is_model_dir(teacher):
         raise ConfigError(f"teacher not found: {teacher} is neither a model folder nor a folder of teacher tables")
@@ -183,16 +183,23 @@ def teacher_probabilities(cfg: TrainConfig, split, rows: pd.DataFrame, labels: l
         raise ConfigError(f"teacher {teacher} was made for '{spec.protocol}', this run is '{split.label}': its "
                           "probabilities could carry this run's test speakers")
     out, _ = model_probabilities(teacher, rows["path"].tolist(), labels)
-    _log_teacher(log, str(teacher), out, rows, labels, cfg.distill)
+    _log_teacher(log, str(teacher), out, rows, labels, cfg.distill, cfg.distill_temperature)
     return out
 
 
-def _log_teacher(log, what: str, out: np.ndarray, rows: pd.DataFrame, labels: list[str], share: float) -> None:
+def _log_teacher(log, what: str, out: np.ndarray, rows: pd.DataFrame, labels: list[str], share: float,
+                 temperature: float = 1.0) -> None:
+    from .pipeline import training_targets
+
     known = ~np.isnan(out).any(axis=1)
     agree = float(np.mean(np.asarray(labels)[out[known].argmax(axis=1)] == rows["emotion"].to_numpy()[known])) \
         if known.any() else 0.0
+    # how much of a target the teacher's top answer is, after the temperature (share 1: the teacher alone)
+    top = float(training_targets(out[known].argmax(axis=1), len(labels), out[known], 1.0, temperature).max(axis=1)
+                .mean()) if known.any() else 0.0
     log(f"teacher {what}: probabilities of {int(known.sum())} of {len(out)} training clips "
-        f"(its answer is the clip's emotion for {agree:.1%}); share {share:g} of every target")
+        f"(its answer is the clip's emotion for {agree:.1%}; its top probability {top:.2f} on average at "
+        f"temperature {temperature:g}); share {share:g} of every target")
 
 
 def _label_order(label: str) -> tuple[int, str]:

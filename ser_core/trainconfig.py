@@ -175,6 +175,10 @@ class TrainConfig:
     distill: float = option(0.0, label="Distillation share", min=0, max=1, span=(0.0, 1.0, 0.1),
                             help="share of the teacher's probabilities in every training target (the rest is "
                                  "the clip's emotion); 0 is off")
+    distill_temperature: float = option(1.0, label="Teacher temperature", above=0, picks=(1.0, 2.0, 4.0),
+                                        help="soften the teacher's probabilities as softmax(log p / T) before they "
+                                             "enter the targets: a teacher sure of the clips it learnt from then "
+                                             "still tells which wrong emotions it finds close; 1 keeps them")
     class_weights: bool = option(True, label="Class weights",
                                  help="weight the loss so rare emotions (neutral) count as much as the others")
     corpus_balance: bool = option(True, label="Corpus balance",

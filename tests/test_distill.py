@@ -24,6 +24,24 @@ def test_targets_are_the_emotion_mixed_with_the_teacher_where_it_answered():
     assert training_targets(np.array([0, 2]), 3, soft, 0.0)[0].tolist() == [1, 0, 0]
 
 
+def test_a_temperature_softens_the_teacher_as_softmax_of_its_log_probabilities_over_t():
+    soft = np.array([[0.9, 0.08, 0.02], [np.nan, np.nan, np.nan]], np.float32)
+    got = training_targets(np.array([0, 1]), 3, soft, 0.5, temperature=2.0)
+    root = np.sqrt([0.9, 0.08, 0.02])                     # T = 2: p ** (1/2), renormalised
+    np.testing.assert_allclose(got[0], 0.5 * np.array([1, 0, 0]) + 0.5 * root / root.sum(), atol=1e-6)
+    np.testing.assert_allclose(got[1], [0, 1, 0])         # no answer from the teacher: the emotion alone
+    np.testing.assert_allclose(got.sum(axis=1), [1, 1], atol=1e-6)
+    # the ranking of the other emotions is kept, the gap to the top shrinks; T = 1 leaves the teacher as it is
+    assert got[0, 1] > got[0, 2] and got[0, 0] < 0.5 + 0.5 * 0.9
+    np.testing.assert_allclose(training_targets(np.array([0]), 3, soft[:1], 0.5, temperature=1.0),
+                               training_targets(np.array([0]), 3, soft[:1], 0.5), atol=0)
+    # a zero probability stays finite (log of a clipped value), and a very high T tends to uniform
+    hot = training_targets(np.array([2]), 3, np.array([[1.0, 0.0, 0.0]], np.float32), 1.0, temperature=1e6)
+    assert np.isfinite(hot).all() and np.allclose(hot, 1 / 3, atol=1e-3)
+    with pytest.raises(ConfigError, match="teacher temperature must be above 0"):
+        TrainConfig(teacher="t", distill=0.5, distill_temperature=0.0).resolved()
+
+
 def test_a_share_without_a_teacher_is_refused():
     with pytest.raises(ConfigError, match="needs a teacher model"):
         TrainConfig(distill=0.5).resolved()
