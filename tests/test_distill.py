@@ -135,6 +135,22 @@ def test_fold_teachers_are_tables_a_student_reads_and_a_rerun_keeps(tmp_path):
     rep = subprocess.run(cmd + ["--report", "--members", "1"], capture_output=True, text=True, timeout=300)
     assert f"fold 1: 1 member(s), mean of members {own:.1%}" in rep.stdout, rep.stdout + rep.stderr[-2000:]
     assert f"pooled over folds [1] ({len(held)} clips), members [1]: accuracy {own:.1%}" in rep.stdout
+    # the pooled mean of members 1 and 2 as an out-of-fold predictions table (what a subset's calibration is fitted on)
+    pooled = tmp_path / "pooled.csv"
+    rep = subprocess.run(cmd + ["--report", "--members", "1,2", "--table", str(pooled)], capture_output=True,
+                         text=True, timeout=300)
+    assert rep.returncode == 0, rep.stderr[-2000:]
+    both = pd.read_csv(pooled).set_index("file")
+    held2 = pd.read_csv(fold / f"member-2{teacher.HELD_OUT}").set_index("file").loc[both.index]
+    cols = [c for c in both.columns if c.startswith("p_")]
+    np.testing.assert_allclose(both[cols].to_numpy(),
+                               (held.set_index("file").loc[both.index, cols].to_numpy() + held2[cols].to_numpy()) / 2,
+                               atol=1e-9)
+    assert (both["fold"] == 1).all() and len(both) == len(held)
+    assert (both["pred"] == np.asarray([c[2:] for c in cols])[both[cols].to_numpy().argmax(axis=1)]).all()
+    assert np.allclose(both["confidence"], both[cols].max(axis=1))
+    lone = subprocess.run(cmd + ["--report", "--table", str(pooled)], capture_output=True, text=True, timeout=300)
+    assert lone.returncode == 2 and "--table needs --members" in lone.stderr and "Traceback" not in lone.stderr
     other = subprocess.run(cmd + ["--precision", "bfloat16"], capture_output=True, text=True, timeout=600)
     assert other.returncode != 0 and "other settings" in other.stderr     # never a table of two precisions
     changed = recipe.read_text().replace('"epochs": 2', '"epochs": 3', 1)

@@ -21,6 +21,8 @@ later session once the tables are committed.
         --out training/results/teachers/ravdess_five --members 1,2,5 --processes 2   # two at once, pinned
     python training/teachers.py --from-model models/default --dataset ravdess \\
         --out training/results/teachers/ravdess_five          # fold-all/: the final student's teacher
+    python training/teachers.py --out training/results/teachers/ravdess_five --report --members 1,2,5 \
+        --table B.csv          # a subset's pooled out-of-fold figures, and its predictions.csv
     ser cv --teacher training/results/teachers/ravdess_five/fold-{fold} --distill 0.5 ...
 
 ``--from-model`` tables a finished model's networks (an ensemble's members) on every clip of a
@@ -131,12 +133,14 @@ def table_model(model_dir: Path, dataset: str, out: Path) -> list[dict]:
     return records
 
 
-def report(out: Path, members: list[int] | None = None) -> dict:
+def report(out: Path, members: list[int] | None = None, table: Path | None = None) -> dict:
     """How good the fold teachers are out of fold: per fold, the accuracy on the fold's test clips of the mean of
     the members tabled so far (the ensemble's own cross-validation rule); ``members``: only these positions, to
     ask what a smaller ensemble of the same networks would score. Over the folds that have every one of
     ``members``, the pooled out-of-fold figures too (accuracy, UAR, female - male gap): the ones a
-    pre-registered rule compares (``docs/preregistration-session19.md``)."""
+    pre-registered rule compares (``docs/preregistration-session19.md``). ``table``: also write those pooled
+    clips as an out-of-fold ``predictions.csv`` (the members' mean probabilities, a ``fold`` column), which
+    ``training/emobox_report.py`` reads and a calibration can be fitted on."""
     folds, pooled, got = {}, [], []
     wanted = None if members is None else {member_name(m) for m in members}
     for folder in sorted(out.glob(f"{schema.FOLD_PREFIX}*")):
@@ -157,7 +161,9 @@ def report(out: Path, members: list[int] | None = None) -> dict:
         print(f"fold {fold}: {len(tables)} member(s), mean of members {folds[fold]['accuracy']:.1%} "
               f"on {len(files)} test clips (members {folds[fold]['member_accuracy']})")
         if wanted is not None and len(tables) == len(wanted):
-            pooled.append(tables[0].loc[files, ["speaker", "true", "gender"]].assign(pred=pred).reset_index())
+            meta = [c for c in tables[0].columns if not c.startswith("p_") and c not in ("pred", "confidence")]
+            pooled.append(tables[0].loc[files, meta].assign(pred=pred, confidence=mean.max(axis=1))
+                          .join(pd.DataFrame(mean, index=files, columns=cols)).assign(fold=fold).reset_index())
             got.append(fold)
     if pooled:
         rows = pd.concat(pooled, ignore_index=True)
@@ -171,6 +177,12 @@ def report(out: Path, members: list[int] | None = None) -> dict:
         print(f"pooled over folds {got} ({len(rows)} clips), members {sorted(members)}: accuracy "
               f"{figures['accuracy']:.1%}, UAR {figures['uar']:.1%}{said}")
         folds["pooled"] = {"folds": got, "members": sorted(members), **figures, "gender_gap": gap}
+        if table is not None:
+            table.parent.mkdir(parents=True, exist_ok=True)
+            rows.to_csv(table, index=False)
+            print(f"pooled out-of-fold predictions: {table}")
+    elif table is not None:
+        raise SERError("--table needs --members and at least one fold with a table of every one of them")
     return folds
 
 
@@ -210,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--from-model", metavar="DIR", help="table a finished model's networks instead (no training)")
     ap.add_argument("--dataset", default="ravdess", help="with --from-model: the clips to table")
     ap.add_argument("--report", action="store_true", help="only print the fold teachers' out-of-fold accuracy")
+    ap.add_argument("--table", metavar="CSV", help="with --report --members: also write the pooled out-of-fold "
+                    "predictions of those members' mean (a predictions.csv with a fold column)")
     ap.add_argument("--out", required=True, help="folder of the tables (fold-J/member-K.*), committed as they land")
     ap.add_argument("--work", default="runs/teachers", help="fold runs (models, logs); removable once tabled")
     ap.add_argument("--folds", help="comma-separated folds (default: all of the recipe's protocol)")
@@ -223,8 +237,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="make this many tables at once, each in its own process pinned to its share of the cores")
     ap.add_argument("--keep-runs", action="store_true", help="keep each fold run's folder after its table is written")
     args = ap.parse_args(argv)
+    if args.table and not args.report:
+        ap.error("--table goes with --report")
     if args.report:
-        report(Path(args.out), [int(m) for m in args.members.split(",")] if args.members else None)
+        try:
+            report(Path(args.out), [int(m) for m in args.members.split(",")] if args.members else None,
+                   Path(args.table) if args.table else None)
+        except SERError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         return 0
     if args.from_model:
         table_model(Path(args.from_model), args.dataset, Path(args.out))
