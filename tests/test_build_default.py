@@ -120,3 +120,59 @@ def test_multi_corpus_build_resumes_and_stores_its_calibration(tmp_path, samples
     assert again.returncode == 0, again.stderr[-2000:]
     assert again.stdout.count("kept the finished run") == 2 + 3 and "kept the finished final run" in again.stdout
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps              # nothing was trained again
+
+
+def test_a_subset_of_the_defaults_networks_is_built_with_its_fold_teachers_figures(tiny_model, tmp_path):
+    """--subset: no training; the networks are the default's own, the figures the same members' fold teachers'."""
+    import os
+    import subprocess
+    import sys
+
+    import numpy as np
+    import pandas as pd
+
+    from ser_core import ensemble
+    from ser_core.predict import load_predictor
+
+    models = tmp_path / "models"
+    ensemble.build([tiny_model] * 3, models / "default")
+    labels = json.loads((tiny_model / "spec.json").read_text())["labels"]
+    rng = np.random.default_rng(0)
+    tables = tmp_path / "tables"
+    for fold in (1, 2):
+        for member in (1, 2, 3):
+            probs = rng.dirichlet(np.ones(len(labels)), size=10)
+            table = pd.DataFrame({"file": [f"f{fold}-{i}.flac" for i in range(10)],
+                                  "speaker": [f"s{fold}-{i % 2}" for i in range(10)],
+                                  "gender": ["female", "male"] * 5, "true": rng.choice(labels, 10),
+                                  "pred": np.asarray(labels)[probs.argmax(axis=1)], "confidence": probs.max(axis=1),
+                                  **{f"p_{lab}": probs[:, j] for j, lab in enumerate(labels)}})
+            (tables / f"fold-{fold}").mkdir(parents=True, exist_ok=True)
+            table.to_csv(tables / f"fold-{fold}" / f"member-{member}.test.csv.gz", index=False)
+            (tables / f"fold-{fold}" / f"member-{member}.json").write_text(json.dumps({"protocol": "emobox6"}))
+    env = {**os.environ, "SER_MODELS_DIR": str(models), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    cmd = [sys.executable, str(ROOT / "training" / "build_default.py"), "--subset", "1,3", "--tables", str(tables)]
+    done = subprocess.run(cmd + ["--target", "quick"], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    model = models / "quick"
+    assert json.loads((model / "spec.json").read_text())["extra"]["members"] == ["seed000_cnn", "seed000_cnn-2"]
+    pooled = pd.read_csv(model / "predictions.csv")
+    cols = [f"p_{lab}" for lab in labels]
+    for fold in (1, 2):
+        one, three = (pd.read_csv(tables / f"fold-{fold}" / f"member-{m}.test.csv.gz") for m in (1, 3))
+        rows = pooled[pooled["fold"] == fold].set_index("file").loc[one["file"]]
+        np.testing.assert_allclose(rows[cols].to_numpy(), (one[cols].to_numpy() + three[cols].to_numpy()) / 2)
+    metrics = json.loads((model / "metrics.json").read_text())
+    assert metrics["accuracy"] == pytest.approx(float((pooled["pred"] == pooled["true"]).mean()))
+    assert [f["fold"] for f in metrics["folds"]] == [1, 2] and metrics["positions"] == [1, 3]
+    assert "emobox6 2-fold" in metrics["protocol"]
+    stored = metrics["calibration"]["stored"]
+    assert json.loads((model / "spec.json").read_text())["extra"]["calibration"] == stored
+    assert load_predictor(model).calibration.temperature == pytest.approx(stored["temperature"])
+
+    refused = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)      # no --target
+    assert refused.returncode == 2 and "never replaced by a subset" in refused.stderr
+    (tables / "fold-2" / "member-3.test.csv.gz").unlink()                # a fold the subset is not tabled on
+    partial = subprocess.run(cmd + ["--target", "other"], env=env, capture_output=True, text=True, timeout=300)
+    assert partial.returncode != 0 and "tabled on folds [1] of [1, 2]" in partial.stderr
+    assert "Traceback" not in partial.stderr and not (models / "other").exists()

@@ -194,6 +194,49 @@ def install(model_src: Path | None, cv_dir: Path, metrics: dict, builder,
     return target
 
 
+def build_subset(source: Path, positions: list[int], tables: Path, name: str) -> Path:
+    """models/NAME from some of an ensemble's networks, with no training: the networks of ``source`` at
+    ``positions`` (from 1, in its spec's order, which is its recipe's), and as its cross-validation the pooled
+    out-of-fold predictions of the same recipe's fold teachers at those positions (``training/teachers.py``,
+    every fold required), on which its calibration is fitted. A faster, less accurate choice beside the default,
+    whose figures are measured like the default's own (the mean of its members' fold models, fold by fold)."""
+    import tempfile
+
+    import pandas as pd
+
+    from ser_core import evaluation, schema
+    from ser_core.modeldir import member_dirs
+    from teachers import report
+
+    networks = member_dirs(source)
+    if not positions or not set(positions) <= set(range(1, len(networks) + 1)):
+        raise SystemExit(f"--subset: {source} has members 1 to {len(networks)}")
+    with tempfile.TemporaryDirectory() as tmp:
+        cv_dir = Path(tmp) / f"{name}-cv"
+        cv_dir.mkdir()
+        pooled = report(tables, positions, table=cv_dir / schema.PREDICTIONS)["pooled"]
+        every = sorted(schema.fold_of(f.name) for f in tables.glob(f"{schema.FOLD_PREFIX}*")
+                       if schema.fold_of(f.name) is not None)
+        if pooled["folds"] != every:
+            raise SystemExit(f"--subset: members {positions} are tabled on folds {pooled['folds']} of {every}")
+        preds = pd.read_csv(cv_dir / schema.PREDICTIONS)
+        labels = [c[2:] for c in preds.columns if c.startswith("p_")]
+        record = json.loads(next((tables / schema.fold_dir_name(every[0])).glob("member-*.json")).read_text())
+        protocol = schema.cv_protocol(record.get("protocol", "emobox6"), every, speaker_independent=True)
+        metrics = evaluation.evaluate(preds, labels, protocol=protocol["label"])
+        metrics[schema.PROTOCOL_INFO] = protocol
+        per_fold = [{"fold": k, **{m: evaluation.evaluate(g, labels)[m] for m in ("accuracy", "uar")}}
+                    for k, g in preds.groupby("fold")]
+        metrics.update(folds=per_fold, arch=ensemble.ARCH, subset_of=str(source), positions=sorted(positions),
+                       members=[json.loads((networks[p - 1] / "spec.json").read_text())["arch"] for p in positions],
+                       final_model={"networks": f"members {sorted(positions)} of {source}, unchanged",
+                                    "cross_validation": f"their recipes' fold teachers, {tables}"})
+        calib, metrics["calibration"] = calibrate(cv_dir, None)
+        metrics["calibration"]["stored"] = calib.to_dict()
+        return install(None, cv_dir, metrics, lambda out: ensemble.build([networks[p - 1] for p in positions], out),
+                       calib=calib, name=name)
+
+
 def copy_robustness(cv_dir: Path, model_dir: Path) -> None:
     """Copy a cross-validation's channel-shift results next to the model, but only when that
     cross-validation is the model's own: the same out-of-fold predictions, clip for clip."""
@@ -233,7 +276,21 @@ def main() -> int:
     ap.add_argument("--calibrate", metavar="MODEL_DIR",
                     help="only fit the calibration of a built model folder on its own out-of-fold predictions.csv "
                          "and store it in its spec.json (and metrics.json)")
+    ap.add_argument("--subset", metavar="POSITIONS",
+                    help="only build models/TARGET from the networks of models/default at these member positions "
+                         "(e.g. 1,2,5), no training; its cross-validation from --tables")
+    ap.add_argument("--tables", default=str(HERE / "results" / "teachers" / "ravdess_five"), metavar="DIR",
+                    help="with --subset: the default recipe's fold teachers (training/teachers.py)")
     args = ap.parse_args()
+    if args.subset:
+        if args.target == "default":
+            ap.error("--subset writes a second model: give --target NAME (the default is never replaced by a subset)")
+        out = build_subset(models_dir() / "default", [int(p) for p in args.subset.split(",")], Path(args.tables),
+                           args.target)
+        m = json.loads((out / "metrics.json").read_text())
+        print(f"{out}: cv accuracy {m['accuracy']:.3f}, UAR {m['uar']:.3f}, "
+              f"temperature {m['calibration']['stored']['temperature']:.3f}")
+        return 0
     if args.calibrate:
         model_dir = Path(args.calibrate)
         calib, report = calibrate(model_dir, None)
