@@ -149,7 +149,11 @@ def test_a_subset_of_the_defaults_networks_is_built_with_its_fold_teachers_figur
                                   **{f"p_{lab}": probs[:, j] for j, lab in enumerate(labels)}})
             (tables / f"fold-{fold}").mkdir(parents=True, exist_ok=True)
             table.to_csv(tables / f"fold-{fold}" / f"member-{member}.test.csv.gz", index=False)
-            (tables / f"fold-{fold}" / f"member-{member}.json").write_text(json.dumps({"protocol": "emobox6"}))
+            made = {"protocol": "emobox6", "arch": "seed000_cnn", "seed": member, "epochs": 3}
+            (tables / f"fold-{fold}" / f"member-{member}.json").write_text(json.dumps({"config": made}))
+    finals = [{"arch": "seed000_cnn", "trained_on": "all 4 actors", "epochs": 3, "epochs_rule": "as the folds",
+               "recipe": {"arch": "seed000_cnn", "seed": member, "epochs": 3}} for member in (1, 2, 3)]
+    (models / "default" / "metrics.json").write_text(json.dumps({"final_model": {"members": finals}}))
     env = {**os.environ, "SER_MODELS_DIR": str(models), "TF_CPP_MIN_LOG_LEVEL": "2"}
     cmd = [sys.executable, str(ROOT / "training" / "build_default.py"), "--subset", "1,3", "--tables", str(tables)]
     done = subprocess.run(cmd + ["--target", "quick"], env=env, capture_output=True, text=True, timeout=300)
@@ -170,6 +174,17 @@ def test_a_subset_of_the_defaults_networks_is_built_with_its_fold_teachers_figur
     assert json.loads((model / "spec.json").read_text())["extra"]["calibration"] == stored
     assert load_predictor(model).calibration.temperature == pytest.approx(stored["temperature"])
 
+    card = subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, 'training'); from report import "
+                           f"model_card; from pathlib import Path; print(model_card(Path('{model}'), 'quick'))"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert card.returncode == 0 and "members [1, 3] of `models/default`" in card.stdout, card.stderr[-2000:]
+
+    finals[2]["recipe"]["epochs"] = 4                               # tables of another recipe than the network's
+    (models / "default" / "metrics.json").write_text(json.dumps({"final_model": {"members": finals}}))
+    other = subprocess.run(cmd + ["--target", "other"], env=env, capture_output=True, text=True, timeout=300)
+    assert other.returncode != 0 and "member 3 differ from its network's recipe in epochs" in other.stderr
+    finals[2]["recipe"]["epochs"] = 3
+    (models / "default" / "metrics.json").write_text(json.dumps({"final_model": {"members": finals}}))
     refused = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)      # no --target
     assert refused.returncode == 2 and "never replaced by a subset" in refused.stderr
     (tables / "fold-2" / "member-3.test.csv.gz").unlink()                # a fold the subset is not tabled on

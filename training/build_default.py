@@ -194,6 +194,20 @@ def install(model_src: Path | None, cv_dir: Path, metrics: dict, builder,
     return target
 
 
+# what a fold teacher's recipe must share with the network it stands for (the precision may differ: the tables are
+# float32, a network's recorded precision is what its machine resolved "auto" to)
+SUBSET_RECIPE_KEYS = ("dataset", "arch", "arch_params", "features", "seed", "epochs", "batch_size", "learning_rate",
+                      "schedule", "channel_aug", "channel_profile", "mixup", "label_smoothing", "online_aug")
+
+
+def shown(path: Path) -> str:
+    """A path as the checkout names it, when it is inside the checkout."""
+    try:
+        return str(path.resolve().relative_to(HERE.parent))
+    except ValueError:
+        return str(path)
+
+
 def build_subset(source: Path, positions: list[int], tables: Path, name: str) -> Path:
     """models/NAME from some of an ensemble's networks, with no training: the networks of ``source`` at
     ``positions`` (from 1, in its spec's order, which is its recipe's), and as its cross-validation the pooled
@@ -221,16 +235,27 @@ def build_subset(source: Path, positions: list[int], tables: Path, name: str) ->
             raise SystemExit(f"--subset: members {positions} are tabled on folds {pooled['folds']} of {every}")
         preds = pd.read_csv(cv_dir / schema.PREDICTIONS)
         labels = [c[2:] for c in preds.columns if c.startswith("p_")]
-        record = json.loads(next((tables / schema.fold_dir_name(every[0])).glob("member-*.json")).read_text())
-        protocol = schema.cv_protocol(record.get("protocol", "emobox6"), every, speaker_independent=True)
+        record = json.loads((source / "metrics.json").read_text()) if (source / "metrics.json").exists() else {}
+        finals = (record.get("final_model") or {}).get("members") or []
+        for p in positions:         # the tables must be of the networks' own recipes
+            made = json.loads((tables / schema.fold_dir_name(every[0]) / f"member-{p}.json").read_text())["config"]
+            recipe = finals[p - 1].get("recipe", {}) if len(finals) == len(networks) else made
+            differ = [k for k in SUBSET_RECIPE_KEYS if made.get(k) != recipe.get(k)]
+            if differ:
+                raise SystemExit(f"--subset: the fold teachers of member {p} differ from its network's recipe in "
+                                 f"{', '.join(differ)}")
+        protocol = schema.cv_protocol(made["protocol"], every, speaker_independent=True)
         metrics = evaluation.evaluate(preds, labels, protocol=protocol["label"])
         metrics[schema.PROTOCOL_INFO] = protocol
         per_fold = [{"fold": k, **{m: evaluation.evaluate(g, labels)[m] for m in ("accuracy", "uar")}}
                     for k, g in preds.groupby("fold")]
-        metrics.update(folds=per_fold, arch=ensemble.ARCH, subset_of=str(source), positions=sorted(positions),
+        held = {p: pd.concat([pd.read_csv(t) for t in tables.glob(f"{schema.FOLD_PREFIX}*/member-{p}.test.csv.gz")])
+                for p in positions}
+        metrics.update(folds=per_fold, arch=ensemble.ARCH, positions=sorted(positions),
                        members=[json.loads((networks[p - 1] / "spec.json").read_text())["arch"] for p in positions],
-                       final_model={"networks": f"members {sorted(positions)} of {source}, unchanged",
-                                    "cross_validation": f"their recipes' fold teachers, {tables}"})
+                       member_accuracy=[float((held[p]["pred"] == held[p]["true"]).mean()) for p in positions],
+                       final_model={"members": [finals[p - 1] for p in positions] if len(finals) == len(networks)
+                                    else [], "subset_of": source.name, "fold_teachers": shown(tables)})
         calib, metrics["calibration"] = calibrate(cv_dir, None)
         metrics["calibration"]["stored"] = calib.to_dict()
         return install(None, cv_dir, metrics, lambda out: ensemble.build([networks[p - 1] for p in positions], out),

@@ -63,6 +63,12 @@ def default_block(d: Path | None = None) -> str:
         lines += ["", "The ensemble's figures above average the members' out-of-fold probabilities fold by fold "
                       "(every fold's members trained on the same actors, so no test actor was seen); the final "
                       f"models train for the {fm['members'][0]['epochs_rule']}."]
+        if fm.get("subset_of"):
+            lines += ["", f"These networks are members {m['positions']} of `models/{fm['subset_of']}`, unchanged "
+                          "(`python training/build_default.py --subset ...`: no training of its own). Its figures "
+                          "and calibration come from the same members' fold teachers (`training/teachers.py`: each "
+                          f"recipe retrained on every fold's training actors; `{fm['fold_teachers']}`), which is "
+                          "where the members' own accuracies above come from too."]
     elif fm.get("pair"):
         a, b = fm["pair"]["models"]
         bf = fm["pair"].get("b_final") or {}
@@ -237,6 +243,10 @@ def bench_block() -> str:
     return "\n".join(lines)
 
 
+ALTERNATIVES = {   # models/NAME beside the default, with the title of their cards
+    "multicorpus": "The multi-corpus candidate (not the default; see docs/multicorpus.md)",
+    "fast": "The fast model for call archives (not the default; see docs/speed.md)",
+}
 BLOCKS = {"zoo": (zoo_block, ROOT / "docs" / "zoo.md"), "bench": (bench_block, ROOT / "docs" / "speed.md")}
 
 
@@ -246,10 +256,11 @@ def main() -> int:
         print("models/default/README.md: written")
     except FileNotFoundError as exc:
         print(f"model card: skipped ({exc.filename} missing)")
-    alt = ROOT / "models" / "multicorpus"
-    if (alt / "metrics.json").exists():
-        (alt / "README.md").write_text(model_card(alt, "The multi-corpus candidate (not the default; see docs/multicorpus.md)"))
-        print("models/multicorpus/README.md: written")
+    for name, title in ALTERNATIVES.items():
+        alt = ROOT / "models" / name
+        if (alt / "metrics.json").exists():
+            (alt / "README.md").write_text(model_card(alt, title))
+            print(f"models/{name}/README.md: written")
     for name, (fn, doc) in BLOCKS.items():
         try:
             body = fn()
