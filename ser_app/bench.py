@@ -689,7 +689,7 @@ def batch_summary(runs: list[dict], cpus: int) -> dict:
 
     def med(v, key):
         vals = [r[key] for r in v if r.get(key) is not None]
-        return float(np.median(vals)) if vals else None
+        return round(float(np.median(vals)), 3) if vals else None      # a median of two: no float-sum digits
 
     conf = {}
     for k, v in by.items():
