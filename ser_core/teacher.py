@@ -124,6 +124,43 @@ def write_table(folder: Path | str, name: str, keys: list[str], probs: np.ndarra
     return dest
 
 
+def member_name(position: int) -> str:
+    """The table name of a recipe's member at ``position`` (from 1) in a fold teacher's folder."""
+    return f"member-{position}"
+
+
+def held_out_mean(folder: Path | str, names: set[str] | None = None) -> tuple[pd.DataFrame, list[pd.DataFrame]]:
+    """A fold teacher's predictions of its fold's test clips, the way an ensemble's cross-validation pools them:
+    the mean of its members' held-out tables (``names``: only those members) as one predictions table (the first
+    member's clip columns, the mean ``p_<label>`` columns, the answer and its confidence), and the members' own
+    tables in the same clip order. Empty when the folder holds none of them."""
+    tests = sorted(t for t in Path(folder).glob(f"*{HELD_OUT}") if names is None or t.name[:-len(HELD_OUT)] in names)
+    if not tests:
+        return pd.DataFrame(), []
+    first = pd.read_csv(tests[0])
+    tables = [first] + [pd.read_csv(t).set_index("file").loc[first["file"]].reset_index() for t in tests[1:]]
+    cols = [c for c in first.columns if c.startswith("p_")]
+    mean = np.mean([t[cols].to_numpy(float) for t in tables], axis=0)
+    meta = [c for c in first.columns if not c.startswith("p_") and c not in ("pred", "confidence")]
+    pooled = first[meta].assign(pred=np.asarray([c[2:] for c in cols])[mean.argmax(axis=1)],
+                                confidence=mean.max(axis=1))
+    return pd.concat([pooled, pd.DataFrame(mean, columns=cols)], axis=1), tables
+
+
+def pooled_held_out(root: Path | str, names: set[str]) -> tuple[pd.DataFrame, list[int]]:
+    """Every fold teacher's :func:`held_out_mean` of exactly the members ``names`` under ``root`` (``fold-J/``),
+    with a ``fold`` column: a cross-validation's out-of-fold predictions table; and the folds it holds (a fold
+    without one of them is left out)."""
+    parts, folds = [], []
+    for folder in sorted(Path(root).glob(f"{schema.FOLD_PREFIX}*")):
+        fold = schema.fold_of(folder.name)
+        table, members = held_out_mean(folder, names) if fold is not None else (None, [])
+        if len(members) == len(names):
+            parts.append(table.assign(fold=fold))
+            folds.append(fold)
+    return (pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()), sorted(folds)
+
+
 def table_probabilities(folder: Path | str, keys: list[str], labels: list[str],
                         held_out: set[str]) -> tuple[np.ndarray, list[str]]:
     """The mean of a folder's tables for each key, in ``labels`` order (rows of NaN where no table

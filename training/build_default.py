@@ -216,11 +216,8 @@ def build_subset(source: Path, positions: list[int], tables: Path, name: str) ->
     whose figures are measured like the default's own (the mean of its members' fold models, fold by fold)."""
     import tempfile
 
-    import pandas as pd
-
-    from ser_core import evaluation, schema
+    from ser_core import evaluation, schema, teacher
     from ser_core.modeldir import member_dirs
-    from teachers import report
 
     networks = member_dirs(source)
     if not positions or not set(positions) <= set(range(1, len(networks) + 1)):
@@ -228,17 +225,17 @@ def build_subset(source: Path, positions: list[int], tables: Path, name: str) ->
     with tempfile.TemporaryDirectory() as tmp:
         cv_dir = Path(tmp) / f"{name}-cv"
         cv_dir.mkdir()
-        pooled = report(tables, positions, table=cv_dir / schema.PREDICTIONS)["pooled"]
+        preds, got = teacher.pooled_held_out(tables, {teacher.member_name(p) for p in positions})
         every = sorted(schema.fold_of(f.name) for f in tables.glob(f"{schema.FOLD_PREFIX}*")
                        if schema.fold_of(f.name) is not None)
-        if pooled["folds"] != every:
-            raise SystemExit(f"--subset: members {positions} are tabled on folds {pooled['folds']} of {every}")
-        preds = pd.read_csv(cv_dir / schema.PREDICTIONS)
+        if not got or got != every:
+            raise SystemExit(f"--subset: members {positions} are tabled on folds {got} of {every}")
+        preds.to_csv(cv_dir / schema.PREDICTIONS, index=False)
         labels = [c[2:] for c in preds.columns if c.startswith("p_")]
         record = json.loads((source / "metrics.json").read_text()) if (source / "metrics.json").exists() else {}
         finals = (record.get("final_model") or {}).get("members") or []
         for p in positions:         # the tables must be of the networks' own recipes
-            made = json.loads((tables / schema.fold_dir_name(every[0]) / f"member-{p}.json").read_text())["config"]
+            made = teacher.read_record(tables / schema.fold_dir_name(every[0]), teacher.member_name(p))["config"]
             recipe = finals[p - 1].get("recipe", {}) if len(finals) == len(networks) else made
             differ = [k for k in SUBSET_RECIPE_KEYS if made.get(k) != recipe.get(k)]
             if differ:
@@ -249,8 +246,7 @@ def build_subset(source: Path, positions: list[int], tables: Path, name: str) ->
         metrics[schema.PROTOCOL_INFO] = protocol
         per_fold = [{"fold": k, **{m: evaluation.evaluate(g, labels)[m] for m in ("accuracy", "uar")}}
                     for k, g in preds.groupby("fold")]
-        held = {p: pd.concat([pd.read_csv(t) for t in tables.glob(f"{schema.FOLD_PREFIX}*/member-{p}.test.csv.gz")])
-                for p in positions}
+        held = {p: teacher.pooled_held_out(tables, {teacher.member_name(p)})[0] for p in positions}
         metrics.update(folds=per_fold, arch=ensemble.ARCH, positions=sorted(positions),
                        members=[json.loads((networks[p - 1] / "spec.json").read_text())["arch"] for p in positions],
                        member_accuracy=[float((held[p]["pred"] == held[p]["true"]).mean()) for p in positions],

@@ -57,8 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from build_default import member_recipes  # noqa: E402
 
 
-def member_name(position: int) -> str:
-    return f"member-{position}"
+member_name = teacher.member_name
 
 
 def table_current(folder: Path, name: str, cfg: TrainConfig) -> bool:
@@ -141,33 +140,21 @@ def report(out: Path, members: list[int] | None = None, table: Path | None = Non
     pre-registered rule compares (``docs/preregistration-session19.md``). ``table``: also write those pooled
     clips as an out-of-fold ``predictions.csv`` (the members' mean probabilities, a ``fold`` column), which
     ``training/emobox_report.py`` reads and a calibration can be fitted on."""
-    folds, pooled, got = {}, [], []
+    folds = {}
     wanted = None if members is None else {member_name(m) for m in members}
     for folder in sorted(out.glob(f"{schema.FOLD_PREFIX}*")):
         fold = schema.fold_of(folder.name)
-        tests = sorted(t for t in folder.glob(f"*{teacher.HELD_OUT}")
-                       if wanted is None or t.name[:-len(teacher.HELD_OUT)] in wanted)
-        if fold is None or not tests:
+        mean, tables = teacher.held_out_mean(folder, wanted) if fold is not None else (None, [])
+        if not tables:
             continue
-        tables = [pd.read_csv(t).set_index("file") for t in tests]
-        cols = [c for c in tables[0].columns if c.startswith("p_")]
-        files = tables[0].index
-        mean = np.mean([t.loc[files, cols].to_numpy(float) for t in tables], axis=0)
-        pred = np.asarray([c[2:] for c in cols])[mean.argmax(axis=1)]
-        folds[fold] = {"members": len(tables), "clips": len(files),
-                       "accuracy": float(np.mean(pred == tables[0].loc[files, "true"].to_numpy())),
-                       "member_accuracy": [round(float(np.mean(t.loc[files, "pred"] == t.loc[files, "true"])), 4)
-                                           for t in tables]}
+        folds[fold] = {"members": len(tables), "clips": len(mean),
+                       "accuracy": float(np.mean(mean["pred"] == mean["true"])),
+                       "member_accuracy": [round(float(np.mean(t["pred"] == t["true"])), 4) for t in tables]}
         print(f"fold {fold}: {len(tables)} member(s), mean of members {folds[fold]['accuracy']:.1%} "
-              f"on {len(files)} test clips (members {folds[fold]['member_accuracy']})")
-        if wanted is not None and len(tables) == len(wanted):
-            meta = [c for c in tables[0].columns if not c.startswith("p_") and c not in ("pred", "confidence")]
-            pooled.append(tables[0].loc[files, meta].assign(pred=pred, confidence=mean.max(axis=1))
-                          .join(pd.DataFrame(mean, index=files, columns=cols)).assign(fold=fold).reset_index())
-            got.append(fold)
-    if pooled:
-        rows = pd.concat(pooled, ignore_index=True)
-        labels = [c[2:] for c in cols]
+              f"on {len(mean)} test clips (members {folds[fold]['member_accuracy']})")
+    rows, got = teacher.pooled_held_out(out, wanted) if wanted is not None else (pd.DataFrame(), [])
+    if got:
+        labels = [c[2:] for c in rows.columns if c.startswith("p_")]
         figures = evaluation.summary(rows["true"], rows["pred"], labels)
         try:
             gap = evaluation.gender_gap(rows)
