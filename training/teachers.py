@@ -21,7 +21,7 @@ later session once the tables are committed.
         --out training/results/teachers/ravdess_five --members 1,2,5 --processes 2   # two at once, pinned
     python training/teachers.py --from-model models/default --dataset ravdess \\
         --out training/results/teachers/ravdess_five          # fold-all/: the final student's teacher
-    python training/teachers.py --out training/results/teachers/ravdess_five --report --members 1,2,5 \
+    python training/teachers.py --out training/results/teachers/ravdess_five --report --members 1,2,5 \\
         --table B.csv          # a subset's pooled out-of-fold figures, and its predictions.csv
     ser cv --teacher training/results/teachers/ravdess_five/fold-{fold} --distill 0.5 ...
 
