@@ -183,12 +183,14 @@ def cmd_train(args) -> int:
         print(f"started run {run_dir.name} in the background; follow it with: ser runs, "
               f"or tail {run_dir / schema.LOG}")
         return 0
+    if args.resume and not args.run_dir:
+        raise ConfigError("--resume needs --run-dir: the run to continue")
     run_dir = Path(args.run_dir) if args.run_dir else runs.new_run_dir(cfg.arch)
     run_dir.mkdir(parents=True, exist_ok=True)
     install_stop_handlers()
     log = Logger(run_dir, to_file=True)
     try:
-        metrics = train(run_dir, cfg, log=log)
+        metrics = train(run_dir, cfg, log=log, resume_run=args.resume)
     except SERError as exc:
         runs.write_status(run_dir, "failed", message=str(exc))
         raise
@@ -520,6 +522,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train one model")
     _add_train_args(p, with_fold=True)
     p.add_argument("--run-dir")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run in --run-dir with the same settings from its last finished epoch")
     p.add_argument("--background", action="store_true", help="start as a separate process and return")
     p.set_defaults(fn=cmd_train)
 
@@ -528,7 +532,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--folds", help="comma-separated subset of folds")
     p.add_argument("--out")
     p.add_argument("--resume", action="store_true",
-                   help="keep folds of --out that finished with the same settings; train only the rest")
+                   help="keep folds of --out that finished with the same settings; an interrupted fold goes on "
+                        "from its last finished epoch")
     p.add_argument("--processes", type=int, default=1, metavar="N",
                    help="train N folds at once, each in its own process pinned to its share of the CPU cores "
                         "(on few cores faster than one process on all of them); each fold keeps its own log.txt")

@@ -40,11 +40,13 @@ def _stopped(fold_dir: Path) -> dict | None:
     return None
 
 
-def _train_in_processes(base: TrainConfig, out_dir: Path, folds: list[int], processes: int, log: Logger) -> None:
+def _train_in_processes(base: TrainConfig, out_dir: Path, folds: list[int], processes: int, log: Logger,
+                        resume_folds: bool = False) -> None:
     """Train ``folds`` as separate training processes (``python -m ser_core.training FOLD_DIR``), at most
     ``processes`` at once, each pinned to its own share of the cores (``procpool.run_pinned``).
 
-    Each fold is an ordinary run folder with its own log.txt. A stop request (signal or STOP file of
+    Each fold is an ordinary run folder with its own log.txt; with ``resume_folds`` an interrupted fold
+    continues from its last finished epoch. A stop request (signal or STOP file of
     ``out_dir``) is passed on to the running folds, which keep their checkpoints, and no further fold
     starts. A failed fold does not stop the others; the cross-validation then fails, naming it.
     """
@@ -59,7 +61,8 @@ def _train_in_processes(base: TrainConfig, out_dir: Path, folds: list[int], proc
         (fold_dir / runs.STOP_FILE).unlink(missing_ok=True)
         write_json(fold_dir / schema.CONFIG, dataclasses.replace(base, fold=fold).to_dict())
         runs.write_status(fold_dir, "queued", queued_at=time.time())
-        return procpool.Launch([sys.executable, "-m", "ser_core.training", str(fold_dir)], fold_dir / schema.LOG,
+        return procpool.Launch([sys.executable, "-m", "ser_core.training", str(fold_dir)]
+                               + (["--resume"] if resume_folds else []), fold_dir / schema.LOG,
                                cwd=runs.project_root())
 
     def ended(fold: int, returncode: int) -> str | None:
@@ -91,7 +94,8 @@ def cross_validate(base: TrainConfig, out_dir: Path, *, folds: list[int] | None 
     """Train one run per fold and pool their out-of-fold predictions into one evaluation.
 
     With ``resume``, a fold that already finished in ``out_dir`` with the same settings is
-    kept instead of trained again, so an interrupted cross-validation loses only its last fold.
+    kept instead of trained again, and a fold that was interrupted continues from its last finished
+    epoch, so an interrupted cross-validation loses at most one epoch of each running fold.
     With ``processes`` > 1 the folds to train run as that many separate processes at once, each
     pinned to its share of the cores (:func:`_train_in_processes`); the pooled result is the same kind.
     """
@@ -110,7 +114,7 @@ def cross_validate(base: TrainConfig, out_dir: Path, *, folds: list[int] | None 
             _finished_with(out_dir / schema.fold_dir_name(f), dataclasses.replace(base, fold=f))
             or saved_untested(out_dir / schema.fold_dir_name(f), dataclasses.replace(base, fold=f))))]
         if len(in_processes) > 1:
-            _train_in_processes(base, out_dir, in_processes, processes, log)
+            _train_in_processes(base, out_dir, in_processes, processes, log, resume_folds=resume)
         else:
             in_processes = []                   # one fold (or none) to train: this process does it
     tables, fold_info = [], []
@@ -133,7 +137,7 @@ def cross_validate(base: TrainConfig, out_dir: Path, *, folds: list[int] | None 
         elif m is None:
             from .tf_setup import keras as _keras
 
-            m = train(fold_dir, cfg, log=log, df=df)
+            m = train(fold_dir, cfg, log=log, df=df, resume_run=resume)
             _keras().backend.clear_session()
         tables.append(pd.read_csv(fold_dir / schema.PREDICTIONS))
         fold_info.append({"fold": fold, "accuracy": m.get("accuracy"), "uar": m.get("uar"),

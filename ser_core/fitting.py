@@ -4,6 +4,7 @@ seed ensembles, and stopping on request.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 import time
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import models, runs, schema
+from . import models, resume, runs, schema
 from .pipeline import example_weights, make_dataset, training_targets
 from .prepare import Prepared
 from .runs import Logger
@@ -25,25 +26,30 @@ class StopFlag:
 
 
 def _callbacks(run_dir: Path, cfg: TrainConfig, has_val: bool, log: Logger, t_start: float, member: int = 0,
-               data: Prepared | None = None, network=None):
-    """Live metrics, checkpoints, early stopping. ``network``: the model the checkpoint keeps when
-    the model being fitted wraps it (the corpus-adversarial training model); default the fitted one."""
+               data: Prepared | None = None, network=None, point: resume.ResumePoint | None = None):
+    """Live metrics, checkpoints, resume points, early stopping. ``network``: the model the checkpoint keeps
+    when the model being fitted wraps it (the corpus-adversarial training model); default the fitted one.
+    ``point``: the resume point this member continues from (its best value and counters carry on)."""
     from .tf_setup import keras as _keras
 
     keras = _keras()
     monitor = schema.VAL_MONITOR if has_val else schema.TRAIN_MONITOR
-    ckpt = run_dir / schema.CHECKPOINT / ("best.keras" if member == 0 else f"best-m{member + 1}.keras")
+    ckpt = _checkpoint_path(run_dir, member)
     recalibrate = bool(models.get(cfg.arch).train_defaults.get("recalibrate_bn")) and data is not None
     ckpt.parent.mkdir(exist_ok=True)
 
     class Live(keras.callbacks.Callback):
-        """history.jsonl row and status update after every epoch; stop requests every batch."""
+        """Measures every epoch (its row, whether it is the best so far); stop requests every batch.
+        First in the list, so early stopping and the plateau schedule see a BatchNorm-recalibrated figure."""
 
         def __init__(self):
             super().__init__()
-            self.best = -np.inf
+            self.best = point.best if point else -np.inf
             self.epoch_start = time.monotonic()
-            self.best_epoch = 0
+            self.best_epoch = point.best_epoch if point else 0
+            # the elapsed time of the process(es) before a resume, so the curves' time axis runs on
+            self.offset = point.row.get("elapsed", 0.0) if point else 0.0
+            self.row, self.improved = {}, False
 
         def on_epoch_begin(self, epoch, logs=None):
             self.epoch_start = time.monotonic()
@@ -61,35 +67,79 @@ def _callbacks(run_dir: Path, cfg: TrainConfig, has_val: bool, log: Logger, t_st
             logs = dict(logs or {})
             secs = time.monotonic() - self.epoch_start
             row = {"epoch": epoch + 1, "seconds": round(secs, 3),
-                   "elapsed": round(time.monotonic() - t_start, 3),
+                   "elapsed": round(self.offset + time.monotonic() - t_start, 3),
                    **{k: float(v) for k, v in logs.items()}}
             row["lr"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
             value = logs.get(monitor, -np.inf)
-            improved = value > self.best or not has_val   # without validation the latest epoch is kept
-            if improved:
+            self.improved = value > self.best or not has_val   # without validation the latest epoch is kept
+            if self.improved:
                 self.best, self.best_epoch = value, epoch + 1
-                tmp = ckpt.with_name(".best.tmp.keras")
-                (network if network is not None else self.model).save(tmp)
-                os.replace(tmp, ckpt)
             if cfg.ensemble > 1:
                 row["member"] = member + 1
+            self.row = row
+
+    class Commit(keras.callbacks.Callback):
+        """Last in the list, once every callback has updated its state for the epoch: the resume point, the
+        kept checkpoint, the history row, the status and the log line. Before fitting, it gives early stopping
+        and the plateau schedule back the counters they had at the resume point."""
+
+        def on_train_begin(self, logs=None):
+            for cb in cbs:
+                for name, value in (point.counters if point else {}).get(type(cb).__name__, {}).items():
+                    setattr(cb, name, value)
+
+        def on_epoch_end(self, epoch, logs=None):
+            row = live.row
+            if not StopFlag.requested:      # a stop cuts its epoch short: no place to resume from
+                # the resume point before the checkpoint: a kill between the two leaves a point whose best
+                # epoch is its own, and resuming writes that checkpoint again from the point (fit)
+                resume.save(run_dir, self.model, resume.ResumePoint(
+                    member=member, epoch=epoch + 1, best=float(live.best), best_epoch=live.best_epoch, done=False,
+                    row=row, counters=_counters(cbs), settings=cfg.to_dict()))
+            # a stop cuts its epoch short: that epoch is kept only when there is no model yet
+            if live.improved and (not StopFlag.requested or not ckpt.exists()):
+                _save_checkpoint(network if network is not None else self.model, ckpt)
             runs.append_history(run_dir, row)
-            extra = {"epoch": epoch + 1, "epochs": cfg.epochs, schema.BEST_EPOCH: self.best_epoch,
-                     schema.best_key(monitor): float(self.best), "member": member + 1, "members": cfg.ensemble}
+            extra = {"epoch": epoch + 1, "epochs": cfg.epochs, schema.BEST_EPOCH: live.best_epoch,
+                     schema.best_key(monitor): float(live.best), "member": member + 1, "members": cfg.ensemble}
             if epoch == 0 and member == 0:
                 extra["first_epoch_seconds"] = round(time.monotonic() - t_start, 2)
             runs.write_status(run_dir, "running", **extra)
-            log(f"epoch {epoch + 1}/{cfg.epochs} " + " ".join(f"{k}={v:.4f}" for k, v in logs.items()
-                                                              if isinstance(v, float)) + f" ({secs:.1f} s)"
-                + (" *" if improved else ""))
+            log(f"epoch {epoch + 1}/{cfg.epochs} " + " ".join(f"{k}={v:.4f}" for k, v in row.items()
+                                                              if k not in ("epoch", "seconds", "elapsed", "lr",
+                                                                           "member"))
+                + f" ({row['seconds']:.1f} s)" + (" *" if live.improved else ""))
 
-    cbs = [Live()]
+    live = Live()
+    cbs = [live]
     if has_val:
         cbs.append(keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=cfg.patience))
     if has_val and cfg.schedule == "plateau":
         cbs.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
                                                      patience=max(3, cfg.patience // 3), min_lr=1e-5))
+    cbs.append(Commit())
     return cbs, ckpt
+
+
+# what an early-stopping or plateau callback counts, carried over a resume
+_COUNTERS = ("wait", "best", "cooldown_counter")
+
+
+def _counters(callbacks) -> dict:
+    """``{class name: {counter: value}}`` of the callbacks that count epochs (for a resume point)."""
+    found = {}
+    for cb in callbacks:
+        values = {k: float(getattr(cb, k)) for k in _COUNTERS if isinstance(getattr(cb, k, None), (int, float, np.number))}
+        if values and type(cb).__name__ in ("EarlyStopping", "ReduceLROnPlateau"):
+            found[type(cb).__name__] = values
+    return found
+
+
+def _save_checkpoint(model, ckpt: Path) -> None:
+    """The kept model, replaced atomically."""
+    tmp = ckpt.with_name(".best.tmp.keras")
+    model.save(tmp)
+    os.replace(tmp, ckpt)
 
 
 STEPS_PER_EXECUTION = 8
@@ -118,9 +168,13 @@ def compile_model(model, cfg: TrainConfig, steps_per_epoch: int = 1, *, loss=Non
     return model
 
 
-def fit(run_dir: Path, cfg: TrainConfig, data: Prepared, log: Logger, t_start: float):
+def fit(run_dir: Path, cfg: TrainConfig, data: Prepared, log: Logger, t_start: float, *, resume_run: bool = False):
     """Compile and fit ``cfg.ensemble`` members (seeds seed, seed+1, ...); returns the best
     checkpoint of each, averaged into one model when there are several.
+
+    With ``resume_run``, a run interrupted in ``run_dir`` with the same settings continues from its resume
+    point (:mod:`ser_core.resume`): members it finished are loaded from their checkpoints, the member it was
+    training goes on from its last finished epoch. Without it, any resume point there is removed.
 
     With ``precision="bfloat16"`` layers compute in bfloat16 while weights, batch statistics
     and the loss stay float32; the returned model is rebuilt in float32 with the trained
@@ -160,6 +214,10 @@ def fit(run_dir: Path, cfg: TrainConfig, data: Prepared, log: Logger, t_start: f
                               training=False, targets=val_targets)
     steps = -(-len(data.x["train"]) // cfg.batch_size)
     shape = data.x["train"].shape[1:]
+    point = _resume_point(run_dir, cfg, log) if resume_run else None
+    if point is None:       # from the first epoch: no curve or resume point of an earlier process carries on
+        resume.clear(run_dir)
+        runs.write_history(run_dir, [])
     members = []
     for member in range(cfg.ensemble):
         seed = cfg.seed + member
@@ -179,21 +237,73 @@ def fit(run_dir: Path, cfg: TrainConfig, data: Prepared, log: Logger, t_start: f
                 extra_cbs = [adversary.Ramp(reversal, cfg.epochs, cfg.adversary)]
             else:
                 compile_model(model, cfg, steps)
+            mine = point if point is not None and point.member == member else None
+            ckpt = _checkpoint_path(run_dir, member)
+            if point is not None and (point.member > member or (mine and mine.done)) and ckpt.exists():
+                log(f"member {member + 1}: finished by an earlier process, its checkpoint kept")
+                members.append(as_float32(keras.models.load_model(ckpt, safe_mode=True), cfg, shape, n,
+                                          len(corpora) if cfg.corpus_experts else 0))
+                continue
+            start = _continue_from(run_dir, mine, fitted, model, ckpt, log) if mine else 0
             train_ds = make_dataset(data.x["train"], data.y["train"], n, batch_size=cfg.batch_size, weights=None,
                                     sample_weight=sample_weight, targets=targets,
-                                    training=True, online_aug=cfg.online_aug, mixup=cfg.mixup, seed=seed)
-            cbs, ckpt = _callbacks(run_dir, cfg, has_val, log, t_start, member, data, network=model)
+                                    training=True, online_aug=cfg.online_aug, mixup=cfg.mixup, seed=seed + start)
+            cbs, ckpt = _callbacks(run_dir, cfg, has_val, log, t_start, member, data, network=model,
+                                   point=mine if start else None)
             log(f"training {cfg.arch}{f' member {member + 1}/{cfg.ensemble}' if cfg.ensemble > 1 else ''} "
                 f"({model.count_params():,} parameters, {cfg.precision}) on {len(data.x['train'])} clips, "
                 f"validating on {len(data.x['val'])}")
             fitted.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, callbacks=extra_cbs + cbs, verbose=0,
-                       shuffle=False)
+                       shuffle=False, initial_epoch=start)
+            if not StopFlag.requested:      # ended (every epoch, or early stopping): a resume loads it, not trains
+                state = resume.read(run_dir)
+                if state is not None and state.member == member:
+                    resume.save(run_dir, fitted, dataclasses.replace(state, done=True))
             if ckpt.exists():
                 model = keras.models.load_model(ckpt, safe_mode=True)
         members.append(as_float32(model, cfg, shape, n, len(corpora) if cfg.corpus_experts else 0))
         if StopFlag.requested:
             break
     return members[0] if len(members) == 1 else average_models(members, cfg.arch)
+
+
+def _checkpoint_path(run_dir: Path, member: int) -> Path:
+    """Where the kept model of ensemble member ``member`` (0-based) is written."""
+    return run_dir / schema.CHECKPOINT / ("best.keras" if member == 0 else f"best-m{member + 1}.keras")
+
+
+def _resume_point(run_dir: Path, cfg: TrainConfig, log: Logger) -> resume.ResumePoint | None:
+    """The run's resume point when it was written with ``cfg``'s settings, else None (said in the log)."""
+    from .trainconfig import setting_differences
+
+    point = resume.read(run_dir)
+    if point is None:
+        if resume.path(run_dir).exists():
+            log("the resume point cannot be read: training from the first epoch")
+        return None
+    differ = setting_differences(point.settings, cfg)
+    if differ:
+        log(f"the resume point was written with other settings ({', '.join(differ)}): training from the first epoch")
+        return None
+    return point
+
+
+def _continue_from(run_dir: Path, point: resume.ResumePoint, fitted, network, ckpt: Path, log: Logger) -> int:
+    """Put the resume point's state into ``fitted`` (built and compiled); returns the epoch to start from,
+    0 when the point does not fit the model (then it trains from the first epoch)."""
+    try:
+        resume.restore(run_dir, fitted)
+    except ValueError as exc:
+        log(f"{exc}: training from the first epoch")
+        return 0
+    if point.best_epoch == point.epoch or not ckpt.exists():
+        _save_checkpoint(network, ckpt)     # the point's own epoch is its best: the checkpoint may predate it
+    runs.write_history(run_dir, resume.history_up_to(runs.read_history(run_dir), point))
+    runs.write_status(run_dir, "running", epoch=point.epoch, resumed_at_epoch=point.epoch,
+                      resumed_elapsed=point.row.get("elapsed", 0.0))
+    log(f"resumed{f' member {point.member + 1}' if 'member' in point.row else ''} after epoch {point.epoch} "
+        f"(its best: epoch {point.best_epoch}) from {resume.path(run_dir).name}")
+    return point.epoch
 
 
 @contextlib.contextmanager

@@ -129,10 +129,14 @@ def read_history(run_dir: Path) -> list[dict]:
     return rows
 
 
-def append_history(run_dir: Path, row: dict) -> None:
-    """Add one epoch row; the file is rewritten atomically so it is never torn."""
-    rows = read_history(run_dir) + [row]
+def write_history(run_dir: Path, rows: list[dict]) -> None:
+    """Replace history.jsonl with ``rows``, atomically so it is never torn."""
     atomic_write_text(Path(run_dir) / schema.HISTORY, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def append_history(run_dir: Path, row: dict) -> None:
+    """Add one epoch row (the file is rewritten atomically)."""
+    write_history(run_dir, read_history(run_dir) + [row])
 
 
 def list_runs(root: Path | None = None) -> list[dict]:

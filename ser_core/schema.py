@@ -29,6 +29,7 @@ METRICS = "metrics.json"
 PREDICTIONS = "predictions.csv"
 STOP = "STOP"                      # its presence asks a running run to stop
 CHECKPOINT = "checkpoint"
+RESUME_POINT = "resume.npz"       # under CHECKPOINT: where an interrupted run continues from (ser_core.resume)
 MODEL = "model"
 CV_FOLDS = "cv_folds"              # config.json key that makes a run a cross-validation
 ROBUSTNESS = "robustness.json"

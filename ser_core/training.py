@@ -1,7 +1,8 @@
 """Training: the public face of the training modules, and the training process's entry point.
 
-``python -m ser_core.training RUN_DIR`` trains the run whose ``config.json`` is in RUN_DIR
-(this is how the app and ``ser train --background`` start it). The work is split by concern:
+``python -m ser_core.training RUN_DIR [--resume]`` trains the run whose ``config.json`` is in RUN_DIR
+(this is how the app and ``ser train --background`` start it; ``--resume`` continues an interrupted run
+from its last finished epoch). The work is split by concern:
 
 - :mod:`ser_core.trainconfig`: the options (:class:`TrainConfig`), declared once
 - :mod:`ser_core.prepare`: the manifest, the split's features, augmented copies
@@ -42,8 +43,10 @@ __all__ = [
 ]
 
 
-def run_from_dir(run_dir: Path, *, log_to_file: bool) -> int:
-    """Entry point of a training process: read config.json, train, record the outcome."""
+def run_from_dir(run_dir: Path, *, log_to_file: bool, resume_run: bool = False) -> int:
+    """Entry point of a training process: read config.json, train, record the outcome. With ``resume_run``
+    an interrupted run of the same settings continues from its last finished epoch (a cross-validation: its
+    finished folds are kept too)."""
     run_dir = Path(run_dir)
     log = Logger(run_dir, to_file=log_to_file)
     install_stop_handlers()
@@ -54,9 +57,9 @@ def run_from_dir(run_dir: Path, *, log_to_file: bool) -> int:
         cv = raw.pop(schema.CV_FOLDS, None)
         cfg = TrainConfig.from_dict(raw)
         if cv is not None:
-            cross_validate(cfg, run_dir, folds=cv, log=log)
+            cross_validate(cfg, run_dir, folds=cv, log=log, resume=resume_run)
         else:
-            train(run_dir, cfg, log=log)
+            train(run_dir, cfg, log=log, resume_run=resume_run)
         return 0
     except SERError as exc:
         log(f"failed: {exc}")
@@ -71,7 +74,10 @@ def run_from_dir(run_dir: Path, *, log_to_file: bool) -> int:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        print("usage: python -m ser_core.training RUN_DIR", file=sys.stderr)
+    args = sys.argv[1:]
+    resuming = "--resume" in args
+    args = [a for a in args if a != "--resume"]
+    if len(args) != 1:
+        print("usage: python -m ser_core.training RUN_DIR [--resume]", file=sys.stderr)
         raise SystemExit(2)
-    raise SystemExit(run_from_dir(Path(sys.argv[1]), log_to_file=False))
+    raise SystemExit(run_from_dir(Path(args[0]), log_to_file=False, resume_run=resuming))

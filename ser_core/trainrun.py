@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import runs, schema, splits
+from . import resume, runs, schema, splits
 from .config import ModelSpec, atomic_write_text
 from .errors import SERError
 from .evaluation import evaluate
@@ -76,8 +76,12 @@ def split_of(cfg: TrainConfig, df: pd.DataFrame) -> splits.Split:
                              test_speakers=list(cfg.test_speakers) or None)
 
 
-def train(run_dir: Path, cfg: TrainConfig, *, log: Logger | None = None, df: pd.DataFrame | None = None) -> dict:
-    """Train one run in this process; writes every artefact into ``run_dir``. Returns its metrics."""
+def train(run_dir: Path, cfg: TrainConfig, *, log: Logger | None = None, df: pd.DataFrame | None = None,
+          resume_run: bool = False) -> dict:
+    """Train one run in this process; writes every artefact into ``run_dir``. Returns its metrics.
+
+    With ``resume_run``, a run of the same settings interrupted in ``run_dir`` continues from its last
+    finished epoch (:mod:`ser_core.resume`) instead of the first."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     log = log or Logger(run_dir, to_file=True)
@@ -85,14 +89,14 @@ def train(run_dir: Path, cfg: TrainConfig, *, log: Logger | None = None, df: pd.
     cfg = cfg.resolved()
     write_json(run_dir / schema.CONFIG, cfg.to_dict())
     runs.write_status(run_dir, "running", pid=os.getpid(), pid_started=own_create_time(),
-                      started=runs.now_iso(), epochs=cfg.epochs, epoch=0)
+                      started=runs.now_iso(), epochs=cfg.epochs, epoch=0, resumed_at_epoch=None, resumed_elapsed=None)
     df = load_manifest(cfg) if df is None else df
     split = split_of(cfg, df)
     log(f"{split.label}: {len(split.train)} train, {len(split.val)} val, {len(split.test)} test clips")
     data = prepare(cfg, df, split, log)
     runs.write_status(run_dir, "running", skipped_files=len(data.skipped),
                       skipped=[m for _, m in data.skipped][:50])
-    model = fit(run_dir, cfg, data, log, t_start)
+    model = fit(run_dir, cfg, data, log, t_start, resume_run=resume_run)
     fcfg = cfg.feature_config()
     spec = ModelSpec(arch=cfg.arch, features=fcfg, labels=tuple(data.labels),
                      norm_mean=tuple(np.asarray(data.spec_norm[0]).tolist()),
@@ -101,6 +105,8 @@ def train(run_dir: Path, cfg: TrainConfig, *, log: Logger | None = None, df: pd.
                      extra={"train_clips": int(len(data.x["train"])), "dataset": cfg.dataset,
                             schema.TRAIN_SPEAKERS: sorted(set(data.rows["train"]["speaker"].astype(str)))})
     save_model(run_dir, model, spec)
+    if not StopFlag.requested:
+        resume.clear(run_dir)       # trained to the end and saved: nothing left to resume
     return _test_and_record(run_dir, split, model, spec, data.rows["test"], data.labels, log, t_start)
 
 
@@ -129,7 +135,11 @@ def _test_and_record(run_dir: Path, split, model, spec: ModelSpec, test_rows: pd
         metrics["epochs_run"] = len(hist)
     status = runs.read_status(run_dir)
     metrics[schema.BEST_EPOCH] = status.get(schema.BEST_EPOCH)
-    metrics["train_seconds"] = round(time.monotonic() - t_start, 1) if t_start is not None else None
+    # a resumed run counts the time of the process(es) before it too
+    metrics["train_seconds"] = (round(time.monotonic() - t_start + (status.get("resumed_elapsed") or 0.0), 1)
+                                if t_start is not None else None)
+    if status.get("resumed_at_epoch"):
+        metrics["resumed_at_epoch"] = status["resumed_at_epoch"]
     write_json(run_dir / schema.METRICS, metrics)
     state = "stopped" if StopFlag.requested else "finished"
     runs.write_status(run_dir, state, finished=runs.now_iso(),

@@ -85,7 +85,7 @@ def make_table(cfg: TrainConfig, position: int, fold: int, df, out: Path, work: 
     t0 = time.monotonic()
     metrics = _finished_with(run_dir, fcfg)
     if metrics is None:
-        metrics = train(run_dir, fcfg, log=Logger(run_dir, to_file=True), df=df)
+        metrics = train(run_dir, fcfg, log=Logger(run_dir, to_file=True), df=df, resume_run=True)
         if StopFlag.requested:
             raise SystemExit("stopped on request; rerun the same command to go on")
     split = splits.make_split(df, fcfg.protocol, fold, k=fcfg.k, n_val=fcfg.n_val_speakers, seed=fcfg.data_seed)
