@@ -304,6 +304,15 @@ def progress_panel(run_dir: Path) -> None:
     if active and button.button("Stop", key="t_stop", icon=":material/stop:"):
         runs.stop(run_dir)
         st.toast("Stop requested: the run ends after its current batch.")
+    elif not active and runs.resumable(run_dir) and button.button(
+            "Resume", key="t_resume", icon=":material/play_arrow:",
+            help="Go on from the last finished epoch, with the same settings, in the same run folder"):
+        try:
+            runs.resume_run(run_dir)
+        except SERError as exc:
+            st.error(views.md_escape(str(exc)))
+        else:
+            st.rerun()
 
     @st.fragment(run_every=1.5 if active else None)
     def panel():

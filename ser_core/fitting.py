@@ -49,15 +49,17 @@ def _callbacks(run_dir: Path, cfg: TrainConfig, has_val: bool, log: Logger, t_st
             self.best_epoch = point.best_epoch if point else 0
             # the elapsed time of the process(es) before a resume, so the curves' time axis runs on
             self.offset = point.row.get("elapsed", 0.0) if point else 0.0
-            self.row, self.improved = {}, False
+            self.row, self.improved, self.cut = {}, False, False
 
         def on_epoch_begin(self, epoch, logs=None):
             self.epoch_start = time.monotonic()
+            self.cut = False        # whether a stop request ends this epoch before its last batch
 
         def on_train_batch_end(self, batch, logs=None):
             if StopFlag.requested or (run_dir / schema.STOP).exists():
                 StopFlag.requested = True
                 self.model.stop_training = True
+                self.cut = True
 
         def on_epoch_end(self, epoch, logs=None):
             if recalibrate and logs is not None:
@@ -90,15 +92,17 @@ def _callbacks(run_dir: Path, cfg: TrainConfig, has_val: bool, log: Logger, t_st
 
         def on_epoch_end(self, epoch, logs=None):
             row = live.row
-            if not StopFlag.requested:      # a stop cuts its epoch short: no place to resume from
+            if not live.cut:                # an epoch cut short by a stop is no place to resume from
                 # the resume point before the checkpoint: a kill between the two leaves a point whose best
                 # epoch is its own, and resuming writes that checkpoint again from the point (fit)
                 resume.save(run_dir, self.model, resume.ResumePoint(
                     member=member, epoch=epoch + 1, best=float(live.best), best_epoch=live.best_epoch, done=False,
                     row=row, counters=_counters(cbs), settings=cfg.to_dict()))
-            # a stop cuts its epoch short: that epoch is kept only when there is no model yet
-            if live.improved and (not StopFlag.requested or not ckpt.exists()):
+            # an epoch cut short by a stop is kept only when there is no model yet
+            if live.improved and (not live.cut or not ckpt.exists()):
                 _save_checkpoint(network if network is not None else self.model, ckpt)
+            if StopFlag.requested:
+                self.model.stop_training = True     # a stop that came after the last batch: no next epoch
             runs.append_history(run_dir, row)
             extra = {"epoch": epoch + 1, "epochs": cfg.epochs, schema.BEST_EPOCH: live.best_epoch,
                      schema.best_key(monitor): float(live.best), "member": member + 1, "members": cfg.ensemble}

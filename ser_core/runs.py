@@ -168,10 +168,45 @@ def start(config: dict, *, root: Path | None = None, name: str | None = None, en
                        "on this machine. Stop it or wait for it to finish.")
     run_dir = new_run_dir(name or config.get("arch", "run"), root)
     write_json(run_dir / schema.CONFIG, config)
+    _launch(run_dir, env)
+    return run_dir
+
+
+def resumable(run_dir: Path) -> bool:
+    """Whether a stopped or interrupted run can go on where it stood: a single run with a resume point
+    (:mod:`ser_core.resume`), or a cross-validation (its finished folds are kept, the others resumed)."""
+    from . import resume
+
+    run_dir = Path(run_dir)
+    if read_status(run_dir).get("state") not in ("stopped", "interrupted"):
+        return False
+    config = read_json(run_dir / schema.CONFIG, {}) or {}
+    return schema.CV_FOLDS in config or resume.read(run_dir) is not None
+
+
+def resume_run(run_dir: Path, *, root: Path | None = None, env: dict | None = None) -> Path:
+    """Launch ``python -m ser_core.training RUN_DIR --resume``: a stopped or interrupted run goes on from its
+    last finished epoch, in its own folder, with its own settings."""
+    refuse_in_public_demo("training")
+    run_dir = Path(run_dir)
+    busy = active_run(root)
+    if busy is not None:
+        raise RunError(f"run {busy['id']} is still {busy['status']['state']}; only one run trains at a time "
+                       "on this machine. Stop it or wait for it to finish.")
+    if not resumable(run_dir):
+        raise RunError(f"run {run_dir.name} cannot be resumed: only a stopped or interrupted run that finished "
+                       "at least one epoch can")
+    (run_dir / STOP_FILE).unlink(missing_ok=True)       # the stop request it obeyed is done
+    _launch(run_dir, env, "--resume")
+    return run_dir
+
+
+def _launch(run_dir: Path, env: dict | None, *extra: str) -> None:
+    """Start the training process of ``run_dir`` in the background, its output appended to its log."""
     write_status(run_dir, "queued", queued_at=time.time())
     log = open(run_dir / schema.LOG, "ab")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ser_core.training", str(run_dir)],
+        [sys.executable, "-m", "ser_core.training", str(run_dir), *extra],
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=str(project_root()),
         env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}, start_new_session=True,
     )
@@ -181,7 +216,6 @@ def start(config: dict, *, root: Path | None = None, name: str | None = None, en
     write_status(run_dir, "queued", pid=proc.pid, pid_started=psutil.Process(proc.pid).create_time(),
                  queued_at=time.time())
     _CHILDREN.append(proc)
-    return run_dir
 
 
 _CHILDREN: list[subprocess.Popen] = []

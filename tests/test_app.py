@@ -19,7 +19,7 @@ import pytest
 import soundfile as sf
 from streamlit.testing.v1 import AppTest
 
-from ser_core import runs
+from ser_core import resume, runs
 from test_views import KNOWN_ROWS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -246,6 +246,20 @@ def test_train_watch_stop_open_and_promote_a_run(no_data, tmp_path, monkeypatch)
     last = runs.read_history(run_dir)[-1]["epoch"]
     assert any(i.value.startswith(f"Stopped on request at epoch {last} of 300") for i in at.info)
     assert [s.value for s in at.main.subheader][:2] == ["Last run", "New run"]
+
+    point = resume.read(run_dir)                                     # Resume: on from the last finished epoch
+    assert point is not None and point.epoch in (last - 1, last)
+    at.button(key="t_resume").click().run()
+    assert not at.exception and not errors(at)
+    wait_for_history(at, run_dir, point.epoch + 2)
+    assert f"resumed after epoch {point.epoch}" in (run_dir / "log.txt").read_text()
+    at.button(key="t_stop").click().run()
+    assert runs.wait(run_dir, timeout=RUN_TIMEOUT)["state"] == "stopped"
+    epochs = [h["epoch"] for h in runs.read_history(run_dir)]
+    assert epochs == list(range(1, len(epochs) + 1)) and len(epochs) >= point.epoch + 2   # each epoch once
+    at.run()
+    last = epochs[-1]
+    assert any(i.value.startswith(f"Stopped on request at epoch {last} of 300") for i in at.info)
     preds = pd.read_csv(run_dir / "predictions.csv")
     assert metric(at, "Test accuracy") == f"{100 * (preds['true'] == preds['pred']).mean():.1f}%"
 
