@@ -133,8 +133,11 @@ def _counters(callbacks) -> dict:
     """``{class name: {counter: value}}`` of the callbacks that count epochs (for a resume point)."""
     found = {}
     for cb in callbacks:
-        values = {k: float(getattr(cb, k)) for k in _COUNTERS if isinstance(getattr(cb, k, None), (int, float, np.number))}
-        if values and type(cb).__name__ in ("EarlyStopping", "ReduceLROnPlateau"):
+        if type(cb).__name__ not in ("EarlyStopping", "ReduceLROnPlateau"):
+            continue
+        values = {k: float(getattr(cb, k)) for k in _COUNTERS
+                  if isinstance(getattr(cb, k, None), (int, float, np.number))}
+        if values:
             found[type(cb).__name__] = values
     return found
 
@@ -299,6 +302,7 @@ def _continue_from(run_dir: Path, point: resume.ResumePoint, fitted, network, ck
         resume.restore(run_dir, fitted)
     except ValueError as exc:
         log(f"{exc}: training from the first epoch")
+        runs.write_history(run_dir, [r for r in runs.read_history(run_dir) if r.get("member", 1) - 1 < point.member])
         return 0
     if point.best_epoch == point.epoch or not ckpt.exists():
         _save_checkpoint(network, ckpt)     # the point's own epoch is its best: the checkpoint may predate it

@@ -104,10 +104,11 @@ def restore(run_dir: Path, fitted) -> None:
     optimizer = fitted.optimizer
     if not optimizer.built:
         optimizer.build(fitted.trainable_variables)
-    for what, variables, arrays in (("model", fitted.variables, model_arrays),
-                                    ("optimizer", optimizer.variables, opt_arrays)):
+    pairs = (("model", fitted.variables, model_arrays), ("optimizer", optimizer.variables, opt_arrays))
+    for what, variables, arrays in pairs:       # every check before any assignment: all or nothing
         if len(variables) != len(arrays) or any(tuple(v.shape) != a.shape for v, a in zip(variables, arrays)):
             raise ValueError(f"the resume point's {what} variables do not fit this {what}")
+    for _, variables, arrays in pairs:
         for v, a in zip(variables, arrays):
             v.assign(a)
 
