@@ -187,6 +187,11 @@ def test_a_subset_of_the_defaults_networks_is_built_with_its_fold_teachers_figur
     (models / "default" / "metrics.json").write_text(json.dumps({"final_model": {"members": finals}}))
     refused = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)      # no --target
     assert refused.returncode == 2 and "never replaced by a subset" in refused.stderr
+    for bad, says in (("1", "two or more different member positions"), ("1,1", "two or more different"),
+                      ("1,x", "member positions such as 1,2,5, not '1,x'")):
+        wrong = subprocess.run(cmd[:2] + ["--subset", bad, "--target", "one"], env=env, capture_output=True,
+                               text=True, timeout=300)
+        assert wrong.returncode == 2 and says in wrong.stderr and "Traceback" not in wrong.stderr
     (tables / "fold-2" / "member-3.test.csv.gz").unlink()                # a fold the subset is not tabled on
     partial = subprocess.run(cmd + ["--target", "other"], env=env, capture_output=True, text=True, timeout=300)
     assert partial.returncode != 0 and "tabled on folds [1] of [1, 2]" in partial.stderr

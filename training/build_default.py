@@ -306,8 +306,14 @@ def main() -> int:
     if args.subset:
         if args.target == "default":
             ap.error("--subset writes a second model: give --target NAME (the default is never replaced by a subset)")
-        out = build_subset(models_dir() / "default", [int(p) for p in args.subset.split(",")], Path(args.tables),
-                           args.target)
+        try:
+            positions = [int(p) for p in args.subset.split(",")]
+        except ValueError:
+            ap.error(f"--subset takes member positions such as 1,2,5, not {args.subset!r}")
+        if len(set(positions)) < 2 or len(set(positions)) < len(positions):
+            ap.error("--subset needs two or more different member positions: one network is already a model "
+                     "(models/default/members/<name>)")
+        out = build_subset(models_dir() / "default", positions, Path(args.tables), args.target)
         m = json.loads((out / "metrics.json").read_text())
         print(f"{out}: cv accuracy {m['accuracy']:.3f}, UAR {m['uar']:.3f}, "
               f"temperature {m['calibration']['stored']['temperature']:.3f}")
