@@ -143,7 +143,7 @@ def test_resume_is_asked_for_with_the_run_it_continues():
 def test_a_cross_validation_killed_in_processes_resumes_each_fold_where_it_stood(tmp_path):
     """``ser cv --processes 2`` SIGKILLed: its folds get SIGTERM from the kernel and stop; ``--resume``
     passes on to the fold processes, and each fold goes on from its own last finished epoch."""
-    epochs = 300
+    epochs = 150
     out = tmp_path / "cv"
     argv = [sys.executable, "-m", "ser_core", "cv", "--arch", "seed004_dnn", "--dataset", f"ravdess:{SAMPLES}",
             "--protocol", "speaker_kfold", "--k", "2", "--val-speakers", "0", "--epochs", str(epochs),
@@ -172,7 +172,7 @@ def test_a_cross_validation_killed_in_processes_resumes_each_fold_where_it_stood
 
 
 def test_a_seed_ensemble_killed_in_its_second_member_keeps_the_first_and_resumes_the_second(tmp_path):
-    cfg = config(arch="seed004_dnn", ensemble=2, epochs=200)
+    cfg = config(arch="seed004_dnn", ensemble=2, epochs=60)
     run_dir = tmp_path / "ens"
     proc = start(run_dir, cfg)
     for _ in range(3000):                     # a bound, not a timing assertion: until member 2 has 3 epochs
@@ -188,5 +188,5 @@ def test_a_seed_ensemble_killed_in_its_second_member_keeps_the_first_and_resumes
     assert "member 1: finished by an earlier process, its checkpoint kept" in log
     assert f"resumed member 2 after epoch {point.epoch}" in log
     history = runs.read_history(run_dir)
-    assert [(h["member"], h["epoch"]) for h in history] == [(m, e) for m in (1, 2) for e in range(1, 201)]
+    assert [(h["member"], h["epoch"]) for h in history] == [(m, e) for m in (1, 2) for e in range(1, 61)]
     assert runs.read_status(run_dir)["state"] == "finished"
