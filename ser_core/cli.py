@@ -183,14 +183,12 @@ def cmd_train(args) -> int:
         print(f"started run {run_dir.name} in the background; follow it with: ser runs, "
               f"or tail {run_dir / schema.LOG}")
         return 0
-    if args.resume and not args.run_dir:
-        raise ConfigError("--resume needs --run-dir: the run to continue")
     run_dir = Path(args.run_dir) if args.run_dir else runs.new_run_dir(cfg.arch)
     run_dir.mkdir(parents=True, exist_ok=True)
     install_stop_handlers()
     log = Logger(run_dir, to_file=True)
     try:
-        metrics = train(run_dir, cfg, log=log, resume_run=args.resume)
+        metrics = train(run_dir, cfg, log=log)
     except SERError as exc:
         runs.write_status(run_dir, "failed", message=str(exc))
         raise
@@ -281,10 +279,17 @@ def cmd_runs(args) -> int:
     return 0
 
 
+def _named_run(name: str) -> Path:
+    """A run folder given by its path or by its name under the runs folder."""
+    from . import runs
+
+    return Path(name) if Path(name).exists() else runs.runs_dir() / name
+
+
 def cmd_stop(args) -> int:
     from . import runs, schema
 
-    run_dir = runs.runs_dir() / args.run if not Path(args.run).exists() else Path(args.run)
+    run_dir = _named_run(args.run)
     if not (run_dir / schema.STATUS).exists():
         raise SERError(f"no run named {args.run}")
     runs.stop(run_dir)
@@ -292,10 +297,30 @@ def cmd_stop(args) -> int:
     return 0
 
 
+def cmd_resume(args) -> int:
+    from . import runs, schema
+
+    run_dir = _named_run(args.run)
+    if not (run_dir / schema.STATUS).exists():
+        raise SERError(f"no run named {args.run}")
+    if args.background:
+        runs.resume_run(run_dir)
+        print(f"resumed run {run_dir.name} in the background; follow it with: ser runs, "
+              f"or tail {run_dir / schema.LOG}")
+        return 0
+    from .training import run_from_dir
+
+    runs.ready_to_resume(run_dir)
+    code = run_from_dir(run_dir, log_to_file=True, resume_run=True)
+    status = runs.read_status(run_dir)
+    print(f"run {run_dir.name}: {status.get('state')}" + (f" ({status['message']})" if status.get("message") else ""))
+    return code
+
+
 def cmd_promote(args) -> int:
     from . import runs
 
-    run_dir = runs.runs_dir() / args.run if not Path(args.run).exists() else Path(args.run)
+    run_dir = _named_run(args.run)
     dest = runs.promote(run_dir)
     print(f"active model: {dest}")
     return 0
@@ -522,8 +547,6 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train one model")
     _add_train_args(p, with_fold=True)
     p.add_argument("--run-dir")
-    p.add_argument("--resume", action="store_true",
-                   help="continue an interrupted run in --run-dir with the same settings from its last finished epoch")
     p.add_argument("--background", action="store_true", help="start as a separate process and return")
     p.set_defaults(fn=cmd_train)
 
@@ -548,6 +571,11 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser("stop", help="stop a running training run")
     p.add_argument("run")
     p.set_defaults(fn=cmd_stop)
+    p = sub.add_parser("resume", help="continue a stopped or interrupted run from its last finished epoch "
+                                      "(a cross-validation: its unfinished folds)")
+    p.add_argument("run", help="the run's folder, or its name under the runs folder")
+    p.add_argument("--background", action="store_true", help="as a separate process, and return")
+    p.set_defaults(fn=cmd_resume)
     p = sub.add_parser("promote", help="make a finished run's model the active model")
     p.add_argument("run")
     p.set_defaults(fn=cmd_promote)

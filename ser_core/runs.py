@@ -193,12 +193,18 @@ def resume_run(run_dir: Path, *, root: Path | None = None, env: dict | None = No
     if busy is not None:
         raise RunError(f"run {busy['id']} is still {busy['status']['state']}; only one run trains at a time "
                        "on this machine. Stop it or wait for it to finish.")
-    if not resumable(run_dir):
-        raise RunError(f"run {run_dir.name} cannot be resumed: only a stopped or interrupted run that finished "
-                       "at least one epoch can")
-    (run_dir / STOP_FILE).unlink(missing_ok=True)       # the stop request it obeyed is done
+    ready_to_resume(run_dir)
     _launch(run_dir, env, "--resume")
     return run_dir
+
+
+def ready_to_resume(run_dir: Path) -> None:
+    """Check that ``run_dir`` can be resumed (else a RunError saying why) and clear the stop request it obeyed."""
+    if not resumable(run_dir):
+        state = read_status(run_dir).get("state", "unknown")
+        raise RunError(f"run {Path(run_dir).name} cannot be resumed (it is {state}): only a stopped or interrupted "
+                       "run that finished at least one epoch can")
+    (Path(run_dir) / STOP_FILE).unlink(missing_ok=True)
 
 
 def _launch(run_dir: Path, env: dict | None, *extra: str) -> None:

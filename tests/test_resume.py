@@ -96,8 +96,9 @@ def test_a_killed_run_goes_on_from_its_last_finished_epoch_along_the_same_schedu
     assert point is not None and point.epoch >= 3 and not point.done
     assert not (killed / "model").exists()
 
-    proc = start(killed, cfg, "--resume")
-    assert proc.wait(timeout=600) == 0, proc.stderr.read()[-3000:]
+    done = subprocess.run([sys.executable, "-m", "ser_core", "resume", str(killed)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0 and "run killed: finished" in done.stdout, done.stderr[-3000:]
     log = (killed / "log.txt").read_text()
     assert f"resumed after epoch {point.epoch}" in log
     history = runs.read_history(killed)
@@ -134,10 +135,15 @@ def test_without_resume_or_with_other_settings_a_run_starts_from_its_first_epoch
     assert "resumed_at_epoch" not in json.loads((run_dir / "metrics.json").read_text())
 
 
-def test_resume_is_asked_for_with_the_run_it_continues():
-    out = subprocess.run([sys.executable, "-m", "ser_core", "train", "--resume"], capture_output=True, text=True,
-                         cwd=ROOT, timeout=120)
-    assert out.returncode != 0 and "--resume needs --run-dir" in out.stderr and "Traceback" not in out.stderr
+def test_ser_resume_refuses_a_run_that_has_nothing_to_resume(tmp_path):
+    done = tmp_path / "done"
+    done.mkdir()
+    (done / "config.json").write_text(json.dumps(config().to_dict()))
+    runs.write_status(done, "finished")
+    for name, says in ((str(done), "cannot be resumed (it is finished)"), ("no-such-run", "no run named no-such-run")):
+        out = subprocess.run([sys.executable, "-m", "ser_core", "resume", name], capture_output=True, text=True,
+                             cwd=ROOT, timeout=120, env={**os.environ, "SER_RUNS_DIR": str(tmp_path)})
+        assert out.returncode != 0 and says in out.stderr and "Traceback" not in out.stderr
 
 
 def test_a_cross_validation_killed_in_processes_resumes_each_fold_where_it_stood(tmp_path):
