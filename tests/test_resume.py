@@ -22,7 +22,7 @@ from ser_core.training import Logger, TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "data" / "samples"
-EPOCHS = 40
+EPOCHS = 20
 
 
 def config(**over) -> TrainConfig:
@@ -121,18 +121,25 @@ def test_a_killed_run_goes_on_from_its_last_finished_epoch_along_the_same_schedu
     assert history[point.epoch]["loss"] < history[0]["loss"]
 
 
-def test_without_resume_or_with_other_settings_a_run_starts_from_its_first_epoch(tmp_path):
-    cfg = config(epochs=6)
+def test_a_resume_point_of_other_settings_is_refused_and_the_run_starts_afresh(tmp_path):
+    from ser_core import models
+    from ser_core.fitting import compile_model
+
+    cfg, other = config(epochs=6), config(epochs=6, learning_rate=0.002)
     run_dir = tmp_path / "run"
-    kill_after(start(run_dir, cfg), run_dir, 2)
-    assert resume.read(run_dir) is not None
-    train(run_dir, config(epochs=6, learning_rate=0.002), log=Logger(run_dir, to_file=True, echo=False),
-          resume_run=True)
+    run_dir.mkdir()
+    net = compile_model(models.build("seed004_dnn", (20,), 8, seed=0), cfg)
+    resume.save(run_dir, net, resume.ResumePoint(member=0, epoch=3, best=0.5, best_epoch=3, done=False,
+                                                 row={"epoch": 3}, counters={}, settings=cfg.resolved().to_dict()))
+    runs.write_history(run_dir, [{"epoch": e, "loss": 9.0} for e in (1, 2, 3)])   # a dead attempt's rows
+    train(run_dir, other, log=Logger(run_dir, to_file=True, echo=False), resume_run=True)
     log = (run_dir / "log.txt").read_text()
     assert "the resume point was written with other settings (learning_rate): training from the first epoch" in log
     assert "resumed after" not in log
-    assert [h["epoch"] for h in runs.read_history(run_dir)] == list(range(1, 7))
+    history = runs.read_history(run_dir)
+    assert [h["epoch"] for h in history] == list(range(1, 7)) and all(h["loss"] != 9.0 for h in history)
     assert "resumed_at_epoch" not in json.loads((run_dir / "metrics.json").read_text())
+    assert not resume.path(run_dir).exists()
 
 
 def test_ser_resume_refuses_a_run_that_has_nothing_to_resume(tmp_path):
@@ -149,7 +156,7 @@ def test_ser_resume_refuses_a_run_that_has_nothing_to_resume(tmp_path):
 def test_a_cross_validation_killed_in_processes_resumes_each_fold_where_it_stood(tmp_path):
     """``ser cv --processes 2`` SIGKILLed: its folds get SIGTERM from the kernel and stop; ``--resume``
     passes on to the fold processes, and each fold goes on from its own last finished epoch."""
-    epochs = 150
+    epochs = 80
     out = tmp_path / "cv"
     argv = [sys.executable, "-m", "ser_core", "cv", "--arch", "seed004_dnn", "--dataset", f"ravdess:{SAMPLES}",
             "--protocol", "speaker_kfold", "--k", "2", "--val-speakers", "0", "--epochs", str(epochs),
@@ -178,7 +185,7 @@ def test_a_cross_validation_killed_in_processes_resumes_each_fold_where_it_stood
 
 
 def test_a_seed_ensemble_killed_in_its_second_member_keeps_the_first_and_resumes_the_second(tmp_path):
-    cfg = config(arch="seed004_dnn", ensemble=2, epochs=60)
+    cfg = config(arch="seed004_dnn", ensemble=2, epochs=30)
     run_dir = tmp_path / "ens"
     proc = start(run_dir, cfg)
     for _ in range(3000):                     # a bound, not a timing assertion: until member 2 has 3 epochs
@@ -194,5 +201,5 @@ def test_a_seed_ensemble_killed_in_its_second_member_keeps_the_first_and_resumes
     assert "member 1: finished by an earlier process, its checkpoint kept" in log
     assert f"resumed member 2 after epoch {point.epoch}" in log
     history = runs.read_history(run_dir)
-    assert [(h["member"], h["epoch"]) for h in history] == [(m, e) for m in (1, 2) for e in range(1, 61)]
+    assert [(h["member"], h["epoch"]) for h in history] == [(m, e) for m in (1, 2) for e in range(1, 31)]
     assert runs.read_status(run_dir)["state"] == "finished"
