@@ -89,8 +89,12 @@ def read_status(run_dir: Path) -> dict:
         grace = (status.get("state") == "queued" and not status.get("pid")
                  and time.time() - status.get("queued_at", 0) < 30)
         if not grace:
+            from . import resume
+
+            point = resume.read(run_dir)
             message = ("the training process ended without finishing (killed or crashed); "
-                       "the last good checkpoint is kept")
+                       + (f"Resume (Train page) or `ser resume {run_dir.name}` goes on after epoch {point.epoch}"
+                          if point is not None else "the last good checkpoint is kept"))
             if public_demo():          # report it, but a public demo writes into no run folder
                 status = {**status, "state": "interrupted", "message": message}
             else:

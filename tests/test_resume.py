@@ -95,6 +95,9 @@ def test_a_killed_run_goes_on_from_its_last_finished_epoch_along_the_same_schedu
     point = resume.read(killed)
     assert point is not None and point.epoch >= 3 and not point.done
     assert not (killed / "model").exists()
+    status = runs.read_status(killed)
+    assert status["state"] == "interrupted"
+    assert f"`ser resume killed` goes on after epoch {point.epoch}" in status["message"]
 
     done = subprocess.run([sys.executable, "-m", "ser_core", "resume", str(killed)], cwd=ROOT, capture_output=True,
                           text=True, timeout=600)
