@@ -122,7 +122,7 @@ def _callbacks(run_dir: Path, cfg: TrainConfig, has_val: bool, log: Logger, t_st
         cbs.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
                                                      patience=max(3, cfg.patience // 3), min_lr=1e-5))
     cbs.append(Commit())
-    return cbs, ckpt
+    return cbs
 
 
 # what an early-stopping or plateau callback counts, carried over a resume
@@ -255,8 +255,8 @@ def fit(run_dir: Path, cfg: TrainConfig, data: Prepared, log: Logger, t_start: f
             train_ds = make_dataset(data.x["train"], data.y["train"], n, batch_size=cfg.batch_size, weights=None,
                                     sample_weight=sample_weight, targets=targets,
                                     training=True, online_aug=cfg.online_aug, mixup=cfg.mixup, seed=seed + start)
-            cbs, ckpt = _callbacks(run_dir, cfg, has_val, log, t_start, member, data, network=model,
-                                   point=mine if start else None)
+            cbs = _callbacks(run_dir, cfg, has_val, log, t_start, member, data, network=model,
+                             point=mine if start else None)
             log(f"training {cfg.arch}{f' member {member + 1}/{cfg.ensemble}' if cfg.ensemble > 1 else ''} "
                 f"({model.count_params():,} parameters, {cfg.precision}) on {len(data.x['train'])} clips, "
                 f"validating on {len(data.x['val'])}")
