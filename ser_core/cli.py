@@ -280,18 +280,19 @@ def cmd_runs(args) -> int:
 
 
 def _named_run(name: str) -> Path:
-    """A run folder given by its path or by its name under the runs folder."""
-    from . import runs
+    """A run folder given by its path or by its name under the runs folder; a SERError when there is none."""
+    from . import runs, schema
 
-    return Path(name) if Path(name).exists() else runs.runs_dir() / name
+    run_dir = Path(name) if Path(name).exists() else runs.runs_dir() / name
+    if not (run_dir / schema.STATUS).exists():
+        raise SERError(f"no run named {name}")
+    return run_dir
 
 
 def cmd_stop(args) -> int:
-    from . import runs, schema
+    from . import runs
 
     run_dir = _named_run(args.run)
-    if not (run_dir / schema.STATUS).exists():
-        raise SERError(f"no run named {args.run}")
     runs.stop(run_dir)
     print(f"asked run {run_dir.name} to stop")
     return 0
@@ -301,8 +302,6 @@ def cmd_resume(args) -> int:
     from . import runs, schema
 
     run_dir = _named_run(args.run)
-    if not (run_dir / schema.STATUS).exists():
-        raise SERError(f"no run named {args.run}")
     if args.background:
         runs.resume_run(run_dir)
         print(f"resumed run {run_dir.name} in the background; follow it with: ser runs, "

@@ -166,14 +166,19 @@ def active_run(root: Path | None = None) -> dict | None:
 def start(config: dict, *, root: Path | None = None, name: str | None = None, env: dict | None = None) -> Path:
     """Launch ``python -m ser_core.training RUN_DIR`` in the background; one run at a time."""
     refuse_in_public_demo("training")
-    busy = active_run(root)
-    if busy is not None:
-        raise RunError(f"run {busy['id']} is still {busy['status']['state']}; only one run trains at a time "
-                       "on this machine. Stop it or wait for it to finish.")
+    _refuse_if_busy(root)
     run_dir = new_run_dir(name or config.get("arch", "run"), root)
     write_json(run_dir / schema.CONFIG, config)
     _launch(run_dir, env)
     return run_dir
+
+
+def _refuse_if_busy(root: Path | None) -> None:
+    """One run trains at a time on this machine: a RunError naming the one that does."""
+    busy = active_run(root)
+    if busy is not None:
+        raise RunError(f"run {busy['id']} is still {busy['status']['state']}; only one run trains at a time "
+                       "on this machine. Stop it or wait for it to finish.")
 
 
 def resumable(run_dir: Path) -> bool:
@@ -193,10 +198,7 @@ def resume_run(run_dir: Path, *, root: Path | None = None, env: dict | None = No
     last finished epoch, in its own folder, with its own settings."""
     refuse_in_public_demo("training")
     run_dir = Path(run_dir)
-    busy = active_run(root)
-    if busy is not None:
-        raise RunError(f"run {busy['id']} is still {busy['status']['state']}; only one run trains at a time "
-                       "on this machine. Stop it or wait for it to finish.")
+    _refuse_if_busy(root)
     ready_to_resume(run_dir)
     _launch(run_dir, env, "--resume")
     return run_dir
