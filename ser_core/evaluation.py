@@ -172,6 +172,30 @@ def gender_gap(df: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0, a: str = 
             "speakers": {a: len(groups[a]), b: len(groups[b])}}
 
 
+def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> dict:
+    """McNemar's exact test of two classifiers on the same clips.
+
+    Parameters
+    ----------
+    correct_a, correct_b : array of bool
+        Whether each model is right, clip by clip (same clips, same order).
+
+    Returns
+    -------
+    dict
+        ``a_only`` (clips only A gets right), ``b_only`` and the two-sided exact ``p`` of
+        a binomial test of ``a_only`` among the discordant clips (1.0 when there are none).
+    """
+    a, b = np.asarray(correct_a, bool), np.asarray(correct_b, bool)
+    if a.shape != b.shape:
+        raise SERError(f"McNemar needs the same clips: {a.size} against {b.size}")
+    a_only, b_only = int((a & ~b).sum()), int((~a & b).sum())
+    from scipy.stats import binomtest
+
+    p = binomtest(a_only, a_only + b_only, 0.5).pvalue if a_only + b_only else 1.0
+    return {"a_only": a_only, "b_only": b_only, "p": float(p)}
+
+
 def classification_report(metrics: dict) -> str:
     """A plain-text report like scikit-learn's, from a metrics dictionary."""
     lines = [f"{'':>12} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8}"]

@@ -66,3 +66,44 @@ def test_command_line_says_when_folds_are_missing_and_refuses_a_table_that_is_no
     assert bad.returncode == 2 and "is not a predictions table (no corpus, true, pred column)" in bad.stderr and "Traceback" not in bad.stderr
     missing = subprocess.run([sys.executable, str(script), "X=nowhere.csv"], capture_output=True, text=True)
     assert missing.returncode == 2 and "not NAME=PREDICTIONS.csv" in missing.stderr
+
+
+def test_per_fold_accuracy():
+    assert emobox_report.summary(table())["ravdess_per_fold"] == {1: 0.75, 2: 0.75}
+
+
+def test_mean_of_two_tables_averages_probabilities_and_answers_from_the_mean():
+    from tables import mean_table
+
+    a = table()
+    b = a.copy()
+    # b is sure of neutral wherever a hesitates between neutral and calm (the male speaker's misses)
+    b[[f"p_{k}" for k in LABELS]] = [0.1, 0.1, 0.1, 0.1]
+    b["p_neutral"] = 0.9
+    mean = mean_table([a, b.sample(frac=1, random_state=0)])          # row order does not matter
+    row = mean[mean["file"] == a["file"][0]].iloc[0]
+    assert row["p_neutral"] == pytest.approx((0.7 + 0.9) / 2) and row["p_calm"] == pytest.approx(0.1)
+    assert set(mean["pred"]) == {"neutral"} and mean["confidence"].min() >= 0.5
+    with pytest.raises(ValueError, match="same clips"):
+        mean_table([a, b.iloc[1:]])
+    with pytest.raises(ValueError, match="different folds"):
+        mean_table([a, b.assign(fold=3 - b["fold"])])
+
+
+def test_mcnemar_against_the_first_table_on_the_command_line(tmp_path):
+    a, b = table(), table()
+    b.loc[b["gender"] == "male", "pred"] = b.loc[b["gender"] == "male", "true"]     # b also right on the male misses
+    for c in ("p_neutral", "p_calm", "p_happy", "p_sad"):
+        b[c] = [0.7 if f"p_{t}" == c else 0.1 for t in b["true"]]
+    a.to_csv(tmp_path / "a.csv", index=False)
+    b.to_csv(tmp_path / "b.csv", index=False)
+    script = ROOT / "training" / "emobox_report.py"
+    done = subprocess.run([sys.executable, str(script), f"A={tmp_path / 'a.csv'}", f"B={tmp_path / 'b.csv'}",
+                           f"AB={tmp_path / 'a.csv'}+{tmp_path / 'b.csv'}"], capture_output=True, text=True, check=True)
+    # the four male misses of a: b right, a wrong; never the reverse; p = 2 * 0.5 ** 4
+    assert "against A on 16 RAVDESS clips: right where it is wrong 4, the reverse 0 (McNemar exact p = 0.125)" \
+        in done.stdout
+    assert done.stdout.count("against A") == 2
+    mismatch = subprocess.run([sys.executable, str(script), f"X={tmp_path / 'a.csv'}+{tmp_path / 'a.csv'}x"],
+                              capture_output=True, text=True)
+    assert mismatch.returncode == 2 and "Traceback" not in mismatch.stderr

@@ -80,3 +80,17 @@ def test_gender_gap_needs_both_genders():
     df = table().assign(gender="female")
     with pytest.raises(SERError, match="both"):
         evaluation.gender_gap(df)
+
+
+def test_mcnemar_counts_the_discordant_clips_and_gives_the_exact_p():
+    from ser_core.evaluation import mcnemar
+
+    a = np.array([True] * 10 + [False] * 2 + [True] * 5)
+    b = np.array([False] * 10 + [True] * 2 + [True] * 5)
+    res = mcnemar(a, b)
+    assert (res["a_only"], res["b_only"]) == (10, 2)
+    # two-sided exact binomial: P(X <= 2) + P(X >= 10) for X ~ Bin(12, 1/2) = 2 * 79 / 4096
+    assert res["p"] == pytest.approx(2 * 79 / 4096)
+    assert mcnemar(a, a)["p"] == 1.0
+    with pytest.raises(SERError):
+        mcnemar(a, b[:-1])

@@ -8,7 +8,9 @@ or several; a model folder's ``predictions.csv`` too). The figures are the ones 
 (``docs/preregistration-session*.md``): per corpus the accuracy on its own emotions (the most likely of them;
 chance = 1 / their number), UAR and accuracy per gender; for RAVDESS the recall of each emotion, the share of
 its clips given each answer and the female-male gap with a speaker-bootstrap interval; pooled ECE before and
-after temperature scaling cross-fitted by fold (no clip's temperature saw its fold). A table that holds only
+after temperature scaling cross-fitted by fold (no clip's temperature saw its fold); RAVDESS's accuracy per fold,
+and for every table after the first, McNemar's exact test against the first on the RAVDESS clips both hold.
+``NAME=A.csv+B.csv`` is the mean of the tables' probabilities (``tables.mean_table``). A table that holds only
 some folds (a run still going) is reported with the folds it has, and says so: such figures decide nothing.
 """
 from __future__ import annotations
@@ -44,6 +46,10 @@ def summary(table: pd.DataFrame) -> dict:
         pred = pd.Series(evaluation.restricted_pred(head, own), index=head.index)
         out["ravdess_recall"] = {lab: round(float((pred[head["true"] == lab] == lab).mean()), 4) for lab in own}
         out["ravdess_answer_share"] = {lab: round(float((pred == lab).mean()), 4) for lab in own}
+        if "fold" in head:
+            right = head["true"].to_numpy() == pred.to_numpy()
+            out["ravdess_per_fold"] = {int(f): round(float(right[(head["fold"] == f).to_numpy()].mean()), 4)
+                                       for f in sorted(head["fold"].unique())}
         if head["gender"].nunique() == 2:
             gap = evaluation.gender_gap(head.assign(pred=pred))
             out["ravdess_gender_gap"] = {"gap": round(gap["gap"], 4), "ci95": [round(v, 4) for v in gap["ci95"]]}
@@ -54,9 +60,30 @@ def summary(table: pd.DataFrame) -> dict:
     return out
 
 
+def against(table: pd.DataFrame, reference: pd.DataFrame) -> dict | None:
+    """McNemar's exact test of ``table`` against ``reference`` on the RAVDESS clips both hold (by file),
+    each answer restricted to RAVDESS's own emotions; None when they share no RAVDESS clip."""
+    labels = [c[2:] for c in table.columns if c.startswith("p_")]
+    right = []
+    for t in (table, reference):
+        head = t[t["corpus"] == HEADLINE]
+        own = evaluation.own_emotions(head, labels)
+        right.append(pd.Series(evaluation.restricted_pred(head, own) == head["true"].to_numpy(),
+                               index=head["file"].to_numpy()))
+    common = right[0].index.intersection(right[1].index)
+    if common.empty:
+        return None
+    return {"n": int(len(common)), **evaluation.mcnemar(right[0][common].to_numpy(), right[1][common].to_numpy())}
+
+
 def main(argv: list[str] | None = None) -> int:
     tables, out = named_tables(__doc__.split("\n\n")[0], argv)
     results = {name: summary(table) for name, table in tables.items()}
+    names = list(tables)
+    for name in names[1:]:
+        test = against(tables[name], tables[names[0]])
+        if test is not None:
+            results[name]["mcnemar_against"] = {"table": names[0], **test}
     for name, res in results.items():
         folds = res["folds"]
         partial = "" if len(folds) in (0, 6) else f"  (folds {', '.join(map(str, folds))} only: decides nothing)"
@@ -73,6 +100,12 @@ def main(argv: list[str] | None = None) -> int:
             g = res["ravdess_gender_gap"]
             print(f"  RAVDESS female - male {100 * g['gap']:+.1f} points "
                   f"(95 % CI {100 * g['ci95'][0]:+.1f} to {100 * g['ci95'][1]:+.1f})")
+        if "ravdess_per_fold" in res:
+            print("  RAVDESS per fold " + " / ".join(f"{100 * v:.1f}" for v in res["ravdess_per_fold"].values()))
+        if "mcnemar_against" in res:
+            m = res["mcnemar_against"]
+            print(f"  against {m['table']} on {m['n']} RAVDESS clips: right where it is wrong {m['a_only']}, "
+                  f"the reverse {m['b_only']} (McNemar exact p = {m['p']:.3g})")
         after = res["ece_after_cross_fitted"]
         print(f"  pooled ECE {res['ece_before']:.3f}" + ("" if after is None else f", {after:.3f} calibrated "
                                                           "(cross-fitted by fold)"))
