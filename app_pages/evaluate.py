@@ -268,6 +268,9 @@ def compare(source: views.EvalSource, df: pd.DataFrame, metrics: dict, sources: 
                                  speaker_independent=m2.get("speaker_independent", True))
     table = views.compare_frame(metrics, m2, "A: " + source.title, "B: " + other.title)
     st.plotly_chart(views.compare_figure(table), key="e_compare_fig", theme=None)
+    paired = eval_views.paired_difference(df, df2)
+    if paired:
+        st.info(paired)          # numbers and fixed words only: nothing to escape
     st.dataframe(table, hide_index=True,
                  column_config={c: st.column_config.NumberColumn(format="%.3f") for c in table.columns[1:]})
     gaps = eval_views.missing_genders(metrics, "A") + eval_views.missing_genders(m2, "B")

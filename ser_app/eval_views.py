@@ -497,6 +497,23 @@ def common_clips(df_a: pd.DataFrame, df_b: pd.DataFrame) -> tuple[pd.DataFrame, 
     return a.reset_index(drop=True), b.reset_index(drop=True)
 
 
+def paired_difference(df_a: pd.DataFrame, df_b: pd.DataFrame) -> str | None:
+    """Whether two evaluations' accuracies differ by more than chance on the clips both were tested on, in
+    one sentence (McNemar's exact test, :func:`ser_core.evaluation.mcnemar`); None when they share no clip."""
+    try:
+        a, b = common_clips(df_a, df_b)
+    except SERError:
+        return None
+    if a.empty:
+        return None
+    test = evaluation.mcnemar((a["true"] == a["pred"]).to_numpy(), (b["true"] == b["pred"]).to_numpy())
+    n, p = len(a), test["p"]
+    verdict = ("unlikely to be chance" if p < 0.05 else "a difference this size could be chance")
+    return (f"Is the difference real? On the {n} clips both were tested on, A is right where B is wrong on "
+            f"{test['a_only']} clips and B right where A is wrong on {test['b_only']}: McNemar's exact test "
+            f"p = {p:.2g}, {verdict}.")
+
+
 # ============================================================================ export
 def export_metrics(metrics: dict, gap: dict | None = None, calib: dict | None = None) -> dict:
     """The metrics as exported: with the pooled gender gap and its 95 % interval, and the calibration view."""

@@ -253,6 +253,23 @@ def test_compare_says_whether_the_test_sets_are_the_same():
         "B has no male test speakers, so its male accuracy is empty."]
 
 
+def test_paired_difference_counts_the_clips_only_one_gets_right_on_the_shared_clips():
+    df = table()
+    right = (df["true"] == df["pred"]).to_numpy()
+    assert right.sum() < len(df)                           # the hand-made table has wrong answers
+    b = df.copy()
+    b["pred"] = b["true"]                                  # B right everywhere
+    text = ev.paired_difference(df, b.iloc[::-1])
+    wrong = int((~right).sum())
+    assert f"On the 10 clips both were tested on, A is right where B is wrong on 0 clips and B right where A is " \
+           f"wrong on {wrong}" in text
+    p = 2 * 0.5 ** wrong if wrong else 1.0
+    assert f"p = {min(p, 1.0):.2g}" in text
+    assert ("unlikely to be chance" in text) == (p < 0.05)
+    assert ev.paired_difference(df, df.copy()).endswith("p = 1, a difference this size could be chance.")
+    assert ev.paired_difference(df, df.assign(corpus="elsewhere")) is None        # no clip in common
+
+
 def test_export_carries_the_gender_gap_interval_per_corpus_and_calibration_numbers():
     df = table()
     metrics = metrics_of(df)
