@@ -270,7 +270,7 @@ def compare(source: views.EvalSource, df: pd.DataFrame, metrics: dict, sources: 
     st.plotly_chart(views.compare_figure(table), key="e_compare_fig", theme=None)
     paired = eval_views.paired_difference(df, df2)
     if paired:
-        st.info(paired)          # numbers and fixed words only: nothing to escape
+        st.info(paired["text"])          # numbers and fixed words only: nothing to escape
     st.dataframe(table, hide_index=True,
                  column_config={c: st.column_config.NumberColumn(format="%.3f") for c in table.columns[1:]})
     gaps = eval_views.missing_genders(metrics, "A") + eval_views.missing_genders(m2, "B")

@@ -19,6 +19,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ser_core import calibration, evaluation, schema
+from ser_core.evaluation import clip_keys, common_clips, paired_difference  # noqa: F401  (the Compare tab's)
 from ser_core.errors import SERError
 from ser_core.jsonio import read_json
 
@@ -437,14 +438,6 @@ def calibration_export(summary: dict, mode: str) -> dict:
 
 
 # ============================================================================ compare
-def clip_keys(df: pd.DataFrame) -> pd.Series:
-    """Which clip each row is: corpus and file name when known (file names may repeat across corpora)."""
-    if "file" not in df:
-        raise SERError("the predictions have no file column, so their clips cannot be matched")
-    files = df["file"].astype(str).map(lambda f: Path(f).name)
-    return (df["corpus"].astype(str) + "/" + files) if "corpus" in df else files
-
-
 @dataclass(frozen=True)
 class TestSets:
     """How the test sets of two evaluations relate: ``same`` when the clips and protocols match."""
@@ -486,32 +479,6 @@ def missing_genders(metrics: dict, name: str) -> list[str]:
     """'B has no male test speakers, ...' for each gender one evaluation lacks while the other has it."""
     return [f"{name} has no {g} test speakers, so its {g} accuracy is empty." for g in GENDERS
             if g not in (metrics.get("per_gender") or {})]
-
-
-def common_clips(df_a: pd.DataFrame, df_b: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Both tables restricted to the clips they share, in one order."""
-    ka, kb = clip_keys(df_a), clip_keys(df_b)
-    shared = sorted(set(ka) & set(kb))
-    a = df_a.assign(_key=ka.to_numpy()).drop_duplicates("_key").set_index("_key").loc[shared]
-    b = df_b.assign(_key=kb.to_numpy()).drop_duplicates("_key").set_index("_key").loc[shared]
-    return a.reset_index(drop=True), b.reset_index(drop=True)
-
-
-def paired_difference(df_a: pd.DataFrame, df_b: pd.DataFrame) -> str | None:
-    """Whether two evaluations' accuracies differ by more than chance on the clips both were tested on, in
-    one sentence (McNemar's exact test, :func:`ser_core.evaluation.mcnemar`); None when they share no clip."""
-    try:
-        a, b = common_clips(df_a, df_b)
-    except SERError:
-        return None
-    if a.empty:
-        return None
-    test = evaluation.mcnemar((a["true"] == a["pred"]).to_numpy(), (b["true"] == b["pred"]).to_numpy())
-    n, p = len(a), test["p"]
-    verdict = ("unlikely to be chance" if p < 0.05 else "a difference this size could be chance")
-    return (f"Is the difference real? On the {n} clips both were tested on, A is right where B is wrong on "
-            f"{test['a_only']} clips and B right where A is wrong on {test['b_only']}: McNemar's exact test "
-            f"p = {p:.2g}, {verdict}.")
 
 
 # ============================================================================ export

@@ -232,15 +232,11 @@ def _print_metrics(metrics: dict) -> None:
 
 
 def cmd_evaluate(args) -> int:
-    from . import runs, schema
-    from .evaluation import evaluate, gender_gap, load_predictions
+    from . import schema
+    from .evaluation import evaluate, gender_gap, load_predictions, paired_difference
     from .jsonio import read_json
 
-    target = Path(args.run)
-    if not target.exists():
-        cand = runs.runs_dir() / args.run
-        target = cand if cand.exists() else target
-    csv = target if target.suffix == ".csv" else target / schema.PREDICTIONS
+    csv = _predictions_csv(args.run)
     df = load_predictions(csv)
     prior = read_json(csv.parent / schema.METRICS, {}) or {}
     labels = [c[2:] for c in df.columns if c.startswith("p_")] or sorted(set(df["true"]) | set(df["pred"]))
@@ -252,6 +248,11 @@ def cmd_evaluate(args) -> int:
         metrics["gender_gap"] = gender_gap(df)
     except SERError:
         pass
+    if args.against:
+        other = load_predictions(_predictions_csv(args.against))
+        metrics["against"] = {"predictions": str(_predictions_csv(args.against)),
+                              **(paired_difference(df, other) or {"n": 0, "text": "The two share no clip: "
+                                                                   "their accuracies cannot be compared clip by clip."})}
     if args.json:
         print(json.dumps(metrics, indent=1))
         return 0
@@ -260,7 +261,20 @@ def cmd_evaluate(args) -> int:
         g = metrics["gender_gap"]
         print(f"gender gap (female - male): {g['gap'] * 100:+.1f} points, 95% CI "
               f"[{g['ci95'][0] * 100:+.1f}, {g['ci95'][1] * 100:+.1f}] — {g['verdict']}")
+    if args.against:
+        print(f"A: this evaluation, B: {metrics['against']['predictions']}. {metrics['against']['text']}")
     return 0
+
+
+def _predictions_csv(name: str) -> Path:
+    """A predictions.csv, a run or cross-validation folder holding one, or a run's name under the runs folder."""
+    from . import runs, schema
+
+    target = Path(name)
+    if not target.exists():
+        cand = runs.runs_dir() / name
+        target = cand if cand.exists() else target
+    return target if target.name.endswith((".csv", ".csv.gz")) else target / schema.PREDICTIONS
 
 
 def cmd_runs(args) -> int:
@@ -564,6 +578,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="metrics of a run, cv or predictions.csv")
     p.add_argument("run")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--against", metavar="OTHER", help="another run, cv or predictions.csv: is the difference in "
+                   "accuracy real (McNemar's exact test on the clips both were tested on)?")
     p.set_defaults(fn=cmd_evaluate)
 
     sub.add_parser("runs", help="list training runs").set_defaults(fn=cmd_runs)

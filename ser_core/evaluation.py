@@ -196,6 +196,48 @@ def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> dict:
     return {"a_only": a_only, "b_only": b_only, "p": float(p)}
 
 
+def clip_keys(df: pd.DataFrame) -> pd.Series:
+    """Which clip each row is: corpus and file name when known (file names may repeat across corpora)."""
+    if "file" not in df:
+        raise SERError("the predictions have no file column, so their clips cannot be matched")
+    files = df["file"].astype(str).map(lambda f: Path(f).name)
+    return (df["corpus"].astype(str) + "/" + files) if "corpus" in df else files
+
+
+def common_clips(df_a: pd.DataFrame, df_b: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Both tables restricted to the clips they share, in one order."""
+    ka, kb = clip_keys(df_a), clip_keys(df_b)
+    shared = sorted(set(ka) & set(kb))
+    a = df_a.assign(_key=ka.to_numpy()).drop_duplicates("_key").set_index("_key").loc[shared]
+    b = df_b.assign(_key=kb.to_numpy()).drop_duplicates("_key").set_index("_key").loc[shared]
+    return a.reset_index(drop=True), b.reset_index(drop=True)
+
+
+def paired_difference(df_a: pd.DataFrame, df_b: pd.DataFrame) -> dict | None:
+    """Whether two evaluations' accuracies differ by more than chance on the clips both were tested on.
+
+    Returns
+    -------
+    dict or None
+        :func:`mcnemar`'s figures on the shared clips (A's and B's answers), ``n`` of them, and ``text``: the
+        finding in one sentence; None when the tables share no clip or cannot be matched.
+    """
+    try:
+        a, b = common_clips(df_a, df_b)
+    except SERError:
+        return None
+    if a.empty:
+        return None
+    right_a, right_b = (a["true"] == a["pred"]).to_numpy(), (b["true"] == b["pred"]).to_numpy()
+    test = mcnemar(right_a, right_b)
+    verdict = "unlikely to be chance" if test["p"] < 0.05 else "a difference this size could be chance"
+    text = (f"Is the difference real? On the {len(a)} clips both were tested on (A {100 * right_a.mean():.1f} %, "
+            f"B {100 * right_b.mean():.1f} %), A is right where B is wrong on {test['a_only']} clips and B right "
+            f"where A is wrong on {test['b_only']}: McNemar's exact test p = {test['p']:.2g}, {verdict}.")
+    return {"n": int(len(a)), "accuracy_a": float(right_a.mean()), "accuracy_b": float(right_b.mean()), **test,
+            "text": text}
+
+
 def classification_report(metrics: dict) -> str:
     """A plain-text report like scikit-learn's, from a metrics dictionary."""
     lines = [f"{'':>12} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8}"]
@@ -218,6 +260,8 @@ def load_predictions(path: Path | str) -> pd.DataFrame:
         df = pd.read_csv(path)
     except FileNotFoundError:
         raise SERError(f"no predictions file at {path}") from None
+    except OSError as exc:             # a folder where a file was expected, a file inside a file, no permission
+        raise SERError(f"cannot read predictions at {path} ({exc.strerror or exc})") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise SERError(f"{path.name} is not a readable predictions CSV ({exc})") from exc
     missing = {"true", "pred"} - set(df.columns)

@@ -61,6 +61,24 @@ def test_evaluate_prints_the_runs_metrics(tiny_run):
     assert "accuracy" in text and "UAR" in text
 
 
+def test_evaluate_against_another_table_tests_the_difference_on_the_shared_clips(tmp_path):
+    shipped = ROOT / "models" / "default" / "predictions.csv"
+    other = pd.read_csv(shipped)
+    wrong = other.index[other["true"] != other["pred"]][:12]
+    other.loc[wrong, "pred"] = other.loc[wrong, "true"]            # B: right on 12 clips the default gets wrong
+    other.iloc[:700].to_csv(tmp_path / "b.csv", index=False)        # ... and tested on fewer clips
+    n_fixed = int((wrong < 700).sum())
+    r = ser("evaluate", shipped, "--against", tmp_path / "b.csv", "--json")
+    assert r.returncode == 0, r.stderr
+    against = json.loads(r.stdout)["against"]
+    assert (against["n"], against["a_only"], against["b_only"]) == (700, 0, n_fixed)
+    assert against["p"] == pytest.approx(2 * 0.5 ** n_fixed)
+    text = ser("evaluate", shipped, "--against", tmp_path / "b.csv").stdout
+    assert "On the 700 clips both were tested on" in text and f"B right where A is wrong on {n_fixed}" in text
+    bad = ser("evaluate", shipped, "--against", tmp_path / "b.csv" / "x")
+    assert bad.returncode == 2 and bad.stderr.startswith("error: cannot read predictions") and "Traceback" not in bad.stderr
+
+
 def test_clear_errors_without_tracebacks(tmp_path):
     r = ser("predict", "--model", tmp_path / "nope", tmp_path)
     assert r.returncode == 2 and r.stderr.startswith("error: ") and "Traceback" not in r.stderr

@@ -259,14 +259,16 @@ def test_paired_difference_counts_the_clips_only_one_gets_right_on_the_shared_cl
     assert right.sum() < len(df)                           # the hand-made table has wrong answers
     b = df.copy()
     b["pred"] = b["true"]                                  # B right everywhere
-    text = ev.paired_difference(df, b.iloc[::-1])
+    res = ev.paired_difference(df, b.iloc[::-1])
+    text = res["text"]
     wrong = int((~right).sum())
-    assert f"On the 10 clips both were tested on, A is right where B is wrong on 0 clips and B right where A is " \
-           f"wrong on {wrong}" in text
+    assert f"On the 10 clips both were tested on (A {100 * right.mean():.1f} %, B 100.0 %), A is right where B " \
+           f"is wrong on 0 clips and B right where A is wrong on {wrong}" in text
     p = 2 * 0.5 ** wrong if wrong else 1.0
     assert f"p = {min(p, 1.0):.2g}" in text
     assert ("unlikely to be chance" in text) == (p < 0.05)
-    assert ev.paired_difference(df, df.copy()).endswith("p = 1, a difference this size could be chance.")
+    assert (res["n"], res["a_only"], res["b_only"]) == (10, 0, wrong)
+    assert ev.paired_difference(df, df.copy())["text"].endswith("p = 1, a difference this size could be chance.")
     assert ev.paired_difference(df, df.assign(corpus="elsewhere")) is None        # no clip in common
 
 
