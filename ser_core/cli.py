@@ -249,8 +249,9 @@ def cmd_evaluate(args) -> int:
     except SERError:
         pass
     if args.against:
-        other = load_predictions(_predictions_csv(args.against))
-        metrics["against"] = {"predictions": str(_predictions_csv(args.against)),
+        other_csv = _predictions_csv(args.against)
+        other = load_predictions(other_csv)
+        metrics["against"] = {"predictions": str(other_csv),
                               **(paired_difference(df, other) or {"n": 0, "text": "The two share no clip: "
                                                                    "their accuracies cannot be compared clip by clip."})}
     if args.json:

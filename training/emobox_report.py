@@ -64,16 +64,13 @@ def against(table: pd.DataFrame, reference: pd.DataFrame) -> dict | None:
     """McNemar's exact test of ``table`` against ``reference`` on the RAVDESS clips both hold (by file),
     each answer restricted to RAVDESS's own emotions; None when they share no RAVDESS clip."""
     labels = [c[2:] for c in table.columns if c.startswith("p_")]
-    right = []
-    for t in (table, reference):
-        head = t[t["corpus"] == HEADLINE]
-        own = evaluation.own_emotions(head, labels)
-        right.append(pd.Series(evaluation.restricted_pred(head, own) == head["true"].to_numpy(),
-                               index=head["file"].to_numpy()))
-    common = right[0].index.intersection(right[1].index)
-    if common.empty:
+    heads = [t[t["corpus"] == HEADLINE] for t in (table, reference)]
+    owns = [evaluation.own_emotions(h, labels) for h in heads]
+    shared = evaluation.common_clips(*heads)
+    if shared[0].empty:
         return None
-    return {"n": int(len(common)), **evaluation.mcnemar(right[0][common].to_numpy(), right[1][common].to_numpy())}
+    right = [evaluation.restricted_pred(h, own) == h["true"].to_numpy() for h, own in zip(shared, owns)]
+    return {"n": int(len(shared[0])), **evaluation.mcnemar(*right)}
 
 
 def main(argv: list[str] | None = None) -> int:
