@@ -31,11 +31,12 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from novelty import BLOCK, shares  # noqa: E402  (training/novelty.py: session 12's report)
+from strangers import predictions as answers_of  # noqa: E402  (training/strangers.py: ser predict's answers)
 
 from ser_core import audio, datasets, novelty, schema  # noqa: E402
 from ser_core.config import ModelSpec  # noqa: E402
 from ser_core.jsonio import write_json  # noqa: E402
-from ser_core.predict import Predictor, load_predictor, many_window_features  # noqa: E402
+from ser_core.predict import Predictor, many_window_features  # noqa: E402
 
 
 def fold_models(cv_dir: Path) -> dict[int, Path]:
@@ -98,19 +99,6 @@ def normalised_gate(train_sigs: np.ndarray) -> tuple[novelty.Gate, float]:
     return gate, float(np.median(gate.novelty(train_sigs)))
 
 
-def default_answers(model: str, df: pd.DataFrame) -> pd.DataFrame:
-    """``model``'s answers to every readable clip of ``df`` (``predict_many``), with its calibrated "not sure"."""
-    pred = load_predictor(model)
-    rows, paths = [], df["path"].tolist()
-    for s in range(0, len(paths), BLOCK):
-        for i, p in zip(range(s, s + BLOCK), pred.predict_many(paths[s:s + BLOCK])):
-            if isinstance(p, BaseException) or p.emotion is None:
-                continue
-            rows.append({"row": i, "pred": p.best, "confidence": p.confidence,
-                         "not_sure_confidence": bool(p.confidence < pred.calibration.threshold)})
-    return pd.DataFrame(rows).set_index("row")
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("cv_dir", type=Path)
@@ -161,18 +149,19 @@ def main(argv: list[str] | None = None) -> int:
               "per_fold": per_fold,
               "held_out": {"clips": int(done.sum()), "flagged": round(float((held[done] > threshold).mean()), 4),
                            "novelty_median": round(float(np.median(held[done])), 3)}}
+    rows, guarded = answers_of(args.model, strangers)        # its answers through ser predict's path
+    limit = guarded.calibration.threshold
     oof = Path(args.model) / schema.PREDICTIONS
     if oof.exists():     # the guarded model's own out-of-fold answers on the known corpus, with each clip's novelty
         table = pd.read_csv(oof)
         by_file = dict(zip(known["path"].map(lambda p: Path(p).name), held))
         table["novelty"] = table["file"].map(by_file)
         table["unfamiliar"] = table["novelty"] > threshold
-        table["not_sure_confidence"] = table["confidence"] < load_predictor(args.model).calibration.threshold
+        table["not_sure_confidence"] = table["confidence"] < limit
         report["held_out"]["answers"] = shares(table.dropna(subset=["novelty"]))
-    answers = default_answers(args.model, strangers)
-    rows = strangers.loc[answers.index, ["corpus"]].assign(
-        true=strangers.loc[answers.index, "emotion"], pred=answers["pred"], confidence=answers["confidence"],
-        not_sure_confidence=answers["not_sure_confidence"], novelty=s_nov[answers.index])
+    by_clip = dict(zip(zip(strangers["corpus"], strangers["path"].map(lambda p: Path(p).name)), s_nov))
+    rows["novelty"] = [by_clip[k] for k in zip(rows["corpus"], rows["file"])]
+    rows["not_sure_confidence"] = rows["confidence"] < limit
     rows = rows.dropna(subset=["novelty"])
     rows["unfamiliar"] = rows["novelty"] > threshold
     report["strangers"] = {c: shares(g.reset_index(drop=True)) for c, g in rows.groupby("corpus")}
