@@ -8,6 +8,7 @@ import streamlit as st
 from ser_app import explain_views, views
 from ser_app.session_model import session_model_dir
 from ser_core.config import max_audio_seconds
+from ser_core.predict import settled_answer
 from ser_core.errors import (NoAudioStreamError, SERError, SilentAudioError, UnreadableAudioError,
                              UnsupportedFormatError)
 
@@ -35,9 +36,13 @@ UNDECODABLE_HINT = ("Save or export it as WAV, FLAC, MP3, Ogg/Opus, WebM or M4A 
                     "the phrase again here.")
 
 
+def recording_key(predictor, data: bytes, name: str) -> tuple:
+    return hashlib.sha1(data).hexdigest(), name, str(predictor.model_dir)
+
+
 def result_for(predictor, data: bytes, name: str):
     """The analysis of these bytes (an ``Analysis``), reused across reruns (downloads, tab switches)."""
-    key = (hashlib.sha1(data).hexdigest(), name, str(predictor.model_dir))
+    key = recording_key(predictor, data, name)
     cached = st.session_state.get("p_result")
     if cached and cached[0] == key:
         return cached[1]
@@ -64,7 +69,17 @@ def answer_label(text: str) -> str:
     return NOT_SURE.capitalize() + text[len(NOT_SURE):] if text.startswith(NOT_SURE) else text
 
 
-def show_result(res, predictor, model: dict) -> None:
+def recent_answers(predictor, digest: str | None = None, best: str | None = None) -> list[str]:
+    """This session's answers with this model, one per recording, oldest first; ``digest`` (the recording's
+    SHA-1) and ``best``: note one more recording's answer first (the same audio shown again, after a rerun or
+    under another name, is not counted twice)."""
+    answers = st.session_state.setdefault("p_answers", {}).setdefault(str(predictor.model_dir), {})
+    if digest is not None and best is not None:
+        answers.setdefault(digest, best)
+    return list(answers.values())
+
+
+def show_result(res, predictor, model: dict, settled: tuple[str, int, int] | None = None) -> None:
     pred, y, cfg = res.prediction, res.waveform, predictor.cfg
     left, right = st.columns([2, 3], gap="large")
     with left:
@@ -84,6 +99,8 @@ def show_result(res, predictor, model: dict) -> None:
                 st.caption(f"The model's calibrated confidence is below its threshold "
                            f"({views.format_pct(predictor.calibration.threshold)}), so it names its two most "
                            "likely emotions instead of one.")
+            if settled:
+                st.warning(views.settled_text(*settled), icon=":material/repeat:")
             st.plotly_chart(views.probability_figure(pred.probabilities, pred.best), key="p_probs",
                             theme=None)
             st.caption(f"{pred.duration:.1f} s of audio in {len(pred.windows)} window(s) of {cfg.duration:.0f} s; "
@@ -223,5 +240,6 @@ if data is not None:
     if result is not None:
         if source != "Record":
             st.audio(data, format=views.mime_for(name))
-        show_result(result, predictor, model)
+        answers = recent_answers(predictor, recording_key(predictor, data, name)[0], result.prediction.best)
+        show_result(result, predictor, model, settled_answer(answers))
         explain_views.why_panel(predictor, result.waveform, result.prediction)   # occlusion map, codec comparison

@@ -268,6 +268,16 @@ def windows_frame(windows: list) -> pd.DataFrame:
                          for w in windows])
 
 
+def settled_text(emotion: str, times: int, out_of: int) -> str:
+    """The Predict page's warning when one emotion answers most of a user's recent recordings
+    (``ser_core.predict.settled_answer``): "it always says X on my voice"."""
+    said = md_escape(emotion)
+    return (f"**{times} of your last {out_of} recordings came out {said}.** If you did not mean {said} each time: "
+            "a model that keeps giving one answer usually does not know the voice, language or room (for the "
+            "shipped default, on speakers it never heard, such answers are mostly wrong). Read them with care, or "
+            "try another model from the sidebar.")
+
+
 def prediction_record(pred, model: dict | None = None) -> dict:
     """The result as a JSON-ready dict (with windows and the model that made it)."""
     d = pred.to_dict(windows=True)

@@ -121,6 +121,33 @@ def answer_text(emotion: str | None, top2) -> str:
     return emotion
 
 
+#: "It always says X on my voice": a model that does not know a voice, language or room tends to settle on one
+#: or two emotions, however its confidence looks on each clip (a clip-level gate does not see it:
+#: docs/multicorpus.md, sessions 12 and 25), while a speaker's run of recordings shows it. The rule: one emotion
+#: answers SETTLED_COUNT or more of the last SETTLED_WINDOW recordings. For the default, measured by
+#: training/answer_spread.py on clips of speakers it never heard, 8 random clips of one speaker set it off for 3 %
+#: of RAVDESS's held-out actors and for 24-57 % of EMOVO's, ASED's and URDU's speakers, whose answers are then
+#: right 14-21 % of the time (docs/multicorpus.md, "Session 26").
+SETTLED_WINDOW, SETTLED_COUNT = 8, 5
+
+
+def settled_answer(answers, window: int = SETTLED_WINDOW,
+                   count: int = SETTLED_COUNT) -> tuple[str, int, int] | None:
+    """Has one emotion taken over the recent answers? ``answers``: a speaker's answers, oldest first (each
+    recording's most likely emotion, ``Prediction.best``; ``None`` for no speech is skipped).
+
+    Returns ``(emotion, times, out_of)`` when one emotion is the answer to at least ``count`` of the last
+    ``window`` answers (a tie goes to the most recent), else ``None``.
+    """
+    recent = [a for a in answers if a is not None][-window:]
+    if len(recent) < count:
+        return None
+    times = {a: recent.count(a) for a in recent}
+    top = max(times.values())
+    emotion = next(a for a in reversed(recent) if times[a] == top)
+    return (emotion, top, len(recent)) if top >= count else None
+
+
 @dataclass
 class ModelInput:
     """What one network sees: its first window's normalised features."""

@@ -95,6 +95,32 @@ def test_upload_of_a_real_clip_shows_the_models_answer(no_data, reference):
     assert "Result as JSON" in labels and "Result as CSV" in labels
 
 
+def test_one_answer_to_most_recent_recordings_is_flagged_on_the_page(no_data, reference):
+    """"It always says X on my voice": four earlier recordings of this session got the answer the clip gets,
+    so uploading it makes five of five and the page says so; the same audio again is not counted twice, and
+    answers given by another model do not count."""
+    expected = reference.predict_file(CLIP).best
+    at = AppTest.from_file(str(APP), default_timeout=RUN_TIMEOUT)
+    at.session_state["p_answers"] = {
+        str(runs.active_model_dir()): {f"earlier-{i}": expected for i in range(3)} | {"earlier-3": expected},
+        "some/other/model": {f"other-{i}": "sad" for i in range(8)}}
+    at.run()
+    at.segmented_control(key="p_source").set_value("Upload").run()
+    at.file_uploader(key="p_upload").set_value((CLIP.name, CLIP.read_bytes(), "audio/flac")).run()
+    assert not at.exception and not errors(at)
+    warned = [w.value for w in at.warning if "recordings came out" in w.value]
+    assert warned and warned[0].startswith(f"**5 of your last 5 recordings came out {expected}.**"), warned
+    at.file_uploader(key="p_upload").set_value(("renamed.flac", CLIP.read_bytes(), "audio/flac")).run()
+    warned = [w.value for w in at.warning if "recordings came out" in w.value]
+    assert warned and warned[0].startswith("**5 of your last 5 recordings"), warned
+
+    fresh = start_app()                                  # a new session: one recording says nothing yet
+    fresh.segmented_control(key="p_source").set_value("Upload").run()
+    fresh.file_uploader(key="p_upload").set_value((CLIP.name, CLIP.read_bytes(), "audio/flac")).run()
+    assert not [w for w in fresh.warning if "recordings came out" in w.value]
+    assert metric(fresh, "Emotion") == reference.predict_file(CLIP).emotion
+
+
 def test_sidebar_picks_the_model_of_this_session_only(no_data, tmp_path, monkeypatch, reference):
     from ser_core.predict import load_predictor
 

@@ -103,3 +103,43 @@ def test_a_bad_stored_calibration_is_a_model_error(tiny_model, tmp_path):
     (bad / "spec.json").write_text(json.dumps(spec))
     with pytest.raises(ModelError, match="calibration"):
         Predictor(bad)
+
+
+# ----------------------------------------------------------------------------- "it always says X on my voice"
+def test_one_emotion_answering_most_recent_recordings_is_flagged():
+    from ser_core.predict import SETTLED_COUNT, SETTLED_WINDOW, settled_answer
+
+    assert (SETTLED_WINDOW, SETTLED_COUNT) == (8, 5)
+    assert settled_answer(["sad"] * 4) is None                         # too few recordings to tell
+    assert settled_answer(["sad"] * 5) == ("sad", 5, 5)
+    assert settled_answer(["angry", "sad", "happy", "sad", "neutral", "sad", "calm", "sad"]) is None   # 4 of 8
+    assert settled_answer(["angry", "sad", "sad", "happy", "sad", "neutral", "sad", "sad"]) == ("sad", 5, 8)
+    # only the last eight count: five old 'fearful' answers followed by a varied run are forgotten
+    varied = ["angry", "sad", "happy", "neutral", "calm", "disgust", "surprised", "angry"]
+    assert settled_answer(["fearful"] * 5 + varied) is None
+    assert settled_answer(varied + ["fearful"] * 5) == ("fearful", 5, 8)
+    # no speech is no answer; a tie goes to the most recent emotion
+    assert settled_answer([None, "sad", None, "sad", "sad", "sad", None, "sad"]) == ("sad", 5, 5)
+    assert settled_answer(["sad"] * 5 + ["fearful"] * 5, window=10) == ("fearful", 5, 10)
+
+
+def test_answer_spread_measures_how_often_the_rule_fires(tmp_path):
+    """training/answer_spread.py on two made-up speakers: one whose answers are all 'fearful' (the rule fires on
+    every draw, and those answers are wrong), one answered right across eight emotions (it never fires)."""
+    import pandas as pd
+
+    emotions = ["neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"]
+    stuck = pd.DataFrame({"file": [f"s{i}.wav" for i in range(16)], "speaker": "stranger", "corpus": "other",
+                          "true": "sad", "pred": "fearful"})
+    known = pd.DataFrame({"file": [f"k{i}.wav" for i in range(16)], "speaker": "actor",
+                          "true": emotions * 2, "pred": emotions * 2})
+    stuck.to_csv(tmp_path / "strangers.csv", index=False)
+    known.to_csv(tmp_path / "oof.csv", index=False)
+    out = tmp_path / "spread.json"
+    done = subprocess.run([sys.executable, str(ROOT / "training" / "answer_spread.py"), str(tmp_path / "oof.csv"),
+                           str(tmp_path / "strangers.csv"), "--draws", "20", "--out", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(out.read_text())["n"]["8"]
+    assert figures["other"] == {"draws": 20, "fires": 1.0, "accuracy_when_fired": 0.0, "accuracy_otherwise": None}
+    assert figures["ravdess"] == {"draws": 20, "fires": 0.0, "accuracy_when_fired": None, "accuracy_otherwise": 1.0}
