@@ -116,7 +116,7 @@ def write_explanations(predictor, files: list[Path], out_dir: Path) -> int:
 
 def cmd_batch(args) -> int:
     from . import runs
-    from .batch import run_batch
+    from .batch import answer_summary, run_batch
 
     res = run_batch(args.inputs, args.out, args.model or runs.active_model_dir(), engine=args.engine,
                     workers=args.workers, address=args.address, windows=args.windows, csv=args.csv,
@@ -124,6 +124,7 @@ def cmd_batch(args) -> int:
     note = f", {res.resumed} already done by an earlier run" if res.resumed else ""
     print(f"scored {res.scored} of {res.files} files in {res.seconds:.1f} s ({res.clips_per_s:.1f} clips/s{note}); "
           f"{res.errors} error rows")
+    print(answer_summary(res.paths["results"]))
     for path in res.paths.values():
         print(f"written: {path}")
     return 0

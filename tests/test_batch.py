@@ -182,6 +182,9 @@ def test_local_engine_answers_like_ser_predict_past_a_corrupt_file_and_a_killed_
     wins = pd.read_parquet(res.paths["windows"])
     assert set(wins["file"]) == set(table.loc[table["error"].isna(), "file"])
     assert (tmp_path / "out" / "predictions.csv").exists() and (tmp_path / "out" / "windows.csv").exists()
+    said = batch.answer_summary(res.paths["results"])          # the two error rows are no answers
+    assert said.startswith(f"answers (most likely emotion of {CLIPS} files with speech): ")
+    assert sum(int(part.split()[1]) for part in said.split(": ", 1)[1].split(";")[0].split(", ")) == CLIPS
 
 
 def test_ray_engine_answers_like_ser_predict_when_an_actor_is_killed(tmp_path, inputs, predicted, tiny_model):
@@ -289,6 +292,10 @@ def test_an_int8_job_answers_like_predict_on_int8_and_a_float_job_is_not_resumed
             assert table.loc[clip, f"p_{lab}"] == pytest.approx(q.probabilities[lab], abs=1e-6)
             differs = max(differs, abs(q.probabilities[lab] - f.probabilities[lab]))
     assert differs > 1e-6                             # the int8 copy, not the float export, answered
+    counts = table["best"].value_counts()             # the job's closing line sums its answers up
+    shares = ", ".join(f"{e} {c} ({100 * c / 3:.0f} %)" for e, c in counts.items())
+    assert (f"answers (most likely emotion of 3 files with speech): {shares}; "
+            f"\"not sure\" on {int(table['not_sure'].sum())}") in r.stdout
     assert json.loads((out / "job.json").read_text())["precision"] == "int8"
     r = ser("batch", *clips, "--out", out, "--model", DEFAULT_MODEL, "--workers", "1")
     assert r.returncode == 2 and "another runtime precision" in r.stderr and "Traceback" not in r.stderr
