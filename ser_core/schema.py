@@ -34,6 +34,7 @@ MODEL = "model"
 CV_FOLDS = "cv_folds"              # config.json key that makes a run a cross-validation
 ROBUSTNESS = "robustness.json"
 ROBUSTNESS_PREDICTIONS = "robustness_predictions.csv"
+STRANGERS = "strangers.json"       # in a model folder: what it does on corpora it never heard (training/strangers.py)
 
 
 FOLD_PREFIX = "fold-"

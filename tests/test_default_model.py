@@ -78,3 +78,46 @@ def test_multicorpus_pair_is_half_default_half_its_own_network(sample_clip):
     again = evaluation.evaluate(preds, labs)
     assert metrics["accuracy"] == pytest.approx(again["accuracy"], abs=1e-9)
     assert metrics["per_corpus"]["ravdess"]["accuracy"] == pytest.approx(again["per_corpus"]["ravdess"]["accuracy"])
+
+
+def test_the_card_and_its_stranger_figures_come_from_the_committed_files(tmp_path):
+    """models/default/README.md is what training/report.py writes from the folder's files, and its "Voices it
+    never heard" table is training/strangers.py's report of the committed table of the model's answers."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    from ser_core import schema
+
+    stored = json.loads((DEFAULT_MODEL / schema.STRANGERS).read_text())
+    table = pd.read_csv(ROOT / stored["table"])
+    assert set(table["corpus"]) == set(stored["corpora"]) == {"ased", "emovo", "urdu"}   # none it trained on
+    code = ("import sys, json; sys.path.insert(0, 'training'); import pandas as pd; from strangers import report; "
+            f"t = pd.read_csv({str(ROOT / stored['table'])!r}); "
+            f"print(json.dumps(report(t, {list(ModelSpec.load(DEFAULT_MODEL / 'spec.json').labels)!r}, "
+            f"{stored['threshold']!r})))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    fresh = json.loads(done.stdout)
+    for corpus, figures in stored["corpora"].items():
+        assert {k: v for k, v in figures.items() if k != "own_labels"} == fresh[corpus]    # both through JSON
+        rows = table[table["corpus"] == corpus]
+        own = figures["own_labels"]
+        assert set(own) == set(rows["true"])
+        best_own = rows[[f"p_{lab}" for lab in own]].to_numpy().argmax(axis=1)
+        assert figures["own_acc"] == pytest.approx((pd.Series(own).iloc[best_own].to_numpy() == rows["true"]).mean())
+    card = subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, 'training'); "
+                           "from report import model_card; print(model_card(), end='')"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert card.returncode == 0, card.stderr[-2000:]
+    assert card.stdout == (DEFAULT_MODEL / "README.md").read_text()
+    model = tmp_path / "model"                 # --from-table --save: the same file from the table, no predicting
+    model.mkdir()
+    (model / "spec.json").write_text((DEFAULT_MODEL / "spec.json").read_text())
+    saved = subprocess.run([sys.executable, "training/strangers.py", str(model), stored["table"], "--from-table",
+                            "--save"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert saved.returncode == 0, saved.stderr[-2000:]
+    assert json.loads((model / schema.STRANGERS).read_text()) == stored
+    ased = stored["corpora"]["ased"]
+    assert (f"| ased | {ased['n']} | {100 * ased['own_acc']:.1f} % (20.0 %) | fearful "
+            f"{100 * ased['answers']['fearful']:.1f} %") in card.stdout

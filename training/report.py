@@ -97,8 +97,31 @@ def default_block(d: Path | None = None) -> str:
         lines += ["", f"Largest drop: {r['max_drop']:.1f} points ({r['worst_shift']}); the target of "
                       f"{r['target_drop_points']:.0f} points is {'met' if r['within_target'] else 'NOT met'}. "
                       "Reproduce: `ser robustness <cv folder>`."]
+    lines += stranger_lines(d)
     lines += runtime_lines(d)
     return "\n".join(lines)
+
+
+def stranger_lines(d: Path) -> list[str]:
+    """What the model does on corpora it never heard (``schema.STRANGERS``, from ``training/strangers.py --save``)."""
+    from ser_core import schema
+
+    f = d / schema.STRANGERS
+    if not f.exists():
+        return []
+    s = json.loads(f.read_text())
+    lines = ["", f"Voices it never heard: the model on whole corpora it did not train on, clip by clip as `ser predict` "
+                 f"answers them (`python training/strangers.py {d.relative_to(ROOT).as_posix()} OUT.csv`; the table "
+                 f"is `{s['table']}`). Accuracy takes the most likely of the corpus's own emotions; \"not sure\" is "
+                 f"a calibrated confidence under {s['threshold']:.2f}. A model that knew these voices would say "
+                 "\"not sure\" much more often to its wrong answers than to its right ones.", "",
+             "| corpus | clips | accuracy on its own emotions (chance) | commonest answers | ECE | "
+             "\"not sure\" on wrong / right answers |", "|---|---|---|---|---|---|"]
+    for name, c in s["corpora"].items():
+        answers = ", ".join(f"{k} {pct(v)}" for k, v in c["answers"].items())
+        lines.append(f"| {name} | {c['n']} | {pct(c['own_acc'])} ({pct(1 / len(c['own_labels']))}) | {answers} | "
+                     f"{c['ece']:.2f} | {pct(c['not_sure_when_wrong'])} / {pct(c['not_sure_when_right'])} |")
+    return lines
 
 
 def runtime_lines(d: Path) -> list[str]:

@@ -3,6 +3,11 @@ ECE, "not sure" figures and what it answers (to see a collapse onto one or two c
 
     python training/strangers.py MODEL_DIR OUT.csv [DATASET] [--runtime int8] [--against EARLIER.csv]
     (DATASET default: ased+emovo+urdu; --against: how far these answers are from an earlier table's)
+    python training/strangers.py models/default training/results/candidates/strangers_default.csv.gz \
+        --from-table --save      # the figures of a table made before, kept as MODEL_DIR/strangers.json
+
+``--save`` writes the figures into the model folder (``schema.STRANGERS``), where the model card
+(``training/report.py``) shows them: what a stranger's recording gets.
 
 Every clip goes through the same path as `ser predict` (``predict_many``: its batched form). Only
 meaningful for corpora the model never heard.
@@ -17,7 +22,9 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ser_core import calibration, datasets, evaluation  # noqa: E402
+from ser_core import calibration, datasets, evaluation, schema  # noqa: E402
+from ser_core.config import ModelSpec  # noqa: E402
+from ser_core.jsonio import write_json  # noqa: E402
 from ser_core.predict import load_predictor  # noqa: E402
 
 BLOCK = 64      # files per predict_many call
@@ -50,6 +57,12 @@ def report(table: pd.DataFrame, labels: list[str], threshold: float) -> dict:
     return res
 
 
+def own_labels(table: pd.DataFrame, corpus: str) -> list[str]:
+    """The emotions a corpus has (its clips' true labels), in the model's order of the table's columns."""
+    have = set(table.loc[table["corpus"] == corpus, "true"])
+    return [c[2:] for c in table.columns if c.startswith("p_") and c[2:] in have]
+
+
 def agreement(table: pd.DataFrame, earlier: pd.DataFrame) -> dict:
     """Two tables of the same clips (e.g. the float and the int8 runtime): the share of clips with the same
     answer and the same "not sure", the largest probability difference, each one's accuracy per corpus."""
@@ -77,13 +90,29 @@ def main() -> int:
     ap.add_argument("dataset", nargs="?", default="ased+emovo+urdu")
     ap.add_argument("--runtime", choices=RUNTIMES, default=RUNTIMES[0], help="as for ser predict")
     ap.add_argument("--against", help="an earlier OUT.csv of the same clips: print how far these answers are")
+    ap.add_argument("--from-table", action="store_true",
+                    help="read OUT.csv, made before by this script with this model, instead of predicting")
+    ap.add_argument("--save", action="store_true",
+                    help=f"also keep the figures as MODEL/{schema.STRANGERS}, for the model card")
     args = ap.parse_args()
-    df = datasets.load_dataset(args.dataset)
-    table, pred = predictions(args.model, df, args.runtime)
-    out = args.out
-    table.to_csv(out, index=False)
-    threshold = pred.calibration.threshold if pred.calibration else calibration.DEFAULT_THRESHOLD
-    print(json.dumps(report(table, list(pred.labels), threshold), indent=1))
+    if args.from_table:
+        table = pd.read_csv(args.out)
+        spec = ModelSpec.load(Path(args.model) / "spec.json")
+        labels = list(spec.labels)
+        stored = spec.extra.get(calibration.SPEC_KEY)
+        threshold = stored["threshold"] if stored else calibration.DEFAULT_THRESHOLD
+    else:
+        table, pred = predictions(args.model, datasets.load_dataset(args.dataset), args.runtime)
+        table.to_csv(args.out, index=False)
+        labels = list(pred.labels)
+        threshold = pred.calibration.threshold if pred.calibration else calibration.DEFAULT_THRESHOLD
+    figures = report(table, labels, threshold)
+    print(json.dumps(figures, indent=1))
+    if args.save:
+        dest = Path(args.model) / schema.STRANGERS
+        write_json(dest, {"table": Path(args.out).as_posix(), "threshold": threshold,
+                          "corpora": {c: {**v, "own_labels": own_labels(table, c)} for c, v in figures.items()}})
+        print(f"written: {dest}")
     if args.against:
         print(json.dumps({"against": args.against, **agreement(table, pd.read_csv(args.against))}, indent=1))
     return 0
