@@ -19,27 +19,32 @@ from ser_core.errors import SERError
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def load(directory: str, stamp: float):
-    """Predictions and metrics of one source (``stamp`` = the predictions file's mtime)."""
-    return views.load_source(views.EvalSource("", "", directory))
+def load(src: tuple, stamp: float):
+    """Predictions and metrics of one source (``src``: :func:`fields` of it; ``stamp``: its table's mtime)."""
+    return views.load_source(views.EvalSource("", "", *src))
+
+
+def fields(source: views.EvalSource) -> tuple:
+    """What decides a source's numbers, hashable for the caches: folder, table, protocol, calibrated."""
+    return source.dir, source.table, source.protocol, source.calibrated
 
 
 @st.cache_data(max_entries=16, show_spinner="Bootstrapping the gender gap...")
-def gender_gap(directory: str, stamp: float):
-    df, _ = load(directory, stamp)
+def gender_gap(src: tuple, stamp: float):
+    df, _ = load(src, stamp)
     return evaluation.gender_gap(df)
 
 
 @st.cache_data(max_entries=16, show_spinner="Bootstrapping each corpus's gender gap...")
-def corpus_gaps(directory: str, stamp: float):
-    df, _ = load(directory, stamp)
+def corpus_gaps(src: tuple, stamp: float):
+    df, _ = load(src, stamp)
     return eval_views.corpus_gaps(df)
 
 
 @st.cache_data(max_entries=32, show_spinner="Calibrating...")
-def calibration_view(directory: str, stamp: float, mode: str):
-    df, _ = load(directory, stamp)
-    return eval_views.calibration_summary(df, mode, eval_views.stored_calibration(directory))
+def calibration_view(src: tuple, stamp: float, mode: str):
+    df, _ = load(src, stamp)
+    return eval_views.calibration_summary(df, mode, eval_views.stored_calibration(src[0], calibrated=src[3]))
 
 
 @st.cache_data(ttl=600, show_spinner=False)
@@ -84,7 +89,7 @@ def overview(df: pd.DataFrame, metrics: dict, figs: dict) -> None:
 def corpora_tab(source: views.EvalSource, df: pd.DataFrame, metrics: dict, figs: dict) -> None:
     labels = metrics["labels"]
     st.markdown("**Per corpus**")
-    st.dataframe(eval_views.corpus_frame(df, labels, corpus_gaps(source.dir, stamp_of(source))), hide_index=True)
+    st.dataframe(eval_views.corpus_frame(df, labels, corpus_gaps(fields(source), stamp_of(source))), hide_index=True)
     st.caption("Own-emotion accuracy and UAR: each clip answered by its most probable emotion among those its "
                "corpus uses (what a user of that corpus sees); chance is one over their number. The gap's 95 % "
                "interval comes from a bootstrap over the corpus's speakers.")
@@ -95,6 +100,10 @@ def corpora_tab(source: views.EvalSource, df: pd.DataFrame, metrics: dict, figs:
         st.caption("Each held-out corpus was tested by a model trained on the other corpora only: no speaker, "
                    "language or room of it was heard in training. When the top-2 answers' share is far above "
                    "the top-2 share of the true emotions, the model collapses onto one or two classes there.")
+    elif source.table:
+        st.caption("Every corpus here is one the model never trained on: no speaker, language or room of it was "
+                   "heard in training, as in a leave-one-corpus-out cross-validation. Where the answers pile onto "
+                   "one or two emotions far above their true share (below), the model collapses there.")
     else:
         st.caption("This evaluation is not a leave-one-corpus-out cross-validation. Run one with "
                    "`ser cv --dataset ravdess+ased+emovo+urdu --protocol loco` to see how the model does on a "
@@ -104,7 +113,8 @@ def corpora_tab(source: views.EvalSource, df: pd.DataFrame, metrics: dict, figs:
     st.markdown("**Confusion matrix per corpus**")
     names = eval_views.corpora(df)
     if st.session_state.get("e_corpus") not in names:
-        st.session_state.pop("e_corpus", None)
+        # set, not dropped: a dropped value leaves the browser showing the last evaluation's corpus
+        st.session_state["e_corpus"] = names[0]
     c1, c2 = st.columns([2, 1])
     corpus = c1.selectbox("Corpus", names, key="e_corpus")
     own = c2.toggle("Own emotions only", key="e_corpus_own",
@@ -128,19 +138,23 @@ def calibration_tab(source: views.EvalSource, df: pd.DataFrame, figs: dict) -> d
         st.info("These predictions carry no class probabilities (p_<emotion> columns), so their calibration "
                 "cannot be measured.")
         return None
-    calib = eval_views.stored_calibration(source.dir)
-    modes = eval_views.calibration_modes(df, calib)
+    calib = eval_views.stored_calibration(source.dir, calibrated=source.calibrated)
+    modes = eval_views.calibration_modes(df, calib, calibrated=source.calibrated)
     if st.session_state.get("e_cal_for") != source.key or st.session_state.get("e_cal_mode") not in modes:
         st.session_state["e_cal_mode"] = modes[0]        # a newly picked source opens on its stored calibration
         st.session_state["e_cal_for"] = source.key
     mode = st.radio("Probabilities", modes, horizontal=True, key="e_cal_mode",
                     help="The model's stored calibration, when it has one, is what Predict uses.")
     try:
-        summary = calibration_view(source.dir, stamp_of(source), mode)
+        summary = calibration_view(fields(source), stamp_of(source), mode)
     except SERError as exc:
         st.info(views.md_escape(exc))
         return None
-    if mode == eval_views.STORED:
+    if mode == eval_views.STORED and source.calibrated:
+        note = (f"The model's answers as Predict gives them (its stored temperature already applied); \"not sure\" "
+                f"below {calib.threshold:.0%} confidence. A model that knew these voices would say \"not sure\" far "
+                "more often to its wrong answers than to its right ones.")
+    elif mode == eval_views.STORED:
         note = (f"Temperature {calib.temperature:.3g}, fitted on {calib.fitted_on or 'unnamed predictions'} "
                 f"({calib.n} clips); \"not sure\" below {calib.threshold:.0%} confidence.")
         if calib.ece_after is not None:
@@ -174,7 +188,7 @@ def calibration_tab(source: views.EvalSource, df: pd.DataFrame, figs: dict) -> d
 
 def gap_or_none(source: views.EvalSource) -> tuple[dict | None, str]:
     try:
-        return gender_gap(source.dir, stamp_of(source)), ""
+        return gender_gap(fields(source), stamp_of(source)), ""
     except SERError as exc:
         return None, str(exc)
 
@@ -253,7 +267,7 @@ def compare(source: views.EvalSource, df: pd.DataFrame, metrics: dict, sources: 
         st.session_state["e_compare_for"] = source.key
     other = st.selectbox("Compare with", others, format_func=lambda s: s.title, key="e_compare")
     try:
-        df2, m2 = load(other.dir, stamp_of(other))
+        df2, m2 = load(fields(other), stamp_of(other))
     except SERError as exc:
         st.error(views.md_escape(exc))
         return
@@ -282,7 +296,7 @@ def compare(source: views.EvalSource, df: pd.DataFrame, metrics: dict, sources: 
 
 
 def export(source: views.EvalSource, metrics: dict, figs: dict, calib: dict | None) -> None:
-    stem = Path(source.dir).name
+    stem = Path(source.dir).name + ("-strangers" if source.table else "")
     gap = gap_or_none(source)[0] if metrics.get("per_gender") else None
     out = eval_views.export_metrics(metrics, gap, calib)
     c1, c2, c3 = st.columns(3)
@@ -291,7 +305,7 @@ def export(source: views.EvalSource, metrics: dict, figs: dict, calib: dict | No
                        help="With the female − male gap and its 95 % interval, and the calibration view's numbers.")
     c2.download_button("Metrics (CSV)", eval_views.export_csv(out), file_name=f"{stem}-metrics.csv",
                        mime="text/csv", icon=":material/download:")
-    c3.download_button("Predictions (CSV)", source.predictions.read_bytes(), file_name=f"{stem}-predictions.csv",
+    c3.download_button("Predictions (CSV)", views.predictions_csv_bytes(source), file_name=f"{stem}-predictions.csv",
                        mime="text/csv", icon=":material/download:")
     charts = dict(figs)
     png_ok = kaleido_ready()
@@ -320,7 +334,7 @@ if requested in by_key:
 key = st.selectbox("Evaluation", list(by_key), format_func=lambda k: by_key[k].title, key="e_source")
 source = by_key[key]
 try:
-    df, metrics = load(source.dir, stamp_of(source))
+    df, metrics = load(fields(source), stamp_of(source))
 except SERError as exc:
     st.error(views.md_escape(exc))
     st.stop()

@@ -9,6 +9,7 @@ TensorFlow is never imported here.
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -289,24 +290,30 @@ def gender_figure(metrics: dict, gap: dict | None = None) -> go.Figure:
 UNCALIBRATED, STORED, CROSS_FITTED = "Uncalibrated", "Stored calibration", "Cross-fitted by fold"
 
 
-def stored_calibration(source_dir: str | Path) -> calibration.Calibration | None:
+def stored_calibration(source_dir: str | Path, calibrated: bool = False) -> calibration.Calibration | None:
     """The calibration stored with the model of an evaluated folder (its spec.json or model/spec.json).
 
-    A cross-validation folder has no model, hence none; a malformed entry counts as none."""
+    A cross-validation folder has no model, hence none; a malformed entry counts as none. ``calibrated``:
+    the evaluated table holds probabilities the temperature was already applied to, so it applies as 1
+    (the threshold stays)."""
     source_dir = Path(source_dir)
     for spec_path in (source_dir / schema.SPEC, source_dir / schema.MODEL / schema.SPEC):
         spec = read_json(spec_path, None)
         if isinstance(spec, dict):
             try:
-                return calibration.Calibration.from_dict((spec.get("extra") or {}).get(calibration.SPEC_KEY))
+                calib = calibration.Calibration.from_dict((spec.get("extra") or {}).get(calibration.SPEC_KEY))
             except (SERError, TypeError):
                 return None
+            return dataclasses.replace(calib, temperature=1.0) if calib is not None and calibrated else calib
     return None
 
 
-def calibration_modes(df: pd.DataFrame, calib: calibration.Calibration | None) -> list[str]:
+def calibration_modes(df: pd.DataFrame, calib: calibration.Calibration | None, calibrated: bool = False) -> list[str]:
     """What the calibration view can show: the stored calibration first when there is one; a temperature
-    cross-fitted fold by fold (each fold's fitted on the other folds) when there are two or more folds."""
+    cross-fitted fold by fold (each fold's fitted on the other folds) when there are two or more folds.
+    ``calibrated``: the table holds the model's calibrated answers already, so they are all it can show."""
+    if calibrated:
+        return [STORED] if calib is not None else [UNCALIBRATED]
     modes = [STORED] if calib is not None else []
     if "fold" in df and df["fold"].nunique() > 1:
         modes.append(CROSS_FITTED)

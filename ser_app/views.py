@@ -885,10 +885,13 @@ class EvalSource:
     key: str
     title: str
     dir: str
+    table: str = ""            # a predictions table other than the folder's predictions.csv (a model on strangers)
+    protocol: str = ""         # that table's protocol label (the folder's metrics.json describes its own table)
+    calibrated: bool = False   # its probabilities are already the model's calibrated ones, as Predict answers
 
     @property
     def predictions(self) -> Path:
-        return Path(self.dir) / schema.PREDICTIONS
+        return Path(self.table) if self.table else Path(self.dir) / schema.PREDICTIONS
 
     @property
     def metrics_file(self) -> Path:
@@ -909,6 +912,9 @@ def evaluation_sources() -> list[EvalSource]:
         else:
             title = f"{'Active model' if d == active else 'Model'} {d.name} ({protocol})"
             out.append(EvalSource(f"model:{d.name}", title, str(d)))
+        strangers = stranger_source(d, "Shipped default model" if d == default else f"Model {d.name}")
+        if strangers:
+            out.append(strangers)
     if public_demo():
         return out          # a public demo shows the served model only: runs are the operator's, and stay unread
     for r in runs.list_runs():
@@ -916,6 +922,30 @@ def evaluation_sources() -> list[EvalSource]:
             m = r.get("metrics") or {}
             out.append(EvalSource(f"run:{r['id']}", f"Run {r['id']} ({metrics_protocol(m)})", r["dir"]))
     return out
+
+
+def stranger_source(model_dir: Path, name: str) -> EvalSource | None:
+    """The model's answers on corpora it never trained on (``schema.STRANGERS``, written by
+    ``training/strangers.py --save``), as an evaluation; None when the model has none or its table is gone."""
+    record = read_json(model_dir / schema.STRANGERS, None)
+    if not isinstance(record, dict) or not record.get("table") or not isinstance(record.get("corpora"), dict):
+        return None
+    table = Path(record["table"])
+    table = table if table.is_absolute() else project_root() / table
+    if not table.exists():
+        return None
+    corpora = ", ".join(c.upper() for c in record["corpora"])
+    protocol = f"corpora it never trained on: {corpora}"
+    return EvalSource(f"strangers:{model_dir.name}", f"{name} on voices it never heard ({corpora})", str(model_dir),
+                      table=str(table), protocol=protocol, calibrated=True)
+
+
+def predictions_csv_bytes(source: EvalSource) -> bytes:
+    """The evaluated table as CSV bytes, for download (a gzipped table unpacked)."""
+    import gzip
+
+    data = source.predictions.read_bytes()
+    return gzip.decompress(data) if source.predictions.suffix == ".gz" else data
 
 
 def labels_of(df: pd.DataFrame, stored: dict | None = None) -> list[str]:
@@ -934,6 +964,8 @@ def load_source(source: EvalSource) -> tuple[pd.DataFrame, dict]:
     df = evaluation.load_predictions(source.predictions)
     stored = read_json(source.metrics_file, {}) or {}
     labels = labels_of(df, stored)
+    if source.protocol:           # the folder's metrics.json is about another table: keep only its label order
+        stored = {schema.PROTOCOL: source.protocol, schema.SPEAKER_INDEPENDENT: True}
     protocol = schema.protocol_of(stored)
     metrics = evaluation.evaluate(df, labels, protocol=stored.get(schema.PROTOCOL, ""),
                                   speaker_independent=bool(stored.get(schema.SPEAKER_INDEPENDENT,

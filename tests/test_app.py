@@ -502,7 +502,8 @@ def test_public_demo_serves_predict_and_evaluate_and_writes_nothing(no_data, tmp
     assert metric(at, "Emotion") == reference.predict_file(CLIP).emotion
     at.switch_page("app_pages/evaluate.py").run()
     assert not at.exception and not errors(at)
-    assert at.selectbox(key="e_source").value == "default" and len(at.selectbox(key="e_source").options) == 1
+    assert at.selectbox(key="e_source").value == "default"           # the served model's own evaluations only
+    assert len(at.selectbox(key="e_source").options) == 2
     assert {d: tree(d) for d in (no_data, models)} == before       # no run folder, model or upload written
     direct = AppTest.from_file(str(ROOT / "app_pages" / "train.py"), default_timeout=RUN_TIMEOUT).run()
     assert [e.value for e in direct.error] == ["This is a public demo: training is switched off."]

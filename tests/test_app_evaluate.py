@@ -3,6 +3,7 @@ cross-validation: the per-corpus and leave-one-corpus-out tables, calibration, t
 from __future__ import annotations
 
 import base64
+import io
 import json
 from pathlib import Path
 
@@ -171,3 +172,31 @@ def test_compare_warns_that_a_one_fold_run_and_the_six_fold_cv_test_different_cl
     (paired,) = [i.value for i in at.info if i.value.startswith("Is the difference real?")]
     assert f"On the {len(fold2)} clips both were tested on" in paired and "A is right where B is wrong on 0 clips" in paired
     assert paired.endswith("could be chance.")
+
+
+def test_the_shipped_models_answers_to_voices_it_never_heard_are_an_evaluation(no_data):
+    """models/default/strangers.json makes the default's answers on ASED, EMOVO and URDU an evaluation of its own:
+    labelled as such, each corpus on its own emotions as the model card says, the calibration as Predict answers
+    (the table's probabilities already calibrated: the temperature is not applied twice), the table exported as CSV."""
+    stored = json.loads((DEFAULT / "strangers.json").read_text())
+    at = open_source("strangers:default")
+    title = at.selectbox(key="e_source").format_func("strangers:default")
+    assert title == "Shipped default model on voices it never heard (ASED, EMOVO, URDU)"
+    assert any(m.delta.startswith("corpora it never trained on") for m in at.main.metric)
+    corpora = frame_with(at, "own-emotion accuracy").set_index("corpus")
+    for name, figures in stored["corpora"].items():
+        assert corpora.loc[name, "own-emotion accuracy"] == f"{100 * figures['own_acc']:.1f}%"
+    mode = at.radio(key="e_cal_mode")
+    assert mode.options == ["Stored calibration"]
+    cal = frame_with(at, "not sure").set_index("scope")
+    for name, figures in stored["corpora"].items():          # strangers.py's figures, from the same probabilities
+        assert cal.loc[name, "not sure"] == f"{100 * figures['not_sure']:.1f}%"
+    table = pd.read_csv(ROOT / stored["table"])
+    assert metric(at, "Accuracy") == f"{100 * (table['pred'] == table['true']).mean():.1f}%"
+    assert [b for b in at.get("download_button") if b.proto.label == "Predictions (CSV)"]
+    from ser_app import views
+
+    source = next(s for s in views.evaluation_sources() if s.key == "strangers:default")
+    assert source.predictions == ROOT / stored["table"] and source.calibrated
+    exported = pd.read_csv(io.BytesIO(views.predictions_csv_bytes(source)))     # plain CSV, not the gzip bytes
+    pd.testing.assert_frame_equal(exported, table)

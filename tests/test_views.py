@@ -265,10 +265,15 @@ def test_evaluation_sources_list_default_then_runs_with_predictions(tmp_path, mo
     (models_dir / "notes").mkdir()                                    # not a model
     assert [d.name for d in runs.model_dirs()] == ["default", "multicorpus"]
     sources = views.evaluation_sources()
-    assert [s.key for s in sources] == ["default", "model:multicorpus", "run:20260101-000000-a"]
-    assert sources[1].title.startswith("Model multicorpus (emobox6")
+    assert [s.key for s in sources] == ["default", "strangers:default", "model:multicorpus", "run:20260101-000000-a"]
+    assert sources[1].calibrated and sources[1].predictions.name == "strangers_default.csv.gz"   # the default's
+    assert sources[2].title.startswith("Model multicorpus (emobox6")
     (models_dir / schema.ACTIVE).write_text(json.dumps({"model": "multicorpus"}))
-    assert views.evaluation_sources()[1].title.startswith("Active model multicorpus (")
+    assert views.evaluation_sources()[2].title.startswith("Active model multicorpus (")
+    for record in ({"table": "training/results/no-such-table.csv", "corpora": {"ased": {}}}, {"table": 3}, []):
+        (tmp_path / "copy").mkdir(exist_ok=True)                  # a stranger table gone, or a malformed record
+        (tmp_path / "copy" / schema.STRANGERS).write_text(json.dumps(record))
+        assert views.stranger_source(tmp_path / "copy", "Model copy") is None
 
 
 def test_runs_table_rows():

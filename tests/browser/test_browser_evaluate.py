@@ -78,3 +78,22 @@ def test_loco_evaluation_shows_the_per_corpus_table_and_the_reliability_diagram(
         return plot && plot._fullData.some(t => t.name === 'pooled (ECE 0.310)' && t._length === 5)
             && plot.querySelectorAll('.scatterlayer .trace .points path').length >= 5; }""", timeout=60_000)
     screenshot(page, "evaluate-calibration", height=1300)
+
+
+def test_the_defaults_answers_to_strangers_open_on_their_own_corpora(server, page):
+    """From the shipped model's cross-validation (one corpus, RAVDESS) to its answers on the corpora it never
+    heard: the corpus picker shows what its chart draws (it once kept showing 'ravdess' over ASED's chart)."""
+    page.goto(f"{server['url']}/evaluate")
+    metric_value(page, "Accuracy")
+    page.get_by_role("tab", name="Corpora").click()
+    picker = page.get_by_test_id("stSelectbox").filter(has_text="Corpus").locator("input")
+    expect(picker).to_have_value("ravdess", timeout=60_000)
+    page.get_by_test_id("stSelectbox").filter(has_text="Evaluation").locator("input").click()
+    page.get_by_role("option", name=re.compile("never heard")).click()
+    page.get_by_role("tab", name="Corpora").click()
+    grid_text(page, "own-emotion accuracy", "ased", "emovo", "urdu")
+    expect(picker).to_have_value("ased", timeout=60_000)
+    page.wait_for_function("""() => Array.from(document.querySelectorAll('.js-plotly-plot')).some(p =>
+        p._fullLayout && p.offsetParent !== null && (p._fullLayout.title.text || '').startsWith('ased: confusion'))""",
+                           timeout=60_000)
+    screenshot(page, "evaluate-strangers", height=1500)
