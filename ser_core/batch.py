@@ -787,21 +787,17 @@ class BatchResult:
 
 
 def answer_summary(results: Path | str) -> str:
-    """One line about a finished job's answers: how often each emotion is the most likely one over the files with
-    speech, commonest first, and how many of those answers are "not sure" (for a model that has it). An archive
+    """:func:`ser_core.predict.answer_shares` of a finished job's table (files with speech only). An archive
     whose answers pile onto one or two emotions it did not expect is the batch form of "it always says X"."""
     import pyarrow.parquet as pq
 
+    from .predict import answer_shares
+
     names = pq.read_schema(results).names
     table = pq.read_table(results, columns=[c for c in ("best", "not_sure") if c in names]).to_pandas()
-    answered = table[table["best"].notna()] if "best" in table else table.iloc[:0]
-    if answered.empty:
-        return "answers: none (no file with speech was scored)"
-    counts = answered["best"].value_counts()
-    n = len(answered)
-    shares = ", ".join(f"{emotion} {count} ({100 * count / n:.0f} %)" for emotion, count in counts.items())
-    unsure = int(answered["not_sure"].fillna(False).astype(bool).sum()) if "not_sure" in answered else 0
-    return f"answers (most likely emotion of {n} files with speech): {shares}; \"not sure\" on {unsure}"
+    best = table["best"].tolist() if "best" in table else []
+    unsure = table["not_sure"].fillna(False).astype(bool).tolist() if "not_sure" in table else [False] * len(best)
+    return answer_shares(best, unsure)
 
 
 def make_engine(engine: str, model_dir: str, windows: bool, workers: int | None, *, chunk: int | None = None,

@@ -32,14 +32,14 @@ def _files(targets: list[str]) -> list[Path]:
 
 def cmd_predict(args) -> int:
     from . import runs
-    from .predict import load_predictor
+    from .predict import answer_shares, load_predictor
     from .progress import Progress
 
     files = _files(args.inputs)
     if not files:
         raise SERError("no audio files found in the given paths")
     predictor = load_predictor(args.model or runs.active_model_dir(), runtime=args.runtime)
-    failed = 0
+    failed, answers = 0, []
     if not args.json:
         print(f"{'file':<40} {'emotion':<26} {'confidence':>10}")
     for f in files:
@@ -63,6 +63,7 @@ def cmd_predict(args) -> int:
         finally:
             if bar is not None:
                 bar.close()
+        answers.append(pred)
         if args.json:
             print(json.dumps(pred.to_dict(windows=args.windows)), flush=True)
         else:
@@ -72,6 +73,8 @@ def cmd_predict(args) -> int:
             if args.windows and len(pred.windows) > 1:
                 for w in pred.windows:
                     print(f"    {w.start:7.1f}-{w.end:7.1f}s  {w.emotion or '-':<10} {w.confidence:.3f}")
+    if len(files) > 1:        # on stderr: stdout stays one row (or JSON line) per file
+        print(answer_shares([p.best for p in answers], [p.not_sure for p in answers]), file=sys.stderr)
     if args.explain:
         failed += write_explanations(predictor, files, Path(args.explain))
     return EXIT_ERROR if failed else 0

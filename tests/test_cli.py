@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+from collections import Counter
 
 import pandas as pd
 import pytest
@@ -38,9 +39,21 @@ def test_predict_json_lines_and_errors(tmp_path, tiny_model, samples_dir):
 def test_predict_uses_the_default_model_and_a_folder(samples_dir):
     r = ser("predict", "--json", samples_dir)
     assert r.returncode == 0, r.stderr
-    assert r.stderr == ""        # no TensorFlow start-up chatter between a user and the answer
     lines = [json.loads(line) for line in r.stdout.splitlines()]
     assert len(lines) == 32 and all(line["emotion"] in EMOTIONS for line in lines)
+    # no TensorFlow start-up chatter between a user and the answer: stderr holds the closing answer shares only
+    counts = Counter(line["best"] for line in lines).most_common()     # ties in the order first met
+    assert r.stderr == ("answers (most likely emotion of 32 files with speech): "
+                        + ", ".join(f"{e} {c} ({100 * c / 32:.0f} %)" for e, c in counts)
+                        + f"; \"not sure\" on {sum(line['not_sure'] for line in lines)}\n")
+
+
+def test_answer_shares_count_answers_only():
+    from ser_core.predict import answer_shares
+
+    assert answer_shares(["sad", None, "sad", float("nan"), "angry"], [True, False, False, False, True]) == (
+        'answers (most likely emotion of 3 files with speech): sad 2 (67 %), angry 1 (33 %); "not sure" on 2')
+    assert answer_shares([None, None]) == "answers: none (no file with speech was scored)"
 
 
 def test_predict_table_output(tiny_model, sample_clip):
