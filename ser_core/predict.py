@@ -25,6 +25,7 @@ on Keras: see :mod:`ser_core.lite`.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -123,19 +124,17 @@ def answer_text(emotion: str | None, top2) -> str:
 
 def answer_shares(best, not_sure=None) -> str:
     """One line about many files' answers: how often each emotion is the most likely one over the files with
-    speech (``best``: each file's ``Prediction.best``; ``None`` or a table's NaN for no answer), commonest first,
-    and how many of them are "not sure" (``not_sure``: one flag per file)."""
+    speech (``best``: each file's ``Prediction.best``; ``None`` or a table's NaN for no answer), commonest first
+    (ties in the order first met), and how many of them are "not sure" (``not_sure``: one flag per file)."""
     best = list(best)
     flags = list(not_sure) if not_sure is not None else [False] * len(best)
     answered = [(b, bool(u)) for b, u in zip(best, flags) if isinstance(b, str)]
     if not answered:
         return "answers: none (no file with speech was scored)"
     n = len(answered)
-    counts: dict[str, int] = {}
-    for b, _ in answered:
-        counts[b] = counts.get(b, 0) + 1
-    shares = ", ".join(f"{e} {c} ({100 * c / n:.0f} %)" for e, c in sorted(counts.items(), key=lambda kv: -kv[1]))
-    return f"answers (most likely emotion of {n} files with speech): {shares}; \"not sure\" on {sum(u for _, u in answered)}"
+    shares = ", ".join(f"{e} {c} ({100 * c / n:.0f} %)" for e, c in Counter(b for b, _ in answered).most_common())
+    unsure = sum(u for _, u in answered)
+    return f"answers (most likely emotion of {n} files with speech): {shares}; \"not sure\" on {unsure}"
 
 
 #: "It always says X on my voice": a model that does not know a voice, language or room tends to settle on one
