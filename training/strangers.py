@@ -57,12 +57,6 @@ def report(table: pd.DataFrame, labels: list[str], threshold: float) -> dict:
     return res
 
 
-def own_labels(table: pd.DataFrame, corpus: str) -> list[str]:
-    """The emotions a corpus has (its clips' true labels), in the model's order of the table's columns."""
-    have = set(table.loc[table["corpus"] == corpus, "true"])
-    return [c[2:] for c in table.columns if c.startswith("p_") and c[2:] in have]
-
-
 def agreement(table: pd.DataFrame, earlier: pd.DataFrame) -> dict:
     """Two tables of the same clips (e.g. the float and the int8 runtime): the share of clips with the same
     answer and the same "not sure", the largest probability difference, each one's accuracy per corpus."""
@@ -110,8 +104,9 @@ def main() -> int:
     print(json.dumps(figures, indent=1))
     if args.save:
         dest = Path(args.model) / schema.STRANGERS
+        own = {c: evaluation.own_emotions(table[table["corpus"] == c], labels) for c in figures}
         write_json(dest, {"table": Path(args.out).as_posix(), "threshold": threshold,
-                          "corpora": {c: {**v, "own_labels": own_labels(table, c)} for c, v in figures.items()}})
+                          "corpora": {c: {**v, "own_labels": own[c]} for c, v in figures.items()}})
         print(f"written: {dest}")
     if args.against:
         print(json.dumps({"against": args.against, **agreement(table, pd.read_csv(args.against))}, indent=1))
