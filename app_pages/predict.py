@@ -8,9 +8,9 @@ import streamlit as st
 from ser_app import explain_views, views
 from ser_app.session_model import session_model_dir
 from ser_core.config import max_audio_seconds
-from ser_core.predict import settled_answer
 from ser_core.errors import (NoAudioStreamError, SERError, SilentAudioError, UnreadableAudioError,
                              UnsupportedFormatError)
+from ser_core.predict import settled_answer
 
 MAX_UPLOAD_MB = int(st.get_option("server.maxUploadSize"))
 SOURCES = ("Record", "Upload", "Sample clip", "Live")
@@ -37,12 +37,13 @@ UNDECODABLE_HINT = ("Save or export it as WAV, FLAC, MP3, Ogg/Opus, WebM or M4A 
 
 
 def recording_key(predictor, data: bytes, name: str) -> tuple:
+    """(SHA-1 of the audio, its name, the model folder): what a cached analysis belongs to."""
     return hashlib.sha1(data).hexdigest(), name, str(predictor.model_dir)
 
 
-def result_for(predictor, data: bytes, name: str):
-    """The analysis of these bytes (an ``Analysis``), reused across reruns (downloads, tab switches)."""
-    key = recording_key(predictor, data, name)
+def result_for(predictor, data: bytes, name: str, key: tuple):
+    """The analysis of these bytes (an ``Analysis``), reused across reruns (downloads, tab switches) while
+    ``key`` (:func:`recording_key`) stays the same."""
     cached = st.session_state.get("p_result")
     if cached and cached[0] == key:
         return cached[1]
@@ -236,10 +237,11 @@ else:
     live_mode(predictor)
 
 if data is not None:
-    result = result_for(predictor, data, name)
+    key = recording_key(predictor, data, name)
+    result = result_for(predictor, data, name, key)
     if result is not None:
         if source != "Record":
             st.audio(data, format=views.mime_for(name))
-        answers = recent_answers(predictor, recording_key(predictor, data, name)[0], result.prediction.best)
+        answers = recent_answers(predictor, key[0], result.prediction.best)
         show_result(result, predictor, model, settled_answer(answers))
         explain_views.why_panel(predictor, result.waveform, result.prediction)   # occlusion map, codec comparison
