@@ -158,7 +158,7 @@ def settled_answer(answers, window: int = SETTLED_WINDOW,
     recent = [a for a in answers if a is not None][-window:]
     if len(recent) < count:
         return None
-    times = {a: recent.count(a) for a in recent}
+    times = Counter(recent)
     top = max(times.values())
     emotion = next(a for a in reversed(recent) if times[a] == top)
     return (emotion, top, len(recent)) if top >= count else None
