@@ -218,7 +218,7 @@ def _launch(run_dir: Path, env: dict | None, *extra: str) -> None:
     write_status(run_dir, "queued", queued_at=time.time())
     log = open(run_dir / schema.LOG, "ab")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ser_core.training", str(run_dir), *extra],
+        [sys.executable, "-m", "ser_core.training", str(Path(run_dir).resolve()), *extra],
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=str(project_root()),
         env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}, start_new_session=True,
     )

@@ -3,6 +3,7 @@ import dataclasses
 import json
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -168,10 +169,11 @@ def test_resumed_cross_validation_keeps_finished_folds_and_trains_the_rest(tmp_p
     assert runs.read_status(out / "fold-1")["epoch"] == 1
 
 
-def test_cross_validation_in_two_processes_trains_each_fold_in_its_own_pinned_process(tmp_path):
+def test_cross_validation_in_two_processes_trains_each_fold_in_its_own_pinned_process(tmp_path, monkeypatch):
     base = TrainConfig(dataset=f"ravdess:{SAMPLES}", arch="seed004_dnn", protocol="speaker_kfold", k=2,
                        n_val_speakers=1, epochs=2, batch_size=8, workers=1)
-    out = tmp_path / "cv"
+    monkeypatch.chdir(tmp_path)               # an --out relative to where ser cv runs, not to the project
+    out = Path("cv")
     out.mkdir()
     metrics = cross_validate(base, out, log=Logger(out, to_file=True, echo=False), processes=2)
     n = min(2, len(os.sched_getaffinity(0)))
