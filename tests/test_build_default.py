@@ -2,6 +2,9 @@
 import dataclasses
 import importlib.util
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -69,6 +72,22 @@ def test_robustness_is_copied_only_from_the_models_own_cross_validation(tmp_path
     assert not (model / "robustness.json").exists()
     build_default.copy_robustness(cv, model)                      # same clips in another order
     assert json.loads((model / "robustness.json").read_text()) == {"max_drop": 1.0}
+
+
+def test_the_robustness_command_copies_into_the_model_it_names(tmp_path):
+    """`--robustness CV --target NAME` fills models/NAME; models/default is left as it was."""
+    preds = "file,true,pred,p_angry,p_sad\na.wav,sad,sad,0.2,0.8\n"
+    models, cv = tmp_path / "models", tmp_path / "cv"
+    for d in (models / "fast", models / "default", cv):
+        d.mkdir(parents=True)
+        (d / "predictions.csv").write_text(preds)
+    (cv / "robustness.json").write_text(json.dumps({"max_drop": 4.0}))
+    out = subprocess.run([sys.executable, str(ROOT / "training" / "build_default.py"), "--robustness", str(cv),
+                          "--target", "fast"], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "SER_MODELS_DIR": str(models)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads((models / "fast" / "robustness.json").read_text()) == {"max_drop": 4.0}
+    assert not (models / "default" / "robustness.json").exists()
 
 
 def _tiny_root(tmp_path, samples_dir):

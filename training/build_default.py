@@ -293,7 +293,7 @@ def main() -> int:
                     help="train N cross-validation folds at once, each in its own process pinned to its share of "
                          "the cores (`ser cv --processes`)")
     ap.add_argument("--robustness", metavar="CV_DIR",
-                    help="only copy CV_DIR/robustness.json into models/default (after `ser robustness CV_DIR`)")
+                    help="only copy CV_DIR/robustness.json into models/TARGET (after `ser robustness CV_DIR`)")
     ap.add_argument("--calibrate", metavar="MODEL_DIR",
                     help="only fit the calibration of a built model folder on its own out-of-fold predictions.csv "
                          "and store it in its spec.json (and metrics.json)")
@@ -329,8 +329,8 @@ def main() -> int:
               "(cross-fitted)")
         return 0
     if args.robustness:
-        copy_robustness(Path(args.robustness), models_dir() / "default")
-        print(f"copied {args.robustness}/robustness.json to {models_dir() / 'default'}")
+        copy_robustness(Path(args.robustness), models_dir() / args.target)
+        print(f"copied {args.robustness}/robustness.json to {models_dir() / args.target}")
         return 0
     install_stop_handlers()
     recipe = json.loads(Path(args.recipe).read_text())
