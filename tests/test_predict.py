@@ -167,3 +167,43 @@ def test_one_call_gives_everything_a_caller_shows(sample_clip):
     assert [m.name for m in a.inputs] == ens.member_names
     for m, member in zip(a.inputs, ens.members):
         assert m.x.shape == tuple(member.runtime.input_shape) and m.features == member.cfg
+
+
+def test_a_scoring_call_works_out_each_waveforms_speech_flags_once(sample_clip, monkeypatch):
+    """The speech check, the ensemble's grid and every front end look at the same waveforms; with one memo
+    a waveform's levels are computed once and its window flags once, and they are the flags without it."""
+    from ser_core import predict
+
+    y = audio.load(sample_clip)
+    starts, win = predict.window_starts(y.size, 48000, 16000), 48000
+    plain = predict.speech_windows(y, starts, win)
+    calls = []
+    real = predict.frame_levels
+    monkeypatch.setattr(predict, "frame_levels", lambda a, *k: calls.append(a.size) or real(a, *k))
+    memo = {}
+    first = predict.speech_windows(y, starts, win, memo)
+    assert calls == [y.size] + [win] * len(starts)           # the recording once, then each window
+    assert predict.speech_windows(y, starts, win, memo) is first and predict.recording_levels(y, memo) is not None
+    assert len(calls) == 1 + len(starts)                      # nothing computed again
+    np.testing.assert_array_equal(first, plain)
+    other = y.copy()                                          # another waveform (same samples) is its own entry
+    predict.speech_windows(other, starts, win, memo)
+    assert len(calls) == 2 * (1 + len(starts))
+
+
+def test_normalising_with_whole_shape_statistics_gives_the_training_formulas_values():
+    """Inputs are normalised with the statistics spread to the input shape once: the float32 values of
+    ``(x - mean) / std`` with the per-band statistics broadcast, bit for bit."""
+    from conftest import DEFAULT_MODEL
+    from ser_core.config import ModelSpec
+    from ser_core.predict import load_predictor
+
+    member = load_predictor(DEFAULT_MODEL).members[2]          # the image CNN: (128, 1, 3) statistics
+    spec = ModelSpec.load(member.model_dir / "spec.json")
+    x = np.random.default_rng(0).normal(size=(5, *member.runtime.input_shape)).astype(np.float32)
+    mean, std = np.asarray(spec.norm_mean, np.float32), np.asarray(spec.norm_std, np.float32)
+    assert mean.shape == (128, 1, 3)
+    for x in (x, x.astype(np.float64)):                       # float64 inputs are computed in float64, as before
+        out = member.normalise(x)
+        assert out.dtype == np.float32
+        np.testing.assert_array_equal(out, ((x - mean) / std).astype(np.float32))
