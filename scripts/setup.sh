@@ -19,5 +19,7 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; th
   .venv/bin/python -m pip install --quiet -r requirements.txt
   .venv/bin/python -m pip install --quiet --no-deps --no-build-isolation -e . 2>/dev/null \
     || .venv/bin/python -m pip install --quiet --no-deps -e .
+  # librosa's JIT helpers compiled once, here, not by every test worker at once (scripts/warm_librosa.py)
+  .venv/bin/python scripts/warm_librosa.py || echo "warning: librosa's numba cache was not warmed" >&2
   echo "$want" > "$stamp"
 fi
