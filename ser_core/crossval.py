@@ -61,10 +61,10 @@ def _train_in_processes(base: TrainConfig, out_dir: Path, folds: list[int], proc
         (fold_dir / runs.STOP_FILE).unlink(missing_ok=True)
         write_json(fold_dir / schema.CONFIG, dataclasses.replace(base, fold=fold).to_dict())
         runs.write_status(fold_dir, "queued", queued_at=time.time())
-        return procpool.Launch([sys.executable, "-m", "ser_core.training", str(fold_dir)]
-                               + (["--resume"] if resume_folds else []), fold_dir / schema.LOG)
         # no cwd of its own: a fold process reads the relative paths of ``ser cv`` (its --out, a --teacher
         # folder) from the folder they were typed in, as an in-process fold does
+        return procpool.Launch([sys.executable, "-m", "ser_core.training", str(fold_dir)]
+                               + (["--resume"] if resume_folds else []), fold_dir / schema.LOG)
 
     def ended(fold: int, returncode: int) -> str | None:
         status = runs.read_status(out_dir / schema.fold_dir_name(fold))

@@ -233,27 +233,30 @@ def recording_levels(y: np.ndarray, memo: dict | None = None) -> np.ndarray:
     (the speech check, the ensemble's window grid, each front end's windows), so a waveform's levels and
     speech flags are worked out once, not once per step. It keeps a reference to each waveform it holds
     figures of, so an ``id`` in it always means that waveform."""
-    key = (id(y), "levels")
-    if memo is not None and key in memo and memo[key][0] is y:
-        return memo[key][1]
-    levels = frame_levels(y)
-    if memo is not None:
-        memo[key] = (y, levels)
-    return levels
+    return _remembered(memo, y, "levels", lambda: frame_levels(y))
+
+
+def _remembered(memo: dict | None, y: np.ndarray, what: tuple | str, compute):
+    """``compute()``, or what ``memo`` holds of it for this waveform object (stored with the waveform)."""
+    if memo is None:
+        return compute()
+    key = (id(y), what)
+    held = memo.get(key)
+    if held is not None and held[0] is y:
+        return held[1]
+    value = compute()
+    memo[key] = (y, value)
+    return value
 
 
 def speech_windows(y: np.ndarray, starts: list[int], win: int, memo: dict | None = None) -> np.ndarray:
     """Which windows hold speech: their loudest frame is within ``WINDOW_RANGE_DB`` of the recording's
     (``memo``: see :func:`recording_levels`)."""
-    key = (id(y), tuple(starts), win)
-    if memo is not None and key in memo and memo[key][0] is y:
-        return memo[key][1]
-    loudest = float(recording_levels(y, memo).max())
-    flags = np.array([frame_levels(audio.fix_length(y[s:s + win], win)).max() > loudest - WINDOW_RANGE_DB
-                      for s in starts])
-    if memo is not None:
-        memo[key] = (y, flags)
-    return flags
+    def flags():
+        loudest = float(recording_levels(y, memo).max())
+        return np.array([frame_levels(audio.fix_length(y[s:s + win], win)).max() > loudest - WINDOW_RANGE_DB
+                         for s in starts])
+    return _remembered(memo, y, (tuple(starts), win), flags)
 
 
 def window_features(y: np.ndarray, cfgs: list[FeatureConfig], memo: dict | None = None
