@@ -854,10 +854,36 @@ def batch_profile(model_dir: Path, paths: list[str], n_clips: int = 160) -> dict
     print(f"  where a clip's time goes ({len(clips)} clips, one thread, CPU ms per clip): decoding {decode:.1f}; "
           "features " + ", ".join(f"{k} {v:.1f}" for k, v in out["features_ms"].items()) + "; model calls "
           + ", ".join(f"{k} {v:.1f}" for k, v in out["infer_ms"].items()) + f"; total {out['total_ms']:.1f}")
+    out["worker_ms"] = worker_path_ms(model_dir, clips)
+    print("  one worker's whole path (decoding to result rows, in this process, CPU ms per clip): "
+          + ", ".join(f"{k} {v:.2f}" for k, v in out["worker_ms"].items()))
     out.update(network_ceiling(flops, sum(out["infer_ms"].values()), usable_cpus()))
     print(f"  the networks: {out['gflop_per_clip']:.2f} GFLOP per clip at {out['network_gflop_per_s']:.0f} GFLOP/s "
           f"on one core; {out['cpus']} cores running nothing but the networks would score at most "
           f"{out['network_bound_clips_per_s']:.0f} clips/s")
+    return out
+
+
+def worker_path_ms(model_dir: Path, clips: list[str], passes: int = 3) -> dict:
+    """CPU milliseconds per clip of what one ``ser batch`` worker runs (``batch.Scorer.score`` on chunks of
+    the local engine's size), per runtime the model has, the fastest of ``passes`` after a warm-up: steadier
+    than a pool's rate, which also carries scheduling and the other worker."""
+    from ser_core import lite
+    from ser_core.batch import CHUNKS, Scorer
+    from ser_core.modeldir import network_dirs
+
+    runtimes = ["auto"] + (["int8"] if all(lite.fresh(d, "int8") for d in network_dirs(model_dir)) else [])
+    out = {}
+    for runtime in runtimes:
+        scorer = Scorer(str(model_dir), False, runtime)
+        scorer.score(clips[:CHUNKS["local"]])
+        best = float("inf")
+        for _ in range(passes):
+            t = time.process_time()
+            for i in range(0, len(clips), CHUNKS["local"]):
+                scorer.score(clips[i:i + CHUNKS["local"]])
+            best = min(best, 1000 * (time.process_time() - t) / len(clips))
+        out[runtime] = round(best, 2)
     return out
 
 

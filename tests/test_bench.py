@@ -101,6 +101,7 @@ def test_batch_profile_names_every_network_and_adds_up(samples_dir):
     assert len(prof["features_ms"]) == 2                        # ... and the default's two front ends their STFTs
     parts = prof["decode_ms"] + sum(prof["features_ms"].values()) + sum(prof["infer_ms"].values())
     assert prof["total_ms"] == pytest.approx(parts, abs=0.05) and prof["total_ms"] > 0
+    assert set(prof["worker_ms"]) == {"auto", "int8"} and min(prof["worker_ms"].values()) > 0    # the shipped copies
     # three ser_crnn (0.18, 0.18, 0.36 GFLOP a window) and the image CNN (0.41 a window, one or more windows)
     assert 1.1 < prof["gflop_per_clip"] < 2.5
     assert prof["network_bound_clips_per_s"] == pytest.approx(
@@ -209,3 +210,28 @@ def test_one_clip_is_timed_with_the_int8_copies_beside_the_float_ones(tmp_path, 
     assert {"project", "reference", "int8"} <= set(single) and single["int8"]["median_ms"] > 0
     assert 0.0 <= single["int8_same_answer"] <= 1.0 and single["int8_ratio"] > 0
     assert "one clip, --runtime int8" in capsys.readouterr().out
+
+
+def test_the_speed_page_shows_what_the_committed_bench_measured():
+    """docs/speed.md's bench block is training/report.py's rendering of training/results/bench.json, and it
+    carries the issues' speed rows: one clip with the int8 copies, `ser predict` cold, `ser batch` per engine."""
+    import json
+    import re
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    out = subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, 'training'); "
+                          "from report import bench_block; print(bench_block(), end='')"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    page = (ROOT / "docs" / "speed.md").read_text()
+    block = re.search(r"<!-- bench:start -->\n(.*?)\n<!-- bench:end -->", page, flags=re.S).group(1)
+    assert block == out.stdout
+    bench = json.loads((ROOT / "training" / "results" / "bench.json").read_text())
+    int8 = bench["batch"]["configs"]["local-2-int8"]
+    assert f"| `ser batch` of {bench['batch']['clips']} clips, local-2-int8 " in block
+    assert f"{int8['steady_clips_per_s']:.0f} clips/s after start-up" in block
+    assert f"{bench['end_to_end']['single']['int8']['median_ms']:.1f} / " in block and "≤ 10 ms" in block
+    assert f"| `ser predict` of one clip, cold | {bench['predict_process']['wall_s']:.2f} s" in block
