@@ -761,7 +761,6 @@ def bench_batch(model_dir: Path, paths: list[str], workdir: Path, n_clips: int, 
                 predict_process: dict | None = None) -> dict:
     """7. ``ser batch``: local with 1 and N workers, Ray with N, alternating (so background load hits all alike)."""
     from ser_core import lite
-    from ser_core.modeldir import network_dirs
 
     cpus = usable_cpus()
     configs = [("local", 1, "auto"), ("local", cpus, "auto"), ("ray", cpus, "auto")]
@@ -769,7 +768,7 @@ def bench_batch(model_dir: Path, paths: list[str], workdir: Path, n_clips: int, 
         import ray  # noqa: F401
     except ImportError:
         configs = configs[:2]
-    if all(lite.fresh(d, "int8") for d in network_dirs(model_dir)):     # the quantised copy, side by side
+    if lite.fresh_model(model_dir, "int8"):     # the quantised copy, side by side
         configs.append(("local", cpus, "int8"))
     files = _linked(batch_clips(paths, n_clips), workdir / "batch-in")
     print(f"\n7. Batch scoring (`ser batch`, {model_dir.name}): {len(files)} clips of "
@@ -870,9 +869,8 @@ def worker_path_ms(model_dir: Path, clips: list[str], passes: int = 3) -> dict:
     than a pool's rate, which also carries scheduling and the other worker."""
     from ser_core import lite
     from ser_core.batch import CHUNKS, Scorer
-    from ser_core.modeldir import network_dirs
 
-    runtimes = ["auto"] + (["int8"] if all(lite.fresh(d, "int8") for d in network_dirs(model_dir)) else [])
+    runtimes = ["auto"] + (["int8"] if lite.fresh_model(model_dir, "int8") else [])
     out = {}
     for runtime in runtimes:
         scorer = Scorer(str(model_dir), False, runtime)

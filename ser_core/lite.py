@@ -79,6 +79,11 @@ def fresh(network_dir: Path | str, runtime: str = "lite") -> bool:
     return bool(record.get("keras_sha256")) and record["keras_sha256"] == keras_digest(d / WEIGHTS)
 
 
+def fresh_model(model_dir: Path | str, runtime: str = "lite") -> bool:
+    """True when every network of a model folder has a current export for ``runtime`` (see :func:`fresh`)."""
+    return all(fresh(d, runtime) for d in network_dirs(model_dir))
+
+
 def available() -> bool:
     """Whether the LiteRT interpreter is installed."""
     try:

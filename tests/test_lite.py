@@ -72,7 +72,7 @@ def test_ser_export_writes_a_checked_lite_file_for_every_network(tiny_model, tmp
 
 
 def test_every_network_of_the_shipped_default_has_a_current_export():
-    assert all(lite.fresh(d) for d in network_dirs(DEFAULT_MODEL))
+    assert all(lite.fresh(d) for d in network_dirs(DEFAULT_MODEL)) and lite.fresh_model(DEFAULT_MODEL)
 
 
 def test_ser_predict_imports_neither_tensorflow_nor_pandas(sample_clip):
@@ -91,7 +91,7 @@ def test_ser_predict_imports_neither_tensorflow_nor_pandas(sample_clip):
 def test_the_int8_copy_of_the_default_answers_like_the_float_model_and_is_never_chosen_by_itself():
     """``--runtime int8``: the shipped default's quantised copy gives the same answer on every sample clip,
     probabilities within 0.02 of the float export's; ``auto`` keeps the float export."""
-    assert all(lite.fresh(d, "int8") for d in network_dirs(DEFAULT_MODEL))
+    assert all(lite.fresh(d, "int8") for d in network_dirs(DEFAULT_MODEL)) and lite.fresh_model(DEFAULT_MODEL, "int8")
     auto, int8 = load_predictor(DEFAULT_MODEL), load_predictor(DEFAULT_MODEL, runtime="int8")
     assert {m.runtime.kind for m in auto.members} == {"lite"}
     assert {m.runtime.kind for m in int8.members} == {"int8"}

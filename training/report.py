@@ -205,9 +205,7 @@ def bench_block() -> str:
     b = json.loads((ROOT / "training" / "results" / "bench.json").read_text())
     m = b["machine"]
     f, e, c = b["features"], b["end_to_end"], b["corpus"]
-    bt_args = (f" --batch-clips {b['batch']['clips']} --batch-rounds {b['batch']['rounds']}"
-               if "batch" in b and (b["batch"]["clips"], b["batch"]["rounds"]) != ((160, 1) if m.get("quick") else (480, 2))
-               else "")
+    bt_args = f" --batch-clips {b['batch']['clips']} --batch-rounds {b['batch']['rounds']}" if "batch" in b else ""
     lines = [f"Measured by `python -m ser_app.bench{' --quick' if m.get('quick') else ''}{bt_args}` on this {m['cpus']}-core "
              f"machine (Python {m['python']}, load average {m['load_avg'][0]:.1f} from other jobs: compare the ratios, "
              "which come from one run, more than the times). Reference = what the seeds do: `librosa.load`, separate "
