@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from . import schema
-from .config import atomic_write_text, models_dir, project_root, public_demo, runs_dir
+from .config import atomic_write_text, models_dir, public_demo, runs_dir
 from .errors import ModelError, RunError
 from .jsonio import read_json, write_json
 
@@ -217,9 +217,11 @@ def _launch(run_dir: Path, env: dict | None, *extra: str) -> None:
     """Start the training process of ``run_dir`` in the background, its output appended to its log."""
     write_status(run_dir, "queued", queued_at=time.time())
     log = open(run_dir / schema.LOG, "ab")
+    # no cwd of its own: the run reads its config's relative paths (a dataset folder, a teacher) from the
+    # folder its caller works in, as an in-process run does (ser_core.crossval starts its folds alike)
     proc = subprocess.Popen(
         [sys.executable, "-m", "ser_core.training", str(Path(run_dir).resolve()), *extra],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=str(project_root()),
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}, start_new_session=True,
     )
     log.close()

@@ -78,8 +78,10 @@ def _train_speakers(run_dir):
     return set(df["speaker"].iloc[s.train])
 
 
-def test_background_run_streams_history_and_stops_cleanly(tmp_path):
-    cfg = TrainConfig(dataset=f"ravdess:{SAMPLES}", arch="seed004_dnn", test_speakers=("ravdess-01",),
+def test_background_run_streams_history_and_stops_cleanly(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)              # the data path is relative to where `ser train --background` runs
+    (tmp_path / "clips").symlink_to(SAMPLES)
+    cfg = TrainConfig(dataset="ravdess:clips", arch="seed004_dnn", test_speakers=("ravdess-01",),
                       n_val_speakers=1, epochs=500, batch_size=4, patience=1000, workers=1).resolved()
     run_dir = runs.start(cfg.to_dict(), root=tmp_path)
     with pytest.raises(Exception, match="only one run"):
