@@ -266,24 +266,31 @@ def window_features(y: np.ndarray, cfgs: list[FeatureConfig], memo: dict | None 
     Windows cut the conditioned signal, which starts where the silence trim (if any) begins; the signal
     is conditioned and cut once and each window's STFT computed once for all the configs (``memo``: see
     :func:`recording_levels`)."""
+    t0, ends, per_window, speech = _windows(y, cfgs, memo)
+    return t0, ends, [np.stack([w[k] for w in per_window]) for k in range(len(cfgs))], speech
+
+
+def _windows(y: np.ndarray, cfgs: list[FeatureConfig], memo: dict | None
+             ) -> tuple[np.ndarray, np.ndarray, list[list[np.ndarray]], np.ndarray]:
+    """:func:`window_features` with each window's arrays (one per config) not yet stacked."""
     cfg = cfgs[0]
     sr, win = cfg.sample_rate, cfg.n_samples
     yc, offset = features.condition_span(y, cfg)
     starts = window_starts(yc.size, win, int(HOP_SECONDS * sr))
     per_window = [features.from_waveform_shared(audio.fix_length(yc[s:s + win], win), cfgs) for s in starts]
-    xs = [np.stack([w[k] for w in per_window]) for k in range(len(cfgs))]
     t0 = (offset + np.asarray(starts)) / sr
-    return t0, np.minimum(t0 + cfg.duration, (offset + yc.size) / sr), xs, speech_windows(yc, starts, win, memo)
+    return t0, np.minimum(t0 + cfg.duration, (offset + yc.size) / sr), per_window, speech_windows(yc, starts, win, memo)
 
 
 def many_window_features(ys: list[np.ndarray], cfgs: list[FeatureConfig], memo: dict | None = None
                          ) -> tuple[list[tuple], list[np.ndarray], np.ndarray]:
     """:func:`window_features` of several waveforms: for each its (starts, ends, speech), each config's
     feature arrays of all of them stacked, and where each waveform's rows begin and end in those stacks."""
-    feats = [window_features(y, cfgs, memo) for y in ys]
-    xs = [np.concatenate([f[2][k] for f in feats]) if feats else np.zeros((0, *features.input_shape(c)), np.float32)
-          for k, c in enumerate(cfgs)]
-    return [(f[0], f[1], f[3]) for f in feats], xs, np.cumsum([0] + [len(f[2][0]) for f in feats])
+    feats = [_windows(y, cfgs, memo) for y in ys]
+    # every window of every waveform stacked once (not per waveform, then again for all of them)
+    xs = [np.stack([w[k] for f in feats for w in f[2]]) if feats else
+          np.zeros((0, *features.input_shape(c)), np.float32) for k, c in enumerate(cfgs)]
+    return [(f[0], f[1], f[3]) for f in feats], xs, np.cumsum([0] + [len(f[2]) for f in feats])
 
 
 def buckets(items, key) -> list[list]:

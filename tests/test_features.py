@@ -251,3 +251,59 @@ def test_feature_overrides_must_look_like_the_setting_they_replace():
     for bad in ({"n_mels": 12.5}, {"n_mels": True}, {"deltas": 1}, {"n_mel": 128}):
         with pytest.raises(ConfigError):
             TrainConfig(arch="ser_crnn", features=bad).resolved()
+
+
+def _plain_zcr(y: np.ndarray, frame: int, hop: int) -> np.ndarray:
+    """The zero-crossing rate written the plain way (edge-padded copy, int64 running count)."""
+    padded = np.pad(y, [(0, 0)] * (y.ndim - 1) + [(frame // 2, frame // 2)], mode="edge")
+    negative = padded < -features.ZCR_THRESHOLD
+    crossings = np.concatenate([np.zeros((*y.shape[:-1], 1), np.int64),
+                                np.cumsum(negative[..., 1:] != negative[..., :-1], axis=-1)], axis=-1)
+    starts = np.arange(0, padded.shape[-1] - frame + 1, hop)
+    return ((crossings[..., starts + frame - 1] - crossings[..., starts]) / frame).astype(np.float32)[..., None, :]
+
+
+def _plain_tuning(power: np.ndarray, sr: int, n_fft: int) -> float:
+    """estimate_tuning's peaks found with a 2-D np.nonzero and gathered by (row, column)."""
+    lo, hi = features._tuning_bins(sr, n_fft)
+    centre, prev, nxt = power[lo:hi], power[lo - 1:hi - 1], power[lo + 1:hi + 1]
+    f_idx, t_idx = np.nonzero((centre > 0.1 * power.max(axis=0)) & (centre > prev) & (centre >= nxt))
+    if f_idx.size == 0:
+        return 0.0
+    c, p, n = centre[f_idx, t_idx], prev[f_idx, t_idx], nxt[f_idx, t_idx]
+    curvature = (n + p).astype(np.float64) - 2 * c.astype(np.float64)
+    slope = (n - p).astype(np.float64) / 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        shift = np.where(np.abs(slope) >= np.abs(curvature), 0.0, -slope / curvature).astype(np.float32)
+    pitches = ((f_idx + lo + shift) * float(sr) / n_fft).astype(np.float32)
+    mags = c + np.float32(0.5) * ((n - p) / np.float32(2.0)) * shift
+    residual = np.mod(12 * np.log2(pitches[mags >= np.median(mags)] / (440.0 / 16)), 1.0)
+    residual[residual >= 0.5] -= 1.0
+    counts, edges = np.histogram(residual, np.linspace(-0.5, 0.5, 101))
+    return float(edges[np.argmax(counts)])
+
+
+def test_fast_paths_give_the_plain_definitions_values_bit_for_bit(clips):
+    """Speed work on the batch path (session 28) may change how a value is computed, never the value:
+    the zero-crossing rate, the tuning estimate, the colour lookup and the silence trim equal their
+    plain numpy definitions exactly, on real clips, short and batched signals and odd frame sizes."""
+    signals = [*clips, clips[0][:700], np.zeros(3000, np.float32), np.stack(clips[:3])]
+    for y in signals:
+        for frame, hop in ((2048, 512), (1024, 256), (2047, 100), (512, 128)):
+            np.testing.assert_array_equal(features.zero_crossing_rate(y, frame, hop), _plain_zcr(y, frame, hop))
+    for y in clips:
+        for n_fft in (2048, 1024):
+            power = features.stft_magnitude(y, n_fft, 512) ** 2
+            assert features.estimate_tuning(power, 16000, n_fft) == _plain_tuning(power, 16000, n_fft)
+        power = features.stft_magnitude(y, 2048, 512) ** 2
+        assert features.estimate_tuning(np.asfortranarray(power), 16000, 2048) == _plain_tuning(power, 16000, 2048)
+        frames = np.lib.stride_tricks.sliding_window_view(y, 512)[::128]
+        db = 20 * np.log10(np.sqrt(np.mean(frames ** 2, axis=1) + 1e-12) / np.sqrt(np.mean(frames ** 2, axis=1)
+                                                                                    + 1e-12).max())
+        voiced = np.flatnonzero(db > -40.0)
+        assert audio.trim_bounds(y, 40.0) == (int(voiced[0] * 128), int(min(voiced[-1] * 128 + 512, y.size)))
+    cfg = KINDS["seed003_image_cnn"]
+    power = features.stft_magnitude(clips[3], cfg.n_fft, cfg.hop_length) ** 2
+    scaled = np.clip((features._mel_db(power, cfg, cfg.image_size) + features.TOP_DB) / features.TOP_DB, 0, 1)[::-1]
+    idx = np.round(scaled @ features.resize_matrix(scaled.shape[-1], cfg.image_size) * 255).astype(np.int32)
+    np.testing.assert_array_equal(features.from_waveform(clips[3], cfg), features._viridis_lut()[idx])
