@@ -207,3 +207,24 @@ def test_normalising_with_whole_shape_statistics_gives_the_training_formulas_val
         out = member.normalise(x)
         assert out.dtype == np.float32
         np.testing.assert_array_equal(out, ((x - mean) / std).astype(np.float32))
+
+
+def test_frame_levels_are_the_plain_formulas_values(samples_dir):
+    """frame_levels works on one private copy in place (a scoring call takes it of every waveform and window):
+    the float64 levels of mean removal, squaring and frame averages on fresh arrays, bit for bit, and the
+    caller's samples untouched."""
+    from ser_core.predict import frame_levels
+
+    def plain(y, frame=512):
+        y = np.asarray(y, dtype=np.float64)
+        y = y - y.mean() if y.size else y
+        n = max(y.size // frame, 1)
+        chunk = np.pad(y, (0, max(frame - y.size, 0)))[: n * frame].reshape(n, frame)
+        return 20 * np.log10(np.maximum(np.sqrt((chunk ** 2).mean(axis=1)), 1e-10))
+
+    y = audio.load(sorted(samples_dir.glob("*.flac"))[5])
+    for signal in (y, y[:48000], y[:300], y[:1000].astype(np.float64), np.zeros(0, np.float32), y + 0.3):
+        kept = signal.copy()
+        np.testing.assert_array_equal(frame_levels(signal), plain(signal))
+        np.testing.assert_array_equal(signal, kept)
+    np.testing.assert_array_equal(frame_levels(y, 400), plain(y, 400))
