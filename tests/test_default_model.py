@@ -20,7 +20,9 @@ def shipped():
 
 def test_files_and_size():
     total = sum(p.stat().st_size for p in DEFAULT_MODEL.rglob("*") if p.is_file())
-    assert total < 16 * 1024 * 1024         # Keras weights for training, LiteRT copies for prediction
+    # Keras weights for training, LiteRT copies for prediction (17 MB since session 28: the int8 copies of the
+    # three GRU networks are unrolled, 130 KB more each, for a quarter less work a window)
+    assert total < 17 * 1024 * 1024
     spec = ModelSpec.load(DEFAULT_MODEL / "spec.json")
     assert set(spec.labels) == {"neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"}
     members = modeldir.network_dirs(DEFAULT_MODEL)

@@ -120,3 +120,27 @@ def test_ser_export_int8_writes_a_second_checked_copy_and_int8_needs_it(tiny_mod
     a, b = Predictor(plain).predict_file(sample_clip), Predictor(plain, runtime="int8").predict_file(sample_clip)
     assert np.abs(vectors(a, a.probabilities)[0] - vectors(b, a.probabilities)[0]).max() <= 0.05
     assert lite.precision("int8") == "int8" and {lite.precision(r) for r in ("auto", "lite", "keras")} == {"float32"}
+
+
+def test_recurrent_networks_are_exported_unrolled_with_the_keras_outputs(tmp_path):
+    """A GRU exported as LiteRT's WHILE loop leaves its steps in float32 in the int8 copy, run op by op;
+    unrolled (session 28) the steps are quantised like the rest. Both exports of the shipped default's
+    first ``ser_crnn`` come out without a loop, the float one still equal to the looped export it replaces."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    net = tmp_path / "ser_crnn"
+    shutil.copytree(network_dirs(DEFAULT_MODEL)[0], net)
+    assert ModelSpec.load(net / "spec.json").arch == "ser_crnn"
+    looped = lite.LiteRuntime(net / LITE)
+    assert "WHILE" in {op["op_name"] for op in Interpreter(str(net / LITE))._get_ops_details()}
+    shape = looped.input_shape
+    for f in (LITE, lite.LITE_INT8):
+        (net / f).unlink()
+    lite.export(net, log=None)
+    lite.export(net, int8=True, log=None)
+    for f in (LITE, lite.LITE_INT8):
+        ops = {op["op_name"] for op in Interpreter(str(net / f))._get_ops_details()}
+        assert "WHILE" not in ops and "FULLY_CONNECTED" in ops, f
+    x = np.random.default_rng(3).standard_normal((6, *shape)).astype(np.float32)
+    assert np.abs(lite.LiteRuntime(net / LITE)(x) - looped(x)).max() <= 1e-6
+    assert lite.fresh(net) and lite.fresh(net, "int8")
