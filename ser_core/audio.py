@@ -192,6 +192,8 @@ def to_mono(samples: np.ndarray) -> np.ndarray:
     """Average channels: (n, ch) -> (n,)."""
     if samples.ndim == 1:
         return samples.astype(np.float32, copy=False)
+    if samples.shape[1] == 1 and samples.dtype == np.float32:
+        return samples[:, 0]            # the mean of one channel is that channel, exactly (and a view)
     return samples.mean(axis=1, dtype=np.float32)
 
 

@@ -285,8 +285,8 @@ def _plain_tuning(power: np.ndarray, sr: int, n_fft: int) -> float:
 
 def test_fast_paths_give_the_plain_definitions_values_bit_for_bit(clips):
     """Speed work on the batch path (session 28) may change how a value is computed, never the value:
-    the zero-crossing rate, the tuning estimate, the colour lookup and the silence trim equal their
-    plain numpy definitions exactly, on real clips, short and batched signals and odd frame sizes."""
+    the zero-crossing rate, the tuning estimate, the spectral contrast, a mono file's samples, the colour
+    lookup and the silence trim equal their plain numpy definitions exactly, on real clips, short and batched signals and odd frame sizes."""
     signals = [*clips, clips[0][:700], np.zeros(3000, np.float32), np.stack(clips[:3])]
     for y in signals:
         for frame, hop in ((2048, 512), (1024, 256), (2047, 100), (512, 128)):
@@ -302,6 +302,15 @@ def test_fast_paths_give_the_plain_definitions_values_bit_for_bit(clips):
                                                                                     + 1e-12).max())
         voiced = np.flatnonzero(db > -40.0)
         assert audio.trim_bounds(y, 40.0) == (int(voiced[0] * 128), int(min(voiced[-1] * 128 + 512, y.size)))
+        mag = features.stft_magnitude(y, 2048, 512)
+        peak, valley = [], []
+        for lo, hi, n in features.contrast_bands(16000, 2048):
+            ordered = np.sort(np.ascontiguousarray(mag[lo:hi].T), axis=-1)   # rows in memory: how np.mean sums
+            valley.append(ordered[:, :n].mean(axis=-1))
+            peak.append(ordered[:, -n:].mean(axis=-1))
+        plain = features.power_to_db(np.array(peak, np.float64)) - features.power_to_db(np.array(valley, np.float64))
+        np.testing.assert_array_equal(features.spectral_contrast(mag, 16000, 2048), plain.astype(np.float32))
+        np.testing.assert_array_equal(audio.to_mono(y[:, None]), y[:, None].mean(axis=1, dtype=np.float32))
     cfg = KINDS["seed003_image_cnn"]
     power = features.stft_magnitude(clips[3], cfg.n_fft, cfg.hop_length) ** 2
     scaled = np.clip((features._mel_db(power, cfg, cfg.image_size) + features.TOP_DB) / features.TOP_DB, 0, 1)[::-1]
