@@ -29,6 +29,7 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Protocol
 
@@ -166,11 +167,17 @@ def settled_answer(answers, window: int = SETTLED_WINDOW,
 
 @dataclass
 class ModelInput:
-    """What one network sees: its first window's normalised features."""
+    """What one network sees: its first window's normalised features, ``x`` (worked out from the raw window
+    when first asked for: a batch job scores thousands of windows and shows none of them)."""
 
     name: str
     features: FeatureConfig
-    x: np.ndarray
+    raw: np.ndarray = field(repr=False)
+    normalise: Callable[[np.ndarray], np.ndarray] = field(repr=False)
+
+    @cached_property
+    def x(self) -> np.ndarray:
+        return self.normalise(self.raw)
 
 
 @dataclass
@@ -645,7 +652,10 @@ class Predictor(BasePredictor):
         return np.concatenate([self.runtime(x[b:b + BATCH]) for b in range(0, len(x), BATCH)])
 
     def predict_features(self, x: np.ndarray) -> np.ndarray:
-        """Probabilities for a batch of raw (un-normalised) feature arrays."""
+        """Probabilities for a batch of raw (un-normalised) feature arrays (what ``infer(normalise(x))``
+        gives; on LiteRT each window is normalised into the interpreter's input, not into a copy)."""
+        if self._mean is not None and x.dtype == np.float32 and hasattr(self.runtime, "normalised"):
+            return self.runtime.normalised(x, self._mean, self._std)
         return self.infer(self.normalise(x))
 
     def window_features(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -669,10 +679,9 @@ class Predictor(BasePredictor):
     # ------------------------------------------------------------------ BasePredictor
     def _scores(self, ys: list[np.ndarray], memo: dict | None = None) -> list[tuple[WindowScores, list[ModelInput]]]:
         spans, x, bounds = self.many_window_features(ys, memo)
-        xn = self.normalise(x)
-        probs = self.infer(xn)
+        probs = self.predict_features(x)
         return [(WindowScores(t0, ends, probs[a:b], speech, self._signature(x[a:b], speech)),
-                 [ModelInput(self.spec.arch, self.cfg, xn[a])])
+                 [ModelInput(self.spec.arch, self.cfg, x[a], self.normalise)])
                 for (t0, ends, speech), a, b in zip(spans, bounds[:-1], bounds[1:])]
 
     def _signature(self, x: np.ndarray, speech: np.ndarray) -> np.ndarray | None:
@@ -801,20 +810,20 @@ class EnsemblePredictor(BasePredictor):
             spans, xs, bounds = many_window_features(ys, [self.members[group[0]].cfg for group in front], memo)
             done = []
             for group, x in zip(front, xs):
-                xn = [self.members[i].normalise(x) for i in group]
-                done.append((group, x, xn, [self.members[i].infer(xi) for i, xi in zip(group, xn)]))
+                done.append((group, x, [self.members[i].predict_features(x) for i in group]))
             return spans, bounds, done
 
         pending = [self._runner.submit(front_job, front) for front in self._fronts]
         parts = [[None] * len(self.members) for _ in ys]
         inputs = [[None] * len(self.members) for _ in ys]
         for spans, bounds, done in (future.result() for future in pending):
-            for group, x, xs, probs_of in done:
-                for i, xi, probs in zip(group, xs, probs_of):
+            for group, x, probs_of in done:
+                for i, probs in zip(group, probs_of):
                     for j, ((starts_s, ends, speech), a, b) in enumerate(zip(spans, bounds[:-1], bounds[1:])):
                         sig = self.members[i]._signature(x[a:b], speech)    # the group's raw features
                         parts[j][i] = WindowScores(starts_s, ends, probs[a:b], speech, sig)
-                        inputs[j][i] = ModelInput(self.member_names[i], self.members[i].cfg, xi[a])
+                        inputs[j][i] = ModelInput(self.member_names[i], self.members[i].cfg, x[a],
+                                                  self.members[i].normalise)
         return [(self._mean_on(self._grid(y, memo), p), inp) for y, p, inp in zip(ys, parts, inputs)]
 
     def stream_scores(self, source, label: str, total: float,

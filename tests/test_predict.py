@@ -228,3 +228,25 @@ def test_frame_levels_are_the_plain_formulas_values(samples_dir):
         np.testing.assert_array_equal(frame_levels(signal), plain(signal))
         np.testing.assert_array_equal(signal, kept)
     np.testing.assert_array_equal(frame_levels(y, 400), plain(y, 400))
+
+
+def test_windows_normalised_into_the_interpreter_give_the_normalised_copies_answers(sample_clip):
+    """On LiteRT each window is normalised straight into the interpreter's input (session 28): the same
+    probabilities as normalising a copy of every window first, bit for bit; what a network saw (``inputs``)
+    is the normalised first window, worked out only when asked for."""
+    from conftest import DEFAULT_MODEL
+    from ser_core.predict import load_predictor
+
+    ens = load_predictor(DEFAULT_MODEL, runtime="int8")
+    y = audio.load(sample_clip)
+    for front in ens._fronts:
+        group = front[0]
+        member = ens.members[group[0]]
+        _, x, _ = member.many_window_features([y, y[: y.size // 2]])
+        assert x.dtype == np.float32 and len(x) >= 2
+        np.testing.assert_array_equal(member.predict_features(x), member.infer(member.normalise(x)))
+    a = ens.analyse(sample_clip)
+    for shown, member in zip(a.inputs, ens.members):
+        assert "x" not in vars(shown)                          # not worked out yet
+        _, x, _ = member.many_window_features([y])
+        np.testing.assert_array_equal(shown.x, member.normalise(x)[0])
