@@ -658,7 +658,7 @@ def _tree_cpu_s(seen: dict | None = None) -> float:
 
 def batch_run(model_dir: Path, files: list[str], out: Path, engine: str, workers: int, runtime: str = "auto") -> dict:
     """One ``ser batch`` job (in this process, as the CLI runs it): wall time, start-up, throughput, worker
-    memory, and the CPU seconds the whole job spent per clip once a quarter of the clips was done.
+    memory, and the CPU seconds the whole job spent per clip over the steady rate's window.
     When the results reached the driver in too few hand-overs for a steady rate (``steady_note``),
     the CPU per clip is left out too: its samples are taken as results arrive, so they miss the scoring.
 
@@ -670,7 +670,6 @@ def batch_run(model_dir: Path, files: list[str], out: Path, engine: str, workers
 
     peaks: dict[int, float] = {}
     samples: list[tuple[int, float]] = []
-    last = [0.0]
     seen: dict = {}
 
     def sample_memory(_part, eng) -> None:
@@ -679,19 +678,17 @@ def batch_run(model_dir: Path, files: list[str], out: Path, engine: str, workers
             if mb is not None:
                 peaks[pid] = max(peaks.get(pid, 0.0), mb)
 
-    def sample_cpu(done: int, total: int) -> None:
-        now = time.monotonic()
-        if now - last[0] > 0.5 or done == total:
-            last[0] = now
-            samples.append((done, _tree_cpu_s(seen)))
+    def sample_cpu(done: int, total: int) -> None:      # at every hand-over: the steady window's ends are two
+        samples.append((done, _tree_cpu_s(seen)))         # of them (batch.BatchResult.steady_files)
 
     shutil.rmtree(out, ignore_errors=True)
     res = run_batch(files, out, model_dir, engine=engine, workers=workers, progress=False, runtime=runtime,
                     part_files=max(8, len(files) // 20), on_part=sample_memory, callback=sample_cpu)
-    steady = [(n, c) for n, c in samples if n >= len(files) / 4]
+    cpu_at = dict(samples)                                # files scored -> CPU seconds of the job so far
+    window = res.steady_files
     cpu_per_clip = None
-    if res.steady_note is None and len(steady) >= 2 and steady[-1][0] > steady[0][0]:
-        cpu_per_clip = (steady[-1][1] - steady[0][1]) / (steady[-1][0] - steady[0][0])
+    if res.steady_note is None and window is not None and window[0] in cpu_at and window[1] in cpu_at:
+        cpu_per_clip = (cpu_at[window[1]] - cpu_at[window[0]]) / (window[1] - window[0])
     return {"engine": engine, "workers": workers, "runtime": runtime, "clips": res.scored,
             "wall_s": round(res.seconds, 2),
             "startup_s": None if res.first_result_s is None else round(res.first_result_s, 2),

@@ -137,7 +137,7 @@ def test_the_batched_path_answers_what_predict_file_answers_for_a_model_and_an_e
         predictor = load_predictor(model)
         calls = []
         for net in getattr(predictor, "members", [predictor]):      # count the model calls of every network
-            net.infer = (lambda run: lambda x: calls.append(len(x)) or run(x))(net.infer)
+            net.predict_features = (lambda run: lambda x: calls.append(len(x)) or run(x))(net.predict_features)
         fast = predictor.predict_many(files)
         n_nets = len(getattr(predictor, "members", [predictor]))
         assert len(calls) == n_nets, calls                  # all the files' windows in one call per network
@@ -271,7 +271,31 @@ def test_no_steady_rate_from_results_handed_over_together():
     # a pool handing over 16 files at a time, one batch every 0.4 s after a 1.2 s start-up
     steady = result([(1.2 + 0.4 * k, 16 * (k + 1)) for k in range(10)], 5.0)
     assert steady.steady_note is None
-    assert steady.steady_clips_per_s == pytest.approx(16 / 0.4)       # from 48 files (2.0 s) to 160 (4.8 s)
+    assert steady.steady_clips_per_s == pytest.approx(16 / 0.4)       # from 48 files (2.0 s) to 144 (4.4 s)
+    assert steady.steady_files == (48, 144)
+
+
+def test_the_steady_rate_does_not_credit_work_done_before_its_window():
+    """Two workers that started together, tasks of 64 files taking 0.55 s each (233 clips/s), hand over in
+    pairs a few milliseconds apart. A window from the first hand-over past a quarter of the files to the last
+    result counts the partner's 64 files, scored before the window opened, as scored in it (271 clips/s,
+    what session 28 saw from a pool given 64-file tasks); whole cycles of the two workers do not."""
+    def result(timeline, workers):
+        return batch.BatchResult(Path("out"), 640, 640, 0, 0, timeline[-1][0], 0, [], timeline=timeline,
+                                 workers=workers)
+
+    pairs = [(0.7 + 0.55 * (k // 2 + 1) + 0.005 * (k % 2), 64 * (k + 1)) for k in range(10)]
+    job = result(pairs, workers=2)
+    (t1, n1), (t2, n2) = pairs[2], pairs[-1]
+    assert (n2 - n1) / (t2 - t1) == pytest.approx(270.7, abs=0.1)    # the old window: a sixth too fast
+    assert job.steady_note is None and job.steady_files == (192, 448)
+    assert job.steady_clips_per_s == pytest.approx(128 / 0.55)
+    # workers out of step (the second half a task behind) give the same rate, and one worker its own
+    staggered = [(0.7 + 0.275 * (k + 1), 64 * (k + 1)) for k in range(10)]
+    assert result(staggered, workers=2).steady_clips_per_s == pytest.approx(64 / 0.275)
+    assert result(staggered, workers=1).steady_clips_per_s == pytest.approx(64 / 0.275)
+    too_few = result(pairs[:7], workers=2)
+    assert too_few.steady_clips_per_s == too_few.clips_per_s and "whole cycles of the 2 workers" in too_few.steady_note
 
 
 def test_an_int8_job_answers_like_predict_on_int8_and_a_float_job_is_not_resumed_in_it(tmp_path, samples_dir):
