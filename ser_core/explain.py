@@ -280,7 +280,7 @@ def clip_probabilities(predictor, waves: list[np.ndarray], name: str = "<array>"
         if m.cfg not in shared:
             shared[m.cfg] = [m.window_features(waves[i]) for i in live]
         parts = shared[m.cfg]
-        probs = m.infer(m.normalise(np.concatenate([p[2] for p in parts])))
+        probs = m.predict_features(np.concatenate([p[2] for p in parts]))
         scores, at = [], 0
         for t0, ends, x, speech in parts:
             scores.append(WindowScores(t0, ends, probs[at:at + len(x)], speech))

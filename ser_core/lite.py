@@ -25,6 +25,7 @@ import dataclasses
 import hashlib
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -122,25 +123,25 @@ class LiteRuntime:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(x, dtype=np.float32)
-        out = np.empty((len(x), self.n_outputs), np.float64)
-        with self._lock:
-            for i in range(len(x)):
-                self._it.set_tensor(self._in, x[i:i + 1])
-                self._it.invoke()
-                out[i] = self._it.get_tensor(self._out)[0]
-        return out
+        return self._run(len(x), lambda i: self._it.set_tensor(self._in, x[i:i + 1]))
 
     def normalised(self, x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
         """``self((x - mean) / std)`` for float32 features and statistics of the input's shape: each window
         normalised straight into the interpreter's input buffer (the same float32 operations, without a
         normalised copy of every window to write and read again)."""
-        out = np.empty((len(x), self.n_outputs), np.float64)
+        def fill(i: int) -> None:
+            buf = self._input()[0]     # a view: it ends with this call (the interpreter refuses to run while
+            np.subtract(x[i], mean, out=buf)                          # a view of its buffers lives)
+            np.divide(buf, std, out=buf)
+
+        return self._run(len(x), fill)
+
+    def _run(self, n: int, fill: Callable[[int], None]) -> np.ndarray:
+        """Probabilities of ``n`` windows, ``fill(i)`` writing window ``i`` into the interpreter's input."""
+        out = np.empty((n, self.n_outputs), np.float64)
         with self._lock:
-            for i in range(len(x)):
-                buf = self._input()[0]
-                np.subtract(x[i], mean, out=buf)
-                np.divide(buf, std, out=buf)
-                del buf                # the interpreter refuses to run while a view of its buffers lives
+            for i in range(n):
+                fill(i)
                 self._it.invoke()
                 out[i] = self._it.get_tensor(self._out)[0]
         return out
