@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, Union
@@ -44,14 +45,15 @@ def _as_stream(source: Source, label: str) -> BinaryIO:
             raise EmptyAudioError("file is empty", source=label)
         return io.BytesIO(data)
     if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if not path.exists():
-            raise UnreadableAudioError("file not found", source=label)
-        if path.is_dir():
+        try:
+            st = os.stat(source)        # one system call for all three checks (batch jobs open thousands)
+        except (OSError, ValueError):
+            raise UnreadableAudioError("file not found", source=label) from None
+        if stat.S_ISDIR(st.st_mode):
             raise UnreadableAudioError("is a folder, not an audio file", source=label)
-        if path.stat().st_size == 0:
+        if st.st_size == 0:
             raise EmptyAudioError("file is empty", source=label)
-        return open(path, "rb")
+        return open(source, "rb")
     source.seek(0)
     return source
 
@@ -84,10 +86,12 @@ def _sf_blocks(f, frames: int) -> Iterator[np.ndarray]:
         yield chunk
 
 
-def _decode_soundfile(fh: BinaryIO) -> tuple[np.ndarray, int]:
+def _decode_soundfile(fh: BinaryIO, longer_than: float | None = None) -> tuple[np.ndarray, int] | None:
     import soundfile as sf
 
     with sf.SoundFile(fh) as f:
+        if longer_than is not None and f.frames / f.samplerate > longer_than:
+            return None                 # the header's length, as duration_seconds reads it
         chunks = list(_sf_blocks(f, SF_BLOCK))
         sr, channels = f.samplerate, f.channels
     data = np.concatenate(chunks) if chunks else np.zeros((0, channels), np.float32)
@@ -158,19 +162,32 @@ def _mono_frames(frames) -> Iterator[tuple[np.ndarray, int]]:
         yield out.to_ndarray().reshape(-1, ch).mean(axis=1, dtype=np.float32), int(out.sample_rate)
 
 
-def _decode_pyav(fh: BinaryIO, label: str, head: bytes = b"") -> tuple[np.ndarray, int]:
+def _decode_pyav(fh: BinaryIO, label: str, head: bytes = b"",
+                 longer_than: float | None = None) -> tuple[np.ndarray, int] | None:
     container = _open_av(fh, label, head)
     with container:
+        known = container.duration / 1_000_000 if container.duration and container.duration > 0 else None
+        if longer_than is not None and known is not None and known > longer_than:
+            return None
         chunks, sr = [], 0
         for chunk, sr in _av_mono(container, label):
             chunks.append(chunk)
     if not chunks or not sr:
         raise EmptyAudioError("audio stream holds no samples", source=label)
-    return np.concatenate(chunks).astype(np.float32)[:, None], int(sr)
+    samples = np.concatenate(chunks).astype(np.float32)[:, None]
+    if longer_than is not None and known is None and samples.shape[0] / sr > longer_than:
+        return None                     # no length in the container: duration_seconds decodes to tell
+    return samples, int(sr)
 
 
-def decode(source: Source, *, name: str | None = None) -> tuple[np.ndarray, int]:
-    """Decode a file, path or bytes to ``(samples[n, channels] float32, sample_rate)``."""
+def decode(source: Source, *, name: str | None = None,
+           longer_than: float | None = None) -> tuple[np.ndarray, int] | None:
+    """Decode a file, path or bytes to ``(samples[n, channels] float32, sample_rate)``.
+
+    With ``longer_than`` (seconds): None, without decoding, for a file :func:`duration_seconds` would
+    call longer (its header's length; a container without one is decoded to tell), so a caller that
+    streams long files opens a short one once, not once to measure it and again to decode it.
+    """
     label = _name_of(source, name)
     fh = _as_stream(source, label)
     try:
@@ -179,10 +196,10 @@ def decode(source: Source, *, name: str | None = None) -> tuple[np.ndarray, int]
         if _looks_like_text(head):
             raise UnsupportedFormatError("is a text file, not audio", source=label)
         try:
-            return _decode_soundfile(fh)
+            return _decode_soundfile(fh, longer_than)
         except Exception:  # libsndfile refuses many valid containers; PyAV tries next
             fh.seek(0)
-        return _decode_pyav(fh, label, head)
+        return _decode_pyav(fh, label, head, longer_than)
     finally:
         if isinstance(source, (str, os.PathLike)):
             fh.close()
@@ -211,14 +228,21 @@ def validate(y: np.ndarray, sr: int, *, label: str = "<audio>", max_seconds: flo
     """Reject signals that cannot carry speech, with a one-line reason."""
     if y.size == 0:
         raise EmptyAudioError("audio holds no samples", source=label)
-    check_samples(y, label)
+    # check_samples and is_silent from the signal's extremes and mean (three passes, no temporary arrays):
+    # min and max carry any NaN or infinity, the peak is the larger magnitude of the two, and since
+    # float32 rounding is monotonic the largest |y - mean| is that of an extreme, computed the same way
+    lo, hi = y.min(), y.max()
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise InvalidSamplesError("audio contains NaN or infinite samples", source=label)
+    _refuse_peak(max(-float(lo), float(hi)), label)
     seconds = y.size / sr
     if max_seconds is not None and seconds > max_seconds:
         raise TooLongError(f"audio is {seconds:.0f} s long; the limit is {max_seconds:.0f} s", source=label)
     if seconds < min_seconds:
         raise TooShortError(f"audio is {seconds * 1000:.0f} ms long; at least {min_seconds * 1000:.0f} ms is needed",
                             source=label)
-    if is_silent(y):
+    mean = np.mean(y)
+    if max(float(hi - mean), float(mean - lo)) < SILENCE_PEAK:      # is_silent(y)
         raise SilentAudioError("audio is silent (no signal above the noise floor)", source=label)
     return y
 
@@ -227,7 +251,10 @@ def check_samples(y: np.ndarray, label: str = "<audio>") -> None:
     """Reject NaN/inf samples and magnitudes no float audio has (features would overflow)."""
     if not np.isfinite(y).all():
         raise InvalidSamplesError("audio contains NaN or infinite samples", source=label)
-    peak = float(np.max(np.abs(y))) if y.size else 0.0
+    _refuse_peak(float(np.max(np.abs(y))) if y.size else 0.0, label)
+
+
+def _refuse_peak(peak: float, label: str) -> None:
     if peak > MAX_SAMPLE:
         raise InvalidSamplesError(f"sample values reach {peak:.3g}; float audio must lie within [-1, 1] "
                                   "(unscaled integer samples?)", source=label)
@@ -241,10 +268,14 @@ def is_silent(y: np.ndarray, threshold: float = SILENCE_PEAK) -> bool:
 
 
 def load(source: Source, *, sr: int = 16000, name: str | None = None, max_seconds: float | None = None,
-         check: bool = True) -> np.ndarray:
-    """Decode, mix to mono, resample to ``sr`` and validate. Returns float32 samples."""
+         check: bool = True, longer_than: float | None = None) -> np.ndarray | None:
+    """Decode, mix to mono, resample to ``sr`` and validate. Returns float32 samples
+    (``longer_than``: None, undecoded, for a longer file, see :func:`decode`)."""
     label = _name_of(source, name)
-    samples, orig_sr = decode(source, name=label)
+    decoded = decode(source, name=label, longer_than=longer_than)
+    if decoded is None:
+        return None
+    samples, orig_sr = decoded
     if max_seconds is not None and samples.shape[0] / orig_sr > max_seconds:
         raise TooLongError(f"audio is {samples.shape[0] / orig_sr:.0f} s long; the limit is {max_seconds:.0f} s",
                            source=label)

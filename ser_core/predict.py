@@ -524,11 +524,10 @@ class BasePredictor(ABC):
         label = name or (Path(source).name if isinstance(source, (str, Path)) else "<audio>")
         if whole:
             return self._analyse_waveform(self._load_whole(source, label), label)
-        total = audio.duration_seconds(source, name=label)
-        if total <= STREAM_ABOVE_SECONDS:
-            y = audio.load(source, sr=rate, name=label, max_seconds=max_audio_seconds())
+        y = audio.load(source, sr=rate, name=label, max_seconds=max_audio_seconds(), longer_than=STREAM_ABOVE_SECONDS)
+        if y is not None:
             return self._analyse_waveform(y, label)
-        scores, duration = self.stream_scores(source, label, total, progress)
+        scores, duration = self.stream_scores(source, label, audio.duration_seconds(source, name=label), progress)
         return Analysis(prediction(scores, self.labels, self.calibration, label, duration, self.gate), None, rate)
 
     def predict_file(self, source, *, name: str | None = None, progress: Progress | None = None) -> Prediction:
@@ -547,10 +546,11 @@ class BasePredictor(ABC):
         memo: dict = {}
         for i, path in enumerate(paths):
             try:
-                if audio.duration_seconds(path, name=path) > STREAM_ABOVE_SECONDS:
+                y = audio.load(path, sr=rate, name=path, max_seconds=max_audio_seconds(),
+                               longer_than=STREAM_ABOVE_SECONDS)
+                if y is None:
                     out[i] = self.predict_file(path, name=path)
                     continue
-                y = audio.load(path, sr=rate, name=path, max_seconds=max_audio_seconds())
             except Exception as exc:  # noqa: BLE001  (the caller reports it as that file's answer)
                 out[i] = exc
                 continue

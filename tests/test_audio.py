@@ -105,3 +105,61 @@ def test_stream_yields_the_same_samples_as_load(sample_clip):
 
 def test_duration_from_header(sample_clip):
     assert audio.duration_seconds(sample_clip) == pytest.approx(sf.info(sample_clip).duration)
+
+
+def test_validation_from_the_extremes_says_what_the_plain_checks_say():
+    """validate reads NaN, infinity, the peak and silence from min, max and mean (session 29): the same verdict
+    as check_samples and is_silent on every edge, including a DC offset and silence just under the floor."""
+    rng = np.random.default_rng(0)
+    quiet = (rng.standard_normal(8000) * 3e-5).astype(np.float32)
+    signals = {"speech-like": tone(16000, 0.5), "dc + quiet": quiet / np.abs(quiet).max() * np.float32(5e-5) + np.float32(0.3),
+               "floor": np.full(8000, 0.25, np.float32), "just under": quiet / np.abs(quiet).max() * np.float32(9.9e-5),
+               "just over": quiet / np.abs(quiet).max() * np.float32(1.01e-4), "unscaled": tone(16000, 0.5) * 3000,
+               "nan": np.r_[tone(16000, 0.5), np.nan].astype(np.float32),
+               "inf": np.r_[tone(16000, 0.5), np.inf].astype(np.float32),
+               "-inf": np.r_[-np.inf, tone(16000, 0.5)].astype(np.float32)}
+    for name, y in signals.items():
+        try:
+            audio.check_samples(y)
+            want = SilentAudioError if audio.is_silent(y) else None
+        except InvalidSamplesError:
+            want = InvalidSamplesError
+        if want is None:
+            assert audio.validate(y, 16000) is y, name
+        else:
+            with pytest.raises(want):
+                audio.validate(y, 16000)
+    assert [audio.is_silent(signals[k]) for k in ("dc + quiet", "floor", "just under", "just over")] == \
+        [True, True, True, False]
+
+
+def test_a_file_longer_than_asked_is_measured_not_decoded(tmp_path, monkeypatch):
+    """load(longer_than=...) answers None for a longer file from its header, decoding nothing, so batch
+    scoring opens each short file once; a shorter one decodes as without it."""
+    import soundfile
+
+    path = tmp_path / "long.flac"
+    sf.write(path, tone(16000, 3.0), 16000)
+    assert audio.load(path, longer_than=2.5) is None
+    np.testing.assert_array_equal(audio.load(path, longer_than=3.5), audio.load(path))
+    reads = []
+    real = soundfile.SoundFile.read
+    monkeypatch.setattr(soundfile.SoundFile, "read", lambda self, *a, **k: reads.append(1) or real(self, *a, **k))
+    assert audio.load(path, longer_than=1.0) is None and not reads
+    # a container that PyAV reads (libsndfile does not): its own length decides the same way
+    webm = io.BytesIO()
+    import av
+
+    with av.open(webm, "w", format="webm") as out:
+        stream = out.add_stream("libopus", rate=48000)
+        y = tone(48000, 2.0)
+        for start in range(0, y.size, 960):
+            frame = av.AudioFrame.from_ndarray(y[None, start:start + 960], format="flt", layout="mono")
+            frame.sample_rate, frame.pts = 48000, start
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    data = webm.getvalue()
+    assert audio.load(data, name="clip.webm", longer_than=1.5) is None
+    assert audio.load(data, name="clip.webm", longer_than=2.5).size == pytest.approx(32000, rel=0.02)

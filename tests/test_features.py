@@ -265,11 +265,12 @@ def _plain_zcr(y: np.ndarray, frame: int, hop: int) -> np.ndarray:
 
 def test_fast_paths_give_the_plain_definitions_values_bit_for_bit(clips):
     """Speed work on the batch path (session 28) may change how a value is computed, never the value:
-    the zero-crossing rate, the tuning estimate, the spectral contrast, a mono file's samples, the colour
-    lookup and the silence trim equal their plain numpy definitions exactly, on real clips, short and batched signals and odd frame sizes."""
+    the zero-crossing rate (by running count, and by hop-long blocks where the hop divides the frame), the
+    tuning estimate, the spectral contrast, the mean power, a mono file's samples, the colour lookup and the
+    silence trim equal their plain numpy definitions exactly, on real clips, short and batched signals and odd frame sizes."""
     signals = [*clips, clips[0][:700], np.zeros(3000, np.float32), np.stack(clips[:3])]
     for y in signals:
-        for frame, hop in ((2048, 512), (1024, 256), (2047, 100), (512, 128)):
+        for frame, hop in ((2048, 512), (1024, 256), (2047, 100), (512, 128), (512, 512), (8, 2), (3, 1)):
             np.testing.assert_array_equal(features.zero_crossing_rate(y, frame, hop), _plain_zcr(y, frame, hop))
     for y in clips:
         for n_fft in (2048, 1024):       # the peaks are found by flat index: librosa's estimate, exactly
@@ -283,6 +284,7 @@ def test_fast_paths_give_the_plain_definitions_values_bit_for_bit(clips):
         voiced = np.flatnonzero(db > -40.0)
         assert audio.trim_bounds(y, 40.0) == (int(voiced[0] * 128), int(min(voiced[-1] * 128 + 512, y.size)))
         mag = features.stft_magnitude(y, 2048, 512)
+        np.testing.assert_array_equal(features._mean_over_bins(mag ** 2), np.mean(mag ** 2, axis=-2, keepdims=True))
         peak, valley = [], []
         for lo, hi, n in features.contrast_bands(16000, 2048):
             ordered = np.sort(np.ascontiguousarray(mag[lo:hi].T), axis=-1)   # rows in memory: how np.mean sums
