@@ -196,3 +196,24 @@ def test_shipped_ensemble_answers_the_mean_of_its_members(sample_clip):
         speech = [w for w in got.windows if w.speech]
         clip = np.mean([[w.probabilities[lab] for lab in ens.labels] for w in speech], axis=0)
         np.testing.assert_allclose([got.probabilities[lab] for lab in ens.labels], clip, atol=1e-6)
+
+
+def test_an_ensemble_without_a_gate_flags_speech_on_the_recordings_windows_only(sample_clip, monkeypatch):
+    """The answer is averaged over the recording's own windows with speech (its grid); each front end's flags,
+    of its own trimmed and normalised signal, only enter a novelty gate's signature, so without a gate they
+    are not worked out (session 29: two frame-level passes a clip saved) and the answer is the same."""
+    from conftest import DEFAULT_MODEL
+    from ser_core import predict
+
+    ens = predict.load_predictor(DEFAULT_MODEL, runtime="int8")
+    assert ens.gate is None and not any(m.signs for m in ens.members)
+    want = ens.predict_file(sample_clip)
+    flagged = []
+    real = predict.speech_windows
+    monkeypatch.setattr(predict, "speech_windows", lambda y, *a, **k: flagged.append(y.size) or real(y, *a, **k))
+    got = ens.predict_file(sample_clip)
+    assert got.probabilities == want.probabilities and [w.speech for w in got.windows] == [w.speech for w in want.windows]
+    assert flagged == [predict.audio.load(sample_clip).size]      # once, on the recording itself
+    spans, _, _ = predict.many_window_features([predict.audio.load(sample_clip)], [ens.members[0].cfg], {},
+                                               speech=False)
+    assert spans[0][2] is None

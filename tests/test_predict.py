@@ -230,6 +230,21 @@ def test_frame_levels_are_the_plain_formulas_values(samples_dir):
     np.testing.assert_array_equal(frame_levels(y, 400), plain(y, 400))
 
 
+def test_the_quiet_level_is_numpys_tenth_percentile(samples_dir):
+    """speech_present's quiet level is np.percentile(levels, 10) written out (session 29): equal bit for bit on
+    every length from 1 to 300 (both sides of each interpolation weight), with ties, and on real recordings."""
+    from ser_core.predict import frame_levels, quiet_level
+
+    rng = np.random.default_rng(3)
+    for n in range(1, 301):
+        for levels in (rng.normal(-40, 20, n), np.round(rng.normal(-40, 5, n)), np.r_[np.full(n // 2, -200.0),
+                                                                                      rng.normal(-30, 9, n - n // 2)]):
+            assert quiet_level(levels) == np.percentile(levels, 10), n
+    for path in sorted(samples_dir.glob("*.flac"))[:6]:
+        levels = frame_levels(audio.load(path))
+        assert quiet_level(levels) == np.percentile(levels, 10)
+
+
 def test_windows_normalised_into_the_interpreter_give_the_normalised_copies_answers(sample_clip):
     """On LiteRT each window is normalised straight into the interpreter's input (session 28): the same
     probabilities as normalising a copy of every window first, bit for bit; what a network saw (``inputs``)
