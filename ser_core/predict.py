@@ -354,6 +354,8 @@ def aligned(grid: WindowScores, member: WindowScores) -> np.ndarray:
     Networks that trim silence first see fewer windows than the recording has; a network
     with one window for a clip gives that window's answer to every window of the clip.
     """
+    if len(member.probs) == 1:        # what the rule below picks, without its matrices (most clips: 3-4 s)
+        return np.repeat(member.probs, len(grid.starts), axis=0)
     overlap = (np.minimum(grid.ends[:, None], member.ends[None, :])
                - np.maximum(grid.starts[:, None], member.starts[None, :])).clip(min=0)
     distance = np.abs((grid.starts + grid.ends)[:, None] - (member.starts + member.ends)[None, :]) / 2

@@ -230,6 +230,19 @@ def test_frame_levels_are_the_plain_formulas_values(samples_dir):
     np.testing.assert_array_equal(frame_levels(y, 400), plain(y, 400))
 
 
+def test_a_network_with_one_window_gives_its_answer_to_every_window_of_the_recording():
+    from ser_core.predict import WindowScores, aligned
+
+    grid = WindowScores(np.array([0.0, 1.0, 2.0, 2.4]), np.array([3.0, 4.0, 5.0, 5.4]), None, None)
+    probs = np.random.default_rng(0).dirichlet(np.ones(8), size=1)
+    for start, end in ((0.0, 3.0), (0.7, 3.7), (4.0, 5.4), (9.0, 12.0)):     # inside, shifted, apart
+        got = aligned(grid, WindowScores(np.array([start]), np.array([end]), probs, None))
+        assert got.shape == (4, 8) and (got == probs[0]).all()
+    two = np.random.default_rng(1).dirichlet(np.ones(8), size=2)      # two windows: the most overlapping one
+    got = aligned(grid, WindowScores(np.array([0.3, 2.2]), np.array([3.3, 5.2]), two, None))
+    np.testing.assert_array_equal(got, two[[0, 0, 1, 1]])
+
+
 def test_the_quiet_level_is_numpys_tenth_percentile(samples_dir):
     """speech_present's quiet level is np.percentile(levels, 10) written out (session 29): equal bit for bit on
     every length from 1 to 300 (both sides of each interpolation weight), with ties, and on real recordings."""
