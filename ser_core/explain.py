@@ -50,7 +50,7 @@ import numpy as np
 
 from . import audio, features
 from .config import FeatureConfig, atomic_write_bytes
-from .errors import AudioError, SERError, TooLongError
+from .errors import SERError, TooLongError
 
 METHOD = ("occlusion: each time x mel-band patch of the waveform's spectrum is pulled down to the recording's "
           "background level, the audio resynthesised and the whole model (trimming, loudness normalisation, "
@@ -373,14 +373,12 @@ def explain_array(predictor, y: np.ndarray, sr: int | None = None, *, name: str 
 def explain_file(predictor, source, *, name: str | None = None, **kwargs) -> Explanation:
     """:func:`explain_array` of a file, path or bytes (refused beyond :data:`MAX_SECONDS` before decoding)."""
     label = name or (Path(source).name if isinstance(source, (str, Path)) else "<audio>")
-    try:
+    y = audio.load(source, sr=predictor.cfg.sample_rate, name=label, max_seconds=MAX_SECONDS + 1,
+                   longer_than=MAX_SECONDS + 1)
+    if y is None:                   # refused before decoding
         total = audio.duration_seconds(source, name=label)
-    except AudioError:
-        total = None            # audio.load below names the exact problem
-    if total is not None and total > MAX_SECONDS + 1:
         raise TooLongError(f"the why view explains up to {MAX_SECONDS:.0f} s of audio, this is {total:.0f} s; "
                            "cut a shorter part", source=label)
-    y = audio.load(source, sr=predictor.cfg.sample_rate, name=label, max_seconds=MAX_SECONDS + 1)
     return explain_array(predictor, y, name=label, **kwargs)
 
 

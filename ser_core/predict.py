@@ -589,13 +589,11 @@ class BasePredictor(ABC):
 
     def _load_whole(self, source, label: str) -> np.ndarray:
         limit = max_audio_seconds()
-        try:
-            seconds = audio.duration_seconds(source, name=label)   # refuse a long file before decoding it
-        except AudioError:
-            seconds = None                                         # audio.load names the exact problem
-        if seconds is not None and seconds > limit:
+        y = audio.load(source, sr=self.cfg.sample_rate, name=label, max_seconds=limit, longer_than=limit)
+        if y is None:                  # refused before decoding
+            seconds = audio.duration_seconds(source, name=label)
             raise TooLongError(f"audio is {seconds:.0f} s long; the limit is {limit:.0f} s", source=label)
-        return audio.load(source, sr=self.cfg.sample_rate, name=label, max_seconds=limit)
+        return y
 
     def _analyse_waveform(self, y: np.ndarray, label: str) -> Analysis:
         rate = self.cfg.sample_rate
