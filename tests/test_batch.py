@@ -188,6 +188,30 @@ def test_local_engine_answers_like_ser_predict_past_a_corrupt_file_and_a_killed_
     assert sum(int(part.split()[1]) for part in said.split(": ", 1)[1].split(";")[0].split(", ")) == CLIPS
 
 
+def test_local_workers_each_keep_a_core_of_their_own_also_after_a_crash(tmp_path, inputs, tiny_model):
+    """The local engine pins each worker to its own share of the cores as the pool starts it (session 29),
+    and a pool started after a worker is killed is pinned the same way."""
+    cores = sorted(os.sched_getaffinity(0))
+    killed: list[int] = []
+    kill = kill_one_worker_after_first_part(killed)
+    seen: list[dict] = []
+
+    def on_part(part, engine):
+        seen.append({pid: sorted(os.sched_getaffinity(pid)) for pid in engine.worker_pids() if pid not in killed})
+        kill(part, engine)
+
+    res = batch.run_batch(inputs["files"], tmp_path / "out", tiny_model, engine="local", workers=2, chunk=1,
+                          part_files=2, progress=False, on_part=on_part)
+    assert killed and res.restarts >= 1 and len(seen) >= 2
+    first, last = seen[0], seen[-1]
+    assert killed[0] in first and not last.keys() & first.keys()      # the last look is at the new pool
+    for pool in (first, last):
+        shares = list(pool.values())
+        assert pool and all(share for share in shares)
+        if len(cores) >= 2:                 # one core each, never the same one
+            assert all(len(share) == 1 for share in shares) and len({s[0] for s in shares}) == len(shares)
+
+
 def test_ray_engine_answers_like_ser_predict_when_an_actor_is_killed(tmp_path, inputs, predicted, tiny_model):
     pytest.importorskip("ray")
     killed: list[int] = []
