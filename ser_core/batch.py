@@ -412,12 +412,12 @@ class LocalEngine:
         a crash too): a worker that stays on one core keeps its networks' weights and buffers in that core's
         cache. Two pinned workers scored about 4 % more clips a second than two free ones (12 of 16
         alternating pairs, docs/speed.md, session 29); a lone worker keeps every core for its ensemble's threads."""
+        shares = [share for share in core_shares(self.workers) if share]
+        if not shares:
+            return                           # not Linux: no pinning
         live = set(self.worker_pids())
         self.cores = {pid: share for pid, share in self.cores.items() if pid in live}
-        shares = [share for share in core_shares(self.workers) if share]
         for pid in sorted(live - self.cores.keys()):
-            if not shares:
-                return                       # not Linux: no pinning
             share = min(shares, key=lambda s: sum(held == s for held in self.cores.values()))   # the least used
             try:
                 os.sched_setaffinity(pid, share)
