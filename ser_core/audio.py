@@ -86,12 +86,12 @@ def _sf_blocks(f, frames: int) -> Iterator[np.ndarray]:
         yield chunk
 
 
-def _decode_soundfile(fh: BinaryIO, longer_than: float | None = None) -> tuple[np.ndarray, int] | None:
+def _decode_soundfile(fh: BinaryIO, longer_than: float | None = None) -> tuple[np.ndarray, int] | float:
     import soundfile as sf
 
     with sf.SoundFile(fh) as f:
         if longer_than is not None and f.frames / f.samplerate > longer_than:
-            return None                 # the header's length, as duration_seconds reads it
+            return f.frames / f.samplerate          # the header's length, as duration_seconds reads it
         chunks = list(_sf_blocks(f, SF_BLOCK))
         sr, channels = f.samplerate, f.channels
     data = np.concatenate(chunks) if chunks else np.zeros((0, channels), np.float32)
@@ -163,12 +163,12 @@ def _mono_frames(frames) -> Iterator[tuple[np.ndarray, int]]:
 
 
 def _decode_pyav(fh: BinaryIO, label: str, head: bytes = b"",
-                 longer_than: float | None = None) -> tuple[np.ndarray, int] | None:
+                 longer_than: float | None = None) -> tuple[np.ndarray, int] | float:
     container = _open_av(fh, label, head)
     with container:
         known = container.duration / 1_000_000 if container.duration and container.duration > 0 else None
         if longer_than is not None and known is not None and known > longer_than:
-            return None
+            return known
         chunks, sr = [], 0
         for chunk, sr in _av_mono(container, label):
             chunks.append(chunk)
@@ -176,17 +176,18 @@ def _decode_pyav(fh: BinaryIO, label: str, head: bytes = b"",
         raise EmptyAudioError("audio stream holds no samples", source=label)
     samples = np.concatenate(chunks).astype(np.float32)[:, None]
     if longer_than is not None and known is None and samples.shape[0] / sr > longer_than:
-        return None                     # no length in the container: duration_seconds decodes to tell
+        return samples.shape[0] / sr    # no length in the container: duration_seconds decodes to tell
     return samples, int(sr)
 
 
 def decode(source: Source, *, name: str | None = None,
-           longer_than: float | None = None) -> tuple[np.ndarray, int] | None:
+           longer_than: float | None = None) -> tuple[np.ndarray, int] | float:
     """Decode a file, path or bytes to ``(samples[n, channels] float32, sample_rate)``.
 
-    With ``longer_than`` (seconds): None, without decoding, for a file :func:`duration_seconds` would
-    call longer (its header's length; a container without one is decoded to tell), so a caller that
-    streams long files opens a short one once, not once to measure it and again to decode it.
+    With ``longer_than`` (seconds): for a file longer than that, its length in seconds instead, as
+    :func:`duration_seconds` gives it (from the header, without decoding; a container without one is
+    decoded to tell), so a caller that streams long files opens a short one once, not once to measure
+    it and again to decode it, and has a long one's length for its progress or its refusal.
     """
     label = _name_of(source, name)
     fh = _as_stream(source, label)
@@ -272,13 +273,13 @@ def is_silent(y: np.ndarray, threshold: float = SILENCE_PEAK) -> bool:
 
 
 def load(source: Source, *, sr: int = 16000, name: str | None = None, max_seconds: float | None = None,
-         check: bool = True, longer_than: float | None = None) -> np.ndarray | None:
+         check: bool = True, longer_than: float | None = None) -> np.ndarray | float:
     """Decode, mix to mono, resample to ``sr`` and validate. Returns float32 samples
-    (``longer_than``: None, undecoded, for a longer file, see :func:`decode`)."""
+    (``longer_than``: a longer file's length in seconds, a float, undecoded; see :func:`decode`)."""
     label = _name_of(source, name)
     decoded = decode(source, name=label, longer_than=longer_than)
-    if decoded is None:
-        return None
+    if isinstance(decoded, float):
+        return decoded
     samples, orig_sr = decoded
     if max_seconds is not None and samples.shape[0] / orig_sr > max_seconds:
         raise TooLongError(f"audio is {samples.shape[0] / orig_sr:.0f} s long; the limit is {max_seconds:.0f} s",

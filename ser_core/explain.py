@@ -375,9 +375,8 @@ def explain_file(predictor, source, *, name: str | None = None, **kwargs) -> Exp
     label = name or (Path(source).name if isinstance(source, (str, Path)) else "<audio>")
     y = audio.load(source, sr=predictor.cfg.sample_rate, name=label, max_seconds=MAX_SECONDS + 1,
                    longer_than=MAX_SECONDS + 1)
-    if y is None:                   # refused before decoding
-        total = audio.duration_seconds(source, name=label)
-        raise TooLongError(f"the why view explains up to {MAX_SECONDS:.0f} s of audio, this is {total:.0f} s; "
+    if isinstance(y, float):        # refused before decoding: its length
+        raise TooLongError(f"the why view explains up to {MAX_SECONDS:.0f} s of audio, this is {y:.0f} s; "
                            "cut a shorter part", source=label)
     return explain_array(predictor, y, name=label, **kwargs)
 

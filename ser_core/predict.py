@@ -546,10 +546,14 @@ class BasePredictor(ABC):
         if whole:
             return self._analyse_waveform(self._load_whole(source, label), label)
         y = audio.load(source, sr=rate, name=label, max_seconds=max_audio_seconds(), longer_than=STREAM_ABOVE_SECONDS)
-        if y is not None:
-            return self._analyse_waveform(y, label)
-        scores, duration = self.stream_scores(source, label, audio.duration_seconds(source, name=label), progress)
-        return Analysis(prediction(scores, self.labels, self.calibration, label, duration, self.gate), None, rate)
+        if isinstance(y, float):                 # a long file, measured and not decoded: streamed
+            return self._streamed(source, label, y, progress)
+        return self._analyse_waveform(y, label)
+
+    def _streamed(self, source, label: str, total: float, progress: Progress | None) -> Analysis:
+        scores, duration = self.stream_scores(source, label, total, progress)
+        return Analysis(prediction(scores, self.labels, self.calibration, label, duration, self.gate), None,
+                        self.cfg.sample_rate)
 
     def predict_file(self, source, *, name: str | None = None, progress: Progress | None = None) -> Prediction:
         """The prediction for a file, path or bytes (long files streamed)."""
@@ -569,8 +573,8 @@ class BasePredictor(ABC):
             try:
                 y = audio.load(path, sr=rate, name=path, max_seconds=max_audio_seconds(),
                                longer_than=STREAM_ABOVE_SECONDS)
-                if y is None:
-                    out[i] = self.predict_file(path, name=path)
+                if isinstance(y, float):         # a long file: streamed as predict_file does
+                    out[i] = self._streamed(path, path, y, None).prediction
                     continue
             except Exception as exc:  # noqa: BLE001  (the caller reports it as that file's answer)
                 out[i] = exc
@@ -590,9 +594,8 @@ class BasePredictor(ABC):
     def _load_whole(self, source, label: str) -> np.ndarray:
         limit = max_audio_seconds()
         y = audio.load(source, sr=self.cfg.sample_rate, name=label, max_seconds=limit, longer_than=limit)
-        if y is None:                  # refused before decoding
-            seconds = audio.duration_seconds(source, name=label)
-            raise TooLongError(f"audio is {seconds:.0f} s long; the limit is {limit:.0f} s", source=label)
+        if isinstance(y, float):       # refused before decoding
+            raise TooLongError(f"audio is {y:.0f} s long; the limit is {limit:.0f} s", source=label)
         return y
 
     def _analyse_waveform(self, y: np.ndarray, label: str) -> Analysis:

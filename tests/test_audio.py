@@ -139,18 +139,18 @@ def test_validation_from_the_extremes_says_what_the_plain_checks_say():
 
 
 def test_a_file_longer_than_asked_is_measured_not_decoded(tmp_path, monkeypatch):
-    """load(longer_than=...) answers None for a longer file from its header, decoding nothing, so batch
-    scoring opens each short file once; a shorter one decodes as without it."""
+    """load(longer_than=...) answers a longer file's length (duration_seconds's) from its header, decoding
+    nothing, so batch scoring opens each short file once; a shorter one decodes as without it."""
     import soundfile
 
     path = tmp_path / "long.flac"
     sf.write(path, tone(16000, 3.0), 16000)
-    assert audio.load(path, longer_than=2.5) is None
+    assert audio.load(path, longer_than=2.5) == audio.duration_seconds(path) == 3.0
     np.testing.assert_array_equal(audio.load(path, longer_than=3.5), audio.load(path))
     reads = []
     real = soundfile.SoundFile.read
     monkeypatch.setattr(soundfile.SoundFile, "read", lambda self, *a, **k: reads.append(1) or real(self, *a, **k))
-    assert audio.load(path, longer_than=1.0) is None and not reads
+    assert audio.load(path, longer_than=1.0) == 3.0 and not reads
     # a container that PyAV reads (libsndfile does not): its own length decides the same way
     webm = io.BytesIO()
     import av
@@ -166,5 +166,5 @@ def test_a_file_longer_than_asked_is_measured_not_decoded(tmp_path, monkeypatch)
         for packet in stream.encode(None):
             out.mux(packet)
     data = webm.getvalue()
-    assert audio.load(data, name="clip.webm", longer_than=1.5) is None
+    assert audio.load(data, name="clip.webm", longer_than=1.5) == audio.duration_seconds(data, name="clip.webm")
     assert audio.load(data, name="clip.webm", longer_than=2.5).size == pytest.approx(32000, rel=0.02)

@@ -80,3 +80,22 @@ def test_an_hour_streams_with_flat_memory(long_files, tiny_model, predictor, tmp
         assert f"[{'#' * 30}] {total}/{total}" in terminal
     ratio = results[60] / results[10]
     assert ratio < 1.3, f"peak RSS grew from {results[10] / 1024:.0f} MiB (10 min) to {results[60] / 1024:.0f} MiB (60 min)"
+
+
+def test_a_long_file_in_a_batch_is_streamed_as_predict_file_streams_it(long_files, predictor, sample_clip,
+                                                                        monkeypatch):
+    """predict_many measures a long file once (load answers its length, undecoded) and streams it as
+    predict_file does, beside the short files it scores together: the same answers."""
+    from ser_core import audio, predict
+
+    wav = long_files[10]
+    want = [predictor.predict_file(str(wav), name=str(wav)), predictor.predict_file(str(sample_clip),
+                                                                                    name=str(sample_clip))]
+    measured = []
+    real = audio.duration_seconds
+    monkeypatch.setattr(audio, "duration_seconds", lambda *a, **k: measured.append(a) or real(*a, **k))
+    got = predictor.predict_many([str(wav), str(sample_clip)])
+    assert not measured                                   # the length came with load's answer
+    for g, w in zip(got, want):
+        assert g.probabilities == pytest.approx(w.probabilities, abs=1e-6) and g.duration == pytest.approx(w.duration)
+    assert got[0].duration == pytest.approx(600, abs=1) and predict.STREAM_ABOVE_SECONDS < 600
