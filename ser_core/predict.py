@@ -41,7 +41,7 @@ from .config import FeatureConfig, ModelSpec, max_audio_seconds
 from .errors import (AudioError, EmptyAudioError, ModelError, SERError, SilentAudioError, TooLongError,
                      TooShortError)
 from .lite import RUNTIMES
-from .machine import usable_cpus
+from .machine import keep_freed_memory, usable_cpus
 from .modeldir import LITE, LITE_INT8, SPEC, WEIGHTS, is_ensemble
 from .schema import MEMBER_WEIGHTS
 
@@ -865,6 +865,10 @@ class EnsemblePredictor(BasePredictor):
 
 def load_predictor(model_dir: Path | str, *, runtime: str = "auto", calibrated: bool = True) -> BasePredictor:
     """A Predictor for a model folder, or an EnsemblePredictor for an ensemble folder
-    (``calibrated=False``: without the folder's stored calibration, the raw probabilities)."""
+    (``calibrated=False``: without the folder's stored calibration, the raw probabilities).
+
+    The process then keeps the memory it frees for reuse (:func:`ser_core.machine.keep_freed_memory`):
+    a predictor allocates the same arrays clip after clip."""
+    keep_freed_memory()
     cls = EnsemblePredictor if is_ensemble(model_dir) else Predictor
     return cls(model_dir, runtime=runtime, calibrated=calibrated)

@@ -126,3 +126,41 @@ def test_pinned_process_sizes_its_threads_to_its_cores():
     out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True,
                          preexec_fn=lambda: os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}))
     assert out.stdout.split() == ["1", "1"]
+
+
+_FAULTS_PROBE = """
+import resource, sys
+import numpy as np
+mode = sys.argv[1]
+if mode == "keep":
+    from ser_core.machine import keep_freed_memory
+    assert keep_freed_memory()
+elif mode == "predictor":
+    from ser_core.predict import load_predictor
+    load_predictor(sys.argv[2], runtime="lite")
+def task():
+    held = [np.ones(1 << 18, np.float32) for _ in range(16)]    # a task's 16 clips, 1 MiB each, held together
+    return len(held)
+task()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(20):
+    task()
+print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 20 / 16)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_freed_memory_is_reused_by_scoring_processes():
+    """A scoring process keeps the memory it frees. Sixteen 1 MiB arrays held together and freed together, as a
+    task's clips are, twenty times: a plain process returns them to the kernel each time and takes about 256
+    page faults an array to get them back; one that keeps its freed memory (as loading a predictor makes it)
+    takes none."""
+    from tests.conftest import DEFAULT_MODEL
+
+    def faults(*args) -> float:
+        out = subprocess.run([sys.executable, "-c", _FAULTS_PROBE, *args], cwd=ROOT, capture_output=True,
+                             text=True, check=True)
+        return float(out.stdout.split()[-1])
+    assert faults("plain") > 200
+    assert faults("keep") < 1
+    assert faults("predictor", str(DEFAULT_MODEL)) < 1
