@@ -6,7 +6,7 @@ import pytest
 import soundfile as sf
 
 from ser_core import audio
-from ser_core.errors import (EmptyAudioError, InvalidSamplesError, SilentAudioError, TooLongError,
+from ser_core.errors import (AudioError, EmptyAudioError, InvalidSamplesError, SilentAudioError, TooLongError,
                              TooShortError, UnsupportedFormatError)
 
 
@@ -147,10 +147,16 @@ def test_a_file_longer_than_asked_is_measured_not_decoded(tmp_path, monkeypatch)
     sf.write(path, tone(16000, 3.0), 16000)
     assert audio.load(path, longer_than=2.5) == audio.duration_seconds(path) == 3.0
     np.testing.assert_array_equal(audio.load(path, longer_than=3.5), audio.load(path))
+    import miniaudio
+
     reads = []
-    real = soundfile.SoundFile.read
+    real, real_flac = soundfile.SoundFile.read, miniaudio.flac_read_f32
     monkeypatch.setattr(soundfile.SoundFile, "read", lambda self, *a, **k: reads.append(1) or real(self, *a, **k))
+    monkeypatch.setattr(miniaudio, "flac_read_f32", lambda *a, **k: reads.append(1) or real_flac(*a, **k))
     assert audio.load(path, longer_than=1.0) == 3.0 and not reads
+    wav = tmp_path / "long.wav"                      # libsndfile's own header, for a file it decodes
+    sf.write(wav, tone(16000, 3.0), 16000)
+    assert audio.load(wav, longer_than=1.0) == 3.0 and not reads
     # a container that PyAV reads (libsndfile does not): its own length decides the same way
     webm = io.BytesIO()
     import av
@@ -168,3 +174,64 @@ def test_a_file_longer_than_asked_is_measured_not_decoded(tmp_path, monkeypatch)
     data = webm.getvalue()
     assert audio.load(data, name="clip.webm", longer_than=1.5) == audio.duration_seconds(data, name="clip.webm")
     assert audio.load(data, name="clip.webm", longer_than=2.5).size == pytest.approx(32000, rel=0.02)
+
+
+def _libsndfile(source):
+    """libsndfile's samples of a file, as the decoder gave them before dr_flac read FLAC."""
+    with open(source, "rb") if not isinstance(source, bytes) else io.BytesIO(source) as fh:
+        return audio._decode_soundfile(fh)
+
+
+@pytest.mark.parametrize("subtype", ["PCM_S8", "PCM_16", "PCM_24"])
+@pytest.mark.parametrize("channels", [1, 2])
+def test_flac_through_dr_flac_gives_libsndfiles_samples(tmp_path, subtype, channels):
+    """A FLAC file is decoded by dr_flac (miniaudio) to exactly libsndfile's float samples, at every bit depth,
+    mono and stereo, with the same rate; its length comes from the same header."""
+    y = (np.random.default_rng(0).standard_normal((22050, channels)) * 0.3).clip(-1, 1).astype(np.float32)
+    path = tmp_path / f"x-{subtype}-{channels}.flac"
+    sf.write(path, y, 22050, subtype=subtype)
+    with open(path, "rb") as fh:
+        fast = audio._decode_flac(fh)
+    assert fast is not None                         # dr_flac did read it
+    want, rate = _libsndfile(path)
+    assert fast[1] == rate == 22050 and fast[0].shape == (22050, channels)
+    np.testing.assert_array_equal(fast[0], want)
+    np.testing.assert_array_equal(audio.decode(path)[0], want)
+    np.testing.assert_array_equal(audio.decode(path.read_bytes(), name="x.flac")[0], want)
+
+
+def test_flac_of_the_samples_and_corpora_decodes_as_libsndfile_did(samples_dir, corpus_dirs):
+    """Every sample clip, and the first clips of every corpus under the data root, decode to libsndfile's samples."""
+    paths = sorted(samples_dir.glob("*.flac"))
+    for folder in corpus_dirs.values():
+        paths += sorted(folder.rglob("*.flac"))[:25]
+    assert paths
+    for path in paths:
+        got, rate = audio.decode(path)
+        want, want_rate = _libsndfile(path)
+        assert rate == want_rate, path
+        np.testing.assert_array_equal(got, want, err_msg=str(path))
+
+
+def _outcome(data: bytes):
+    try:
+        return audio.load(data, name="damaged.flac")
+    except Exception as exc:                          # noqa: BLE001 (the outcome is the error itself)
+        return type(exc), str(exc)
+
+
+def test_a_damaged_flac_is_read_as_before_dr_flac(sample_clip, monkeypatch):
+    """A FLAC file cut short, or with its frames overwritten, is left to the decoders that read it before
+    (libsndfile, then PyAV): the same samples, or the same typed error and message."""
+    data = sample_clip.read_bytes()
+    cut, garbled = data[: len(data) * 3 // 5], data[:200] + bytes(len(data) - 200)
+    with io.BytesIO(cut) as fh:
+        assert audio._decode_flac(fh) is None         # fewer frames than its header says: not dr_flac's
+    now = [_outcome(d) for d in (cut, garbled)]
+    monkeypatch.setattr(audio, "_decode_flac", lambda fh, longer_than=None: None)
+    before = [_outcome(d) for d in (cut, garbled)]
+    for a, b in zip(now, before):
+        if isinstance(b, np.ndarray):
+            np.testing.assert_array_equal(a, b)
+        else:
+            assert a == b and issubclass(b[0], AudioError)
