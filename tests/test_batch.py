@@ -19,6 +19,7 @@ import pytest
 import soundfile as sf
 
 from ser_core import batch
+from ser_core.cli import INT8_HINT
 from ser_core.errors import SERError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -346,5 +347,8 @@ def test_an_int8_job_answers_like_predict_on_int8_and_a_float_job_is_not_resumed
     assert (f"answers (most likely emotion of 3 files with speech): {shares}; "
             f"\"not sure\" on {int(table['not_sure'].sum())}") in r.stdout
     assert json.loads((out / "job.json").read_text())["precision"] == "int8"
+    assert INT8_HINT not in r.stdout
     r = ser("batch", *clips, "--out", out, "--model", DEFAULT_MODEL, "--workers", "1")
     assert r.returncode == 2 and "another runtime precision" in r.stderr and "Traceback" not in r.stderr
+    r = ser("batch", clips[0], "--out", tmp_path / "float", "--model", DEFAULT_MODEL, "--workers", "1")
+    assert r.returncode == 0 and INT8_HINT in r.stdout    # a float job is told the faster copies are there
