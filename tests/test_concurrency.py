@@ -155,7 +155,7 @@ def test_freed_memory_is_reused_by_scoring_processes():
     task's clips are, twenty times: a plain process returns them to the kernel each time and takes about 256
     page faults an array to get them back; one that keeps its freed memory (as loading a predictor makes it)
     takes none."""
-    from tests.conftest import DEFAULT_MODEL
+    from conftest import DEFAULT_MODEL
 
     def faults(*args) -> float:
         out = subprocess.run([sys.executable, "-c", _FAULTS_PROBE, *args], cwd=ROOT, capture_output=True,
