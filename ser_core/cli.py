@@ -126,6 +126,8 @@ def cmd_batch(args) -> int:
                     workers=args.workers, address=args.address, windows=args.windows, csv=args.csv,
                     part_files=args.part_files, chunk=args.chunk, runtime=args.runtime)
     note = f", {res.resumed} already done by an earlier run" if res.resumed else ""
+    if res.steady_note is None:      # the rate an archive's job settles at, as the bench measures it
+        note = f"; {res.steady_clips_per_s:.1f} after a {res.first_result_s:.1f} s start-up" + note
     print(f"scored {res.scored} of {res.files} files in {res.seconds:.1f} s ({res.clips_per_s:.1f} clips/s{note}); "
           f"{res.errors} error rows")
     print(answer_summary(res.paths["results"]))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -254,6 +255,8 @@ def test_a_rerun_after_sigkill_of_the_whole_job_scores_only_the_rest(tmp_path, i
     assert r.returncode == 0, r.stderr
     assert f"scored {150 - len(done_before)} of 150 files" in r.stdout
     assert f"{len(done_before)} already done" in r.stdout
+    # enough hand-overs for a steady rate: the closing line gives it beside the whole run's
+    assert re.search(r"clips/s; \d+\.\d after a \d+\.\d s start-up, \d+ already done by an earlier run\)", r.stdout)
     for name, mtime in first.items():        # the first run's parts are kept as they were
         assert (out / batch.PARTS / name).stat().st_mtime_ns == mtime
     assert sorted(covered(out)) == sorted(str(p) for p in many.iterdir())     # each file exactly once
@@ -348,6 +351,7 @@ def test_an_int8_job_answers_like_predict_on_int8_and_a_float_job_is_not_resumed
             f"\"not sure\" on {int(table['not_sure'].sum())}") in r.stdout
     assert json.loads((out / "job.json").read_text())["precision"] == "int8"
     assert INT8_HINT not in r.stdout
+    assert "start-up" not in r.stdout                 # one hand-over: no steady rate to give
     r = ser("batch", *clips, "--out", out, "--model", DEFAULT_MODEL, "--workers", "1")
     assert r.returncode == 2 and "another runtime precision" in r.stderr and "Traceback" not in r.stderr
     r = ser("batch", clips[0], "--out", tmp_path / "float", "--model", DEFAULT_MODEL, "--workers", "1")
