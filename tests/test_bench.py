@@ -179,10 +179,18 @@ def test_the_int8_runtime_is_judged_on_its_own_line_and_its_answers_compared(tmp
     assert lines[1].startswith("  [--] batch on 2 cores, int8 runtime: 170.0 clips/s CPU-bound")
     assert config_key({"engine": "local", "workers": 2, "runtime": "int8"}) == "local-2-int8"
     assert config_key({"engine": "ray", "workers": 2, "runtime": "auto"}) == "ray-2"
-    runs = [{"engine": "local", "workers": 2, "runtime": rt, "steady_clips_per_s": v, "clips_per_s": v,
+    runs = [{"engine": engine, "workers": 2, "runtime": rt, "steady_clips_per_s": v, "clips_per_s": v,
              "startup_s": 1.0, "cpu_ms_per_clip": ms, "worker_peak_rss_mb": [100]}
-            for rt, v, ms in (("auto", 80.0, 20.0), ("int8", 150.0, 10.0))]
-    assert batch_summary(runs, 2)["int8_vs_float_cpu"] == 2.0
+            for engine, rt, v, ms in (("local", "auto", 80.0, 20.0), ("local", "int8", 150.0, 10.0),
+                                      ("ray", "int8", 120.0, 12.5))]
+    s = batch_summary(runs, 2)
+    assert s["int8_vs_float_cpu"] == 2.0
+    assert s["ray_vs_local_int8"] == 0.8 and s["ray_vs_local_int8_cpu"] == 0.8     # int8 engines with each other
+    assert "ray_vs_local" not in s                                                 # no float Ray run to compare
+    lines = _verdicts({"machine": {"cpus": 2}, "batch": s})
+    assert lines[0].startswith("  [--] batch on 2 cores: 100.0 clips/s CPU-bound")
+    assert lines[1].startswith("  [--] batch on 2 cores, int8 runtime: 200.0 clips/s CPU-bound")   # the faster engine
+    assert lines[2].startswith("  [ok] batch engines agree, int8 runtime: ray / local 0.80 CPU-bound, 0.8 measured")
     for name, p_sad in (("a", [0.6, 0.2, 0.5]), ("b", [0.61, 0.3, 0.5])):
         (tmp_path / name).mkdir()
         pd.DataFrame({"file": ["x", "y", "z"], "emotion": ["sad", "not sure" if name == "a" else "happy", "sad"],
