@@ -138,8 +138,8 @@ def cmd_batch(args) -> int:
     return 0
 
 
-#: What ``ser batch`` says after a float job on a model with int8 copies (the shipped default: 256 against 122
-#: clips/s on 2 cores, the float answer for 99.7 % of 640 clips; training/results/bench.json).
+#: What ``ser batch`` says after a float job on a model with int8 copies (for the shipped default, the bench's
+#: local-N-int8 against local-N rates and their agreement: training/results/bench.json, docs/speed.md).
 INT8_HINT = ("this model has int8 copies: --runtime int8 scores about twice the clips a second, with the float "
              "model's answer on all but a few clips in a thousand (use a new --out folder)")
 
