@@ -109,6 +109,45 @@ def test_nested_choices_never_read_the_held_out_corpus(probe_mod, tmp_path):
     assert t0.loc[t0["corpus"] == "ravdess", "p_calm"].isna().all()
 
 
+def _noise_like(work: Path, dest: Path, rng) -> Path:
+    """A copy of ``work`` whose vectors are noise: the same clips, in the same order, nothing to learn."""
+    dest.mkdir()
+    for f in work.glob("manifest_*.csv"):
+        (dest / f.name).write_text(f.read_text())
+    for f in work.glob("vectors_*.npz"):
+        with np.load(f) as z:
+            np.savez(dest / f.name, vectors=rng.normal(0, 1, z["vectors"].shape), path=z["path"])
+    return dest
+
+
+def test_nested_folds_choose_the_vector_folder_that_carries_the_emotions(probe_mod, tmp_path):
+    """WL: with another folder of the same clips, each outer fold picks the folder (with C) by its inner folds:
+    the informative one, whichever is given first; a copy of the first folder ties and the first is kept."""
+    rng = np.random.default_rng(3)
+    good = _work(tmp_path, rng)
+    noise = _noise_like(good, tmp_path / "noise", rng)
+    probe_mod.nested_loco(noise, tmp_path / "WL.csv", alternatives=(good,))
+    picked = json.loads((tmp_path / "WL_choices.json").read_text())
+    assert {c["vectors"] for c in picked.values()} == {str(good)}
+    probe_mod.nested_loco(good, tmp_path / "WLtie.csv", alternatives=(good,))
+    tied = json.loads((tmp_path / "WLtie_choices.json").read_text())
+    assert {c["vectors"] for c in tied.values()} == {str(good)}
+    plain = probe_mod.nested_loco(good, tmp_path / "L.csv")
+    assert pd.read_csv(tmp_path / "WLtie.csv").equals(pd.read_csv(tmp_path / "L.csv"))     # the same probe
+    assert "vectors" not in json.loads((tmp_path / "L_choices.json").read_text())["urdu"]
+    assert len(plain) == 12 * 18
+
+
+def test_another_folder_of_other_clips_is_refused(probe_mod, tmp_path):
+    rng = np.random.default_rng(4)
+    good = _work(tmp_path, rng)
+    other = _noise_like(good, tmp_path / "other", rng)
+    m = other / "manifest_ased.csv"
+    m.write_text(m.read_text().replace("ased_neutral_0.flac", "ased_neutral_x.flac"))
+    with pytest.raises(SystemExit, match="other clips"):
+        probe_mod.nested_loco(good, tmp_path / "x.csv", alternatives=(other,))
+
+
 def _speaker_work(tmp_path: Path, move_fold1: float = 0.0) -> Path:
     """24 RAVDESS actors and six speakers in each other corpus, 8 clips each, emotions shifting the vectors."""
     from ser_core import splits

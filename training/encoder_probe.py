@@ -6,6 +6,7 @@
     python training/encoder_probe.py loco --work runs/encoder --out PREDICTIONS.csv [--part embedding|states]
                                           [--project-corpora] [--normalise speaker | --normalise corpus [--stat-clips N]]
     python training/encoder_probe.py loco --work runs/encoder --nested --out PREDICTIONS.csv   # candidate L
+                                          [--alternative WORK ...]     # candidate WL: vector folders chosen too
     python training/encoder_probe.py cv --work runs/encoder --out PREDICTIONS.csv  # M's probe, emobox6 folds
     python training/encoder_probe.py average A.csv B.csv --out MEAN.csv            # two LOCO tables, clip by clip
 
@@ -487,18 +488,34 @@ def choose_c(x: np.ndarray, df: pd.DataFrame, train: np.ndarray, grid=C_GRID, wh
 
 
 def nested_loco(work: Path, out: Path, fixed_c: float | None = None, correct: bool = True,
-                copies: str | None = None) -> pd.DataFrame:
+                copies: str | None = None, alternatives: tuple[Path, ...] = ()) -> pd.DataFrame:
     """Candidate L: leave one corpus out, with C and the output correction chosen by leaving each training
     corpus out in turn (the outer held-out corpus gives nothing to either). ``fixed_c`` and
-    ``correct=False`` are the exploratory halves; the choices go to ``<out stem>_choices.json``."""
+    ``correct=False`` are the exploratory halves; the choices go to ``<out stem>_choices.json``.
+    ``alternatives`` (candidate WL, docs/preregistration-session31.md): other vector folders of the same clips
+    (another layer of the same encoder); the nested folds then choose the folder with C, a tie going to
+    ``work``."""
     df, x = load_vectors(work)
+    sets = {str(work): x}
+    for alt in alternatives:
+        df_alt, x_alt = load_vectors(alt)
+        if not df_alt["path"].equals(df["path"]):
+            raise SystemExit(f"{alt} holds other clips, or another order, than {work}")
+        sets[str(alt)] = x_alt
     aug = load_channel_vectors(work, df, copies) if copies else None
     labels = [lab for lab in EMOTIONS if lab in set(df["emotion"])]
     parts, choices = [], {}
     for fold, held in enumerate(splits.corpora(df), 1):
         train = (df["corpus"] != held).to_numpy()
         grid = (fixed_c,) if fixed_c is not None else C_GRID
-        best, scores, kept = choose_c(x, df, train, grid, f"fold {fold} ({held} out)", aug)
+        picked = None
+        for name, x_set in sets.items():
+            what = f"fold {fold} ({held} out)" + (f", {name}" if alternatives else "")
+            best, scores, kept = choose_c(x_set, df, train, grid, what, aug)
+            if picked is None or scores[best] > picked[1][best]:      # a tie keeps the earlier set
+                picked = (best, scores, kept, name)
+        best, scores, kept, name = picked
+        x = sets[name]
         temperature, bias = fit_correction(kept[best], labels) if correct else (1.0, {})
         clf, z = probe(x, df, train, best, aug)
         fold_labels = list(clf.classes_)
@@ -507,6 +524,7 @@ def nested_loco(work: Path, out: Path, fixed_c: float | None = None, correct: bo
         probs = np.exp(s) / np.exp(s).sum(axis=1, keepdims=True)
         parts.append(fold_table(df, ~train, probs, fold_labels, fold))
         choices[held] = {"C": best, "inner_own_accuracy": {str(c): round(v, 4) for c, v in scores.items()},
+                         **({"vectors": name} if alternatives else {}),
                          "temperature": round(temperature, 4), "bias": {k: round(v, 4) for k, v in bias.items()}}
         print(f"fold {fold}: {held} held out: C={best}, T={temperature:.2f}, "
               f"b={ {k: round(v, 2) for k, v in bias.items()} }", flush=True)
@@ -688,6 +706,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="with --normalise corpus: the held-out corpus's statistics from N random clips of it (exploratory)")
     p.add_argument("--c", type=float, help="with --nested: this C instead of choosing one (exploratory)")
     p.add_argument("--no-correction", action="store_true", help="with --nested: no bias or temperature (exploratory)")
+    p.add_argument("--alternative", type=Path, action="append", default=[], metavar="WORK",
+                   help="with --nested: another vector folder of the same clips, chosen between with C (WL)")
     p.add_argument("--channel-copies", nargs="?", const="white", choices=sorted(COPY_FILES),
                    help="with --nested: also train on the clips' channel copies (white: candidate N, babble: O)")
     p = sub.add_parser("cv", help="the nested-C probe (M's first half) under a speaker protocol")
@@ -736,7 +756,8 @@ def main(argv: list[str] | None = None) -> int:
     elif args.step == "average":
         average(args.a, args.b, args.out)
     elif args.nested:
-        nested_loco(args.work, args.out, fixed_c=args.c, correct=not args.no_correction, copies=args.channel_copies)
+        nested_loco(args.work, args.out, fixed_c=args.c, correct=not args.no_correction, copies=args.channel_copies,
+                    alternatives=tuple(args.alternative))
     else:
         if args.stat_clips is not None and args.normalise != "corpus":
             # a held-out speaker none of whose clips were drawn would have no statistics at all

