@@ -7,6 +7,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import struct
+
 import numpy as np
 import pytest
 
@@ -66,3 +68,46 @@ def test_pool_is_mean_then_standard_deviation_of_the_clip_frames_only():
     assert v.shape == (wp.VECTOR_SIZE,)
     assert v[0] == pytest.approx(2.0) and v[384] == pytest.approx(np.std([1.0, 2.0, 3.0]))
     assert np.all(v[1:384] == 0) and np.all(v[385:] == 0)
+
+
+def _string(text: str) -> bytes:
+    return struct.pack("<H", len(text) + 1) + text.encode() + b"\0"
+
+
+def _model_bin(names: list[str]) -> bytes:
+    """A CTranslate2 version-6 model.bin (CTranslate2's ModelSpec._serialize layout) of small float32 variables,
+    variable i holding the value i, and one alias."""
+    out = struct.pack("<I", 6) + _string("WhisperSpec") + struct.pack("<I", 3) + struct.pack("<I", len(names))
+    for i, name in enumerate(names):
+        data = np.full((2, 3), i, np.float32).tobytes()
+        out += _string(name) + struct.pack("<B", 2) + struct.pack("<II", 2, 3) + struct.pack("<B", 0)
+        out += struct.pack("<I", len(data)) + data
+    return out + struct.pack("<I", 1) + _string("decoder/projection/weight") + _string("decoder/embeddings/weight")
+
+
+def test_cut_encoder_drops_the_later_blocks_and_keeps_every_other_byte(tmp_path):
+    """Cutting to K blocks leaves out encoder/layer_K and after, and nothing else: the header, the other
+    variables (the decoder's layer_3 too), their bytes and the aliases stay; the other files are copied."""
+    names = [f"encoder/layer_{i}/ffn/linear_0/weight" for i in range(4)] + [
+        "encoder/layer_norm/gamma", "encoder/layer_10x/odd", "decoder/layer_3/ffn/linear_0/weight"]
+    src = tmp_path / "model"
+    src.mkdir()
+    (src / "model.bin").write_bytes(_model_bin(names))
+    (src / "config.json").write_text("{}")
+    dest = wp.cut_encoder(src, 2, tmp_path / "cut")
+    assert (dest / "config.json").read_text() == "{}"
+    buf = (dest / "model.bin").read_bytes()
+    _, spans, tail = wp.model_variables(buf)
+    kept = [name for name, _, _ in spans]
+    assert kept == names[:2] + names[4:]
+    full = (src / "model.bin").read_bytes()
+    _, full_spans, full_tail = wp.model_variables(full)
+    whole = {name: full[a:b] for name, a, b in full_spans}
+    assert all(buf[a:b] == whole[name] for name, a, b in spans)
+    assert buf[tail:] == full[full_tail:] and tail == len(buf) - len(full) + full_tail
+    assert wp.cut_encoder(src, 4, tmp_path / "all").joinpath("model.bin").read_bytes() == full
+
+
+def test_another_binary_version_is_refused():
+    with pytest.raises(SystemExit, match="version 5"):
+        wp.model_variables(struct.pack("<I", 5) + _string("WhisperSpec"))

@@ -105,36 +105,43 @@ def _read_string(buf: bytes, at: int) -> tuple[str, int]:
     return buf[at + 2:at + 1 + n].decode(), at + 2 + n
 
 
+def model_variables(buf: bytes) -> tuple[int, list[tuple[str, int, int]], int]:
+    """The variables of a CTranslate2 ``model.bin`` (version 6, the layout of CTranslate2's
+    ``ModelSpec._serialize``): where the header ends (before the variable count), each variable's name and byte
+    span, and where the aliases begin."""
+    version = struct.unpack_from("<I", buf, 0)[0]
+    if version != 6:
+        raise SystemExit(f"a CTranslate2 model of binary version {version}; this reads version 6")
+    _, at = _read_string(buf, 4)
+    head_end = at + 4                                   # the spec's revision
+    count = struct.unpack_from("<I", buf, head_end)[0]
+    at, spans = head_end + 4, []
+    for _ in range(count):
+        start = at
+        name, at = _read_string(buf, at)
+        rank = buf[at]
+        at += 1 + 4 * rank + 1                          # rank, dims, dtype
+        at += 4 + struct.unpack_from("<I", buf, at)[0]  # byte count, data
+        spans.append((name, start, at))
+    return head_end, spans, at
+
+
 def cut_encoder(model_dir: Path, layers: int, dest: Path) -> Path:
     """A copy of a CTranslate2 Whisper model whose encoder keeps its first ``layers`` blocks (then its final layer
     norm, as the whole encoder's output has): its ``encode`` then gives that block's output.
 
     CTranslate2 builds as many encoder blocks as ``model.bin`` holds ``encoder/layer_<i>`` variables for, so the
-    later blocks' variables are left out of the copy (the file format: CTranslate2's ``ModelSpec._serialize``).
+    later blocks' variables are left out of the copy.
     """
     buf = (model_dir / "model.bin").read_bytes()
-    version = struct.unpack_from("<I", buf, 0)[0]
-    if version != 6:
-        raise SystemExit(f"{model_dir}/model.bin: CTranslate2 binary version {version}, this reads version 6")
-    name, at = _read_string(buf, 4)
-    head_end = at + 4                                   # the spec's revision
-    count = struct.unpack_from("<I", buf, head_end)[0]
-    at, kept = head_end + 4, []
+    head_end, spans, tail = model_variables(buf)
     drop = re.compile(r"encoder/layer_(\d+)/")
-    for _ in range(count):
-        start = at
-        var, at = _read_string(buf, at)
-        rank = buf[at]
-        at += 1 + 4 * rank + 1                          # rank, dims, dtype
-        at += 4 + struct.unpack_from("<I", buf, at)[0]  # byte count, data
-        m = drop.match(var)
-        if not (m and int(m.group(1)) >= layers):
-            kept.append(buf[start:at])
+    kept = [buf[a:b] for name, a, b in spans if not ((m := drop.match(name)) and int(m.group(1)) >= layers)]
     dest.mkdir(parents=True, exist_ok=True)
     for f in model_dir.iterdir():
         if f.name != "model.bin":
             shutil.copy(f, dest / f.name)
-    (dest / "model.bin").write_bytes(buf[:head_end] + struct.pack("<I", len(kept)) + b"".join(kept) + buf[at:])
+    (dest / "model.bin").write_bytes(buf[:head_end] + struct.pack("<I", len(kept)) + b"".join(kept) + buf[tail:])
     return dest
 
 
