@@ -312,3 +312,32 @@ def test_stat_clips_is_refused_where_it_cannot_give_statistics(probe_mod, tmp_pa
     with pytest.raises(SystemExit) as stop:
         probe_mod.main(["loco", "--work", str(tmp_path), "--out", str(tmp_path / "x.csv"), *args])
     assert stop.value.code == 2 and says in capsys.readouterr().err
+
+
+def test_write_vectors_keeps_each_corpus_in_clip_order_and_resumes(probe_mod, data_root, tmp_path):
+    """Every clip of every corpus goes through ``embed`` once, in manifest order, batch by batch; the vectors'
+    file names match the manifest's; a corpus already written is kept when the step is run again."""
+    seen = []
+
+    def embed(waves):
+        seen.append(len(waves))
+        return np.stack([[len(w), float(np.abs(w).max())] for w in waves])
+
+    work = tmp_path / "vectors"
+    probe_mod.write_vectors("ravdess+ased+emovo", work, 16000, embed, batch=4)
+    df, x = probe_mod.load_vectors(work)
+    assert sorted(df["corpus"].unique()) == ["ased", "emovo", "ravdess"] and len(df) == len(x) == sum(seen)
+    assert max(seen) == 4
+    for corpus in ("ased", "emovo", "ravdess"):
+        with np.load(work / f"vectors_{corpus}.npz") as z:
+            assert list(z["path"]) == df.loc[df["corpus"] == corpus, "path"].tolist()
+    from ser_core import audio
+    first = df.index[df["corpus"] == "emovo"][0]
+    wave = audio.load(next(data_root.glob(f"emovo/*/{df.loc[first, 'path']}")), sr=16000)
+    assert x[first] == pytest.approx([len(wave), np.abs(wave).max()])
+    stamp = (work / "vectors_ased.npz").stat().st_mtime_ns
+    (work / "vectors_emovo.npz").unlink()
+    before = len(seen)
+    probe_mod.write_vectors("ravdess+ased+emovo", work, 16000, embed, batch=4)
+    assert (work / "vectors_ased.npz").stat().st_mtime_ns == stamp            # kept
+    assert sum(seen[before:]) == (df["corpus"] == "emovo").sum()              # only EMOVO again

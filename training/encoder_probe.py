@@ -115,9 +115,16 @@ def convert(source: Path, dest: Path = voice_encoder.WEIGHTS) -> Path:
 
 
 def vectors(dataset: str, work: Path, batch: int = 64) -> None:
+    w = voice_encoder.load_weights()
+    write_vectors(dataset, work, voice_encoder.SAMPLE_RATE, lambda waves: voice_encoder.clip_vectors(waves, w), batch)
+
+
+def write_vectors(dataset: str, work: Path, sample_rate: int, embed, batch: int) -> None:
+    """Every clip's vector, corpus by corpus (``vectors_<corpus>.npz`` beside ``manifest_<corpus>.csv``), ``batch``
+    clips at a time through ``embed`` (a list of waves at ``sample_rate`` -> clips x values); a corpus whose file
+    exists is kept (resumable)."""
     df = datasets.load_dataset(dataset)
     work.mkdir(parents=True, exist_ok=True)
-    w = voice_encoder.load_weights()
     for corpus, g in df.groupby("corpus", sort=True):
         out = work / f"vectors_{corpus}.npz"
         if out.exists():
@@ -126,10 +133,10 @@ def vectors(dataset: str, work: Path, batch: int = 64) -> None:
         t0, vecs = time.perf_counter(), []
         paths = g["path"].tolist()
         for a in range(0, len(paths), batch):
-            waves = [audio.load(p, sr=voice_encoder.SAMPLE_RATE) for p in paths[a:a + batch]]
-            vecs.append(voice_encoder.clip_vectors(waves, w))
-            print(f"{corpus}: {min(a + batch, len(paths))}/{len(paths)} clips, {time.perf_counter() - t0:.0f} s",
-                  flush=True)
+            vecs.append(embed([audio.load(p, sr=sample_rate) for p in paths[a:a + batch]]))
+            if (a // batch) % max(1, 64 // batch) == 0 or a + batch >= len(paths):
+                print(f"{corpus}: {min(a + batch, len(paths))}/{len(paths)} clips, {time.perf_counter() - t0:.0f} s",
+                      flush=True)
         tmp = out.with_suffix(".tmp.npz")
         np.savez(tmp, vectors=np.concatenate(vecs), path=np.asarray([Path(p).name for p in paths]))
         tmp.rename(out)

@@ -26,14 +26,11 @@ import re
 import shutil
 import struct
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from ser_core import audio, datasets  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 SAMPLE_RATE = 16000
 N_FFT, HOP, N_MELS = 400, 160, 80           # Whisper's log-mel front end
@@ -163,32 +160,19 @@ def encode(model, mels: np.ndarray) -> np.ndarray:
 
 def vectors(dataset: str, work: Path, model_dir: Path, unpadded: bool = False, layers: int | None = None,
             batch: int = 8) -> None:
-    df = datasets.load_dataset(dataset)
-    work.mkdir(parents=True, exist_ok=True)
+    from encoder_probe import write_vectors
+
     if layers is not None:
+        work.mkdir(parents=True, exist_ok=True)
         model_dir = cut_encoder(model_dir, layers, work / f"encoder-{layers}-layers")
     model = load_encoder(model_dir)
-    for corpus, g in df.groupby("corpus", sort=True):
-        out = work / f"vectors_{corpus}.npz"
-        if out.exists():
-            print(f"{corpus}: done before ({out})")
-            continue
-        t0, vecs = time.perf_counter(), []
-        paths = g["path"].tolist()
-        step = 1 if unpadded else batch
-        for a in range(0, len(paths), step):
-            waves = [audio.load(p, sr=SAMPLE_RATE) for p in paths[a:a + step]]
-            mels = np.stack([log_mel(w, None if unpadded else WINDOW_FRAMES) for w in waves])
-            states = encode(model, mels)
-            vecs += [pool(s, clip_frames(len(w))) for s, w in zip(states, waves)]
-            if (a // step) % max(1, 64 // step) == 0:
-                print(f"{corpus}: {min(a + step, len(paths))}/{len(paths)} clips, {time.perf_counter() - t0:.0f} s",
-                      flush=True)
-        tmp = out.with_suffix(".tmp.npz")
-        np.savez(tmp, vectors=np.stack(vecs), path=np.asarray([Path(p).name for p in paths]))
-        tmp.rename(out)
-        g.assign(path=[Path(p).name for p in paths]).to_csv(work / f"manifest_{corpus}.csv", index=False)
-        print(f"{corpus}: {len(paths)} clips in {time.perf_counter() - t0:.0f} s", flush=True)
+
+    def embed(waves: list[np.ndarray]) -> np.ndarray:
+        mels = np.stack([log_mel(w, None if unpadded else WINDOW_FRAMES) for w in waves])
+        return np.stack([pool(s, clip_frames(len(w))) for s, w in zip(encode(model, mels), waves)])
+
+    # the clip alone: one at a time, since clips differ in length
+    write_vectors(dataset, work, SAMPLE_RATE, embed, 1 if unpadded else batch)
 
 
 def main(argv: list[str] | None = None) -> int:
