@@ -209,6 +209,20 @@ def test_shift_summary_joins_fold_tables_and_counts_no_speech_as_wrong(probe_mod
     assert json.loads((tmp_path / "s.json").read_text()) == res
 
 
+def test_shift_summary_of_a_probe_scored_alone_reports_the_probe_only(probe_mod, tmp_path):
+    """Whisper's probe (``channel_shifts`` with no H folder) leaves H's and M's answers empty: only the probe is
+    summed up, rather than an H that got every clip wrong."""
+    truth = ["sad", "happy", "angry", "sad"]
+    t = pd.DataFrame([{"fold": 1, "file": f"c{i}", "speaker": "s", "gender": "male", "true": y, "shift": shift,
+                       "pred_H": "", "pred_probe": p, "pred_M": ""}
+                      for shift, preds in (("clean", truth), ("telephone", ["sad", "sad", "angry", "happy"]))
+                      for i, (y, p) in enumerate(zip(truth, preds))])
+    t.to_csv(tmp_path / "w.csv", index=False)
+    res = probe_mod.shift_summary([tmp_path / "w.csv"])
+    assert "H" not in res and "M" not in res
+    assert res["probe"]["telephone"] == {"accuracy": 0.5, "drop": 50.0}
+
+
 def test_channel_copies_of_held_out_clips_are_never_trained_on(probe_mod, tmp_path):
     """Candidate N: a clip's channel copies train only the folds that train on the clip."""
     choices = []

@@ -586,13 +586,16 @@ def speaker_summary(table: Path, out: Path | None = None) -> dict:
     return res
 
 
-def channel_shifts(work: Path, cv_dir: Path, choices: Path, out: Path, *, corpus: str = "ravdess",
-                   folds: list[int] | None = None, seed: int = 0, copies: str | None = None) -> pd.DataFrame:
+def channel_shifts(work: Path, cv_dir: Path | None, choices: Path, out: Path, *, corpus: str = "ravdess",
+                   folds: list[int] | None = None, seed: int = 0, copies: str | None = None,
+                   embed=None, sample_rate: int = voice_encoder.SAMPLE_RATE) -> pd.DataFrame:
     """M's channel-shift check (the default's rule): every emobox6 fold's test clips of ``corpus``, clean and
     through each shift of ``ser_core.channel.SHIFTS`` exactly as ``ser robustness`` makes them (same seeds,
     babble from the fold's training speakers), scored by the fold's H network (``cv_dir``, raw
     probabilities), by the fold's probe (C from ``choices``, trained on the clean vectors of the fold's
-    training speakers) and by their mean. One row per clip and condition; no speech is a wrong answer."""
+    training speakers) and by their mean. One row per clip and condition; no speech is a wrong answer.
+    ``embed`` (waves at ``sample_rate`` -> clips x values): the encoder whose vectors ``work`` holds, by default
+    the speaker encoder's; ``cv_dir`` None scores the probe alone (``pred_H`` and ``pred_M`` left empty)."""
     from ser_core import channel, robustness
     from ser_core.predict import load_predictor
 
@@ -602,7 +605,9 @@ def channel_shifts(work: Path, cv_dir: Path, choices: Path, out: Path, *, corpus
     chosen = json.loads(Path(choices).read_text())
     manifest = datasets.load_dataset("+".join(splits.corpora(df)))
     full = dict(zip(manifest["path"].map(lambda q: Path(q).name), manifest["path"]))
-    w = voice_encoder.load_weights()
+    if embed is None:
+        w = voice_encoder.load_weights()
+        embed = lambda waves: voice_encoder.clip_vectors(waves, w)      # noqa: E731
     rows = []
     for fold in folds or range(1, splits.n_folds("emobox6", df=df) + 1):
         split = splits.make_split(df, "emobox6", fold, n_val=0)
@@ -611,20 +616,23 @@ def channel_shifts(work: Path, cv_dir: Path, choices: Path, out: Path, *, corpus
         test = test[test["corpus"] == corpus].assign(file=lambda t: t["path"])
         mu, sd = standardiser(x, train, aug)
         clf, _ = probe(x, df, train, chosen[str(fold)]["C"], aug)
-        net = load_predictor(cv_dir / f"fold-{fold}" / "model", calibrated=False)
-        if net.cfg.sample_rate != voice_encoder.SAMPLE_RATE:
-            raise SystemExit(f"fold {fold}'s network hears {net.cfg.sample_rate} Hz, the encoder {voice_encoder.SAMPLE_RATE}")
-        labels = list(net.labels)
+        net = None
+        if cv_dir is not None:
+            net = load_predictor(cv_dir / f"fold-{fold}" / "model", calibrated=False)
+            if net.cfg.sample_rate != sample_rate:
+                raise SystemExit(f"fold {fold}'s network hears {net.cfg.sample_rate} Hz, the encoder {sample_rate}")
+        labels = list(net.labels) if net is not None else [lab for lab in EMOTIONS if lab in clf.classes_]
         cols = [list(clf.classes_).index(lab) if lab in clf.classes_ else None for lab in labels]
         babble = robustness._babble_pool(manifest.assign(speaker=manifest["speaker"].astype(str)), test, seed, fold)
         t0 = time.perf_counter()
         for n, (_, r) in enumerate(test.iterrows(), 1):
-            versions = robustness.shifted_versions(full[r["path"]], voice_encoder.SAMPLE_RATE, list(channel.SHIFTS),
-                                                   seed, babble)
-            p_probe = clf.predict_proba((voice_encoder.clip_vectors(list(versions.values()), w) - mu) / sd)
+            versions = robustness.shifted_versions(full[r["path"]], sample_rate, list(channel.SHIFTS), seed, babble)
+            p_probe = clf.predict_proba((embed(list(versions.values())) - mu) / sd)
             for (shift, y), pp in zip(versions.items(), p_probe):
-                pred = net.predict_array(y, voice_encoder.SAMPLE_RATE, name=r["path"])
-                ph = np.array([pred.probabilities.get(lab, 0.0) for lab in labels]) if pred.best else None
+                ph = None
+                if net is not None:
+                    pred = net.predict_array(y, sample_rate, name=r["path"])
+                    ph = np.array([pred.probabilities.get(lab, 0.0) for lab in labels]) if pred.best else None
                 pv = np.array([pp[k] if k is not None else 0.0 for k in cols])
                 pm = (ph + pv) / 2 if ph is not None else None
                 rows.append({"fold": fold, "file": r["path"], "speaker": r["speaker"], "gender": r["gender"],
@@ -646,6 +654,8 @@ def shift_summary(tables: list[Path], out: Path | None = None) -> dict:
     t = pd.concat([pd.read_csv(f, keep_default_na=False) for f in tables], ignore_index=True)
     res = {"clips": int((t["shift"] == "clean").sum()), "folds": sorted(int(f) for f in t["fold"].unique())}
     for who in ("H", "probe", "M"):
+        if not (t[f"pred_{who}"] != "").any():          # a probe scored alone (no H, so no M)
+            continue
         acc = t.assign(ok=t[f"pred_{who}"] == t["true"]).groupby("shift")["ok"].mean()
         res[who] = {s: {"accuracy": round(float(a), 4), "drop": round(100 * float(acc["clean"] - a), 2)}
                     for s, a in acc.items()}

