@@ -138,6 +138,18 @@ def test_nested_folds_choose_the_vector_folder_that_carries_the_emotions(probe_m
     assert len(plain) == 12 * 18
 
 
+def test_best_set_compares_each_folder_at_its_own_chosen_c(probe_mod):
+    """A folder wins on its best C's score against the other's best, not against the other's score at the same C;
+    a tie keeps the folder given first."""
+    tried = {"last": (0.1, {0.01: 0.30, 0.1: 0.40}), "second": (0.01, {0.01: 0.35, 0.1: 0.20})}
+    assert probe_mod.best_set(tried) == "last"          # 0.40 > 0.35 (though 0.35 > last's 0.30 at C = 0.01)
+    tried["second"] = (0.01, {0.01: 0.40, 0.1: 0.20})
+    assert probe_mod.best_set(tried) == "last"          # a tie
+    tried["second"] = (0.01, {0.01: 0.41, 0.1: 0.20})
+    assert probe_mod.best_set(tried) == "second"
+    assert probe_mod.best_set({"only": (1.0, {1.0: 0.2})}) == "only"
+
+
 def test_another_folder_of_other_clips_is_refused(probe_mod, tmp_path):
     rng = np.random.default_rng(4)
     good = _work(tmp_path, rng)

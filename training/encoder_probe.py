@@ -494,6 +494,13 @@ def choose_c(x: np.ndarray, df: pd.DataFrame, train: np.ndarray, grid=C_GRID, wh
     return max(grid, key=lambda c: (scores[c], -c)), scores, kept
 
 
+def best_set(tried: dict[str, tuple[float, dict]]) -> str:
+    """The vector folder whose chosen C scored best in the nested folds (``tried``: name -> (its C, every C's
+    mean inner accuracy), in the order given); a tie keeps the earlier folder."""
+    names = list(tried)
+    return max(names, key=lambda n: (tried[n][1][tried[n][0]], -names.index(n)))
+
+
 def nested_loco(work: Path, out: Path, fixed_c: float | None = None, correct: bool = True,
                 copies: str | None = None, alternatives: tuple[Path, ...] = ()) -> pd.DataFrame:
     """Candidate L: leave one corpus out, with C and the output correction chosen by leaving each training
@@ -515,13 +522,11 @@ def nested_loco(work: Path, out: Path, fixed_c: float | None = None, correct: bo
     for fold, held in enumerate(splits.corpora(df), 1):
         train = (df["corpus"] != held).to_numpy()
         grid = (fixed_c,) if fixed_c is not None else C_GRID
-        picked = None
-        for name, x_set in sets.items():
-            what = f"fold {fold} ({held} out)" + (f", {name}" if alternatives else "")
-            best, scores, kept = choose_c(x_set, df, train, grid, what, aug)
-            if picked is None or scores[best] > picked[1][best]:      # a tie keeps the earlier set
-                picked = (best, scores, kept, name)
-        best, scores, kept, name = picked
+        tried = {name: choose_c(x_set, df, train, grid, f"fold {fold} ({held} out)"
+                                + (f", {name}" if alternatives else ""), aug)
+                 for name, x_set in sets.items()}
+        name = best_set({n: (best, scores) for n, (best, scores, _) in tried.items()})
+        best, scores, kept = tried[name]
         x = sets[name]
         temperature, bias = fit_correction(kept[best], labels) if correct else (1.0, {})
         clf, z = probe(x, df, train, best, aug)

@@ -23,6 +23,7 @@ and not what it was trained on: exploratory); ``--layers K`` reads the output of
 from __future__ import annotations
 
 import argparse
+import functools
 import re
 import shutil
 import struct
@@ -70,6 +71,7 @@ def log_mel(wave: np.ndarray, pad_to: int | None = None) -> np.ndarray:
     return ((log + 4.0) / 4.0).astype(np.float32)
 
 
+@functools.lru_cache(maxsize=1)
 def _mel_filters() -> np.ndarray:
     import librosa
 
