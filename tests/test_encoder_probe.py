@@ -333,7 +333,8 @@ def test_corpus_normalisation_removes_a_held_out_offset_and_reads_no_held_out_la
 
 @pytest.mark.parametrize("args, says", [(["--normalise", "speaker", "--stat-clips", "5"], "--normalise corpus"),
                                         (["--normalise", "corpus", "--stat-clips", "1"], "at least 2"),
-                                        (["--stat-clips", "50"], "--normalise corpus")])
+                                        (["--stat-clips", "50"], "--normalise corpus"),
+                                        (["--alternative", "runs/other"], "goes with --nested")])
 def test_stat_clips_is_refused_where_it_cannot_give_statistics(probe_mod, tmp_path, capsys, args, says):
     with pytest.raises(SystemExit) as stop:
         probe_mod.main(["loco", "--work", str(tmp_path), "--out", str(tmp_path / "x.csv"), *args])

@@ -781,6 +781,8 @@ def main(argv: list[str] | None = None) -> int:
         nested_loco(args.work, args.out, fixed_c=args.c, correct=not args.no_correction, copies=args.channel_copies,
                     alternatives=tuple(args.alternative))
     else:
+        if args.alternative:
+            ap.error("--alternative goes with --nested (the nested folds choose between the folders)")
         if args.stat_clips is not None and args.normalise != "corpus":
             # a held-out speaker none of whose clips were drawn would have no statistics at all
             ap.error("--stat-clips goes with --normalise corpus")
