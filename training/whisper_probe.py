@@ -175,7 +175,6 @@ def vectors(dataset: str, work: Path, model_dir: Path, unpadded: bool = False, l
     from encoder_probe import write_vectors
 
     if layers is not None:
-        work.mkdir(parents=True, exist_ok=True)
         model_dir = cut_encoder(model_dir, layers, work / f"encoder-{layers}-layers")
     # the clip alone: one at a time, since clips differ in length
     write_vectors(dataset, work, SAMPLE_RATE, embedder(load_encoder(model_dir), unpadded), 1 if unpadded else batch)
