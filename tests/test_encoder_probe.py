@@ -368,3 +368,66 @@ def test_write_vectors_keeps_each_corpus_in_clip_order_and_resumes(probe_mod, da
     probe_mod.write_vectors("ravdess+ased+emovo", work, 16000, embed, batch=4)
     assert (work / "vectors_ased.npz").stat().st_mtime_ns == stamp            # kept
     assert sum(seen[before:]) == (df["corpus"] == "emovo").sum()              # only EMOVO again
+
+
+def _toy_embed(calls):
+    def embed(waves):
+        calls.append(len(waves))
+        return np.stack([[float(np.sqrt(np.mean(w ** 2))), float(np.abs(np.diff(w)).mean()), len(w) / 16000]
+                         for w in waves])
+    return embed
+
+
+def test_shifted_test_vectors_are_kept_and_a_second_probe_reuses_them(probe_mod, data_root, tmp_path):
+    """The first run embeds every fold-1 RAVDESS test clip clean and through every shift, and keeps the vectors;
+    a probe chosen another way is then scored on those very vectors without running the encoder; a kept file
+    of other clips is refused rather than read."""
+    from ser_core import channel
+
+    calls = []
+    embed = _toy_embed(calls)
+    work = tmp_path / "v"
+    probe_mod.write_vectors("ravdess+ased+emovo", work, 16000, embed, batch=4)
+    df, x = probe_mod.load_vectors(work)
+    choices = tmp_path / "c.json"
+    choices.write_text(json.dumps({"1": {"C": 1.0}}))
+    before = len(calls)
+    first = probe_mod.channel_shifts(work, None, choices, tmp_path / "a.csv", folds=[1], embed=embed,
+                                     sample_rate=16000)
+    tested = first.loc[first["shift"] == "clean", "file"].tolist()
+    assert sum(calls[before:]) == len(tested) * (1 + len(channel.SHIFTS))
+    kept = work / "shifted_ravdess_fold1_seed0.npz"
+    with np.load(kept) as z:
+        assert list(z["conditions"]) == ["clean", *channel.SHIFTS] and list(z["path"]) == tested
+        clean = z["vectors"][:, 0]
+    rows = df.reset_index(drop=True).set_index("path").index.get_indexer(tested)
+    assert clean == pytest.approx(x[rows], rel=1e-5)             # the clean condition is the clip's own vector
+    choices.write_text(json.dumps({"1": {"C": 0.01}}))
+    before = len(calls)
+    second = probe_mod.channel_shifts(work, None, choices, tmp_path / "b.csv", folds=[1], embed=embed,
+                                      sample_rate=16000)
+    assert len(calls) == before                                  # the encoder was not run again
+    assert second[["file", "shift", "true"]].equals(first[["file", "shift", "true"]])
+    with np.load(kept) as z:
+        np.savez(kept, vectors=z["vectors"], path=z["path"][::-1], conditions=z["conditions"])
+    with pytest.raises(SystemExit, match="other clips or conditions"):
+        probe_mod.channel_shifts(work, None, choices, tmp_path / "c.csv", folds=[1], embed=embed, sample_rate=16000)
+
+
+def test_channel_copies_go_through_the_given_encoder_one_row_per_clip(probe_mod, data_root, tmp_path):
+    """WNA's copies: ``copies`` random chains of every clip through the encoder the folder was made with (``embed``,
+    four clips' copies to a call), stored rows x copies x values in the vectors' order; copies differ from
+    their clean clip and from each other (nearly always)."""
+    calls = []
+    embed = _toy_embed(calls)
+    work = tmp_path / "v"
+    probe_mod.write_vectors("ravdess+ased+emovo", work, 16000, embed, batch=4)
+    df, x = probe_mod.load_vectors(work)
+    before = len(calls)
+    probe_mod.channel_vectors(work, copies=2, batch=4, embed=embed, sample_rate=16000)
+    assert sum(calls[before:]) == 2 * len(df) and max(calls[before:]) == 8
+    aug = probe_mod.load_channel_vectors(work, df)
+    assert aug.shape == (len(df), 2, x.shape[1])
+    # a chain applies each stage with some probability, so now and then a copy is the clean clip (~3 %)
+    assert (np.abs(aug - x[:, None]).max(axis=2) > 0).mean() > 0.8
+    assert (np.abs(aug[:, 0] - aug[:, 1]).max(axis=1) > 0).mean() > 0.8

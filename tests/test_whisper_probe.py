@@ -111,3 +111,29 @@ def test_cut_encoder_drops_the_later_blocks_and_keeps_every_other_byte(tmp_path)
 def test_another_binary_version_is_refused():
     with pytest.raises(SystemExit, match="version 5"):
         wp.model_variables(struct.pack("<I", 5) + _string("WhisperSpec"))
+
+
+def test_a_folder_records_its_setup_and_refuses_vectors_made_another_way(tmp_path):
+    """Every later step (channel copies, shifts) embeds as the folder's vectors were made, so a folder cannot
+    hold two setups; a folder from before the record reads as the default setup."""
+    assert wp.read_setup(tmp_path) == wp.Setup()
+    level = wp.Setup(level=True)
+    wp.record_setup(tmp_path, level)
+    assert wp.read_setup(tmp_path) == level
+    (tmp_path / "vectors_ravdess.npz").write_bytes(b"")
+    wp.record_setup(tmp_path, level)                                  # the same setup again: fine
+    with pytest.raises(SystemExit, match="level=True"):
+        wp.record_setup(tmp_path, wp.Setup(layers=2, level=True))
+    assert wp.read_setup(tmp_path) == level
+
+
+def test_level_normalised_front_end_ignores_the_microphone_gain():
+    """WN: a clip 20 dB quieter gives the encoder the same input once brought to the product's loudness;
+    without that step every value moves."""
+    from ser_core.audio import normalise_loudness
+
+    rng = np.random.default_rng(0)
+    y = (tone(2.0, 300.0, 0.2) * (1 + 0.5 * np.sin(np.arange(2 * SR) / SR * 7)) + rng.normal(0, 0.01, 2 * SR)).astype(np.float32)
+    quiet = y * np.float32(0.1)
+    assert np.abs(wp.log_mel(quiet) - wp.log_mel(y)).mean() > 0.3
+    assert wp.log_mel(normalise_loudness(quiet)) == pytest.approx(wp.log_mel(normalise_loudness(y)), abs=1e-4)
