@@ -6,6 +6,8 @@
     python training/whisper_probe.py vectors --work runs/whisper-2 --layers 2      # WL: the second of 4 blocks
     python training/encoder_probe.py loco --work runs/whisper --nested --out PREDICTIONS.csv
     python training/whisper_probe.py shifts --work runs/whisper --choices CV_CHOICES.json --folds 1 --out SHIFTS.csv
+    python training/whisper_probe.py vectors --work runs/whisper-level --level     # WN (preregistration-session32.md)
+    python training/whisper_probe.py channel --work runs/whisper-level --copies 1  # WNA's channel copies
 
 Whisper (Radford et al. 2022, MIT licence) was trained to transcribe 680,000 hours of web speech; the
 English-only tiny model (``tiny.en``: 4 encoder layers of 384 values) heard about 438,000 hours of it, from
@@ -18,7 +20,10 @@ encoder's last layer, and writes them in ``encoder_probe.py``'s layout (``vector
 ``manifest_<corpus>.csv``), so its probes (``loco``, ``loco --nested``, ``cv``) read them unchanged. The
 encoder is run as Whisper was trained, on a 30 s window with the clip at its start and zeros after it, and
 only the frames that cover the clip are pooled; ``--unpadded`` gives it the clip alone (shorter and cheaper,
-and not what it was trained on: exploratory); ``--layers K`` reads the output of its first K blocks (candidate WL).
+and not what it was trained on: exploratory); ``--layers K`` reads the output of its first K blocks (candidate WL);
+``--level`` brings each clip to the product's loudness first (candidate WN). The folder records its setup
+(``encoder.json``), and ``channel`` (random recording chains of every clip, babble allowed) and ``shifts`` embed
+as it says.
 """
 from __future__ import annotations
 
@@ -252,7 +257,9 @@ def main(argv: list[str] | None = None) -> int:
     elif a.cmd == "channel":
         from encoder_probe import channel_vectors
 
-        channel_vectors(a.work, a.copies, batch=8, kind="babble", sample_rate=SAMPLE_RATE,
+        # the clip alone: one clip (and its copies, of its length) at a time
+        channel_vectors(a.work, a.copies, batch=1 if read_setup(a.work).unpadded else 8, kind="babble",
+                        sample_rate=SAMPLE_RATE,
                         embed=setup_embedder(a.work, a.model or default_model_dir()))
     return 0
 
