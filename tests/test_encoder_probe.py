@@ -417,7 +417,8 @@ def test_shifted_test_vectors_are_kept_and_a_second_probe_reuses_them(probe_mod,
 def test_channel_copies_go_through_the_given_encoder_one_row_per_clip(probe_mod, data_root, tmp_path):
     """WNA's copies: ``copies`` random chains of every clip through the encoder the folder was made with (``embed``,
     four clips' copies to a call), stored rows x copies x values in the vectors' order; copies differ from
-    their clean clip and from each other (nearly always)."""
+    their clean clip and from each other (nearly always). Asked for more copies later, it makes only the missing
+    ones, and the readers take a clip's first N."""
     calls = []
     embed = _toy_embed(calls)
     work = tmp_path / "v"
@@ -431,3 +432,11 @@ def test_channel_copies_go_through_the_given_encoder_one_row_per_clip(probe_mod,
     # a chain applies each stage with some probability, so now and then a copy is the clean clip (~3 %)
     assert (np.abs(aug - x[:, None]).max(axis=2) > 0).mean() > 0.8
     assert (np.abs(aug[:, 0] - aug[:, 1]).max(axis=1) > 0).mean() > 0.8
+    before = len(calls)
+    probe_mod.channel_vectors(work, copies=3, batch=4, embed=embed, sample_rate=16000)   # WNA2's way: one more
+    assert sum(calls[before:]) == len(df)                          # only the missing copy was made
+    more = probe_mod.load_channel_vectors(work, df)
+    assert more.shape == (len(df), 3, x.shape[1]) and np.array_equal(more[:, :2], aug)
+    assert np.array_equal(probe_mod.load_channel_vectors(work, df, copies=2), aug)
+    with pytest.raises(SystemExit, match="holds 3 copies"):
+        probe_mod.load_channel_vectors(work, df, copies=4)

@@ -297,7 +297,8 @@ def channel_vectors(work: Path, copies: int = CHANNEL_COPIES, seed: int = 0, bat
                     kind: str = "white", embed=None, sample_rate: int = voice_encoder.SAMPLE_RATE) -> None:
     """Every clip's vector after ``copies`` random recording chains (``channel.random_channel``, profile
     ``noisy``), seeded by clip name and copy; resumable by corpus (``<prefix>_<corpus>.npz``, rows in the
-    order of ``vectors_<corpus>.npz``). ``kind="white"`` (candidate N): white noise only, no other clip is
+    order of ``vectors_<corpus>.npz``); asked for more copies than a kept file holds, it adds the missing ones
+    (copy ``k`` is the same whenever it is made). ``kind="white"`` (candidate N): white noise only, no other clip is
     mixed in. ``kind="babble"`` (candidate O): babble as the networks' augmentation makes it, its talkers from
     :func:`babble_pool`. ``embed`` and ``sample_rate`` as in :func:`channel_shifts`: the encoder whose vectors
     ``work`` holds, by default the speaker encoder's."""
@@ -313,11 +314,18 @@ def channel_vectors(work: Path, copies: int = CHANNEL_COPIES, seed: int = 0, bat
     group = speaker_groups(df) if kind == "babble" else None
     for corpus in sorted(df["corpus"].unique()):
         out = work / f"{COPY_FILES[kind]}_{corpus}.npz"
-        if out.exists():
-            print(f"{corpus}: done before ({out})")
-            continue
         rows = np.flatnonzero((df["corpus"] == corpus).to_numpy())
         names = df["path"].to_numpy()[rows]
+        kept = np.zeros((len(rows), 0, 0))
+        if out.exists():
+            with np.load(out) as z:
+                if list(z["path"]) != list(names):
+                    raise SystemExit(f"{out} does not hold the clips of vectors_{corpus}.npz in their order")
+                kept = z["vectors"]
+            if kept.shape[1] >= copies:
+                print(f"{corpus}: done before ({out})")
+                continue
+        new = range(kept.shape[1], copies)      # more copies asked for than kept: only the missing ones are made
         m = datasets.load_dataset(corpus)
         full = dict(zip(m["path"].map(lambda q: Path(q).name), m["path"]))
         waves_of = {}
@@ -333,17 +341,20 @@ def channel_vectors(work: Path, copies: int = CHANNEL_COPIES, seed: int = 0, bat
                     pool = babble_pool(df, group, i, np.random.default_rng([seed, zlib.crc32(name.encode()), 1 << 20]))
                     others = [waves_of[j] for j in pool]
                 waves += [channel.random_channel(y, rate, np.random.default_rng([seed, zlib.crc32(name.encode()), k]),
-                                                 others, "noisy") for k in range(copies)]
-            vecs.append(embed(waves).reshape(len(waves) // copies, copies, -1))
+                                                 others, "noisy") for k in new]
+            vecs.append(embed(waves).reshape(len(waves) // len(new), len(new), -1))
             print(f"{corpus}: {min(a + batch, len(rows))}/{len(rows)} clips, {time.perf_counter() - t0:.0f} s",
                   flush=True)
+        made = np.concatenate(vecs)
         tmp = out.with_suffix(".tmp.npz")
-        np.savez(tmp, vectors=np.concatenate(vecs), path=np.asarray(names, dtype=str))
+        np.savez(tmp, vectors=np.concatenate([kept, made], axis=1) if kept.size else made,
+                 path=np.asarray(names, dtype=str))
         tmp.rename(out)
 
 
-def load_channel_vectors(work: Path, df: pd.DataFrame, kind: str = "white") -> np.ndarray:
-    """The channel copies of :func:`load_vectors`'s rows, in its order (rows x copies x values)."""
+def load_channel_vectors(work: Path, df: pd.DataFrame, kind: str = "white", copies: int | None = None) -> np.ndarray:
+    """The channel copies of :func:`load_vectors`'s rows, in its order (rows x copies x values): the first
+    ``copies`` of each clip (None: all kept)."""
     mats = []
     for corpus in sorted(df["corpus"].unique()):
         f = work / f"{COPY_FILES[kind]}_{corpus}.npz"
@@ -352,7 +363,10 @@ def load_channel_vectors(work: Path, df: pd.DataFrame, kind: str = "white") -> n
         with np.load(f) as z:
             if list(z["path"]) != df.loc[df["corpus"] == corpus, "path"].tolist():
                 raise SystemExit(f"{f} does not hold the clips of vectors_{corpus}.npz in their order")
-            mats.append(z["vectors"])
+            if copies is not None and z["vectors"].shape[1] < copies:
+                raise SystemExit(f"{f} holds {z['vectors'].shape[1]} copies of each clip, not {copies}: "
+                                 "run the channel step with more copies")
+            mats.append(z["vectors"][:, :copies])
     return np.concatenate(mats)
 
 
@@ -505,7 +519,7 @@ def best_set(tried: dict[str, tuple[float, dict]]) -> str:
 
 
 def nested_loco(work: Path, out: Path, fixed_c: float | None = None, correct: bool = True,
-                copies: str | None = None, alternatives: tuple[Path, ...] = ()) -> pd.DataFrame:
+                copies: str | None = None, alternatives: tuple[Path, ...] = (), n_copies: int | None = None) -> pd.DataFrame:
     """Candidate L: leave one corpus out, with C and the output correction chosen by leaving each training
     corpus out in turn (the outer held-out corpus gives nothing to either). ``fixed_c`` and
     ``correct=False`` are the exploratory halves; the choices go to ``<out stem>_choices.json``.
@@ -519,7 +533,7 @@ def nested_loco(work: Path, out: Path, fixed_c: float | None = None, correct: bo
         if not df_alt["path"].equals(df["path"]):
             raise SystemExit(f"{alt} holds other clips, or another order, than {work}")
         sets[str(alt)] = x_alt
-    aug = load_channel_vectors(work, df, copies) if copies else None
+    aug = load_channel_vectors(work, df, copies, n_copies) if copies else None
     labels = [lab for lab in EMOTIONS if lab in set(df["emotion"])]
     parts, choices = [], {}
     for fold, held in enumerate(splits.corpora(df), 1):
@@ -546,13 +560,14 @@ def nested_loco(work: Path, out: Path, fixed_c: float | None = None, correct: bo
     return write_table(parts, out, choices)
 
 
-def speaker_cv(work: Path, out: Path, protocol: str = "emobox6", copies: str | None = None) -> pd.DataFrame:
+def speaker_cv(work: Path, out: Path, protocol: str = "emobox6", copies: str | None = None,
+               n_copies: int | None = None) -> pd.DataFrame:
     """The probe with C chosen by nested leave-one-corpus-out (M's first half, no correction) under a speaker
     protocol: each fold's C is chosen inside its training speakers, each corpus's in turn held out; the
     fold's test speakers give nothing to the choice, the standardisation or the probe."""
     df, x = load_vectors(work)
     df = df.reset_index(drop=True)
-    aug = load_channel_vectors(work, df, copies) if copies else None
+    aug = load_channel_vectors(work, df, copies, n_copies) if copies else None
     parts, choices = [], {}
     for fold in range(1, splits.n_folds(protocol, df=df) + 1):
         split = splits.make_split(df, protocol, fold, n_val=0)
@@ -596,7 +611,7 @@ def speaker_summary(table: Path, out: Path | None = None) -> dict:
 
 def channel_shifts(work: Path, cv_dir: Path | None, choices: Path, out: Path, *, corpus: str = "ravdess",
                    folds: list[int] | None = None, seed: int = 0, copies: str | None = None,
-                   embed=None, sample_rate: int = voice_encoder.SAMPLE_RATE) -> pd.DataFrame:
+                   embed=None, sample_rate: int = voice_encoder.SAMPLE_RATE, n_copies: int | None = None) -> pd.DataFrame:
     """M's channel-shift check (the default's rule): every emobox6 fold's test clips of ``corpus``, clean and
     through each shift of ``ser_core.channel.SHIFTS`` exactly as ``ser robustness`` makes them (same seeds,
     babble from the fold's training speakers), scored by the fold's H network (``cv_dir``, raw
@@ -611,7 +626,7 @@ def channel_shifts(work: Path, cv_dir: Path | None, choices: Path, out: Path, *,
 
     df, x = load_vectors(work)
     df = df.reset_index(drop=True)
-    aug = load_channel_vectors(work, df, copies) if copies else None
+    aug = load_channel_vectors(work, df, copies, n_copies) if copies else None
     chosen = json.loads(Path(choices).read_text())
     manifest = datasets.load_dataset("+".join(splits.corpora(df)))
     full = dict(zip(manifest["path"].map(lambda q: Path(q).name), manifest["path"]))
@@ -763,12 +778,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="with --nested: another vector folder of the same clips, chosen between with C (WL)")
     p.add_argument("--channel-copies", nargs="?", const="white", choices=sorted(COPY_FILES),
                    help="with --nested: also train on the clips' channel copies (white: candidate N, babble: O)")
+    p.add_argument("--n-copies", type=int, metavar="N", help="with --channel-copies: each clip's first N copies (default: all kept)")
     p = sub.add_parser("cv", help="the nested-C probe (M's first half) under a speaker protocol")
     p.add_argument("--work", type=Path, default=Path("runs/encoder"))
     p.add_argument("--protocol", default="emobox6")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--channel-copies", nargs="?", const="white", choices=sorted(COPY_FILES),
                    help="also train on the clips' channel copies (white: candidate N, babble: O)")
+    p.add_argument("--n-copies", type=int, metavar="N", help="with --channel-copies: each clip's first N copies (default: all kept)")
     p = sub.add_parser("summary", help="the default's rule's figures from a speaker-fold predictions table")
     p.add_argument("table", type=Path)
     p.add_argument("--out", type=Path)
@@ -780,6 +797,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--channel-copies", nargs="?", const="white", choices=sorted(COPY_FILES),
                    help="the probe also trains on channel copies (white: candidate N, babble: O)")
+    p.add_argument("--n-copies", type=int, metavar="N", help="with --channel-copies: each clip's first N copies (default: all kept)")
     p = sub.add_parser("shift-summary", help="join shifts tables and report accuracy and drop per condition")
     p.add_argument("tables", type=Path, nargs="+")
     p.add_argument("--out", type=Path)
@@ -797,20 +815,20 @@ def main(argv: list[str] | None = None) -> int:
     elif args.step == "speakers":
         speakers(args.work, args.corpus)
     elif args.step == "cv":
-        speaker_cv(args.work, args.out, args.protocol, copies=args.channel_copies)
+        speaker_cv(args.work, args.out, args.protocol, copies=args.channel_copies, n_copies=args.n_copies)
     elif args.step == "summary":
         speaker_summary(args.table, args.out)
     elif args.step == "shifts":
         channel_shifts(args.work, args.cv, args.choices, args.out,
                        folds=[int(f) for f in args.folds.split(",")] if args.folds else None,
-                       copies=args.channel_copies)
+                       copies=args.channel_copies, n_copies=args.n_copies)
     elif args.step == "shift-summary":
         shift_summary(args.tables, args.out)
     elif args.step == "average":
         average(args.a, args.b, args.out)
     elif args.nested:
         nested_loco(args.work, args.out, fixed_c=args.c, correct=not args.no_correction, copies=args.channel_copies,
-                    alternatives=tuple(args.alternative))
+                    alternatives=tuple(args.alternative), n_copies=args.n_copies)
     else:
         if args.alternative:
             ap.error("--alternative goes with --nested (the nested folds choose between the folders)")

