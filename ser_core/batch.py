@@ -363,7 +363,8 @@ class LocalEngine:
     def worker_pids(self) -> list[int]:
         """The pool's live worker processes (for tests that kill one, and for the memory benchmark)."""
         procs = getattr(self._pool, "_processes", None) or {}
-        return [p for p in procs if p]
+        # a broken pool keeps its dead workers listed until it is replaced: leave them out
+        return [pid for pid, proc in procs.items() if pid and proc.is_alive()]
 
     def run(self, paths: list[str]) -> Iterator[list[Result]]:
         from concurrent.futures import FIRST_COMPLETED, wait
