@@ -7,6 +7,7 @@ import streamlit as st
 
 from ser_app import explain_views, views
 from ser_app.session_model import session_model_dir
+from ser_core import schema
 from ser_core.config import max_audio_seconds
 from ser_core.errors import (NoAudioStreamError, SERError, SilentAudioError, UnreadableAudioError,
                              UnsupportedFormatError)
@@ -139,8 +140,13 @@ def show_model_input(inputs: list) -> None:
         names = [m.name for m in inputs]
         shown = inputs[names.index(st.selectbox("Network", names, key="p_input_member"))]
     st.plotly_chart(views.model_input_figure(shown.x, shown.features), key="p_input", theme=None)
-    st.caption(f"What the network sees: the first window's features {tuple(shown.x.shape)}, "
-               "normalised with the training-set statistics stored in its spec.json.")
+    if shown.name == schema.PROBE_ARCH:
+        st.caption(f"What the linear layer reads: Whisper's encoder summed up over the first window, "
+                   f"{shown.x.size} values (the mean and spread of its last layer), standardised with the "
+                   "training clips' statistics.")
+    else:
+        st.caption(f"What the network sees: the first window's features {tuple(shown.x.shape)}, "
+                   "normalised with the training-set statistics stored in its spec.json.")
 
 
 def live_mode(predictor) -> None:

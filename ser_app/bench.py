@@ -275,6 +275,23 @@ def bench_end_to_end(model_dir: Path, clips: list[str], batch_paths: list[str], 
 
 
 # --------------------------------------------------------------------------- 3 corpus
+def bench_models(clips: list[str], repeats: int) -> dict:
+    """Every model folder's one clip end to end, warm, the models taking turns on the same clips: what picking
+    another model in the sidebar (or ``--model``) costs against the default, measured in the same run."""
+    from ser_core import runs
+    from ser_core.predict import load_predictor
+
+    predictors = {d.name: load_predictor(d) for d in runs.model_dirs()}
+    _header("2b. One clip end to end, warm, with every model folder (the models taking turns)")
+    fns = {name: (lambda i, p=p: p.predict_file(clips[i % len(clips)])) for name, p in predictors.items()}
+    res = interleaved(fns, repeats, warmup=2)
+    first = next(iter(res))
+    for name, row in res.items():
+        arch = predictors[name].spec.arch
+        print(_row(f"{name} ({arch})", row, res[first] if name != first else None))
+    return {name: {**row, "arch": predictors[name].spec.arch} for name, row in res.items()}
+
+
 def bench_corpus(paths: list[str], note: str, cfg: FeatureConfig, root: Path, warm_repeats: int) -> dict:
     from ser_core.cache import corpus_features
 
@@ -995,6 +1012,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-app", action="store_true", help="skip the Streamlit/Chromium cold start")
     ap.add_argument("--skip-corpus", action="store_true", help="skip whole-corpus extraction")
     ap.add_argument("--skip-batch", action="store_true", help="skip the `ser batch` engines")
+    ap.add_argument("--skip-models", action="store_true", help="skip one clip with every other model folder")
     ap.add_argument("--batch-clips", type=int, metavar="N",
                     help="clips per `ser batch` job (default 480, 160 with --quick; Ray's start-up weighs less in a long job)")
     ap.add_argument("--batch-rounds", type=int, metavar="R", help="rounds of the batch configurations (default 2, 1 with --quick)")
@@ -1027,6 +1045,8 @@ def main(argv: list[str] | None = None) -> int:
         res["agreement"] = agreement(paths[:: max(1, len(paths) // (16 if quick else 64))])
         batch = (paths * (64 // len(paths) + 1))[:: max(1, len(paths) // 64)][:64]
         res["end_to_end"] = bench_end_to_end(model_dir, clips, batch, 20 if quick else 100, 1 if quick else 3)
+        if not args.skip_models:
+            res["models"] = bench_models(clips, 8 if quick else 30)
         if not args.skip_corpus:
             res["corpus"] = bench_corpus(paths, note, spec.features, cache_root, 1 if quick else 3)
         if not args.skip_train:

@@ -90,10 +90,12 @@ def model_summary(model_dir: Path) -> dict:
                  + " (weighted mean of their probabilities)")
     elif arch == "ensemble" and members:
         title = "Ensemble of " + " + ".join(members) + " (mean of their probabilities)"
+    elif arch == schema.PROBE_ARCH:
+        title = f"One linear layer on {extra.get('encoder') or 'Whisper'}'s frozen encoder"
     is_default = model_dir.resolve() == runs.default_model_dir().resolve()
     heard: list[str] = []          # the corpora its networks learnt from: what a stranger picking a model needs
     try:
-        nets = network_dirs(model_dir)
+        nets = network_dirs(model_dir) or [model_dir]     # a probe on Whisper's encoder: the folder itself
     except SERError:               # a malformed folder still gets its card; loading it says what is wrong
         nets = []
     for d in nets:

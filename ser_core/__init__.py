@@ -4,7 +4,8 @@ The public API, importable from the package (``from ser_core import TrainConfig,
 
 - training: :class:`TrainConfig` (every option, declared once), :func:`train` (one run),
   :func:`cross_validate`, :class:`Logger`
-- prediction: :func:`load_predictor` (a model or ensemble folder), :class:`Predictor`
+- prediction: :func:`load_predictor` (a model, ensemble or Whisper-probe folder), :class:`Predictor`,
+  :class:`ProbePredictor`
 - data and evaluation: :func:`load_dataset`, :func:`make_split`, :func:`evaluate`
 - configuration that travels with a model: :class:`FeatureConfig`, :class:`ModelSpec`
 - errors: :class:`SERError` and its kinds (:class:`ConfigError`, :class:`AudioError`, ...)
@@ -27,6 +28,7 @@ _API = {
     "Logger": "runs",
     "load_predictor": "predict",
     "Predictor": "predict",
+    "ProbePredictor": "predict",
     "load_dataset": "datasets",
     "make_split": "splits",
     "evaluate": "evaluation",

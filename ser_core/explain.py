@@ -273,6 +273,13 @@ def clip_probabilities(predictor, waves: list[np.ndarray], name: str = "<array>"
     live = [i for i, w in enumerate(waves) if speech_present(frame_levels(w))]
     if not live:
         return out
+    rate = predictor.cfg.sample_rate
+    if not hasattr(predictor, "window_features") and not hasattr(predictor, "members"):
+        # no network of features (a probe on Whisper's encoder): its own windows, all the waveforms at once
+        for i, scores in zip(live, predictor.window_scores_many([waves[i] for i in live])):
+            pred = prediction(scores, labels, predictor.calibration, name, waves[i].size / rate)
+            out[i] = [pred.probabilities.get(lab, 0.0) for lab in labels]
+        return out
     members = members_of(predictor)
     shared: dict[FeatureConfig, list] = {}
     per_member = []
@@ -286,7 +293,6 @@ def clip_probabilities(predictor, waves: list[np.ndarray], name: str = "<array>"
             scores.append(WindowScores(t0, ends, probs[at:at + len(x)], speech))
             at += len(x)
         per_member.append(scores)
-    rate = predictor.cfg.sample_rate
     for j, i in enumerate(live):
         y = waves[i]
         if hasattr(predictor, "members"):

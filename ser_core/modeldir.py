@@ -3,7 +3,8 @@
 A model folder holds ``spec.json`` and ``model.keras`` (and, once exported, ``model.tflite``,
 which inference prefers: see :mod:`ser_core.lite`). An ensemble folder holds a ``spec.json``
 whose ``arch`` is ``"ensemble"`` and a ``members/`` folder with one such model folder per
-member. Run-folder code, the prediction code and the pages all ask here, so none of them
+member. A probe folder holds a ``spec.json`` whose ``arch`` is ``"whisper_probe"`` and ``probe.npz``,
+a linear layer on Whisper's frozen encoder (:mod:`ser_core.whisper`): no Keras network. Run-folder code, the prediction code and the pages all ask here, so none of them
 needs the others to know what a model is.
 """
 from __future__ import annotations
@@ -13,10 +14,10 @@ from pathlib import Path
 
 from .config import ModelSpec
 from .errors import ModelError, SERError
-from .schema import ENSEMBLE_ARCH, LITE, LITE_INT8, MEMBERS, SPEC, WEIGHTS
+from .schema import ENSEMBLE_ARCH, LITE, LITE_INT8, MEMBERS, PROBE, PROBE_ARCH, SPEC, WEIGHTS
 
-__all__ = ["ENSEMBLE_ARCH", "LITE", "LITE_INT8", "MEMBERS", "SPEC", "WEIGHTS", "is_ensemble", "is_model_dir", "member_dirs", "network_dirs",
-           "model_files"]
+__all__ = ["ENSEMBLE_ARCH", "LITE", "LITE_INT8", "MEMBERS", "PROBE", "PROBE_ARCH", "SPEC", "WEIGHTS", "is_ensemble",
+           "is_probe", "is_model_dir", "member_dirs", "network_dirs", "model_files"]
 
 
 def _spec_dict(model_dir: Path) -> dict:
@@ -32,6 +33,11 @@ def is_ensemble(model_dir: Path | str) -> bool:
     return _spec_dict(d).get("arch") == ENSEMBLE_ARCH and (d / MEMBERS).is_dir()
 
 
+def is_probe(model_dir: Path | str) -> bool:
+    """A linear probe on Whisper's encoder (``arch`` ``"whisper_probe"``): no Keras network in it."""
+    return _spec_dict(Path(model_dir)).get("arch") == PROBE_ARCH
+
+
 def member_dirs(model_dir: Path | str) -> list[Path]:
     """An ensemble's member folders, in the order its spec lists them."""
     spec = ModelSpec.load(Path(model_dir) / SPEC)
@@ -42,7 +48,9 @@ def member_dirs(model_dir: Path | str) -> list[Path]:
 
 
 def network_dirs(model_dir: Path | str) -> list[Path]:
-    """The folders that hold one network each: an ensemble's members, or the folder itself."""
+    """The folders that hold one Keras network each: an ensemble's members, the folder itself, or none (a probe)."""
+    if is_probe(model_dir):
+        return []
     return member_dirs(model_dir) if is_ensemble(model_dir) else [Path(model_dir)]
 
 
@@ -50,7 +58,7 @@ def model_files(model_dir: Path | str) -> list[Path]:
     """The files a model folder's predictions depend on (for change stamps); exported lite
     files count once they exist, so exporting a model in place is seen as a change."""
     d = Path(model_dir)
-    files = [d / SPEC]
+    files = [d / SPEC] + ([d / PROBE] if is_probe(d) else [])
     for m in network_dirs(d):
         files += [m / SPEC, m / WEIGHTS] + [m / f for f in (LITE, LITE_INT8) if (m / f).exists()]
     return files

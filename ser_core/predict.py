@@ -42,7 +42,7 @@ from .errors import (AudioError, EmptyAudioError, ModelError, SERError, SilentAu
                      TooShortError)
 from .lite import RUNTIMES
 from .machine import keep_freed_memory, usable_cpus
-from .modeldir import LITE, LITE_INT8, SPEC, WEIGHTS, is_ensemble
+from .modeldir import LITE, LITE_INT8, SPEC, WEIGHTS, is_ensemble, is_probe
 from .schema import MEMBER_WEIGHTS
 
 HOP_SECONDS = 1.0
@@ -487,6 +487,51 @@ def gate_network(predictor: "BasePredictor") -> "Predictor":
                      ("its novelty gate's features" if gate is not None else "a log-mel spectrogram"))
 
 
+class WindowStream:
+    """A file read block by block and cut into ``win``-sample windows every ``hop`` samples: iterating gives
+    (start sample, window); a last shorter window holds the rest when it is longer than ``hop`` (or is all there
+    is). Memory stays flat however long the file is. After the loop, :meth:`finish` refuses an empty, silent or
+    windowless stream, and ``duration`` is the decoded length (not the header's claim: a damaged header can
+    promise hours)."""
+
+    def __init__(self, source, label: str, sr: int, win: int, hop: int, total: float, progress: Progress | None):
+        self.source, self.label, self.sr, self.win, self.hop = source, label, sr, win, hop
+        self.total, self.progress = total, progress
+        self.n_read = 0
+
+    def __iter__(self):
+        buf = np.zeros(0, np.float32)
+        offset, cut = 0, False           # offset: absolute sample index of buf[0]
+        for block in audio.stream(self.source, sr=self.sr, name=self.label):
+            audio.check_samples(block, self.label)
+            self.n_read += block.size
+            buf = np.concatenate([buf, block])
+            while buf.size >= self.win:
+                yield offset, buf[:self.win]
+                cut = True
+                buf = buf[self.hop:]
+                offset += self.hop
+            if self.progress:
+                self.progress(min(offset / self.sr, self.total), self.total)
+        if buf.size > self.hop or not cut:
+            yield offset, buf
+
+    @property
+    def duration(self) -> float:
+        return self.n_read / self.sr
+
+    def finish(self, seen_signal: bool, n_windows: int) -> None:
+        """Report the whole file read, then refuse what holds no answer."""
+        if self.progress:
+            self.progress(self.total, self.total)
+        if self.n_read == 0:
+            raise EmptyAudioError("audio stream holds no samples", source=self.label)
+        if not seen_signal:
+            raise SilentAudioError("audio is silent (no signal above the noise floor)", source=self.label)
+        if not n_windows:
+            raise TooShortError("audio holds no complete window", source=self.label)
+
+
 # ============================================================================ predictors
 class BasePredictor(ABC):
     """What every predictor offers: :meth:`analyse`, and the two shortcuts to its prediction.
@@ -713,8 +758,6 @@ class Predictor(BasePredictor):
                       progress: Progress | None) -> tuple[WindowScores, float]:
         sr, win = self.cfg.sample_rate, self.cfg.n_samples
         hop = int(HOP_SECONDS * sr)
-        buf = np.zeros(0, np.float32)
-        offset = 0                       # absolute sample index of buf[0]
         pending, starts, all_probs, all_speech = [], [], [], []
         seen_signal = False
         moments = novelty.Moments()
@@ -738,30 +781,12 @@ class Predictor(BasePredictor):
             if len(pending) >= BATCH:
                 flush()
 
-        n_read = 0
-        for block in audio.stream(source, sr=sr, name=label):
-            audio.check_samples(block, label)
-            n_read += block.size
-            buf = np.concatenate([buf, block])
-            while buf.size >= win:
-                take(buf[:win], offset)
-                buf = buf[hop:]
-                offset += hop
-            if progress:
-                progress(min(offset / sr, total), total)
-        if buf.size > hop or not starts:
-            take(buf, offset)
+        stream = WindowStream(source, label, sr, win, hop, total, progress)
+        for start, w in stream:
+            take(w, start)
         flush()
-        if progress:
-            progress(total, total)
-        if n_read == 0:
-            raise EmptyAudioError("audio stream holds no samples", source=label)
-        if not seen_signal:
-            raise SilentAudioError("audio is silent (no signal above the noise floor)", source=label)
-        if not starts:
-            raise TooShortError("audio holds no complete window", source=label)
-        # the decoded length, not the header's claim (a damaged header can promise hours)
-        duration = n_read / sr
+        stream.finish(seen_signal, len(starts))
+        duration = stream.duration
         t0 = np.asarray(starts) / sr
         return WindowScores(t0, np.minimum(t0 + self.cfg.duration, duration), np.concatenate(all_probs),
                             np.array(all_speech), moments.signature() if self.signs else None), duration
@@ -863,12 +888,161 @@ class EnsemblePredictor(BasePredictor):
         return self._mean_on(parts[0], parts), duration
 
 
+#: A probe's windows: a recording up to its ``duration`` plus this is heard whole, as its training clips were
+#: (docs/preregistration-session33.md: 6 s windows every 3 s, up to 9 s whole).
+PROBE_HOP_SECONDS = 3.0
+PROBE_BATCH = 8                  # windows per encoder call (a 30 s window each)
+
+
+def read_probe(path: Path, n_labels: int) -> dict[str, np.ndarray]:
+    """A probe's arrays (``mean``, ``std``: the vector's standardisation; ``coef`` labels x values, ``bias``),
+    checked against each other and the encoder's vector size."""
+    from .whisper import VECTOR_SIZE
+
+    try:
+        with np.load(path) as z:
+            arrays = {k: np.asarray(z[k], np.float64) for k in ("mean", "std", "coef", "bias")}
+    except (OSError, KeyError, ValueError) as exc:
+        raise ModelError(f"unreadable probe {path}: {exc}") from None
+    shapes = {k: v.shape for k, v in arrays.items()}
+    if shapes != {"mean": (VECTOR_SIZE,), "std": (VECTOR_SIZE,), "coef": (n_labels, VECTOR_SIZE),
+                  "bias": (n_labels,)} or not all(np.isfinite(v).all() for v in arrays.values()) \
+            or (arrays["std"] <= 0).any():
+        raise ModelError(f"probe {path} does not match its spec.json ({n_labels} labels, {VECTOR_SIZE} values): "
+                         f"{shapes}")
+    return arrays
+
+
+def write_probe(dest: Path, spec: ModelSpec, arrays: dict[str, np.ndarray]) -> Path:
+    """A probe folder: ``probe.npz`` (checked as :func:`read_probe` reads it), then ``spec.json``."""
+    from .schema import PROBE, PROBE_ARCH
+
+    if spec.arch != PROBE_ARCH:
+        raise ModelError(f"a probe folder's spec says arch {PROBE_ARCH!r}, not {spec.arch!r}")
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    tmp = dest / f".{PROBE}"
+    with open(tmp, "wb") as fh:
+        np.savez(fh, **{k: np.asarray(arrays[k], np.float64) for k in ("mean", "std", "coef", "bias")})
+    read_probe(tmp, len(spec.labels))
+    tmp.replace(dest / PROBE)
+    spec.save(dest / SPEC)
+    return dest
+
+
+def probe_probabilities(vectors: np.ndarray, probe: dict[str, np.ndarray]) -> np.ndarray:
+    """A linear probe's probabilities (softmax of the standardised vectors' logits), vectors x labels."""
+    logits = ((vectors - probe["mean"]) / probe["std"]) @ probe["coef"].T + probe["bias"]
+    logits -= logits.max(axis=1, keepdims=True)
+    e = np.exp(logits)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+_ENCODER: list = []                # one Whisper encoder per process, shared by every probe predictor
+
+
+def whisper_encoder():
+    """The process's Whisper encoder (:class:`ser_core.whisper.Encoder`), loaded on first use."""
+    from .whisper import Encoder
+
+    if not _ENCODER:
+        _ENCODER.append(Encoder(threads=usable_cpus()))
+    return _ENCODER[0]
+
+
+class ProbePredictor(BasePredictor):
+    """A linear probe on Whisper's frozen encoder, from a folder whose ``arch`` is ``"whisper_probe"``
+    (:mod:`ser_core.whisper`; no Keras network, so ``runtime`` is ignored).
+
+    Each window is brought to the product's loudness and given to the encoder at the start of a 30 s window,
+    its vector pooled over its own frames (as the training clips were); a recording up to ``duration +
+    PROBE_HOP_SECONDS`` is one window, whole, and a longer one is cut into ``duration`` windows every
+    ``PROBE_HOP_SECONDS``. The answer, calibration and "not sure" are every model's (:class:`BasePredictor`).
+    """
+
+    def __init__(self, model_dir: Path | str, *, runtime: str = "auto", calibrated: bool = True):
+        from .schema import PROBE
+        from .whisper import SAMPLE_RATE
+
+        self.model_dir = Path(model_dir)
+        if not self.model_dir.is_dir():
+            raise ModelError(f"model folder not found: {self.model_dir}")
+        self.spec = ModelSpec.load(self.model_dir / SPEC)
+        self.labels = list(self.spec.labels)
+        self.cfg = self.spec.features
+        if self.cfg.sample_rate != SAMPLE_RATE:
+            raise ModelError(f"{self.model_dir}: Whisper hears {SAMPLE_RATE} Hz, its spec says {self.cfg.sample_rate}")
+        self.probe = read_probe(self.model_dir / PROBE, len(self.labels))
+        self.calibration = stored_calibration(self.spec, self.model_dir) if calibrated else None
+        self.encoder = whisper_encoder()
+
+    def vectors(self, waves: list[np.ndarray]) -> np.ndarray:
+        """The encoder's vectors of checked 16 kHz windows, each heard whole (windows x 768)."""
+        from .whisper import VECTOR_SIZE
+
+        vecs = [self.encoder(waves[b:b + PROBE_BATCH]) for b in range(0, len(waves), PROBE_BATCH)]
+        return np.concatenate(vecs) if vecs else np.zeros((0, VECTOR_SIZE), np.float32)
+
+    def probabilities(self, waves: list[np.ndarray]) -> np.ndarray:
+        """Uncalibrated probabilities of checked 16 kHz windows, each heard whole (windows x labels)."""
+        return probe_probabilities(self.vectors(waves), self.probe)
+
+    def standardise(self, vector: np.ndarray) -> np.ndarray:
+        """A vector as the probe's linear layer reads it (the training clips' statistics)."""
+        return ((vector - self.probe["mean"]) / self.probe["std"]).astype(np.float32)
+
+    def cut(self, y: np.ndarray, memo: dict | None = None) -> tuple[list[int], list[np.ndarray], np.ndarray]:
+        """A checked waveform's window starts, windows and speech flags (one window: the whole recording,
+        whose speech was checked before it got here)."""
+        win, hop = self.cfg.n_samples, int(PROBE_HOP_SECONDS * self.cfg.sample_rate)
+        starts = window_starts(y.size, win, hop)
+        if len(starts) == 1:
+            return starts, [y], np.ones(1, bool)
+        return starts, [y[s:s + win] for s in starts], speech_windows(y, starts, win, memo)
+
+    def _scores(self, ys: list[np.ndarray], memo: dict | None = None) -> list[tuple[WindowScores, list[ModelInput]]]:
+        cuts = [self.cut(y, memo) for y in ys]
+        vecs = self.vectors([w for _, windows, _ in cuts for w in windows])
+        probs = probe_probabilities(vecs, self.probe)
+        out, at = [], 0
+        for (starts, windows, speech) in cuts:
+            t0 = np.asarray(starts) / self.cfg.sample_rate
+            ends = t0 + np.array([w.size for w in windows]) / self.cfg.sample_rate
+            # what the linear layer reads: the first window's vector, standardised
+            out.append((WindowScores(t0, ends, probs[at:at + len(windows)], speech),
+                        [ModelInput(self.spec.arch, self.cfg, vecs[at], self.standardise)]))
+            at += len(windows)
+        return out
+
+    def stream_scores(self, source, label: str, total: float,
+                      progress: Progress | None) -> tuple[WindowScores, float]:
+        sr = self.cfg.sample_rate
+        stream = WindowStream(source, label, sr, self.cfg.n_samples, int(PROBE_HOP_SECONDS * sr), total, progress)
+        pending, starts, sizes, speech, probs = [], [], [], [], []
+        seen_signal = False
+        for start, w in stream:
+            seen_signal = seen_signal or not audio.is_silent(w)
+            starts.append(start)
+            sizes.append(w.size)
+            speech.append(speech_present(frame_levels(w)))
+            pending.append(w.copy() if w.size else np.zeros(1, np.float32))
+            if len(pending) >= PROBE_BATCH:
+                probs.append(self.probabilities(pending))
+                pending.clear()
+        if pending:
+            probs.append(self.probabilities(pending))
+        stream.finish(seen_signal, len(starts))
+        t0 = np.asarray(starts) / sr
+        return WindowScores(t0, t0 + np.asarray(sizes) / sr, np.concatenate(probs), np.array(speech)), stream.duration
+
+
 def load_predictor(model_dir: Path | str, *, runtime: str = "auto", calibrated: bool = True) -> BasePredictor:
-    """A Predictor for a model folder, or an EnsemblePredictor for an ensemble folder
-    (``calibrated=False``: without the folder's stored calibration, the raw probabilities).
+    """A Predictor for a model folder, an EnsemblePredictor for an ensemble folder, or a ProbePredictor for a
+    probe on Whisper's encoder (``calibrated=False``: without the folder's stored calibration, the raw
+    probabilities).
 
     The process then keeps the memory it frees for reuse (:func:`ser_core.machine.keep_freed_memory`):
     a predictor allocates the same arrays clip after clip."""
     keep_freed_memory()
-    cls = EnsemblePredictor if is_ensemble(model_dir) else Predictor
+    cls = ProbePredictor if is_probe(model_dir) else EnsemblePredictor if is_ensemble(model_dir) else Predictor
     return cls(model_dir, runtime=runtime, calibrated=calibrated)

