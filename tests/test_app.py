@@ -121,14 +121,41 @@ def test_one_answer_to_most_recent_recordings_is_flagged_on_the_page(no_data, re
     assert metric(fresh, "Emotion") == reference.predict_file(CLIP).emotion
 
 
-def test_sidebar_picks_the_model_of_this_session_only(no_data, tmp_path, monkeypatch, reference):
-    from ser_core.predict import load_predictor
-
+def shipped_beside_default(tmp_path, monkeypatch, name: str):
+    """A models folder of the default and the shipped models/<name> (links: nothing copied), made the app's."""
     models = tmp_path / "models"
     models.mkdir()
     (models / "default").symlink_to(DEFAULT)
-    (models / "multicorpus").symlink_to(ROOT / "models" / "multicorpus")
+    (models / name).symlink_to(ROOT / "models" / name)
     monkeypatch.setenv("SER_MODELS_DIR", str(models))
+    return models
+
+
+def test_sidebar_picks_the_whisper_probe_and_the_page_shows_what_it_reads(no_data, tmp_path, monkeypatch):
+    """The shipped probe on Whisper's encoder is a model like the others in the sidebar: its answer is its
+    predictor's, its card names the encoder and the four corpora, and the Model input tab shows the vector its
+    linear layer reads."""
+    from ser_core.predict import load_predictor
+
+    models = shipped_beside_default(tmp_path, monkeypatch, "whisper")
+    at = start_app()
+    at.sidebar.selectbox[0].set_value("whisper").run()
+    at.segmented_control(key="p_source").set_value("Upload").run()
+    at.file_uploader(key="p_upload").set_value((CLIP.name, CLIP.read_bytes(), "audio/flac")).run()
+    assert not at.exception and not errors(at)
+    want = load_predictor(models / "whisper").predict_file(CLIP)
+    assert metric(at, "Confidence") == f"{100 * want.confidence:.1f}%"
+    assert at.sidebar.markdown[0].value.startswith("**whisper**")
+    captions = [c.value for c in at.sidebar.caption]
+    learnt = next(c for c in captions if c.startswith("Learnt from: "))
+    assert set(learnt.removeprefix("Learnt from: ").split(", ")) == {"ravdess", "ased", "emovo", "urdu"}
+    assert any("What the linear layer reads: Whisper's encoder" in c.value for c in at.caption)
+
+
+def test_sidebar_picks_the_model_of_this_session_only(no_data, tmp_path, monkeypatch, reference):
+    from ser_core.predict import load_predictor
+
+    models = shipped_beside_default(tmp_path, monkeypatch, "multicorpus")
     at = start_app()
     picker = at.sidebar.selectbox[0]
     assert picker.label == "Model" and picker.value == "default"

@@ -123,3 +123,67 @@ def test_the_card_and_its_stranger_figures_come_from_the_committed_files(tmp_pat
     ased = stored["corpora"]["ased"]
     assert (f"| ased | {ased['n']} | {100 * ased['own_acc']:.1f} % (20.0 %) | fearful "
             f"{100 * ased['answers']['fearful']:.1f} %") in card.stdout
+
+
+WHISPER = DEFAULT_MODEL.parent / "whisper"
+
+
+def test_whisper_probe_is_wna_trained_on_every_corpus_and_figured_by_its_speaker_folds():
+    """models/whisper (training/whisper_probe.py ship, docs/preregistration-session33.md): a probe folder with no
+    network, its calibration fitted on the out-of-fold predictions it ships, its metrics those predictions' (every
+    fold's probe trained on its training speakers only: no speaker of a fold in another fold), and its card what
+    training/report.py writes."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from conftest import ROOT
+    from ser_core import calibration, schema
+    from ser_core.predict import read_probe
+
+    spec = ModelSpec.load(WHISPER / "spec.json")
+    assert spec.arch == schema.PROBE_ARCH and modeldir.is_model_dir(WHISPER) and modeldir.network_dirs(WHISPER) == []
+    assert spec.extra["dataset"] == "ased+emovo+ravdess+urdu" and spec.extra["channel_copies"] == 1
+    probe = read_probe(WHISPER / schema.PROBE, len(spec.labels))
+    assert np.abs(probe["coef"]).max() > 0
+    preds = pd.read_csv(WHISPER / "predictions.csv")
+    assert len(preds) == 4902 and preds["file"].is_unique
+    assert preds.groupby("speaker")["fold"].nunique().max() == 1            # each speaker in one fold only
+    for fold, actors in enumerate(EMOBOX_RAVDESS_FOLDS, start=1):
+        rav = preds[(preds["corpus"] == "ravdess") & (preds["fold"] == fold)]
+        assert set(rav["actor"]) == set(actors)
+    stored = calibration.fit_table(preds)
+    calib = spec.extra[calibration.SPEC_KEY]
+    assert calib["temperature"] == pytest.approx(stored.temperature) and calib["threshold"] == 0.5
+    metrics = json.loads((WHISPER / "metrics.json").read_text())
+    again = evaluation.evaluate(preds, list(spec.labels))
+    assert metrics["accuracy"] == pytest.approx(again["accuracy"], abs=1e-9)
+    rav = metrics["per_corpus"]["ravdess"]
+    assert rav["accuracy"] == pytest.approx(again["per_corpus"]["ravdess"]["accuracy"])
+    loco = pd.read_csv(WHISPER / "loco_predictions.csv")
+    assert set(loco["corpus"]) == {"ravdess", "ased", "emovo", "urdu"} and len(loco) == 4902
+    card = subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, 'training'); from pathlib import Path; "
+                           "from report import ALTERNATIVES, model_card; "
+                           "print(model_card(Path('models/whisper'), ALTERNATIVES['whisper']), end='')"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert card.returncode == 0, card.stderr[-2000:]
+    assert card.stdout == (WHISPER / "README.md").read_text()
+
+
+def test_whisper_probe_answers_from_the_command_line(sample_clip):
+    """`ser predict --model models/whisper --json`, a real subprocess: its answer is the probe's, calibrated,
+    with the probabilities of all eight emotions."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    from ser_core.predict import load_predictor
+
+    out = subprocess.run([sys.executable, "-m", "ser_core", "predict", "--json", "--model", str(WHISPER),
+                          str(sample_clip)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    want = load_predictor(WHISPER).predict_file(sample_clip)
+    assert got["emotion"] == want.emotion and got["confidence"] == pytest.approx(want.confidence, abs=1e-4)
+    assert sum(got["probabilities"].values()) == pytest.approx(1.0, abs=1e-4) and len(got["probabilities"]) == 8

@@ -255,6 +255,33 @@ def test_live_mode_streams_the_microphone_and_classifies_it(server, page):
     frame.get_by_role("button", name=re.compile("^stop$", re.I)).click()
 
 
+def test_the_whisper_probe_answers_an_upload_and_the_live_microphone(server, page):
+    """Picked in the sidebar, the shipped probe on Whisper's encoder runs in the app's own process (the WebRTC
+    stack loaded first, then CTranslate2): an upload gets its answer, and live mode classifies the fake
+    microphone through it."""
+    from ser_core.predict import load_predictor
+
+    want = load_predictor(ROOT / "models" / "whisper").predict_file(CLIP)
+    shown = want.summary()
+    shown = "Not sure" + shown[len("not sure"):] if want.not_sure else shown      # as the Emotion metric writes it
+    page.goto(server["url"])
+    page.get_by_test_id("stSidebar").get_by_test_id("stSelectbox").click(timeout=SLOW)
+    page.get_by_role("option", name="whisper").click()
+    expect(page.get_by_test_id("stSidebar")).to_contain_text("Whisper tiny.en", timeout=SLOW)
+    choose_source(page, "Upload")
+    page.locator("[data-testid=stFileUploader] input[type=file]").set_input_files(str(CLIP))
+    assert metric_value(page, "Confidence") == f"{100 * want.confidence:.1f}%"
+    assert metric_value(page, "Emotion") == shown
+    choose_source(page, "Live")
+    frame = page.frame_locator("iframe[title*='streamlit_webrtc']")
+    frame.get_by_role("button", name=re.compile("^start$", re.I)).click(timeout=60_000)
+    current = metric_value(page, "Current emotion")
+    unsure = re.fullmatch(r"Not sure: (\w+) or (\w+)", current)
+    assert (set(unsure.groups()) <= set(LABELS)) if unsure else current in LABELS + ["no speech"], current
+    screenshot(page, "predict-whisper-live")
+    frame.get_by_role("button", name=re.compile("^stop$", re.I)).click()
+
+
 def test_five_sessions_predicting_at_once_get_the_right_answers(server, browser):
     """Five browser sessions upload different clips at the same time; each sees its own clip's answer."""
     from ser_core.predict import load_predictor
