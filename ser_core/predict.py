@@ -4,7 +4,8 @@ One path serves every caller (``ser predict``, batch workers, the Predict page, 
 robustness): :meth:`BasePredictor.analyse` takes a file, bytes or a waveform and returns an
 :class:`Analysis` (the :class:`Prediction`, its per-window results, the waveform it used and
 each network's model input). :class:`Predictor` runs one network, :class:`EnsemblePredictor`
-several (an ensemble folder, built by :mod:`ser_core.ensemble`); both are a :class:`BasePredictor`,
+several (an ensemble folder, built by :mod:`ser_core.ensemble`), :class:`ProbePredictor` a linear
+probe on Whisper's frozen encoder (:mod:`ser_core.whisper`); each is a :class:`BasePredictor`,
 which holds that path once. They live in one module so that :func:`load_predictor` can choose
 between them without an import circle; what a model folder holds is :mod:`ser_core.modeldir`'s.
 
@@ -24,6 +25,7 @@ on Keras: see :mod:`ser_core.lite`.
 """
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable
@@ -939,15 +941,17 @@ def probe_probabilities(vectors: np.ndarray, probe: dict[str, np.ndarray]) -> np
 
 
 _ENCODER: list = []                # one Whisper encoder per process, shared by every probe predictor
+_ENCODER_LOCK = threading.Lock()   # app sessions load models on their own threads: the weights are loaded once
 
 
 def whisper_encoder():
     """The process's Whisper encoder (:class:`ser_core.whisper.Encoder`), loaded on first use."""
     from .whisper import Encoder
 
-    if not _ENCODER:
-        _ENCODER.append(Encoder(threads=usable_cpus()))
-    return _ENCODER[0]
+    with _ENCODER_LOCK:
+        if not _ENCODER:
+            _ENCODER.append(Encoder(threads=usable_cpus()))
+        return _ENCODER[0]
 
 
 class ProbePredictor(BasePredictor):

@@ -135,7 +135,7 @@ def runtime_lines(d: Path) -> list[str]:
     nets = network_dirs(d)
     recs = {v.runtime: [ModelSpec.load(n / "spec.json").extra.get(v.spec_key) for n in nets]
             for v in lite.VARIANTS.values()}
-    if not all(recs["lite"]):
+    if not nets or not all(recs["lite"]):       # a probe on Whisper's encoder has no network to export
         return []
     worst = max(r["max_abs_diff"] for r in recs["lite"])
     text = (f"Runtimes: every network has a LiteRT export (`{lite.LITE}`, probabilities within {worst:.1g} of Keras "
@@ -166,8 +166,9 @@ def probe_lines(d: Path, m: dict) -> list[str]:
         lines += ["", f"Channel shifts, RAVDESS fold 1 only (240 clips, exploratory): clean "
                       f"{shifts['clean']['accuracy'] * 100:.1f} %; drop in points: {drops}. Babble at 10 dB breaks "
                       "the rule of < 10 points."]
-    lines += ["", "It is **not the default**: it misses issue 15's targets for speed (one clip takes about 0.3 s "
-                  "here, the default 9 ms), the RAVDESS gender gap, babble, and leaving one corpus out (above)."]
+    lines += ["", "It is **not the default**: it misses issue 15's targets for speed (one clip takes about 0.3 s on "
+                  "2 cores, the default about 9 ms: `python -m ser_app.bench`, section 2b, in `docs/multicorpus.md`'s "
+                  "Session 33), the RAVDESS gender gap, babble, and leaving one corpus out (above)."]
     return lines
 
 

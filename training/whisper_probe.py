@@ -216,7 +216,8 @@ def ship(work: Path, name: str = "whisper", n_copies: int = 1) -> Path:
                             "trained_on": f"{len(df)} clips and {n_copies} channel copy each",
                             "candidate": "WNA (docs/preregistration-session32.md, session33.md)"})
     with tempfile.TemporaryDirectory() as tmp:
-        cv_dir, loco_dir = Path(tmp) / "cv", Path(tmp) / "loco"
+        # the folder names say in the stored calibration which predictions its temperature came from
+        cv_dir, loco_dir = Path(tmp) / "WNA's emobox6 cross-validation", Path(tmp) / "loco"
         for d, src in ((cv_dir, SHIP_CV), (loco_dir, SHIP_LOCO)):
             d.mkdir()
             table = pd.read_csv(src)
