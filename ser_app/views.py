@@ -91,7 +91,7 @@ def model_summary(model_dir: Path) -> dict:
     elif arch == "ensemble" and members:
         title = "Ensemble of " + " + ".join(members) + " (mean of their probabilities)"
     elif arch == schema.PROBE_ARCH:
-        title = f"One linear layer on {extra.get('encoder') or 'Whisper'}'s frozen encoder"
+        title = f"One linear layer on the frozen encoder of {extra.get('encoder') or 'Whisper'}"
     is_default = model_dir.resolve() == runs.default_model_dir().resolve()
     heard: list[str] = []          # the corpora its networks learnt from: what a stranger picking a model needs
     try:
