@@ -200,3 +200,12 @@ def test_the_shipped_models_answers_to_voices_it_never_heard_are_an_evaluation(n
     assert source.predictions == ROOT / stored["table"] and source.calibrated
     exported = pd.read_csv(io.BytesIO(views.predictions_csv_bytes(source)))     # plain CSV, not the gzip bytes
     pd.testing.assert_frame_equal(exported, table)
+
+
+def test_the_whisper_probe_is_an_evaluation_with_its_corpora_and_loco(no_data):
+    """models/whisper's out-of-fold predictions open on the Evaluate page like any model's: one row per corpus in
+    the per-corpus table, its leave-one-corpus-out evaluation beside it, no error."""
+    at = open_source("model:whisper")
+    per_corpus = frame_with(at, "corpus")
+    assert set(per_corpus["corpus"]) >= {"ravdess", "ased", "emovo", "urdu"}
+    assert "Model whisper" in at.selectbox(key="e_source").format_func("model:whisper")
