@@ -14,6 +14,18 @@ DEFAULT_MODEL = ROOT / "models" / "default"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+def training_module(name: str):
+    """``training/<name>.py`` imported as the module ``name`` (the scripts there import one another by name)."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "training" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
 @pytest.fixture(scope="session", autouse=True)
 def isolated_state(tmp_path_factory):
     """Runs and the feature cache go to a temporary folder, never into the checkout."""

@@ -3,9 +3,7 @@ fitted on held-out predictions, own-emotion accuracy, and nested leave-one-corpu
 outer held-out corpus."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,11 +15,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def probe_mod():
-    spec = importlib.util.spec_from_file_location("encoder_probe", ROOT / "training" / "encoder_probe.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["encoder_probe"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    from conftest import training_module
+
+    return training_module("encoder_probe")
 
 
 def _sample(rng, logits, temperature, bias):

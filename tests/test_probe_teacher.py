@@ -5,10 +5,8 @@ The corpora are empty files under a temporary data root, named and laid out as t
 vector folder's file names do not; the vectors are made up, emotions shifting them."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,11 +22,9 @@ CHOICES = {"1": {"C": 0.1}, "2": {"C": 1.0}, "3": {"C": 0.03}, "4": {"C": 0.1}, 
 
 @pytest.fixture(scope="module")
 def pt():
-    spec = importlib.util.spec_from_file_location("probe_teacher", ROOT / "training" / "probe_teacher.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["probe_teacher"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    from conftest import training_module
+
+    return training_module("probe_teacher")
 
 
 def _touch(path: Path) -> None:
