@@ -4,7 +4,8 @@ A model folder holds ``spec.json`` and ``model.keras`` (and, once exported, ``mo
 which inference prefers: see :mod:`ser_core.lite`). An ensemble folder holds a ``spec.json``
 whose ``arch`` is ``"ensemble"`` and a ``members/`` folder with one such model folder per
 member. A probe folder holds a ``spec.json`` whose ``arch`` is ``"whisper_probe"`` and ``probe.npz``,
-a linear layer on Whisper's frozen encoder (:mod:`ser_core.whisper`): no Keras network. Run-folder code, the prediction code and the pages all ask here, so none of them
+a linear layer on Whisper's frozen encoder (:mod:`ser_core.whisper`): no Keras network.
+Run-folder code, the prediction code and the pages all ask here, so none of them
 needs the others to know what a model is.
 """
 from __future__ import annotations

