@@ -82,8 +82,10 @@ def fresh(network_dir: Path | str, runtime: str = "lite") -> bool:
 
 
 def fresh_model(model_dir: Path | str, runtime: str = "lite") -> bool:
-    """True when every network of a model folder has a current export for ``runtime`` (see :func:`fresh`)."""
-    return all(fresh(d, runtime) for d in network_dirs(model_dir))
+    """True when a model folder has networks and every one has a current export for ``runtime`` (see
+    :func:`fresh`); a probe on Whisper's encoder has no network, so no export to offer."""
+    nets = network_dirs(model_dir)
+    return bool(nets) and all(fresh(d, runtime) for d in nets)
 
 
 def available() -> bool:

@@ -363,3 +363,25 @@ def test_an_int8_job_answers_like_predict_on_int8_and_a_float_job_is_not_resumed
     assert r.returncode == 2 and "another runtime precision" in r.stderr and "Traceback" not in r.stderr
     r = ser("batch", clips[0], "--out", tmp_path / "float", "--model", DEFAULT_MODEL, "--workers", "1")
     assert r.returncode == 0 and INT8_HINT in r.stdout    # a float job is told the faster copies are there
+
+
+def test_ser_batch_scores_with_the_whisper_probe_and_offers_no_int8_copy(tmp_path, samples_dir):
+    """`ser batch --model models/whisper`, a real subprocess with a local worker: each file's row is the probe's
+    answer through `ser predict`'s path, and the job does not point to int8 copies a probe does not have."""
+    from conftest import ROOT
+    from ser_core import lite
+    from ser_core.predict import load_predictor
+
+    whisper = ROOT / "models" / "whisper"
+    assert not lite.fresh_model(whisper, "int8") and not lite.fresh_model(whisper)
+    clips = [str(p) for p in sorted(samples_dir.glob("*.flac"))[::11]]
+    out = tmp_path / "out"
+    r = ser("batch", *clips, "--out", out, "--model", whisper, "--workers", "1")
+    assert r.returncode == 0, r.stderr
+    assert INT8_HINT not in r.stdout
+    table = pd.read_parquet(out / "predictions.parquet").set_index("file")
+    probe = load_predictor(whisper)
+    for clip in clips:
+        want = probe.predict_file(clip, name=clip)
+        assert table.loc[clip, "best"] == want.best
+        assert table.loc[clip, "p_angry"] == pytest.approx(want.probabilities["angry"], abs=1e-5)
