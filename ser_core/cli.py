@@ -146,10 +146,14 @@ INT8_HINT = ("this model has int8 copies: --runtime int8 scores about twice the 
 
 def cmd_export(args) -> int:
     from . import lite
-    from .modeldir import is_model_dir
+    from .modeldir import is_model_dir, is_probe
 
     if not is_model_dir(args.model_dir):
-        raise SERError(f"{args.model_dir} is not a model folder (spec.json and model.keras, or an ensemble)")
+        raise SERError(f"{args.model_dir} is not a model folder (spec.json and model.keras, an ensemble, or a probe)")
+    if is_probe(args.model_dir):
+        print(f"{args.model_dir} is a probe on Whisper's encoder: no network to export, and it runs without "
+              "TensorFlow already")
+        return 0
     if not lite.available():
         raise SERError("the LiteRT runtime is not installed: pip install -r requirements.txt")
     lite.export(args.model_dir, int8=args.int8)

@@ -69,6 +69,12 @@ def test_ser_export_writes_a_checked_lite_file_for_every_network(tiny_model, tmp
     bad = subprocess.run([sys.executable, "-m", "ser_core", "export", str(tmp_path / "nope")], capture_output=True,
                          text=True, cwd=ROOT, timeout=120)
     assert bad.returncode == 2 and "is not a model folder" in bad.stderr and "Traceback" not in bad.stderr
+    probe = tmp_path / "whisper"                  # a probe on Whisper's encoder: nothing to export, and it says so
+    shutil.copytree(ROOT / "models" / "whisper", probe)
+    r = subprocess.run([sys.executable, "-m", "ser_core", "export", str(probe)], capture_output=True, text=True,
+                       cwd=ROOT, timeout=120)
+    assert r.returncode == 0 and "no network to export" in r.stdout
+    assert sorted(p.name for p in probe.iterdir()) == sorted(p.name for p in (ROOT / "models" / "whisper").iterdir())
 
 
 def test_every_network_of_the_shipped_default_has_a_current_export():
