@@ -932,9 +932,14 @@ def write_probe(dest: Path, spec: ModelSpec, arrays: dict[str, np.ndarray]) -> P
     return dest
 
 
+def probe_input(vectors: np.ndarray, probe: dict[str, np.ndarray]) -> np.ndarray:
+    """Encoder vectors as a probe's linear layer reads them: standardised with its training clips' statistics."""
+    return (vectors - probe["mean"]) / probe["std"]
+
+
 def probe_probabilities(vectors: np.ndarray, probe: dict[str, np.ndarray]) -> np.ndarray:
     """A linear probe's probabilities (softmax of the standardised vectors' logits), vectors x labels."""
-    logits = ((vectors - probe["mean"]) / probe["std"]) @ probe["coef"].T + probe["bias"]
+    logits = probe_input(vectors, probe) @ probe["coef"].T + probe["bias"]
     logits -= logits.max(axis=1, keepdims=True)
     e = np.exp(logits)
     return e / e.sum(axis=1, keepdims=True)
@@ -993,7 +998,7 @@ class ProbePredictor(BasePredictor):
 
     def standardise(self, vector: np.ndarray) -> np.ndarray:
         """A vector as the probe's linear layer reads it (the training clips' statistics)."""
-        return ((vector - self.probe["mean"]) / self.probe["std"]).astype(np.float32)
+        return probe_input(vector, self.probe).astype(np.float32)
 
     def cut(self, y: np.ndarray, memo: dict | None = None) -> tuple[list[int], list[np.ndarray], np.ndarray]:
         """A checked waveform's window starts, windows and speech flags (one window: the whole recording,
@@ -1029,7 +1034,7 @@ class ProbePredictor(BasePredictor):
             starts.append(start)
             sizes.append(w.size)
             speech.append(speech_present(frame_levels(w)))
-            pending.append(w.copy() if w.size else np.zeros(1, np.float32))
+            pending.append(w if w.size else np.zeros(1, np.float32))     # the stream's windows are never reused
             if len(pending) >= PROBE_BATCH:
                 probs.append(self.probabilities(pending))
                 pending.clear()
