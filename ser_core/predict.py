@@ -945,26 +945,43 @@ def probe_probabilities(vectors: np.ndarray, probe: dict[str, np.ndarray]) -> np
     return e / e.sum(axis=1, keepdims=True)
 
 
-_ENCODER: list = []                # one Whisper encoder per process, shared by every probe predictor
+_ENCODERS: dict = {}               # one Whisper encoder per setup and process, shared by every probe predictor
 _ENCODER_LOCK = threading.Lock()   # app sessions load models on their own threads: the weights are loaded once
 
 
-def whisper_encoder():
-    """The process's Whisper encoder (:class:`ser_core.whisper.Encoder`), loaded on first use."""
-    from .whisper import Encoder
+def whisper_encoder(setup=None):
+    """The process's Whisper encoder (:class:`ser_core.whisper.Encoder`) for ``setup`` (None: session 33's
+    WNA's), loaded on first use."""
+    from .whisper import WNA_SETUP, Encoder
 
+    setup = setup or WNA_SETUP
     with _ENCODER_LOCK:
-        if not _ENCODER:
-            _ENCODER.append(Encoder(threads=usable_cpus()))
-        return _ENCODER[0]
+        if setup not in _ENCODERS:
+            _ENCODERS[setup] = Encoder(threads=usable_cpus(), setup=setup)
+        return _ENCODERS[setup]
+
+
+def probe_setup(spec: ModelSpec):
+    """How a probe's encoder hears (``spec.json`` extra :data:`~ser_core.schema.ENCODER_SETUP`; a folder from
+    before the record: session 33's WNA's setup)."""
+    from .schema import ENCODER_SETUP
+    from .whisper import WNA_SETUP, Setup
+
+    recorded = spec.extra.get(ENCODER_SETUP)
+    if recorded is None:
+        return WNA_SETUP
+    if not isinstance(recorded, dict):
+        raise ModelError(f"a probe's {ENCODER_SETUP} is a record of settings, not {recorded!r}")
+    return Setup.from_dict(recorded)
 
 
 class ProbePredictor(BasePredictor):
     """A linear probe on Whisper's frozen encoder, from a folder whose ``arch`` is ``"whisper_probe"``
     (:mod:`ser_core.whisper`; no Keras network, so ``runtime`` is ignored).
 
-    Each window is brought to the product's loudness and given to the encoder at the start of a 30 s window,
-    its vector pooled over its own frames (as the training clips were); a recording up to ``duration +
+    Each window is given to the encoder as the probe's recorded setup says (:func:`probe_setup`: at the
+    product's loudness, in a 30 s window or alone, ...), its vector pooled over its own frames (as the training
+    clips were); a recording up to ``duration +
     PROBE_HOP_SECONDS`` is one window, whole, and a longer one is cut into ``duration`` windows every
     ``PROBE_HOP_SECONDS``. The answer, calibration and "not sure" are every model's (:class:`BasePredictor`).
     """
@@ -983,7 +1000,10 @@ class ProbePredictor(BasePredictor):
             raise ModelError(f"{self.model_dir}: Whisper hears {SAMPLE_RATE} Hz, its spec says {self.cfg.sample_rate}")
         self.probe = read_probe(self.model_dir / PROBE, len(self.labels))
         self.calibration = stored_calibration(self.spec, self.model_dir) if calibrated else None
-        self.encoder = whisper_encoder()
+        try:
+            self.encoder = whisper_encoder(probe_setup(self.spec))
+        except ModelError as exc:
+            raise ModelError(f"{self.model_dir}: {exc}") from None
 
     def vectors(self, waves: list[np.ndarray]) -> np.ndarray:
         """The encoder's vectors of checked 16 kHz windows, each heard whole (windows x 768)."""

@@ -62,6 +62,7 @@ MEMBERS = "members"                # an ensemble's folder of member model folder
 ENSEMBLE_ARCH = "ensemble"         # spec.json "arch" of an ensemble folder
 PROBE_ARCH = "whisper_probe"       # spec.json "arch" of a linear probe on Whisper's frozen encoder (ser_core.whisper)
 PROBE = "probe.npz"                # such a folder's probe: standardisation, weights and bias (no Keras network)
+ENCODER_SETUP = "encoder_setup"    # probe spec.json extra: how its encoder hears a window (ser_core.whisper.Setup)
 MEMBER_WEIGHTS = "member_weights"  # ensemble spec.json extra: each member's share of the mean (equal if absent)
 TRAIN_SPEAKERS = "train_speakers"  # spec.json extra: the speakers a model learnt from (a teacher's check)
 ACTIVE = "active.json"             # in the models folder: which model the app uses

