@@ -201,6 +201,8 @@ CHANNEL_PROFILES: dict[str, ChannelProfile] = {
     "v1": ChannelProfile(p_noise=0.4, babble_share=0.5, snr_db=(5.0, 30.0), babble_pool=8),
     # noisier rooms: noise in 70 % of copies, mostly other talkers, 0-25 dB, more talkers to draw from
     "noisy": ChannelProfile(p_noise=0.7, babble_share=0.6, snr_db=(0.0, 25.0), babble_pool=32),
+    # a crowded room: other talkers in every copy, 5-15 dB (around the babble shift's 10 dB; session 34's WUB)
+    "babble": ChannelProfile(p_noise=1.0, babble_share=1.0, snr_db=(5.0, 15.0), babble_pool=32),
 }
 
 

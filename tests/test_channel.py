@@ -180,9 +180,11 @@ def test_channel_profiles_set_how_often_and_how_loud_the_noise_is():
 
     levels = {name: np.array([noise_db(channel.random_channel(tone, SR, np.random.default_rng(s), None, name))
                               for s in range(80)])
-              for name in ("v1", "noisy")}
+              for name in ("v1", "noisy", "babble")}
     for name, lv in levels.items():
         assert abs(np.mean(lv > -35) - channel.CHANNEL_PROFILES[name].p_noise) < 0.15
     assert np.mean(levels["noisy"] > -20) > 1.5 * np.mean(levels["v1"] > -20)     # louder noise, more often
+    # other talkers in every copy of "babble" (white noise here: no clips given to mix in), never quieter than 15 dB
+    assert np.mean(levels["babble"] > -35) == 1.0
     with pytest.raises(ConfigError, match="unknown channel profile"):
         channel.random_channel(tone, SR, np.random.default_rng(0), None, "cafe")

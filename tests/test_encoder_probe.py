@@ -436,3 +436,27 @@ def test_channel_copies_go_through_the_given_encoder_one_row_per_clip(probe_mod,
     assert np.array_equal(probe_mod.load_channel_vectors(work, df, copies=2), aug)
     with pytest.raises(SystemExit, match="holds 3 copies"):
         probe_mod.load_channel_vectors(work, df, copies=4)
+
+
+def test_two_kinds_of_copies_are_read_side_by_side_each_its_own_count(probe_mod, tmp_path):
+    """WUB's copies: ``babble:1+loudbabble:2`` gives each clip's first babble copy, then its first two loud
+    babble copies, in the vectors' row order; a kind or count that is not one is refused by name."""
+    import argparse
+
+    work = _work(tmp_path, np.random.default_rng(3))
+    df, x = probe_mod.load_vectors(work)
+    for corpus in ("ravdess", "ased", "emovo", "urdu"):
+        names = df.loc[df["corpus"] == corpus, "path"].to_numpy(str)
+        n = len(names)
+        np.savez(work / f"babble_{corpus}.npz", vectors=np.full((n, 3, 6), 1.0), path=names)
+        np.savez(work / f"loudbabble_{corpus}.npz",
+                 vectors=np.stack([np.full((n, 6), 2.0), np.full((n, 6), 3.0), np.full((n, 6), 4.0)], axis=1),
+                 path=names)
+    both = probe_mod.load_channel_vectors(work, df, "babble:1+loudbabble:2")
+    assert both.shape == (len(df), 3, 6)
+    assert (both[:, 0] == 1).all() and (both[:, 1] == 2).all() and (both[:, 2] == 3).all()
+    assert probe_mod.load_channel_vectors(work, df, "loudbabble").shape == (len(df), 3, 6)
+    assert probe_mod.copy_kinds("babble:1+loudbabble") == [("babble", 1), ("loudbabble", None)]
+    for bad in ("cafe", "babble:x", "babble:1+"):
+        with pytest.raises(argparse.ArgumentTypeError, match="a kind of copies"):
+            probe_mod.copy_spec(bad)

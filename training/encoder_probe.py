@@ -266,7 +266,10 @@ def probe(x: np.ndarray, df: pd.DataFrame, train: np.ndarray, c: float, aug: np.
 
 
 CHANNEL_COPIES = 2      # candidates N and O: channel-augmented copies of every clip
-COPY_FILES = {"white": "channel", "babble": "babble"}   # a kind of copies -> its files' prefix (<prefix>_<corpus>.npz)
+COPY_FILES = {"white": "channel", "babble": "babble",   # a kind of copies -> its files' prefix (<prefix>_<corpus>.npz)
+              "loudbabble": "loudbabble"}
+# ... and the channel profile its chains are drawn from (loudbabble: other talkers in every copy, 5-15 dB; WUB)
+COPY_PROFILES = {"white": "noisy", "babble": "noisy", "loudbabble": "babble"}
 BABBLE_POOL = 32        # candidate O: other clips a copy's babble talkers are drawn from
 
 
@@ -311,7 +314,8 @@ def channel_vectors(work: Path, copies: int = CHANNEL_COPIES, seed: int = 0, bat
         embed = lambda waves: voice_encoder.clip_vectors(waves, w)      # noqa: E731
     rate = sample_rate
     df, _ = load_vectors(work)
-    group = speaker_groups(df) if kind == "babble" else None
+    talkers = kind != "white"          # babble of other clips may be mixed in
+    group = speaker_groups(df) if talkers else None
     for corpus in sorted(df["corpus"].unique()):
         out = work / f"{COPY_FILES[kind]}_{corpus}.npz"
         rows = np.flatnonzero((df["corpus"] == corpus).to_numpy())
@@ -329,7 +333,7 @@ def channel_vectors(work: Path, copies: int = CHANNEL_COPIES, seed: int = 0, bat
         m = datasets.load_dataset(corpus)
         full = dict(zip(m["path"].map(lambda q: Path(q).name), m["path"]))
         waves_of = {}
-        if kind == "babble":     # the whole corpus once: every clip is some other clip's talker
+        if talkers:              # the whole corpus once: every clip is some other clip's talker
             waves_of = {i: audio.load(full[df["path"].iat[i]], sr=rate) for i in rows}
         t0, vecs = time.perf_counter(), []
         for a in range(0, len(rows), batch):
@@ -337,11 +341,11 @@ def channel_vectors(work: Path, copies: int = CHANNEL_COPIES, seed: int = 0, bat
             for i, name in zip(rows[a:a + batch], names[a:a + batch]):
                 y = waves_of[i] if waves_of else audio.load(full[name], sr=rate)
                 others = None
-                if kind == "babble":
+                if talkers:
                     pool = babble_pool(df, group, i, np.random.default_rng([seed, zlib.crc32(name.encode()), 1 << 20]))
                     others = [waves_of[j] for j in pool]
                 waves += [channel.random_channel(y, rate, np.random.default_rng([seed, zlib.crc32(name.encode()), k]),
-                                                 others, "noisy") for k in new]
+                                                 others, COPY_PROFILES[kind]) for k in new]
             vecs.append(embed(waves).reshape(len(waves) // len(new), len(new), -1))
             print(f"{corpus}: {min(a + batch, len(rows))}/{len(rows)} clips, {time.perf_counter() - t0:.0f} s",
                   flush=True)
@@ -352,9 +356,32 @@ def channel_vectors(work: Path, copies: int = CHANNEL_COPIES, seed: int = 0, bat
         tmp.rename(out)
 
 
+def copy_kinds(spec: str) -> list[tuple[str, int | None]]:
+    """``--channel-copies``' kinds and counts: ``babble`` (every copy kept), ``babble:1`` (each clip's first), or
+    several joined by ``+`` (``babble:1+loudbabble:2``, WUB)."""
+    out = []
+    for part in spec.split("+"):
+        kind, _, n = part.partition(":")
+        if kind not in COPY_FILES or (n and not n.isdigit()):
+            raise argparse.ArgumentTypeError(f"{part!r}: a kind of copies ({', '.join(sorted(COPY_FILES))}), "
+                                             "optionally with a count (babble:1)")
+        out.append((kind, int(n) if n else None))
+    return out
+
+
+def copy_spec(spec: str) -> str:
+    copy_kinds(spec)                    # refused here, with the kinds, rather than when the copies are read
+    return spec
+
+
 def load_channel_vectors(work: Path, df: pd.DataFrame, kind: str = "white", copies: int | None = None) -> np.ndarray:
     """The channel copies of :func:`load_vectors`'s rows, in its order (rows x copies x values): the first
-    ``copies`` of each clip (None: all kept)."""
+    ``copies`` of each clip (None: all kept). ``kind`` may name several kinds with counts (:func:`copy_kinds`,
+    ``babble:1+loudbabble:2``): their copies side by side, ``copies`` then the count of a kind given none."""
+    parts = copy_kinds(kind)
+    if len(parts) > 1 or parts[0][1] is not None:
+        return np.concatenate([load_channel_vectors(work, df, k, copies if n is None else n) for k, n in parts],
+                              axis=1)
     mats = []
     for corpus in sorted(df["corpus"].unique()):
         f = work / f"{COPY_FILES[kind]}_{corpus}.npz"
@@ -776,15 +803,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-correction", action="store_true", help="with --nested: no bias or temperature (exploratory)")
     p.add_argument("--alternative", type=Path, action="append", default=[], metavar="WORK",
                    help="with --nested: another vector folder of the same clips, chosen between with C (WL)")
-    p.add_argument("--channel-copies", nargs="?", const="white", choices=sorted(COPY_FILES),
-                   help="with --nested: also train on the clips' channel copies (white: candidate N, babble: O)")
+    p.add_argument("--channel-copies", nargs="?", const="white", type=copy_spec,
+                   help="with --nested: also train on the clips' channel copies (white: candidate N, babble: O; "
+                        "several: babble:1+loudbabble:2)")
     p.add_argument("--n-copies", type=int, metavar="N", help="with --channel-copies: each clip's first N copies (default: all kept)")
     p = sub.add_parser("cv", help="the nested-C probe (M's first half) under a speaker protocol")
     p.add_argument("--work", type=Path, default=Path("runs/encoder"))
     p.add_argument("--protocol", default="emobox6")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--channel-copies", nargs="?", const="white", choices=sorted(COPY_FILES),
-                   help="also train on the clips' channel copies (white: candidate N, babble: O)")
+    p.add_argument("--channel-copies", nargs="?", const="white", type=copy_spec,
+                   help="also train on the clips' channel copies (white: candidate N, babble: O; several: "
+                        "babble:1+loudbabble:2, WUB)")
     p.add_argument("--n-copies", type=int, metavar="N", help="with --channel-copies: each clip's first N copies (default: all kept)")
     p = sub.add_parser("summary", help="the default's rule's figures from a speaker-fold predictions table")
     p.add_argument("table", type=Path)
@@ -795,7 +824,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--choices", type=Path, required=True, help="the probe's emobox6 choices (from the cv step)")
     p.add_argument("--folds", help="comma-separated subset of folds (two processes can split them)")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--channel-copies", nargs="?", const="white", choices=sorted(COPY_FILES),
+    p.add_argument("--channel-copies", nargs="?", const="white", type=copy_spec,
                    help="the probe also trains on channel copies (white: candidate N, babble: O)")
     p.add_argument("--n-copies", type=int, metavar="N", help="with --channel-copies: each clip's first N copies (default: all kept)")
     p = sub.add_parser("shift-summary", help="join shifts tables and report accuracy and drop per condition")

