@@ -460,3 +460,23 @@ def test_two_kinds_of_copies_are_read_side_by_side_each_its_own_count(probe_mod,
     for bad in ("cafe", "babble:x", "babble:1+"):
         with pytest.raises(argparse.ArgumentTypeError, match="a kind of copies"):
             probe_mod.copy_spec(bad)
+
+
+def test_an_other_voice_copy_moves_the_pitch_toward_the_other_gender(probe_mod):
+    """WUG's copy: a man's voice goes up and a woman's down, by 3 to 6 semitones, the length kept."""
+    import librosa
+
+    sr = 16000
+    t = np.arange(2 * sr) / sr
+    voice = lambda f0: sum(np.sin(2 * np.pi * k * f0 * t) / k for k in range(1, 6)).astype(np.float32) * 0.1  # noqa: E731
+
+    def f0(y):
+        return float(np.median(librosa.yin(y, fmin=60, fmax=500, sr=sr)))
+
+    for gender, base, sign in (("male", 120.0, 1), ("female", 220.0, -1)):
+        for seed in range(3):
+            y = voice(base)
+            out = probe_mod.other_voice(y, sr, np.random.default_rng(seed), gender)
+            assert out.shape == y.shape and out.dtype == np.float32
+            steps = 12 * np.log2(f0(out) / f0(y))
+            assert 2.7 <= sign * steps <= 6.3, (gender, steps)

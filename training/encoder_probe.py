@@ -267,9 +267,20 @@ def probe(x: np.ndarray, df: pd.DataFrame, train: np.ndarray, c: float, aug: np.
 
 CHANNEL_COPIES = 2      # candidates N and O: channel-augmented copies of every clip
 COPY_FILES = {"white": "channel", "babble": "babble",   # a kind of copies -> its files' prefix (<prefix>_<corpus>.npz)
-              "loudbabble": "loudbabble"}
-# ... and the channel profile its chains are drawn from (loudbabble: other talkers in every copy, 5-15 dB; WUB)
+              "loudbabble": "loudbabble", "voice": "voice"}
+# ... and the channel profile its chains are drawn from (loudbabble: other talkers in every copy, 5-15 dB; WUB);
+# "voice" copies are no recording chain but another voice (other_voice, WUG)
 COPY_PROFILES = {"white": "noisy", "babble": "noisy", "loudbabble": "babble"}
+OTHER_VOICE_SEMITONES = (3.0, 6.0)      # WUG: how far a copy's voice moves toward the other gender's
+
+
+def other_voice(y: np.ndarray, sr: int, rng: np.random.Generator, gender: str) -> np.ndarray:
+    """WUG's copy (docs/preregistration-session34.md, stage 3): the clip's pitch and formants shifted a uniform
+    3-6 semitones toward the other gender's voices (a woman's down, a man's up), nothing else changed."""
+    import librosa
+
+    steps = rng.uniform(*OTHER_VOICE_SEMITONES) * (-1.0 if gender == "female" else 1.0)
+    return librosa.effects.pitch_shift(np.asarray(y, np.float32), sr=sr, n_steps=steps).astype(np.float32)
 BABBLE_POOL = 32        # candidate O: other clips a copy's babble talkers are drawn from
 
 
@@ -304,7 +315,8 @@ def channel_vectors(work: Path, copies: int = CHANNEL_COPIES, seed: int = 0, bat
     (copy ``k`` is the same whenever it is made). ``kind="white"`` (candidate N): white noise only, no other clip is
     mixed in. ``kind="babble"`` (candidate O): babble as the networks' augmentation makes it, its talkers from
     :func:`babble_pool`. ``embed`` and ``sample_rate`` as in :func:`channel_shifts`: the encoder whose vectors
-    ``work`` holds, by default the speaker encoder's."""
+    ``work`` holds, by default the speaker encoder's. ``kind="loudbabble"`` (WUB): other talkers in every copy
+    (profile ``babble``); ``kind="voice"`` (WUG): :func:`other_voice`, no recording chain."""
     import zlib
 
     from ser_core import channel
@@ -314,7 +326,7 @@ def channel_vectors(work: Path, copies: int = CHANNEL_COPIES, seed: int = 0, bat
         embed = lambda waves: voice_encoder.clip_vectors(waves, w)      # noqa: E731
     rate = sample_rate
     df, _ = load_vectors(work)
-    talkers = kind != "white"          # babble of other clips may be mixed in
+    talkers = kind in COPY_PROFILES and kind != "white"          # babble of other clips may be mixed in
     group = speaker_groups(df) if talkers else None
     for corpus in sorted(df["corpus"].unique()):
         out = work / f"{COPY_FILES[kind]}_{corpus}.npz"
@@ -344,8 +356,11 @@ def channel_vectors(work: Path, copies: int = CHANNEL_COPIES, seed: int = 0, bat
                 if talkers:
                     pool = babble_pool(df, group, i, np.random.default_rng([seed, zlib.crc32(name.encode()), 1 << 20]))
                     others = [waves_of[j] for j in pool]
-                waves += [channel.random_channel(y, rate, np.random.default_rng([seed, zlib.crc32(name.encode()), k]),
-                                                 others, COPY_PROFILES[kind]) for k in new]
+                rngs = [np.random.default_rng([seed, zlib.crc32(name.encode()), k]) for k in new]
+                if kind == "voice":
+                    waves += [other_voice(y, rate, r, df["gender"].iat[i]) for r in rngs]
+                else:
+                    waves += [channel.random_channel(y, rate, r, others, COPY_PROFILES[kind]) for r in rngs]
             vecs.append(embed(waves).reshape(len(waves) // len(new), len(new), -1))
             print(f"{corpus}: {min(a + batch, len(rows))}/{len(rows)} clips, {time.perf_counter() - t0:.0f} s",
                   flush=True)

