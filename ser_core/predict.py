@@ -893,7 +893,7 @@ class EnsemblePredictor(BasePredictor):
 #: A probe's windows: a recording up to its ``duration`` plus this is heard whole, as its training clips were
 #: (docs/preregistration-session33.md: 6 s windows every 3 s, up to 9 s whole).
 PROBE_HOP_SECONDS = 3.0
-PROBE_BATCH = 8                  # windows per encoder call (a 30 s window each)
+PROBE_BATCH = 8                  # windows per encoder call (a 30 s window each, or each alone: ser_core.whisper.embed)
 
 
 def read_probe(path: Path, n_labels: int) -> dict[str, np.ndarray]:
