@@ -113,8 +113,9 @@ def probe_arrays(clf, mu: np.ndarray, sd: np.ndarray, labels: list[str]) -> dict
             "coef": clf.coef_[order].astype(np.float64), "bias": clf.intercept_[order].astype(np.float64)}
 
 
-def ship(work: Path, name: str = "whisper", n_copies: int = 1, candidate: str = "WNA") -> Path:
-    """Train WNA's probe recipe on every clip of ``work`` and its first ``n_copies`` channel copies, C chosen by
+def ship(work: Path, name: str = "whisper", copies: str = "babble:1", candidate: str = "WNA") -> Path:
+    """Train WNA's probe recipe on every clip of ``work`` and its ``copies`` (``encoder_probe.copy_kinds``: WNA's
+    ``babble:1``, WUB's ``babble:1+loudbabble:2``), C chosen by
     nested leave-one-corpus-out over all its corpora, and install it as ``models/<name>`` with the calibration,
     metrics and out-of-fold tables of ``candidate``'s committed cross-validation, made from ``work``'s vectors
     (see docs/preregistration-session33.md, session34.md). Its spec records how ``work``'s vectors were made,
@@ -142,7 +143,8 @@ def ship(work: Path, name: str = "whisper", n_copies: int = 1, candidate: str = 
         raise SystemExit(f"{candidate}'s tables are missing: {', '.join(missing)}")
     df, x = load_vectors(work)
     df = df.reset_index(drop=True)
-    aug = load_channel_vectors(work, df, "babble", n_copies)
+    aug = load_channel_vectors(work, df, copies)
+    n_copies = aug.shape[1]
     train = np.ones(len(df), bool)
     best, scores, _ = choose_c(x, df, train, C_GRID, "every corpus", aug)
     clf, z = probe(x, df, train, best, aug)
@@ -162,9 +164,10 @@ def ship(work: Path, name: str = "whisper", n_copies: int = 1, candidate: str = 
                             "vectors": "mean and standard deviation over the clip's frames of the encoder's output, "
                                        + setup.describe(),
                             ENCODER_SETUP: setup.to_dict(),
-                            "channel_copies": n_copies, "C": best,
+                            "channel_copies": copies, "C": best,
                             "inner_own_accuracy": {str(c): round(v, 4) for c, v in scores.items()},
-                            "trained_on": f"{len(df)} clips and {n_copies} channel copy each",
+                            "trained_on": f"{len(df)} clips and {n_copies} channel cop{'y' if n_copies == 1 else 'ies'} "
+                                          f"each" + ("" if copies == "babble:1" else f" ({copies})"),
                             "candidate": CANDIDATE_DOCS.get(candidate, candidate)})
     with tempfile.TemporaryDirectory() as tmp:
         # the folder names say in the stored calibration which predictions its temperature came from
@@ -182,7 +185,7 @@ def ship(work: Path, name: str = "whisper", n_copies: int = 1, candidate: str = 
         metrics["loco"] = evaluation.evaluate(loco, labels, protocol="leave-one-corpus-out", speaker_independent=True)
         metrics["calibration"] = {**report, "stored": calib.to_dict()}
         metrics["arch"] = PROBE_ARCH
-        metrics["final_model"] = {"trained_on": spec.extra["trained_on"], "C": best, "channel_copies": n_copies}
+        metrics["final_model"] = {"trained_on": spec.extra["trained_on"], "C": best, "channel_copies": copies}
         metrics["shifts_fold1"] = json.loads(tables["shifts"].read_text())
 
         target = install(None, cv_dir, metrics, lambda dest: write_probe(dest, spec, arrays), calib=calib,
@@ -226,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", type=Path, default=Path("runs/whisper-level"))
     p.add_argument("--name", default="whisper")
     p.add_argument("--candidate", default="WNA", help="whose committed tables give its figures and calibration")
+    p.add_argument("--channel-copies", default="babble:1", metavar="KINDS", type=copy_spec,
+                   help="the copies it also trains on (WNA: babble:1; WUB: babble:1+loudbabble:2)")
     a = ap.parse_args(argv)
     if a.cmd == "vectors":
         vectors(a.dataset, a.work, a.model or default_model_dir(), Setup(a.unpadded, a.layers, a.level, a.compute))
@@ -236,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
                        embed=setup_embedder(a.work, a.model or default_model_dir()), sample_rate=SAMPLE_RATE,
                        copies=a.channel_copies, n_copies=a.n_copies)
     elif a.cmd == "ship":
-        ship(a.work, a.name, candidate=a.candidate)
+        ship(a.work, a.name, a.channel_copies, a.candidate)
     elif a.cmd == "channel":
         from encoder_probe import channel_vectors
 
