@@ -142,8 +142,8 @@ def show_model_input(inputs: list) -> None:
     st.plotly_chart(views.model_input_figure(shown.x, shown.features), key="p_input", theme=None)
     if shown.name == schema.PROBE_ARCH:
         st.caption(f"What the linear layer reads: Whisper's encoder summed up over the first window, "
-                   f"{shown.x.size} values (the mean and spread of its last layer), standardised with the "
-                   "training clips' statistics.")
+                   f"{shown.x.size} values (the mean and spread of its output over the window's frames), "
+                   "standardised with the training clips' statistics.")
     else:
         st.caption(f"What the network sees: the first window's features {tuple(shown.x.shape)}, "
                    "normalised with the training-set statistics stored in its spec.json.")

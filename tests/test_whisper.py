@@ -336,8 +336,10 @@ def test_a_damaged_probe_is_refused_with_its_reason(probe_dir, tmp_path):
     np.savez(d / "probe.npz", **{**arrays, "std": np.zeros_like(arrays["std"])})
     with pytest.raises(ModelError, match="does not match"):
         load_predictor(d)
-    # a setup this product does not know how to run
+    # a setup this product does not know how to run: refused when loaded, named in the sidebar's card
     import json
+
+    from ser_app.views import model_summary
 
     shutil.copy(probe_dir[0] / "probe.npz", d / "probe.npz")
     spec = json.loads((d / "spec.json").read_text())
@@ -347,6 +349,16 @@ def test_a_damaged_probe_is_refused_with_its_reason(probe_dir, tmp_path):
         (d / "spec.json").write_text(json.dumps(spec))
         with pytest.raises(ModelError, match=reason):
             load_predictor(d)
+        if isinstance(bad, dict):
+            assert model_summary(d)["title"].endswith("(an encoder setup this version cannot run)")
+
+
+def test_the_sidebar_card_says_how_a_probe_hears(probe_dir, fast_probe_dir):
+    from ser_app.views import model_summary
+
+    assert model_summary(fast_probe_dir[0])["title"] == (
+        f"One linear layer on the frozen encoder of Whisper ({FAST.describe()})")
+    assert model_summary(probe_dir[0])["title"] == "One linear layer on the frozen encoder of Whisper"
 
 
 def test_the_why_view_explains_a_probe_answer(probe_dir):
