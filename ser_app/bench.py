@@ -292,6 +292,35 @@ def bench_models(clips: list[str], repeats: int) -> dict:
     return {name: {**row, "arch": predictors[name].spec.arch} for name, row in res.items()}
 
 
+def whisper_setups() -> dict:
+    """The ways of running Whisper's encoder that section 2c times: session 33's shipped probe (WNA) and session
+    34's candidates (docs/preregistration-session34.md)."""
+    from ser_core.whisper import WNA_SETUP, Setup
+
+    return {"WNA: 30 s window, 4 blocks, float32": WNA_SETUP,
+            "WU: the clip alone, 4 blocks, int8": Setup(unpadded=True, level=True, compute="int8"),
+            "WU2: the clip alone, 2 blocks, int8": Setup(unpadded=True, layers=2, level=True, compute="int8")}
+
+
+def bench_whisper_setups(clips: list[str], repeats: int) -> dict:
+    """A clip's Whisper vector (loudness, log-mel, encoder, pooling) with each of :func:`whisper_setups`, taking
+    turns on the same decoded clips: what hearing a clip alone, in int8, with fewer blocks saves."""
+    from ser_core import audio
+    from ser_core.whisper import SAMPLE_RATE, Encoder
+
+    waves = [audio.load(c, sr=SAMPLE_RATE) for c in clips]
+    encoders = {name: Encoder(threads=usable_cpus(), setup=setup) for name, setup in whisper_setups().items()}
+    _header("2c. Whisper's encoder, one clip's vector with each setup (taking turns; the first is the reference)")
+    fns = {name: (lambda i, e=e: e([waves[i % len(waves)]])) for name, e in encoders.items()}
+    res = interleaved(fns, repeats, warmup=2)
+    first = next(iter(res))
+    for name, row in res.items():
+        print(_row(name, row, None))
+    for name, row in list(res.items())[1:]:
+        print(f"  {name}: {_ratio(res[first], row):.1f}x faster than {first.split(':')[0]}")
+    return res
+
+
 def bench_corpus(paths: list[str], note: str, cfg: FeatureConfig, root: Path, warm_repeats: int) -> dict:
     from ser_core.cache import corpus_features
 
@@ -1012,7 +1041,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-app", action="store_true", help="skip the Streamlit/Chromium cold start")
     ap.add_argument("--skip-corpus", action="store_true", help="skip whole-corpus extraction")
     ap.add_argument("--skip-batch", action="store_true", help="skip the `ser batch` engines")
-    ap.add_argument("--skip-models", action="store_true", help="skip one clip with every other model folder")
+    ap.add_argument("--skip-models", action="store_true",
+                    help="skip one clip with every other model folder, and Whisper's encoder setups")
     ap.add_argument("--batch-clips", type=int, metavar="N",
                     help="clips per `ser batch` job (default 480, 160 with --quick; Ray's start-up weighs less in a long job)")
     ap.add_argument("--batch-rounds", type=int, metavar="R", help="rounds of the batch configurations (default 2, 1 with --quick)")
@@ -1047,6 +1077,7 @@ def main(argv: list[str] | None = None) -> int:
         res["end_to_end"] = bench_end_to_end(model_dir, clips, batch, 20 if quick else 100, 1 if quick else 3)
         if not args.skip_models:
             res["models"] = bench_models(clips, 8 if quick else 30)
+            res["whisper_setups"] = bench_whisper_setups(clips, 8 if quick else 30)
         if not args.skip_corpus:
             res["corpus"] = bench_corpus(paths, note, spec.features, cache_root, 1 if quick else 3)
         if not args.skip_train:

@@ -282,3 +282,16 @@ def test_every_model_folder_is_timed_on_the_same_clips_against_the_first(tmp_pat
     assert res["default"]["arch"] == "ensemble" and res["tiny"]["median_ms"] > 0 and res["tiny"]["n"] == 2
     out = capsys.readouterr().out
     assert "2b. One clip end to end" in out and out.count("x (cpu") == 1       # one comparison: tiny vs default
+
+
+def test_whisper_setups_are_timed_on_the_same_clips_against_the_first(samples_dir, capsys):
+    """Section 2c: each way of running Whisper's encoder (session 33's 30 s window first) makes a vector of the
+    same clips in interleaved turns, each row after the first compared with it."""
+    from ser_app.bench import bench_whisper_setups, whisper_setups
+
+    clips = sorted(str(p) for p in samples_dir.glob("*.flac"))[:2]
+    res = bench_whisper_setups(clips, repeats=2)
+    assert list(res) == list(whisper_setups()) and len(res) == 3
+    assert all(r["n"] == 2 and r["median_ms"] > 0 for r in res.values())
+    out = capsys.readouterr().out
+    assert "2c. Whisper's encoder" in out and out.count("faster than WNA") == 2
