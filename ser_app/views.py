@@ -92,11 +92,11 @@ def model_summary(model_dir: Path) -> dict:
         title = "Ensemble of " + " + ".join(members) + " (mean of their probabilities)"
     elif arch == schema.PROBE_ARCH:
         title = f"One linear layer on the frozen encoder of {extra.get('encoder') or 'Whisper'}"
-        if isinstance(extra.get(schema.ENCODER_SETUP), dict):
-            from ser_core.whisper import Setup
+        if schema.ENCODER_SETUP in extra:
+            from ser_core.whisper import recorded_setup
 
             try:     # how it hears: the clip alone or in a 30 s window, its blocks, int8 or float32
-                title += f" ({Setup.from_dict(extra[schema.ENCODER_SETUP]).describe()})"
+                title += f" ({recorded_setup(extra).describe()})"
             except SERError:         # loading it says what exactly
                 title += " (an encoder setup this version cannot run)"
     is_default = model_dir.resolve() == runs.default_model_dir().resolve()

@@ -961,34 +961,19 @@ def whisper_encoder(setup=None):
         return _ENCODERS[setup]
 
 
-def probe_setup(spec: ModelSpec):
-    """How a probe's encoder hears (``spec.json`` extra :data:`~ser_core.schema.ENCODER_SETUP`; a folder from
-    before the record: session 33's WNA's setup)."""
-    from .schema import ENCODER_SETUP
-    from .whisper import WNA_SETUP, Setup
-
-    recorded = spec.extra.get(ENCODER_SETUP)
-    if recorded is None:
-        return WNA_SETUP
-    if not isinstance(recorded, dict):
-        raise ModelError(f"a probe's {ENCODER_SETUP} is a record of settings, not {recorded!r}")
-    return Setup.from_dict(recorded)
-
-
 class ProbePredictor(BasePredictor):
     """A linear probe on Whisper's frozen encoder, from a folder whose ``arch`` is ``"whisper_probe"``
     (:mod:`ser_core.whisper`; no Keras network, so ``runtime`` is ignored).
 
-    Each window is given to the encoder as the probe's recorded setup says (:func:`probe_setup`: at the
-    product's loudness, in a 30 s window or alone, ...), its vector pooled over its own frames (as the training
-    clips were); a recording up to ``duration +
-    PROBE_HOP_SECONDS`` is one window, whole, and a longer one is cut into ``duration`` windows every
-    ``PROBE_HOP_SECONDS``. The answer, calibration and "not sure" are every model's (:class:`BasePredictor`).
+    Each window is given to the encoder as the probe's recorded setup says (:func:`ser_core.whisper.recorded_setup`:
+    at the product's loudness, in a 30 s window or alone, ...), its vector pooled over its own frames (as the
+    training clips were); a recording up to ``duration + PROBE_HOP_SECONDS`` is one window, whole, and a longer
+    one is cut into ``duration`` windows every ``PROBE_HOP_SECONDS``. The answer, calibration and "not sure" are every model's (:class:`BasePredictor`).
     """
 
     def __init__(self, model_dir: Path | str, *, runtime: str = "auto", calibrated: bool = True):
         from .schema import PROBE
-        from .whisper import SAMPLE_RATE
+        from .whisper import SAMPLE_RATE, recorded_setup
 
         self.model_dir = Path(model_dir)
         if not self.model_dir.is_dir():
@@ -1001,7 +986,7 @@ class ProbePredictor(BasePredictor):
         self.probe = read_probe(self.model_dir / PROBE, len(self.labels))
         self.calibration = stored_calibration(self.spec, self.model_dir) if calibrated else None
         try:
-            self.encoder = whisper_encoder(probe_setup(self.spec))
+            self.encoder = whisper_encoder(recorded_setup(self.spec.extra))
         except ModelError as exc:
             raise ModelError(f"{self.model_dir}: {exc}") from None
 

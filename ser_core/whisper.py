@@ -11,7 +11,7 @@ Small pure functions on arrays, as in :mod:`ser_core.features`, and one class th
 * :func:`log_mel` - Whisper's own log-mel front end, ``(80, frames)``
 * :func:`clip_frames` - how many encoder frames cover a clip
 * :func:`pool` - a clip's ``(768,)`` vector: mean and standard deviation of the last layer over its frames
-* :class:`Setup` - how a probe's encoder hears a clip: at the product's loudness first (the front end's fixed
+* :class:`Setup`, :func:`recorded_setup` - how a probe's encoder hears a clip: at the product's loudness first (the front end's fixed
   offset makes it level-dependent: a quieter microphone would move every value), at the start of a 30 s window
   as Whisper was trained or alone, its first K blocks, float32 or int8; recorded in every probe's ``spec.json``
 * :func:`cut_blocks` - a CTranslate2 ``model.bin`` whose encoder keeps its first K blocks
@@ -63,6 +63,9 @@ class Setup:
     compute: str = "float32"
 
     def __post_init__(self):
+        if not (isinstance(self.unpadded, bool) and isinstance(self.level, bool)
+                and (self.layers is None or type(self.layers) is int)):
+            raise ModelError(f"an encoder setup of the wrong types: {dataclasses.asdict(self)}")
         if self.compute not in COMPUTE_TYPES:
             raise ModelError(f"unknown compute type {self.compute!r}; choose one of {', '.join(COMPUTE_TYPES)}")
         if self.layers is not None and not 1 <= self.layers <= 4:
@@ -80,7 +83,7 @@ class Setup:
         return cls(**d)
 
     def describe(self) -> str:
-        """E.g. "the clip alone, at the product's loudness, the first 2 blocks, int8", for cards and specs."""
+        """E.g. "at the product's loudness, the clip alone, the first 2 blocks, int8", for cards and specs."""
         return ", ".join([("at the product's loudness, " if self.level else "")
                           + ("the clip alone" if self.unpadded else "at the start of a 30 s window"),
                           f"the first {self.layers} blocks" if self.layers else "all 4 blocks", self.compute])
@@ -88,6 +91,19 @@ class Setup:
 
 #: How session 33's shipped probe (WNA) hears, for a probe folder that does not record its setup.
 WNA_SETUP = Setup(level=True)
+
+
+def recorded_setup(extra: dict) -> Setup:
+    """How a probe's encoder hears, from its ``spec.json`` extra (:data:`~ser_core.schema.ENCODER_SETUP`); a
+    folder from before the record hears as session 33's WNA. A record this version cannot run is refused."""
+    from .schema import ENCODER_SETUP
+
+    recorded = extra.get(ENCODER_SETUP)
+    if recorded is None:
+        return WNA_SETUP
+    if not isinstance(recorded, dict):
+        raise ModelError(f"a probe's {ENCODER_SETUP} is a record of settings, not {recorded!r}")
+    return Setup.from_dict(recorded)
 
 
 def feature_config(window_seconds: float):

@@ -127,6 +127,15 @@ def test_a_setup_is_checked_and_read_back_as_written():
         whisper.Setup(compute="int4")
     with pytest.raises(ModelError, match="4 blocks, not 5"):
         whisper.Setup(layers=5)
+    with pytest.raises(ModelError, match="wrong types"):
+        whisper.Setup.from_dict({"layers": "2"})
+    with pytest.raises(ModelError, match="wrong types"):
+        whisper.Setup.from_dict({"unpadded": "yes"})
+    # a probe folder's record: absent (session 33's WNA), a record, or something else refused
+    assert whisper.recorded_setup({}) == whisper.WNA_SETUP
+    assert whisper.recorded_setup({"encoder_setup": fast.to_dict()}) == fast
+    with pytest.raises(ModelError, match="a record of settings"):
+        whisper.recorded_setup({"encoder_setup": "fast"})
 
 
 

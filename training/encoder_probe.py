@@ -271,6 +271,7 @@ COPY_FILES = {"white": "channel", "babble": "babble",   # a kind of copies -> it
 # ... and the channel profile its chains are drawn from (loudbabble: other talkers in every copy, 5-15 dB; WUB);
 # "voice" copies are no recording chain but another voice (other_voice, WUG)
 COPY_PROFILES = {"white": "noisy", "babble": "noisy", "loudbabble": "babble"}
+BABBLE_POOL = 32        # candidate O: other clips a copy's babble talkers are drawn from
 OTHER_VOICE_SEMITONES = (3.0, 6.0)      # WUG: how far a copy's voice moves toward the other gender's
 
 
@@ -281,7 +282,6 @@ def other_voice(y: np.ndarray, sr: int, rng: np.random.Generator, gender: str) -
 
     steps = rng.uniform(*OTHER_VOICE_SEMITONES) * (-1.0 if gender == "female" else 1.0)
     return librosa.effects.pitch_shift(np.asarray(y, np.float32), sr=sr, n_steps=steps).astype(np.float32)
-BABBLE_POOL = 32        # candidate O: other clips a copy's babble talkers are drawn from
 
 
 def speaker_groups(df: pd.DataFrame) -> np.ndarray:

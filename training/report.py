@@ -168,10 +168,10 @@ def probe_lines(d: Path, m: dict) -> list[str]:
     """What a probe on Whisper's encoder is, how it was trained and what it does not do (its metrics.json and
     spec.json, and the benchmark's latest timing of it)."""
     from ser_core.config import ModelSpec
-    from ser_core.predict import probe_setup
+    from ser_core.whisper import recorded_setup
 
     spec = ModelSpec.load(d / "spec.json")
-    setup = probe_setup(spec)
+    setup = recorded_setup(spec.extra)
     candidate = str(spec.extra.get("candidate", "WNA")).split(" ")[0]
     prereg = str(spec.extra.get("candidate", "")).partition("(")[2].rstrip(")") or "docs/preregistration-session33.md"
     fm = m["final_model"]
