@@ -175,6 +175,10 @@ SHIFTS: dict[str, ShiftFn] = {
     "babble10db": lambda y, sr, rng, others: babble(y, 10.0, others, rng),
     "reverb": lambda y, sr, rng, others: reverb(y, sr, 0.3, rng),
 }
+#: each shift as a sentence names it (model cards)
+SHIFT_NAMES = {"opus16k": "Opus at 16 kbit/s", "telephone": "the telephone band", "gain-20db": "20 dB quieter",
+               "gain+10db": "10 dB louder", "white10db": "white noise at 10 dB", "babble10db": "babble at 10 dB",
+               "reverb": "reverberation"}
 
 
 @dataclass(frozen=True)

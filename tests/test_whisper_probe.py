@@ -31,3 +31,30 @@ def test_a_folder_records_its_setup_and_refuses_vectors_made_another_way(tmp_pat
     fast = wp.Setup(unpadded=True, layers=2, level=True, compute="int8")
     wp.record_setup(tmp_path / "fast", fast)
     assert wp.read_setup(tmp_path / "fast") == fast
+
+
+def test_a_probe_card_names_every_shift_that_breaks_the_rule_costliest_first(tmp_path):
+    """report.probe_lines: the channel-shift sentence and the list of missed targets name each shift whose fold-1
+    drop reaches the rule's bound (ser_core.robustness.TARGET_DROP_POINTS), the costliest first, in words; a
+    probe whose shifts all stay under it is not said to break anything."""
+    import json
+    import shutil
+
+    import report
+    from ser_core.robustness import TARGET_DROP_POINTS
+
+    src = Path(__file__).resolve().parents[1] / "models" / "whisper"
+    shutil.copy(src / "spec.json", tmp_path / "spec.json")
+    m = json.loads((src / "metrics.json").read_text())
+
+    def card(drops: dict) -> str:
+        m["shifts_fold1"] = {"probe": {"clean": {"accuracy": 0.75, "drop": 0.0},
+                                       **{k: {"accuracy": 0.75 - d / 100, "drop": d} for k, d in drops.items()}}}
+        return "\n".join(report.probe_lines(tmp_path, m))
+
+    bound = TARGET_DROP_POINTS
+    text = card({"telephone": bound, "babble10db": bound + 18, "reverb": bound - 0.1})
+    assert "Babble at 10 dB and the telephone band break the rule" in text
+    assert "babble at 10 dB, the telephone band" in text.split("not the default")[1]
+    assert "reverberation" not in text
+    assert "break" not in card({"telephone": bound - 0.1, "babble10db": 3.0})

