@@ -92,7 +92,10 @@ def vectors(dataset: str, work: Path, model_dir: Path, setup: Setup = Setup(), b
 RESULTS = Path(__file__).resolve().parent / "results" / "candidates"
 CANDIDATE_DOCS = {"WNA": "WNA (docs/preregistration-session32.md, session33.md)",
                   "WU": "WU (docs/preregistration-session34.md)", "WU2": "WU2 (docs/preregistration-session34.md)",
-                  "WUB": "WUB (docs/preregistration-session34.md)"}
+                  "WUB": "WUB (docs/preregistration-session34.md)",
+                  "WU2B": "WU2B (docs/preregistration-session34.md, exploratory there; chosen on its known figures in "
+                          "docs/preregistration-session35.md)",
+                  "WU2P": "WU2P (docs/preregistration-session35.md)"}
 SHIP_WINDOW_SECONDS = 6.0           # with predict.PROBE_HOP_SECONDS: up to 9 s heard whole
 
 
