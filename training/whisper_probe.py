@@ -68,7 +68,7 @@ def default_model_dir() -> Path:
 
 
 def embedder(model, unpadded: bool = False, level: bool = False, pooling: str = "mean"):
-    """waves (16 kHz) -> clips x 768: each clip's vector from ``model``'s encoder (``ser_core.whisper.embed``)."""
+    """waves (16 kHz) -> clips x values: each clip's vector from ``model``'s encoder (``ser_core.whisper.embed``)."""
     return lambda waves: embed(model, waves, unpadded=unpadded, level=level, pooling=pooling)
 
 
@@ -214,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compute", default="float32", choices=COMPUTE_TYPES,
                    help="CTranslate2's compute type (WU, WU2: int8)")
     p.add_argument("--pooling", default="mean", choices=POOLINGS,
-                   help="mean: every frame alike; power: each frame weighted by its power (WU2P)")
+                   help="mean: every frame alike; power: each frame weighted by its power (WU2P); both: the two "
+                        "side by side (WU2M)")
     p = sub.add_parser("shifts", help="W's probe on RAVDESS's emobox6 test clips through the channel shifts")
     p.add_argument("--work", type=Path, default=Path("runs/whisper"))
     p.add_argument("--choices", type=Path, required=True, help="the probe's emobox6 choices (encoder_probe.py cv)")
