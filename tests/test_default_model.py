@@ -128,9 +128,10 @@ def test_the_card_and_its_stranger_figures_come_from_the_committed_files(tmp_pat
 WHISPER = DEFAULT_MODEL.parent / "whisper"
 
 
-def test_whisper_probe_is_wu2b_trained_on_every_corpus_and_figured_by_its_speaker_folds():
+def test_whisper_probe_is_wu2m_trained_on_every_corpus_and_figured_by_its_speaker_folds():
     """models/whisper (training/whisper_probe.py ship, docs/preregistration-session35.md): a probe folder with no
-    network, hearing each clip alone through the encoder's first 2 blocks in int8, its calibration fitted on the out-of-fold predictions it ships, its metrics those predictions' (every
+    network, hearing each clip alone through the encoder's first 2 blocks in int8 and pooling its frames both alike
+    and weighted by power, its calibration fitted on the out-of-fold predictions it ships, its metrics those predictions' (every
     fold's probe trained on its training speakers only: no speaker of a fold in another fold), and its card what
     training/report.py writes."""
     import subprocess
@@ -146,8 +147,9 @@ def test_whisper_probe_is_wu2b_trained_on_every_corpus_and_figured_by_its_speake
     spec = ModelSpec.load(WHISPER / "spec.json")
     assert spec.arch == schema.PROBE_ARCH and modeldir.is_model_dir(WHISPER) and modeldir.network_dirs(WHISPER) == []
     assert spec.extra["dataset"] == "ased+emovo+ravdess+urdu" and spec.extra["channel_copies"] == "babble:1+loudbabble:2"
-    assert whisper.recorded_setup(spec.extra) == whisper.Setup(unpadded=True, layers=2, level=True, compute="int8")
-    probe = read_probe(WHISPER / schema.PROBE, len(spec.labels))
+    assert whisper.recorded_setup(spec.extra) == whisper.Setup(unpadded=True, layers=2, level=True, compute="int8",
+                                                               pooling="both")
+    probe = read_probe(WHISPER / schema.PROBE, len(spec.labels), 2 * whisper.VECTOR_SIZE)
     assert np.abs(probe["coef"]).max() > 0
     preds = pd.read_csv(WHISPER / "predictions.csv")
     assert len(preds) == 4902 and preds["file"].is_unique

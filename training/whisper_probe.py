@@ -95,7 +95,8 @@ CANDIDATE_DOCS = {"WNA": "WNA (docs/preregistration-session32.md, session33.md)"
                   "WUB": "WUB (docs/preregistration-session34.md)",
                   "WU2B": "WU2B (docs/preregistration-session34.md, exploratory there; chosen on its known figures in "
                           "docs/preregistration-session35.md)",
-                  "WU2P": "WU2P (docs/preregistration-session35.md)"}
+                  "WU2P": "WU2P (docs/preregistration-session35.md)",
+                  "WU2M": "WU2M (docs/preregistration-session35.md, stage 3b)"}
 SHIP_WINDOW_SECONDS = 6.0           # with predict.PROBE_HOP_SECONDS: up to 9 s heard whole
 
 
