@@ -108,6 +108,12 @@ def candidate_tables(candidate: str) -> dict[str, Path]:
             "shifts": RESULTS / f"emobox6_{candidate}_shifts_fold1.json"}
 
 
+def all_fold_shifts(candidate: str) -> Path:
+    """A candidate's channel shifts over RAVDESS's six folds, the default's protocol, when they were run
+    (``encoder_probe.py shift-summary`` of its fold-1 and other folds' tables)."""
+    return RESULTS / f"emobox6_{candidate}_shifts_all_folds.json"
+
+
 def probe_arrays(clf, mu: np.ndarray, sd: np.ndarray, labels: list[str]) -> dict[str, np.ndarray]:
     """A fitted scikit-learn probe as the product's ``probe.npz`` arrays, its rows in ``labels``' order."""
     classes = list(clf.classes_)
@@ -192,6 +198,8 @@ def ship(work: Path, name: str = "whisper", copies: str = "babble:1", candidate:
         metrics["arch"] = PROBE_ARCH
         metrics["final_model"] = {"trained_on": spec.extra["trained_on"], "C": best, "channel_copies": copies}
         metrics["shifts_fold1"] = json.loads(tables["shifts"].read_text())
+        if all_fold_shifts(candidate).exists():
+            metrics["shifts_all_folds"] = json.loads(all_fold_shifts(candidate).read_text())
 
         target = install(None, cv_dir, metrics, lambda dest: write_probe(dest, spec, arrays), calib=calib,
                          loco_dir=loco_dir, name=name)
