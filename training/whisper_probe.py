@@ -36,8 +36,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ser_core.whisper import (COMPUTE_TYPES, POOLINGS, SAMPLE_RATE, VECTOR_SIZE, WINDOW_FRAMES, Setup, clip_frames,  # noqa: F401 (tests)
-                              embed, load_model, log_mel, pool, weights_dir)
+from ser_core.whisper import (COMPUTE_TYPES, POOLINGS, SAMPLE_RATE, VECTOR_SIZE, WINDOW_FRAMES, Encoder, Setup,  # noqa: F401 (tests)
+                              clip_frames, embed, load_model, log_mel, pool, weights_dir)
 
 SETUP_FILE = "encoder.json"                 # how a work folder's vectors were made (read by every later step)
 
@@ -67,16 +67,10 @@ def default_model_dir() -> Path:
         raise SystemExit(str(exc)) from None
 
 
-def embedder(model, unpadded: bool = False, level: bool = False, pooling: str = "mean"):
-    """waves (16 kHz) -> clips x values: each clip's vector from ``model``'s encoder (``ser_core.whisper.embed``)."""
-    return lambda waves: embed(model, waves, unpadded=unpadded, level=level, pooling=pooling)
-
-
-def setup_embedder(work: Path, model_dir: Path, setup: Setup | None = None):
-    """The embed function of ``work``'s recorded setup (or ``setup``): the encoder cut and quantised as it says."""
-    setup = setup or read_setup(work)
-    return embedder(load_model(model_dir, compute=setup.compute, layers=setup.layers), setup.unpadded, setup.level,
-                    setup.pooling)
+def setup_embedder(work: Path, model_dir: Path, setup: Setup | None = None) -> Encoder:
+    """waves (16 kHz) -> clips x values as ``work``'s recorded setup (or ``setup``) says: the product's own
+    :class:`~ser_core.whisper.Encoder`, so training vectors are made as the shipped probe makes them."""
+    return Encoder(model_dir=model_dir, setup=setup or read_setup(work))
 
 
 def vectors(dataset: str, work: Path, model_dir: Path, setup: Setup = Setup(), batch: int = 8) -> None:
