@@ -896,13 +896,10 @@ PROBE_HOP_SECONDS = 3.0
 PROBE_BATCH = 8                  # windows per encoder call (a 30 s window each, or each alone: ser_core.whisper.embed)
 
 
-def read_probe(path: Path, n_labels: int, size: int | None = None) -> dict[str, np.ndarray]:
+def read_probe(path: Path, n_labels: int, size: int) -> dict[str, np.ndarray]:
     """A probe's arrays (``mean``, ``std``: the vector's standardisation; ``coef`` labels x values, ``bias``),
-    checked against each other and the encoder's vector size (``size``: its setup's, by default a vector pooled one
-    way)."""
-    from .whisper import VECTOR_SIZE
-
-    size = size or VECTOR_SIZE
+    checked against each other and the vector size of its encoder's setup (``size``, :attr:`Setup.size
+    <ser_core.whisper.Setup.size>`)."""
     try:
         with np.load(path) as z:
             arrays = {k: np.asarray(z[k], np.float64) for k in ("mean", "std", "coef", "bias")}

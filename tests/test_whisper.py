@@ -369,7 +369,7 @@ def test_probe_predictor_windows_a_long_recording_and_streams_a_longer_file(prob
     whole = pred.analyse(y, sr=SR).prediction
     starts = [w.start for w in whole.windows]
     assert starts[:3] == [0.0, 3.0, 6.0] and starts[-1] == pytest.approx((n - 6 * SR) / SR)
-    probe = read_probe(d / "probe.npz", len(pred.labels))
+    probe = read_probe(d / "probe.npz", len(pred.labels), pred.encoder.setup.size)
     k = 4                                              # the window 12-18 s, heard alone
     alone = probe_probabilities(pred.encoder([y[12 * SR:18 * SR]]), probe)[0]
     np.testing.assert_allclose([whole.windows[k].probabilities[e] for e in pred.labels], alone, atol=2e-4)

@@ -36,8 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ser_core.whisper import (COMPUTE_TYPES, POOLINGS, SAMPLE_RATE, VECTOR_SIZE, WINDOW_FRAMES, Encoder, Setup,  # noqa: F401 (tests)
-                              clip_frames, embed, load_model, log_mel, pool, weights_dir)
+from ser_core.whisper import COMPUTE_TYPES, POOLINGS, SAMPLE_RATE, Encoder, Setup, weights_dir
 
 SETUP_FILE = "encoder.json"                 # how a work folder's vectors were made (read by every later step)
 
