@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import normalise_loudness
+from .audio import normalise_loudness, trim_bounds
 from .errors import ModelError
 
 SAMPLE_RATE = 16000
@@ -72,7 +72,9 @@ class Setup:
     weights (faster, and not equal to float32's vectors, so a probe hears with the type its vectors were made
     with); ``pooling``: ``"mean"`` weighs every frame alike, ``"power"`` weighs each by the power of the 20 ms it
     covers (:func:`frame_power`), so pauses, clean or filled by other talkers, count for little; ``"both"``
-    gives the two side by side (:attr:`size` values).
+    gives the two side by side (:attr:`size` values); ``speech_only``: the encoder hears only the span from the
+    first to the last frame within 40 dB of the loudest (``audio.trim_bounds``, the product's trim), not the
+    silence before and after it (a third of a RAVDESS clip; the encoder's time grows with what it hears).
     """
 
     unpadded: bool = False
@@ -80,9 +82,10 @@ class Setup:
     level: bool = False
     compute: str = "float32"
     pooling: str = "mean"
+    speech_only: bool = False
 
     def __post_init__(self):
-        if not (isinstance(self.unpadded, bool) and isinstance(self.level, bool)
+        if not (isinstance(self.unpadded, bool) and isinstance(self.level, bool) and isinstance(self.speech_only, bool)
                 and (self.layers is None or type(self.layers) is int)
                 and isinstance(self.compute, str) and isinstance(self.pooling, str)):
             raise ModelError(f"an encoder setup of the wrong types: {dataclasses.asdict(self)}")
@@ -112,7 +115,8 @@ class Setup:
     def describe(self) -> str:
         """E.g. "at the product's loudness, the clip alone, the first 2 blocks, int8", for cards and specs."""
         return ", ".join([("at the product's loudness, " if self.level else "")
-                          + ("the clip alone" if self.unpadded else "at the start of a 30 s window"),
+                          + ("the clip alone" if self.unpadded else "at the start of a 30 s window")
+                          + (" from its first to its last sound" if self.speech_only else ""),
                           f"the first {self.layers} blocks" if self.layers else "all 4 blocks", self.compute]
                          + ([POOLINGS[self.pooling][1]] if POOLINGS[self.pooling][1] else []))
 
@@ -275,14 +279,16 @@ def encode(model, mels: np.ndarray) -> np.ndarray:
 
 
 def embed(model, waves: list[np.ndarray], *, unpadded: bool = False, level: bool = True,
-          pooling: str = "mean") -> np.ndarray:
+          pooling: str = "mean", speech_only: bool = False) -> np.ndarray:
     """16 kHz waves -> clips x 768, each clip's vector from ``model``'s encoder.
 
     ``level``: each wave brought to the product's loudness first (``audio.normalise_loudness``);
     ``unpadded``: each clip alone rather than at the start of a 30 s window (one encoder call per clip: clips
     differ in length, and a clip's vector is then the same whatever it is given with); ``pooling``: as
-    :class:`Setup`'s.
+    :class:`Setup`'s, and so is ``speech_only``.
     """
+    if speech_only:     # the bounds are relative to the loudest frame: the same at any gain
+        waves = [w[slice(*trim_bounds(w))] for w in waves]
     if level:
         waves = [normalise_loudness(w) for w in waves]
     if unpadded:
@@ -306,13 +312,20 @@ class Encoder:
     """
 
     def __init__(self, threads: int = 2, model_dir: Path | None = None, setup: Setup = WNA_SETUP):
+        from threadpoolctl import ThreadpoolController
+
         self.setup = setup
         self.model = load_model(model_dir, threads, setup.compute, setup.layers)
         self._lock = threading.Lock()
+        # numpy's BLAS keeps its worker threads spinning for a while after each product (the log-mel's mel
+        # filters), on the very cores the encoder's threads then need: held to the calling thread, a 3-4 s
+        # clip's vector took 9.4 ms instead of 12.5 on 2 cores (session 36). Built once: a controller's limit
+        # costs microseconds, a fresh scan of the loaded libraries a third of a millisecond.
+        self._blas = ThreadpoolController()
 
     def __call__(self, waves: list[np.ndarray]) -> np.ndarray:
         if not waves:
             return np.zeros((0, self.setup.size), np.float32)
-        with self._lock:
+        with self._lock, self._blas.limit(limits=1, user_api="blas"):
             return embed(self.model, waves, unpadded=self.setup.unpadded, level=self.setup.level,
-                         pooling=self.setup.pooling)
+                         pooling=self.setup.pooling, speech_only=self.setup.speech_only)

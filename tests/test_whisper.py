@@ -156,6 +156,11 @@ def test_a_setup_is_checked_and_read_back_as_written():
         whisper.Setup(pooling="max")
     with pytest.raises(ModelError, match="wrong types"):
         whisper.Setup.from_dict({"pooling": ["power"]})
+    spoken = dataclasses.replace(heard, pooling="both", speech_only=True)
+    assert whisper.Setup.from_dict(spoken.to_dict()) == spoken and not fast.speech_only
+    assert spoken.describe().startswith("at the product's loudness, the clip alone from its first to its last sound,")
+    with pytest.raises(ModelError, match="wrong types"):
+        whisper.Setup.from_dict({"speech_only": 1})
     # a probe folder's record: absent (session 33's WNA), a record, or something else refused
     assert whisper.recorded_setup({}) == whisper.WNA_SETUP
     assert whisper.recorded_setup({"encoder_setup": fast.to_dict()}) == fast
@@ -248,6 +253,26 @@ def test_power_pooling_hears_the_speaker_and_not_the_pause(fast_encoder):
     both = whisper.Encoder(threads=2, setup=dataclasses.replace(FAST, pooling="both"))
     assert both.setup.size == 2 * whisper.VECTOR_SIZE and both([]).shape == (0, both.setup.size)
     np.testing.assert_array_equal(both([a, longer]), np.concatenate([fast_encoder([a, longer]), heard([a, longer])], 1))
+
+
+def test_speech_only_hears_the_span_between_the_first_and_last_sound(fast_encoder):
+    """WU2S: silence added before and after a clip does not change its vector (the encoder hears the same span;
+    the margins are whole trim frames of 128 samples), at any gain; a plainly heard clip's vector moves with
+    that silence, and the span's vector is another than the whole clip's."""
+    from ser_core import audio
+
+    spoken = whisper.Encoder(threads=2, setup=dataclasses.replace(FAST, speech_only=True))
+    a = voice_like(2.5, 0) * (np.abs(np.arange(int(2.5 * SR)) - 1.25 * SR) < 0.75 * SR)    # silent first and last 0.5 s
+    pad = np.zeros(128 * 50, np.float32)
+    padded = np.concatenate([pad, a, pad]).astype(np.float32)
+    start, end = audio.trim_bounds(a)
+    assert start > 0.4 * SR and end < 2.1 * SR
+    v = spoken([a, padded, padded * np.float32(0.05)])
+    np.testing.assert_array_equal(v[0], v[1])
+    assert np.abs(v[2] - v[0]).max() < 0.01 * v[0].std()
+    np.testing.assert_array_equal(v[0], fast_encoder([a[start:end].astype(np.float32)])[0])
+    plain = fast_encoder([a, padded])
+    assert np.abs(plain[0] - plain[1]).mean() > 0.01 and np.abs(plain[0] - v[0]).mean() > 0.05
 
 
 # ---------------------------------------------------------------------------- a probe folder, predicted with

@@ -218,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pooling", default="mean", choices=POOLINGS,
                    help="mean: every frame alike; power: each frame weighted by its power (WU2P); both: the two "
                         "side by side (WU2M)")
+    p.add_argument("--speech-only", action="store_true",
+                   help="the encoder hears the clip from its first to its last sound, not the silence around (WU2S)")
     p = sub.add_parser("shifts", help="W's probe on RAVDESS's emobox6 test clips through the channel shifts")
     p.add_argument("--work", type=Path, default=Path("runs/whisper"))
     p.add_argument("--choices", type=Path, required=True, help="the probe's emobox6 choices (encoder_probe.py cv)")
@@ -243,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     if a.cmd == "vectors":
         vectors(a.dataset, a.work, a.model or default_model_dir(), Setup(a.unpadded, a.layers, a.level, a.compute,
-                                                                                a.pooling))
+                                                                                a.pooling, a.speech_only))
     elif a.cmd == "shifts":
         from encoder_probe import channel_shifts
 
