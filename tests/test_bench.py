@@ -214,6 +214,7 @@ def test_one_clip_is_timed_with_the_int8_copies_beside_the_float_ones(tmp_path, 
     clips = sorted(str(p) for p in samples_dir.glob("*.flac"))[:3]
     plain = bench_end_to_end(model, clips, clips[:2], repeats=2, batch_repeats=1)
     assert "int8" not in plain["single"] and "int8 runtime" not in capsys.readouterr().out
+    assert plain["reference_path"] == "the model's networks"        # a Keras model's reference: its own networks
     lite.export(model, int8=True, log=lambda *a: None)
     res = bench_end_to_end(model, clips, clips[:2], repeats=2, batch_repeats=1)
     single = res["single"]
@@ -291,7 +292,65 @@ def test_whisper_setups_are_timed_on_the_same_clips_against_the_first(samples_di
 
     clips = sorted(str(p) for p in samples_dir.glob("*.flac"))[:2]
     res = bench_whisper_setups(clips, repeats=2)
-    assert list(res) == list(whisper_setups()) and len(res) == 3
+    assert list(res) == list(whisper_setups()) and len(res) == 5
     assert all(r["n"] == 2 and r["median_ms"] > 0 for r in res.values())
     out = capsys.readouterr().out
-    assert "2c. Whisper's encoder" in out and out.count("faster than WNA") == 2
+    assert "2c. Whisper's encoder" in out and out.count("faster than WNA") == 4
+
+
+def test_whisper_setups_include_the_probes_of_sessions_35_and_36():
+    """WU2M is the shipped probe's recorded setup; WU2S is WU2M hearing the speech span only."""
+    import json
+
+    from conftest import ROOT
+    from ser_app.bench import whisper_setups
+    from ser_core.whisper import Setup
+
+    setups = list(whisper_setups().items())
+    (m_name, wu2m), (s_name, wu2s) = setups[-2:]
+    assert m_name.startswith("WU2M: ") and s_name.startswith("WU2S: ")
+    spec = json.loads((ROOT / "models" / "whisper" / "spec.json").read_text())
+    assert wu2m == Setup(**spec["extra"]["encoder_setup"]) and not wu2m.speech_only
+    assert wu2s == Setup(unpadded=True, layers=2, level=True, compute="int8", pooling="both", speech_only=True)
+
+
+def test_a_probe_is_timed_against_the_seeds_path_with_a_seed000_cnn_and_no_int8_row(samples_dir, capsys):
+    """Section 2 on a linear probe on Whisper's encoder (no Keras network to run the seeds' way): the reference is
+    issue 15's own seeds' path, librosa and a seed-000 CNN, and there is no int8 row (a probe ignores `runtime`)."""
+    from conftest import ROOT
+    from ser_app.bench import bench_end_to_end
+
+    clips = sorted(str(p) for p in samples_dir.glob("*.flac"))[:2]
+    res = bench_end_to_end(ROOT / "models" / "whisper", clips, clips, repeats=2, batch_repeats=1)
+    assert res["reference_path"] == "seed000_cnn" and res["arch"] == "whisper_probe"
+    for part in ("single", "consecutive"):
+        assert set(res[part]) & {"int8", "int8_ratio", "int8_same_answer"} == set()
+        assert res[part]["reference"]["median_ms"] > 0 and res[part]["project"]["median_ms"] > 0
+    assert res["single"]["reference"]["n"] == 2 and res["consecutive"]["reference"]["n"] == 2 * len(clips)
+    assert res["consecutive"]["project_ratio"] == round(res["consecutive"]["reference"]["median_ms"]
+                                                       / res["consecutive"]["project"]["median_ms"], 2)
+    assert res["batch"]["clips"] == 2 and res["batch"]["reference"]["n"] == 1
+    out = capsys.readouterr().out
+    header = next(line for line in out.splitlines() if line.startswith("2. End-to-end"))
+    assert "seed000_cnn" in header and "int8" not in out                 # the header line says which reference
+
+
+
+def test_without_an_int8_row_one_clip_is_judged_on_the_project_path_clips_one_after_another():
+    from ser_app.bench import _verdicts
+
+    def end_to_end(consecutive_ms, ratio):
+        timing = lambda ms: {"median_ms": ms, "p95_ms": ms, "min_ms": ms, "cpu_median_ms": ms, "n": 8}  # noqa: E731
+        return {"end_to_end": {"reference_path": "seed000_cnn",
+                               "single": {"project": timing(12.0), "reference": timing(90.0), "ratio": 7.5},
+                               "consecutive": {"project": timing(consecutive_ms), "reference": timing(80.0),
+                                               "project_ratio": ratio}}}
+
+    ok = _verdicts(end_to_end(9.5, 8.42))
+    assert ok[0].startswith("  [ok] end-to-end: 7.5x, 12.0 ms median")
+    assert ok[1] == ("  [ok] one clip, clips one after another: 9.5 ms median, 8.42x the seeds' path (12.0 ms right "
+                     "after the other paths' calls; targets <= 10 ms, 5x)")
+    slow, few = _verdicts(end_to_end(10.5, 7.62))[1], _verdicts(end_to_end(9.5, 4.9))[1]
+    assert slow.startswith("  [--] one clip, clips one after another: 10.5 ms median, 7.62x")
+    assert few.startswith("  [--] one clip, clips one after another: 9.5 ms median, 4.9x")
+    assert not any("int8" in line for line in ok + [slow, few])
