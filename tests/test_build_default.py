@@ -141,6 +141,85 @@ def test_multi_corpus_build_resumes_and_stores_its_calibration(tmp_path, samples
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps              # nothing was trained again
 
 
+@pytest.mark.slow
+def test_a_probe_recipe_is_built_step_by_step_and_resumes(tmp_path, samples_dir):
+    """A probe recipe ({"probe": ...}) through build_default.py on three tiny corpora, the real encoder: the
+    vectors and copies in the work folder, the emobox6 folds, the six folds' shifts and leaving one corpus out as
+    the candidate's tables, then the probe on every clip, recording the recipe's setup; the same command again
+    keeps every step. The bundled clips' actors are spread over RAVDESS's six EmoBox folds (each fold tests at
+    most one clip of an emotion, so every fold trains on all eight)."""
+    import shutil
+
+    from ser_core import splits
+    from ser_core.whisper import Setup
+
+    root, clips = tmp_path / "data", sorted(samples_dir.glob("*.flac"))
+    for p in clips:
+        f = p.stem.split("-")
+        emotion, actor = int(f[2]) - 1, int(f[6])
+        new = splits.EMOBOX_RAVDESS_FOLDS[(emotion + actor) % 6][actor - 1]
+        (root / "ravdess" / f"Actor_{new:02d}").mkdir(parents=True, exist_ok=True)
+        shutil.copy(p, root / "ravdess" / f"Actor_{new:02d}" / ("-".join(f[:6] + [f"{new:02d}"]) + ".flac"))
+    # six speakers each in EMOVO and ASED, three emotions each: every fold trains on five of them
+    for k, spk in enumerate(["f1", "f2", "f3", "m1", "m2", "m3"]):
+        (root / "emovo" / spk).mkdir(parents=True)
+        (root / "ased" / f"s{k}").mkdir(parents=True)
+        for j, (emovo, ased) in enumerate([("neu", "n1"), ("tri", "s4"), ("rab", "a5")]):
+            clip = clips[(8 * j + k) % len(clips)]
+            shutil.copy(clip, root / "emovo" / spk / f"{emovo}-{spk}-b{j + 1}.flac")
+            shutil.copy(clip, root / "ased" / f"s{k}" / f"{ased}-0{j + 1}-01-0{1 + k % 2}-{k + 10}.flac")
+    setup = Setup(unpadded=True, layers=2, level=True, compute="int8", pooling="both")
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(json.dumps({"probe": {"candidate": "TINY", "dataset": "ravdess+emovo+ased",
+                                            "encoder_setup": setup.to_dict(), "channel_copies": "babble:1"}}))
+    results, work = tmp_path / "results", tmp_path / "work"
+    env = {**os.environ, "SER_DATA_DIR": str(root), "SER_MODELS_DIR": str(tmp_path / "models"),
+           "SER_RUNS_DIR": str(tmp_path / "runs"), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    cmd = [sys.executable, str(ROOT / "training" / "build_default.py"), "--recipe", str(recipe), "--work", str(work),
+           "--target", "cand", "--results", str(results)]
+    first = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    assert sorted(f.name for f in results.iterdir()) == [
+        "emobox6_TINY_probe_predictions.csv.gz", "emobox6_TINY_probe_predictions_choices.json",
+        "emobox6_TINY_shifts.csv.gz", "emobox6_TINY_shifts_all_folds.json", "emobox6_TINY_shifts_fold1.json",
+        "loco_TINY_predictions.csv.gz", "loco_TINY_predictions_choices.json"]
+    model = tmp_path / "models" / "cand"
+    spec = json.loads((model / "spec.json").read_text())
+    assert spec["arch"] == "whisper_probe" and Setup.from_dict(spec["extra"]["encoder_setup"]) == setup
+    assert spec["extra"]["trained_on"] == "68 clips and 1 channel copy each" and spec["extra"]["candidate"] == "TINY"
+    metrics = json.loads((model / "metrics.json").read_text())
+    assert set(metrics["per_corpus"]) == {"ravdess", "emovo", "ased"} and metrics["n"] == 68
+    assert metrics["shifts_all_folds"]["folds"] == [1, 2, 3, 4, 5, 6] and metrics["shifts_fold1"]["folds"] == [1]
+    assert metrics["shifts_all_folds"]["clips"] == 32 and set(metrics["loco"]["per_corpus"]) == {"ravdess", "emovo",
+                                                                                               "ased"}
+    assert spec["extra"]["calibration"]["temperature"] > 0
+    stamps = {p: p.stat().st_mtime_ns for p in [*work.glob("*.npz"), *results.iterdir()]}
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    assert all(f"step {k}: kept" in again.stdout for k in (3, 4, 5)) and again.stdout.count("done before") == 6   # vectors, copies
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps              # nothing was made again
+
+
+def test_a_probe_recipe_is_checked_before_anything_runs(tmp_path):
+    """A probe recipe with a key missing or unknown, or a setting the encoder cannot run, is refused with what is
+    wrong, and nothing is made."""
+    bad = [({"candidate": "X", "dataset": "ravdess", "encoder_setup": {}}, "missing: channel_copies"),
+           ({"candidate": "X", "dataset": "ravdess", "encoder_setup": {}, "channel_copies": "babble:1", "C": 1},
+            "unknown: C"),
+           ({"candidate": "X", "dataset": "ravdess", "encoder_setup": {"pooling": "max"}, "channel_copies": "babble"},
+            "unknown pooling 'max'"),
+           ({"candidate": "X", "dataset": "ravdess", "encoder_setup": {}, "channel_copies": "snow:2"}, "'snow:2'")]
+    for probe, says in bad:
+        recipe = tmp_path / "recipe.json"
+        recipe.write_text(json.dumps({"probe": probe}))
+        out = subprocess.run([sys.executable, str(ROOT / "training" / "build_default.py"), "--recipe", str(recipe),
+                              "--work", str(tmp_path / "work"), "--results", str(tmp_path / "results")],
+                             capture_output=True, text=True, timeout=120,
+                             env={**os.environ, "SER_MODELS_DIR": str(tmp_path / "models")})
+        assert out.returncode != 0 and says in out.stderr and "Traceback" not in out.stderr, out.stderr[-1500:]
+    assert not (tmp_path / "work").exists() and not (tmp_path / "results").exists()
+
+
 def test_a_subset_of_the_defaults_networks_is_built_with_its_fold_teachers_figures(tiny_model, tmp_path):
     """--subset: no training; the networks are the default's own, the figures the same members' fold teachers'."""
     import os

@@ -21,6 +21,12 @@ rename, so it is never half-written.
 The calibration (one temperature, ``ser_core.calibration``) is fitted on the cross-validation's
 out-of-fold predictions only and stored in the model's spec.json with the "not sure" threshold.
 
+A recipe of the form ``{"probe": {...}}`` (training/recipes/whisper_*.json) builds a linear probe on Whisper's
+frozen encoder instead, step by step and resumably (``training/whisper_probe.py``'s ``build``: vectors, channel
+copies, the emobox6 speaker folds, the six folds' channel shifts, leaving one corpus out, the final probe):
+
+    python training/build_default.py --recipe training/recipes/whisper_wu2m.json --work runs/build-wu2m
+
     python training/build_default.py --recipe training/recipes/multicorpus.json --work runs/build-multicorpus
 With ``--work DIR`` every step has a fixed folder there, so the same command after an interruption
 (or a crash, or the end of a session) keeps every finished fold and final run and trains only the rest.
@@ -300,6 +306,8 @@ def main() -> int:
     ap.add_argument("--subset", metavar="POSITIONS",
                     help="only build models/TARGET from the networks of models/default at these member positions "
                          "(e.g. 1,2,5), no training; its cross-validation from --tables")
+    ap.add_argument("--results", metavar="DIR",
+                    help="with a probe recipe: where the candidate's tables go (default training/results/candidates)")
     ap.add_argument("--tables", default=str(HERE / "results" / "teachers" / "ravdess_five"), metavar="DIR",
                     help="with --subset: the default recipe's fold teachers (training/teachers.py)")
     args = ap.parse_args()
@@ -332,8 +340,16 @@ def main() -> int:
         copy_robustness(Path(args.robustness), models_dir() / args.target)
         print(f"copied {args.robustness}/robustness.json to {models_dir() / args.target}")
         return 0
-    install_stop_handlers()
     recipe = json.loads(Path(args.recipe).read_text())
+    if "probe" in recipe:
+        from whisper_probe import RESULTS, build as build_probe
+
+        work = Path(args.work or f"runs/build-{recipe['probe'].get('candidate', 'probe')}")
+        target = build_probe(recipe["probe"], work, args.target, Path(args.results) if args.results else RESULTS)
+        m = json.loads((target / "metrics.json").read_text())
+        print(f"{target}: cv accuracy {m['accuracy']:.3f}, UAR {m['uar']:.3f} (work folder {work})")
+        return 0
+    install_stop_handlers()
     cfgs = member_recipes(recipe)
     reuse = dict(item.split("=", 1) for item in args.member_cv)
     finals_given = dict(item.split("=", 1) for item in args.member_final)

@@ -229,7 +229,8 @@ def write_table(parts: list[pd.DataFrame], out: Path, choices: dict | None = Non
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index=False)
     if choices is not None:
-        (out.parent / f"{out.name.removesuffix('.csv')}_choices.json").write_text(json.dumps(choices, indent=1))
+        (out.parent / f"{out.name.removesuffix('.gz').removesuffix('.csv')}_choices.json").write_text(
+            json.dumps(choices, indent=1))
     return table
 
 
@@ -252,6 +253,7 @@ def probe(x: np.ndarray, df: pd.DataFrame, train: np.ndarray, c: float, aug: np.
     of the ``train`` rows trained on too, each in its clip's cell. Returns the fitted classifier and the
     standardised ``x`` (every row)."""
     from sklearn.linear_model import LogisticRegression
+    from threadpoolctl import threadpool_limits
 
     mu, sd = standardiser(x, train, aug)
     z = (x - mu) / sd
@@ -261,7 +263,10 @@ def probe(x: np.ndarray, df: pd.DataFrame, train: np.ndarray, c: float, aug: np.
         feats = np.concatenate([feats, ((aug[train] - mu) / sd).reshape(-1, x.shape[1])])
         rows = pd.concat([rows, rows.loc[np.repeat(rows.index.to_numpy(), k)]], ignore_index=True)
     clf = LogisticRegression(C=c, max_iter=2000)
-    clf.fit(feats, rows["emotion"], sample_weight=cell_weights(rows))
+    # one BLAS thread: L-BFGS's many small products cost more in waking and spinning threads than they gain
+    # (a tiny cross-validation took 32 s instead of 649 on a busy 2-core machine, session 36)
+    with threadpool_limits(1, user_api="blas"):
+        clf.fit(feats, rows["emotion"], sample_weight=cell_weights(rows))
     return clf, z
 
 
@@ -741,10 +746,12 @@ def load_shifted(cache: Path, paths: list[str], conditions: list[str]) -> np.nda
         return z["vectors"]
 
 
-def shift_summary(tables: list[Path], out: Path | None = None) -> dict:
+def shift_summary(tables: list[Path], out: Path | None = None, folds: list[int] | None = None) -> dict:
     """Accuracy per condition and the drop from clean (points) of H, the probe and M, from
-    :func:`channel_shifts` tables (folds split between processes are joined here)."""
+    :func:`channel_shifts` tables (folds split between processes are joined here; ``folds``: only these)."""
     t = pd.concat([pd.read_csv(f, keep_default_na=False) for f in tables], ignore_index=True)
+    if folds is not None:
+        t = t[t["fold"].isin(folds)]
     res = {"clips": int((t["shift"] == "clean").sum()), "folds": sorted(int(f) for f in t["fold"].unique())}
     for who in ("H", "probe", "M"):
         if not (t[f"pred_{who}"] != "").any():          # a probe scored alone (no H, so no M)

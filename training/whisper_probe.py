@@ -93,18 +93,102 @@ CANDIDATE_DOCS = {"WNA": "WNA (docs/preregistration-session32.md, session33.md)"
 SHIP_WINDOW_SECONDS = 6.0           # with predict.PROBE_HOP_SECONDS: up to 9 s heard whole
 
 
-def candidate_tables(candidate: str) -> dict[str, Path]:
+def candidate_tables(candidate: str, results: Path = RESULTS) -> dict[str, Path]:
     """A candidate's committed tables the shipped probe's card and calibration are made from: its emobox6
     out-of-fold predictions, its leave-one-corpus-out predictions and its fold-1 channel shifts."""
-    return {"cv": RESULTS / f"emobox6_{candidate}_probe_predictions.csv.gz",
-            "loco": RESULTS / f"loco_{candidate}_predictions.csv.gz",
-            "shifts": RESULTS / f"emobox6_{candidate}_shifts_fold1.json"}
+    return {"cv": results / f"emobox6_{candidate}_probe_predictions.csv.gz",
+            "loco": results / f"loco_{candidate}_predictions.csv.gz",
+            "shifts": results / f"emobox6_{candidate}_shifts_fold1.json"}
 
 
-def all_fold_shifts(candidate: str) -> Path:
+def all_fold_shifts(candidate: str, results: Path = RESULTS) -> Path:
     """A candidate's channel shifts over RAVDESS's six folds, the default's protocol, when they were run
     (``encoder_probe.py shift-summary`` of its fold-1 and other folds' tables)."""
-    return RESULTS / f"emobox6_{candidate}_shifts_all_folds.json"
+    return results / f"emobox6_{candidate}_shifts_all_folds.json"
+
+
+#: What a probe recipe (``training/recipes/whisper_*.json``, ``{"probe": {...}}``) gives; every key is needed.
+RECIPE_KEYS = ("candidate", "dataset", "encoder_setup", "channel_copies")
+
+
+def read_recipe(recipe: dict) -> tuple[str, str, Setup, str]:
+    """A probe recipe's candidate name, corpora, encoder setup and channel copies; a key missing or unknown, or
+    a setting this version cannot run, is refused with what is wrong."""
+    from encoder_probe import copy_kinds
+
+    from ser_core.errors import ModelError
+
+    unknown, missing = set(recipe) - set(RECIPE_KEYS), [k for k in RECIPE_KEYS if k not in recipe]
+    if unknown or missing:
+        raise SystemExit(f"a probe recipe gives {', '.join(RECIPE_KEYS)}"
+                         + (f"; unknown: {', '.join(sorted(unknown))}" if unknown else "")
+                         + (f"; missing: {', '.join(missing)}" if missing else ""))
+    try:
+        setup = Setup.from_dict(recipe["encoder_setup"])
+        copy_kinds(recipe["channel_copies"])
+    except (ModelError, argparse.ArgumentTypeError, TypeError, AttributeError) as exc:
+        raise SystemExit(f"a probe recipe that cannot be run: {exc}") from None
+    return str(recipe["candidate"]), str(recipe["dataset"]), setup, recipe["channel_copies"]
+
+
+def build(recipe: dict, work: Path, name: str, results: Path = RESULTS) -> Path:
+    """A probe recipe from the corpora to ``models/<name>``, each step kept once finished (the same command after
+    an interruption goes on where it stopped):
+
+    1. every clip's vector as the recipe's setup hears it (``vectors``, corpus by corpus, in ``work``);
+    2. its channel copies (``channel``, kind by kind, corpus by corpus);
+    3. the emobox6 speaker folds (``encoder_probe.py cv``): out-of-fold predictions, each fold's C chosen inside
+       its training speakers;
+    4. the channel shifts of RAVDESS's six folds' test clips (``shifts``), the default's protocol;
+    5. leaving one corpus out, C and the correction chosen by leaving each training corpus out
+       (``encoder_probe.py loco --nested``);
+    6. the probe trained on every clip and its copies, installed with the figures of steps 3-5 (:func:`ship`).
+
+    Steps 3-5 write the candidate's tables in ``results`` (``training/results/candidates``, committed); a table
+    there is a finished step. About an hour on 2 cores for the four corpora with WU2M's setup."""
+    from encoder_probe import channel_shifts, channel_vectors, copy_kinds, nested_loco, shift_summary, speaker_cv
+
+    import time
+
+    candidate, dataset, setup, copies = read_recipe(recipe)
+    t0 = time.perf_counter()
+
+    def step(text: str) -> None:
+        print(f"[{time.perf_counter() - t0:5.0f} s] step {text}", flush=True)
+
+    if not setup.level:
+        raise SystemExit("a shipped probe hears each clip at the product's loudness: the recipe's encoder_setup "
+                         "needs \"level\": true")
+    model_dir = default_model_dir()
+    step(f"1: vectors in {work}")
+    vectors(dataset, work, model_dir, setup)
+    embed = setup_embedder(work, model_dir)
+    for kind, n in copy_kinds(copies):
+        step(f"2: {n or 1} {kind} cop{'y' if n == 1 else 'ies'} of every clip")
+        channel_vectors(work, n or 1, batch=1 if setup.unpadded else 8, kind=kind, sample_rate=SAMPLE_RATE,
+                        embed=embed)
+    tables = candidate_tables(candidate, results)
+    choices = results / f"emobox6_{candidate}_probe_predictions_choices.json"
+    if tables["cv"].exists() and choices.exists():
+        step(f"3: kept {tables['cv']}")
+    else:
+        step("3: the emobox6 speaker folds")
+        speaker_cv(work, tables["cv"], "emobox6", copies)
+    if tables["shifts"].exists() and all_fold_shifts(candidate, results).exists():
+        step(f"4: kept {all_fold_shifts(candidate, results)}")
+    else:
+        step("4: the channel shifts of RAVDESS's six folds")
+        shifted = results / f"emobox6_{candidate}_shifts.csv.gz"
+        channel_shifts(work, None, choices, shifted, embed=embed, sample_rate=SAMPLE_RATE, copies=copies)
+        shift_summary([shifted], tables["shifts"], folds=[1])
+        shift_summary([shifted], all_fold_shifts(candidate, results))
+    if tables["loco"].exists():
+        step(f"5: kept {tables['loco']}")
+    else:
+        step("5: leaving one corpus out")
+        nested_loco(work, tables["loco"], copies=copies)
+    step(f"6: the probe on every clip, into models/{name}")
+    return ship(work, name, copies, candidate, results)
 
 
 def probe_arrays(clf, mu: np.ndarray, sd: np.ndarray, labels: list[str]) -> dict[str, np.ndarray]:
@@ -117,7 +201,8 @@ def probe_arrays(clf, mu: np.ndarray, sd: np.ndarray, labels: list[str]) -> dict
             "coef": clf.coef_[order].astype(np.float64), "bias": clf.intercept_[order].astype(np.float64)}
 
 
-def ship(work: Path, name: str = "whisper", copies: str = "babble:1", candidate: str = "WNA") -> Path:
+def ship(work: Path, name: str = "whisper", copies: str = "babble:1", candidate: str = "WNA",
+         results: Path = RESULTS) -> Path:
     """Train WNA's probe recipe on every clip of ``work`` and its ``copies`` (``encoder_probe.copy_kinds``: WNA's
     ``babble:1``, WUB's ``babble:1+loudbabble:2``), C chosen by
     nested leave-one-corpus-out over all its corpora, and install it as ``models/<name>`` with the calibration,
@@ -141,7 +226,7 @@ def ship(work: Path, name: str = "whisper", copies: str = "babble:1", candidate:
     if not setup.level:
         raise SystemExit(f"{work} holds vectors made with {setup}: a shipped probe hears each clip at the "
                          f"product's loudness (python training/whisper_probe.py vectors --work {work} --level)")
-    tables = candidate_tables(candidate)
+    tables = candidate_tables(candidate, results)
     missing = [str(f) for f in tables.values() if not f.exists()]
     if missing:
         raise SystemExit(f"{candidate}'s tables are missing: {', '.join(missing)}")
@@ -191,8 +276,8 @@ def ship(work: Path, name: str = "whisper", copies: str = "babble:1", candidate:
         metrics["arch"] = PROBE_ARCH
         metrics["final_model"] = {"trained_on": spec.extra["trained_on"], "C": best, "channel_copies": copies}
         metrics["shifts_fold1"] = json.loads(tables["shifts"].read_text())
-        if all_fold_shifts(candidate).exists():
-            metrics["shifts_all_folds"] = json.loads(all_fold_shifts(candidate).read_text())
+        if all_fold_shifts(candidate, results).exists():
+            metrics["shifts_all_folds"] = json.loads(all_fold_shifts(candidate, results).read_text())
 
         target = install(None, cv_dir, metrics, lambda dest: write_probe(dest, spec, arrays), calib=calib,
                          loco_dir=loco_dir, name=name)
