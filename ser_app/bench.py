@@ -1127,6 +1127,11 @@ def main(argv: list[str] | None = None) -> int:
     model_dir = Path(args.model) if args.model else ROOT / "models" / "default"
     spec = ModelSpec.load(model_dir / schema.SPEC)
     archs = list(spec.extra.get("member_archs") or [spec.arch])     # an ensemble trains each member
+    if spec.arch == schema.PROBE_ARCH:
+        # a probe on Whisper's encoder trains no network: the epochs timed are the Train page's default's
+        from ser_core.training import TrainConfig
+
+        archs = [TrainConfig().arch]
     ARCH_PARAMS.update(recipe_params(model_dir))
     paths, note = corpus_paths()
     have_corpus = "SER_DATA_DIR" in note and len(paths) >= 100
