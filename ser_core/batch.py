@@ -48,6 +48,7 @@ from .config import ModelSpec, atomic_write_text
 from .errors import ModelError, SERError
 from .lite import RUNTIMES, precision
 from .machine import usable_cpus
+from .modeldir import check_runtime
 from .procpool import core_shares
 from .progress import Progress
 
@@ -872,6 +873,7 @@ def run_batch(inputs: Iterable[str], out: Path | str, model_dir: Path | str, *, 
         raise SERError("no audio files found in the given inputs")
     if runtime not in RUNTIMES:
         raise SERError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
+    check_runtime(model_dir, runtime)        # before the output folder: a probe has no exports to force
     job = {"version": JOB_VERSION, "model": model_dir, "model_stamp": model_stamp(model_dir), "windows": windows,
            "labels": labels, "precision": precision(runtime)}
     store = PartStore(out, job)

@@ -138,8 +138,9 @@ def cmd_batch(args) -> int:
     return 0
 
 
-#: What ``ser batch`` says after a float job on a model with int8 copies (for the shipped default, the bench's
-#: local-N-int8 against local-N rates and their agreement: training/results/bench.json, docs/speed.md).
+#: What ``ser batch`` says after a float job on a model with int8 copies (for the RAVDESS ensemble in models/ravdess,
+#: the default until session 36, the bench's local-N-int8 against local-N rates and their agreement:
+#: training/results/bench.json, docs/speed.md).
 INT8_HINT = ("this model has int8 copies: --runtime int8 scores about twice the clips a second, with the float "
              "model's answer on all but a few clips in a thousand (use a new --out folder)")
 
@@ -535,7 +536,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per file")
     p.add_argument("--windows", action="store_true", help="also show per-window results")
     p.add_argument("--runtime", choices=RUNTIMES, default=RUNTIMES[0],
-                   help="LiteRT when the model folder holds a current export (auto, the default), or force one")
+                   help="LiteRT when the model folder holds a current export (auto, the default), or force one "
+                        "(Keras networks only: a probe on Whisper's encoder, the shipped default, has no exports)")
     p.add_argument("--explain", metavar="DIR",
                    help="also write why each answer came out (occlusion saliency over time x mel bands) into DIR: "
                         "NAME.why.npz (saliency: frames x mel bands; times: s from the file's start; mel_hz; "
@@ -569,8 +571,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--address", help="join this existing Ray cluster (e.g. ray://head:10001 or auto)")
     p.add_argument("--windows", action="store_true", help="also write per-window rows (OUT/windows.parquet)")
     p.add_argument("--runtime", choices=RUNTIMES, default=RUNTIMES[0],
-                   help="as for ser predict; int8: the model's int8 copies (the default model ships them; others "
-                        "need `ser export --int8 MODEL`), about twice the clips a second")
+                   help="as for ser predict; int8: a Keras model's int8 copies (models/ravdess ships them; others "
+                        "need `ser export --int8 MODEL`), about twice the clips a second; a probe on Whisper's "
+                        "encoder (the shipped default) has no network exports, so only auto")
     p.add_argument("--csv", action="store_true", help="also write the tables as CSV")
     p.add_argument("--part-files", type=int, default=PART_FILES,
                    help=f"files per committed part (default: {PART_FILES}); a kill loses at most one part's work")

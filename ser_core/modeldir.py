@@ -18,7 +18,7 @@ from .errors import ModelError, SERError
 from .schema import ENSEMBLE_ARCH, LITE, LITE_INT8, MEMBERS, PROBE, PROBE_ARCH, SPEC, WEIGHTS
 
 __all__ = ["ENSEMBLE_ARCH", "LITE", "LITE_INT8", "MEMBERS", "PROBE", "PROBE_ARCH", "SPEC", "WEIGHTS", "is_ensemble",
-           "is_probe", "is_model_dir", "member_dirs", "network_dirs", "model_files"]
+           "is_probe", "is_model_dir", "member_dirs", "network_dirs", "model_files", "check_runtime"]
 
 
 def _spec_dict(model_dir: Path) -> dict:
@@ -37,6 +37,14 @@ def is_ensemble(model_dir: Path | str) -> bool:
 def is_probe(model_dir: Path | str) -> bool:
     """A linear probe on Whisper's encoder (``arch`` ``"whisper_probe"``): no Keras network in it."""
     return _spec_dict(Path(model_dir)).get("arch") == PROBE_ARCH
+
+
+def check_runtime(model_dir: Path | str, runtime: str) -> None:
+    """Refuse a forced ``--runtime`` (lite, int8, keras) for a probe on Whisper's encoder: those pick among a Keras
+    network's exports, and a probe has no network (``auto`` is its only runtime: the encoder runs as its spec says)."""
+    if runtime != "auto" and is_probe(model_dir):
+        raise ModelError(f"{model_dir} is a probe on Whisper's encoder: it has no network exports, so --runtime "
+                         f"{runtime} does not apply (leave --runtime out; its encoder runs as the probe's spec records)")
 
 
 def member_dirs(model_dir: Path | str) -> list[Path]:

@@ -44,7 +44,7 @@ from .errors import (AudioError, EmptyAudioError, ModelError, SERError, SilentAu
                      TooShortError)
 from .lite import RUNTIMES
 from .machine import keep_freed_memory, usable_cpus
-from .modeldir import LITE, LITE_INT8, SPEC, WEIGHTS, is_ensemble, is_probe
+from .modeldir import LITE, LITE_INT8, SPEC, WEIGHTS, check_runtime, is_ensemble, is_probe
 from .schema import MEMBER_WEIGHTS
 
 HOP_SECONDS = 1.0
@@ -963,7 +963,7 @@ def whisper_encoder(setup=None):
 
 class ProbePredictor(BasePredictor):
     """A linear probe on Whisper's frozen encoder, from a folder whose ``arch`` is ``"whisper_probe"``
-    (:mod:`ser_core.whisper`; no Keras network, so ``runtime`` is ignored).
+    (:mod:`ser_core.whisper`; no Keras network, so ``runtime`` can only be ``auto``: a forced one is refused).
 
     Each window is given to the encoder as the probe's recorded setup says (:func:`ser_core.whisper.recorded_setup`:
     at the product's loudness, in a 30 s window or alone, ...), its vector pooled over its own frames (as the
@@ -978,6 +978,7 @@ class ProbePredictor(BasePredictor):
         self.model_dir = Path(model_dir)
         if not self.model_dir.is_dir():
             raise ModelError(f"model folder not found: {self.model_dir}")
+        check_runtime(self.model_dir, runtime)
         self.spec = ModelSpec.load(self.model_dir / SPEC)
         self.labels = list(self.spec.labels)
         self.cfg = self.spec.features
