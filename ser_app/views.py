@@ -282,9 +282,9 @@ def settled_text(emotion: str, times: int, out_of: int) -> str:
     (``ser_core.predict.settled_answer``): "it always says X on my voice"."""
     said = md_escape(emotion)
     return (f"**{times} of your last {out_of} recordings came out {said}.** If you did not mean {said} each time: "
-            "a model that keeps giving one answer usually does not know the voice, language or room (for the "
-            "shipped default, on speakers it never heard, such answers are mostly wrong). Read them with care, or "
-            "try another model from the sidebar.")
+            "a model that keeps giving one answer usually does not know the voice, language or room (the "
+            "RAVDESS-only ensemble's such answers, on corpora it never heard, were mostly wrong). Read them with "
+            "care, or try another model from the sidebar.")
 
 
 def prediction_record(pred, model: dict | None = None) -> dict:
@@ -512,8 +512,9 @@ def recipe_settings(path: Path = RECIPE_FILE) -> tuple[dict, int]:
 
 def presets(choices: list[DatasetChoice], recipe: Path = RECIPE_FILE) -> list[Preset]:
     """The quick demo (on the bundled samples, else a few RAVDESS actors) and the shipped recipe
-    (read from ``training/recipes/multicorpus.json``) on those of its corpora that are here (none:
-    the preset is listed with empty ``corpora``, so the page can say what it needs)."""
+    (read from ``training/recipes/multicorpus.json``: the multi-corpus network of models/multicorpus; the shipped
+    default is a probe on Whisper's encoder, which the Train page does not train) on those of its corpora that are
+    here (none: the preset is listed with empty ``corpora``, so the page can say what it needs)."""
     keys = [c.key for c in choices]
     out = []
     if SAMPLES_KEY in keys or "ravdess" in keys:
@@ -535,7 +536,9 @@ def presets(choices: list[DatasetChoice], recipe: Path = RECIPE_FILE) -> list[Pr
     of = f" (member 1 of {n_members})" if n_members > 1 else ""
     needs = "" if have else f" None of its corpora is under the data root {data_dir()}: it needs them to train."
     out.append(Preset("recipe", "Shipped recipe",
-                      f"The recipe of the shipped default{of}, read from {_shown_path(recipe)}: "
+                      f"The recipe of the shipped multi-corpus network{of} (models/multicorpus; the shipped default "
+                      "is a probe on Whisper's encoder, trained by training/whisper_probe.py, not here), read from "
+                      f"{_shown_path(recipe)}: "
                       f"{member.get('arch')} for {member.get('epochs')} epochs on {'+'.join(wanted)}, "
                       f"{member.get('protocol', 'emobox6')} fold 1.{needs}",
                       have, member, missing=missing))
