@@ -89,7 +89,7 @@ def table() -> str:
             rows.append(f"| `{arch}` | not measured yet: `python training/zoo.py --archs {arch}` | | | | | | |")
             continue
         rnd = r.get("random")
-        name = f"`{arch}`" if arch != "ensemble" else "**default: ensemble**"
+        name = f"`{arch}`" if arch != "ensemble" else "**RAVDESS ensemble** (`models/ravdess`)"
         rows.append(f"| {name} | {cv['accuracy']:.1%} | {cv['uar']:.1%} | {cv['macro_f1']:.3f} | "
                     f"{cv['female_accuracy']:.1%} | {cv['male_accuracy']:.1%} | {wall(cv['wall_seconds'])} | "
                     + (f"{rnd['accuracy']:.1%} |" if rnd else "not run |"))
