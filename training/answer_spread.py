@@ -8,7 +8,7 @@ learnt from) and its answers on other corpora (strangers). Every draw takes ``n`
 in random order; a speaker with fewer than ``n`` clips is left out. Also reported: the accuracy (of the model's
 answer among all its emotions) of the drawn clips where the rule fires and where it does not.
 
-    python training/answer_spread.py models/default/predictions.csv \\
+    python training/answer_spread.py models/ravdess/predictions.csv \\
         training/results/candidates/strangers_default.csv.gz --out training/results/answer_spread_default.json
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """A novelty gate on what a network computes (candidate G2 of ``docs/preregistration-session25.md``).
 
-    python training/hidden_novelty.py CV_DIR --model models/default --strangers ased+emovo+urdu \\
+    python training/hidden_novelty.py CV_DIR --model models/ravdess --strangers ased+emovo+urdu \\
         --out training/results/candidates/novelty_G2.json
 
 ``CV_DIR`` is a speaker-fold cross-validation (``ser cv ... --out CV_DIR``) whose folds kept their models. A
@@ -102,7 +102,7 @@ def normalised_gate(train_sigs: np.ndarray) -> tuple[novelty.Gate, float]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("cv_dir", type=Path)
-    ap.add_argument("--model", default="models/default", help="the model whose answers the gate would guard")
+    ap.add_argument("--model", default="models/ravdess", help="the model whose answers the gate would guard")
     ap.add_argument("--quantile", type=float, default=0.99)
     ap.add_argument("--strangers", default="ased+emovo+urdu")
     ap.add_argument("--out", type=Path, required=True)

@@ -1,6 +1,6 @@
 """Fit and judge a model's novelty gate (``ser_core.novelty``): "not sure" for recordings unlike its training.
 
-    python training/novelty.py models/default --dataset ravdess --protocol emobox6 \\
+    python training/novelty.py models/ravdess --dataset ravdess --protocol emobox6 \\
         --strangers ased+emovo+urdu --out training/results/candidates/novelty_default.json [--install]
 
 1. Every clip of ``--dataset`` gets its signature through the model's own path (its first ``logmel``

@@ -1,6 +1,6 @@
 """Candidate E of ``docs/preregistration-session25.md``: one neutral clip of the speaker's as a reference.
 
-    python training/reference_eval.py --oof models/default/predictions.csv \\
+    python training/reference_eval.py --oof models/ravdess/predictions.csv \\
         --strangers STRANGERS.csv [--k 1] [--out training/results/candidates/reference_E.json]
 
 ``STRANGERS.csv`` is ``training/strangers.py MODEL OUT.csv``'s table (the model's calibrated probabilities of

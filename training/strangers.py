@@ -3,7 +3,7 @@ ECE, "not sure" figures and what it answers (to see a collapse onto one or two c
 
     python training/strangers.py MODEL_DIR OUT.csv [DATASET] [--runtime int8] [--against EARLIER.csv]
     (DATASET default: ased+emovo+urdu; --against: how far these answers are from an earlier table's)
-    python training/strangers.py models/default training/results/candidates/strangers_default.csv.gz \
+    python training/strangers.py models/ravdess training/results/candidates/strangers_default.csv.gz \
         --from-table --save      # the figures of a table made before, kept as MODEL_DIR/strangers.json
 
 ``--save`` writes the figures into the model folder (``schema.STRANGERS``), where the model card

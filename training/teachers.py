@@ -19,7 +19,7 @@ later session once the tables are committed.
         --out training/results/teachers/ravdess_five --work runs/teachers
     python training/teachers.py --recipe training/recipes/ravdess_five.json --precision float32 \\
         --out training/results/teachers/ravdess_five --members 1,2,5 --processes 2   # two at once, pinned
-    python training/teachers.py --from-model models/default --dataset ravdess \\
+    python training/teachers.py --from-model models/ravdess --dataset ravdess \\
         --out training/results/teachers/ravdess_five          # fold-all/: the final student's teacher
     python training/teachers.py --out training/results/teachers/ravdess_five --report --members 1,2,5 \\
         --table B.csv          # a subset's pooled out-of-fold figures, and its predictions.csv

@@ -1,7 +1,8 @@
-"""Candidate U of docs/preregistration-session30.md: "not sure" when fewer than K of the default's five networks
-agree with its answer, K chosen on RAVDESS out-of-fold tables, judged on the corpora the default never heard.
+"""Candidate U of docs/preregistration-session30.md: "not sure" when fewer than K of the RAVDESS ensemble's five
+networks agree with its answer (models/ravdess, the default until session 36), K chosen on RAVDESS out-of-fold
+tables, judged on the corpora the ensemble never heard.
 
-    python training/unanimity.py models/default training/results/teachers/ravdess_five \
+    python training/unanimity.py models/ravdess training/results/teachers/ravdess_five \
         training/results/candidates/strangers_default.csv.gz training/results/candidates/unanimity_U.json
 
 RAVDESS: each network's fold tables (``fold-N/member-M.test.csv.gz``, trained on that fold's training actors only),
