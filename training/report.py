@@ -317,7 +317,8 @@ def calibration_lines(m: dict) -> list[str]:
 
 
 def model_card(d: Path | None = None, title: str = "The shipped default model") -> str:
-    d = d or ROOT / "models" / "default"
+    d = Path(d) if d else ROOT / "models" / "default"
+    d = d if d.is_absolute() else ROOT / d           # e.g. Path("models/ravdess"), from any folder
     m = json.loads((d / "metrics.json").read_text())
     tool = REBUILD.get(d.name) or ("training/pair.py" if "pair" in m.get("final_model", {}) else
                                    "training/whisper_probe.py ship" if m.get("arch") == "whisper_probe" else
