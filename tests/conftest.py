@@ -9,7 +9,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "data" / "samples"
-DEFAULT_MODEL = ROOT / "models" / "default"
+DEFAULT_MODEL = ROOT / "models" / "default"      # the shipped default: a linear probe on Whisper's encoder
+ENSEMBLE_MODEL = ROOT / "models" / "ravdess"    # the RAVDESS-only ensemble of five Keras networks (default until 36)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

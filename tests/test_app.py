@@ -25,7 +25,7 @@ from test_views import KNOWN_ROWS
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "streamlit_app.py"
 SAMPLES = ROOT / "data" / "samples"
-DEFAULT = ROOT / "models" / "default"
+DEFAULT = ROOT / "models" / "default"          # the shipped default: a linear probe on Whisper's encoder
 CLIP = SAMPLES / "03-01-05-02-01-01-01.flac"
 RUN_TIMEOUT = 300          # bound (not an assertion) for one script run, the first one loads TensorFlow
 POLL_LIMIT = 400           # bound on reruns while waiting for a training process
@@ -83,6 +83,8 @@ def button(at: AppTest, label: str):
 
 # ----------------------------------------------------------------------------- predict
 def test_upload_of_a_real_clip_shows_the_models_answer(no_data, reference):
+    """The app starts on the shipped default, the probe on Whisper's encoder: its answer, its card (the encoder and
+    the four corpora) and, in the Model input tab, the vector its linear layer reads."""
     at = start_app()
     at.segmented_control(key="p_source").set_value("Upload").run()
     at.file_uploader(key="p_upload").set_value((CLIP.name, CLIP.read_bytes(), "audio/flac")).run()
@@ -93,6 +95,12 @@ def test_upload_of_a_real_clip_shows_the_models_answer(no_data, reference):
     assert metric(at, "Confidence") == f"{100 * expected.confidence:.1f}%"
     labels = [b.label for b in at.get("download_button")]
     assert "Result as JSON" in labels and "Result as CSV" in labels
+    card = at.sidebar.markdown[0].value
+    assert card.startswith("**shipped default**") and "One linear layer on the frozen encoder of Whisper" in card
+    captions = [c.value for c in at.sidebar.caption]
+    learnt = next(c for c in captions if c.startswith("Learnt from: "))
+    assert set(learnt.removeprefix("Learnt from: ").split(", ")) == {"ravdess", "ased", "emovo", "urdu"}
+    assert any("What the linear layer reads: Whisper's encoder" in c.value for c in at.caption)
 
 
 def test_one_answer_to_most_recent_recordings_is_flagged_on_the_page(no_data, reference):
@@ -131,25 +139,28 @@ def shipped_beside_default(tmp_path, monkeypatch, name: str):
     return models
 
 
-def test_sidebar_picks_the_whisper_probe_and_the_page_shows_what_it_reads(no_data, tmp_path, monkeypatch):
-    """The shipped probe on Whisper's encoder is a model like the others in the sidebar: its answer is its
-    predictor's, its card names the encoder and the four corpora, and the Model input tab shows the vector its
-    linear layer reads."""
+def test_sidebar_picks_the_ravdess_ensemble_and_the_page_shows_what_its_networks_see(no_data, tmp_path,
+                                                                                      monkeypatch):
+    """The RAVDESS ensemble that was the default until session 36 (models/ravdess) stays a pick in the sidebar:
+    its answer is its predictor's, its card names its five networks and RAVDESS alone, and the Model input tab
+    shows what each network sees."""
     from ser_core.predict import load_predictor
 
-    models = shipped_beside_default(tmp_path, monkeypatch, "whisper")
+    models = shipped_beside_default(tmp_path, monkeypatch, "ravdess")
     at = start_app()
-    at.sidebar.selectbox[0].set_value("whisper").run()
+    assert at.sidebar.selectbox[0].options == ["shipped default (active)", "ravdess"]
+    at.sidebar.selectbox[0].set_value("ravdess").run()
     at.segmented_control(key="p_source").set_value("Upload").run()
     at.file_uploader(key="p_upload").set_value((CLIP.name, CLIP.read_bytes(), "audio/flac")).run()
     assert not at.exception and not errors(at)
-    want = load_predictor(models / "whisper").predict_file(CLIP)
-    assert metric(at, "Confidence") == f"{100 * want.confidence:.1f}%"
-    assert at.sidebar.markdown[0].value.startswith("**whisper**")
-    captions = [c.value for c in at.sidebar.caption]
-    learnt = next(c for c in captions if c.startswith("Learnt from: "))
-    assert set(learnt.removeprefix("Learnt from: ").split(", ")) == {"ravdess", "ased", "emovo", "urdu"}
-    assert any("What the linear layer reads: Whisper's encoder" in c.value for c in at.caption)
+    ensemble = load_predictor(models / "ravdess")
+    want = ensemble.predict_file(CLIP)
+    assert metric(at, "Emotion") == want.emotion and metric(at, "Confidence") == f"{100 * want.confidence:.1f}%"
+    card = at.sidebar.markdown[0].value
+    assert card.startswith("**ravdess**") and "Ensemble of ser" in card
+    assert "Learnt from: ravdess" in [c.value for c in at.sidebar.caption]
+    assert at.selectbox(key="p_input_member").options == ensemble.member_names
+    assert any("What the network sees: the first window's features" in c.value for c in at.caption)
 
 
 def test_sidebar_picks_the_model_of_this_session_only(no_data, tmp_path, monkeypatch, reference):
@@ -529,8 +540,8 @@ def test_public_demo_serves_predict_and_evaluate_and_writes_nothing(no_data, tmp
     assert metric(at, "Emotion") == reference.predict_file(CLIP).emotion
     at.switch_page("app_pages/evaluate.py").run()
     assert not at.exception and not errors(at)
-    assert at.selectbox(key="e_source").value == "default"           # the served model's own evaluations only
-    assert len(at.selectbox(key="e_source").options) == 2
+    assert at.selectbox(key="e_source").value == "default"           # the served model's own evaluations only:
+    assert len(at.selectbox(key="e_source").options) == 1           # the probe heard every corpus, no strangers
     assert {d: tree(d) for d in (no_data, models)} == before       # no run folder, model or upload written
     direct = AppTest.from_file(str(ROOT / "app_pages" / "train.py"), default_timeout=RUN_TIMEOUT).run()
     assert [e.value for e in direct.error] == ["This is a public demo: training is switched off."]

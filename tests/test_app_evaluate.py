@@ -15,6 +15,7 @@ from ser_core import calibration, evaluation
 from streamlit.testing.v1 import AppTest
 
 from test_app import DEFAULT, ROOT, errors, metric, no_data  # noqa: F401  (no_data is a fixture)
+from conftest import ENSEMBLE_MODEL
 from test_eval_views import LABELS, LOCO_PROTOCOL, table
 
 PAGE = ROOT / "app_pages" / "evaluate.py"
@@ -135,13 +136,15 @@ def test_a_models_stored_calibration_is_applied_and_its_threshold_marked(no_data
     assert cal.loc["pooled", "not sure"] == "50.0%"
 
 
-def test_shipped_cv_draws_the_gap_interval_and_names_the_fold_without_male_speakers(no_data):
+def test_the_ravdess_ensembles_cv_draws_the_gap_interval_and_names_the_fold_without_male_speakers(no_data):
+    """models/ravdess's cross-validation, RAVDESS alone: fold 2's four test actors are women."""
     at = start_page()
-    assert at.selectbox(key="e_source").value == "default"
+    assert at.selectbox(key="e_source").value == "default"                 # the page opens on the shipped default
+    at = open_source("model:ravdess")
     folds = frame_with(at, "fold", "male accuracy").set_index("fold")
     assert folds.loc["2", "male accuracy"] == "no male test speakers in this fold"
     assert folds.loc["1", "male accuracy"].endswith("%")
-    gap = evaluation.gender_gap(pd.read_csv(DEFAULT / "predictions.csv"))
+    gap = evaluation.gender_gap(pd.read_csv(ENSEMBLE_MODEL / "predictions.csv"))
     point = [t for t in charts(at)["female"]["data"] if t.get("name") == "gap"][0]
     assert point["y"] == [pytest.approx(100 * gap["gap"])]
     assert point["error_y"]["array"] == [pytest.approx(100 * (gap["ci95"][1] - gap["gap"]))]
@@ -152,7 +155,7 @@ def test_shipped_cv_draws_the_gap_interval_and_names_the_fold_without_male_speak
 
 def test_compare_warns_that_a_one_fold_run_and_the_six_fold_cv_test_different_clips(no_data):
     shipped = pd.read_csv(DEFAULT / "predictions.csv")
-    fold2 = shipped[shipped["fold"] == 2]                      # four actresses: no male test speaker
+    fold2 = shipped[(shipped["fold"] == 2) & (shipped["corpus"] == "ravdess")]   # four actresses: no male speaker
     labels = json.loads((DEFAULT / "metrics.json").read_text())["labels"]
     key = write_run(no_data, "20260101-000000-fold2", fold2, "emobox6 fold 2 (speaker-independent)", labels)
     at = open_source(key)
@@ -174,14 +177,15 @@ def test_compare_warns_that_a_one_fold_run_and_the_six_fold_cv_test_different_cl
     assert paired.endswith("could be chance.")
 
 
-def test_the_shipped_models_answers_to_voices_it_never_heard_are_an_evaluation(no_data):
-    """models/default/strangers.json makes the default's answers on ASED, EMOVO and URDU an evaluation of its own:
-    labelled as such, each corpus on its own emotions as the model card says, the calibration as Predict answers
-    (the table's probabilities already calibrated: the temperature is not applied twice), the table exported as CSV."""
-    stored = json.loads((DEFAULT / "strangers.json").read_text())
-    at = open_source("strangers:default")
-    title = at.selectbox(key="e_source").format_func("strangers:default")
-    assert title == "Shipped default model on voices it never heard (ASED, EMOVO, URDU)"
+def test_the_ravdess_ensembles_answers_to_voices_it_never_heard_are_an_evaluation(no_data):
+    """models/ravdess/strangers.json makes the RAVDESS ensemble's answers on ASED, EMOVO and URDU an evaluation of
+    its own: labelled as such, each corpus on its own emotions as the model card says, the calibration as Predict
+    answers (the table's probabilities already calibrated: the temperature is not applied twice), the table
+    exported as CSV."""
+    stored = json.loads((ENSEMBLE_MODEL / "strangers.json").read_text())
+    at = open_source("strangers:ravdess")
+    title = at.selectbox(key="e_source").format_func("strangers:ravdess")
+    assert title == "Model ravdess on voices it never heard (ASED, EMOVO, URDU)"
     assert any(m.delta.startswith("corpora it never trained on") for m in at.main.metric)
     corpora = frame_with(at, "own-emotion accuracy").set_index("corpus")
     for name, figures in stored["corpora"].items():
@@ -196,16 +200,19 @@ def test_the_shipped_models_answers_to_voices_it_never_heard_are_an_evaluation(n
     assert [b for b in at.get("download_button") if b.proto.label == "Predictions (CSV)"]
     from ser_app import views
 
-    source = next(s for s in views.evaluation_sources() if s.key == "strangers:default")
+    source = next(s for s in views.evaluation_sources() if s.key == "strangers:ravdess")
     assert source.predictions == ROOT / stored["table"] and source.calibrated
     exported = pd.read_csv(io.BytesIO(views.predictions_csv_bytes(source)))     # plain CSV, not the gzip bytes
     pd.testing.assert_frame_equal(exported, table)
 
 
-def test_the_whisper_probe_is_an_evaluation_with_its_corpora_and_loco(no_data):
-    """models/whisper's out-of-fold predictions open on the Evaluate page like any model's: one row per corpus in
-    the per-corpus table, its leave-one-corpus-out evaluation beside it, no error."""
-    at = open_source("model:whisper")
+def test_the_default_probe_is_an_evaluation_with_its_corpora_and_loco(no_data):
+    """The shipped default's out-of-fold predictions (the probe on Whisper's encoder, four corpora) open on the
+    Evaluate page like any model's: one row per corpus in the per-corpus table, its leave-one-corpus-out evaluation
+    beside it, no error; no "voices it never heard" evaluation, as it heard every corpus."""
+    at = open_source("default")
     per_corpus = frame_with(at, "corpus")
     assert set(per_corpus["corpus"]) >= {"ravdess", "ased", "emovo", "urdu"}
-    assert "Model whisper" in at.selectbox(key="e_source").format_func("model:whisper")
+    assert at.selectbox(key="e_source").format_func("default").startswith("Shipped default model")
+    assert not [o for o in at.selectbox(key="e_source").options
+                if o == "strangers:default" or o.startswith("Shipped default model on voices")]

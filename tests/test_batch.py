@@ -334,17 +334,17 @@ def test_the_steady_rate_does_not_credit_work_done_before_its_window():
 
 
 def test_an_int8_job_answers_like_predict_on_int8_and_a_float_job_is_not_resumed_in_it(tmp_path, samples_dir):
-    """``--runtime int8`` reaches every worker (the answers are the quantised model's), and one output
+    """``--runtime int8`` on the RAVDESS ensemble reaches every worker (the answers are the quantised model's), and one output
     folder never mixes answers of the two precisions."""
-    from conftest import DEFAULT_MODEL
+    from conftest import ENSEMBLE_MODEL
     from ser_core.predict import load_predictor
 
     clips = [str(p) for p in sorted(samples_dir.glob("*.flac"))[:3]]
     out = tmp_path / "out"
-    r = ser("batch", *clips, "--out", out, "--model", DEFAULT_MODEL, "--workers", "1", "--runtime", "int8")
+    r = ser("batch", *clips, "--out", out, "--model", ENSEMBLE_MODEL, "--workers", "1", "--runtime", "int8")
     assert r.returncode == 0, r.stderr
     table = pd.read_parquet(out / "predictions.parquet").set_index("file")
-    int8, auto = load_predictor(DEFAULT_MODEL, runtime="int8"), load_predictor(DEFAULT_MODEL)
+    int8, auto = load_predictor(ENSEMBLE_MODEL, runtime="int8"), load_predictor(ENSEMBLE_MODEL)
     differs = 0.0
     for clip in clips:
         q, f = int8.predict_file(clip, name=clip), auto.predict_file(clip, name=clip)
@@ -359,26 +359,33 @@ def test_an_int8_job_answers_like_predict_on_int8_and_a_float_job_is_not_resumed
     assert json.loads((out / "job.json").read_text())["precision"] == "int8"
     assert INT8_HINT not in r.stdout
     assert "start-up" not in r.stdout                 # one hand-over: no steady rate to give
-    r = ser("batch", *clips, "--out", out, "--model", DEFAULT_MODEL, "--workers", "1")
+    r = ser("batch", *clips, "--out", out, "--model", ENSEMBLE_MODEL, "--workers", "1")
     assert r.returncode == 2 and "another runtime precision" in r.stderr and "Traceback" not in r.stderr
-    r = ser("batch", clips[0], "--out", tmp_path / "float", "--model", DEFAULT_MODEL, "--workers", "1")
+    r = ser("batch", clips[0], "--out", tmp_path / "float", "--model", ENSEMBLE_MODEL, "--workers", "1")
     assert r.returncode == 0 and INT8_HINT in r.stdout    # a float job is told the faster copies are there
 
 
-def test_ser_batch_scores_with_the_whisper_probe_and_offers_no_int8_copy(tmp_path, samples_dir):
-    """`ser batch --model models/whisper`, a real subprocess with a local worker: each file's row is the probe's
-    answer through `ser predict`'s path, and the job does not point to int8 copies a probe does not have."""
-    from conftest import ROOT
+def test_the_shipped_default_probe_scores_a_batch_and_offers_no_int8_copy(tmp_path, samples_dir):
+    """`ser batch` without --model, a real subprocess with a local worker: the shipped default, a probe on Whisper's
+    encoder, scores each file with the probe's answer through `ser predict`'s path; the job does not point to int8
+    copies a probe does not have, and `--runtime int8` is refused in one line before any folder is made."""
+    from conftest import DEFAULT_MODEL
     from ser_core import lite
     from ser_core.predict import load_predictor
 
-    whisper = ROOT / "models" / "whisper"
+    whisper = DEFAULT_MODEL
     assert not lite.fresh_model(whisper, "int8") and not lite.fresh_model(whisper)
     clips = [str(p) for p in sorted(samples_dir.glob("*.flac"))[::11]]
     out = tmp_path / "out"
-    r = ser("batch", *clips, "--out", out, "--model", whisper, "--workers", "1")
+    r = ser("batch", *clips, "--out", tmp_path / "int8", "--workers", "1", "--runtime", "int8")
+    assert r.returncode == 2 and "Traceback" not in r.stderr and not (tmp_path / "int8").exists()
+    assert r.stderr.strip() == (f"error: {whisper} is a probe on Whisper's encoder: it has no network exports, so "
+                                "--runtime int8 does not apply (leave --runtime out; its encoder runs as the probe's "
+                                "spec records)")
+    r = ser("batch", *clips, "--out", out, "--workers", "1")
     assert r.returncode == 0, r.stderr
     assert INT8_HINT not in r.stdout
+    assert json.loads((out / "job.json").read_text())["model"] == str(whisper)
     table = pd.read_parquet(out / "predictions.parquet").set_index("file")
     probe = load_predictor(whisper)
     for clip in clips:

@@ -1,4 +1,6 @@
-"""The shipped default model: honest, self-consistent cross-validation numbers."""
+"""The shipped models: honest, self-consistent cross-validation numbers. The default (models/default) is a linear
+probe on Whisper's encoder trained on four corpora; the RAVDESS-only ensemble that was the default until session 36
+is models/ravdess."""
 import json
 
 import pandas as pd
@@ -8,24 +10,26 @@ from ser_core import evaluation, lite, modeldir
 from ser_core.config import ModelSpec
 from ser_core.splits import EMOBOX_RAVDESS_FOLDS
 
-from conftest import DEFAULT_MODEL
+from conftest import DEFAULT_MODEL, ENSEMBLE_MODEL
 
 
 @pytest.fixture(scope="module")
 def shipped():
-    metrics = json.loads((DEFAULT_MODEL / "metrics.json").read_text())
-    preds = pd.read_csv(DEFAULT_MODEL / "predictions.csv")
+    """The RAVDESS ensemble's figures (models/ravdess)."""
+    metrics = json.loads((ENSEMBLE_MODEL / "metrics.json").read_text())
+    preds = pd.read_csv(ENSEMBLE_MODEL / "predictions.csv")
     return metrics, preds
 
 
 def test_files_and_size():
-    total = sum(p.stat().st_size for p in DEFAULT_MODEL.rglob("*") if p.is_file())
+    total = sum(p.stat().st_size for p in ENSEMBLE_MODEL.rglob("*") if p.is_file())
     # Keras weights for training, LiteRT copies for prediction (17 MB since session 28: the int8 copies of the
     # three GRU networks are unrolled, 130 KB more each, for a quarter less work a window)
     assert total < 17 * 1024 * 1024
-    spec = ModelSpec.load(DEFAULT_MODEL / "spec.json")
+    spec = ModelSpec.load(ENSEMBLE_MODEL / "spec.json")
     assert set(spec.labels) == {"neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"}
-    members = modeldir.network_dirs(DEFAULT_MODEL)
+    members = modeldir.network_dirs(ENSEMBLE_MODEL)
+    assert spec.arch == "ensemble" and len(members) == 5
     for d in members:
         member = ModelSpec.load(d / "spec.json")
         assert set(member.labels) == set(spec.labels)
@@ -54,23 +58,24 @@ def test_metrics_agree_with_predictions(shipped):
     assert (preds["pred"] == preds[[f"p_{lab}" for lab in labels]].idxmax(axis=1).str[2:]).all()
 
 
-def test_multicorpus_pair_is_half_default_half_its_own_network(sample_clip):
-    """models/multicorpus (training/pair.py --install) answers the calibrated mean of the default's raw
-    probabilities and its multi-corpus network's, each half, and its metrics are its predictions'."""
+def test_multicorpus_pair_is_half_ravdess_ensemble_half_its_own_network(sample_clip):
+    """models/multicorpus (training/pair.py --install) answers the calibrated mean of the RAVDESS ensemble's raw
+    probabilities (models/ravdess, then models/default) and its multi-corpus network's, each half, and its metrics
+    are its predictions'."""
     import numpy as np
 
     from ser_core.calibration import apply_temperature
     from ser_core.predict import load_predictor
 
-    pair_dir = DEFAULT_MODEL.parent / "multicorpus"
+    pair_dir = ENSEMBLE_MODEL.parent / "multicorpus"
     spec = ModelSpec.load(pair_dir / "spec.json")
     shares = spec.extra["member_weights"]
     assert sum(shares) == pytest.approx(1) and shares[-1] == pytest.approx(0.5)
     pair = load_predictor(pair_dir)
-    default = load_predictor(DEFAULT_MODEL, calibrated=False)
+    ensemble = load_predictor(ENSEMBLE_MODEL, calibrated=False)
     net = load_predictor(modeldir.member_dirs(pair_dir)[-1], calibrated=False)
     labs = pair.labels
-    raw = [np.array([m.predict_file(sample_clip).probabilities[lab] for lab in labs]) for m in (default, net)]
+    raw = [np.array([m.predict_file(sample_clip).probabilities[lab] for lab in labs]) for m in (ensemble, net)]
     got = pair.predict_file(sample_clip)
     np.testing.assert_allclose([got.probabilities[lab] for lab in labs],
                                apply_temperature((raw[0] + raw[1]) / 2, pair.calibration.temperature), atol=1e-6)
@@ -82,21 +87,22 @@ def test_multicorpus_pair_is_half_default_half_its_own_network(sample_clip):
     assert metrics["per_corpus"]["ravdess"]["accuracy"] == pytest.approx(again["per_corpus"]["ravdess"]["accuracy"])
 
 
-def test_the_card_and_its_stranger_figures_come_from_the_committed_files(tmp_path):
-    """models/default/README.md is what training/report.py writes from the folder's files, and its "Voices it
-    never heard" table is training/strangers.py's report of the committed table of the model's answers."""
+def test_the_ensembles_card_and_its_stranger_figures_come_from_the_committed_files(tmp_path):
+    """models/ravdess/README.md is what training/report.py writes from the folder's files (saying that it was the
+    default until session 36), and its "Voices it never heard" table is training/strangers.py's report of the
+    committed table of the model's answers."""
     import subprocess
     import sys
 
     from conftest import ROOT
     from ser_core import schema
 
-    stored = json.loads((DEFAULT_MODEL / schema.STRANGERS).read_text())
+    stored = json.loads((ENSEMBLE_MODEL / schema.STRANGERS).read_text())
     table = pd.read_csv(ROOT / stored["table"])
     assert set(table["corpus"]) == set(stored["corpora"]) == {"ased", "emovo", "urdu"}   # none it trained on
     code = ("import sys, json; sys.path.insert(0, 'training'); import pandas as pd; from strangers import report; "
             f"t = pd.read_csv({str(ROOT / stored['table'])!r}); "
-            f"print(json.dumps(report(t, {list(ModelSpec.load(DEFAULT_MODEL / 'spec.json').labels)!r}, "
+            f"print(json.dumps(report(t, {list(ModelSpec.load(ENSEMBLE_MODEL / 'spec.json').labels)!r}, "
             f"{stored['threshold']!r})))")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -108,14 +114,18 @@ def test_the_card_and_its_stranger_figures_come_from_the_committed_files(tmp_pat
         assert set(own) == set(rows["true"])
         best_own = rows[[f"p_{lab}" for lab in own]].to_numpy().argmax(axis=1)
         assert figures["own_acc"] == pytest.approx((pd.Series(own).iloc[best_own].to_numpy() == rows["true"]).mean())
-    card = subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, 'training'); "
-                           "from report import model_card; print(model_card(), end='')"],
+    card = subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, 'training'); from pathlib import Path; "
+                           "from report import ALTERNATIVES, model_card; "
+                           "print(model_card(Path('models/ravdess'), ALTERNATIVES['ravdess']), end='')"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert card.returncode == 0, card.stderr[-2000:]
-    assert card.stdout == (DEFAULT_MODEL / "README.md").read_text()
+    assert card.stdout == (ENSEMBLE_MODEL / "README.md").read_text()
+    assert card.stdout.startswith("# The RAVDESS-only ensemble (the shipped default until session 36)")
+    assert "`models/ravdess` is the RAVDESS-only ensemble of five Keras networks that was the shipped default" \
+        in card.stdout and "python training/strangers.py models/ravdess OUT.csv" in card.stdout
     model = tmp_path / "model"                 # --from-table --save: the same file from the table, no predicting
     model.mkdir()
-    (model / "spec.json").write_text((DEFAULT_MODEL / "spec.json").read_text())
+    (model / "spec.json").write_text((ENSEMBLE_MODEL / "spec.json").read_text())
     saved = subprocess.run([sys.executable, "training/strangers.py", str(model), stored["table"], "--from-table",
                             "--save"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert saved.returncode == 0, saved.stderr[-2000:]
@@ -125,11 +135,11 @@ def test_the_card_and_its_stranger_figures_come_from_the_committed_files(tmp_pat
             f"{100 * ased['answers']['fearful']:.1f} %") in card.stdout
 
 
-WHISPER = DEFAULT_MODEL.parent / "whisper"
+WHISPER = DEFAULT_MODEL        # the shipped default: WU2M, a probe on Whisper's encoder (models/whisper until session 36)
 
 
-def test_whisper_probe_is_wu2m_trained_on_every_corpus_and_figured_by_its_speaker_folds():
-    """models/whisper (training/whisper_probe.py ship, docs/preregistration-session35.md): a probe folder with no
+def test_the_default_is_the_whisper_probe_wu2m_trained_on_every_corpus_and_figured_by_its_speaker_folds():
+    """models/default (training/whisper_probe.py ship, docs/preregistration-session35.md): a probe folder with no
     network, hearing each clip alone through the encoder's first 2 blocks in int8 and pooling its frames both alike
     and weighted by power, its calibration fitted on the out-of-fold predictions it ships, its metrics those predictions' (every
     fold's probe trained on its training speakers only: no speaker of a fold in another fold), and its card what
@@ -167,16 +177,16 @@ def test_whisper_probe_is_wu2m_trained_on_every_corpus_and_figured_by_its_speake
     assert rav["accuracy"] == pytest.approx(again["per_corpus"]["ravdess"]["accuracy"])
     loco = pd.read_csv(WHISPER / "loco_predictions.csv")
     assert set(loco["corpus"]) == {"ravdess", "ased", "emovo", "urdu"} and len(loco) == 4902
-    card = subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, 'training'); from pathlib import Path; "
-                           "from report import ALTERNATIVES, model_card; "
-                           "print(model_card(Path('models/whisper'), ALTERNATIVES['whisper']), end='')"],
+    card = subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, 'training'); "
+                           "from report import model_card; print(model_card(), end='')"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert card.returncode == 0, card.stderr[-2000:]
     assert card.stdout == (WHISPER / "README.md").read_text()
+    assert card.stdout.startswith("# The shipped default model\n") and "not the default" not in card.stdout
 
 
-def test_whisper_probe_answers_from_the_command_line(sample_clip):
-    """`ser predict --model models/whisper --json`, a real subprocess: its answer is the probe's, calibrated,
+def test_the_default_probe_answers_from_the_command_line(sample_clip):
+    """`ser predict --json` without --model, a real subprocess: its answer is the shipped probe's, calibrated,
     with the probabilities of all eight emotions."""
     import subprocess
     import sys
@@ -184,8 +194,8 @@ def test_whisper_probe_answers_from_the_command_line(sample_clip):
     from conftest import ROOT
     from ser_core.predict import load_predictor
 
-    out = subprocess.run([sys.executable, "-m", "ser_core", "predict", "--json", "--model", str(WHISPER),
-                          str(sample_clip)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    out = subprocess.run([sys.executable, "-m", "ser_core", "predict", "--json", str(sample_clip)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     got = json.loads(out.stdout.strip().splitlines()[-1])
     want = load_predictor(WHISPER).predict_file(sample_clip)

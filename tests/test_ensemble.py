@@ -155,15 +155,15 @@ def test_ensemble_cli_names_a_bad_folder(member_cvs, tmp_path):
     assert f"{tmp_path / 'nope'} is not a finished cross-validation" in r.stderr
 
 
-def test_shipped_ensemble_answers_the_mean_of_its_members(sample_clip):
+def test_the_ravdess_ensemble_answers_the_mean_of_its_members(sample_clip):
     """The ensemble's shared feature extraction and grouped, overlapped model calls give what
     each member says on its own, averaged window by window on the recording's own windows;
     also for audio longer than one batch of windows."""
-    from conftest import DEFAULT_MODEL
+    from conftest import ENSEMBLE_MODEL
     from ser_core import audio, features
     from ser_core.predict import BATCH, WindowScores, aligned, load_predictor
 
-    ens = load_predictor(DEFAULT_MODEL, calibrated=False)   # the mean itself; calibration is tested apart
+    ens = load_predictor(ENSEMBLE_MODEL, calibrated=False)   # the mean itself; calibration is tested apart
     assert len(ens._groups) == len({m.cfg for m in ens.members})     # members with equal features share them
     assert all(len({ens.members[i].cfg for i in g}) == 1 for g in ens._groups)
     # feature groups that condition, cut and transform the signal alike share one front end
@@ -202,10 +202,10 @@ def test_an_ensemble_without_a_gate_flags_speech_on_the_recordings_windows_only(
     """The answer is averaged over the recording's own windows with speech (its grid); each front end's flags,
     of its own trimmed and normalised signal, only enter a novelty gate's signature, so without a gate they
     are not worked out (session 29: two frame-level passes a clip saved) and the answer is the same."""
-    from conftest import DEFAULT_MODEL
+    from conftest import ENSEMBLE_MODEL
     from ser_core import predict
 
-    ens = predict.load_predictor(DEFAULT_MODEL, runtime="int8")
+    ens = predict.load_predictor(ENSEMBLE_MODEL, runtime="int8")
     assert ens.gate is None and not any(m.signs for m in ens.members)
     want = ens.predict_file(sample_clip)
     flagged = []

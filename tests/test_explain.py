@@ -1,7 +1,8 @@
 """The "why this emotion" view: occlusion saliency that points at speech, on the file's own time axis.
 
-Both the shipped default (an ensemble whose members hear log-mel sequences, pictures and
-per-clip statistics) and a tiny single model are explained. The grids are coarse to keep the
+Both the RAVDESS ensemble in models/ravdess (whose members hear log-mel sequences, pictures and
+per-clip statistics) and a tiny single model are explained; the Predict page explains the shipped default, a
+probe on Whisper's encoder (tests/test_whisper.py explains a probe in detail). The grids are coarse to keep the
 suite fast; ``python -m ser_app.bench`` is not involved: these tests assert where the saliency
 lies, not how fast it comes.
 """
@@ -12,7 +13,7 @@ import io
 import numpy as np
 import pytest
 
-from conftest import DEFAULT_MODEL, SAMPLES
+from conftest import DEFAULT_MODEL, ENSEMBLE_MODEL, SAMPLES
 from ser_core import audio, explain
 from ser_core.errors import SilentAudioError, TooLongError
 
@@ -23,15 +24,15 @@ CLIPS = sorted(SAMPLES.glob("*.flac"))
 
 
 @pytest.fixture(scope="module")
-def default():
+def ensemble():
     from ser_core.predict import load_predictor
 
-    return load_predictor(DEFAULT_MODEL)
+    return load_predictor(ENSEMBLE_MODEL)
 
 
-@pytest.fixture(scope="module", params=["default", "tiny"])
-def model(request, default):
-    return default if request.param == "default" else request.getfixturevalue("predictor")
+@pytest.fixture(scope="module", params=["ensemble", "tiny"])
+def model(request, ensemble):
+    return ensemble if request.param == "ensemble" else request.getfixturevalue("predictor")
 
 
 def padded(y: np.ndarray, seconds: float = PAD_SECONDS, seed: int = 0) -> np.ndarray:
@@ -56,14 +57,14 @@ def test_batched_probabilities_are_the_predictors_own_answers(model):
     assert not silent.any()
 
 
-def test_the_grid_has_the_voiced_ends_as_edges(default):
-    edges, hz = explain.patch_edges(4.0, (0.8, 2.3), default.cfg, seconds=0.5, bands=4)
+def test_the_grid_has_the_voiced_ends_as_edges(ensemble):
+    edges, hz = explain.patch_edges(4.0, (0.8, 2.3), ensemble.cfg, seconds=0.5, bands=4)
     assert edges[0] == 0 and edges[-1] == 4.0
     assert 0.8 in edges and 2.3 in edges
     assert np.all(np.diff(edges) <= 0.5 + 1e-9)
     assert hz[0] == 0 and hz[-1] == pytest.approx(SR / 2) and len(hz) == 5
     assert np.all(np.diff(features_mel(hz)) == pytest.approx(np.diff(features_mel(hz))[0]))
-    many, _ = explain.patch_edges(30.0, (1.0, 29.0), default.cfg, seconds=0.25, bands=2, max_time=20)
+    many, _ = explain.patch_edges(30.0, (1.0, 29.0), ensemble.cfg, seconds=0.25, bands=2, max_time=20)
     assert len(many) - 1 <= 20 and 1.0 in many and 29.0 in many
 
 
@@ -122,10 +123,10 @@ def test_two_seconds_of_padding_get_at_most_a_tenth_of_the_mass(model, clip):
     assert e.voiced[1] == pytest.approx(PAD_SECONDS + end, abs=0.02)
 
 
-def test_the_map_is_aligned_to_the_files_mel_spectrogram(default):
+def test_the_map_is_aligned_to_the_files_mel_spectrogram(ensemble):
     clip = CLIPS[18]
-    e = explain.explain_file(default, clip, **COARSE)
-    cfg = default.cfg
+    e = explain.explain_file(ensemble, clip, **COARSE)
+    cfg = ensemble.cfg
     y = audio.load(clip)
     n_frames = 1 + y.size // cfg.hop_length
     assert e.saliency.shape == e.mel_db.shape == (n_frames, cfg.n_mels)
@@ -133,7 +134,7 @@ def test_the_map_is_aligned_to_the_files_mel_spectrogram(default):
     assert e.duration == pytest.approx(y.size / SR)
     assert np.all(np.diff(e.mel_hz) > 0) and e.mel_hz[-1] < SR / 2
     assert e.saliency.min() >= 0 and e.saliency == pytest.approx(np.abs(e.support))
-    pred = default.predict_array(y, SR)
+    pred = ensemble.predict_array(y, SR)
     assert e.emotion == pred.best and e.confidence == pytest.approx(pred.confidence, abs=1e-5)
     assert e.grid[1] == COARSE["bands"] and e.runs <= e.grid[0] * e.grid[1]
     with np.load(io.BytesIO(e.npz_bytes())) as z:
@@ -144,15 +145,15 @@ def test_the_map_is_aligned_to_the_files_mel_spectrogram(default):
         assert "occlusion" in str(z["method"])
 
 
-def test_nothing_to_explain_without_speech_and_long_files_are_refused(default, monkeypatch):
+def test_nothing_to_explain_without_speech_and_long_files_are_refused(ensemble, monkeypatch):
     hiss = (np.random.default_rng(0).standard_normal(SR * 3) * 3e-4).astype(np.float32)   # about -70 dBFS
     with pytest.raises(SilentAudioError, match="no speech detected: nothing to explain"):
-        explain.explain_array(default, hiss, name="quiet.wav")
+        explain.explain_array(ensemble, hiss, name="quiet.wav")
     with pytest.raises(SilentAudioError):
-        explain.explain_array(default, np.zeros(SR * 2, np.float32), name="zeros.wav")
+        explain.explain_array(ensemble, np.zeros(SR * 2, np.float32), name="zeros.wav")
     monkeypatch.setattr(explain, "MAX_SECONDS", 2.0)
     with pytest.raises(TooLongError, match="up to 2 s"):
-        explain.explain_file(default, CLIPS[0])
+        explain.explain_file(ensemble, CLIPS[0])
 
 
 # ----------------------------------------------------------------------------- codecs
@@ -174,24 +175,24 @@ def test_codec_round_trips_are_real_files_of_the_same_clip(label):
     assert len(data) * 8 / (y.size / SR) < 1.6 * bit_rate
 
 
-def test_codec_comparison_predicts_each_version(default):
+def test_codec_comparison_predicts_each_version(ensemble):
     y = audio.load(CLIPS[18])
-    rows = explain.codec_comparison(default, y, name="clip.flac")
+    rows = explain.codec_comparison(ensemble, y, name="clip.flac")
     assert [r.codec for r in rows] == [explain.ORIGINAL, *explain.CODECS]
-    assert rows[0].probabilities == pytest.approx(default.predict_array(y, SR).probabilities, abs=1e-6)
-    assert all(r.best in default.labels and r.size_bytes for r in rows[1:])
+    assert rows[0].probabilities == pytest.approx(ensemble.predict_array(y, SR).probabilities, abs=1e-6)
+    assert all(r.best in ensemble.labels and r.size_bytes for r in rows[1:])
     spread = explain.codec_spread(rows)
     values = [r.probabilities[rows[0].best] for r in rows]
     assert spread == pytest.approx(max(values) - min(values)) and 0 <= spread <= 1
 
 
 # ----------------------------------------------------------------------------- what the user gets
-def test_png_and_figure_draw_the_map(default):
+def test_png_and_figure_draw_the_map(ensemble):
     from PIL import Image
 
     from ser_app import explain_views
 
-    e = explain.explain_file(default, CLIPS[18], **COARSE)
+    e = explain.explain_file(ensemble, CLIPS[18], **COARSE)
     png = explain_views.saliency_png(e)
     img = Image.open(io.BytesIO(png))
     assert img.format == "PNG" and img.width >= 480 and img.height > explain_views.PNG_HEIGHT
@@ -252,10 +253,11 @@ def test_cli_explain_writes_a_map_and_a_png_per_file(tmp_path, tiny_model):
         assert (out / f"{stem}.why.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_predict_page_explains_on_request(tmp_path, monkeypatch, default):
+def test_predict_page_explains_on_request(tmp_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
     from conftest import ROOT
+    from ser_core.predict import load_predictor
 
     monkeypatch.setenv("SER_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.setenv("SER_DATA_DIR", str(tmp_path / "no-data-here"))
@@ -273,7 +275,7 @@ def test_predict_page_explains_on_request(tmp_path, monkeypatch, default):
     assert not at.exception and not at.error
     assert len(at.get("plotly_chart")) == charts + 1
     table = next(d.value for d in at.dataframe if "version" in d.value.columns)
-    rows = explain.codec_comparison(default, audio.load(clip), name=clip.name)
+    rows = explain.codec_comparison(load_predictor(DEFAULT_MODEL), audio.load(clip), name=clip.name)   # the app's model
     assert table["version"].tolist() == [r.codec for r in rows]
     assert table["answer"].tolist() == [r.answer for r in rows]
     assert any("occlusion" in c.value.lower() for c in at.caption)

@@ -168,11 +168,11 @@ def test_batch_extraction_equals_clip_by_clip(arch, clips):
 
 def test_configs_sharing_a_front_end_get_what_each_gets_alone(clips):
     """One STFT for several kinds (an ensemble's members): the same arrays, bit for bit, as one call each."""
-    from conftest import DEFAULT_MODEL
+    from conftest import ENSEMBLE_MODEL
     from ser_core.config import ModelSpec
     from ser_core.modeldir import member_dirs
 
-    cfgs = [ModelSpec.load(d / "spec.json").features for d in member_dirs(DEFAULT_MODEL)]
+    cfgs = [ModelSpec.load(d / "spec.json").features for d in member_dirs(ENSEMBLE_MODEL)]
     fronts: dict[tuple, list] = {}
     for cfg in cfgs:
         fronts.setdefault(features.front_end(cfg), []).append(cfg)

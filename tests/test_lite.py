@@ -13,7 +13,7 @@ from ser_core.errors import ModelError
 from ser_core.modeldir import LITE, network_dirs
 from ser_core.predict import Predictor, load_predictor
 
-from conftest import DEFAULT_MODEL, ROOT, SAMPLES
+from conftest import DEFAULT_MODEL, ENSEMBLE_MODEL, ROOT, SAMPLES
 
 TOLERANCE = 1e-4
 
@@ -23,8 +23,8 @@ def vectors(pred, labels):
         np.array([[w.probabilities[lab] for lab in labels] for w in pred.windows])
 
 
-def test_shipped_default_on_litert_equals_keras_on_every_sample_clip():
-    fast, slow = load_predictor(DEFAULT_MODEL), load_predictor(DEFAULT_MODEL, runtime="keras")
+def test_the_ravdess_ensemble_on_litert_equals_keras_on_every_sample_clip():
+    fast, slow = load_predictor(ENSEMBLE_MODEL), load_predictor(ENSEMBLE_MODEL, runtime="keras")
     assert {m.runtime.kind for m in fast.members} == {"lite"}
     assert {m.runtime.kind for m in slow.members} == {"keras"}
     clips = sorted(SAMPLES.glob("*.flac"))
@@ -69,36 +69,40 @@ def test_ser_export_writes_a_checked_lite_file_for_every_network(tiny_model, tmp
     bad = subprocess.run([sys.executable, "-m", "ser_core", "export", str(tmp_path / "nope")], capture_output=True,
                          text=True, cwd=ROOT, timeout=120)
     assert bad.returncode == 2 and "is not a model folder" in bad.stderr and "Traceback" not in bad.stderr
-    probe = tmp_path / "whisper"                  # a probe on Whisper's encoder: nothing to export, and it says so
-    shutil.copytree(ROOT / "models" / "whisper", probe)
+    probe = tmp_path / "default"          # the shipped default, a probe on Whisper's encoder: nothing to export
+    shutil.copytree(DEFAULT_MODEL, probe)
     r = subprocess.run([sys.executable, "-m", "ser_core", "export", str(probe)], capture_output=True, text=True,
                        cwd=ROOT, timeout=120)
     assert r.returncode == 0 and "no network to export" in r.stdout
-    assert sorted(p.name for p in probe.iterdir()) == sorted(p.name for p in (ROOT / "models" / "whisper").iterdir())
+    assert sorted(p.name for p in probe.iterdir()) == sorted(p.name for p in DEFAULT_MODEL.iterdir())
 
 
-def test_every_network_of_the_shipped_default_has_a_current_export():
-    assert all(lite.fresh(d) for d in network_dirs(DEFAULT_MODEL)) and lite.fresh_model(DEFAULT_MODEL)
+def test_every_network_of_the_ravdess_ensemble_has_a_current_export():
+    assert all(lite.fresh(d) for d in network_dirs(ENSEMBLE_MODEL)) and lite.fresh_model(ENSEMBLE_MODEL)
 
 
 def test_ser_predict_imports_neither_tensorflow_nor_pandas(sample_clip):
-    """The cold-start path: a clip with the shipped default, in a fresh process."""
-    code = ("import json, sys; from ser_core.cli import main; rc = main(['predict', '--json', sys.argv[1]]); "
+    """The cold-start path, a clip in a fresh process: neither the shipped default (the probe on Whisper's encoder)
+    nor the RAVDESS ensemble on LiteRT imports TensorFlow, Keras or pandas; the ensemble not even librosa (the
+    probe's front end, ``ser_core.whisper.log_mel``, takes librosa's STFT and mel filters)."""
+    code = ("import json, sys; from ser_core.cli import main; rc = main(['predict', '--json', *sys.argv[1:]]); "
             "heavy = sorted(m for m in ('tensorflow', 'keras', 'pandas', 'librosa') if m in sys.modules); "
             "print(json.dumps(heavy)); sys.exit(rc)")
-    r = subprocess.run([sys.executable, "-c", code, str(sample_clip)], capture_output=True, text=True, cwd=ROOT,
-                       timeout=300)
-    assert r.returncode == 0, r.stderr
-    result, heavy = r.stdout.strip().splitlines()
-    assert json.loads(heavy) == []
-    assert json.loads(result)["emotion"] == "angry"
+    for model in ([], ["--model", str(ENSEMBLE_MODEL)]):
+        r = subprocess.run([sys.executable, "-c", code, *model, str(sample_clip)], capture_output=True, text=True,
+                           cwd=ROOT, timeout=300)
+        assert r.returncode == 0, r.stderr
+        result, heavy = r.stdout.strip().splitlines()
+        assert not {"tensorflow", "keras", "pandas"} & set(json.loads(heavy)), model
+        assert json.loads(heavy) == [] or not model
+        assert json.loads(result)["emotion"] == "angry"
 
 
-def test_the_int8_copy_of_the_default_answers_like_the_float_model_and_is_never_chosen_by_itself():
-    """``--runtime int8``: the shipped default's quantised copy gives the same answer on every sample clip,
+def test_the_int8_copy_of_the_ensemble_answers_like_the_float_model_and_is_never_chosen_by_itself():
+    """``--runtime int8``: the RAVDESS ensemble's quantised copy gives the same answer on every sample clip,
     probabilities within 0.02 of the float export's; ``auto`` keeps the float export."""
-    assert all(lite.fresh(d, "int8") for d in network_dirs(DEFAULT_MODEL)) and lite.fresh_model(DEFAULT_MODEL, "int8")
-    auto, int8 = load_predictor(DEFAULT_MODEL), load_predictor(DEFAULT_MODEL, runtime="int8")
+    assert all(lite.fresh(d, "int8") for d in network_dirs(ENSEMBLE_MODEL)) and lite.fresh_model(ENSEMBLE_MODEL, "int8")
+    auto, int8 = load_predictor(ENSEMBLE_MODEL), load_predictor(ENSEMBLE_MODEL, runtime="int8")
     assert {m.runtime.kind for m in auto.members} == {"lite"}
     assert {m.runtime.kind for m in int8.members} == {"int8"}
     worst = 0.0
@@ -130,12 +134,12 @@ def test_ser_export_int8_writes_a_second_checked_copy_and_int8_needs_it(tiny_mod
 
 def test_recurrent_networks_are_exported_unrolled_with_the_keras_outputs(tmp_path):
     """A GRU exported as LiteRT's WHILE loop leaves its steps in float32 in the int8 copy, run op by op;
-    unrolled (session 28) the steps are quantised like the rest. Both exports of the shipped default's
+    unrolled (session 28) the steps are quantised like the rest. Both exports of the RAVDESS ensemble's
     first ``ser_crnn`` come out without a loop, the float one still equal to the looped export it replaces."""
     from ai_edge_litert.interpreter import Interpreter
 
     net = tmp_path / "ser_crnn"
-    shutil.copytree(network_dirs(DEFAULT_MODEL)[0], net)
+    shutil.copytree(network_dirs(ENSEMBLE_MODEL)[0], net)
     assert ModelSpec.load(net / "spec.json").arch == "ser_crnn"
     looped = lite.LiteRuntime(net / LITE)
     assert "WHILE" in {op["op_name"] for op in Interpreter(str(net / LITE))._get_ops_details()}

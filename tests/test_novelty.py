@@ -15,7 +15,7 @@ from ser_core.config import ModelSpec
 from ser_core.errors import ModelError
 from ser_core.predict import Predictor, gate_network, load_predictor
 
-from conftest import ROOT
+from conftest import ENSEMBLE_MODEL, ROOT
 
 
 def with_gate(src, dest, threshold: float, samples_dir):
@@ -98,7 +98,7 @@ def test_a_long_streamed_file_gets_a_signature_too(tiny_model, samples_dir, tmp_
 
 
 def test_the_ensemble_signs_with_its_gate_network(samples_dir, sample_clip):
-    pred = load_predictor(ROOT / "models" / "default")
+    pred = load_predictor(ENSEMBLE_MODEL)
     net = gate_network(pred)
     assert net.cfg.kind == "logmel"
     sigs = np.array([net.clip_signature(audio.load(f)) for f in sorted(samples_dir.glob("*.flac"))])

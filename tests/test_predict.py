@@ -29,13 +29,13 @@ def test_file_and_array_paths_agree(predictor, sample_clip):
 
 
 def test_a_44k_round_trip_keeps_the_answer(sample_clip):
-    """Resampling changes the samples slightly, never the answer's shape (the shipped model: a
+    """Resampling changes the samples slightly, never the answer's shape (the RAVDESS ensemble: a
     3-epoch test model is too unsettled to say how much a small change may move it)."""
     from ser_core.predict import load_predictor
 
-    from conftest import DEFAULT_MODEL
+    from conftest import ENSEMBLE_MODEL
 
-    pred = load_predictor(DEFAULT_MODEL)
+    pred = load_predictor(ENSEMBLE_MODEL)
     y = audio.load(sample_clip)
     a = pred.predict_array(y, 16000)
     c = pred.predict_array(audio.resample(y, 16000, 44100), 44100)
@@ -116,20 +116,20 @@ def test_robustness_workers_print_no_tensorflow_warnings(tiny_model, sample_clip
     assert "retracing" not in r.stderr and "WARNING" not in r.stderr, r.stderr
 
 
-def test_shipped_default_predicts_what_it_did_before_with_the_ensembles_windows():
-    """Before one prediction path, the shipped ensemble answered each sample clip with the mean of
-    its members' answers and showed its first member's windows (tests/data holds what it said).
+def test_the_ravdess_ensemble_predicts_what_it_did_before_with_the_ensembles_windows():
+    """Before one prediction path, the shipped ensemble (then models/default, now models/ravdess) answered
+    each sample clip with the mean of its members' answers and showed its first member's windows (tests/data holds what it said).
     Now the windows are the ensemble's own, and the clip's answer follows from them: the same."""
     import json
 
-    from conftest import DEFAULT_MODEL, ROOT, SAMPLES
+    from conftest import ENSEMBLE_MODEL, ROOT, SAMPLES
     from ser_core.predict import load_predictor
 
     from ser_core.calibration import apply_temperature
 
     before = json.loads((ROOT / "tests" / "data" / "default_samples_before.json").read_text())["clips"]
-    ens = load_predictor(DEFAULT_MODEL, calibrated=False)      # the raw path: before had no calibration
-    calibrated = load_predictor(DEFAULT_MODEL)
+    ens = load_predictor(ENSEMBLE_MODEL, calibrated=False)      # the raw path: before had no calibration
+    calibrated = load_predictor(ENSEMBLE_MODEL)
     assert len(before) == 32
     moved = 0
     for name, old in before.items():
@@ -155,10 +155,10 @@ def test_shipped_default_predicts_what_it_did_before_with_the_ensembles_windows(
 
 
 def test_one_call_gives_everything_a_caller_shows(sample_clip):
-    from conftest import DEFAULT_MODEL
+    from conftest import ENSEMBLE_MODEL
     from ser_core.predict import Analysis, load_predictor
 
-    ens = load_predictor(DEFAULT_MODEL)
+    ens = load_predictor(ENSEMBLE_MODEL)
     data = sample_clip.read_bytes()
     a = ens.analyse(data, name="clip.flac", whole=True)
     assert isinstance(a, Analysis) and a.sample_rate == 16000
@@ -194,11 +194,11 @@ def test_a_scoring_call_works_out_each_waveforms_speech_flags_once(sample_clip, 
 def test_normalising_with_whole_shape_statistics_gives_the_training_formulas_values():
     """Inputs are normalised with the statistics spread to the input shape once: the float32 values of
     ``(x - mean) / std`` with the per-band statistics broadcast, bit for bit."""
-    from conftest import DEFAULT_MODEL
+    from conftest import ENSEMBLE_MODEL
     from ser_core.config import ModelSpec
     from ser_core.predict import load_predictor
 
-    member = load_predictor(DEFAULT_MODEL).members[2]          # the image CNN: (128, 1, 3) statistics
+    member = load_predictor(ENSEMBLE_MODEL).members[2]          # the image CNN: (128, 1, 3) statistics
     spec = ModelSpec.load(member.model_dir / "spec.json")
     x = np.random.default_rng(0).normal(size=(5, *member.runtime.input_shape)).astype(np.float32)
     mean, std = np.asarray(spec.norm_mean, np.float32), np.asarray(spec.norm_std, np.float32)
@@ -262,10 +262,10 @@ def test_windows_normalised_into_the_interpreter_give_the_normalised_copies_answ
     """On LiteRT each window is normalised straight into the interpreter's input (session 28): the same
     probabilities as normalising a copy of every window first, bit for bit; what a network saw (``inputs``)
     is the normalised first window, worked out only when asked for."""
-    from conftest import DEFAULT_MODEL
+    from conftest import ENSEMBLE_MODEL
     from ser_core.predict import load_predictor
 
-    ens = load_predictor(DEFAULT_MODEL, runtime="int8")
+    ens = load_predictor(ENSEMBLE_MODEL, runtime="int8")
     y = audio.load(sample_clip)
     for front in ens._fronts:
         group = front[0]

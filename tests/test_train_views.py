@@ -190,7 +190,7 @@ def test_promotion_preview_says_what_is_replaced(tiny_run, tmp_path, monkeypatch
     new = preview["candidate"]
     metrics = json.loads((tiny_run / "metrics.json").read_text())
     assert new["accuracy"] == metrics["accuracy"] and new["protocol"] == metrics["protocol"]
-    assert any(n.startswith("The two accuracies come from different test sets (1440 clips") for n in preview["notes"])
+    assert any(n.startswith("The two accuracies come from different test sets (4902 clips") for n in preview["notes"])
     runs.promote(tiny_run)
     again = views.promotion_preview(tiny_run)
     assert any(f"models/{tiny_run.name}) is replaced" in n for n in again["notes"])
@@ -211,7 +211,7 @@ def test_public_demo_refuses_every_write_and_reads_runs_without_writing(tiny_run
     monkeypatch.setenv("SER_PUBLIC_DEMO", "1")
     assert runs.read_status(dead)["state"] == "interrupted"
     assert (dead / "status.json").read_bytes() == before                  # reported, not written
-    assert [s.key for s in views.evaluation_sources()] == ["default", "strangers:default"]   # no operator run listed
+    assert [s.key for s in views.evaluation_sources()] == ["default"]   # no operator run listed
     for call, what in ((lambda: runs.start({"arch": "seed004_dnn"}), "training"),
                        (lambda: runs.promote(tiny_run), "promoting a model"),
                        (lambda: runs.reset_active(), "changing the active model"),

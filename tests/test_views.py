@@ -261,15 +261,19 @@ def test_evaluation_sources_list_default_then_runs_with_predictions(tmp_path, mo
     monkeypatch.setenv("SER_MODELS_DIR", str(models_dir))
     (models_dir / "default").symlink_to(DEFAULT)
     (models_dir / "multicorpus").symlink_to(ROOT / "models" / "multicorpus")
+    (models_dir / "ravdess").symlink_to(ROOT / "models" / "ravdess")
     (models_dir / ".20260101-000000-a.tmp").symlink_to(DEFAULT)       # a promotion still being copied
     (models_dir / "notes").mkdir()                                    # not a model
-    assert [d.name for d in runs.model_dirs()] == ["default", "multicorpus"]
+    assert [d.name for d in runs.model_dirs()] == ["default", "multicorpus", "ravdess"]
     sources = views.evaluation_sources()
-    assert [s.key for s in sources] == ["default", "strangers:default", "model:multicorpus", "run:20260101-000000-a"]
-    assert sources[1].calibrated and sources[1].predictions.name == "strangers_default.csv.gz"   # the default's
-    assert sources[2].title.startswith("Model multicorpus (emobox6")
+    # the default (a probe that heard every corpus) has no stranger table; the RAVDESS ensemble has
+    assert [s.key for s in sources] == ["default", "model:multicorpus", "model:ravdess", "strangers:ravdess",
+                                        "run:20260101-000000-a"]
+    assert sources[3].calibrated and sources[3].predictions.name == "strangers_default.csv.gz"   # made as the default
+    assert sources[3].title == "Model ravdess on voices it never heard (ASED, EMOVO, URDU)"
+    assert sources[1].title.startswith("Model multicorpus (emobox6")
     (models_dir / schema.ACTIVE).write_text(json.dumps({"model": "multicorpus"}))
-    assert views.evaluation_sources()[2].title.startswith("Active model multicorpus (")
+    assert views.evaluation_sources()[1].title.startswith("Active model multicorpus (")
     for record in ({"table": "training/results/no-such-table.csv", "corpora": {"ased": {}}}, {"table": 3}, []):
         (tmp_path / "copy").mkdir(exist_ok=True)                  # a stranger table gone, or a malformed record
         (tmp_path / "copy" / schema.STRANGERS).write_text(json.dumps(record))
