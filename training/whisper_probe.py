@@ -89,7 +89,8 @@ CANDIDATE_DOCS = {"WNA": "WNA (docs/preregistration-session32.md, session33.md)"
                   "WU2B": "WU2B (docs/preregistration-session34.md, exploratory there; chosen on its known figures in "
                           "docs/preregistration-session35.md)",
                   "WU2P": "WU2P (docs/preregistration-session35.md)",
-                  "WU2M": "WU2M (docs/preregistration-session35.md, stage 3b)"}
+                  "WU2M": "WU2M (docs/preregistration-session35.md, stage 3b)",
+                  "WU2S": "WU2S (docs/preregistration-session36.md)"}
 SHIP_WINDOW_SECONDS = 6.0           # with predict.PROBE_HOP_SECONDS: up to 9 s heard whole
 
 
