@@ -298,7 +298,7 @@ def bench_end_to_end(model_dir: Path, clips: list[str], batch_paths: list[str], 
     fns = {"project": lambda i: predictor.predict_file(clips[i % len(clips)]),
            "reference": lambda i: reference(clips[i % len(clips)])}
     int8 = None
-    if not probe:   # a probe ignores `runtime` (its encoder is int8 already): an int8 row would time it twice
+    if not probe:   # a probe refuses a forced `runtime` (its encoder is int8 already; modeldir.check_runtime)
         try:            # the int8 copies (`ser export --int8`), when the model has them: same run, same clips
             int8 = load_predictor(model_dir, runtime="int8")
             fns["int8"] = lambda i: int8.predict_file(clips[i % len(clips)])
@@ -965,10 +965,17 @@ def bench_batch(model_dir: Path, paths: list[str], workdir: Path, n_clips: int, 
 
 def batch_profile(model_dir: Path, paths: list[str], n_clips: int = 160) -> dict:
     """Where a clip's time goes on the batched path, one thread, in CPU milliseconds per clip:
-    decoding, each feature group's extraction and each network's model call (as ``predict_many`` runs them)."""
+    decoding, each feature group's extraction and each network's model call (as ``predict_many`` runs them).
+    The profile is for models of networks: for a probe on Whisper's encoder it says so in one line and returns
+    ``{"skipped": ...}``."""
     from ser_core import audio
+    from ser_core.modeldir import is_probe
     from ser_core.predict import load_predictor, many_window_features
 
+    if is_probe(model_dir):
+        why = "the profile is for models of networks; a probe on Whisper's encoder has none"
+        print(f"  where a clip's time goes: skipped ({Path(model_dir).name}: {why})")
+        return {"skipped": why}
     clips = batch_clips(paths, n_clips)
     predictor = load_predictor(model_dir)
     members = getattr(predictor, "members", [predictor])

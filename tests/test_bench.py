@@ -5,7 +5,7 @@ from ser_core import models
 from ser_app import bench
 from ser_core.tf_setup import keras as _keras
 
-from conftest import DEFAULT_MODEL
+from conftest import DEFAULT_MODEL, ENSEMBLE_MODEL
 
 
 def test_forward_flops_count_conv_and_dense_multiply_adds():
@@ -90,17 +90,16 @@ def test_batch_verdicts_judge_the_cpu_bound_rate_and_the_engine_gap():
 
 
 def test_batch_profile_names_every_network_and_adds_up(samples_dir):
-    from conftest import DEFAULT_MODEL
     from ser_app.bench import batch_profile
     from ser_core.modeldir import member_dirs
 
-    prof = batch_profile(DEFAULT_MODEL, [str(p) for p in sorted(samples_dir.glob("*.flac"))], n_clips=6)
+    prof = batch_profile(ENSEMBLE_MODEL, [str(p) for p in sorted(samples_dir.glob("*.flac"))], n_clips=6)
     assert prof["clips"] == 6
-    assert set(prof["infer_ms"]) == {d.name for d in member_dirs(DEFAULT_MODEL)}
+    assert set(prof["infer_ms"]) == {d.name for d in member_dirs(ENSEMBLE_MODEL)}
     covered = [m for group in prof["features_ms"] for m in group.split("+")]
     assert sorted(covered) == sorted(prof["infer_ms"])          # every member's features, each once
     assert len(prof["features_ms"]) < len(prof["infer_ms"])     # members that hear the same features share them
-    assert len(prof["features_ms"]) == 2                        # ... and the default's two front ends their STFTs
+    assert len(prof["features_ms"]) == 2                        # ... and the ensemble's two front ends their STFTs
     parts = prof["decode_ms"] + sum(prof["features_ms"].values()) + sum(prof["infer_ms"].values())
     assert prof["total_ms"] == pytest.approx(parts, abs=0.05) and prof["total_ms"] > 0
     assert set(prof["worker_ms"]) == {"auto", "int8"} and min(prof["worker_ms"].values()) > 0    # the shipped copies
@@ -108,6 +107,16 @@ def test_batch_profile_names_every_network_and_adds_up(samples_dir):
     assert 1.1 < prof["gflop_per_clip"] < 2.5
     assert prof["network_bound_clips_per_s"] == pytest.approx(
         prof["cpus"] * 1000 / sum(prof["infer_ms"].values()), rel=1e-3)
+
+
+def test_batch_profile_of_a_probe_says_in_one_line_that_it_is_for_networks(samples_dir, capsys):
+    """The shipped default is a probe on Whisper's encoder: no network to profile, so no crash but one line."""
+    from ser_app.bench import batch_profile
+
+    prof = batch_profile(DEFAULT_MODEL, [str(p) for p in sorted(samples_dir.glob("*.flac"))], n_clips=6)
+    assert set(prof) == {"skipped"} and "models of networks" in prof["skipped"]
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and "skipped" in out[0] and "models of networks" in out[0]
 
 
 def test_network_ceiling_is_the_arithmetic_over_the_measured_rate():
@@ -275,14 +284,16 @@ def test_every_model_folder_is_timed_on_the_same_clips_against_the_first(tmp_pat
     models = tmp_path / "models"
     models.mkdir()
     (models / "default").symlink_to(DEFAULT_MODEL)
+    (models / "ravdess").symlink_to(ENSEMBLE_MODEL)
     (models / "tiny").symlink_to(tiny_model)
     monkeypatch.setenv("SER_MODELS_DIR", str(models))
     clips = sorted(str(p) for p in samples_dir.glob("*.flac"))[:2]
     res = bench_models(clips, repeats=2)
-    assert list(res) == ["default", "tiny"]
-    assert res["default"]["arch"] == "ensemble" and res["tiny"]["median_ms"] > 0 and res["tiny"]["n"] == 2
+    assert list(res) == ["default", "ravdess", "tiny"]
+    assert res["default"]["arch"] == "whisper_probe" and res["ravdess"]["arch"] == "ensemble"
+    assert res["tiny"]["median_ms"] > 0 and res["tiny"]["n"] == 2
     out = capsys.readouterr().out
-    assert "2b. One clip end to end" in out and out.count("x (cpu") == 1       # one comparison: tiny vs default
+    assert "2b. One clip end to end" in out and out.count("x (cpu") == 2       # ravdess and tiny vs the default
 
 
 def test_whisper_setups_are_timed_on_the_same_clips_against_the_first(samples_dir, capsys):
@@ -299,7 +310,7 @@ def test_whisper_setups_are_timed_on_the_same_clips_against_the_first(samples_di
 
 
 def test_whisper_setups_include_the_probes_of_sessions_35_and_36():
-    """WU2M is the shipped probe's recorded setup; WU2S is WU2M hearing the speech span only."""
+    """WU2S is the shipped default's recorded setup: WU2M (session 35's probe) hearing the speech span only."""
     import json
 
     from conftest import ROOT
@@ -309,19 +320,21 @@ def test_whisper_setups_include_the_probes_of_sessions_35_and_36():
     setups = list(whisper_setups().items())
     (m_name, wu2m), (s_name, wu2s) = setups[-2:]
     assert m_name.startswith("WU2M: ") and s_name.startswith("WU2S: ")
-    spec = json.loads((ROOT / "models" / "whisper" / "spec.json").read_text())
-    assert wu2m == Setup(**spec["extra"]["encoder_setup"]) and not wu2m.speech_only
+    spec = json.loads((ROOT / "models" / "default" / "spec.json").read_text())
+    assert wu2s == Setup(**spec["extra"]["encoder_setup"]) and wu2s.speech_only
     assert wu2s == Setup(unpadded=True, layers=2, level=True, compute="int8", pooling="both", speech_only=True)
+    assert wu2m == Setup(unpadded=True, layers=2, level=True, compute="int8", pooling="both") and not wu2m.speech_only
 
 
 def test_a_probe_is_timed_against_the_seeds_path_with_a_seed000_cnn_and_no_int8_row(samples_dir, capsys):
     """Section 2 on a linear probe on Whisper's encoder (no Keras network to run the seeds' way): the reference is
-    issue 15's own seeds' path, librosa and a seed-000 CNN, and there is no int8 row (a probe ignores `runtime`)."""
+    issue 15's own seeds' path, librosa and a seed-000 CNN, and there is no int8 row (a probe refuses a forced
+    `runtime`)."""
     from conftest import ROOT
     from ser_app.bench import bench_end_to_end
 
     clips = sorted(str(p) for p in samples_dir.glob("*.flac"))[:2]
-    res = bench_end_to_end(ROOT / "models" / "whisper", clips, clips, repeats=2, batch_repeats=1)
+    res = bench_end_to_end(ROOT / "models" / "default", clips, clips, repeats=2, batch_repeats=1)
     assert res["reference_path"] == "seed000_cnn" and res["arch"] == "whisper_probe"
     for part in ("single", "consecutive"):
         assert set(res[part]) & {"int8", "int8_ratio", "int8_same_answer"} == set()

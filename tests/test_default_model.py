@@ -135,15 +135,16 @@ def test_the_ensembles_card_and_its_stranger_figures_come_from_the_committed_fil
             f"{100 * ased['answers']['fearful']:.1f} %") in card.stdout
 
 
-WHISPER = DEFAULT_MODEL        # the shipped default: WU2M, a probe on Whisper's encoder (models/whisper until session 36)
+WHISPER = DEFAULT_MODEL        # the shipped default since session 36: WU2S, a probe on Whisper's encoder
 
 
-def test_the_default_is_the_whisper_probe_wu2m_trained_on_every_corpus_and_figured_by_its_speaker_folds():
-    """models/default (training/whisper_probe.py ship, docs/preregistration-session35.md): a probe folder with no
-    network, hearing each clip alone through the encoder's first 2 blocks in int8 and pooling its frames both alike
-    and weighted by power, its calibration fitted on the out-of-fold predictions it ships, its metrics those predictions' (every
-    fold's probe trained on its training speakers only: no speaker of a fold in another fold), and its card what
-    training/report.py writes."""
+def test_the_default_is_the_whisper_probe_wu2s_trained_on_every_corpus_and_figured_by_its_speaker_folds():
+    """models/default (training/build_default.py --recipe training/recipes/whisper_wu2s.json,
+    docs/preregistration-session36.md): a probe folder with no network, hearing each clip alone from its first to its
+    last sound through the encoder's first 2 blocks in int8 and pooling its frames both alike and weighted by power,
+    its calibration fitted on the out-of-fold predictions it ships, its metrics those predictions' (every fold's probe
+    trained on its training speakers only: no speaker of a fold in another fold) and WU2S's registered figures, and
+    its card what training/report.py writes."""
     import subprocess
     import sys
 
@@ -158,7 +159,8 @@ def test_the_default_is_the_whisper_probe_wu2m_trained_on_every_corpus_and_figur
     assert spec.arch == schema.PROBE_ARCH and modeldir.is_model_dir(WHISPER) and modeldir.network_dirs(WHISPER) == []
     assert spec.extra["dataset"] == "ased+emovo+ravdess+urdu" and spec.extra["channel_copies"] == "babble:1+loudbabble:2"
     assert whisper.recorded_setup(spec.extra) == whisper.Setup(unpadded=True, layers=2, level=True, compute="int8",
-                                                               pooling="both")
+                                                               pooling="both", speech_only=True)
+    assert spec.extra["candidate"].startswith("WU2S ")
     probe = read_probe(WHISPER / schema.PROBE, len(spec.labels), 2 * whisper.VECTOR_SIZE)
     assert np.abs(probe["coef"]).max() > 0
     preds = pd.read_csv(WHISPER / "predictions.csv")
@@ -175,6 +177,11 @@ def test_the_default_is_the_whisper_probe_wu2m_trained_on_every_corpus_and_figur
     assert metrics["accuracy"] == pytest.approx(again["accuracy"], abs=1e-9)
     rav = metrics["per_corpus"]["ravdess"]
     assert rav["accuracy"] == pytest.approx(again["per_corpus"]["ravdess"]["accuracy"])
+    # WU2S's figures (emobox6_WU2S_probe_summary.json, docs/preregistration-session36.md)
+    own = {c: round(100 * v["own"]["accuracy"], 1) for c, v in metrics["per_corpus"].items()}
+    assert own == {"ased": 86.4, "emovo": 48.8, "ravdess": 68.8, "urdu": 54.5}
+    assert round(100 * rav["own"]["uar"], 1) == 68.5
+    assert (calib["ece_before"], calib["ece_after"]) == (pytest.approx(0.118, abs=5e-4), pytest.approx(0.013, abs=5e-4))
     loco = pd.read_csv(WHISPER / "loco_predictions.csv")
     assert set(loco["corpus"]) == {"ravdess", "ased", "emovo", "urdu"} and len(loco) == 4902
     card = subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, 'training'); "
