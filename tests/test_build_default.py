@@ -220,8 +220,9 @@ def test_a_probe_recipe_is_checked_before_anything_runs(tmp_path):
     assert not (tmp_path / "work").exists() and not (tmp_path / "results").exists()
 
 
-def test_a_subset_of_the_defaults_networks_is_built_with_its_fold_teachers_figures(tiny_model, tmp_path):
-    """--subset: no training; the networks are the default's own, the figures the same members' fold teachers'."""
+def test_a_subset_of_the_ravdess_ensembles_networks_is_built_with_its_fold_teachers_figures(tiny_model, tmp_path):
+    """--subset: no training; the networks are the RAVDESS ensemble's own (models/ravdess), the figures the same
+    members' fold teachers'."""
     import os
     import subprocess
     import sys
@@ -233,7 +234,7 @@ def test_a_subset_of_the_defaults_networks_is_built_with_its_fold_teachers_figur
     from ser_core.predict import load_predictor
 
     models = tmp_path / "models"
-    ensemble.build([tiny_model] * 3, models / "default")
+    ensemble.build([tiny_model] * 3, models / "ravdess")
     labels = json.loads((tiny_model / "spec.json").read_text())["labels"]
     rng = np.random.default_rng(0)
     tables = tmp_path / "tables"
@@ -251,7 +252,7 @@ def test_a_subset_of_the_defaults_networks_is_built_with_its_fold_teachers_figur
             (tables / f"fold-{fold}" / f"member-{member}.json").write_text(json.dumps({"config": made}))
     finals = [{"arch": "seed000_cnn", "trained_on": "all 4 actors", "epochs": 3, "epochs_rule": "as the folds",
                "recipe": {"arch": "seed000_cnn", "seed": member, "epochs": 3}} for member in (1, 2, 3)]
-    (models / "default" / "metrics.json").write_text(json.dumps({"final_model": {"members": finals}}))
+    (models / "ravdess" / "metrics.json").write_text(json.dumps({"final_model": {"members": finals}}))
     env = {**os.environ, "SER_MODELS_DIR": str(models), "TF_CPP_MIN_LOG_LEVEL": "2"}
     cmd = [sys.executable, str(ROOT / "training" / "build_default.py"), "--subset", "1,3", "--tables", str(tables)]
     done = subprocess.run(cmd + ["--target", "quick"], env=env, capture_output=True, text=True, timeout=300)
@@ -275,14 +276,14 @@ def test_a_subset_of_the_defaults_networks_is_built_with_its_fold_teachers_figur
     card = subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, 'training'); from report import "
                            f"model_card; from pathlib import Path; print(model_card(Path('{model}'), 'quick'))"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert card.returncode == 0 and "members [1, 3] of `models/default`" in card.stdout, card.stderr[-2000:]
+    assert card.returncode == 0 and "members [1, 3] of `models/ravdess`" in card.stdout, card.stderr[-2000:]
 
     finals[2]["recipe"]["epochs"] = 4                               # tables of another recipe than the network's
-    (models / "default" / "metrics.json").write_text(json.dumps({"final_model": {"members": finals}}))
+    (models / "ravdess" / "metrics.json").write_text(json.dumps({"final_model": {"members": finals}}))
     other = subprocess.run(cmd + ["--target", "other"], env=env, capture_output=True, text=True, timeout=300)
     assert other.returncode != 0 and "member 3 differ from its network's recipe in epochs" in other.stderr
     finals[2]["recipe"]["epochs"] = 3
-    (models / "default" / "metrics.json").write_text(json.dumps({"final_model": {"members": finals}}))
+    (models / "ravdess" / "metrics.json").write_text(json.dumps({"final_model": {"members": finals}}))
     refused = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)      # no --target
     assert refused.returncode == 2 and "never replaced by a subset" in refused.stderr
     for bad, says in (("1", "two or more different member positions"), ("1,1", "two or more different"),
@@ -294,3 +295,14 @@ def test_a_subset_of_the_defaults_networks_is_built_with_its_fold_teachers_figur
     partial = subprocess.run(cmd + ["--target", "other"], env=env, capture_output=True, text=True, timeout=300)
     assert partial.returncode != 0 and "tabled on folds [1] of [1, 2]" in partial.stderr
     assert "Traceback" not in partial.stderr and not (models / "other").exists()
+
+
+def test_without_a_recipe_it_rebuilds_the_shipped_default_wu2s():
+    """DEFAULT_RECIPE is the recipe of what models/default holds: WU2S's candidate, corpora, setup and copies."""
+    recipe = json.loads(build_default.DEFAULT_RECIPE.read_text())["probe"]
+    shipped = json.loads((ROOT / "models" / "default" / "spec.json").read_text())["extra"]
+    assert build_default.DEFAULT_RECIPE.name == "whisper_wu2s.json" and recipe["candidate"] == "WU2S"
+    assert shipped["candidate"].split(" ")[0] == recipe["candidate"]
+    assert shipped["encoder_setup"] == recipe["encoder_setup"]
+    assert shipped["channel_copies"] == recipe["channel_copies"]
+    assert set(shipped["dataset"].split("+")) == set(recipe["dataset"].split("+"))

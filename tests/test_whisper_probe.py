@@ -44,7 +44,7 @@ def test_a_probe_card_names_every_shift_that_breaks_the_rule_costliest_first(tmp
     import report
     from ser_core.robustness import TARGET_DROP_POINTS
 
-    src = Path(__file__).resolve().parents[1] / "models" / "whisper"
+    src = Path(__file__).resolve().parents[1] / "models" / "default"
     shutil.copy(src / "spec.json", tmp_path / "spec.json")
     m = json.loads((src / "metrics.json").read_text())
     m.pop("shifts_all_folds", None)                    # fold 1's alone first

