@@ -152,8 +152,10 @@ def log_mel(wave: np.ndarray, pad_to: int | None = None) -> np.ndarray:
     """Whisper's log-mel spectrogram of a 16 kHz ``wave`` (80 x frames, float32).
 
     Periodic Hann window of 400, hop 160, reflect-padded centred frames, the last frame dropped, power
-    spectrum through librosa's Slaney mel filters (the ones Whisper ships), log10 floored at 1e-10 and at
-    8 below the clip's maximum, then (x + 4) / 4.
+    spectrum through Slaney's mel filters (:func:`mel_filters`, the ones Whisper ships), log10 floored at 1e-10
+    and at 8 below the clip's maximum, then (x + 4) / 4. Every step is librosa's ``stft`` and ``filters.mel``
+    done the same way (the same values to the last bit; tests/test_whisper.py) without importing librosa, whose
+    numba made a probe's cold ``ser predict`` several seconds and some 250 MB heavier.
 
     Parameters
     ----------
@@ -163,25 +165,65 @@ def log_mel(wave: np.ndarray, pad_to: int | None = None) -> np.ndarray:
         Number of frames of the result: zeros are appended to the wave first (Whisper's 30 s window: 3000) and
         a longer wave is cut to fit. None keeps the wave's own length (``len(wave) // 160`` frames).
     """
-    import librosa
+    from scipy import fft
 
     wave = np.asarray(wave, np.float32)
     if pad_to is not None:
         n = pad_to * HOP
         wave = np.pad(wave[:n], (0, n - len(wave[:n])))
-    spec = librosa.stft(wave, n_fft=N_FFT, hop_length=HOP, window="hann", center=True, pad_mode="reflect")
-    power = np.abs(spec[:, :-1]) ** 2
-    mel = _mel_filters() @ power
+    frames = np.lib.stride_tricks.sliding_window_view(np.pad(wave, N_FFT // 2, mode="reflect"), N_FFT)[::HOP].T
+    # as librosa: a float64 window times the float32 frames, transformed along the frame axis, kept as complex64
+    spec = np.empty((N_FFT // 2 + 1, frames.shape[1]), np.complex64, order="F")
+    spec[...] = fft.rfft(_hann()[:, None] * frames, axis=-2)
+    mel = mel_filters() @ np.abs(spec[:, :-1]) ** 2
     log = np.log10(np.maximum(mel, 1e-10))
     log = np.maximum(log, log.max() - 8.0)
     return ((log + 4.0) / 4.0).astype(np.float32)
 
 
 @lru_cache(maxsize=1)
-def _mel_filters() -> np.ndarray:
-    import librosa
+def _hann() -> np.ndarray:
+    return 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(N_FFT) / N_FFT)       # periodic, as for a spectrum
 
-    return librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=N_MELS)
+
+# Slaney's mel scale (librosa's default): linear below 1 kHz, 200/3 Hz a mel; logarithmic above, 27 mels a
+# factor of 6.4. Written as librosa computes it, so the filters are its own to the last bit.
+_F_SP, _MIN_LOG_HZ, _LOGSTEP = 200.0 / 3, 1000.0, np.log(6.4) / 27.0
+_MIN_LOG_MEL = _MIN_LOG_HZ / _F_SP
+
+
+def _hz_to_mel(f) -> np.ndarray:
+    f = np.asanyarray(f, dtype=np.float64)
+    mels = f / _F_SP
+    if f.ndim:
+        above = f >= _MIN_LOG_HZ
+        mels[above] = _MIN_LOG_MEL + np.log(f[above] / _MIN_LOG_HZ) / _LOGSTEP
+    elif f >= _MIN_LOG_HZ:
+        mels = _MIN_LOG_MEL + np.log(f / _MIN_LOG_HZ) / _LOGSTEP
+    return mels
+
+
+def _mel_to_hz(m) -> np.ndarray:
+    m = np.asanyarray(m, dtype=np.float64)
+    hz = _F_SP * m
+    above = m >= _MIN_LOG_MEL
+    hz[above] = _MIN_LOG_HZ * np.exp(_LOGSTEP * (m[above] - _MIN_LOG_MEL))
+    return hz
+
+
+@lru_cache(maxsize=1)
+def mel_filters() -> np.ndarray:
+    """Whisper's 80 mel filters over a 400-point spectrum at 16 kHz (80 x 201, float32): triangles evenly spaced
+    on Slaney's mel scale from 0 to 8 kHz, each of unit area (``librosa.filters.mel(sr=16000, n_fft=400,
+    n_mels=80)``, computed in the same steps and roundings)."""
+    bins = np.fft.rfftfreq(N_FFT, 1.0 / SAMPLE_RATE)
+    edges = _mel_to_hz(np.linspace(_hz_to_mel(0.0), _hz_to_mel(SAMPLE_RATE / 2.0), N_MELS + 2))
+    width, ramps = np.diff(edges), np.subtract.outer(edges, bins)
+    weights = np.zeros((N_MELS, len(bins)), np.float32)
+    for i in range(N_MELS):         # each row rounded to float32, then scaled, as librosa does
+        weights[i] = np.maximum(0, np.minimum(-ramps[i] / width[i], ramps[i + 2] / width[i + 1]))
+    weights *= (2.0 / (edges[2:] - edges[:-2]))[:, None]
+    return weights
 
 
 def clip_frames(n_samples: int) -> int:
@@ -243,13 +285,20 @@ def cut_blocks(buf: bytes, layers: int) -> bytes:
     """A CTranslate2 Whisper ``model.bin`` whose encoder keeps its first ``layers`` blocks (then its final layer
     norm, as the whole encoder's output has): its ``encode`` then gives that block's output.
 
-    CTranslate2 builds as many encoder blocks as ``model.bin`` holds ``encoder/layer_<i>`` variables for, so the
-    later blocks' variables are left out; every other byte is kept.
+    CTranslate2 builds as many encoder or decoder blocks as ``model.bin`` holds ``encoder/layer_<i>`` (or
+    ``decoder/...``) variables for, so the encoder's later blocks' variables are left out, and the decoder's
+    after its first (it needs one; the encoder never reads the decoder); every other byte is kept.
     """
     head_end, spans, tail = model_variables(buf)
-    drop = re.compile(r"encoder/layer_(\d+)/")
-    kept = [buf[a:b] for name, a, b in spans if not ((m := drop.match(name)) and int(m.group(1)) >= layers)]
-    return buf[:head_end] + struct.pack("<I", len(kept)) + b"".join(kept) + buf[tail:]
+    drop = re.compile(r"(encoder|decoder)/layer_(\d+)/")
+
+    def dropped(name: str) -> bool:
+        m = drop.match(name)
+        return bool(m) and int(m.group(2)) >= (layers if m.group(1) == "encoder" else 1)
+
+    view = memoryview(buf)          # slices of a view are not copies: one file in memory beside the result
+    kept = [view[a:b] for name, a, b in spans if not dropped(name)]
+    return b"".join([view[:head_end], struct.pack("<I", len(kept)), *kept, view[tail:]])
 
 
 def load_model(model_dir: Path | None = None, threads: int = 2, compute: str = "float32",

@@ -27,6 +27,38 @@ def test_log_mel_has_whisper_shape_and_scale():
     np.testing.assert_allclose(whisper.log_mel(np.zeros(SR, np.float32)), -1.5, rtol=1e-6)
 
 
+def test_log_mel_is_librosas_to_the_last_bit_without_importing_it():
+    """The front end is librosa's stft and Slaney mel filters redone step by step (a probe's vectors were made
+    with librosa's): the filters are equal, and so is every value of the log-mel of the bundled clips, short
+    waves and a padded 30 s window; computing it loads no librosa (a cold ``ser predict`` with a probe)."""
+    import subprocess
+    import sys
+
+    import librosa
+
+    from conftest import ROOT, SAMPLES
+    from ser_core import audio
+
+    np.testing.assert_array_equal(whisper.mel_filters(), librosa.filters.mel(sr=SR, n_fft=400, n_mels=80))
+
+    def librosas(wave, pad_to=None):
+        if pad_to is not None:
+            wave = np.pad(wave[:pad_to * 160], (0, pad_to * 160 - len(wave[:pad_to * 160])))
+        power = np.abs(librosa.stft(wave, n_fft=400, hop_length=160, window="hann", center=True,
+                                    pad_mode="reflect")[:, :-1]) ** 2
+        log = np.log10(np.maximum(librosa.filters.mel(sr=SR, n_fft=400, n_mels=80) @ power, 1e-10))
+        return ((np.maximum(log, log.max() - 8.0) + 4.0) / 4.0).astype(np.float32)
+
+    waves = [audio.normalise_loudness(audio.load(p, sr=SR)) for p in sorted(SAMPLES.glob("*.flac"))[:12]]
+    for w in waves + [tone(0.05), tone(1.234, 300.0)]:
+        np.testing.assert_array_equal(whisper.log_mel(w), librosas(w))
+    np.testing.assert_array_equal(whisper.log_mel(waves[0], 3000), librosas(waves[0], 3000))
+    code = ("import sys, numpy as np; from ser_core import whisper; whisper.log_mel(np.ones(8000, np.float32)); "
+            "print('librosa' in sys.modules, 'numba' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.stdout.split() == ["False", "False"], out.stderr[-1000:]
+
+
 def test_log_mel_floors_at_eight_decades_under_the_peak_and_finds_the_tone():
     """Values lie within 2 (8 decades / 4) of the maximum, and a 1 kHz tone's energy sits in the mel band whose
     filter peaks nearest 1 kHz."""
@@ -106,19 +138,21 @@ def _model_bin(names: list[str]) -> bytes:
 
 
 def test_cutting_to_k_blocks_drops_the_later_blocks_and_keeps_every_other_byte():
-    """Cutting to K blocks leaves out encoder/layer_K and after, and nothing else: the header, the other
-    variables (the decoder's layer_3 too), their bytes and the aliases stay."""
+    """Cutting to K blocks leaves out encoder/layer_K and after and the decoder's blocks after its first (the
+    encoder never reads them; CTranslate2 needs one), and nothing else: the header, the other variables, their
+    bytes and the aliases stay."""
     names = [f"encoder/layer_{i}/ffn/linear_0/weight" for i in range(4)] + [
-        "encoder/layer_norm/gamma", "encoder/layer_10x/odd", "decoder/layer_3/ffn/linear_0/weight"]
+        "encoder/layer_norm/gamma", "encoder/layer_10x/odd", "decoder/layer_0/ffn/linear_0/weight",
+        "decoder/layer_3/ffn/linear_0/weight", "decoder/embeddings/weight"]
     full = _model_bin(names)
     buf = whisper.cut_blocks(full, 2)
     _, spans, tail = whisper.model_variables(buf)
-    assert [name for name, _, _ in spans] == names[:2] + names[4:]
+    assert [name for name, _, _ in spans] == names[:2] + names[4:7] + names[8:]
     _, full_spans, full_tail = whisper.model_variables(full)
     whole = {name: full[a:b] for name, a, b in full_spans}
     assert all(buf[a:b] == whole[name] for name, a, b in spans)
     assert buf[tail:] == full[full_tail:] and tail == len(buf) - len(full) + full_tail
-    assert whisper.cut_blocks(full, 4) == full
+    assert [name for name, _, _ in whisper.model_variables(whisper.cut_blocks(full, 4))[1]] == names[:7] + names[8:]
 
 
 def test_another_binary_version_is_refused():
