@@ -40,17 +40,18 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import shutil
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ser_core import calibration, datasets, ensemble, runs, splits  # noqa: E402
-from ser_core.config import ModelSpec, models_dir  # noqa: E402
+from ser_core import datasets, ensemble, runs, splits  # noqa: E402
+from ser_core.config import models_dir  # noqa: E402
 from ser_core.training import (Logger, TrainConfig, _StopFlag, cross_validate, install_stop_handlers,  # noqa: E402
                                setting_differences, train)
+from shipping import calibrate, install, store_calibration  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_RECIPE = HERE / "recipes" / "whisper_wu2s.json"     # the shipped default, WU2S (session 36)
@@ -145,62 +146,12 @@ def trained_on(cfg: TrainConfig) -> str:
     return "all speakers of " + ", ".join(f"{name} ({per[name]})" for name in splits.corpora(df))
 
 
-def store_calibration(model_dir: Path, calib: calibration.Calibration) -> None:
-    """Write the calibration into the model folder's spec.json (atomically, like every spec)."""
-    spec = ModelSpec.load(model_dir / "spec.json")
-    extra = {**spec.extra, calibration.SPEC_KEY: calib.to_dict()}
-    dataclasses.replace(spec, extra=extra).save(model_dir / "spec.json")
-
-
-def calibrate(cv_dir: Path, loco_dir: Path | None) -> tuple[calibration.Calibration, dict]:
-    """The model's calibration from out-of-fold predictions, and the report of what it does
-    (pooled and per corpus; for leave-one-corpus-out, each held-out corpus calibrated with a
-    temperature from the other corpora's out-of-fold predictions only)."""
-    import pandas as pd
-
-    oof = pd.read_csv(cv_dir / "predictions.csv")
-    calib = calibration.fit_table(oof, fitted_on=f"out-of-fold predictions of {cv_dir.name} ({len(oof)} clips)")
-    report = {"cv": calibration.summary(oof, calib), "cv_cross_fitted_ece": calib.ece_after}
-    if loco_dir is not None:
-        report["loco"] = calibration.transfer_summary(pd.read_csv(loco_dir / "predictions.csv"), oof,
-                                                      threshold=calib.threshold)
-    return calib, report
-
-
 def check_reused(run_dir: Path, cfg: TrainConfig, product: str, what: str) -> None:
     """Refuse a reused run that did not finish or trained another recipe than this member's."""
     diff = setting_differences(runs.read_json(run_dir / "config.json") or {}, cfg, ignore=("workers", "fold"))
     if diff or not (run_dir / product).exists():
         raise SystemExit(f"{run_dir} is not a finished {what} of this member's recipe "
                          f"(differs in: {', '.join(diff) or product + ' missing'})")
-
-
-def install(model_src: Path | None, cv_dir: Path, metrics: dict, builder,
-            calib: calibration.Calibration | None = None, loco_dir: Path | None = None,
-            name: str = "default") -> Path:
-    """Write the new models/<name> under a temporary name, then swap it in."""
-    target = models_dir() / name
-    tmp = models_dir() / f".{name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    if model_src is not None:
-        shutil.copytree(model_src, tmp)
-    else:
-        builder(tmp)
-    if calib is not None:
-        store_calibration(tmp, calib)
-    if loco_dir is not None:
-        shutil.copy2(loco_dir / "predictions.csv", tmp / "loco_predictions.csv")
-    (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1))
-    shutil.copy2(cv_dir / "predictions.csv", tmp / "predictions.csv")
-    if (cv_dir / "robustness.json").exists():
-        shutil.copy2(cv_dir / "robustness.json", tmp / "robustness.json")
-    old = models_dir() / f".{name}.old"
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        os.replace(target, old)
-    os.replace(tmp, target)
-    shutil.rmtree(old, ignore_errors=True)
-    return target
 
 
 # what a fold teacher's recipe must share with the network it stands for (the precision may differ: the tables are

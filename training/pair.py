@@ -34,7 +34,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from build_default import calibrate, install  # noqa: E402
+from shipping import calibrate, install  # noqa: E402
 
 from ser_core import datasets, ensemble, evaluation  # noqa: E402
 from ser_core.modeldir import network_dirs  # noqa: E402

@@ -214,7 +214,7 @@ def ship(work: Path, name: str = "default", copies: str = "babble:1", candidate:
     from datetime import datetime, timezone
 
     import pandas as pd
-    from build_default import calibrate, install
+    from shipping import calibrate, install
     from encoder_probe import C_GRID, choose_c, load_channel_vectors, load_vectors, probe, standardiser
 
     from ser_core import evaluation
