@@ -114,13 +114,13 @@ FORMER_NAMES = {"ravdess": "default"}
 
 
 def now_at(folder: str) -> str:
-    """Where a model folder recorded before session 36 is now: ``models/default`` held the RAVDESS ensemble,
-    which is ``models/ravdess`` since (once the probe on Whisper's encoder is in models/default)."""
+    """Where a model folder recorded before session 36 is now (:data:`FORMER_NAMES`): ``models/default`` held the
+    RAVDESS ensemble, which is ``models/ravdess`` since (once the probe on Whisper's encoder is in models/default)."""
     from ser_core.modeldir import is_probe
 
-    if folder.rstrip("/") == "models/default" and is_probe(ROOT / "models" / "default") \
-            and (ROOT / "models" / "ravdess").is_dir():
-        return "models/ravdess"
+    for new, old in FORMER_NAMES.items():
+        if folder.rstrip("/") == f"models/{old}" and is_probe(ROOT / "models" / old) and (ROOT / "models" / new).is_dir():
+            return f"models/{new}"
     return folder
 
 
