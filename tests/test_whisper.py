@@ -247,10 +247,10 @@ def fast_encoder():
     return whisper.Encoder(threads=2, setup=FAST)
 
 
-def test_a_fast_setup_hears_each_clip_alone_with_the_encoder_cut_in_memory(encoder, fast_encoder, tmp_path):
+def test_a_fast_setup_hears_each_clip_alone_with_the_encoder_cut(encoder, fast_encoder, tmp_path):
     """The clip alone, int8, the first 2 blocks: each clip's vector is its own whatever it is given with, a
     quieter microphone still does not move it, it is another vector than the whole encoder's in a 30 s window,
-    and cutting the blocks writes nothing (the weights' folder and the working folder hold what they held)."""
+    and cutting the blocks leaves the weights' folder as it was (the cut copy goes to the cache folder)."""
     import os
 
     before = sorted(os.listdir(whisper.weights_dir()))
@@ -266,6 +266,30 @@ def test_a_fast_setup_hears_each_clip_alone_with_the_encoder_cut_in_memory(encod
     edge = fast_encoder([a[:100], np.tile(a, 11)])
     assert np.isfinite(edge).all()
     assert sorted(os.listdir(whisper.weights_dir())) == before
+
+
+def test_the_cut_model_is_kept_in_the_cache_once_and_a_public_demo_writes_nothing(tmp_path, monkeypatch):
+    """The encoder cut to its first blocks is written once into the cache folder (the weights' own folder is
+    untouched) and read from there by every later load; a public demo, which writes nothing, cuts in memory.
+    Both give the same vectors."""
+    import os
+
+    monkeypatch.setenv("SER_CACHE_DIR", str(tmp_path / "cache"))
+    before = sorted(os.listdir(whisper.weights_dir()))
+    cut = whisper.cut_model_dir(whisper.weights_dir(), 2)
+    assert cut is not None and cut.parent == tmp_path / "cache" / "whisper"
+    assert sorted(os.listdir(cut)) == before
+    _, spans, _ = whisper.model_variables((cut / "model.bin").read_bytes())
+    assert not any(name.startswith(("encoder/layer_2/", "decoder/layer_1/")) for name, _, _ in spans)
+    made = (cut / "model.bin").stat().st_mtime_ns
+    a = voice_like(2.0, 3)
+    kept = whisper.Encoder(threads=1, setup=FAST)([a])
+    assert (cut / "model.bin").stat().st_mtime_ns == made and whisper.cut_model_dir(whisper.weights_dir(), 2) == cut
+    monkeypatch.setenv("SER_PUBLIC_DEMO", "1")
+    monkeypatch.setenv("SER_CACHE_DIR", str(tmp_path / "demo"))
+    assert whisper.cut_model_dir(whisper.weights_dir(), 2) is None
+    np.testing.assert_array_equal(whisper.Encoder(threads=1, setup=FAST)([a]), kept)
+    assert not (tmp_path / "demo").exists() and sorted(os.listdir(whisper.weights_dir())) == before
 
 
 def test_power_pooling_hears_the_speaker_and_not_the_pause(fast_encoder):
