@@ -183,47 +183,17 @@ def log_mel(wave: np.ndarray, pad_to: int | None = None) -> np.ndarray:
 
 @lru_cache(maxsize=1)
 def _hann() -> np.ndarray:
-    return 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(N_FFT) / N_FFT)       # periodic, as for a spectrum
+    # periodic, as for a spectrum; float64 as librosa's (features.hann_window is float32: its products round otherwise)
+    return 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(N_FFT) / N_FFT)
 
 
-# Slaney's mel scale (librosa's default): linear below 1 kHz, 200/3 Hz a mel; logarithmic above, 27 mels a
-# factor of 6.4. Written as librosa computes it, so the filters are its own to the last bit.
-_F_SP, _MIN_LOG_HZ, _LOGSTEP = 200.0 / 3, 1000.0, np.log(6.4) / 27.0
-_MIN_LOG_MEL = _MIN_LOG_HZ / _F_SP
-
-
-def _hz_to_mel(f) -> np.ndarray:
-    f = np.asanyarray(f, dtype=np.float64)
-    mels = f / _F_SP
-    if f.ndim:
-        above = f >= _MIN_LOG_HZ
-        mels[above] = _MIN_LOG_MEL + np.log(f[above] / _MIN_LOG_HZ) / _LOGSTEP
-    elif f >= _MIN_LOG_HZ:
-        mels = _MIN_LOG_MEL + np.log(f / _MIN_LOG_HZ) / _LOGSTEP
-    return mels
-
-
-def _mel_to_hz(m) -> np.ndarray:
-    m = np.asanyarray(m, dtype=np.float64)
-    hz = _F_SP * m
-    above = m >= _MIN_LOG_MEL
-    hz[above] = _MIN_LOG_HZ * np.exp(_LOGSTEP * (m[above] - _MIN_LOG_MEL))
-    return hz
-
-
-@lru_cache(maxsize=1)
 def mel_filters() -> np.ndarray:
-    """Whisper's 80 mel filters over a 400-point spectrum at 16 kHz (80 x 201, float32): triangles evenly spaced
-    on Slaney's mel scale from 0 to 8 kHz, each of unit area (``librosa.filters.mel(sr=16000, n_fft=400,
-    n_mels=80)``, computed in the same steps and roundings)."""
-    bins = np.fft.rfftfreq(N_FFT, 1.0 / SAMPLE_RATE)
-    edges = _mel_to_hz(np.linspace(_hz_to_mel(0.0), _hz_to_mel(SAMPLE_RATE / 2.0), N_MELS + 2))
-    width, ramps = np.diff(edges), np.subtract.outer(edges, bins)
-    weights = np.zeros((N_MELS, len(bins)), np.float32)
-    for i in range(N_MELS):         # each row rounded to float32, then scaled, as librosa does
-        weights[i] = np.maximum(0, np.minimum(-ramps[i] / width[i], ramps[i + 2] / width[i + 1]))
-    weights *= (2.0 / (edges[2:] - edges[:-2]))[:, None]
-    return weights
+    """Whisper's 80 mel filters over a 400-point spectrum at 16 kHz (80 x 201, float32): Slaney's, as
+    ``librosa.filters.mel(sr=16000, n_fft=400, n_mels=80)`` gives them to the last bit
+    (:func:`ser_core.features.mel_filterbank`)."""
+    from .features import mel_filterbank
+
+    return mel_filterbank(SAMPLE_RATE, N_FFT, N_MELS)
 
 
 def clip_frames(n_samples: int) -> int:
