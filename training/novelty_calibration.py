@@ -1,0 +1,238 @@
+"""A temperature that grows with how unfamiliar a clip is (session 37, candidate NT,
+docs/preregistration-session37.md).
+
+    python training/novelty_calibration.py --work runs/whisper-wu2s --channel-copies babble:1+loudbabble:2 \
+        --emobox6-choices training/results/candidates/emobox6_WU2S_probe_predictions_choices.json \
+        --loco-choices training/results/candidates/loco_WU2S_predictions_choices.json \
+        --out training/results/candidates/novelty_NT.json
+
+The probe's scores are divided by ``T(x) = exp(a0 + a1 n(x))``; ``n(x)`` is the clip's mean distance to its
+``K`` nearest training rows (clean clips and their channel copies) on the ``AXES`` leading principal axes of
+the probe's standardised training rows, over a stored scale (the median of that distance on in-corpus
+held-out rows). ``a0`` and ``a1`` are fitted by maximum likelihood on predictions of the training corpora only:
+in-corpus rows (``INNER_FOLDS`` speaker folds inside the training rows) and cross-corpus rows (each training
+corpus left out in turn). Beside it, fitted on the same rows: the shipped procedure (one temperature from the
+in-corpus rows). Both are measured leaving each corpus out and under the emobox6 speaker folds (every fold's
+calibration fitted inside its training speakers); a per-clip temperature changes no answer.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import encoder_probe as ep  # noqa: E402
+from ser_core import calibration, splits  # noqa: E402
+from ser_core.config import EMOTIONS  # noqa: E402
+
+AXES = 64           # principal axes the novelty is measured on
+K = 10              # nearest training rows averaged
+INNER_FOLDS = 5     # in-corpus speaker folds inside a training set
+
+
+@dataclass
+class Reference:
+    """What a probe needs to measure a clip's novelty: the training rows' mean and principal axes (in the
+    probe's standardised space) and the training rows projected on them."""
+    mean: np.ndarray
+    axes: np.ndarray      # values x AXES
+    points: np.ndarray    # rows x AXES
+
+    @classmethod
+    def fit(cls, rows: np.ndarray, n_axes: int = AXES) -> "Reference":
+        mean = rows.mean(axis=0)
+        cov = np.cov(rows - mean, rowvar=False)
+        vals, vecs = np.linalg.eigh(cov)
+        axes = vecs[:, np.argsort(vals)[::-1][:n_axes]]
+        return cls(mean, axes, ((rows - mean) @ axes).astype(np.float32))
+
+    def distance(self, z: np.ndarray, k: int = K, chunk: int = 512) -> np.ndarray:
+        """Mean Euclidean distance of each row of ``z`` to its ``k`` nearest reference points."""
+        q = ((z - self.mean) @ self.axes).astype(np.float32)
+        p2 = (self.points ** 2).sum(axis=1)
+        out = np.empty(len(q))
+        for i in range(0, len(q), chunk):
+            part = q[i:i + chunk]
+            d2 = (part ** 2).sum(axis=1)[:, None] + p2[None, :] - 2 * part @ self.points.T
+            near = np.partition(np.maximum(d2, 0), k - 1, axis=1)[:, :k]
+            out[i:i + chunk] = np.sqrt(near).mean(axis=1)
+        return out
+
+
+@dataclass
+class Scored:
+    """Held-out rows of one inner or outer probe: scores over its labels, the true label's index (-1 when
+    the probe never learnt it) and the rows' raw novelty."""
+    logits: np.ndarray
+    y: np.ndarray
+    novelty: np.ndarray
+    labels: list[str]
+
+
+def scored(x: np.ndarray, df: pd.DataFrame, train: np.ndarray, test: np.ndarray, c: float,
+           aug: np.ndarray | None) -> Scored:
+    """The probe trained on ``train`` (its copies too), scored on ``test``, with the novelty of every test row
+    against the probe's training rows."""
+    clf, z = ep.probe(x, df, train, c, aug)
+    mu, sd = ep.standardiser(x, train, aug)
+    rows = z[train] if aug is None else np.concatenate([z[train], ((aug[train] - mu) / sd).reshape(-1, x.shape[1])])
+    labels = list(clf.classes_)
+    truth = df.loc[test, "emotion"].to_numpy()
+    y = np.array([labels.index(t) if t in labels else -1 for t in truth])
+    return Scored(clf.decision_function(z[test]), y, Reference.fit(rows).distance(z[test]), labels)
+
+
+def inner_rows(x: np.ndarray, df: pd.DataFrame, train: np.ndarray, c: float, aug: np.ndarray | None,
+               what: str) -> tuple[list[Scored], list[Scored]]:
+    """In-corpus rows (speaker folds inside ``train``) and cross-corpus rows (each of its corpora left out)."""
+    part = df[train]
+    inside = []
+    for i, group in enumerate(splits.speaker_groups(part, INNER_FOLDS), 1):
+        held = train & df["speaker"].isin(group).to_numpy()
+        inside.append(scored(x, df, train & ~held, held, c, aug))
+        print(f"{what}: in-corpus inner fold {i}: {held.sum()} clips", flush=True)
+    across = []
+    for corpus in splits.corpora(part):
+        held = train & (df["corpus"] == corpus).to_numpy()
+        across.append(scored(x, df, train & ~held, held, c, aug))
+        print(f"{what}: {corpus} left out inside: {held.sum()} clips", flush=True)
+    return inside, across
+
+
+def _stack(parts: list[Scored]) -> tuple[list[np.ndarray], np.ndarray]:
+    """Per part, the log-softmax-ready (scores, true index) of its rows with a known label, and their novelty."""
+    keep = [(p.logits[p.y >= 0], p.y[p.y >= 0], p.novelty[p.y >= 0]) for p in parts]
+    return keep, np.concatenate([k[2] for k in keep])
+
+
+def _nll(theta: np.ndarray, keep, scale: float, with_novelty: bool) -> float:
+    total, n = 0.0, 0
+    for logits, y, nov in keep:
+        t = np.exp(theta[0] + (theta[1] * nov / scale if with_novelty else 0.0))
+        s = logits / t[:, None] if np.ndim(t) else logits / t
+        s = s - s.max(axis=1, keepdims=True)
+        logp = s - np.log(np.exp(s).sum(axis=1, keepdims=True))
+        total -= float(logp[np.arange(len(y)), y].sum())
+        n += len(y)
+    return total / n
+
+
+@dataclass
+class Tempering:
+    """``T(x) = exp(a0 + a1 n(x) / scale)``; ``a1 = 0`` is one temperature."""
+    a0: float
+    a1: float
+    scale: float
+
+    def temperature(self, novelty: np.ndarray) -> np.ndarray:
+        return np.exp(self.a0 + self.a1 * novelty / self.scale)
+
+    def probs(self, s: Scored) -> np.ndarray:
+        z = s.logits / self.temperature(s.novelty)[:, None]
+        z = z - z.max(axis=1, keepdims=True)
+        return np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+
+
+def fit(inside: list[Scored], across: list[Scored]) -> dict[str, Tempering]:
+    """NT on both kinds of rows, and the shipped procedure (one temperature, in-corpus rows only)."""
+    from scipy.optimize import minimize
+
+    keep_in, nov_in = _stack(inside)
+    keep_across, _ = _stack(across)
+    scale = float(np.median(nov_in))
+    one = minimize(lambda th: _nll(np.array([th[0], 0.0]), keep_in, scale, False), [0.0], method="Nelder-Mead")
+    nt = minimize(lambda th: _nll(th, keep_in + keep_across, scale, True), [0.0, 0.0], method="Nelder-Mead",
+                  options={"xatol": 1e-4, "fatol": 1e-7, "maxiter": 2000})
+    return {"shipped": Tempering(float(one.x[0]), 0.0, scale), "NT": Tempering(float(nt.x[0]), float(nt.x[1]), scale)}
+
+
+def table(df: pd.DataFrame, test: np.ndarray, s: Scored, probs: np.ndarray, fold: int, kind: str) -> pd.DataFrame:
+    t = ep.fold_table(df, test, probs, s.labels, fold)
+    t["calibration"] = kind
+    t["novelty"] = s.novelty
+    return t
+
+
+def figures(t: pd.DataFrame, threshold: float = calibration.DEFAULT_THRESHOLD) -> dict:
+    probs, y, _ = calibration.table_arrays(t)
+    return {"n": int(len(y)), "ece": round(calibration.ece(probs, y), 4),
+            "mean_confidence": round(float(probs.max(axis=1).mean()), 4),
+            "accuracy": round(float((probs.argmax(axis=1) == y).mean()), 4),
+            **{k: round(v, 4) if isinstance(v, float) else v
+               for k, v in calibration.not_sure_rate(probs, y, threshold).items()}}
+
+
+def run(work: Path, emobox6_choices: Path, loco_choices: Path, out: Path, copies: str | None,
+        parts: tuple[str, ...] = ("loco", "emobox6")) -> dict:
+    df, x = ep.load_vectors(work)
+    df = df.reset_index(drop=True)
+    aug = ep.load_channel_vectors(work, df, copies) if copies else None
+    results: dict = {"axes": AXES, "k": K, "inner_folds": INNER_FOLDS}
+    tables = []
+    if "loco" in parts:
+        chosen = json.loads(loco_choices.read_text())
+        results["loco"] = {}
+        for fold, held in enumerate(splits.corpora(df), 1):
+            train = (df["corpus"] != held).to_numpy()
+            c = float(chosen[held]["C"])
+            inside, across = inner_rows(x, df, train, c, aug, f"{held} out")
+            fitted = fit(inside, across)
+            s = scored(x, df, train, ~train, c, aug)
+            results["loco"][held] = {}
+            for kind, tm in fitted.items():
+                t = table(df, ~train, s, tm.probs(s), fold, kind)
+                tables.append(t.assign(protocol="loco"))
+                results["loco"][held][kind] = {"a0": round(tm.a0, 4), "a1": round(tm.a1, 4), "scale": round(tm.scale, 4),
+                                               "median_temperature": round(float(np.median(tm.temperature(s.novelty))), 4),
+                                               **figures(t)}
+            print(f"{held} out: " + "; ".join(f"{k} ECE {v['ece']}, T~{v['median_temperature']}"
+                                               for k, v in results["loco"][held].items()), flush=True)
+    if "emobox6" in parts:
+        chosen = json.loads(emobox6_choices.read_text())
+        folds = []
+        for fold in range(1, splits.n_folds("emobox6", df=df) + 1):
+            split = splits.make_split(df, "emobox6", fold, n_val=0)
+            splits.check_disjoint(df, split)
+            train, test = ep.rows_mask(len(df), split.train), ep.rows_mask(len(df), split.test)
+            c = float(chosen[str(fold)]["C"])
+            inside, across = inner_rows(x, df, train, c, aug, f"emobox6 fold {fold}")
+            fitted = fit(inside, across)
+            s = scored(x, df, train, test, c, aug)
+            for kind, tm in fitted.items():
+                folds.append(table(df, test, s, tm.probs(s), fold, kind).assign(protocol="emobox6"))
+            print(f"emobox6 fold {fold}: " + ", ".join(f"{k} a0={tm.a0:.3f} a1={tm.a1:.3f}" for k, tm in fitted.items()),
+                  flush=True)
+        pooled = pd.concat(folds, ignore_index=True)
+        tables.append(pooled)
+        results["emobox6"] = {kind: {"pooled": figures(g), "corpora": {c: figures(gc) for c, gc in g.groupby("corpus")}}
+                              for kind, g in pooled.groupby("calibration")}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1) + "\n")
+    if tables:
+        pd.concat(tables, ignore_index=True).rename(columns={"path": "file"}).drop(columns=["emotion"]).to_csv(
+            out.with_name(out.stem + "_predictions.csv.gz"), index=False)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--work", type=Path, required=True)
+    ap.add_argument("--channel-copies", default=None)
+    ap.add_argument("--emobox6-choices", type=Path, required=True)
+    ap.add_argument("--loco-choices", type=Path, required=True)
+    ap.add_argument("--parts", default="loco,emobox6")
+    ap.add_argument("--out", type=Path, required=True)
+    a = ap.parse_args(argv)
+    run(a.work, a.emobox6_choices, a.loco_choices, a.out, a.channel_copies, tuple(a.parts.split(",")))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
