@@ -26,36 +26,48 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
 
 import encoder_probe as ep  # noqa: E402
 from ser_core import calibration, splits  # noqa: E402
 from ser_core.config import EMOTIONS  # noqa: E402
 
-AXES = 64           # principal axes the novelty is measured on
+AXES = 64           # principal axes the nearest-rows distance is measured on (and the residual's subspace)
+WHITENED_AXES = 256     # principal axes of the Mahalanobis distance (NT2)
 K = 10              # nearest training rows averaged
+MEASURES = ("knn", "mahalanobis", "residual")       # NT uses the first; NT2 chooses inside each fold
 INNER_FOLDS = 5     # in-corpus speaker folds inside a training set
 
 
 @dataclass
 class Reference:
-    """What a probe needs to measure a clip's novelty: the training rows' mean and principal axes (in the
-    probe's standardised space) and the training rows projected on them."""
+    """What a probe needs to measure a clip's novelty: the training rows' mean, their leading principal axes
+    and variances (in the probe's standardised space), and the training rows on the first ``AXES`` axes."""
     mean: np.ndarray
-    axes: np.ndarray      # values x AXES
+    axes: np.ndarray      # values x WHITENED_AXES
+    variances: np.ndarray
     points: np.ndarray    # rows x AXES
 
     @classmethod
-    def fit(cls, rows: np.ndarray, n_axes: int = AXES) -> "Reference":
+    def fit(cls, rows: np.ndarray) -> "Reference":
         mean = rows.mean(axis=0)
-        cov = np.cov(rows - mean, rowvar=False)
-        vals, vecs = np.linalg.eigh(cov)
-        axes = vecs[:, np.argsort(vals)[::-1][:n_axes]]
-        return cls(mean, axes, ((rows - mean) @ axes).astype(np.float32))
+        vals, vecs = np.linalg.eigh(np.cov(rows - mean, rowvar=False))
+        order = np.argsort(vals)[::-1][:WHITENED_AXES]
+        axes = vecs[:, order]
+        return cls(mean, axes, vals[order], ((rows - mean) @ axes[:, :AXES]).astype(np.float32))
 
-    def distance(self, z: np.ndarray, k: int = K, chunk: int = 512) -> np.ndarray:
-        """Mean Euclidean distance of each row of ``z`` to its ``k`` nearest reference points."""
-        q = ((z - self.mean) @ self.axes).astype(np.float32)
+    def novelty(self, z: np.ndarray) -> dict[str, np.ndarray]:
+        """Every measure of :data:`MEASURES` for each row of ``z``."""
+        c = z - self.mean
+        proj = c @ self.axes
+        return {"knn": self.knn(proj[:, :AXES].astype(np.float32)),
+                "mahalanobis": np.sqrt((proj ** 2 / self.variances).sum(axis=1)),
+                "residual": np.sqrt(np.maximum((c ** 2).sum(axis=1) - (proj[:, :AXES] ** 2).sum(axis=1), 0))}
+
+    def knn(self, q: np.ndarray, k: int = K, chunk: int = 512) -> np.ndarray:
+        """Mean Euclidean distance of each row of ``q`` (on the first axes) to its ``k`` nearest points."""
         p2 = (self.points ** 2).sum(axis=1)
         out = np.empty(len(q))
         for i in range(0, len(q), chunk):
@@ -72,7 +84,7 @@ class Scored:
     the probe never learnt it) and the rows' raw novelty."""
     logits: np.ndarray
     y: np.ndarray
-    novelty: np.ndarray
+    novelty: dict[str, np.ndarray]
     labels: list[str]
 
 
@@ -86,7 +98,7 @@ def scored(x: np.ndarray, df: pd.DataFrame, train: np.ndarray, test: np.ndarray,
     labels = list(clf.classes_)
     truth = df.loc[test, "emotion"].to_numpy()
     y = np.array([labels.index(t) if t in labels else -1 for t in truth])
-    return Scored(clf.decision_function(z[test]), y, Reference.fit(rows).distance(z[test]), labels)
+    return Scored(clf.decision_function(z[test]), y, Reference.fit(rows).novelty(z[test]), labels)
 
 
 def inner_rows(x: np.ndarray, df: pd.DataFrame, train: np.ndarray, c: float, aug: np.ndarray | None,
@@ -96,6 +108,8 @@ def inner_rows(x: np.ndarray, df: pd.DataFrame, train: np.ndarray, c: float, aug
     inside = []
     for i, group in enumerate(splits.speaker_groups(part, INNER_FOLDS), 1):
         held = train & df["speaker"].isin(group).to_numpy()
+        if not held.any():          # fewer speakers than folds
+            continue
         inside.append(scored(x, df, train & ~held, held, c, aug))
         print(f"{what}: in-corpus inner fold {i}: {held.sum()} clips", flush=True)
     across = []
@@ -106,17 +120,17 @@ def inner_rows(x: np.ndarray, df: pd.DataFrame, train: np.ndarray, c: float, aug
     return inside, across
 
 
-def _stack(parts: list[Scored]) -> tuple[list[np.ndarray], np.ndarray]:
-    """Per part, the log-softmax-ready (scores, true index) of its rows with a known label, and their novelty."""
-    keep = [(p.logits[p.y >= 0], p.y[p.y >= 0], p.novelty[p.y >= 0]) for p in parts]
+def _stack(parts: list[Scored], measure: str) -> tuple[list[tuple], np.ndarray]:
+    """Per part, the (scores, true index, novelty by ``measure``) of its rows with a known label, and all
+    their novelty values."""
+    keep = [(p.logits[p.y >= 0], p.y[p.y >= 0], p.novelty[measure][p.y >= 0]) for p in parts]
     return keep, np.concatenate([k[2] for k in keep])
 
 
-def _nll(theta: np.ndarray, keep, scale: float, with_novelty: bool) -> float:
+def _nll(theta: np.ndarray, keep, scale: float) -> float:
     total, n = 0.0, 0
     for logits, y, nov in keep:
-        t = np.exp(theta[0] + (theta[1] * nov / scale if with_novelty else 0.0))
-        s = logits / t[:, None] if np.ndim(t) else logits / t
+        s = logits / np.exp(theta[0] + theta[1] * nov / scale)[:, None]
         s = s - s.max(axis=1, keepdims=True)
         logp = s - np.log(np.exp(s).sum(axis=1, keepdims=True))
         total -= float(logp[np.arange(len(y)), y].sum())
@@ -126,37 +140,65 @@ def _nll(theta: np.ndarray, keep, scale: float, with_novelty: bool) -> float:
 
 @dataclass
 class Tempering:
-    """``T(x) = exp(a0 + a1 n(x) / scale)``; ``a1 = 0`` is one temperature."""
+    """``T(x) = exp(a0 + a1 n(x) / scale)`` with ``n`` the novelty ``measure``; ``a1 = 0`` is one temperature."""
     a0: float
     a1: float
     scale: float
+    measure: str = "knn"
+    auc: dict | None = None       # NT2: every measure's inner area under the curve
 
-    def temperature(self, novelty: np.ndarray) -> np.ndarray:
-        return np.exp(self.a0 + self.a1 * novelty / self.scale)
+    def temperature(self, s: Scored) -> np.ndarray:
+        return np.exp(self.a0 + self.a1 * s.novelty[self.measure] / self.scale)
 
     def probs(self, s: Scored) -> np.ndarray:
-        z = s.logits / self.temperature(s.novelty)[:, None]
+        z = s.logits / self.temperature(s)[:, None]
         z = z - z.max(axis=1, keepdims=True)
         return np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
 
 
-def fit(inside: list[Scored], across: list[Scored]) -> dict[str, Tempering]:
-    """NT on both kinds of rows, and the shipped procedure (one temperature, in-corpus rows only)."""
+def separation(inside: list[Scored], across: list[Scored]) -> dict[str, float]:
+    """Each measure's area under the ROC curve telling cross-corpus rows (positive) from in-corpus ones."""
+    from sklearn.metrics import roc_auc_score
+
+    out = {}
+    for m in MEASURES:
+        a, b = np.concatenate([p.novelty[m] for p in inside]), np.concatenate([p.novelty[m] for p in across])
+        out[m] = round(float(roc_auc_score(np.r_[np.zeros(len(a)), np.ones(len(b))], np.r_[a, b])), 4)
+    return out
+
+
+def _tempering(inside: list[Scored], across: list[Scored], measure: str, with_novelty: bool) -> Tempering:
     from scipy.optimize import minimize
 
-    keep_in, nov_in = _stack(inside)
-    keep_across, _ = _stack(across)
+    keep_in, nov_in = _stack(inside, measure)
     scale = float(np.median(nov_in))
-    one = minimize(lambda th: _nll(np.array([th[0], 0.0]), keep_in, scale, False), [0.0], method="Nelder-Mead")
-    nt = minimize(lambda th: _nll(th, keep_in + keep_across, scale, True), [0.0, 0.0], method="Nelder-Mead",
-                  options={"xatol": 1e-4, "fatol": 1e-7, "maxiter": 2000})
-    return {"shipped": Tempering(float(one.x[0]), 0.0, scale), "NT": Tempering(float(nt.x[0]), float(nt.x[1]), scale)}
+    scale = scale if scale > 0 else 1.0         # a measure that is 0 everywhere (every axis kept) carries nothing
+    if not with_novelty:
+        one = minimize(lambda th: _nll(np.array([th[0], 0.0]), keep_in, scale), [0.0], method="Nelder-Mead")
+        return Tempering(float(one.x[0]), 0.0, scale, measure)
+    keep = keep_in + _stack(across, measure)[0]
+    res = minimize(lambda th: _nll(th, keep, scale), [0.0, 0.0], method="Nelder-Mead",
+                   options={"xatol": 1e-4, "fatol": 1e-7, "maxiter": 2000})
+    return Tempering(float(res.x[0]), float(res.x[1]), scale, measure)
 
 
-def table(df: pd.DataFrame, test: np.ndarray, s: Scored, probs: np.ndarray, fold: int, kind: str) -> pd.DataFrame:
+def fit(inside: list[Scored], across: list[Scored]) -> dict[str, Tempering]:
+    """The shipped procedure (one temperature, in-corpus rows only), NT (the nearest-rows novelty) and NT2 (the
+    measure that best separates the inner rows), the last two fitted on both kinds of rows."""
+    auc = separation(inside, across)
+    best = max(MEASURES, key=lambda m: (auc[m], -MEASURES.index(m)))
+    nt2 = _tempering(inside, across, best, True)
+    nt2.auc = auc
+    return {"shipped": _tempering(inside, across, "knn", False), "NT": _tempering(inside, across, "knn", True),
+            "NT2": nt2}
+
+
+def table(df: pd.DataFrame, test: np.ndarray, s: Scored, probs: np.ndarray, fold: int, tm: Tempering,
+          kind: str) -> pd.DataFrame:
     t = ep.fold_table(df, test, probs, s.labels, fold)
     t["calibration"] = kind
-    t["novelty"] = s.novelty
+    t["novelty"] = s.novelty[tm.measure]
+    t["temperature"] = tm.temperature(s)
     return t
 
 
@@ -187,10 +229,11 @@ def run(work: Path, emobox6_choices: Path, loco_choices: Path, out: Path, copies
             s = scored(x, df, train, ~train, c, aug)
             results["loco"][held] = {}
             for kind, tm in fitted.items():
-                t = table(df, ~train, s, tm.probs(s), fold, kind)
+                t = table(df, ~train, s, tm.probs(s), fold, tm, kind)
                 tables.append(t.assign(protocol="loco"))
                 results["loco"][held][kind] = {"a0": round(tm.a0, 4), "a1": round(tm.a1, 4), "scale": round(tm.scale, 4),
-                                               "median_temperature": round(float(np.median(tm.temperature(s.novelty))), 4),
+                                               "measure": tm.measure, "inner_auc": tm.auc,
+                                               "median_temperature": round(float(np.median(tm.temperature(s))), 4),
                                                **figures(t)}
             print(f"{held} out: " + "; ".join(f"{k} ECE {v['ece']}, T~{v['median_temperature']}"
                                                for k, v in results["loco"][held].items()), flush=True)
@@ -206,8 +249,12 @@ def run(work: Path, emobox6_choices: Path, loco_choices: Path, out: Path, copies
             fitted = fit(inside, across)
             s = scored(x, df, train, test, c, aug)
             for kind, tm in fitted.items():
-                folds.append(table(df, test, s, tm.probs(s), fold, kind).assign(protocol="emobox6"))
-            print(f"emobox6 fold {fold}: " + ", ".join(f"{k} a0={tm.a0:.3f} a1={tm.a1:.3f}" for k, tm in fitted.items()),
+                folds.append(table(df, test, s, tm.probs(s), fold, tm, kind).assign(protocol="emobox6"))
+            results.setdefault("emobox6_folds", {})[str(fold)] = {
+                k: {"a0": round(tm.a0, 4), "a1": round(tm.a1, 4), "measure": tm.measure, "inner_auc": tm.auc}
+                for k, tm in fitted.items()}
+            print(f"emobox6 fold {fold}: " + ", ".join(f"{k} ({tm.measure}) a0={tm.a0:.3f} a1={tm.a1:.3f}"
+                                                       for k, tm in fitted.items()) + f"; AUC {fitted['NT2'].auc}",
                   flush=True)
         pooled = pd.concat(folds, ignore_index=True)
         tables.append(pooled)
