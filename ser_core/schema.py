@@ -35,6 +35,9 @@ CV_FOLDS = "cv_folds"              # config.json key that makes a run a cross-va
 ROBUSTNESS = "robustness.json"
 ROBUSTNESS_PREDICTIONS = "robustness_predictions.csv"
 STRANGERS = "strangers.json"       # in a model folder: what it does on corpora it never heard (training/strangers.py)
+# in a probe's folder: its recipe trained on three corpora and calibrated as shipped, on the fourth
+# (training/novelty_calibration.py --save)
+LOCO_CALIBRATION = "loco_calibration.json"
 
 
 FOLD_PREFIX = "fold-"

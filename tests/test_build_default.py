@@ -182,7 +182,8 @@ def test_a_probe_recipe_is_built_step_by_step_and_resumes(tmp_path, samples_dir)
     assert sorted(f.name for f in results.iterdir()) == [
         "emobox6_TINY_probe_predictions.csv.gz", "emobox6_TINY_probe_predictions_choices.json",
         "emobox6_TINY_shifts.csv.gz", "emobox6_TINY_shifts_all_folds.json", "emobox6_TINY_shifts_fold1.json",
-        "loco_TINY_predictions.csv.gz", "loco_TINY_predictions_choices.json"]
+        "loco_TINY_predictions.csv.gz", "loco_TINY_predictions_choices.json",
+        "loco_calibration_TINY.json", "loco_calibration_TINY_predictions.csv.gz"]
     model = tmp_path / "models" / "cand"
     spec = json.loads((model / "spec.json").read_text())
     assert spec["arch"] == "whisper_probe" and Setup.from_dict(spec["extra"]["encoder_setup"]) == setup
@@ -193,10 +194,15 @@ def test_a_probe_recipe_is_built_step_by_step_and_resumes(tmp_path, samples_dir)
     assert metrics["shifts_all_folds"]["clips"] == 32 and set(metrics["loco"]["per_corpus"]) == {"ravdess", "emovo",
                                                                                                "ased"}
     assert spec["extra"]["calibration"]["temperature"] > 0
+    # leaving each corpus out, calibrated as shipped: kept in the folder for the card, with the command that made it
+    held = json.loads((model / "loco_calibration.json").read_text())
+    assert set(held["corpora"]) == {"ravdess", "emovo", "ased"} and held["command"].endswith(
+        f"--parts loco --out {(results / 'loco_calibration_TINY.json').as_posix()}")
+    assert all(0 <= c["ece"] <= 1 and c["n"] > 0 for c in held["corpora"].values())
     stamps = {p: p.stat().st_mtime_ns for p in [*work.glob("*.npz"), *results.iterdir()]}
     again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
-    assert all(f"step {k}: kept" in again.stdout for k in (3, 4, 5)) and again.stdout.count("done before") == 6   # vectors, copies
+    assert all(f"step {k}: kept" in again.stdout for k in (3, 4, 5, "5b")) and again.stdout.count("done before") == 6   # vectors, copies
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps              # nothing was made again
 
 

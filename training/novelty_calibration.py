@@ -4,7 +4,9 @@ docs/preregistration-session37.md).
     python training/novelty_calibration.py --work runs/whisper-wu2s --channel-copies babble:1+loudbabble:2 \
         --emobox6-choices training/results/candidates/emobox6_WU2S_probe_predictions_choices.json \
         --loco-choices training/results/candidates/loco_WU2S_predictions_choices.json \
-        --out training/results/candidates/novelty_NT.json
+        --out training/results/candidates/novelty_NT.json [--parts loco] [--save models/default]
+    python training/novelty_calibration.py --out training/results/candidates/novelty_NT2_loco.json \
+        --from-json --save models/default          # the figures of a run made before, kept for the card
 
 The probe's scores are divided by ``T(x) = exp(a0 + a1 n(x))``; ``n(x)`` is the clip's mean distance to its
 ``K`` nearest training rows (clean clips and their channel copies) on the ``AXES`` leading principal axes of
@@ -13,7 +15,9 @@ held-out rows). ``a0`` and ``a1`` are fitted by maximum likelihood on prediction
 in-corpus rows (``INNER_FOLDS`` speaker folds inside the training rows) and cross-corpus rows (each training
 corpus left out in turn). Beside it, fitted on the same rows: the shipped procedure (one temperature from the
 in-corpus rows). Both are measured leaving each corpus out and under the emobox6 speaker folds (every fold's
-calibration fitted inside its training speakers); a per-clip temperature changes no answer.
+calibration fitted inside its training speakers); a per-clip temperature changes no answer. NT2 (addendum 1)
+chooses the novelty measure inside each fold. ``--save`` keeps the shipped procedure's leave-one-corpus-out
+figures in a model folder, where its card shows them.
 """
 from __future__ import annotations
 
@@ -211,12 +215,30 @@ def figures(t: pd.DataFrame, threshold: float = calibration.DEFAULT_THRESHOLD) -
                for k, v in calibration.not_sure_rate(probs, y, threshold).items()}}
 
 
-def run(work: Path, emobox6_choices: Path, loco_choices: Path, out: Path, copies: str | None,
+def shown(path: Path) -> str:
+    """``path`` as a committed record names it: from the checkout's root when it is inside it."""
+    try:
+        return Path(path).resolve().relative_to(HERE.parent).as_posix()
+    except ValueError:
+        return Path(path).as_posix()
+
+
+def command(work: Path, emobox6_choices: Path | None, loco_choices: Path | None, out: Path, copies: str | None,
+            parts: tuple[str, ...]) -> str:
+    """The command line that makes ``run``'s figures (kept with them, and with a model folder's copy)."""
+    args = [f"--work {shown(work)}"] + ([f"--channel-copies {copies}"] if copies else [])
+    args += [f"--{k}-choices {shown(v)}" for k, v in (("emobox6", emobox6_choices), ("loco", loco_choices))
+             if v is not None and k in parts]
+    return f"python training/novelty_calibration.py {' '.join(args)} --parts {','.join(parts)} --out {shown(out)}"
+
+
+def run(work: Path, emobox6_choices: Path | None, loco_choices: Path | None, out: Path, copies: str | None,
         parts: tuple[str, ...] = ("loco", "emobox6")) -> dict:
     df, x = ep.load_vectors(work)
     df = df.reset_index(drop=True)
     aug = ep.load_channel_vectors(work, df, copies) if copies else None
-    results: dict = {"axes": AXES, "k": K, "inner_folds": INNER_FOLDS}
+    results: dict = {"made_by": command(work, emobox6_choices, loco_choices, out, copies, parts),
+                     "axes": AXES, "k": K, "inner_folds": INNER_FOLDS}
     tables = []
     if "loco" in parts:
         chosen = json.loads(loco_choices.read_text())
@@ -268,16 +290,46 @@ def run(work: Path, emobox6_choices: Path, loco_choices: Path, out: Path, copies
     return results
 
 
+def save(results: dict, source: Path, model_dir: Path) -> dict:
+    """The shipped procedure's figures leaving each corpus out, kept in ``model_dir`` (``schema.LOCO_CALIBRATION``)
+    for its card: what the model's confidence means on a corpus none of its training corpora resembles."""
+    from ser_core import schema
+    from ser_core.jsonio import write_json
+
+    keep = ("n", "ece", "accuracy", "mean_confidence", "not_sure", "not_sure_when_wrong", "not_sure_when_right")
+    record = {"command": results["made_by"], "source": shown(source),
+              "corpora": {c: {k: v["shipped"][k] for k in keep} for c, v in results["loco"].items()}}
+    write_json(model_dir / schema.LOCO_CALIBRATION, record)
+    return record
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--work", type=Path, required=True)
+    ap.add_argument("--work", type=Path)
     ap.add_argument("--channel-copies", default=None)
-    ap.add_argument("--emobox6-choices", type=Path, required=True)
-    ap.add_argument("--loco-choices", type=Path, required=True)
+    ap.add_argument("--emobox6-choices", type=Path)
+    ap.add_argument("--loco-choices", type=Path)
     ap.add_argument("--parts", default="loco,emobox6")
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--save", type=Path, metavar="MODEL_DIR",
+                    help="keep the shipped procedure's leave-one-corpus-out figures in the model folder, for its card")
+    ap.add_argument("--from-json", action="store_true", help="with --save: read --out as made before, run nothing")
     a = ap.parse_args(argv)
-    run(a.work, a.emobox6_choices, a.loco_choices, a.out, a.channel_copies, tuple(a.parts.split(",")))
+    if a.from_json:
+        if not a.save:
+            raise SystemExit("--from-json only goes with --save")
+        results = json.loads(a.out.read_text())
+    else:
+        parts = tuple(a.parts.split(","))
+        missing = [f"--{k}" for k, v in (("work", a.work), ("loco-choices", a.loco_choices if "loco" in parts else 1),
+                                           ("emobox6-choices", a.emobox6_choices if "emobox6" in parts else 1)) if not v]
+        if missing:
+            raise SystemExit(f"missing {', '.join(missing)}")
+        results = run(a.work, a.emobox6_choices, a.loco_choices, a.out, a.channel_copies, parts)
+    if a.save:
+        if "loco" not in results:
+            raise SystemExit(f"{a.out} holds no leave-one-corpus-out figures to save")
+        save(results, a.out, a.save)
     return 0
 
 

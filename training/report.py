@@ -32,7 +32,7 @@ def default_block(d: Path | None = None) -> str:
     lines = [f"Protocol: **{m['protocol']}** (speaker-independent: no speaker is in both training and test data; "
              "normalisation statistics, early stopping and model selection use training speakers only).", ""]
     if multi:
-        lines += corpus_lines(m)
+        lines += corpus_lines(m) + loco_calibration_lines(d)
         rav = m["per_corpus"].get("ravdess")
         if rav:
             lines += ["", "RAVDESS rows alone (the EmoBox 6-fold headline):", ""]
@@ -327,9 +327,12 @@ def corpus_lines(m: dict) -> list[str]:
     loco = m.get("loco", {}).get("per_corpus")
     cal = m.get("calibration", {})
     if loco:
+        how = ("ECE before: with the nested folds' correction (a temperature and a bias per emotion, from leaving "
+               "each training corpus out in turn); after: a second temperature fitted on the other held-out "
+               "corpora's rows" if m.get("arch") == "whisper_probe" else
+               "ECE after a temperature fitted on the other corpora's out-of-fold predictions only")
         lines += ["", "Leave-one-corpus-out (trained on the other corpora; the test corpus's speakers, language and "
-                      "recordings never seen). ECE after a temperature fitted on the other corpora's out-of-fold "
-                      "predictions only:", "",
+                      f"recordings never seen). {how}:", "",
                   "| held-out corpus | accuracy on its own emotions (chance) | UAR own | ECE before / after | "
                   "not sure | accuracy when answered | most frequent answers |", "|---|---|---|---|---|---|---|"]
         for name, c in loco.items():
@@ -340,6 +343,27 @@ def corpus_lines(m: dict) -> list[str]:
                          f"{pct(c['own']['uar'])} | {t.get('ece_before', float('nan')):.3f} / "
                          f"{t.get('ece_after', float('nan')):.3f} | {pct(t.get('not_sure', 0))} | "
                          f"{pct(answered) if answered is not None else '—'} | {top} |")
+    return lines
+
+
+def loco_calibration_lines(d: Path) -> list[str]:
+    """The table above calibrates each held-out corpus by the nested folds' correction; this is the shipped
+    procedure's (``schema.LOCO_CALIBRATION``, from ``training/novelty_calibration.py --save``): what the
+    model's confidence means on a corpus none of its training corpora resembles."""
+    from ser_core import schema
+
+    f = d / schema.LOCO_CALIBRATION
+    if not f.exists():
+        return []
+    r = json.loads(f.read_text())
+    lines = ["", "Calibrated the way the shipped model is (one temperature from speaker folds inside the training "
+                 "corpora, no label correction), the same recipe trained on three corpora is too sure of itself on "
+                 f"the fourth (`{r['command']}`; docs/preregistration-session37.md):", "",
+             "| held-out corpus | accuracy (8 emotions) | mean confidence | ECE | \"not sure\" | "
+             "\"not sure\" on wrong / right answers |", "|---|---|---|---|---|---|"]
+    for name, c in r["corpora"].items():
+        lines.append(f"| {name} | {pct(c['accuracy'])} | {pct(c['mean_confidence'])} | {c['ece']:.3f} | "
+                     f"{pct(c['not_sure'])} | {pct(c['not_sure_when_wrong'])} / {pct(c['not_sure_when_right'])} |")
     return lines
 
 

@@ -102,6 +102,12 @@ def candidate_tables(candidate: str, results: Path = RESULTS) -> dict[str, Path]
             "shifts": results / f"emobox6_{candidate}_shifts_fold1.json"}
 
 
+def loco_calibration(candidate: str, results: Path = RESULTS) -> Path:
+    """A candidate's recipe left out of each corpus in turn and calibrated as the shipped model is, when it was
+    run (``novelty_calibration.py --parts loco``): what its confidence means on a corpus it never heard."""
+    return results / f"loco_calibration_{candidate}.json"
+
+
 def all_fold_shifts(candidate: str, results: Path = RESULTS) -> Path:
     """A candidate's channel shifts over RAVDESS's six folds, the default's protocol, when they were run
     (``encoder_probe.py shift-summary`` of its fold-1 and other folds' tables)."""
@@ -142,7 +148,8 @@ def build(recipe: dict, work: Path, name: str, results: Path = RESULTS) -> Path:
        its training speakers;
     4. the channel shifts of RAVDESS's six folds' test clips (``shifts``), the default's protocol;
     5. leaving one corpus out, C and the correction chosen by leaving each training corpus out
-       (``encoder_probe.py loco --nested``);
+       (``encoder_probe.py loco --nested``), then the same probes calibrated as the shipped model is
+       (``novelty_calibration.py --parts loco``: one temperature from speaker folds inside the training corpora);
     6. the probe trained on every clip and its copies, installed with the figures of steps 3-5 (:func:`ship`).
 
     Steps 3-5 write the candidate's tables in ``results`` (``training/results/candidates``, committed); a table
@@ -188,6 +195,14 @@ def build(recipe: dict, work: Path, name: str, results: Path = RESULTS) -> Path:
     else:
         step("5: leaving one corpus out")
         nested_loco(work, tables["loco"], copies=copies)
+    if loco_calibration(candidate, results).exists():
+        step(f"5b: kept {loco_calibration(candidate, results)}")
+    else:
+        import novelty_calibration
+
+        step("5b: leaving one corpus out, calibrated as shipped")
+        novelty_calibration.run(work, None, results / f"loco_{candidate}_predictions_choices.json",
+                                loco_calibration(candidate, results), copies, parts=("loco",))
     step(f"6: the probe on every clip, into models/{name}")
     return ship(work, name, copies, candidate, results)
 
@@ -282,6 +297,11 @@ def ship(work: Path, name: str = "default", copies: str = "babble:1", candidate:
 
         target = install(None, cv_dir, metrics, lambda dest: write_probe(dest, spec, arrays), calib=calib,
                          loco_dir=loco_dir, name=name)
+    if loco_calibration(candidate, results).exists():
+        import novelty_calibration
+
+        source = loco_calibration(candidate, results)
+        novelty_calibration.save(json.loads(source.read_text()), source, target)
     print(f"installed {target}: C={best}, temperature {calib.temperature}, ECE {calib.ece_before} before, "
           f"{calib.ece_after} cross-fitted", flush=True)
     return target
