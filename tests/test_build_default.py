@@ -214,7 +214,9 @@ def test_a_probe_recipe_is_checked_before_anything_runs(tmp_path):
             "unknown: C"),
            ({"candidate": "X", "dataset": "ravdess", "encoder_setup": {"pooling": "max"}, "channel_copies": "babble"},
             "unknown pooling 'max'"),
-           ({"candidate": "X", "dataset": "ravdess", "encoder_setup": {}, "channel_copies": "snow:2"}, "'snow:2'")]
+           ({"candidate": "X", "dataset": "ravdess", "encoder_setup": {}, "channel_copies": "snow:2"}, "'snow:2'"),
+           ({"candidate": "X", "dataset": "ravdess", "encoder_setup": {}, "channel_copies": "babble:1",
+             "copy_weight": 0}, "a copy's weight must be positive, not 0")]
     for probe, says in bad:
         recipe = tmp_path / "recipe.json"
         recipe.write_text(json.dumps({"probe": probe}))

@@ -480,3 +480,21 @@ def test_an_other_voice_copy_moves_the_pitch_toward_the_other_gender(probe_mod):
             assert out.shape == y.shape and out.dtype == np.float32
             steps = 12 * np.log2(f0(out) / f0(y))
             assert 2.7 <= sign * steps <= 6.3, (gender, steps)
+
+
+def test_copies_weigh_in_the_loss_as_copy_weight_says(probe_mod):
+    """WU2W: copies that say the opposite of their clips (each class's copies look like the other class) confuse a
+    probe that weighs them as much as the clips, and barely move one that weighs them 1/100."""
+    rng = np.random.default_rng(7)
+    n = 200
+    y = np.array(["happy", "sad"] * (n // 2))
+    sign = np.where(y == "happy", 1.0, -1.0)[:, None]
+    x = sign * 1.0 + rng.normal(0, 1, (n, 4))
+    aug = (-sign * 1.0 + rng.normal(0, 1, (n, 3, 4)).transpose(1, 0, 2)).transpose(1, 0, 2)   # rows x 3 copies
+    df = pd.DataFrame({"emotion": y, "corpus": "ravdess"})
+    train = np.ones(n, bool)
+    hits = {}
+    for w in (1.0, 0.01):
+        clf, z = probe_mod.probe(x, df, train, 1.0, aug, copy_weight=w)
+        hits[w] = float((clf.predict(z) == y).mean())
+    assert hits[0.01] > 0.8 and hits[1.0] < 0.5

@@ -247,26 +247,30 @@ def standardiser(x: np.ndarray, train: np.ndarray, aug: np.ndarray | None = None
     return rows.mean(axis=0), rows.std(axis=0) + 1e-6
 
 
-def probe(x: np.ndarray, df: pd.DataFrame, train: np.ndarray, c: float, aug: np.ndarray | None = None):
+def probe(x: np.ndarray, df: pd.DataFrame, train: np.ndarray, c: float, aug: np.ndarray | None = None,
+          copy_weight: float = 1.0):
     """J's probe on the ``train`` rows: standardised with their statistics, every (corpus, emotion) cell
     weighing the same. ``aug`` (rows x copies x values, candidate N): channel copies of every row, those
-    of the ``train`` rows trained on too, each in its clip's cell. Returns the fitted classifier and the
-    standardised ``x`` (every row)."""
+    of the ``train`` rows trained on too, each in its clip's cell, its weight in the loss times ``copy_weight``
+    (WU2W: 1/3, a clip's three copies together weigh as much as the clip). Returns the fitted classifier and
+    the standardised ``x`` (every row)."""
     from sklearn.linear_model import LogisticRegression
     from threadpoolctl import threadpool_limits
 
     mu, sd = standardiser(x, train, aug)
     z = (x - mu) / sd
     rows, feats = df[train].reset_index(drop=True), z[train]
+    scale = np.ones(len(rows))
     if aug is not None:
         k = aug.shape[1]
         feats = np.concatenate([feats, ((aug[train] - mu) / sd).reshape(-1, x.shape[1])])
         rows = pd.concat([rows, rows.loc[np.repeat(rows.index.to_numpy(), k)]], ignore_index=True)
+        scale = np.r_[scale, np.full(len(rows) - len(scale), copy_weight)]
     clf = LogisticRegression(C=c, max_iter=2000)
     # one BLAS thread: L-BFGS's many small products cost more in waking and spinning threads than they gain
     # (a tiny cross-validation took 32 s instead of 649 on a busy 2-core machine, session 36)
     with threadpool_limits(1, user_api="blas"):
-        clf.fit(feats, rows["emotion"], sample_weight=cell_weights(rows))
+        clf.fit(feats, rows["emotion"], sample_weight=cell_weights(rows) * scale)
     return clf, z
 
 
@@ -532,7 +536,7 @@ def fit_correction(folds: list[tuple[np.ndarray, list[str], np.ndarray, np.ndarr
 
 
 def choose_c(x: np.ndarray, df: pd.DataFrame, train: np.ndarray, grid=C_GRID, what: str = "",
-             aug: np.ndarray | None = None):
+             aug: np.ndarray | None = None, copy_weight: float = 1.0):
     """Nested leave-one-corpus-out inside the ``train`` rows: each of their corpora is held out in turn and
     a probe of every C in ``grid`` is trained on the others. Returns the C with the best mean own-emotion
     accuracy over those held-out corpora (a tie goes to the smaller C), every C's mean, and every C's
@@ -544,7 +548,7 @@ def choose_c(x: np.ndarray, df: pd.DataFrame, train: np.ndarray, grid=C_GRID, wh
         for inner_held in inner:
             itest = train & (df["corpus"] == inner_held).to_numpy()
             itrain = train & ~itest
-            clf, z = probe(x, df, itrain, c, aug)           # the inner held-out corpus is scored clean
+            clf, z = probe(x, df, itrain, c, aug, copy_weight)      # the inner held-out corpus is scored clean
             logits = clf.decision_function(z[itest])
             truth = df.loc[itest, "emotion"].to_numpy()
             accs.append(own_accuracy(logits, list(clf.classes_), truth))
@@ -566,7 +570,8 @@ def best_set(tried: dict[str, tuple[float, dict]]) -> str:
 
 
 def nested_loco(work: Path, out: Path, fixed_c: float | None = None, correct: bool = True,
-                copies: str | None = None, alternatives: tuple[Path, ...] = (), n_copies: int | None = None) -> pd.DataFrame:
+                copies: str | None = None, alternatives: tuple[Path, ...] = (), n_copies: int | None = None,
+                copy_weight: float = 1.0) -> pd.DataFrame:
     """Candidate L: leave one corpus out, with C and the output correction chosen by leaving each training
     corpus out in turn (the outer held-out corpus gives nothing to either). ``fixed_c`` and
     ``correct=False`` are the exploratory halves; the choices go to ``<out stem>_choices.json``.
@@ -587,13 +592,13 @@ def nested_loco(work: Path, out: Path, fixed_c: float | None = None, correct: bo
         train = (df["corpus"] != held).to_numpy()
         grid = (fixed_c,) if fixed_c is not None else C_GRID
         tried = {name: choose_c(x_set, df, train, grid, f"fold {fold} ({held} out)"
-                                + (f", {name}" if alternatives else ""), aug)
+                                + (f", {name}" if alternatives else ""), aug, copy_weight)
                  for name, x_set in sets.items()}
         name = best_set({n: (best, scores) for n, (best, scores, _) in tried.items()})
         best, scores, kept = tried[name]
         x = sets[name]
         temperature, bias = fit_correction(kept[best], labels) if correct else (1.0, {})
-        clf, z = probe(x, df, train, best, aug)
+        clf, z = probe(x, df, train, best, aug, copy_weight)
         fold_labels = list(clf.classes_)
         s = clf.decision_function(z[~train]) / temperature + np.array([bias.get(lab, 0.0) for lab in fold_labels])
         s = s - s.max(axis=1, keepdims=True)
@@ -608,7 +613,7 @@ def nested_loco(work: Path, out: Path, fixed_c: float | None = None, correct: bo
 
 
 def speaker_cv(work: Path, out: Path, protocol: str = "emobox6", copies: str | None = None,
-               n_copies: int | None = None) -> pd.DataFrame:
+               n_copies: int | None = None, copy_weight: float = 1.0) -> pd.DataFrame:
     """The probe with C chosen by nested leave-one-corpus-out (M's first half, no correction) under a speaker
     protocol: each fold's C is chosen inside its training speakers, each corpus's in turn held out; the
     fold's test speakers give nothing to the choice, the standardisation or the probe."""
@@ -620,8 +625,8 @@ def speaker_cv(work: Path, out: Path, protocol: str = "emobox6", copies: str | N
         split = splits.make_split(df, protocol, fold, n_val=0)
         splits.check_disjoint(df, split)
         train, test = rows_mask(len(df), split.train), rows_mask(len(df), split.test)
-        best, scores, _ = choose_c(x, df, train, C_GRID, f"fold {fold}", aug)
-        clf, z = probe(x, df, train, best, aug)
+        best, scores, _ = choose_c(x, df, train, C_GRID, f"fold {fold}", aug, copy_weight)
+        clf, z = probe(x, df, train, best, aug, copy_weight)
         parts.append(fold_table(df, test, clf.predict_proba(z[test]), list(clf.classes_), fold))
         choices[str(fold)] = {"C": best, "inner_own_accuracy": {str(c): round(v, 4) for c, v in scores.items()}}
         print(f"fold {fold}: {test.sum()} test clips, C={best}", flush=True)
@@ -658,7 +663,8 @@ def speaker_summary(table: Path, out: Path | None = None) -> dict:
 
 def channel_shifts(work: Path, cv_dir: Path | None, choices: Path, out: Path, *, corpus: str = "ravdess",
                    folds: list[int] | None = None, seed: int = 0, copies: str | None = None,
-                   embed=None, sample_rate: int = voice_encoder.SAMPLE_RATE, n_copies: int | None = None) -> pd.DataFrame:
+                   embed=None, sample_rate: int = voice_encoder.SAMPLE_RATE, n_copies: int | None = None,
+                   copy_weight: float = 1.0) -> pd.DataFrame:
     """M's channel-shift check (the default's rule): every emobox6 fold's test clips of ``corpus``, clean and
     through each shift of ``ser_core.channel.SHIFTS`` exactly as ``ser robustness`` makes them (same seeds,
     babble from the fold's training speakers), scored by the fold's H network (``cv_dir``, raw
@@ -687,7 +693,7 @@ def channel_shifts(work: Path, cv_dir: Path | None, choices: Path, out: Path, *,
         test = df.iloc[split.test]
         test = test[test["corpus"] == corpus].assign(file=lambda t: t["path"])
         mu, sd = standardiser(x, train, aug)
-        clf, _ = probe(x, df, train, chosen[str(fold)]["C"], aug)
+        clf, _ = probe(x, df, train, chosen[str(fold)]["C"], aug, copy_weight)
         net = None
         if cv_dir is not None:
             net = load_predictor(cv_dir / f"fold-{fold}" / "model", calibrated=False)
@@ -791,6 +797,22 @@ def average(a: Path, b: Path, out: Path) -> pd.DataFrame:
     return table
 
 
+def copy_weight_arg(text: str) -> float:
+    """``--copy-weight``: a positive number (each copy row's weight in the probe's loss)."""
+    try:
+        w = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (np.isfinite(w) and w > 0):
+        raise argparse.ArgumentTypeError(f"a copy's weight must be positive, not {text}")
+    return w
+
+
+def add_copy_weight(p) -> None:
+    p.add_argument("--copy-weight", type=copy_weight_arg, default=1.0, metavar="W",
+                   help="with --channel-copies: each copy row's weight in the probe's loss (WU2W: 0.333)")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="step", required=True)
@@ -829,6 +851,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="with --nested: also train on the clips' channel copies (white: candidate N, babble: O; "
                         "several: babble:1+loudbabble:2)")
     p.add_argument("--n-copies", type=int, metavar="N", help="with --channel-copies: each clip's first N copies (default: all kept)")
+    add_copy_weight(p)
     p = sub.add_parser("cv", help="the nested-C probe (M's first half) under a speaker protocol")
     p.add_argument("--work", type=Path, default=Path("runs/encoder"))
     p.add_argument("--protocol", default="emobox6")
@@ -837,6 +860,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="also train on the clips' channel copies (white: candidate N, babble: O; several: "
                         "babble:1+loudbabble:2, WUB)")
     p.add_argument("--n-copies", type=int, metavar="N", help="with --channel-copies: each clip's first N copies (default: all kept)")
+    add_copy_weight(p)
     p = sub.add_parser("summary", help="the default's rule's figures from a speaker-fold predictions table")
     p.add_argument("table", type=Path)
     p.add_argument("--out", type=Path)
@@ -849,6 +873,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--channel-copies", nargs="?", const="white", type=copy_spec,
                    help="the probe also trains on channel copies (white: candidate N, babble: O)")
     p.add_argument("--n-copies", type=int, metavar="N", help="with --channel-copies: each clip's first N copies (default: all kept)")
+    add_copy_weight(p)
     p = sub.add_parser("shift-summary", help="join shifts tables and report accuracy and drop per condition")
     p.add_argument("tables", type=Path, nargs="+")
     p.add_argument("--out", type=Path)
@@ -866,20 +891,21 @@ def main(argv: list[str] | None = None) -> int:
     elif args.step == "speakers":
         speakers(args.work, args.corpus)
     elif args.step == "cv":
-        speaker_cv(args.work, args.out, args.protocol, copies=args.channel_copies, n_copies=args.n_copies)
+        speaker_cv(args.work, args.out, args.protocol, copies=args.channel_copies, n_copies=args.n_copies,
+                   copy_weight=args.copy_weight)
     elif args.step == "summary":
         speaker_summary(args.table, args.out)
     elif args.step == "shifts":
         channel_shifts(args.work, args.cv, args.choices, args.out,
                        folds=[int(f) for f in args.folds.split(",")] if args.folds else None,
-                       copies=args.channel_copies, n_copies=args.n_copies)
+                       copies=args.channel_copies, n_copies=args.n_copies, copy_weight=args.copy_weight)
     elif args.step == "shift-summary":
         shift_summary(args.tables, args.out)
     elif args.step == "average":
         average(args.a, args.b, args.out)
     elif args.nested:
         nested_loco(args.work, args.out, fixed_c=args.c, correct=not args.no_correction, copies=args.channel_copies,
-                    alternatives=tuple(args.alternative), n_copies=args.n_copies)
+                    alternatives=tuple(args.alternative), n_copies=args.n_copies, copy_weight=args.copy_weight)
     else:
         if args.alternative:
             ap.error("--alternative goes with --nested (the nested folds choose between the folders)")

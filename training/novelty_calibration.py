@@ -93,10 +93,10 @@ class Scored:
 
 
 def scored(x: np.ndarray, df: pd.DataFrame, train: np.ndarray, test: np.ndarray, c: float,
-           aug: np.ndarray | None) -> Scored:
+           aug: np.ndarray | None, copy_weight: float = 1.0) -> Scored:
     """The probe trained on ``train`` (its copies too), scored on ``test``, with the novelty of every test row
     against the probe's training rows."""
-    clf, z = ep.probe(x, df, train, c, aug)
+    clf, z = ep.probe(x, df, train, c, aug, copy_weight)
     mu, sd = ep.standardiser(x, train, aug)
     rows = z[train] if aug is None else np.concatenate([z[train], ((aug[train] - mu) / sd).reshape(-1, x.shape[1])])
     labels = list(clf.classes_)
@@ -106,7 +106,7 @@ def scored(x: np.ndarray, df: pd.DataFrame, train: np.ndarray, test: np.ndarray,
 
 
 def inner_rows(x: np.ndarray, df: pd.DataFrame, train: np.ndarray, c: float, aug: np.ndarray | None,
-               what: str) -> tuple[list[Scored], list[Scored]]:
+               what: str, copy_weight: float = 1.0) -> tuple[list[Scored], list[Scored]]:
     """In-corpus rows (speaker folds inside ``train``) and cross-corpus rows (each of its corpora left out)."""
     part = df[train]
     inside = []
@@ -114,12 +114,12 @@ def inner_rows(x: np.ndarray, df: pd.DataFrame, train: np.ndarray, c: float, aug
         held = train & df["speaker"].isin(group).to_numpy()
         if not held.any():          # fewer speakers than folds
             continue
-        inside.append(scored(x, df, train & ~held, held, c, aug))
+        inside.append(scored(x, df, train & ~held, held, c, aug, copy_weight))
         print(f"{what}: in-corpus inner fold {i}: {held.sum()} clips", flush=True)
     across = []
     for corpus in splits.corpora(part):
         held = train & (df["corpus"] == corpus).to_numpy()
-        across.append(scored(x, df, train & ~held, held, c, aug))
+        across.append(scored(x, df, train & ~held, held, c, aug, copy_weight))
         print(f"{what}: {corpus} left out inside: {held.sum()} clips", flush=True)
     return inside, across
 
@@ -224,20 +224,21 @@ def shown(path: Path) -> str:
 
 
 def command(work: Path, emobox6_choices: Path | None, loco_choices: Path | None, out: Path, copies: str | None,
-            parts: tuple[str, ...]) -> str:
+            parts: tuple[str, ...], copy_weight: float = 1.0) -> str:
     """The command line that makes ``run``'s figures (kept with them, and with a model folder's copy)."""
     args = [f"--work {shown(work)}"] + ([f"--channel-copies {copies}"] if copies else [])
+    args += [f"--copy-weight {copy_weight:g}"] if copy_weight != 1 else []
     args += [f"--{k}-choices {shown(v)}" for k, v in (("emobox6", emobox6_choices), ("loco", loco_choices))
              if v is not None and k in parts]
     return f"python training/novelty_calibration.py {' '.join(args)} --parts {','.join(parts)} --out {shown(out)}"
 
 
 def run(work: Path, emobox6_choices: Path | None, loco_choices: Path | None, out: Path, copies: str | None,
-        parts: tuple[str, ...] = ("loco", "emobox6")) -> dict:
+        parts: tuple[str, ...] = ("loco", "emobox6"), copy_weight: float = 1.0) -> dict:
     df, x = ep.load_vectors(work)
     df = df.reset_index(drop=True)
     aug = ep.load_channel_vectors(work, df, copies) if copies else None
-    results: dict = {"made_by": command(work, emobox6_choices, loco_choices, out, copies, parts),
+    results: dict = {"made_by": command(work, emobox6_choices, loco_choices, out, copies, parts, copy_weight),
                      "axes": AXES, "k": K, "inner_folds": INNER_FOLDS}
     tables = []
     if "loco" in parts:
@@ -246,9 +247,9 @@ def run(work: Path, emobox6_choices: Path | None, loco_choices: Path | None, out
         for fold, held in enumerate(splits.corpora(df), 1):
             train = (df["corpus"] != held).to_numpy()
             c = float(chosen[held]["C"])
-            inside, across = inner_rows(x, df, train, c, aug, f"{held} out")
+            inside, across = inner_rows(x, df, train, c, aug, f"{held} out", copy_weight)
             fitted = fit(inside, across)
-            s = scored(x, df, train, ~train, c, aug)
+            s = scored(x, df, train, ~train, c, aug, copy_weight)
             results["loco"][held] = {}
             for kind, tm in fitted.items():
                 t = table(df, ~train, s, tm.probs(s), fold, tm, kind)
@@ -267,9 +268,9 @@ def run(work: Path, emobox6_choices: Path | None, loco_choices: Path | None, out
             splits.check_disjoint(df, split)
             train, test = ep.rows_mask(len(df), split.train), ep.rows_mask(len(df), split.test)
             c = float(chosen[str(fold)]["C"])
-            inside, across = inner_rows(x, df, train, c, aug, f"emobox6 fold {fold}")
+            inside, across = inner_rows(x, df, train, c, aug, f"emobox6 fold {fold}", copy_weight)
             fitted = fit(inside, across)
-            s = scored(x, df, train, test, c, aug)
+            s = scored(x, df, train, test, c, aug, copy_weight)
             for kind, tm in fitted.items():
                 folds.append(table(df, test, s, tm.probs(s), fold, tm, kind).assign(protocol="emobox6"))
             results.setdefault("emobox6_folds", {})[str(fold)] = {
@@ -307,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", type=Path)
     ap.add_argument("--channel-copies", default=None)
+    ep.add_copy_weight(ap)
     ap.add_argument("--emobox6-choices", type=Path)
     ap.add_argument("--loco-choices", type=Path)
     ap.add_argument("--parts", default="loco,emobox6")
@@ -325,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
                                            ("emobox6-choices", a.emobox6_choices if "emobox6" in parts else 1)) if not v]
         if missing:
             raise SystemExit(f"missing {', '.join(missing)}")
-        results = run(a.work, a.emobox6_choices, a.loco_choices, a.out, a.channel_copies, parts)
+        results = run(a.work, a.emobox6_choices, a.loco_choices, a.out, a.channel_copies, parts, a.copy_weight)
     if a.save:
         if "loco" not in results:
             raise SystemExit(f"{a.out} holds no leave-one-corpus-out figures to save")

@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -114,28 +115,43 @@ def all_fold_shifts(candidate: str, results: Path = RESULTS) -> Path:
     return results / f"emobox6_{candidate}_shifts_all_folds.json"
 
 
-#: What a probe recipe (``training/recipes/whisper_*.json``, ``{"probe": {...}}``) gives; every key is needed.
+#: What a probe recipe (``training/recipes/whisper_*.json``, ``{"probe": {...}}``) gives; every key is needed ...
 RECIPE_KEYS = ("candidate", "dataset", "encoder_setup", "channel_copies")
+#: ... and what it may give (the default when it does not: each copy row weighs as much as its clip)
+OPTIONAL_RECIPE_KEYS = {"copy_weight": 1.0}
 
 
-def read_recipe(recipe: dict) -> tuple[str, str, Setup, str]:
-    """A probe recipe's candidate name, corpora, encoder setup and channel copies; a key missing or unknown, or
-    a setting this version cannot run, is refused with what is wrong."""
-    from encoder_probe import copy_kinds
+@dataclass(frozen=True)
+class Recipe:
+    """A probe recipe, read and checked (:func:`read_recipe`)."""
+    candidate: str
+    dataset: str
+    setup: Setup
+    copies: str
+    copy_weight: float = OPTIONAL_RECIPE_KEYS["copy_weight"]
+
+
+def read_recipe(recipe: dict) -> Recipe:
+    """A probe recipe's candidate name, corpora, encoder setup, channel copies and their weight; a key missing or
+    unknown, or a setting this version cannot run, is refused with what is wrong."""
+    from encoder_probe import copy_kinds, copy_weight_arg
 
     from ser_core.errors import ModelError
 
-    unknown, missing = set(recipe) - set(RECIPE_KEYS), [k for k in RECIPE_KEYS if k not in recipe]
+    known = (*RECIPE_KEYS, *OPTIONAL_RECIPE_KEYS)
+    unknown, missing = set(recipe) - set(known), [k for k in RECIPE_KEYS if k not in recipe]
     if unknown or missing:
-        raise SystemExit(f"a probe recipe gives {', '.join(RECIPE_KEYS)}"
+        raise SystemExit(f"a probe recipe gives {', '.join(RECIPE_KEYS)} (and may give "
+                         f"{', '.join(OPTIONAL_RECIPE_KEYS)})"
                          + (f"; unknown: {', '.join(sorted(unknown))}" if unknown else "")
                          + (f"; missing: {', '.join(missing)}" if missing else ""))
     try:
         setup = Setup.from_dict(recipe["encoder_setup"])
         copy_kinds(recipe["channel_copies"])
+        weight = copy_weight_arg(str(recipe.get("copy_weight", OPTIONAL_RECIPE_KEYS["copy_weight"])))
     except (ModelError, argparse.ArgumentTypeError, TypeError, AttributeError) as exc:
         raise SystemExit(f"a probe recipe that cannot be run: {exc}") from None
-    return str(recipe["candidate"]), str(recipe["dataset"]), setup, recipe["channel_copies"]
+    return Recipe(str(recipe["candidate"]), str(recipe["dataset"]), setup, recipe["channel_copies"], weight)
 
 
 def build(recipe: dict, work: Path, name: str, results: Path = RESULTS) -> Path:
@@ -158,7 +174,8 @@ def build(recipe: dict, work: Path, name: str, results: Path = RESULTS) -> Path:
 
     import time
 
-    candidate, dataset, setup, copies = read_recipe(recipe)
+    r = read_recipe(recipe)
+    candidate, dataset, setup, copies, weight = r.candidate, r.dataset, r.setup, r.copies, r.copy_weight
     t0 = time.perf_counter()
 
     def step(text: str) -> None:
@@ -181,20 +198,21 @@ def build(recipe: dict, work: Path, name: str, results: Path = RESULTS) -> Path:
         step(f"3: kept {tables['cv']}")
     else:
         step("3: the emobox6 speaker folds")
-        speaker_cv(work, tables["cv"], "emobox6", copies)
+        speaker_cv(work, tables["cv"], "emobox6", copies, copy_weight=weight)
     if tables["shifts"].exists() and all_fold_shifts(candidate, results).exists():
         step(f"4: kept {all_fold_shifts(candidate, results)}")
     else:
         step("4: the channel shifts of RAVDESS's six folds")
         shifted = results / f"emobox6_{candidate}_shifts.csv.gz"
-        channel_shifts(work, None, choices, shifted, embed=embed, sample_rate=SAMPLE_RATE, copies=copies)
+        channel_shifts(work, None, choices, shifted, embed=embed, sample_rate=SAMPLE_RATE, copies=copies,
+                       copy_weight=weight)
         shift_summary([shifted], tables["shifts"], folds=[1])
         shift_summary([shifted], all_fold_shifts(candidate, results))
     if tables["loco"].exists():
         step(f"5: kept {tables['loco']}")
     else:
         step("5: leaving one corpus out")
-        nested_loco(work, tables["loco"], copies=copies)
+        nested_loco(work, tables["loco"], copies=copies, copy_weight=weight)
     if loco_calibration(candidate, results).exists():
         step(f"5b: kept {loco_calibration(candidate, results)}")
     else:
@@ -202,9 +220,9 @@ def build(recipe: dict, work: Path, name: str, results: Path = RESULTS) -> Path:
 
         step("5b: leaving one corpus out, calibrated as shipped")
         novelty_calibration.run(work, None, results / f"loco_{candidate}_predictions_choices.json",
-                                loco_calibration(candidate, results), copies, parts=("loco",))
+                                loco_calibration(candidate, results), copies, parts=("loco",), copy_weight=weight)
     step(f"6: the probe on every clip, into models/{name}")
-    return ship(work, name, copies, candidate, results)
+    return ship(work, name, copies, candidate, results, copy_weight=weight)
 
 
 def probe_arrays(clf, mu: np.ndarray, sd: np.ndarray, labels: list[str]) -> dict[str, np.ndarray]:
@@ -218,7 +236,7 @@ def probe_arrays(clf, mu: np.ndarray, sd: np.ndarray, labels: list[str]) -> dict
 
 
 def ship(work: Path, name: str = "default", copies: str = "babble:1", candidate: str = "WNA",
-         results: Path = RESULTS) -> Path:
+         results: Path = RESULTS, copy_weight: float = 1.0) -> Path:
     """Train WNA's probe recipe on every clip of ``work`` and its ``copies`` (``encoder_probe.copy_kinds``: WNA's
     ``babble:1``, WUB's ``babble:1+loudbabble:2``), C chosen by
     nested leave-one-corpus-out over all its corpora, and install it as ``models/<name>`` with the calibration,
@@ -251,8 +269,8 @@ def ship(work: Path, name: str = "default", copies: str = "babble:1", candidate:
     aug = load_channel_vectors(work, df, copies)
     n_copies = aug.shape[1]
     train = np.ones(len(df), bool)
-    best, scores, _ = choose_c(x, df, train, C_GRID, "every corpus", aug)
-    clf, z = probe(x, df, train, best, aug)
+    best, scores, _ = choose_c(x, df, train, C_GRID, "every corpus", aug, copy_weight)
+    clf, z = probe(x, df, train, best, aug, copy_weight)
     mu, sd = standardiser(x, train, aug)
     labels = list(EMOTIONS)
     arrays = probe_arrays(clf, mu, sd, labels)
@@ -269,10 +287,11 @@ def ship(work: Path, name: str = "default", copies: str = "babble:1", candidate:
                             "vectors": "mean and standard deviation over the clip's frames of the encoder's output, "
                                        + setup.describe(),
                             ENCODER_SETUP: setup.to_dict(),
-                            "channel_copies": copies, "C": best,
+                            "channel_copies": copies, "copy_weight": copy_weight, "C": best,
                             "inner_own_accuracy": {str(c): round(v, 4) for c, v in scores.items()},
                             "trained_on": f"{len(df)} clips and {n_copies} channel cop{'y' if n_copies == 1 else 'ies'} "
-                                          f"each" + ("" if copies == "babble:1" else f" ({copies})"),
+                                          f"each" + ("" if copies == "babble:1" else f" ({copies})")
+                                          + ("" if copy_weight == 1 else f", each copy weighing {copy_weight:g} of its clip"),
                             "candidate": CANDIDATE_DOCS.get(candidate, candidate)})
     with tempfile.TemporaryDirectory() as tmp:
         # the folder names say in the stored calibration which predictions its temperature came from
@@ -290,7 +309,8 @@ def ship(work: Path, name: str = "default", copies: str = "babble:1", candidate:
         metrics["loco"] = evaluation.evaluate(loco, labels, protocol="leave-one-corpus-out", speaker_independent=True)
         metrics["calibration"] = {**report, "stored": calib.to_dict()}
         metrics["arch"] = PROBE_ARCH
-        metrics["final_model"] = {"trained_on": spec.extra["trained_on"], "C": best, "channel_copies": copies}
+        metrics["final_model"] = {"trained_on": spec.extra["trained_on"], "C": best, "channel_copies": copies,
+                                  "copy_weight": copy_weight}
         metrics["shifts_fold1"] = json.loads(tables["shifts"].read_text())
         if all_fold_shifts(candidate, results).exists():
             metrics["shifts_all_folds"] = json.loads(all_fold_shifts(candidate, results).read_text())
@@ -308,7 +328,7 @@ def ship(work: Path, name: str = "default", copies: str = "babble:1", candidate:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from encoder_probe import copy_spec
+    from encoder_probe import add_copy_weight, copy_spec
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -335,6 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--channel-copies", nargs="?", const="babble", metavar="KINDS", type=copy_spec,
                    help="the probe also trains on the channel copies (alone: babble, WNA; babble:1+loudbabble:2, WUB)")
     p.add_argument("--n-copies", type=int, metavar="N", help="with --channel-copies: each clip's first N copies (default: all)")
+    add_copy_weight(p)
     p = sub.add_parser("channel", help="every clip's vector after random recording chains, babble allowed (WNA)")
     p.add_argument("--work", type=Path, default=Path("runs/whisper"))
     p.add_argument("--copies", type=int, default=1)
@@ -349,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--candidate", default="WNA", help="whose committed tables give its figures and calibration")
     p.add_argument("--channel-copies", default="babble:1", metavar="KINDS", type=copy_spec,
                    help="the copies it also trains on (WNA: babble:1; WUB: babble:1+loudbabble:2)")
+    add_copy_weight(p)
     a = ap.parse_args(argv)
     if a.cmd == "vectors":
         vectors(a.dataset, a.work, a.model or default_model_dir(), Setup(a.unpadded, a.layers, a.level, a.compute,
@@ -358,9 +380,9 @@ def main(argv: list[str] | None = None) -> int:
 
         channel_shifts(a.work, None, a.choices, a.out, folds=[int(f) for f in a.folds.split(",")] if a.folds else None,
                        embed=setup_embedder(a.work, a.model or default_model_dir()), sample_rate=SAMPLE_RATE,
-                       copies=a.channel_copies, n_copies=a.n_copies)
+                       copies=a.channel_copies, n_copies=a.n_copies, copy_weight=a.copy_weight)
     elif a.cmd == "ship":
-        ship(a.work, a.name, a.channel_copies, a.candidate)
+        ship(a.work, a.name, a.channel_copies, a.candidate, copy_weight=a.copy_weight)
     elif a.cmd == "channel":
         from encoder_probe import channel_vectors
 
