@@ -91,7 +91,8 @@ CANDIDATE_DOCS = {"WNA": "WNA (docs/preregistration-session32.md, session33.md)"
                           "docs/preregistration-session35.md)",
                   "WU2P": "WU2P (docs/preregistration-session35.md)",
                   "WU2M": "WU2M (docs/preregistration-session35.md, stage 3b)",
-                  "WU2S": "WU2S (docs/preregistration-session36.md)"}
+                  "WU2S": "WU2S (docs/preregistration-session36.md)",
+                  "WU2W": "WU2W (docs/preregistration-session37.md, addendum 2)"}
 SHIP_WINDOW_SECONDS = 6.0           # with predict.PROBE_HOP_SECONDS: up to 9 s heard whole
 
 
