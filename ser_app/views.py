@@ -924,9 +924,8 @@ def evaluation_sources() -> list[EvalSource]:
         else:
             title = f"{'Active model' if d == active else 'Model'} {d.name} ({protocol})"
             out.append(EvalSource(f"model:{d.name}", title, str(d)))
-        strangers = stranger_source(d, "Shipped default model" if d == default else f"Model {d.name}")
-        if strangers:
-            out.append(strangers)
+        name = "Shipped default model" if d == default else f"Model {d.name}"
+        out += [s for s in (stranger_source(d, name), loco_calibration_source(d, name)) if s]
     if public_demo():
         return out          # a public demo shows the served model only: runs are the operator's, and stay unread
     for r in runs.list_runs():
@@ -950,6 +949,27 @@ def stranger_source(model_dir: Path, name: str) -> EvalSource | None:
     protocol = f"corpora it never trained on: {corpora}"
     return EvalSource(f"strangers:{model_dir.name}", f"{name} on voices it never heard ({corpora})", str(model_dir),
                       table=str(table), protocol=protocol, calibrated=True)
+
+
+#: The protocol label of a probe's recipe left out of each corpus and calibrated as shipped (``loco`` first, so the
+#: Evaluate page shows its leave-one-corpus-out view).
+LOCO_CALIBRATION_PROTOCOL = "loco: its recipe trained on three corpora, calibrated as shipped, tested on the fourth"
+
+
+def loco_calibration_source(model_dir: Path, name: str) -> EvalSource | None:
+    """The model's recipe left out of each corpus in turn and calibrated as the model is (``schema.LOCO_CALIBRATION``,
+    written by ``training/novelty_calibration.py --save``): what its confidence means on a corpus it never heard.
+    None when the folder has none or its table is gone."""
+    record = read_json(model_dir / schema.LOCO_CALIBRATION, None)
+    if not isinstance(record, dict) or not record.get("table") or not isinstance(record.get("corpora"), dict):
+        return None
+    table = model_dir / record["table"]
+    if not table.exists():
+        return None
+    corpora = ", ".join(c.upper() for c in record["corpora"])
+    return EvalSource(f"loco-calibrated:{model_dir.name}", f"{name}: each corpus left out, calibrated as shipped "
+                      f"({corpora})", str(model_dir), table=str(table), protocol=LOCO_CALIBRATION_PROTOCOL,
+                      calibrated=True)
 
 
 def predictions_csv_bytes(source: EvalSource) -> bytes:

@@ -38,6 +38,7 @@ STRANGERS = "strangers.json"       # in a model folder: what it does on corpora 
 # in a probe's folder: its recipe trained on three corpora and calibrated as shipped, on the fourth
 # (training/novelty_calibration.py --save)
 LOCO_CALIBRATION = "loco_calibration.json"
+LOCO_CALIBRATION_TABLE = "loco_calibration_predictions.csv.gz"       # ... and its held-out rows
 
 
 FOLD_PREFIX = "fold-"

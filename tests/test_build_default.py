@@ -199,6 +199,10 @@ def test_a_probe_recipe_is_built_step_by_step_and_resumes(tmp_path, samples_dir)
     assert set(held["corpora"]) == {"ravdess", "emovo", "ased"} and held["command"].endswith(
         f"--parts loco --out {(results / 'loco_calibration_TINY.json').as_posix()}")
     assert all(0 <= c["ece"] <= 1 and c["n"] > 0 for c in held["corpora"].values())
+    import pandas as pd
+
+    rows = pd.read_csv(model / held["table"])           # its held-out rows, for the Evaluate page: a corpus per fold
+    assert rows.groupby("fold")["corpus"].nunique().eq(1).all() and set(rows["corpus"]) == set(held["corpora"])
     stamps = {p: p.stat().st_mtime_ns for p in [*work.glob("*.npz"), *results.iterdir()]}
     again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]

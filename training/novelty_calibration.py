@@ -287,19 +287,29 @@ def run(work: Path, emobox6_choices: Path | None, loco_choices: Path | None, out
     out.write_text(json.dumps(results, indent=1) + "\n")
     if tables:
         pd.concat(tables, ignore_index=True).rename(columns={"path": "file"}).drop(columns=["emotion"]).to_csv(
-            out.with_name(out.stem + "_predictions.csv.gz"), index=False)
+            predictions_path(out), index=False)
     return results
+
+
+def predictions_path(out: Path) -> Path:
+    """Where :func:`run` writes the held-out rows of its figures ``out``."""
+    return out.with_name(out.stem + "_predictions.csv.gz")
 
 
 def save(results: dict, source: Path, model_dir: Path) -> dict:
     """The shipped procedure's figures leaving each corpus out, kept in ``model_dir`` (``schema.LOCO_CALIBRATION``)
-    for its card: what the model's confidence means on a corpus none of its training corpora resembles."""
+    for its card, and its held-out rows (``schema.LOCO_CALIBRATION_TABLE``) for the Evaluate page: what the
+    model's confidence means on a corpus none of its training corpora resembles."""
     from ser_core import schema
     from ser_core.jsonio import write_json
 
     keep = ("n", "ece", "accuracy", "mean_confidence", "not_sure", "not_sure_when_wrong", "not_sure_when_right")
-    record = {"command": results["made_by"], "source": shown(source),
+    record = {"command": results["made_by"], "source": shown(source), "table": schema.LOCO_CALIBRATION_TABLE,
               "corpora": {c: {k: v["shipped"][k] for k in keep} for c, v in results["loco"].items()}}
+    rows = pd.read_csv(predictions_path(source), dtype={"speaker": str})
+    rows = rows[(rows["calibration"] == "shipped") & (rows["protocol"] == "loco")]
+    rows.drop(columns=["calibration", "novelty", "temperature", "protocol"]).to_csv(
+        model_dir / schema.LOCO_CALIBRATION_TABLE, index=False)
     write_json(model_dir / schema.LOCO_CALIBRATION, record)
     return record
 
