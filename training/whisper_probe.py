@@ -73,12 +73,16 @@ def setup_embedder(work: Path, model_dir: Path, setup: Setup | None = None) -> E
     return Encoder(model_dir=model_dir, setup=setup or read_setup(work))
 
 
-def vectors(dataset: str, work: Path, model_dir: Path, setup: Setup = Setup(), batch: int = 8) -> None:
+def vectors(dataset: str, work: Path, model_dir: Path, setup: Setup = Setup(), batch: int = 8,
+            embed: Encoder | None = None) -> None:
+    """Every clip's vector as ``setup`` hears it, into ``work`` (which records the setup); ``embed``: an encoder of
+    that setup already loaded (a build reuses it for the copies and the shifts)."""
     from encoder_probe import write_vectors
 
     record_setup(work, setup)
     # the clip alone: one at a time, since clips differ in length
-    write_vectors(dataset, work, SAMPLE_RATE, setup_embedder(work, model_dir, setup), 1 if setup.unpadded else batch)
+    write_vectors(dataset, work, SAMPLE_RATE, embed or setup_embedder(work, model_dir, setup),
+                  1 if setup.unpadded else batch)
 
 
 # the shipped probe (docs/preregistration-session33.md, session34.md): a candidate's recipe on every clip, its
@@ -187,8 +191,8 @@ def build(recipe: dict, work: Path, name: str, results: Path = RESULTS) -> Path:
                          "needs \"level\": true")
     model_dir = default_model_dir()
     step(f"1: vectors in {work}")
-    vectors(dataset, work, model_dir, setup)
-    embed = setup_embedder(work, model_dir)
+    embed = setup_embedder(work, model_dir, setup)          # loaded once: the vectors, the copies and the shifts
+    vectors(dataset, work, model_dir, setup, embed=embed)
     for kind, n in copy_kinds(copies):
         step(f"2: {n or 1} {kind} cop{'y' if n == 1 else 'ies'} of every clip")
         channel_vectors(work, n or 1, batch=1 if setup.unpadded else 8, kind=kind, sample_rate=SAMPLE_RATE,
