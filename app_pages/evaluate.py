@@ -150,7 +150,12 @@ def calibration_tab(source: views.EvalSource, df: pd.DataFrame, figs: dict) -> d
     except SERError as exc:
         st.info(views.md_escape(exc))
         return None
-    if mode == eval_views.STORED and source.calibrated:
+    if mode == eval_views.STORED and source.protocol == views.LOCO_CALIBRATION_PROTOCOL:
+        note = (f"Each corpus was answered by the model's recipe trained on the other three and calibrated the way "
+                f"the model is (one temperature from speaker folds inside those three corpora); \"not sure\" below "
+                f"{calib.threshold:.0%} confidence. Where the curve runs under the diagonal, the answers are surer "
+                "than they are right: what the model's confidence means for a corpus it never heard.")
+    elif mode == eval_views.STORED and source.calibrated:
         note = (f"The model's answers as Predict gives them (its stored temperature already applied); \"not sure\" "
                 f"below {calib.threshold:.0%} confidence. A model that knew these voices would say \"not sure\" far "
                 "more often to its wrong answers than to its right ones.")

@@ -233,6 +233,8 @@ def test_the_defaults_recipe_left_out_of_each_corpus_and_calibrated_as_shipped_i
     held = frame_with(at, "held-out corpus")
     assert set(held["held-out corpus"]) == set(stored["corpora"])
     assert at.radio(key="e_cal_mode").options == ["Stored calibration"]
+    assert any(c.value.startswith("Each corpus was answered by the model's recipe trained on the other three")
+               for c in at.caption)
     cal = frame_with(at, "not sure", "ECE").set_index("scope")
     for name, figures in stored["corpora"].items():
         assert float(cal.loc[name, "ECE"]) == pytest.approx(figures["ece"], abs=6e-4)

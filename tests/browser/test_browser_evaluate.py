@@ -102,3 +102,21 @@ def test_the_ravdess_ensembles_answers_to_strangers_open_on_their_own_corpora(se
         p._fullLayout && p.offsetParent !== null && (p._fullLayout.title.text || '').startsWith('ased: confusion'))""",
                            timeout=60_000)
     screenshot(page, "evaluate-strangers", height=1500)
+
+
+def test_the_defaults_recipe_on_a_corpus_left_out_opens_with_its_calibration_as_shipped(server, page):
+    """The default's recipe left out of each corpus and calibrated as shipped (models/default/loco_calibration.json):
+    the leave-one-corpus-out table, and each corpus's ECE as the card says it, its reliability diagram drawn."""
+    stored = json.loads((ROOT / "models" / "default" / "loco_calibration.json").read_text())
+    page.goto(f"{server['url']}/evaluate")
+    metric_value(page, "Accuracy")
+    page.get_by_test_id("stSelectbox").filter(has_text="Evaluation").locator("input").click()
+    page.get_by_role("option", name=re.compile("calibrated as shipped")).click()
+    page.get_by_role("tab", name="Corpora").click()
+    grid_text(page, "held-out corpus", "ravdess", "ased", "emovo", "urdu")
+    page.get_by_role("tab", name="Calibration").click()
+    grid_text(page, "ECE", *(f"{c['ece']:.3f}" for c in stored["corpora"].values()))
+    page.wait_for_function("""() => Array.from(document.querySelectorAll('.js-plotly-plot')).some(p =>
+        p._fullLayout && p.offsetParent !== null && (p._fullLayout.title.text || '').startsWith('Reliability diagram'))""",
+                           timeout=60_000)
+    screenshot(page, "evaluate-loco-calibrated", height=1300)
