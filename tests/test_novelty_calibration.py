@@ -134,3 +134,19 @@ def test_gender_probes_never_read_a_test_clips_gender(gender, tmp_path):
         one = (a["fold"] == 1).to_numpy()
         assert np.abs(pa[one] - pb[one]).max() < 1e-9, kind
         assert np.abs(pa[~one] - pb[~one]).max() > 1e-3, kind
+
+
+def test_under_the_speaker_folds_a_folds_test_speakers_inform_nothing_of_its_calibration(nt, tmp_path):
+    """Fold 1's test speakers moved far away: fold 1's calibrations stay, fold 2's (which they train) change."""
+    res = []
+    for move in (0.0, 9.0):
+        work = _speaker_work(tmp_path, move)
+        choices = tmp_path / "choices.json"
+        choices.write_text(json.dumps({str(f): {"C": 0.1} for f in range(1, 7)}))
+        res.append(nt.run(work, choices, None, tmp_path / f"e{move}.json", None, parts=("emobox6",)))
+    (a, b) = (r["emobox6_folds"] for r in res)
+    for kind in ("shipped", "NT", "NT2"):
+        assert (a["1"][kind]["a0"], a["1"][kind]["a1"]) == (b["1"][kind]["a0"], b["1"][kind]["a1"])
+    assert a["2"]["NT"]["a0"] != b["2"]["NT"]["a0"]
+    assert set(res[0]["emobox6"]) == {"shipped", "NT", "NT2"}
+    assert res[0]["emobox6"]["shipped"]["pooled"]["n"] == len(pd.read_csv(tmp_path / "e0.0_predictions.csv.gz")) // 3

@@ -241,6 +241,16 @@ def rows_mask(n: int, idx: np.ndarray) -> np.ndarray:
     return mask
 
 
+def emobox6_folds(df: pd.DataFrame, chosen: dict | None = None):
+    """Each emobox6 fold of ``df``'s clips, its speakers checked apart: (fold, training rows, test rows, the
+    fold's C in ``chosen``, a cross-validation's choices, or None)."""
+    for fold in range(1, splits.n_folds("emobox6", df=df) + 1):
+        split = splits.make_split(df, "emobox6", fold, n_val=0)
+        splits.check_disjoint(df, split)
+        yield (fold, rows_mask(len(df), split.train), rows_mask(len(df), split.test),
+               None if chosen is None else float(chosen[str(fold)]["C"]))
+
+
 def standardiser(x: np.ndarray, train: np.ndarray, aug: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Mean and standard deviation of the ``train`` rows (and of their channel copies, when given)."""
     rows = x[train] if aug is None else np.concatenate([x[train], aug[train].reshape(-1, x.shape[1])])

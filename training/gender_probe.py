@@ -31,7 +31,6 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 import encoder_probe as ep  # noqa: E402
-from ser_core import splits  # noqa: E402
 from ser_core.config import EMOTIONS  # noqa: E402
 
 GENDER_C = 0.1      # the gender classifier's regularisation (a fixed choice: gender is easy to hear)
@@ -98,11 +97,7 @@ def run(work: Path, kind: str, choices: Path, out: Path, copies: str | None = No
     aug = ep.load_channel_vectors(work, df, copies) if copies else None
     chosen = json.loads(choices.read_text())
     parts = []
-    for fold in range(1, splits.n_folds("emobox6", df=df) + 1):
-        split = splits.make_split(df, "emobox6", fold, n_val=0)
-        splits.check_disjoint(df, split)
-        train, test = ep.rows_mask(len(df), split.train), ep.rows_mask(len(df), split.test)
-        c = float(chosen[str(fold)]["C"])
+    for fold, train, test, c in ep.emobox6_folds(df, chosen):
         probs, p_f = fold_probs(kind, x, df, train, test, c, aug)
         hit = ((p_f >= 0.5) == (df.loc[test, "gender"] == "female").to_numpy()).mean()
         parts.append(ep.fold_table(df, test, probs, list(EMOTIONS), fold))

@@ -263,11 +263,7 @@ def run(work: Path, emobox6_choices: Path | None, loco_choices: Path | None, out
     if "emobox6" in parts:
         chosen = json.loads(emobox6_choices.read_text())
         folds = []
-        for fold in range(1, splits.n_folds("emobox6", df=df) + 1):
-            split = splits.make_split(df, "emobox6", fold, n_val=0)
-            splits.check_disjoint(df, split)
-            train, test = ep.rows_mask(len(df), split.train), ep.rows_mask(len(df), split.test)
-            c = float(chosen[str(fold)]["C"])
+        for fold, train, test, c in ep.emobox6_folds(df, chosen):
             inside, across = inner_rows(x, df, train, c, aug, f"emobox6 fold {fold}", copy_weight)
             fitted = fit(inside, across)
             s = scored(x, df, train, test, c, aug, copy_weight)
