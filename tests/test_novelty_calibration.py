@@ -150,3 +150,24 @@ def test_under_the_speaker_folds_a_folds_test_speakers_inform_nothing_of_its_cal
     assert a["2"]["NT"]["a0"] != b["2"]["NT"]["a0"]
     assert set(res[0]["emobox6"]) == {"shipped", "NT", "NT2"}
     assert res[0]["emobox6"]["shipped"]["pooled"]["n"] == len(pd.read_csv(tmp_path / "e0.0_predictions.csv.gz")) // 3
+
+
+def test_the_card_says_too_sure_only_when_every_held_out_corpus_is(tmp_path):
+    from conftest import training_module
+
+    from ser_core import schema
+
+    report = training_module("report")
+    figures = {"n": 10, "ece": 0.02, "accuracy": 0.40, "mean_confidence": 0.42, "not_sure": 0.5,
+               "not_sure_when_wrong": 0.6, "not_sure_when_right": 0.4}
+    record = {"command": "python training/novelty_calibration.py ...", "corpora": {"ased": figures, "urdu": figures}}
+    (tmp_path / schema.LOCO_CALIBRATION).write_text(json.dumps(record))
+    text = "\n".join(report.loco_calibration_lines(tmp_path))
+    assert "too sure" not in text and "| ased | 40.0 % | 42.0 % | 0.020 |" in text
+    record["corpora"]["urdu"] = {**figures, "mean_confidence": 0.60}
+    (tmp_path / schema.LOCO_CALIBRATION).write_text(json.dumps(record))
+    assert "too sure" not in "\n".join(report.loco_calibration_lines(tmp_path))      # one corpus is not every one
+    record["corpora"]["ased"] = {**figures, "mean_confidence": 0.60}
+    (tmp_path / schema.LOCO_CALIBRATION).write_text(json.dumps(record))
+    assert "is too sure of itself on the fourth" in "\n".join(report.loco_calibration_lines(tmp_path))
+    assert report.loco_calibration_lines(tmp_path / "nowhere") == []
