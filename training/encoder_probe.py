@@ -258,16 +258,17 @@ def standardiser(x: np.ndarray, train: np.ndarray, aug: np.ndarray | None = None
 
 
 def probe(x: np.ndarray, df: pd.DataFrame, train: np.ndarray, c: float, aug: np.ndarray | None = None,
-          copy_weight: float = 1.0):
+          copy_weight: float = 1.0, stats: tuple[np.ndarray, np.ndarray] | None = None):
     """J's probe on the ``train`` rows: standardised with their statistics, every (corpus, emotion) cell
     weighing the same. ``aug`` (rows x copies x values, candidate N): channel copies of every row, those
     of the ``train`` rows trained on too, each in its clip's cell, its weight in the loss times ``copy_weight``
-    (WU2W: 1/3, a clip's three copies together weigh as much as the clip). Returns the fitted classifier and
-    the standardised ``x`` (every row)."""
+    (WU2W: 1/3, a clip's three copies together weigh as much as the clip). ``stats``: :func:`standardiser`'s
+    (mean, sd) of the same rows, when the caller needs them too (computed once). Returns the fitted classifier
+    and the standardised ``x`` (every row)."""
     from sklearn.linear_model import LogisticRegression
     from threadpoolctl import threadpool_limits
 
-    mu, sd = standardiser(x, train, aug)
+    mu, sd = stats if stats is not None else standardiser(x, train, aug)
     z = (x - mu) / sd
     rows, feats = df[train].reset_index(drop=True), z[train]
     scale = np.ones(len(rows))
@@ -703,7 +704,7 @@ def channel_shifts(work: Path, cv_dir: Path | None, choices: Path, out: Path, *,
         test = df.iloc[split.test]
         test = test[test["corpus"] == corpus].assign(file=lambda t: t["path"])
         mu, sd = standardiser(x, train, aug)
-        clf, _ = probe(x, df, train, chosen[str(fold)]["C"], aug, copy_weight)
+        clf, _ = probe(x, df, train, chosen[str(fold)]["C"], aug, copy_weight, stats=(mu, sd))
         net = None
         if cv_dir is not None:
             net = load_predictor(cv_dir / f"fold-{fold}" / "model", calibrated=False)

@@ -96,8 +96,8 @@ def scored(x: np.ndarray, df: pd.DataFrame, train: np.ndarray, test: np.ndarray,
            aug: np.ndarray | None, copy_weight: float = 1.0) -> Scored:
     """The probe trained on ``train`` (its copies too), scored on ``test``, with the novelty of every test row
     against the probe's training rows."""
-    clf, z = ep.probe(x, df, train, c, aug, copy_weight)
     mu, sd = ep.standardiser(x, train, aug)
+    clf, z = ep.probe(x, df, train, c, aug, copy_weight, stats=(mu, sd))
     rows = z[train] if aug is None else np.concatenate([z[train], ((aug[train] - mu) / sd).reshape(-1, x.shape[1])])
     labels = list(clf.classes_)
     truth = df.loc[test, "emotion"].to_numpy()

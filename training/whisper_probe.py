@@ -275,8 +275,8 @@ def ship(work: Path, name: str = "default", copies: str = "babble:1", candidate:
     n_copies = aug.shape[1]
     train = np.ones(len(df), bool)
     best, scores, _ = choose_c(x, df, train, C_GRID, "every corpus", aug, copy_weight)
-    clf, z = probe(x, df, train, best, aug, copy_weight)
     mu, sd = standardiser(x, train, aug)
+    clf, z = probe(x, df, train, best, aug, copy_weight, stats=(mu, sd))
     labels = list(EMOTIONS)
     arrays = probe_arrays(clf, mu, sd, labels)
     classes = list(clf.classes_)
