@@ -498,3 +498,24 @@ def test_copies_weigh_in_the_loss_as_copy_weight_says(probe_mod):
         clf, z = probe_mod.probe(x, df, train, 1.0, aug, copy_weight=w)
         hits[w] = float((clf.predict(z) == y).mean())
     assert hits[0.01] > 0.8 and hits[1.0] < 0.5
+
+
+def test_leaving_a_corpus_out_reads_every_value_of_a_long_vector(probe_mod, tmp_path):
+    """A Whisper probe's vectors are 1536 values; "all" must read them all, not the speaker encoder's first 768
+    (the emotions here live only past value 800), and a speaker-encoder part of them is refused."""
+    rng = np.random.default_rng(5)
+    emotions = ["neutral", "happy", "sad", "angry"]
+    centre = {e: rng.normal(0, 1, 736) for e in emotions}
+    work = tmp_path / "long"
+    work.mkdir()
+    for corpus in ("ravdess", "ased", "urdu"):
+        rows = [(corpus, e, f"{corpus}_{e}_{i}.flac", f"s{i % 3}") for e in emotions for i in range(12)]
+        x = rng.normal(0, 1, (len(rows), 1536))
+        x[:, 800:] += np.stack([centre[e] for _, e, _, _ in rows])
+        np.savez(work / f"vectors_{corpus}.npz", vectors=x, path=np.array([r[2] for r in rows]))
+        pd.DataFrame(rows, columns=["corpus", "emotion", "path", "speaker"]).to_csv(
+            work / f"manifest_{corpus}.csv", index=False)
+    table = probe_mod.loco(work, tmp_path / "long.csv")
+    assert (table["pred"] == table["true"]).mean() > 0.9
+    with pytest.raises(SystemExit, match="1536"):
+        probe_mod.loco(work, tmp_path / "x.csv", part="embedding")

@@ -187,8 +187,10 @@ def cell_weights(df: pd.DataFrame) -> np.ndarray:
     return w * len(w) / w.sum()
 
 
-#: Which of a clip vector's values a probe reads: all, the utterance embedding, the hidden-state statistics.
-PARTS = {"all": slice(0, voice_encoder.VECTOR_SIZE), "embedding": slice(0, voice_encoder.HIDDEN),
+#: Which of a clip vector's values a probe reads: all, or (the speaker encoder's vectors only) the utterance
+#: embedding or the hidden-state statistics. "all" is every value, whatever the encoder: a Whisper probe's
+#: vectors (1536 values since WU2M) are twice the speaker encoder's 768, and a slice to 768 read half of them.
+PARTS = {"all": slice(None), "embedding": slice(0, voice_encoder.HIDDEN),
          "states": slice(voice_encoder.HIDDEN, voice_encoder.VECTOR_SIZE)}
 
 
@@ -469,6 +471,9 @@ def loco(work: Path, out: Path, c: float = 1.0, part: str = "all", project: bool
     from sklearn.linear_model import LogisticRegression
 
     df, x = load_vectors(work)
+    if part != "all" and x.shape[1] != voice_encoder.VECTOR_SIZE:
+        raise SystemExit(f"--part {part} splits the speaker encoder's {voice_encoder.VECTOR_SIZE} values; "
+                         f"{work}'s vectors have {x.shape[1]}")
     x = x[:, PARTS[part]]
     groups = normalisation_groups(df, normalise) if normalise else None
     rng = np.random.default_rng(seed)
