@@ -1,0 +1,104 @@
+"""Session 38's probe adapted to a recording setup (ser_core.adapt, training/adapt_probe.py,
+docs/preregistration-session38.md): the reference's statistics, a setup moved as a whole answering the same once
+adapted, no held-out label read, and the temperature's two weightings."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from test_encoder_probe import _work
+
+from ser_core import adapt
+from ser_core.errors import SERError
+
+
+@pytest.fixture(scope="module")
+def ap():
+    from conftest import training_module
+
+    return training_module("adapt_probe")
+
+
+def test_a_reference_needs_enough_clips_and_sets_mean_and_spread():
+    rng = np.random.default_rng(0)
+    v = rng.normal(3.0, 2.0, (adapt.REFERENCE_CLIPS, 4))
+    with pytest.raises(SERError, match=f"at least {adapt.REFERENCE_CLIPS} clips with speech.*19 given"):
+        adapt.reference_stats(v[:-1])
+    mean, sd = adapt.reference_stats(v)
+    z = adapt.standardise(v, (mean, sd))
+    assert z.mean(axis=0) == pytest.approx(np.zeros(4), abs=1e-9)
+    assert z.std(axis=0) == pytest.approx(np.ones(4), abs=1e-5)
+    v[0, 0] = np.nan
+    with pytest.raises(SERError, match="not finite"):
+        adapt.reference_stats(v)
+    # a training corpus is standardised by its own rows, each group by itself
+    groups = np.array(["a"] * 10 + ["b"] * 10)
+    x = np.r_[rng.normal(0, 1, (10, 3)), rng.normal(50, 9, (10, 3))]
+    zg = adapt.by_groups(x, groups)
+    for g in "ab":
+        assert zg[groups == g].mean(axis=0) == pytest.approx(np.zeros(3), abs=1e-9)
+
+
+def test_logits_are_the_probe_reading_the_reference_standardised_vectors():
+    rng = np.random.default_rng(1)
+    probe = {"mean": rng.normal(0, 1, 5), "std": rng.uniform(0.5, 2, 5), "coef": rng.normal(0, 1, (3, 5)),
+             "bias": rng.normal(0, 1, 3)}
+    ref = rng.normal(4, 3, (30, 5))
+    stats = adapt.reference_stats(ref)
+    x = rng.normal(4, 3, (7, 5))
+    z = ((x - ref.mean(axis=0)) / (ref.std(axis=0) + adapt.SD_FLOOR) - probe["mean"]) / probe["std"]
+    assert adapt.logits(x, stats, probe) == pytest.approx(z @ probe["coef"].T + probe["bias"])
+    p = adapt.softmax(adapt.logits(x, stats, probe), 2.0)
+    assert p.sum(axis=1) == pytest.approx(np.ones(7)) and (p > 0).all()
+    # the same setup moved and scaled as a whole (another microphone) reads the same once adapted
+    moved = adapt.logits(x * 3 + 10, adapt.reference_stats(ref * 3 + 10), probe)
+    assert moved == pytest.approx(adapt.logits(x, stats, probe), rel=1e-4)    # up to SD_FLOOR
+
+
+def test_a_held_out_corpus_moved_as_a_whole_answers_the_same_and_its_labels_are_not_read(ap, tmp_path):
+    """URDU's vectors moved far change nothing of its answers once it is standardised by its own clips, and
+    shuffling its labels changes neither its answers nor the temperature (fitted on the training corpora only)."""
+    choices = tmp_path / "choices.json"
+    choices.write_text(json.dumps({c: {"C": 0.1} for c in ("ravdess", "ased", "emovo", "urdu")}))
+    got = {}
+    for shift in (0.0, 5.0):
+        work = _work(tmp_path / f"s{shift}", np.random.default_rng(2), shift)
+        got[shift] = ap.measure(work, choices, tmp_path / f"out{shift}.json")
+    t = {s: pd.read_csv(tmp_path / f"out{s}_predictions.csv.gz") for s in got}
+    urdu = {s: v[v["corpus"] == "urdu"].sort_values(["reference", "file"]) for s, v in t.items()}
+    assert (urdu[0.0]["pred"].to_numpy() == urdu[5.0]["pred"].to_numpy()).all()
+    assert got[0.0]["loco"]["urdu"]["temperature"] == got[5.0]["loco"]["urdu"]["temperature"]
+    assert len(got[0.0]["loco"]["urdu"]["reference_20"]["draws"]) == ap.DRAWS
+    # 20 clips of one emotion as the reference: that emotion's direction is taken out (reported, not hidden)
+    assert set(got[0.0]["loco"]["urdu"]["one_emotion_reference_own_accuracy"]) == {"neutral", "happy", "sad", "angry"}
+
+    work = tmp_path / "s0.0" / "work0.0"
+    manifest = pd.read_csv(work / "manifest_urdu.csv")
+    manifest["emotion"] = np.random.default_rng(0).permutation(manifest["emotion"].to_numpy())
+    manifest.to_csv(work / "manifest_urdu.csv", index=False)
+    shuffled = ap.measure(work, choices, tmp_path / "shuffled.json")
+    s = pd.read_csv(tmp_path / "shuffled_predictions.csv.gz")
+    s = s[s["corpus"] == "urdu"].sort_values(["reference", "file"])
+    assert (s["pred"].to_numpy() == urdu[0.0]["pred"].to_numpy()).all()
+    assert shuffled["loco"]["urdu"]["temperature"] == got[0.0]["loco"]["urdu"]["temperature"]
+
+
+def _sample(rng, logits, temperature):
+    p = adapt.softmax(logits, temperature)
+    return np.array([rng.choice(p.shape[1], p=row) for row in p])
+
+
+def test_the_temperature_is_recovered_and_corpora_can_weigh_alike(ap):
+    rng = np.random.default_rng(3)
+    big_s, small_s = rng.normal(0, 3, (4000, 4)), rng.normal(0, 3, (400, 4))
+    big = (big_s, _sample(rng, big_s, 1.0), "big")          # a large corpus calibrated at T = 1
+    small = (small_s, _sample(rng, small_s, 4.0), "small")  # a small one needing T = 4
+    assert ap.fit_temperature([big]) == pytest.approx(1.0, rel=0.1)
+    assert ap.fit_temperature([small]) == pytest.approx(4.0, rel=0.2)
+    by_clips = ap.fit_temperature([big, small], "clips")
+    by_corpora = ap.fit_temperature([big, small], "corpora")
+    assert by_clips < 1.5 < by_corpora            # the big corpus sets most of it, unless corpora weigh alike
+    with pytest.raises(ValueError, match="weighting"):
+        ap.fit_temperature([big], "speakers")

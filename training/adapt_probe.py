@@ -1,0 +1,263 @@
+"""WU2A: the probe adapted to a recording setup from 20 of its unlabelled clips (session 38,
+docs/preregistration-session38.md; the arithmetic is ``ser_core.adapt``'s).
+
+    python training/adapt_probe.py measure --work runs/whisper-wu2s \
+        --loco-choices training/results/candidates/loco_WU2S_predictions_choices.json \
+        --emobox6-choices training/results/candidates/emobox6_WU2S_probe_predictions_choices.json \
+        --out training/results/candidates/adapted_WU2A.json
+    python training/adapt_probe.py ship --work runs/whisper-wu2s --model models/default \
+        --figures training/results/candidates/adapted_WU2A.json
+
+``measure`` leaves each corpus out: the probe learns from the other three, each standardised by its own clips,
+with the C WU2S's nested folds chose without the held-out corpus; one temperature is fitted on the training
+corpora only (each left out in turn, the probe on the other two, the left-out one standardised by references of
+20 of its clips); the held-out corpus is then scored with references of 20 of its clips drawn at random (five
+draws), of 50, of all of them, and of 20 clips of one emotion. ``--parts emobox6`` adds the speaker folds
+(reported only): each fold's test clips of a corpus standardised by 20 of them. ``ship`` trains the adapted
+probe on every clip the model learnt from (the model's own C), calibrates it the same way over all its corpora,
+and stores it in the model folder (``schema.ADAPTED_PROBE``, ``schema.ADAPTED``) with ``measure``'s figures.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+import encoder_probe as ep  # noqa: E402
+from ser_core import adapt, calibration, splits  # noqa: E402
+from ser_core.config import EMOTIONS  # noqa: E402
+
+DRAWS = 5                       # references drawn at random for each held-out corpus (seeds 0-4)
+LARGER_REFERENCE = 50           # reported beside the registered 20
+
+
+def train(x: np.ndarray, df: pd.DataFrame, rows: np.ndarray, c: float) -> tuple[dict, list[str]]:
+    """The adapted probe on ``rows``: every corpus standardised by its own rows, then by their pooled statistics,
+    every (corpus, emotion) cell weighing the same. Returns its arrays (``ser_core.adapt.logits``' ``probe``) and
+    labels."""
+    from sklearn.linear_model import LogisticRegression
+    from threadpoolctl import threadpool_limits
+
+    part = df[rows].reset_index(drop=True)
+    z1 = adapt.by_groups(x[rows], part["corpus"].to_numpy(str))
+    mu, sd = z1.mean(axis=0), z1.std(axis=0) + adapt.SD_FLOOR
+    clf = LogisticRegression(C=c, max_iter=2000)
+    with threadpool_limits(1, user_api="blas"):     # as encoder_probe.probe: L-BFGS's small products
+        clf.fit((z1 - mu) / sd, part["emotion"], sample_weight=ep.cell_weights(part))
+    return {"mean": mu, "std": sd, "coef": clf.coef_, "bias": clf.intercept_}, list(clf.classes_)
+
+
+def draw(candidates: np.ndarray, k: int, seed: int, salt: str) -> np.ndarray:
+    """``k`` of the row positions ``candidates`` (all of them if fewer), drawn with a seed of their own."""
+    import zlib
+
+    rng = np.random.default_rng([seed, zlib.crc32(salt.encode())])
+    return np.sort(rng.choice(candidates, min(k, len(candidates)), replace=False))
+
+
+def scores(x: np.ndarray, probe: dict, test: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """The probe's scores of the ``test`` rows, standardised by the ``reference`` rows' statistics."""
+    return adapt.logits(x[test], adapt.reference_stats(x[reference], minimum=2), probe)
+
+
+def inner_rows(x: np.ndarray, df: pd.DataFrame, rows: np.ndarray, c: float, what: str) -> list[tuple]:
+    """Each corpus of ``rows`` left out in turn, the probe trained on the others and the left-out one scored
+    with ``DRAWS`` references of ``REFERENCE_CLIPS`` of its clips: (scores, true label index, corpus) of its
+    clips whose label that probe knows."""
+    out = []
+    for corpus in splits.corpora(df[rows]):
+        held = rows & (df["corpus"] == corpus).to_numpy()
+        probe, labels = train(x, df, rows & ~held, c)
+        truth = df.loc[held, "emotion"].to_numpy()
+        y = np.array([labels.index(t) if t in labels else -1 for t in truth])
+        for seed in range(DRAWS):
+            ref = draw(np.flatnonzero(held), adapt.REFERENCE_CLIPS, seed, corpus)
+            s = scores(x, probe, held, ref)
+            out.append((s[y >= 0], y[y >= 0], corpus))
+        print(f"{what}: {corpus} left out inside, {held.sum()} clips", flush=True)
+    return out
+
+
+#: How the temperature's likelihood weighs the corpora left out inside: "clips" (WU2A: every clip the same) or
+#: "corpora" (WU2A-E, addendum 1: every corpus the same, whatever its size).
+WEIGHTINGS = ("clips", "corpora")
+
+
+def fit_temperature(rows: list[tuple], weighting: str = "clips") -> float:
+    """One temperature by maximum likelihood over the inner rows (each part's probe knows its own labels),
+    every clip weighing the same or every corpus left out (``weighting``, :data:`WEIGHTINGS`)."""
+    from scipy.optimize import minimize_scalar
+
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"weighting must be one of {WEIGHTINGS}, not {weighting!r}")
+    n = sum(len(y) for _, y, _ in rows)
+    per_corpus = {corpus: sum(len(y) for _, y, c in rows if c == corpus) for _, _, corpus in rows}
+
+    def nll(log_t: float) -> float:
+        total = 0.0
+        for s, y, corpus in rows:
+            part = -np.log(np.clip(adapt.softmax(s, np.exp(log_t))[np.arange(len(y)), y], 1e-300, None)).sum()
+            total += part / n if weighting == "clips" else part / per_corpus[corpus] / len(per_corpus)
+        return total
+
+    res = minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded", options={"xatol": 1e-4})
+    return float(np.exp(res.x))
+
+
+def figures(t: pd.DataFrame, threshold: float = calibration.DEFAULT_THRESHOLD) -> dict:
+    """Accuracy on the corpus's own emotions, the registered ECE (its probabilities over the labels the probe
+    knows), the two commonest answers' share and "not sure"."""
+    probs, y, labels = calibration.table_arrays(t, [lab for lab in EMOTIONS if f"p_{lab}" in t])
+    own = sorted(set(t["true"]))
+    masked = np.nan_to_num(t[[f"p_{lab}" for lab in EMOTIONS]].to_numpy(float)) * np.isin(EMOTIONS, own)
+    answers = np.asarray(EMOTIONS)[masked.argmax(axis=1)]
+    shares = pd.Series(answers).value_counts(normalize=True)
+    return {"n": int(len(t)), "own_accuracy": round(float((answers == t["true"].to_numpy()).mean()), 4),
+            "ece": round(calibration.ece(probs, y), 4),
+            "mean_confidence": round(float(probs.max(axis=1).mean()), 4),
+            "two_commonest": round(float(shares.iloc[:2].sum()), 4),
+            **{k: round(v, 4) if isinstance(v, float) else v
+               for k, v in calibration.not_sure_rate(probs, y, threshold).items()}}
+
+
+def fold_table(df: pd.DataFrame, test: np.ndarray, s: np.ndarray, labels: list[str], temperature: float,
+               fold: int, reference: str) -> pd.DataFrame:
+    return ep.fold_table(df, test, adapt.softmax(s, temperature), labels, fold).assign(reference=reference)
+
+
+def summary(tables: list[pd.DataFrame]) -> dict:
+    """Each draw's figures, their mean, and the worst draw (by accuracy on the corpus's own emotions)."""
+    each = [figures(t) for t in tables]
+    mean = {k: round(float(np.mean([e[k] for e in each if e[k] is not None])), 4)
+            for k in each[0] if k != "n" and any(e[k] is not None for e in each)}
+    return {"mean": mean, "worst_own_accuracy": min(e["own_accuracy"] for e in each),
+            "worst_ece": max(e["ece"] for e in each), "draws": each}
+
+
+def measure(work: Path, loco_choices: Path, out: Path, emobox6_choices: Path | None = None,
+            parts: tuple[str, ...] = ("loco",), weighting: str = "clips") -> dict:
+    df, x = ep.load_vectors(work)
+    df = df.reset_index(drop=True)
+    results: dict = {"made_by": command(work, loco_choices, emobox6_choices, out, parts, weighting),
+                     "reference_clips": adapt.REFERENCE_CLIPS, "draws": DRAWS, "weighting": weighting}
+    kept = []
+    if "loco" in parts:
+        chosen = json.loads(Path(loco_choices).read_text())
+        results["loco"] = {}
+        for fold, held in enumerate(splits.corpora(df), 1):
+            train_rows = (df["corpus"] != held).to_numpy()
+            c = float(chosen[held]["C"])
+            t = fit_temperature(inner_rows(x, df, train_rows, c, f"{held} out"), weighting)
+            probe, labels = train(x, df, train_rows, c)
+            test = ~train_rows
+            pool = np.flatnonzero(test)
+            tables = {}
+            for seed in range(DRAWS):
+                ref = draw(pool, adapt.REFERENCE_CLIPS, seed, held)
+                tables.setdefault("20", []).append(
+                    fold_table(df, test, scores(x, probe, test, ref), labels, t, fold, f"20 clips, draw {seed}"))
+                ref = draw(pool, LARGER_REFERENCE, seed, held)
+                tables.setdefault(str(LARGER_REFERENCE), []).append(
+                    fold_table(df, test, scores(x, probe, test, ref), labels, t, fold, f"{LARGER_REFERENCE} clips, "
+                                                                                         f"draw {seed}"))
+            tables["all"] = [fold_table(df, test, scores(x, probe, test, pool), labels, t, fold, "all clips")]
+            one = {}
+            for emo in sorted(set(df.loc[test, "emotion"])):
+                ref = draw(np.flatnonzero(test & (df["emotion"] == emo).to_numpy()), adapt.REFERENCE_CLIPS, 0,
+                           held + emo)
+                one[emo] = figures(fold_table(df, test, scores(x, probe, test, ref), labels, t, fold,
+                                              f"20 clips of {emo}"))["own_accuracy"]
+            results["loco"][held] = {"C": c, "temperature": round(t, 4),
+                                     **{f"reference_{k}": summary(v) for k, v in tables.items()},
+                                     "one_emotion_reference_own_accuracy": one}
+            kept += [v.assign(protocol="loco") for v in tables["20"]]
+            r = results["loco"][held]["reference_20"]["mean"]
+            print(f"{held} out: C={c}, T={t:.2f}: own {r['own_accuracy']:.3f}, ECE {r['ece']:.3f}, "
+                  f"two commonest {r['two_commonest']:.2f}; all clips "
+                  f"{results['loco'][held]['reference_all']['mean']['own_accuracy']:.3f}; one emotion {one}",
+                  flush=True)
+    if "emobox6" in parts:
+        chosen = json.loads(Path(emobox6_choices).read_text())
+        folds = {}
+        for fold, train_rows, test, c in ep.emobox6_folds(df, chosen):
+            t = fit_temperature(inner_rows(x, df, train_rows, c, f"emobox6 fold {fold}"), weighting)
+            probe, labels = train(x, df, train_rows, c)
+            for corpus in splits.corpora(df[test]):
+                rows = test & (df["corpus"] == corpus).to_numpy()
+                for seed in range(DRAWS):
+                    ref = draw(np.flatnonzero(rows), adapt.REFERENCE_CLIPS, seed, f"{fold}{corpus}")
+                    folds.setdefault(seed, []).append(fold_table(df, rows, scores(x, probe, rows, ref), labels, t,
+                                                                 fold, f"20 clips, draw {seed}"))
+            print(f"emobox6 fold {fold}: C={c}, T={t:.2f}", flush=True)
+        pooled = {seed: pd.concat(v, ignore_index=True) for seed, v in folds.items()}
+        results["emobox6"] = {corpus: summary([p[p["corpus"] == corpus] for p in pooled.values()])
+                              for corpus in splits.corpora(df)}
+        results["emobox6"]["ravdess_gender_gap"] = round(float(np.mean([
+            (lambda r: (r.loc[r.gender == "female", "pred"] == r.loc[r.gender == "female", "true"]).mean()
+             - (r.loc[r.gender == "male", "pred"] == r.loc[r.gender == "male", "true"]).mean())(
+                p[p["corpus"] == "ravdess"]) for p in pooled.values()])), 4)
+        kept += [p.assign(protocol="emobox6") for p in pooled.values()]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1) + "\n")
+    if kept:
+        compact(pd.concat(kept, ignore_index=True)).to_csv(predictions_path(out), index=False)
+    return results
+
+
+#: The columns of the kept held-out rows (ten draws of every clip: each value once, probabilities to 4 places).
+KEPT = ["protocol", "reference", "fold", "file", "corpus", "speaker", "gender", "true", "pred", "confidence"]
+
+
+def compact(rows: pd.DataFrame) -> pd.DataFrame:
+    """The held-out rows as kept: :data:`KEPT` and the probabilities, rounded."""
+    rows = rows.rename(columns={"path": "file"})
+    probs = [f"p_{lab}" for lab in EMOTIONS]
+    return rows[[c for c in KEPT if c in rows] + probs].round({c: 4 for c in ["confidence", *probs]})
+
+
+def predictions_path(out: Path) -> Path:
+    """Where :func:`measure` writes the held-out rows of its 20-clip references."""
+    return out.with_name(out.stem + "_predictions.csv.gz")
+
+
+def shown(path: Path | None) -> str:
+    return "" if path is None else str(path)
+
+
+def command(work: Path, loco_choices: Path, emobox6_choices: Path | None, out: Path, parts: tuple[str, ...],
+            weighting: str = "clips") -> str:
+    extra = f" --emobox6-choices {shown(emobox6_choices)}" if "emobox6" in parts else ""
+    extra += f" --weighting {weighting}" if weighting != "clips" else ""
+    return (f"python training/adapt_probe.py measure --work {shown(work)} --loco-choices {shown(loco_choices)}"
+            f"{extra} --parts {','.join(parts)} --out {shown(out)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="step", required=True)
+    p = sub.add_parser("measure", help="leave each corpus out (and the speaker folds), adapted from 20 clips")
+    p.add_argument("--work", type=Path, required=True)
+    p.add_argument("--loco-choices", type=Path, required=True)
+    p.add_argument("--emobox6-choices", type=Path)
+    p.add_argument("--parts", default="loco")
+    p.add_argument("--weighting", choices=WEIGHTINGS, default="clips",
+                   help="the temperature's likelihood: every clip the same (WU2A), or every corpus left out (WU2A-E)")
+    p.add_argument("--out", type=Path, required=True)
+    a = ap.parse_args(argv)
+    parts = tuple(a.parts.split(","))
+    if "emobox6" in parts and a.emobox6_choices is None:
+        ap.error("--parts emobox6 needs --emobox6-choices")
+    measure(a.work, a.loco_choices, a.out, a.emobox6_choices, parts, a.weighting)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
