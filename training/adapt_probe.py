@@ -39,15 +39,22 @@ DRAWS = 5                       # references drawn at random for each held-out c
 LARGER_REFERENCE = 50           # reported beside the registered 20
 
 
-def train(x: np.ndarray, df: pd.DataFrame, rows: np.ndarray, c: float) -> tuple[dict, list[str]]:
+def train(x: np.ndarray, df: pd.DataFrame, rows: np.ndarray, c: float,
+          aug: np.ndarray | None = None) -> tuple[dict, list[str]]:
     """The adapted probe on ``rows``: every corpus standardised by its own rows, then by their pooled statistics,
-    every (corpus, emotion) cell weighing the same. Returns its arrays (``ser_core.adapt.logits``' ``probe``) and
-    labels."""
+    every (corpus, emotion) cell weighing the same. ``aug`` (rows x copies x values, WU2A-C): channel copies
+    of every row, those of ``rows`` trained on too, each copy standardised by its own group (its corpus and its
+    copy's number: a recording chain heard as a setup of its own) and weighing as its clip. Returns its arrays
+    (``ser_core.adapt.logits``' ``probe``) and labels."""
     from sklearn.linear_model import LogisticRegression
     from threadpoolctl import threadpool_limits
 
     part = df[rows].reset_index(drop=True)
-    z1 = adapt.by_groups(x[rows], part["corpus"].to_numpy(str))
+    corpus = part["corpus"].to_numpy(str)
+    z1 = adapt.by_groups(x[rows], corpus)
+    if aug is not None:
+        z1 = np.concatenate([z1, *(adapt.by_groups(aug[rows][:, j], corpus) for j in range(aug.shape[1]))])
+        part = pd.concat([part] * (1 + aug.shape[1]), ignore_index=True)
     mu, sd = z1.mean(axis=0), z1.std(axis=0) + adapt.SD_FLOOR
     clf = LogisticRegression(C=c, max_iter=2000)
     with threadpool_limits(1, user_api="blas"):     # as encoder_probe.probe: L-BFGS's small products
@@ -68,14 +75,15 @@ def scores(x: np.ndarray, probe: dict, test: np.ndarray, reference: np.ndarray) 
     return adapt.logits(x[test], adapt.reference_stats(x[reference], minimum=2), probe)
 
 
-def inner_rows(x: np.ndarray, df: pd.DataFrame, rows: np.ndarray, c: float, what: str) -> list[tuple]:
+def inner_rows(x: np.ndarray, df: pd.DataFrame, rows: np.ndarray, c: float, what: str,
+               aug: np.ndarray | None = None) -> list[tuple]:
     """Each corpus of ``rows`` left out in turn, the probe trained on the others and the left-out one scored
     with ``DRAWS`` references of ``REFERENCE_CLIPS`` of its clips: (scores, true label index, corpus) of its
     clips whose label that probe knows."""
     out = []
     for corpus in splits.corpora(df[rows]):
         held = rows & (df["corpus"] == corpus).to_numpy()
-        probe, labels = train(x, df, rows & ~held, c)
+        probe, labels = train(x, df, rows & ~held, c, aug)
         truth = df.loc[held, "emotion"].to_numpy()
         y = np.array([labels.index(t) if t in labels else -1 for t in truth])
         for seed in range(DRAWS):
@@ -143,11 +151,16 @@ def summary(tables: list[pd.DataFrame]) -> dict:
 
 
 def measure(work: Path, loco_choices: Path, out: Path, emobox6_choices: Path | None = None,
-            parts: tuple[str, ...] = ("loco",), weighting: str = "clips") -> dict:
+            parts: tuple[str, ...] = ("loco",), weighting: str = "clips", copies: str | None = None) -> dict:
+    """The figures of ``docs/preregistration-session38.md``: ``parts`` of loco (each corpus left out), emobox6
+    (the speaker folds, each fold's test clips of a corpus adapted from 20 of them) and shifts (with emobox6: the
+    fold's RAVDESS test clips through every channel shift, each condition adapted from 20 of its clips)."""
     df, x = ep.load_vectors(work)
     df = df.reset_index(drop=True)
-    results: dict = {"made_by": command(work, loco_choices, emobox6_choices, out, parts, weighting),
-                     "reference_clips": adapt.REFERENCE_CLIPS, "draws": DRAWS, "weighting": weighting}
+    aug = ep.load_channel_vectors(work, df, copies) if copies else None
+    results: dict = {"made_by": command(work, loco_choices, emobox6_choices, out, parts, weighting, copies),
+                     "reference_clips": adapt.REFERENCE_CLIPS, "draws": DRAWS, "weighting": weighting,
+                     "channel_copies": copies}
     kept = []
     if "loco" in parts:
         chosen = json.loads(Path(loco_choices).read_text())
@@ -155,8 +168,8 @@ def measure(work: Path, loco_choices: Path, out: Path, emobox6_choices: Path | N
         for fold, held in enumerate(splits.corpora(df), 1):
             train_rows = (df["corpus"] != held).to_numpy()
             c = float(chosen[held]["C"])
-            t = fit_temperature(inner_rows(x, df, train_rows, c, f"{held} out"), weighting)
-            probe, labels = train(x, df, train_rows, c)
+            t = fit_temperature(inner_rows(x, df, train_rows, c, f"{held} out", aug), weighting)
+            probe, labels = train(x, df, train_rows, c, aug)
             test = ~train_rows
             pool = np.flatnonzero(test)
             tables = {}
@@ -186,10 +199,13 @@ def measure(work: Path, loco_choices: Path, out: Path, emobox6_choices: Path | N
                   flush=True)
     if "emobox6" in parts:
         chosen = json.loads(Path(emobox6_choices).read_text())
-        folds = {}
+        folds, shifted = {}, {}
         for fold, train_rows, test, c in ep.emobox6_folds(df, chosen):
-            t = fit_temperature(inner_rows(x, df, train_rows, c, f"emobox6 fold {fold}"), weighting)
-            probe, labels = train(x, df, train_rows, c)
+            t = fit_temperature(inner_rows(x, df, train_rows, c, f"emobox6 fold {fold}", aug), weighting)
+            probe, labels = train(x, df, train_rows, c, aug)
+            if "shifts" in parts:
+                for cond, right in shifted_right(work, df, test, fold, probe, labels).items():
+                    shifted.setdefault(cond, []).append(right)
             for corpus in splits.corpora(df[test]):
                 rows = test & (df["corpus"] == corpus).to_numpy()
                 for seed in range(DRAWS):
@@ -205,6 +221,10 @@ def measure(work: Path, loco_choices: Path, out: Path, emobox6_choices: Path | N
              - (r.loc[r.gender == "male", "pred"] == r.loc[r.gender == "male", "true"]).mean())(
                 p[p["corpus"] == "ravdess"]) for p in pooled.values()])), 4)
         kept += [p.assign(protocol="emobox6") for p in pooled.values()]
+        if shifted:
+            results["shifts"] = shift_figures(shifted)
+            print("shifts: " + ", ".join(f"{k} {v['drop']}" for k, v in results["shifts"].items()
+                                         if k != "max_drop"), flush=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1) + "\n")
     if kept:
@@ -223,6 +243,111 @@ def compact(rows: pd.DataFrame) -> pd.DataFrame:
     return rows[[c for c in KEPT if c in rows] + probs].round({c: 4 for c in ["confidence", *probs]})
 
 
+def shifted_right(work: Path, df: pd.DataFrame, test: np.ndarray, fold: int, probe: dict,
+                  labels: list[str], corpus: str = "ravdess", seed: int = 0) -> dict[str, np.ndarray]:
+    """Per condition (clean and every shift), a (draws x clips) array of right answers on the fold's ``corpus``
+    test clips, each condition's clips adapted from ``REFERENCE_CLIPS`` of them (the shifted vectors session
+    36's check kept: ``encoder_probe.channel_shifts``)."""
+    cache = work / f"shifted_{corpus}_fold{fold}_seed{seed}.npz"
+    if not cache.exists():
+        raise SystemExit(f"{cache} is missing: python training/whisper_probe.py shifts ... makes it")
+    with np.load(cache) as z:
+        vecs, paths, conditions = z["vectors"], [str(q) for q in z["path"]], [str(c) for c in z["conditions"]]
+    rows = df[test & (df["corpus"] == corpus).to_numpy()]
+    if sorted(paths) != sorted(rows["path"]):
+        raise SystemExit(f"{cache} holds other clips than fold {fold}'s {corpus} test clips")
+    truth = rows.set_index("path").loc[paths, "emotion"].to_numpy()
+    out = {}
+    for j, cond in enumerate(conditions):
+        v = vecs[:, j].astype(np.float64)
+        out[cond] = np.stack([np.asarray(labels)[adapt.logits(v, adapt.reference_stats(
+            v[draw(np.arange(len(v)), adapt.REFERENCE_CLIPS, d, f"{fold}{cond}")]), probe).argmax(axis=1)] == truth
+            for d in range(DRAWS)])
+    return out
+
+
+def shift_figures(shifted: dict[str, list[np.ndarray]]) -> dict:
+    """Accuracy per condition over the folds (mean of the draws) and each shift's drop from clean, in points."""
+    acc = {cond: float(np.concatenate(v, axis=1).mean()) for cond, v in shifted.items()}
+    out = {cond: {"accuracy": round(a, 4), "drop": round(100 * (acc["clean"] - a), 2)} for cond, a in acc.items()}
+    worst = max((k for k in out if k != "clean"), key=lambda k: out[k]["drop"])
+    out["max_drop"] = {"shift": worst, "points": out[worst]["drop"]}
+    return out
+
+
+#: What the model folder's record keeps of ``measure``'s figures for each corpus left out (20-clip references).
+CARD_KEYS = ("own_accuracy", "ece", "mean_confidence", "two_commonest", "not_sure", "not_sure_when_wrong",
+             "not_sure_when_right")
+
+
+def card_figures(figures: dict) -> dict:
+    """The figures a model folder keeps of ``measure``'s (its card and the Evaluate page read them)."""
+    out: dict = {"command": figures["made_by"], "reference_clips": figures["reference_clips"],
+                 "draws": figures["draws"], "loco": {}}
+    for corpus, v in figures.get("loco", {}).items():
+        out["loco"][corpus] = {**{k: v["reference_20"]["mean"][k] for k in CARD_KEYS},
+                               "worst_own_accuracy": v["reference_20"]["worst_own_accuracy"],
+                               "worst_ece": v["reference_20"]["worst_ece"],
+                               "all_clips_own_accuracy": v["reference_all"]["mean"]["own_accuracy"],
+                               "one_emotion_reference_own_accuracy": v["one_emotion_reference_own_accuracy"]}
+    if "emobox6" in figures:
+        out["emobox6"] = {c: {k: v["mean"][k] for k in ("own_accuracy", "ece")}
+                          for c, v in figures["emobox6"].items() if isinstance(v, dict)}
+        out["emobox6_ravdess_gender_gap"] = figures["emobox6"].get("ravdess_gender_gap")
+    if "shifts" in figures:
+        out["shifts"] = {k: v for k, v in figures["shifts"].items()}
+    return out
+
+
+def ship(work: Path, model_dir: Path, figures_path: Path, candidate: str) -> Path:
+    """The adapted probe into a probe folder made from ``work``'s vectors (``whisper_probe.ship``): trained on
+    every clip with the folder's own C and ``figures_path``'s settings (weighting, copies), its temperature
+    fitted by leaving each of its corpora out in turn, 20-clip references (as ``measure`` did one level down),
+    stored with ``measure``'s figures (``schema.ADAPTED_PROBE``, ``schema.ADAPTED``)."""
+    from whisper_probe import read_setup
+
+    from ser_core.calibration import DEFAULT_THRESHOLD, SPEC_KEY, Calibration
+    from ser_core.config import ModelSpec
+    from ser_core.predict import write_adapted
+    from ser_core.schema import ENCODER_SETUP, SPEC
+
+    spec = ModelSpec.load(Path(model_dir) / SPEC)
+    if read_setup(work).to_dict() != spec.extra.get(ENCODER_SETUP):
+        raise SystemExit(f"{work}'s vectors were made another way than {model_dir}'s encoder hears")
+    figures = json.loads(Path(figures_path).read_text())
+    weighting, copies = figures.get("weighting", "clips"), figures.get("channel_copies")
+    df, x = ep.load_vectors(work)
+    df = df.reset_index(drop=True)
+    aug = ep.load_channel_vectors(work, df, copies) if copies else None
+    rows = np.ones(len(df), bool)
+    c = float(spec.extra["C"])
+    inner = inner_rows(x, df, rows, c, "every corpus", aug)
+    t = fit_temperature(inner, weighting)
+    arrays, classes = train(x, df, rows, c, aug)
+    labels = list(spec.labels)
+    if sorted(classes) != sorted(labels):
+        raise SystemExit(f"the adapted probe learnt {classes}, not the model's {labels}")
+    order = [classes.index(lab) for lab in labels]
+    arrays = {**arrays, "coef": arrays["coef"][order], "bias": arrays["bias"][order]}
+    corpora = splits.corpora(df)
+    calib = Calibration(temperature=round(t, 4), threshold=DEFAULT_THRESHOLD, n=int(sum(len(y) for _, y, _ in inner)),
+                        fitted_on=f"each of its {len(corpora)} corpora left out in turn, the probe trained on the "
+                                  f"others and the left-out one adapted from {adapt.REFERENCE_CLIPS} of its clips "
+                                  f"({DRAWS} draws; every {'corpus' if weighting == 'corpora' else 'clip'} weighing "
+                                  f"the same)")
+    record = {SPEC_KEY: calib.to_dict(), "candidate": candidate, "reference_clips": adapt.REFERENCE_CLIPS, "C": c,
+              "weighting": weighting, "channel_copies": copies,
+              "trained_on": f"{len(df)} clips of {'+'.join(corpora)}"
+                            + (f" and their channel copies ({copies})" if copies else "")
+                            + ", every corpus standardised by its own clips",
+              "command": f"python training/adapt_probe.py ship --work {work} --model {model_dir} "
+                         f"--figures {figures_path} --candidate {candidate}",
+              "figures": card_figures(figures)}
+    write_adapted(model_dir, arrays, record)
+    print(f"adapted probe stored in {model_dir}: C={c}, temperature {t:.3f}", flush=True)
+    return Path(model_dir)
+
+
 def predictions_path(out: Path) -> Path:
     """Where :func:`measure` writes the held-out rows of its 20-clip references."""
     return out.with_name(out.stem + "_predictions.csv.gz")
@@ -233,8 +358,9 @@ def shown(path: Path | None) -> str:
 
 
 def command(work: Path, loco_choices: Path, emobox6_choices: Path | None, out: Path, parts: tuple[str, ...],
-            weighting: str = "clips") -> str:
+            weighting: str = "clips", copies: str | None = None) -> str:
     extra = f" --emobox6-choices {shown(emobox6_choices)}" if "emobox6" in parts else ""
+    extra += f" --channel-copies {copies}" if copies else ""
     extra += f" --weighting {weighting}" if weighting != "clips" else ""
     return (f"python training/adapt_probe.py measure --work {shown(work)} --loco-choices {shown(loco_choices)}"
             f"{extra} --parts {','.join(parts)} --out {shown(out)}")
@@ -247,15 +373,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", type=Path, required=True)
     p.add_argument("--loco-choices", type=Path, required=True)
     p.add_argument("--emobox6-choices", type=Path)
-    p.add_argument("--parts", default="loco")
+    p.add_argument("--parts", default="loco", help="comma-separated: loco, emobox6, shifts (with emobox6)")
     p.add_argument("--weighting", choices=WEIGHTINGS, default="clips",
                    help="the temperature's likelihood: every clip the same (WU2A), or every corpus left out (WU2A-E)")
+    p.add_argument("--channel-copies", metavar="KINDS", type=ep.copy_spec,
+                   help="the probe also trains on these channel copies (WU2A-C: babble:1+loudbabble:2)")
     p.add_argument("--out", type=Path, required=True)
+    p = sub.add_parser("ship", help="train the adapted probe on every clip into a probe folder made from --work")
+    p.add_argument("--work", type=Path, required=True)
+    p.add_argument("--model", type=Path, required=True, help="the probe's model folder (e.g. models/default)")
+    p.add_argument("--figures", type=Path, required=True, help="measure's figures (its settings are used)")
+    p.add_argument("--candidate", required=True, help="its name in the pre-registration (e.g. WU2A-E)")
     a = ap.parse_args(argv)
+    if a.step == "ship":
+        ship(a.work, a.model, a.figures, a.candidate)
+        return 0
     parts = tuple(a.parts.split(","))
-    if "emobox6" in parts and a.emobox6_choices is None:
-        ap.error("--parts emobox6 needs --emobox6-choices")
-    measure(a.work, a.loco_choices, a.out, a.emobox6_choices, parts, a.weighting)
+    unknown = set(parts) - {"loco", "emobox6", "shifts"}
+    if unknown:
+        ap.error(f"unknown parts: {', '.join(sorted(unknown))} (loco, emobox6, shifts)")
+    if ("emobox6" in parts or "shifts" in parts) and a.emobox6_choices is None:
+        ap.error("--parts emobox6 and shifts need --emobox6-choices")
+    if "shifts" in parts and "emobox6" not in parts:
+        ap.error("--parts shifts goes with emobox6 (the same folds' probes)")
+    measure(a.work, a.loco_choices, a.out, a.emobox6_choices, parts, a.weighting, a.channel_copies)
     return 0
 
 
