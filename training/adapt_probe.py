@@ -40,11 +40,12 @@ LARGER_REFERENCE = 50           # reported beside the registered 20
 
 
 def train(x: np.ndarray, df: pd.DataFrame, rows: np.ndarray, c: float,
-          aug: np.ndarray | None = None) -> tuple[dict, list[str]]:
+          aug: np.ndarray | None = None, copy_weight: float = 1.0) -> tuple[dict, list[str]]:
     """The adapted probe on ``rows``: every corpus standardised by its own rows, then by their pooled statistics,
     every (corpus, emotion) cell weighing the same. ``aug`` (rows x copies x values, WU2A-C): channel copies
     of every row, those of ``rows`` trained on too, each copy standardised by its own group (its corpus and its
-    copy's number: a recording chain heard as a setup of its own) and weighing as its clip. Returns its arrays
+    copy's number: a recording chain heard as a setup of its own) and weighing ``copy_weight`` of its clip
+    (WU2A-W: 1/3). Returns its arrays
     (``ser_core.adapt.logits``' ``probe``) and labels."""
     from sklearn.linear_model import LogisticRegression
     from threadpoolctl import threadpool_limits
@@ -52,13 +53,15 @@ def train(x: np.ndarray, df: pd.DataFrame, rows: np.ndarray, c: float,
     part = df[rows].reset_index(drop=True)
     corpus = part["corpus"].to_numpy(str)
     z1 = adapt.by_groups(x[rows], corpus)
+    scale = np.ones(len(part))
     if aug is not None:
         z1 = np.concatenate([z1, *(adapt.by_groups(aug[rows][:, j], corpus) for j in range(aug.shape[1]))])
         part = pd.concat([part] * (1 + aug.shape[1]), ignore_index=True)
+        scale = np.r_[scale, np.full(len(part) - len(scale), copy_weight)]
     mu, sd = z1.mean(axis=0), z1.std(axis=0) + adapt.SD_FLOOR
     clf = LogisticRegression(C=c, max_iter=2000)
     with threadpool_limits(1, user_api="blas"):     # as encoder_probe.probe: L-BFGS's small products
-        clf.fit((z1 - mu) / sd, part["emotion"], sample_weight=ep.cell_weights(part))
+        clf.fit((z1 - mu) / sd, part["emotion"], sample_weight=ep.cell_weights(part) * scale)
     return {"mean": mu, "std": sd, "coef": clf.coef_, "bias": clf.intercept_}, list(clf.classes_)
 
 
@@ -76,14 +79,14 @@ def scores(x: np.ndarray, probe: dict, test: np.ndarray, reference: np.ndarray) 
 
 
 def inner_rows(x: np.ndarray, df: pd.DataFrame, rows: np.ndarray, c: float, what: str,
-               aug: np.ndarray | None = None) -> list[tuple]:
+               aug: np.ndarray | None = None, copy_weight: float = 1.0) -> list[tuple]:
     """Each corpus of ``rows`` left out in turn, the probe trained on the others and the left-out one scored
     with ``DRAWS`` references of ``REFERENCE_CLIPS`` of its clips: (scores, true label index, corpus) of its
     clips whose label that probe knows."""
     out = []
     for corpus in splits.corpora(df[rows]):
         held = rows & (df["corpus"] == corpus).to_numpy()
-        probe, labels = train(x, df, rows & ~held, c, aug)
+        probe, labels = train(x, df, rows & ~held, c, aug, copy_weight)
         truth = df.loc[held, "emotion"].to_numpy()
         y = np.array([labels.index(t) if t in labels else -1 for t in truth])
         for seed in range(DRAWS):
@@ -151,16 +154,18 @@ def summary(tables: list[pd.DataFrame]) -> dict:
 
 
 def measure(work: Path, loco_choices: Path, out: Path, emobox6_choices: Path | None = None,
-            parts: tuple[str, ...] = ("loco",), weighting: str = "clips", copies: str | None = None) -> dict:
+            parts: tuple[str, ...] = ("loco",), weighting: str = "clips", copies: str | None = None,
+            copy_weight: float = 1.0) -> dict:
     """The figures of ``docs/preregistration-session38.md``: ``parts`` of loco (each corpus left out), emobox6
     (the speaker folds, each fold's test clips of a corpus adapted from 20 of them) and shifts (with emobox6: the
     fold's RAVDESS test clips through every channel shift, each condition adapted from 20 of its clips)."""
     df, x = ep.load_vectors(work)
     df = df.reset_index(drop=True)
     aug = ep.load_channel_vectors(work, df, copies) if copies else None
-    results: dict = {"made_by": command(work, loco_choices, emobox6_choices, out, parts, weighting, copies),
+    results: dict = {"made_by": command(work, loco_choices, emobox6_choices, out, parts, weighting, copies,
+                                        copy_weight),
                      "reference_clips": adapt.REFERENCE_CLIPS, "draws": DRAWS, "weighting": weighting,
-                     "channel_copies": copies}
+                     "channel_copies": copies, "copy_weight": copy_weight}
     kept = []
     if "loco" in parts:
         chosen = json.loads(Path(loco_choices).read_text())
@@ -168,8 +173,8 @@ def measure(work: Path, loco_choices: Path, out: Path, emobox6_choices: Path | N
         for fold, held in enumerate(splits.corpora(df), 1):
             train_rows = (df["corpus"] != held).to_numpy()
             c = float(chosen[held]["C"])
-            t = fit_temperature(inner_rows(x, df, train_rows, c, f"{held} out", aug), weighting)
-            probe, labels = train(x, df, train_rows, c, aug)
+            t = fit_temperature(inner_rows(x, df, train_rows, c, f"{held} out", aug, copy_weight), weighting)
+            probe, labels = train(x, df, train_rows, c, aug, copy_weight)
             test = ~train_rows
             pool = np.flatnonzero(test)
             tables = {}
@@ -201,8 +206,9 @@ def measure(work: Path, loco_choices: Path, out: Path, emobox6_choices: Path | N
         chosen = json.loads(Path(emobox6_choices).read_text())
         folds, shifted = {}, {}
         for fold, train_rows, test, c in ep.emobox6_folds(df, chosen):
-            t = fit_temperature(inner_rows(x, df, train_rows, c, f"emobox6 fold {fold}", aug), weighting)
-            probe, labels = train(x, df, train_rows, c, aug)
+            t = fit_temperature(inner_rows(x, df, train_rows, c, f"emobox6 fold {fold}", aug, copy_weight),
+                                weighting)
+            probe, labels = train(x, df, train_rows, c, aug, copy_weight)
             if "shifts" in parts:
                 for cond, right in shifted_right(work, df, test, fold, probe, labels).items():
                     shifted.setdefault(cond, []).append(right)
@@ -316,14 +322,15 @@ def ship(work: Path, model_dir: Path, figures_path: Path, candidate: str) -> Pat
         raise SystemExit(f"{work}'s vectors were made another way than {model_dir}'s encoder hears")
     figures = json.loads(Path(figures_path).read_text())
     weighting, copies = figures.get("weighting", "clips"), figures.get("channel_copies")
+    copy_weight = float(figures.get("copy_weight", 1.0))
     df, x = ep.load_vectors(work)
     df = df.reset_index(drop=True)
     aug = ep.load_channel_vectors(work, df, copies) if copies else None
     rows = np.ones(len(df), bool)
     c = float(spec.extra["C"])
-    inner = inner_rows(x, df, rows, c, "every corpus", aug)
+    inner = inner_rows(x, df, rows, c, "every corpus", aug, copy_weight)
     t = fit_temperature(inner, weighting)
-    arrays, classes = train(x, df, rows, c, aug)
+    arrays, classes = train(x, df, rows, c, aug, copy_weight)
     labels = list(spec.labels)
     if sorted(classes) != sorted(labels):
         raise SystemExit(f"the adapted probe learnt {classes}, not the model's {labels}")
@@ -336,7 +343,7 @@ def ship(work: Path, model_dir: Path, figures_path: Path, candidate: str) -> Pat
                                   f"({DRAWS} draws; every {'corpus' if weighting == 'corpora' else 'clip'} weighing "
                                   f"the same)")
     record = {SPEC_KEY: calib.to_dict(), "candidate": candidate, "reference_clips": adapt.REFERENCE_CLIPS, "C": c,
-              "weighting": weighting, "channel_copies": copies,
+              "weighting": weighting, "channel_copies": copies, "copy_weight": copy_weight,
               "trained_on": f"{len(df)} clips of {'+'.join(corpora)}"
                             + (f" and their channel copies ({copies})" if copies else "")
                             + ", every corpus standardised by its own clips",
@@ -358,9 +365,10 @@ def shown(path: Path | None) -> str:
 
 
 def command(work: Path, loco_choices: Path, emobox6_choices: Path | None, out: Path, parts: tuple[str, ...],
-            weighting: str = "clips", copies: str | None = None) -> str:
+            weighting: str = "clips", copies: str | None = None, copy_weight: float = 1.0) -> str:
     extra = f" --emobox6-choices {shown(emobox6_choices)}" if "emobox6" in parts else ""
     extra += f" --channel-copies {copies}" if copies else ""
+    extra += f" --copy-weight {copy_weight:g}" if copy_weight != 1 else ""
     extra += f" --weighting {weighting}" if weighting != "clips" else ""
     return (f"python training/adapt_probe.py measure --work {shown(work)} --loco-choices {shown(loco_choices)}"
             f"{extra} --parts {','.join(parts)} --out {shown(out)}")
@@ -378,6 +386,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="the temperature's likelihood: every clip the same (WU2A), or every corpus left out (WU2A-E)")
     p.add_argument("--channel-copies", metavar="KINDS", type=ep.copy_spec,
                    help="the probe also trains on these channel copies (WU2A-C: babble:1+loudbabble:2)")
+    ep.add_copy_weight(p)
     p.add_argument("--out", type=Path, required=True)
     p = sub.add_parser("ship", help="train the adapted probe on every clip into a probe folder made from --work")
     p.add_argument("--work", type=Path, required=True)
@@ -396,7 +405,9 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--parts emobox6 and shifts need --emobox6-choices")
     if "shifts" in parts and "emobox6" not in parts:
         ap.error("--parts shifts goes with emobox6 (the same folds' probes)")
-    measure(a.work, a.loco_choices, a.out, a.emobox6_choices, parts, a.weighting, a.channel_copies)
+    if a.copy_weight != 1 and not a.channel_copies:
+        ap.error("--copy-weight weighs channel copies: give --channel-copies")
+    measure(a.work, a.loco_choices, a.out, a.emobox6_choices, parts, a.weighting, a.channel_copies, a.copy_weight)
     return 0
 
 
