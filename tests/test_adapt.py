@@ -102,3 +102,33 @@ def test_the_temperature_is_recovered_and_corpora_can_weigh_alike(ap):
     assert by_clips < 1.5 < by_corpora            # the big corpus sets most of it, unless corpora weigh alike
     with pytest.raises(ValueError, match="weighting"):
         ap.fit_temperature([big], "speakers")
+
+
+def test_copies_are_standardised_as_setups_of_their_own_and_weigh_as_told(ap, tmp_path):
+    """A copy moved far as a whole (a loud recording chain) is standardised by its own group, so it trains as its
+    clip does; copies weighing 1/1000 leave the probe almost as it is without them."""
+    from ser_core import splits
+
+    work = _work(tmp_path, np.random.default_rng(4))
+    df, x = ap.ep.load_vectors(work)
+    df = df.reset_index(drop=True)
+    rows = (df["corpus"] != "urdu").to_numpy()
+    same = np.stack([x, x, x], axis=1)
+    moved = np.stack([x, x * 4 + 30, x - 7], axis=1)
+    a, _ = ap.train(x, df, rows, 0.1, same)
+    b, _ = ap.train(x, df, rows, 0.1, moved)
+    assert b["coef"] == pytest.approx(a["coef"], rel=1e-3, abs=1e-4)
+    noise = np.random.default_rng(5).normal(0, 3, same.shape)
+    plain, _ = ap.train(x, df, rows, 0.1)
+    light, _ = ap.train(x, df, rows, 0.1, noise, copy_weight=1e-3)
+    heavy, _ = ap.train(x, df, rows, 0.1, noise)
+    assert np.abs(light["coef"] - plain["coef"]).max() < 0.2 * np.abs(heavy["coef"] - plain["coef"]).max()
+
+
+def test_shift_figures_are_points_under_clean_over_all_folds(ap):
+    right = {"clean": [np.ones((2, 10), bool), np.r_[np.ones(5), np.zeros(5)].astype(bool)[None].repeat(2, 0)],
+             "babble10db": [np.zeros((2, 10), bool), np.zeros((2, 10), bool)]}
+    f = ap.shift_figures(right)
+    assert f["clean"] == {"accuracy": 0.75, "drop": 0.0}
+    assert f["babble10db"] == {"accuracy": 0.0, "drop": 75.0}
+    assert f["max_drop"] == {"shift": "babble10db", "points": 75.0}
