@@ -132,3 +132,39 @@ def test_shift_figures_are_points_under_clean_over_all_folds(ap):
     assert f["clean"] == {"accuracy": 0.75, "drop": 0.0}
     assert f["babble10db"] == {"accuracy": 0.0, "drop": 75.0}
     assert f["max_drop"] == {"shift": "babble10db", "points": 75.0}
+
+
+def test_speaker_folds_and_shifts_adapt_each_condition_from_its_own_clips(ap, tmp_path):
+    """Under the speaker folds, a shift that moves and scales every clip alike costs next to nothing once each
+    condition is adapted from its own clips (only the references differ, each condition's drawn apart), one that
+    replaces the speech with noise costs its accuracy; the RAVDESS gender gap is read as every gap is
+    (``evaluation.gender_gap``)."""
+    from test_encoder_probe import _speaker_work
+
+    from ser_core import channel, robustness, splits
+
+    work = _speaker_work(tmp_path)
+    df, x = ap.ep.load_vectors(work)
+    df = df.reset_index(drop=True)
+    conditions = [robustness.CLEAN, *channel.SHIFTS]
+    rng = np.random.default_rng(7)
+    for fold in range(1, 7):
+        test = splits.make_split(df, "emobox6", fold, n_val=0).test
+        rows = df.iloc[test]
+        rows = rows[rows["corpus"] == "ravdess"]
+        v = x[rows.index]
+        shifted = np.stack([v if c == robustness.CLEAN else rng.normal(0, 1, v.shape) if c == "babble10db"
+                            else v * 2 + 1 for c in conditions], axis=1)
+        np.savez(work / f"shifted_ravdess_fold{fold}_seed0.npz", vectors=shifted,
+                 path=np.asarray(rows["path"].tolist()), conditions=np.asarray(conditions))
+    choices = tmp_path / "c.json"
+    choices.write_text(json.dumps({str(k): {"C": 0.1} for k in range(1, 7)}))
+    loco_choices = tmp_path / "l.json"
+    loco_choices.write_text("{}")
+    got = ap.measure(work, loco_choices, tmp_path / "e.json", choices, parts=("emobox6", "shifts"))
+    shifts = got["shifts"]
+    assert shifts["clean"]["accuracy"] > 0.6
+    assert all(abs(shifts[c]["drop"]) < 5 for c in conditions if c not in ("clean", "babble10db"))
+    assert shifts["max_drop"] == {"shift": "babble10db", "points": shifts["babble10db"]["drop"]}
+    assert shifts["babble10db"]["drop"] > 20
+    assert -1 < got["emobox6"]["ravdess_gender_gap"] < 1 and "loco" not in got

@@ -34,7 +34,7 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 import encoder_probe as ep  # noqa: E402
-from ser_core import adapt, calibration, splits  # noqa: E402
+from ser_core import adapt, calibration, evaluation, splits  # noqa: E402
 from ser_core.config import EMOTIONS  # noqa: E402
 
 DRAWS = 5                       # references drawn at random for each held-out corpus (seeds 0-4)
@@ -47,8 +47,7 @@ def train(x: np.ndarray, df: pd.DataFrame, rows: np.ndarray, c: float,
     every (corpus, emotion) cell weighing the same. ``aug`` (rows x copies x values, WU2A-C): channel copies
     of every row, those of ``rows`` trained on too, each copy standardised by its own group (its corpus and its
     copy's number: a recording chain heard as a setup of its own) and weighing ``copy_weight`` of its clip
-    (WU2A-W: 1/3). Returns its arrays
-    (``ser_core.adapt.logits``' ``probe``) and labels."""
+    (WU2A-W: 1/3). Returns its arrays (``ser_core.adapt.logits``' ``probe``) and labels."""
     from sklearn.linear_model import LogisticRegression
     from threadpoolctl import threadpool_limits
 
@@ -128,7 +127,7 @@ def fit_temperature(rows: list[tuple], weighting: str = "clips") -> float:
 def figures(t: pd.DataFrame, threshold: float = calibration.DEFAULT_THRESHOLD) -> dict:
     """Accuracy on the corpus's own emotions, the registered ECE (its probabilities over the labels the probe
     knows), the two commonest answers' share and "not sure"."""
-    probs, y, labels = calibration.table_arrays(t, [lab for lab in EMOTIONS if f"p_{lab}" in t])
+    probs, y, _ = calibration.table_arrays(t, [lab for lab in EMOTIONS if f"p_{lab}" in t])
     own = sorted(set(t["true"]))
     masked = np.nan_to_num(t[[f"p_{lab}" for lab in EMOTIONS]].to_numpy(float)) * np.isin(EMOTIONS, own)
     answers = np.asarray(EMOTIONS)[masked.argmax(axis=1)]
@@ -224,10 +223,8 @@ def measure(work: Path, loco_choices: Path, out: Path, emobox6_choices: Path | N
         pooled = {seed: pd.concat(v, ignore_index=True) for seed, v in folds.items()}
         results["emobox6"] = {corpus: summary([p[p["corpus"] == corpus] for p in pooled.values()])
                               for corpus in splits.corpora(df)}
-        results["emobox6"]["ravdess_gender_gap"] = round(float(np.mean([
-            (lambda r: (r.loc[r.gender == "female", "pred"] == r.loc[r.gender == "female", "true"]).mean()
-             - (r.loc[r.gender == "male", "pred"] == r.loc[r.gender == "male", "true"]).mean())(
-                p[p["corpus"] == "ravdess"]) for p in pooled.values()])), 4)
+        results["emobox6"]["ravdess_gender_gap"] = round(float(np.mean(      # each draw's, as WU2S's is read
+            [evaluation.gender_gap(p[p["corpus"] == "ravdess"])["gap"] for p in pooled.values()])), 4)
         kept += [p.assign(protocol="emobox6") for p in pooled.values()]
         if shifted:
             results["shifts"] = shift_figures(shifted)
@@ -256,15 +253,14 @@ def shifted_right(work: Path, df: pd.DataFrame, test: np.ndarray, fold: int, pro
     """Per condition (clean and every shift), a (draws x clips) array of right answers on the fold's ``corpus``
     test clips, each condition's clips adapted from ``REFERENCE_CLIPS`` of them (the shifted vectors session
     36's check kept: ``encoder_probe.channel_shifts``)."""
+    from ser_core import channel, robustness
+
     cache = work / f"shifted_{corpus}_fold{fold}_seed{seed}.npz"
     if not cache.exists():
         raise SystemExit(f"{cache} is missing: python training/whisper_probe.py shifts ... makes it")
-    with np.load(cache) as z:
-        vecs, paths, conditions = z["vectors"], [str(q) for q in z["path"]], [str(c) for c in z["conditions"]]
     rows = df[test & (df["corpus"] == corpus).to_numpy()]
-    if sorted(paths) != sorted(rows["path"]):
-        raise SystemExit(f"{cache} holds other clips than fold {fold}'s {corpus} test clips")
-    truth = rows.set_index("path").loc[paths, "emotion"].to_numpy()
+    conditions = [robustness.CLEAN, *channel.SHIFTS]
+    vecs, truth = ep.load_shifted(cache, rows["path"].tolist(), conditions), rows["emotion"].to_numpy()
     out = {}
     for j, cond in enumerate(conditions):
         v = vecs[:, j].astype(np.float64)
@@ -288,18 +284,14 @@ def predictions_path(out: Path) -> Path:
     return out.with_name(out.stem + "_predictions.csv.gz")
 
 
-def shown(path: Path | None) -> str:
-    return "" if path is None else str(path)
-
-
 def command(work: Path, loco_choices: Path, emobox6_choices: Path | None, out: Path, parts: tuple[str, ...],
             weighting: str = "clips", copies: str | None = None, copy_weight: float = 1.0) -> str:
-    extra = f" --emobox6-choices {shown(emobox6_choices)}" if "emobox6" in parts else ""
+    extra = f" --emobox6-choices {emobox6_choices}" if "emobox6" in parts else ""
     extra += f" --channel-copies {copies}" if copies else ""
     extra += f" --copy-weight {copy_weight:g}" if copy_weight != 1 else ""
     extra += f" --weighting {weighting}" if weighting != "clips" else ""
-    return (f"python training/adapt_probe.py measure --work {shown(work)} --loco-choices {shown(loco_choices)}"
-            f"{extra} --parts {','.join(parts)} --out {shown(out)}")
+    return (f"python training/adapt_probe.py measure --work {work} --loco-choices {loco_choices}"
+            f"{extra} --parts {','.join(parts)} --out {out}")
 
 
 def main(argv: list[str] | None = None) -> int:
