@@ -63,21 +63,6 @@ def standardise(vectors: np.ndarray, stats: tuple[np.ndarray, np.ndarray]) -> np
     return (np.asarray(vectors, dtype=np.float64) - mean) / sd
 
 
-def group_stats(vectors: np.ndarray, groups: np.ndarray) -> dict:
-    """Each group's :func:`reference_stats` (no minimum): how the training corpora are each standardised."""
-    groups = np.asarray(groups)
-    return {g: reference_stats(vectors[groups == g], minimum=1) for g in np.unique(groups)}
-
-
-def by_groups(vectors: np.ndarray, groups: np.ndarray) -> np.ndarray:
-    """Every row standardised by the statistics of its own group's rows (a training corpus by itself)."""
-    out = np.empty(np.shape(vectors), dtype=np.float64)
-    groups = np.asarray(groups)
-    for g, stats in group_stats(vectors, groups).items():
-        out[groups == g] = standardise(vectors[groups == g], stats)
-    return out
-
-
 def logits(vectors: np.ndarray, stats: tuple[np.ndarray, np.ndarray], probe: dict[str, np.ndarray]) -> np.ndarray:
     """The adapted probe's scores: the vectors standardised by their setup's reference ``stats``, then as the
     probe's training rows were (its ``mean`` and ``std``), then its linear layer (``coef``, ``bias``)."""

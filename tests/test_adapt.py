@@ -33,12 +33,6 @@ def test_a_reference_needs_enough_clips_and_sets_mean_and_spread():
     v[0, 0] = np.nan
     with pytest.raises(SERError, match="not finite"):
         adapt.reference_stats(v)
-    # a training corpus is standardised by its own rows, each group by itself
-    groups = np.array(["a"] * 10 + ["b"] * 10)
-    x = np.r_[rng.normal(0, 1, (10, 3)), rng.normal(50, 9, (10, 3))]
-    zg = adapt.by_groups(x, groups)
-    for g in "ab":
-        assert zg[groups == g].mean(axis=0) == pytest.approx(np.zeros(3), abs=1e-9)
 
 
 def test_logits_are_the_probe_reading_the_reference_standardised_vectors():

@@ -53,10 +53,11 @@ def train(x: np.ndarray, df: pd.DataFrame, rows: np.ndarray, c: float,
 
     part = df[rows].reset_index(drop=True)
     corpus = part["corpus"].to_numpy(str)
-    z1 = adapt.by_groups(x[rows], corpus)
+    z1 = ep.group_standardise(x[rows].astype(np.float64), corpus)     # in float64, as a reference is
     scale = np.ones(len(part))
     if aug is not None:
-        z1 = np.concatenate([z1, *(adapt.by_groups(aug[rows][:, j], corpus) for j in range(aug.shape[1]))])
+        z1 = np.concatenate([z1, *(ep.group_standardise(aug[rows][:, j].astype(np.float64), corpus)
+                                   for j in range(aug.shape[1]))])
         part = pd.concat([part] * (1 + aug.shape[1]), ignore_index=True)
         scale = np.r_[scale, np.full(len(part) - len(scale), copy_weight)]
     mu, sd = z1.mean(axis=0), z1.std(axis=0) + adapt.SD_FLOOR
