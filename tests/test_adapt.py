@@ -162,3 +162,44 @@ def test_speaker_folds_and_shifts_adapt_each_condition_from_its_own_clips(ap, tm
     assert shifts["max_drop"] == {"shift": "babble10db", "points": shifts["babble10db"]["drop"]}
     assert shifts["babble10db"]["drop"] > 20
     assert -1 < got["emobox6"]["ravdess_gender_gap"] < 1 and "loco" not in got
+
+
+def test_own_accuracy_reads_each_corpus_own_emotions_and_weighs_corpora_alike(ap):
+    s = np.array([[0.0, 5.0, 1.0], [0.0, 5.0, 1.0], [3.0, 0.0, 1.0]])
+    # corpus "a" holds labels 0 and 2 only: label 1's high score is not its answer, so both rows read 2, 0
+    a = (s, np.array([2, 2, 0]), "a")
+    b = (np.array([[1.0, 0.0, 0.0]] * 4), np.array([0, 1, 1, 1]), "b")      # one of four right
+    assert ap.own_accuracy([a]) == 1.0
+    assert ap.own_accuracy([a, b, b]) == pytest.approx((1.0 + 0.25) / 2)    # draws of b averaged first
+
+
+def test_c_is_chosen_from_the_training_corpora_alone(ap, tmp_path):
+    """With --c-grid (session 39), each corpus left out gets a C chosen inside the other three: shuffling URDU's
+    labels leaves URDU's fold's C, inner accuracies and temperature as they were, and the chosen C is the grid's
+    best inside."""
+    work = _work(tmp_path, np.random.default_rng(2))
+    grid = (0.01, 0.1, 1.0)
+    got = ap.measure(work, None, tmp_path / "a.json", grid=grid)
+    urdu = got["loco"]["urdu"]
+    assert urdu["C"] in grid and set(urdu["inner_own_accuracy"]) == {"0.01", "0.1", "1"}
+    assert urdu["inner_own_accuracy"][f"{urdu['C']:g}"] == max(urdu["inner_own_accuracy"].values())
+    assert "--c-grid 0.01,0.1,1 " in got["made_by"] and "--loco-choices" not in got["made_by"]
+    manifest = pd.read_csv(work / "manifest_urdu.csv")
+    manifest["emotion"] = np.random.default_rng(0).permutation(manifest["emotion"].to_numpy())
+    manifest.to_csv(work / "manifest_urdu.csv", index=False)
+    shuffled = ap.measure(work, None, tmp_path / "b.json", grid=grid)["loco"]["urdu"]
+    assert {k: shuffled[k] for k in ("C", "inner_own_accuracy", "temperature")} == \
+        {k: urdu[k] for k in ("C", "inner_own_accuracy", "temperature")}
+    assert shuffled["reference_20"] != urdu["reference_20"]         # its own figures do read its labels
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--c-grid", "0.1,x"], "numbers separated by commas"),
+    (["--c-grid", "0.1,0"], "above 0"),
+    (["--c-grid", "0.1", "--loco-choices", "c.json"], "without --loco-choices"),
+    ([], "--loco-choices or --c-grid"),
+])
+def test_measure_refuses_a_wrong_c_grid_with_its_reason(ap, args, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        ap.main(["measure", "--work", "w", "--out", "o.json", *args])
+    assert e.value.code == 2 and message in capsys.readouterr().err

@@ -104,6 +104,39 @@ def inner_rows(x: np.ndarray, df: pd.DataFrame, rows: np.ndarray, c: float, what
 WEIGHTINGS = ("clips", "corpora")
 
 
+def own_accuracy(rows: list[tuple]) -> float:
+    """Accuracy on each inner corpus's own emotions (the labels it holds that the probe knows: its rows' true
+    labels), each draw's, averaged per corpus, then over the corpora (each weighing the same)."""
+    per_corpus: dict[str, list[float]] = {}
+    for s, y, corpus in rows:
+        own = np.unique(y)
+        per_corpus.setdefault(corpus, []).append(float((own[s[:, own].argmax(axis=1)] == y).mean()))
+    return float(np.mean([np.mean(v) for v in per_corpus.values()]))
+
+
+def choose_c(x: np.ndarray, df: pd.DataFrame, rows: np.ndarray, grid: tuple[float, ...], what: str,
+             aug: np.ndarray | None = None, copy_weight: float = 1.0) -> tuple[float, dict, list[tuple]]:
+    """C for the adapted probe from the ``rows`` alone (session 39's WU2A-CN, WU2A-WN): each of its corpora left
+    out in turn and adapted from 20-clip references (:func:`inner_rows`), the ``grid``'s C with the highest
+    :func:`own_accuracy`, the smaller on a tie. Returns it, every C's inner accuracy, and its inner rows (which the
+    temperature is fitted on)."""
+    inner = {c: inner_rows(x, df, rows, c, f"{what}, C={c:g}", aug, copy_weight) for c in sorted(grid)}
+    accuracy = {c: own_accuracy(r) for c, r in inner.items()}
+    best = max(sorted(grid), key=lambda c: (accuracy[c], -c))
+    return best, {f"{c:g}": round(a, 4) for c, a in accuracy.items()}, inner[best]
+
+
+def c_grid(spec: str) -> tuple[float, ...]:
+    """``--c-grid``'s values: positive numbers, comma-separated."""
+    try:
+        grid = tuple(float(v) for v in spec.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--c-grid takes numbers separated by commas, not {spec!r}") from None
+    if not grid or min(grid) <= 0:
+        raise argparse.ArgumentTypeError(f"every C of --c-grid must be above 0, not {spec!r}")
+    return grid
+
+
 def fit_temperature(rows: list[tuple], weighting: str = "clips") -> float:
     """One temperature by maximum likelihood over the inner rows (each part's probe knows its own labels),
     every clip weighing the same or every corpus left out (``weighting``, :data:`WEIGHTINGS`)."""
@@ -155,27 +188,38 @@ def summary(tables: list[pd.DataFrame]) -> dict:
             "worst_ece": max(e["ece"] for e in each), "draws": each}
 
 
-def measure(work: Path, loco_choices: Path, out: Path, emobox6_choices: Path | None = None,
+def measure(work: Path, loco_choices: Path | None, out: Path, emobox6_choices: Path | None = None,
             parts: tuple[str, ...] = ("loco",), weighting: str = "clips", copies: str | None = None,
-            copy_weight: float = 1.0) -> dict:
+            copy_weight: float = 1.0, grid: tuple[float, ...] | None = None) -> dict:
     """The figures of ``docs/preregistration-session38.md``: ``parts`` of loco (each corpus left out), emobox6
     (the speaker folds, each fold's test clips of a corpus adapted from 20 of them) and shifts (with emobox6: the
-    fold's RAVDESS test clips through every channel shift, each condition adapted from 20 of its clips)."""
+    fold's RAVDESS test clips through every channel shift, each condition adapted from 20 of its clips). C is
+    WU2S's choice (``loco_choices``, ``emobox6_choices``) or, given a ``grid``, chosen for the adapted probe from
+    each fold's training corpora (:func:`choose_c`, session 39)."""
     df, x = ep.load_vectors(work)
     df = df.reset_index(drop=True)
     aug = ep.load_channel_vectors(work, df, copies) if copies else None
     results: dict = {"made_by": command(work, loco_choices, emobox6_choices, out, parts, weighting, copies,
-                                        copy_weight),
+                                        copy_weight, grid),
                      "reference_clips": adapt.REFERENCE_CLIPS, "draws": DRAWS, "weighting": weighting,
-                     "channel_copies": copies, "copy_weight": copy_weight}
+                     "channel_copies": copies, "copy_weight": copy_weight, "c_grid": grid}
+
+    def c_and_temperature(train_rows: np.ndarray, c: float | None, what: str) -> tuple[float, float, dict]:
+        """The fold's C (given, or chosen from ``grid``), the temperature fitted on its inner rows, and every
+        grid C's inner accuracy ({} when C is given)."""
+        if grid is None:
+            return c, fit_temperature(inner_rows(x, df, train_rows, c, what, aug, copy_weight), weighting), {}
+        c, inner, rows = choose_c(x, df, train_rows, grid, what, aug, copy_weight)
+        return c, fit_temperature(rows, weighting), {"inner_own_accuracy": inner}
+
     kept = []
     if "loco" in parts:
-        chosen = json.loads(Path(loco_choices).read_text())
+        chosen = json.loads(Path(loco_choices).read_text()) if grid is None else {}
         results["loco"] = {}
         for fold, held in enumerate(splits.corpora(df), 1):
             train_rows = (df["corpus"] != held).to_numpy()
-            c = float(chosen[held]["C"])
-            t = fit_temperature(inner_rows(x, df, train_rows, c, f"{held} out", aug, copy_weight), weighting)
+            c, t, inner = c_and_temperature(train_rows, float(chosen[held]["C"]) if chosen else None,
+                                            f"{held} out")
             probe, labels = train(x, df, train_rows, c, aug, copy_weight)
             test = ~train_rows
             pool = np.flatnonzero(test)
@@ -195,7 +239,7 @@ def measure(work: Path, loco_choices: Path, out: Path, emobox6_choices: Path | N
                            held + emo)
                 one[emo] = figures(fold_table(df, test, scores(x, probe, test, ref), labels, t, fold,
                                               f"20 clips of {emo}"))["own_accuracy"]
-            results["loco"][held] = {"C": c, "temperature": round(t, 4),
+            results["loco"][held] = {"C": c, **inner, "temperature": round(t, 4),
                                      **{f"reference_{k}": summary(v) for k, v in tables.items()},
                                      "one_emotion_reference_own_accuracy": one}
             kept += [v.assign(protocol="loco") for v in tables["20"]]
@@ -205,11 +249,11 @@ def measure(work: Path, loco_choices: Path, out: Path, emobox6_choices: Path | N
                   f"{results['loco'][held]['reference_all']['mean']['own_accuracy']:.3f}; one emotion {one}",
                   flush=True)
     if "emobox6" in parts:
-        chosen = json.loads(Path(emobox6_choices).read_text())
-        folds, shifted = {}, {}
+        chosen = json.loads(Path(emobox6_choices).read_text()) if grid is None else None
+        folds, shifted, fold_c = {}, {}, {}
         for fold, train_rows, test, c in ep.emobox6_folds(df, chosen):
-            t = fit_temperature(inner_rows(x, df, train_rows, c, f"emobox6 fold {fold}", aug, copy_weight),
-                                weighting)
+            c, t, inner = c_and_temperature(train_rows, c, f"emobox6 fold {fold}")
+            fold_c[str(fold)] = {"C": c, **inner, "temperature": round(t, 4)}
             probe, labels = train(x, df, train_rows, c, aug, copy_weight)
             if "shifts" in parts:
                 for cond, right in shifted_right(work, df, test, fold, probe, labels).items():
@@ -224,6 +268,7 @@ def measure(work: Path, loco_choices: Path, out: Path, emobox6_choices: Path | N
         pooled = {seed: pd.concat(v, ignore_index=True) for seed, v in folds.items()}
         results["emobox6"] = {corpus: summary([p[p["corpus"] == corpus] for p in pooled.values()])
                               for corpus in splits.corpora(df)}
+        results["emobox6"]["folds"] = fold_c
         results["emobox6"]["ravdess_gender_gap"] = round(float(np.mean(      # each draw's, as WU2S's is read
             [evaluation.gender_gap(p[p["corpus"] == "ravdess"])["gap"] for p in pooled.values()])), 4)
         kept += [p.assign(protocol="emobox6") for p in pooled.values()]
@@ -285,14 +330,16 @@ def predictions_path(out: Path) -> Path:
     return out.with_name(out.stem + "_predictions.csv.gz")
 
 
-def command(work: Path, loco_choices: Path, emobox6_choices: Path | None, out: Path, parts: tuple[str, ...],
-            weighting: str = "clips", copies: str | None = None, copy_weight: float = 1.0) -> str:
-    extra = f" --emobox6-choices {emobox6_choices}" if "emobox6" in parts else ""
+def command(work: Path, loco_choices: Path | None, emobox6_choices: Path | None, out: Path,
+            parts: tuple[str, ...], weighting: str = "clips", copies: str | None = None, copy_weight: float = 1.0,
+            grid: tuple[float, ...] | None = None) -> str:
+    extra = f" --loco-choices {loco_choices}" if loco_choices else ""
+    extra += f" --emobox6-choices {emobox6_choices}" if emobox6_choices else ""
+    extra += f" --c-grid {','.join(f'{c:g}' for c in grid)}" if grid else ""
     extra += f" --channel-copies {copies}" if copies else ""
     extra += f" --copy-weight {copy_weight:g}" if copy_weight != 1 else ""
     extra += f" --weighting {weighting}" if weighting != "clips" else ""
-    return (f"python training/adapt_probe.py measure --work {work} --loco-choices {loco_choices}"
-            f"{extra} --parts {','.join(parts)} --out {out}")
+    return (f"python training/adapt_probe.py measure --work {work}{extra} --parts {','.join(parts)} --out {out}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -300,8 +347,10 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="step", required=True)
     p = sub.add_parser("measure", help="leave each corpus out (and the speaker folds), adapted from 20 clips")
     p.add_argument("--work", type=Path, required=True)
-    p.add_argument("--loco-choices", type=Path, required=True)
-    p.add_argument("--emobox6-choices", type=Path)
+    p.add_argument("--loco-choices", type=Path, help="WU2S's C for each corpus left out (or give --c-grid)")
+    p.add_argument("--emobox6-choices", type=Path, help="WU2S's C for each speaker fold (or give --c-grid)")
+    p.add_argument("--c-grid", type=c_grid, metavar="C,C,...",
+                   help="choose C for the adapted probe itself from each fold's training corpora (WU2A-CN)")
     p.add_argument("--parts", default="loco", help="comma-separated: loco, emobox6, shifts (with emobox6)")
     p.add_argument("--weighting", choices=WEIGHTINGS, default="clips",
                    help="the temperature's likelihood: every clip the same (WU2A), or every corpus left out (WU2A-E)")
@@ -314,13 +363,18 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(parts) - {"loco", "emobox6", "shifts"}
     if unknown:
         ap.error(f"unknown parts: {', '.join(sorted(unknown))} (loco, emobox6, shifts)")
-    if ("emobox6" in parts or "shifts" in parts) and a.emobox6_choices is None:
-        ap.error("--parts emobox6 and shifts need --emobox6-choices")
+    if a.c_grid and (a.loco_choices or a.emobox6_choices):
+        ap.error("--c-grid chooses C itself: give it without --loco-choices and --emobox6-choices")
+    if "loco" in parts and not (a.loco_choices or a.c_grid):
+        ap.error("--parts loco needs --loco-choices or --c-grid")
+    if ("emobox6" in parts or "shifts" in parts) and not (a.emobox6_choices or a.c_grid):
+        ap.error("--parts emobox6 and shifts need --emobox6-choices or --c-grid")
     if "shifts" in parts and "emobox6" not in parts:
         ap.error("--parts shifts goes with emobox6 (the same folds' probes)")
     if a.copy_weight != 1 and not a.channel_copies:
         ap.error("--copy-weight weighs channel copies: give --channel-copies")
-    measure(a.work, a.loco_choices, a.out, a.emobox6_choices, parts, a.weighting, a.channel_copies, a.copy_weight)
+    measure(a.work, a.loco_choices, a.out, a.emobox6_choices, parts, a.weighting, a.channel_copies, a.copy_weight,
+            a.c_grid)
     return 0
 
 
