@@ -76,3 +76,24 @@ def softmax(scores: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     s = s - s.max(axis=1, keepdims=True)
     e = np.exp(s)
     return e / e.sum(axis=1, keepdims=True)
+
+
+def hybrid(adapted: np.ndarray, single: np.ndarray) -> np.ndarray:
+    """Scores of a hybrid (session 39's WU2A-H): the adapted probe's log-probabilities plus the single-clip
+    probe's, over the same labels (a product of the two answers; a temperature then divides the sum).
+
+    Parameters
+    ----------
+    adapted, single : np.ndarray
+        Each probe's scores (clips x labels, the same labels in the same order).
+
+    Returns
+    -------
+    np.ndarray
+        The summed log-probabilities (clips x labels).
+    """
+    def log_softmax(s: np.ndarray) -> np.ndarray:
+        s = s - s.max(axis=1, keepdims=True)
+        return s - np.log(np.exp(s).sum(axis=1, keepdims=True))
+
+    return log_softmax(np.asarray(adapted, np.float64)) + log_softmax(np.asarray(single, np.float64))

@@ -203,3 +203,31 @@ def test_measure_refuses_a_wrong_c_grid_with_its_reason(ap, args, message, capsy
     with pytest.raises(SystemExit) as e:
         ap.main(["measure", "--work", "w", "--out", "o.json", *args])
     assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_the_hybrid_multiplies_the_two_answers_and_takes_each_halfs_c_where_registered(ap, tmp_path):
+    """WU2A-H (session 39): its probabilities are the adapted and single-clip probes' multiplied and renormalised;
+    the single-clip half is WU2S's probe with the choices file's C, the adapted half's C comes from the grid."""
+    rng = np.random.default_rng(8)
+    a, s = rng.normal(0, 2, (5, 4)), rng.normal(0, 2, (5, 4))
+    want = adapt.softmax(a) * adapt.softmax(s)
+    assert adapt.softmax(adapt.hybrid(a, s)) == pytest.approx(want / want.sum(axis=1, keepdims=True))
+
+    work = _work(tmp_path, np.random.default_rng(2))
+    df, x = ap.ep.load_vectors(work)
+    df = df.reset_index(drop=True)
+    rows = (df["corpus"] != "urdu").to_numpy()
+    probe, labels = ap.train(x, df, rows, 0.1, single_c=0.3)
+    clf, _ = ap.ep.probe(x, df, rows, 0.3)
+    assert probe["single"]["coef"] == pytest.approx(clf.coef_) and probe["single"]["labels"] == labels
+    stats = adapt.reference_stats(x[~rows])
+    assert ap.read(x[~rows], stats, probe) == pytest.approx(
+        adapt.hybrid(adapt.logits(x[~rows], stats, probe), clf.decision_function((x[~rows] - probe["single"]["mean"])
+                                                                                  / probe["single"]["std"])))
+    choices = tmp_path / "choices.json"
+    choices.write_text(json.dumps({c: {"C": 0.3} for c in ("ravdess", "ased", "emovo", "urdu")}))
+    got = ap.measure(work, choices, tmp_path / "h.json", grid=(0.01, 1.0), hybrid=True)
+    assert got["hybrid"] and "--hybrid" in got["made_by"] and "--loco-choices" in got["made_by"]
+    assert all(v["single_clip_C"] == 0.3 and v["C"] in (0.01, 1.0) for v in got["loco"].values())
+    with pytest.raises(SystemExit):
+        ap.main(["measure", "--work", "w", "--out", "o.json", "--hybrid", "--loco-choices", "c.json"])

@@ -42,12 +42,15 @@ LARGER_REFERENCE = 50           # reported beside the registered 20
 
 
 def train(x: np.ndarray, df: pd.DataFrame, rows: np.ndarray, c: float,
-          aug: np.ndarray | None = None, copy_weight: float = 1.0) -> tuple[dict, list[str]]:
+          aug: np.ndarray | None = None, copy_weight: float = 1.0,
+          single_c: float | None = None) -> tuple[dict, list[str]]:
     """The adapted probe on ``rows``: every corpus standardised by its own rows, then by their pooled statistics,
     every (corpus, emotion) cell weighing the same. ``aug`` (rows x copies x values, WU2A-C): channel copies
     of every row, those of ``rows`` trained on too, each copy standardised by its own group (its corpus and its
     copy's number: a recording chain heard as a setup of its own) and weighing ``copy_weight`` of its clip
-    (WU2A-W: 1/3). Returns its arrays (``ser_core.adapt.logits``' ``probe``) and labels."""
+    (WU2A-W: 1/3). ``single_c`` (WU2A-H, session 39): the arrays also hold, under "single", the single-clip probe
+    trained on the same rows (:func:`single_clip`), whose answer :func:`read` adds. Returns its arrays
+    (``ser_core.adapt.logits``' ``probe``) and labels."""
     from sklearn.linear_model import LogisticRegression
     from threadpoolctl import threadpool_limits
 
@@ -64,7 +67,41 @@ def train(x: np.ndarray, df: pd.DataFrame, rows: np.ndarray, c: float,
     clf = LogisticRegression(C=c, max_iter=2000)
     with threadpool_limits(1, user_api="blas"):     # as encoder_probe.probe: L-BFGS's small products
         clf.fit((z1 - mu) / sd, part["emotion"], sample_weight=ep.cell_weights(part) * scale)
-    return {"mean": mu, "std": sd, "coef": clf.coef_, "bias": clf.intercept_}, list(clf.classes_)
+    arrays = {"mean": mu, "std": sd, "coef": clf.coef_, "bias": clf.intercept_}
+    if single_c is not None:
+        arrays["single"] = single_clip(x, df, rows, single_c, aug)
+        if arrays["single"]["labels"] != list(clf.classes_):
+            raise ValueError(f"the two halves learnt {arrays['single']['labels']} and {list(clf.classes_)}")
+    return arrays, list(clf.classes_)
+
+
+#: The single-clip halves already trained in this run, by their rows and C (a grid's every C shares them).
+_SINGLE: dict = {}
+
+
+def single_clip(x: np.ndarray, df: pd.DataFrame, rows: np.ndarray, c: float, aug: np.ndarray | None) -> dict:
+    """WU2S's single-clip probe on ``rows`` (the hybrid's other half, WU2A-H): the vectors standardised by the
+    rows' (and their copies') pooled statistics, every copy weighing as its clip (``encoder_probe.probe``), C
+    given; its arrays and labels."""
+    import hashlib
+
+    key = (hashlib.sha1(np.packbits(rows).tobytes()).hexdigest(), c)
+    if key not in _SINGLE:
+        stats = ep.standardiser(x, rows, aug)
+        clf, _ = ep.probe(x, df, rows, c, aug, 1.0, stats)
+        _SINGLE[key] = {"mean": stats[0], "std": stats[1], "coef": clf.coef_, "bias": clf.intercept_,
+                        "labels": list(clf.classes_)}
+    return _SINGLE[key]
+
+
+def read(v: np.ndarray, stats: tuple[np.ndarray, np.ndarray], probe: dict) -> np.ndarray:
+    """The probe's scores of vectors ``v`` of a setup whose reference statistics are ``stats``; with a single-clip
+    half (WU2A-H), the two halves' log-probabilities added (``ser_core.adapt.hybrid``)."""
+    s = adapt.logits(v, stats, probe)
+    if "single" not in probe:
+        return s
+    h = probe["single"]
+    return adapt.hybrid(s, ((v - h["mean"]) / h["std"]) @ h["coef"].T + h["bias"])
 
 
 def draw(candidates: np.ndarray, k: int, seed: int, salt: str) -> np.ndarray:
@@ -77,18 +114,18 @@ def draw(candidates: np.ndarray, k: int, seed: int, salt: str) -> np.ndarray:
 
 def scores(x: np.ndarray, probe: dict, test: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """The probe's scores of the ``test`` rows, standardised by the ``reference`` rows' statistics."""
-    return adapt.logits(x[test], adapt.reference_stats(x[reference], minimum=2), probe)
+    return read(x[test], adapt.reference_stats(x[reference], minimum=2), probe)
 
 
 def inner_rows(x: np.ndarray, df: pd.DataFrame, rows: np.ndarray, c: float, what: str,
-               aug: np.ndarray | None = None, copy_weight: float = 1.0) -> list[tuple]:
+               aug: np.ndarray | None = None, copy_weight: float = 1.0, single_c: float | None = None) -> list[tuple]:
     """Each corpus of ``rows`` left out in turn, the probe trained on the others and the left-out one scored
     with ``DRAWS`` references of ``REFERENCE_CLIPS`` of its clips: (scores, true label index, corpus) of its
     clips whose label that probe knows."""
     out = []
     for corpus in splits.corpora(df[rows]):
         held = rows & (df["corpus"] == corpus).to_numpy()
-        probe, labels = train(x, df, rows & ~held, c, aug, copy_weight)
+        probe, labels = train(x, df, rows & ~held, c, aug, copy_weight, single_c)
         truth = df.loc[held, "emotion"].to_numpy()
         y = np.array([labels.index(t) if t in labels else -1 for t in truth])
         for seed in range(DRAWS):
@@ -115,12 +152,13 @@ def own_accuracy(rows: list[tuple]) -> float:
 
 
 def choose_c(x: np.ndarray, df: pd.DataFrame, rows: np.ndarray, grid: tuple[float, ...], what: str,
-             aug: np.ndarray | None = None, copy_weight: float = 1.0) -> tuple[float, dict, list[tuple]]:
+             aug: np.ndarray | None = None, copy_weight: float = 1.0,
+             single_c: float | None = None) -> tuple[float, dict, list[tuple]]:
     """C for the adapted probe from the ``rows`` alone (session 39's WU2A-CN, WU2A-WN): each of its corpora left
     out in turn and adapted from 20-clip references (:func:`inner_rows`), the ``grid``'s C with the highest
     :func:`own_accuracy`, the smaller on a tie. Returns it, every C's inner accuracy, and its inner rows (which the
-    temperature is fitted on)."""
-    inner = {c: inner_rows(x, df, rows, c, f"{what}, C={c:g}", aug, copy_weight) for c in sorted(grid)}
+    temperature is fitted on). With ``single_c`` (WU2A-H) the hybrid's answers are what is scored."""
+    inner = {c: inner_rows(x, df, rows, c, f"{what}, C={c:g}", aug, copy_weight, single_c) for c in sorted(grid)}
     accuracy = {c: own_accuracy(r) for c, r in inner.items()}
     best = max(sorted(grid), key=lambda c: (accuracy[c], -c))
     return best, {f"{c:g}": round(a, 4) for c, a in accuracy.items()}, inner[best]
@@ -190,37 +228,43 @@ def summary(tables: list[pd.DataFrame]) -> dict:
 
 def measure(work: Path, loco_choices: Path | None, out: Path, emobox6_choices: Path | None = None,
             parts: tuple[str, ...] = ("loco",), weighting: str = "clips", copies: str | None = None,
-            copy_weight: float = 1.0, grid: tuple[float, ...] | None = None) -> dict:
+            copy_weight: float = 1.0, grid: tuple[float, ...] | None = None, hybrid: bool = False) -> dict:
     """The figures of ``docs/preregistration-session38.md``: ``parts`` of loco (each corpus left out), emobox6
     (the speaker folds, each fold's test clips of a corpus adapted from 20 of them) and shifts (with emobox6: the
     fold's RAVDESS test clips through every channel shift, each condition adapted from 20 of its clips). C is
     WU2S's choice (``loco_choices``, ``emobox6_choices``) or, given a ``grid``, chosen for the adapted probe from
-    each fold's training corpora (:func:`choose_c`, session 39)."""
+    each fold's training corpora (:func:`choose_c`, session 39). ``hybrid`` (WU2A-H): a grid chooses the adapted
+    half's C, the choices files give the single-clip half's (WU2S's), and the answer adds the two halves'."""
+    if hybrid and not grid:
+        raise ValueError("the hybrid chooses its adapted half's C from a grid")
+    _SINGLE.clear()
     df, x = ep.load_vectors(work)
     df = df.reset_index(drop=True)
     aug = ep.load_channel_vectors(work, df, copies) if copies else None
     results: dict = {"made_by": command(work, loco_choices, emobox6_choices, out, parts, weighting, copies,
-                                        copy_weight, grid),
+                                        copy_weight, grid, hybrid),
                      "reference_clips": adapt.REFERENCE_CLIPS, "draws": DRAWS, "weighting": weighting,
-                     "channel_copies": copies, "copy_weight": copy_weight, "c_grid": grid}
+                     "channel_copies": copies, "copy_weight": copy_weight, "c_grid": grid, "hybrid": hybrid}
 
     def c_and_temperature(train_rows: np.ndarray, c: float | None, what: str) -> tuple[float, float, dict]:
         """The fold's C (given, or chosen from ``grid``), the temperature fitted on its inner rows, and every
-        grid C's inner accuracy ({} when C is given)."""
+        grid C's inner accuracy ({} when C is given). For the hybrid, ``c`` is its single-clip half's."""
         if grid is None:
             return c, fit_temperature(inner_rows(x, df, train_rows, c, what, aug, copy_weight), weighting), {}
-        c, inner, rows = choose_c(x, df, train_rows, grid, what, aug, copy_weight)
-        return c, fit_temperature(rows, weighting), {"inner_own_accuracy": inner}
+        single_c = c if hybrid else None
+        c, inner, rows = choose_c(x, df, train_rows, grid, what, aug, copy_weight, single_c)
+        return c, fit_temperature(rows, weighting), {"inner_own_accuracy": inner,
+                                                     **({"single_clip_C": single_c} if hybrid else {})}
 
     kept = []
     if "loco" in parts:
-        chosen = json.loads(Path(loco_choices).read_text()) if grid is None else {}
+        chosen = json.loads(Path(loco_choices).read_text()) if grid is None or hybrid else {}
         results["loco"] = {}
         for fold, held in enumerate(splits.corpora(df), 1):
             train_rows = (df["corpus"] != held).to_numpy()
             c, t, inner = c_and_temperature(train_rows, float(chosen[held]["C"]) if chosen else None,
                                             f"{held} out")
-            probe, labels = train(x, df, train_rows, c, aug, copy_weight)
+            probe, labels = train(x, df, train_rows, c, aug, copy_weight, inner.get("single_clip_C"))
             test = ~train_rows
             pool = np.flatnonzero(test)
             tables = {}
@@ -249,12 +293,12 @@ def measure(work: Path, loco_choices: Path | None, out: Path, emobox6_choices: P
                   f"{results['loco'][held]['reference_all']['mean']['own_accuracy']:.3f}; one emotion {one}",
                   flush=True)
     if "emobox6" in parts:
-        chosen = json.loads(Path(emobox6_choices).read_text()) if grid is None else None
+        chosen = json.loads(Path(emobox6_choices).read_text()) if grid is None or hybrid else None
         folds, shifted, fold_c = {}, {}, {}
         for fold, train_rows, test, c in ep.emobox6_folds(df, chosen):
             c, t, inner = c_and_temperature(train_rows, c, f"emobox6 fold {fold}")
             fold_c[str(fold)] = {"C": c, **inner, "temperature": round(t, 4)}
-            probe, labels = train(x, df, train_rows, c, aug, copy_weight)
+            probe, labels = train(x, df, train_rows, c, aug, copy_weight, inner.get("single_clip_C"))
             if "shifts" in parts:
                 for cond, right in shifted_right(work, df, test, fold, probe, labels).items():
                     shifted.setdefault(cond, []).append(right)
@@ -310,7 +354,7 @@ def shifted_right(work: Path, df: pd.DataFrame, test: np.ndarray, fold: int, pro
     out = {}
     for j, cond in enumerate(conditions):
         v = vecs[:, j].astype(np.float64)
-        out[cond] = np.stack([np.asarray(labels)[adapt.logits(v, adapt.reference_stats(
+        out[cond] = np.stack([np.asarray(labels)[read(v, adapt.reference_stats(
             v[draw(np.arange(len(v)), adapt.REFERENCE_CLIPS, d, f"{fold}{cond}")]), probe).argmax(axis=1)] == truth
             for d in range(DRAWS)])
     return out
@@ -332,10 +376,11 @@ def predictions_path(out: Path) -> Path:
 
 def command(work: Path, loco_choices: Path | None, emobox6_choices: Path | None, out: Path,
             parts: tuple[str, ...], weighting: str = "clips", copies: str | None = None, copy_weight: float = 1.0,
-            grid: tuple[float, ...] | None = None) -> str:
+            grid: tuple[float, ...] | None = None, hybrid: bool = False) -> str:
     extra = f" --loco-choices {loco_choices}" if loco_choices else ""
     extra += f" --emobox6-choices {emobox6_choices}" if emobox6_choices else ""
     extra += f" --c-grid {','.join(f'{c:g}' for c in grid)}" if grid else ""
+    extra += " --hybrid" if hybrid else ""
     extra += f" --channel-copies {copies}" if copies else ""
     extra += f" --copy-weight {copy_weight:g}" if copy_weight != 1 else ""
     extra += f" --weighting {weighting}" if weighting != "clips" else ""
@@ -357,14 +402,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--channel-copies", metavar="KINDS", type=ep.copy_spec,
                    help="the probe also trains on these channel copies (WU2A-C: babble:1+loudbabble:2)")
     ep.add_copy_weight(p)
+    p.add_argument("--hybrid", action="store_true",
+                   help="WU2A-H: add the single-clip probe's answer (its C from the choices files, the adapted "
+                        "half's from --c-grid)")
     p.add_argument("--out", type=Path, required=True)
     a = ap.parse_args(argv)
     parts = tuple(a.parts.split(","))
     unknown = set(parts) - {"loco", "emobox6", "shifts"}
     if unknown:
         ap.error(f"unknown parts: {', '.join(sorted(unknown))} (loco, emobox6, shifts)")
-    if a.c_grid and (a.loco_choices or a.emobox6_choices):
+    if a.hybrid and not a.c_grid:
+        ap.error("--hybrid chooses its adapted half's C: give --c-grid")
+    if a.c_grid and not a.hybrid and (a.loco_choices or a.emobox6_choices):
         ap.error("--c-grid chooses C itself: give it without --loco-choices and --emobox6-choices")
+    if a.hybrid and (("loco" in parts and not a.loco_choices)
+                     or ({"emobox6", "shifts"} & set(parts) and not a.emobox6_choices)):
+        ap.error("--hybrid takes its single-clip half's C from --loco-choices and --emobox6-choices")
     if "loco" in parts and not (a.loco_choices or a.c_grid):
         ap.error("--parts loco needs --loco-choices or --c-grid")
     if ("emobox6" in parts or "shifts" in parts) and not (a.emobox6_choices or a.c_grid):
@@ -374,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.copy_weight != 1 and not a.channel_copies:
         ap.error("--copy-weight weighs channel copies: give --channel-copies")
     measure(a.work, a.loco_choices, a.out, a.emobox6_choices, parts, a.weighting, a.channel_copies, a.copy_weight,
-            a.c_grid)
+            a.c_grid, a.hybrid)
     return 0
 
 
