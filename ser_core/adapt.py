@@ -11,9 +11,10 @@ What the reference must be: clips of one setup with its ordinary mix of speech. 
 reference's clips share, so 20 clips of one emotion would remove that emotion (measured in
 ``docs/multicorpus.md``, session 38).
 
-The functions here are pure (arrays in, arrays out); ``training/adapt_probe.py`` measures the adapted probe
-with them. No candidate has yet passed the rule that would make it the product's adapted mode
-(docs/preregistration-session38.md); the branch ``adapted-mode`` holds that mode, ready for one that does.
+The functions here are pure (arrays in, arrays out); :class:`ser_core.predict.ProbePredictor` reads a model
+folder's adapted probe (:data:`ser_core.schema.ADAPTED_PROBE`, :data:`ser_core.schema.ADAPTED`) and gives its
+answers over a folder of clips (``ser predict --adapt``); ``training/adapt_probe.py`` measures and builds it.
+(Branch ``adapted-mode``: no candidate has yet passed the product rule of docs/preregistration-session38.md.)
 """
 from __future__ import annotations
 

@@ -39,6 +39,17 @@ def cmd_predict(args) -> int:
     if not files:
         raise SERError("no audio files found in the given paths")
     predictor = load_predictor(args.model or runs.active_model_dir(), runtime=args.runtime)
+    adapted = None
+    if args.adapt:
+        if args.explain:
+            raise SERError("--explain shows what the one-clip model heard; it does not go with --adapt")
+        if not hasattr(predictor, "predict_adapted"):
+            raise SERError(f"{predictor.model_dir or 'this model'} is not a Whisper probe: it has no adapted mode")
+        answers_adapted, n_ref = predictor.predict_adapted([str(f) for f in files])
+        adapted = iter(answers_adapted)
+        # on stderr: stdout stays one row (or JSON line) per file
+        print(f"adapted to this recording setup: its {n_ref} clips with speech are the reference "
+              f"(they should hold its ordinary mix of speech, not one emotion)", file=sys.stderr, flush=True)
     failed, answers = 0, []
     if not args.json:
         print(f"{'file':<40} {'emotion':<26} {'confidence':>10}")
@@ -51,7 +62,12 @@ def cmd_predict(args) -> int:
                     bar = Progress(int(total), f"{_f.name}", enabled=None)
                 bar.update(int(done) - bar.done)
 
-            pred = predictor.predict_file(f, name=str(f), progress=show)
+            if adapted is not None:
+                pred = next(adapted)
+                if isinstance(pred, Exception):
+                    raise pred
+            else:
+                pred = predictor.predict_file(f, name=str(f), progress=show)
         except SERError as exc:
             failed += 1
             msg = str(exc)
@@ -65,7 +81,8 @@ def cmd_predict(args) -> int:
                 bar.close()
         answers.append(pred)
         if args.json:
-            print(json.dumps(pred.to_dict(windows=args.windows)), flush=True)
+            print(json.dumps({**pred.to_dict(windows=args.windows), **({"adapted": True} if adapted else {})}),
+                  flush=True)
         else:
             emo = pred.summary() if pred.speech else "(no speech)"
             note = "  unfamiliar recording" if pred.unfamiliar else ""
@@ -534,6 +551,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+")
     p.add_argument("--model", help="model folder (default: the active model)")
     p.add_argument("--json", action="store_true", help="one JSON object per file")
+    p.add_argument("--adapt", action="store_true",
+                   help="the inputs are clips of one recording setup (at least 20 with speech): answer with the probe "
+                        "adapted to it, their own statistics as its reference (a Whisper probe with an adapted probe)")
     p.add_argument("--windows", action="store_true", help="also show per-window results")
     p.add_argument("--runtime", choices=RUNTIMES, default=RUNTIMES[0],
                    help="LiteRT when the model folder holds a current export (auto, the default), or force one "

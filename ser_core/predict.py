@@ -932,6 +932,54 @@ def write_probe(dest: Path, spec: ModelSpec, arrays: dict[str, np.ndarray]) -> P
     return dest
 
 
+@dataclass(frozen=True)
+class AdaptedProbe:
+    """A probe folder's adapted probe (:mod:`ser_core.adapt`): its arrays, its calibration and its record."""
+
+    arrays: dict
+    calibration: Calibration
+    record: dict
+
+
+def read_adapted(model_dir: Path, n_labels: int, size: int) -> AdaptedProbe | None:
+    """The adapted probe of a probe folder (None when it has none), checked as :func:`read_probe` checks."""
+    from .jsonio import read_json
+    from .schema import ADAPTED, ADAPTED_PROBE
+
+    model_dir = Path(model_dir)
+    if not (model_dir / ADAPTED_PROBE).exists() and not (model_dir / ADAPTED).exists():
+        return None
+    record = read_json(model_dir / ADAPTED)
+    if not isinstance(record, dict):
+        raise ModelError(f"{model_dir / ADAPTED} is missing or unreadable (its {ADAPTED_PROBE} needs it)")
+    try:
+        calib = Calibration.from_dict(record.get(SPEC_KEY))
+    except (ValueError, TypeError, SERError) as exc:
+        raise ModelError(f"unreadable calibration in {model_dir / ADAPTED}: {exc}") from None
+    if calib is None:
+        raise ModelError(f"{model_dir / ADAPTED} holds no calibration")
+    return AdaptedProbe(read_probe(model_dir / ADAPTED_PROBE, n_labels, size), calib, record)
+
+
+def write_adapted(dest: Path, arrays: dict[str, np.ndarray], record: dict) -> Path:
+    """A probe folder's adapted probe: ``ADAPTED_PROBE`` (checked as :func:`read_adapted` reads it) and
+    ``ADAPTED`` (``record``, its calibration under ``SPEC_KEY``), each written whole before it is renamed."""
+    from .jsonio import write_json
+    from .schema import ADAPTED, ADAPTED_PROBE
+    from .whisper import recorded_setup
+
+    dest = Path(dest)
+    spec = ModelSpec.load(dest / SPEC)
+    tmp = dest / f".{ADAPTED_PROBE}"
+    with open(tmp, "wb") as fh:
+        np.savez(fh, **{k: np.asarray(arrays[k], np.float64) for k in ("mean", "std", "coef", "bias")})
+    read_probe(tmp, len(spec.labels), recorded_setup(spec.extra).size)
+    Calibration.from_dict(record[SPEC_KEY])
+    tmp.replace(dest / ADAPTED_PROBE)
+    write_json(dest / ADAPTED, record)
+    return dest
+
+
 def probe_input(vectors: np.ndarray, probe: dict[str, np.ndarray]) -> np.ndarray:
     """Encoder vectors as a probe's linear layer reads them: standardised with its training clips' statistics."""
     return (vectors - probe["mean"]) / probe["std"]
@@ -1007,6 +1055,55 @@ class ProbePredictor(BasePredictor):
     def standardise(self, vector: np.ndarray) -> np.ndarray:
         """A vector as the probe's linear layer reads it (the training clips' statistics)."""
         return probe_input(vector, self.probe).astype(np.float32)
+
+    @cached_property
+    def adapted(self) -> AdaptedProbe | None:
+        """The folder's probe adapted to a recording setup (:mod:`ser_core.adapt`), or None."""
+        return read_adapted(self.model_dir, len(self.labels), self.encoder.setup.size)
+
+    def predict_adapted(self, sources: list, names: list[str] | None = None
+                        ) -> tuple[list[Prediction | Exception], int]:
+        """Answers for clips of one recording setup, read by the adapted probe after standardising them by
+        the setup's own clips with speech (all of the ``sources``' speech windows; at least
+        :data:`ser_core.adapt.REFERENCE_CLIPS` clips with speech). ``sources``: paths, or bytes (an upload) with
+        their ``names``. As :meth:`predict_many`, each source's prediction or the exception its audio raised;
+        and how many clips the reference held.
+
+        Raises :class:`~ser_core.errors.ModelError` when the folder has no adapted probe and
+        :class:`~ser_core.errors.SERError` when too few clips have speech."""
+        from . import adapt
+
+        probe = self.adapted
+        if probe is None:
+            raise ModelError(f"{self.model_dir} has no probe adapted to a recording setup "
+                             f"(python training/adapt_probe.py ship --model {self.model_dir} ...)")
+        rate = self.cfg.sample_rate
+        names = [str(s) for s in sources] if names is None else list(names)
+        out: list = [None] * len(sources)
+        heard: list[tuple[int, float, list[int], list[int], np.ndarray, np.ndarray]] = []
+        for i, (source, name) in enumerate(zip(sources, names)):
+            try:
+                y = self._load_whole(source, name)
+            except Exception as exc:  # noqa: BLE001  (the caller reports it as that file's answer)
+                out[i] = exc
+                continue
+            memo: dict = {}
+            if not speech_present(recording_levels(y, memo)):
+                out[i] = no_speech(name, y.size / rate, self.labels)
+                continue
+            starts, windows, speech = self.cut(y, memo)
+            # the vectors are kept, the waveform is not: a folder of a thousand clips holds a thousand vectors
+            heard.append((i, y.size / rate, starts, [w.size for w in windows], speech, self.vectors(windows)))
+        if len(heard) < adapt.REFERENCE_CLIPS:
+            raise SERError(f"adapting to a recording setup needs at least {adapt.REFERENCE_CLIPS} clips with speech "
+                           f"from it; {len(heard)} of the {len(sources)} given have speech")
+        stats = adapt.reference_stats(np.concatenate([v[sp] for *_, sp, v in heard]), adapt.REFERENCE_CLIPS)
+        for i, duration, starts, sizes, speech, vecs in heard:
+            t0 = np.asarray(starts) / rate
+            scores = WindowScores(t0, t0 + np.asarray(sizes) / rate,
+                                  adapt.softmax(adapt.logits(vecs, stats, probe.arrays)), speech)
+            out[i] = prediction(scores, self.labels, probe.calibration, names[i], duration)
+        return out, len(heard)
 
     def cut(self, y: np.ndarray, memo: dict | None = None) -> tuple[list[int], list[np.ndarray], np.ndarray]:
         """A checked waveform's window starts, windows and speech flags (one window: the whole recording,

@@ -39,6 +39,10 @@ STRANGERS = "strangers.json"       # in a model folder: what it does on corpora 
 # (training/novelty_calibration.py --save)
 LOCO_CALIBRATION = "loco_calibration.json"
 LOCO_CALIBRATION_TABLE = "loco_calibration_predictions.csv.gz"       # ... and its held-out rows
+# in a probe's folder: the probe adapted to a recording setup from its own clips (ser_core.adapt; arrays as
+# PROBE's) and its record (calibration, reference size, what leaving each corpus out measured)
+ADAPTED_PROBE = "adapted_probe.npz"
+ADAPTED = "adapted.json"
 
 
 FOLD_PREFIX = "fold-"

@@ -231,3 +231,126 @@ def test_the_hybrid_multiplies_the_two_answers_and_takes_each_halfs_c_where_regi
     assert all(v["single_clip_C"] == 0.3 and v["C"] in (0.01, 1.0) for v in got["loco"].values())
     with pytest.raises(SystemExit):
         ap.main(["measure", "--work", "w", "--out", "o.json", "--hybrid", "--loco-choices", "c.json"])
+
+
+# ---------------------------------------------------------------------------- the product's adapted mode
+@pytest.fixture(scope="module")
+def adapted_dir(tmp_path_factory):
+    """A probe folder (the fast setup) trained on the 32 bundled clips, and its adapted probe: trained on the
+    same clips standardised by themselves, temperature 1.5."""
+    from sklearn.linear_model import LogisticRegression
+    from test_whisper import FAST, make_probe, sample_waves
+
+    from conftest import training_module
+    from ser_core.calibration import SPEC_KEY, Calibration
+    from ser_core.config import EMOTIONS
+    from ser_core.predict import whisper_encoder, write_adapted
+    from ser_core.schema import ENCODER_SETUP
+
+    enc = whisper_encoder(FAST)
+    d, x, emotions, _ = make_probe(enc, tmp_path_factory.mktemp("adapted") / "probe", {ENCODER_SETUP: FAST.to_dict()})
+    z1 = adapt.standardise(x, adapt.reference_stats(x))
+    mu, sd = z1.mean(axis=0), z1.std(axis=0) + adapt.SD_FLOOR
+    clf = LogisticRegression(C=1.0, max_iter=2000).fit((z1 - mu) / sd, emotions)
+    arrays = training_module("whisper_probe").probe_arrays(clf, mu, sd, list(EMOTIONS))
+    write_adapted(d, arrays, {SPEC_KEY: Calibration(temperature=1.5).to_dict(), "candidate": "test"})
+    return d, x, arrays
+
+
+def test_the_adapted_mode_reads_each_clip_standardised_by_the_folders_clips(adapted_dir):
+    """Through the product's path (decode, speech check, encoder), each clip of a folder gets the adapted
+    probe's probabilities of its vector standardised by all the folder's clips, at the stored temperature."""
+    from conftest import SAMPLES
+    from ser_core.config import EMOTIONS
+    from ser_core.predict import load_predictor
+
+    d, x, arrays = adapted_dir
+    pred = load_predictor(d)
+    paths = [str(p) for p in sorted(SAMPLES.glob("*.flac"))]
+    answers, n_ref = pred.predict_adapted(paths)
+    assert n_ref == len(paths) == 32
+    want = adapt.softmax(adapt.logits(x, adapt.reference_stats(x), arrays), 1.5)
+    for i, a in enumerate(answers):
+        np.testing.assert_allclose([a.probabilities[e] for e in EMOTIONS], want[i], atol=2e-4)
+        assert a.not_sure == (a.confidence < 0.5)
+    # the one-clip answers are the folder's probe's, unchanged
+    assert pred.predict_file(paths[0]).probabilities != answers[0].probabilities
+
+
+def test_the_adapted_mode_refuses_too_few_clips_and_a_model_without_it(adapted_dir, probe_dir_plain):
+    from conftest import SAMPLES
+    from ser_core.errors import ModelError
+    from ser_core.predict import load_predictor
+
+    paths = [str(p) for p in sorted(SAMPLES.glob("*.flac"))]
+    with pytest.raises(SERError, match=r"at least 20 clips with speech.*19 of the 19 given"):
+        load_predictor(adapted_dir[0]).predict_adapted(paths[:19])
+    with pytest.raises(ModelError, match="no probe adapted to a recording setup"):
+        load_predictor(probe_dir_plain).predict_adapted(paths)
+
+
+@pytest.fixture(scope="module")
+def probe_dir_plain(adapted_dir, tmp_path_factory):
+    """The same probe folder without its adapted probe."""
+    import shutil
+
+    from ser_core.schema import ADAPTED, ADAPTED_PROBE
+
+    d = tmp_path_factory.mktemp("plain") / "probe"
+    shutil.copytree(adapted_dir[0], d)
+    (d / ADAPTED).unlink()
+    (d / ADAPTED_PROBE).unlink()
+    return d
+
+
+def test_a_damaged_adapted_probe_is_refused_with_its_reason(adapted_dir, tmp_path):
+    import shutil
+
+    from ser_core.errors import ModelError
+    from ser_core.predict import load_predictor
+    from ser_core.schema import ADAPTED, ADAPTED_PROBE
+
+    d = tmp_path / "m"
+    shutil.copytree(adapted_dir[0], d)
+    (d / ADAPTED).write_text("{not json")
+    with pytest.raises(ModelError, match="missing or unreadable"):
+        _ = load_predictor(d).adapted
+    (d / ADAPTED).write_text(json.dumps({"calibration": {"temperature": -1}}))
+    with pytest.raises(ModelError, match="unreadable calibration"):
+        _ = load_predictor(d).adapted
+    (d / ADAPTED).write_text(json.dumps({"calibration": {"temperature": 1.0}}))
+    np.savez(d / ADAPTED_PROBE, mean=np.zeros(3), std=np.ones(3), coef=np.zeros((8, 3)), bias=np.zeros(8))
+    with pytest.raises(ModelError, match="does not match"):
+        _ = load_predictor(d).adapted
+
+
+def test_ser_predict_adapt_answers_a_folder_and_says_what_it_adapted_to(adapted_dir, tmp_path):
+    """The command line, as a user runs it: a folder's clips adapted (one JSON line each, marked), a damaged file
+    reported in its row while the others are answered, --explain refused with --adapt, a folder too small
+    refused with its reason; never a traceback."""
+    import shutil
+    import subprocess
+    import sys
+
+    from conftest import SAMPLES
+    from ser_core.cli import EXIT_ERROR
+
+    folder = tmp_path / "setup"
+    shutil.copytree(SAMPLES, folder)
+    (folder / "broken.wav").write_bytes(b"RIFF not audio")
+    run = lambda *a: subprocess.run([sys.executable, "-m", "ser_core", "predict", "--model", str(adapted_dir[0]),  # noqa: E731
+                                     *a], capture_output=True, text=True, timeout=300)
+    r = run("--adapt", "--json", str(folder))
+    assert r.returncode == EXIT_ERROR, r.stderr            # one file failed
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert len(rows) == 33 and sum("error" in row for row in rows) == 1
+    assert all(row.get("adapted") is True for row in rows if "error" not in row)
+    assert "its 32 clips with speech are the reference" in r.stderr and "Traceback" not in r.stderr
+    r = run("--adapt", "--explain", str(tmp_path / "why"), str(folder))
+    assert r.returncode != 0 and "does not go with --adapt" in r.stderr and "Traceback" not in r.stderr
+    few = tmp_path / "few"
+    few.mkdir()
+    for p in sorted(SAMPLES.glob("*.flac"))[:5]:
+        shutil.copy(p, few)
+    r = run("--adapt", str(few))
+    assert r.returncode != 0 and "at least 20 clips with speech" in r.stderr and "Traceback" not in r.stderr

@@ -5,6 +5,8 @@ docs/preregistration-session38.md; the arithmetic is ``ser_core.adapt``'s).
         --loco-choices training/results/candidates/loco_WU2S_predictions_choices.json \
         --emobox6-choices training/results/candidates/emobox6_WU2S_probe_predictions_choices.json \
         --out training/results/candidates/adapted_WU2A.json
+    python training/adapt_probe.py ship --work runs/whisper-wu2s --model models/default \
+        --figures training/results/candidates/adapted_<CANDIDATE>.json --candidate <CANDIDATE>
 
 ``measure`` leaves each corpus out: the probe learns from the other three, each standardised by its own clips,
 with the C WU2S's nested folds chose without the held-out corpus; one temperature is fitted on the training
@@ -15,9 +17,9 @@ draws), of 50, of all of them, and of 20 clips of one emotion. ``--parts emobox6
 RAVDESS test clips through every channel shift, each condition adapted from 20 of its clips. ``--weighting``,
 ``--channel-copies`` and ``--copy-weight`` make WU2A-E, WU2A-C and WU2A-W (addenda 1, 2 and 4).
 
-No candidate passed the product rule (addendum 2), so no model folder holds an adapted probe and the product has
-no adapted mode; the branch ``adapted-mode`` keeps what would ship one (``ser predict --adapt``, the model
-folder's files and a ``ship`` step), tested, for a candidate that passes.
+``ship`` (branch ``adapted-mode`` only, until a candidate passes the product rule of addendum 2) trains the adapted
+probe on every clip the model learnt from (the model's own C), calibrates it the same way over all its corpora,
+and stores it in the model folder (``schema.ADAPTED_PROBE``, ``schema.ADAPTED``) with ``measure``'s figures.
 """
 from __future__ import annotations
 
@@ -369,6 +371,80 @@ def shift_figures(shifted: dict[str, list[np.ndarray]]) -> dict:
     return out
 
 
+#: What the model folder's record keeps of ``measure``'s figures for each corpus left out (20-clip references).
+CARD_KEYS = ("own_accuracy", "ece", "mean_confidence", "two_commonest", "not_sure", "not_sure_when_wrong",
+             "not_sure_when_right")
+
+
+def card_figures(figures: dict) -> dict:
+    """The figures a model folder keeps of ``measure``'s (its card and the Evaluate page read them)."""
+    out: dict = {"command": figures["made_by"], "reference_clips": figures["reference_clips"],
+                 "draws": figures["draws"], "loco": {}}
+    for corpus, v in figures.get("loco", {}).items():
+        out["loco"][corpus] = {**{k: v["reference_20"]["mean"][k] for k in CARD_KEYS},
+                               "worst_own_accuracy": v["reference_20"]["worst_own_accuracy"],
+                               "worst_ece": v["reference_20"]["worst_ece"],
+                               "all_clips_own_accuracy": v["reference_all"]["mean"]["own_accuracy"],
+                               "one_emotion_reference_own_accuracy": v["one_emotion_reference_own_accuracy"]}
+    if "emobox6" in figures:
+        out["emobox6"] = {c: {k: v["mean"][k] for k in ("own_accuracy", "ece")}
+                          for c, v in figures["emobox6"].items() if isinstance(v, dict)}
+        out["emobox6_ravdess_gender_gap"] = figures["emobox6"].get("ravdess_gender_gap")
+    if "shifts" in figures:
+        out["shifts"] = {k: v for k, v in figures["shifts"].items()}
+    return out
+
+
+def ship(work: Path, model_dir: Path, figures_path: Path, candidate: str) -> Path:
+    """The adapted probe into a probe folder made from ``work``'s vectors (``whisper_probe.ship``): trained on
+    every clip with the folder's own C and ``figures_path``'s settings (weighting, copies), its temperature
+    fitted by leaving each of its corpora out in turn, 20-clip references (as ``measure`` did one level down),
+    stored with ``measure``'s figures (``schema.ADAPTED_PROBE``, ``schema.ADAPTED``)."""
+    from whisper_probe import read_setup
+
+    from ser_core.calibration import DEFAULT_THRESHOLD, SPEC_KEY, Calibration
+    from ser_core.config import ModelSpec
+    from ser_core.predict import write_adapted
+    from ser_core.schema import ENCODER_SETUP, SPEC
+
+    spec = ModelSpec.load(Path(model_dir) / SPEC)
+    if read_setup(work).to_dict() != spec.extra.get(ENCODER_SETUP):
+        raise SystemExit(f"{work}'s vectors were made another way than {model_dir}'s encoder hears")
+    figures = json.loads(Path(figures_path).read_text())
+    weighting, copies = figures.get("weighting", "clips"), figures.get("channel_copies")
+    copy_weight = float(figures.get("copy_weight", 1.0))
+    df, x = ep.load_vectors(work)
+    df = df.reset_index(drop=True)
+    aug = ep.load_channel_vectors(work, df, copies) if copies else None
+    rows = np.ones(len(df), bool)
+    c = float(spec.extra["C"])
+    inner = inner_rows(x, df, rows, c, "every corpus", aug, copy_weight)
+    t = fit_temperature(inner, weighting)
+    arrays, classes = train(x, df, rows, c, aug, copy_weight)
+    labels = list(spec.labels)
+    if sorted(classes) != sorted(labels):
+        raise SystemExit(f"the adapted probe learnt {classes}, not the model's {labels}")
+    order = [classes.index(lab) for lab in labels]
+    arrays = {**arrays, "coef": arrays["coef"][order], "bias": arrays["bias"][order]}
+    corpora = splits.corpora(df)
+    calib = Calibration(temperature=round(t, 4), threshold=DEFAULT_THRESHOLD, n=int(sum(len(y) for _, y, _ in inner)),
+                        fitted_on=f"each of its {len(corpora)} corpora left out in turn, the probe trained on the "
+                                  f"others and the left-out one adapted from {adapt.REFERENCE_CLIPS} of its clips "
+                                  f"({DRAWS} draws; every {'corpus' if weighting == 'corpora' else 'clip'} weighing "
+                                  f"the same)")
+    record = {SPEC_KEY: calib.to_dict(), "candidate": candidate, "reference_clips": adapt.REFERENCE_CLIPS, "C": c,
+              "weighting": weighting, "channel_copies": copies, "copy_weight": copy_weight,
+              "trained_on": f"{len(df)} clips of {'+'.join(corpora)}"
+                            + (f" and their channel copies ({copies})" if copies else "")
+                            + ", every corpus standardised by its own clips",
+              "command": f"python training/adapt_probe.py ship --work {work} --model {model_dir} "
+                         f"--figures {figures_path} --candidate {candidate}",
+              "figures": card_figures(figures)}
+    write_adapted(model_dir, arrays, record)
+    print(f"adapted probe stored in {model_dir}: C={c}, temperature {t:.3f}", flush=True)
+    return Path(model_dir)
+
+
 def predictions_path(out: Path) -> Path:
     """Where :func:`measure` writes the held-out rows of its 20-clip references."""
     return out.with_name(out.stem + "_predictions.csv.gz")
@@ -406,7 +482,15 @@ def main(argv: list[str] | None = None) -> int:
                    help="WU2A-H: add the single-clip probe's answer (its C from the choices files, the adapted "
                         "half's from --c-grid)")
     p.add_argument("--out", type=Path, required=True)
+    p = sub.add_parser("ship", help="train the adapted probe on every clip into a probe folder made from --work")
+    p.add_argument("--work", type=Path, required=True)
+    p.add_argument("--model", type=Path, required=True, help="the probe's model folder (e.g. models/default)")
+    p.add_argument("--figures", type=Path, required=True, help="measure's figures (its settings are used)")
+    p.add_argument("--candidate", required=True, help="its name in the pre-registration (e.g. WU2A-E)")
     a = ap.parse_args(argv)
+    if a.step == "ship":
+        ship(a.work, a.model, a.figures, a.candidate)
+        return 0
     parts = tuple(a.parts.split(","))
     unknown = set(parts) - {"loco", "emobox6", "shifts"}
     if unknown:
