@@ -354,3 +354,50 @@ def test_ser_predict_adapt_answers_a_folder_and_says_what_it_adapted_to(adapted_
         shutil.copy(p, few)
     r = run("--adapt", str(few))
     assert r.returncode != 0 and "at least 20 clips with speech" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_ship_stores_an_adapted_probe_the_product_reads(ap, adapted_dir, tmp_path):
+    """``adapt_probe.py ship`` into a probe folder: the adapted probe trained on every clip of a work folder made
+    the folder's way, its temperature fitted by leaving each corpus out, its rows in the model's label order, the
+    figures kept; a work folder made another way is refused."""
+    import shutil
+
+    from conftest import SAMPLES, training_module
+    from test_whisper import FAST
+
+    from ser_core.config import EMOTIONS
+    from ser_core.predict import load_predictor, read_adapted
+
+    wp = training_module("whisper_probe")
+    d = tmp_path / "model"
+    shutil.copytree(adapted_dir[0], d)
+    spec = json.loads((d / "spec.json").read_text())
+    spec["extra"]["C"] = 0.1
+    (d / "spec.json").write_text(json.dumps(spec))
+    rng = np.random.default_rng(6)
+    centre = {e: rng.normal(0, 1, 768) for e in EMOTIONS}
+    work = tmp_path / "work"
+    for k, (corpus, emos) in enumerate({"ravdess": EMOTIONS, "ased": EMOTIONS[:5], "urdu": EMOTIONS[:5]}.items()):
+        rows = [(corpus, e, f"{corpus}_{e}_{i}.flac", f"s{i % 3}") for e in emos for i in range(10)]
+        x = np.stack([centre[e] + rng.normal(0, 1, 768) + 5 * k for _, e, _, _ in rows])
+        work.mkdir(exist_ok=True)
+        np.savez(work / f"vectors_{corpus}.npz", vectors=x, path=np.array([r[2] for r in rows]))
+        pd.DataFrame(rows, columns=["corpus", "emotion", "path", "speaker"]).to_csv(
+            work / f"manifest_{corpus}.csv", index=False)
+    figures = tmp_path / "adapted_T.json"
+    figures.write_text(json.dumps({"made_by": "measure ...", "reference_clips": 20, "draws": 5,
+                                   "weighting": "corpora", "channel_copies": None, "loco": {}}))
+    wp.record_setup(work, wp.Setup())                 # another setup than the folder's
+    with pytest.raises(SystemExit, match="another way"):
+        ap.ship(work, d, figures, "T")
+    (work / wp.SETUP_FILE).write_text(json.dumps(FAST.to_dict()))
+    ap.ship(work, d, figures, "T")
+    got = read_adapted(d, 8, 768)
+    assert got.record["candidate"] == "T" and got.record["weighting"] == "corpora"
+    assert got.calibration.temperature > 0 and "3 corpora left out in turn" in got.calibration.fitted_on
+    # its rows in the model's label order: the centre of each emotion scores highest for that emotion
+    cx = np.stack([centre[e] for e in EMOTIONS])
+    z = adapt.logits(cx, adapt.reference_stats(np.stack(list(centre.values()) * 3), minimum=2), got.arrays)
+    assert (z.argmax(axis=1) == np.arange(8)).mean() >= 0.75
+    answers, n = load_predictor(d).predict_adapted(sorted(str(p) for p in SAMPLES.glob("*.flac")))
+    assert n == 32 and all(a.best in EMOTIONS for a in answers)
