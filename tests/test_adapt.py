@@ -401,3 +401,9 @@ def test_ship_stores_an_adapted_probe_the_product_reads(ap, adapted_dir, tmp_pat
     assert (z.argmax(axis=1) == np.arange(8)).mean() >= 0.75
     answers, n = load_predictor(d).predict_adapted(sorted(str(p) for p in SAMPLES.glob("*.flac")))
     assert n == 32 and all(a.best in EMOTIONS for a in answers)
+    # a candidate whose C was chosen inside the training corpora (session 39) is shipped with C chosen the same way
+    figures.write_text(json.dumps({**json.loads(figures.read_text()), "c_grid": [0.001, 0.1]}))
+    ap.ship(work, d, figures, "T")
+    got = read_adapted(d, 8, 768).record
+    assert got["C"] in (0.001, 0.1) and got["c_grid"] == [0.001, 0.1]
+    assert got["inner_own_accuracy"][f"{got['C']:g}"] == max(got["inner_own_accuracy"].values())

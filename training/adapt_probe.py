@@ -397,7 +397,8 @@ def card_figures(figures: dict) -> dict:
 
 def ship(work: Path, model_dir: Path, figures_path: Path, candidate: str) -> Path:
     """The adapted probe into a probe folder made from ``work``'s vectors (``whisper_probe.ship``): trained on
-    every clip with the folder's own C and ``figures_path``'s settings (weighting, copies), its temperature
+    every clip with ``figures_path``'s settings (weighting, copies; C chosen by :func:`choose_c` over every corpus
+    when ``measure`` had a ``--c-grid``, else the folder's own C), its temperature
     fitted by leaving each of its corpora out in turn, 20-clip references (as ``measure`` did one level down),
     stored with ``measure``'s figures (``schema.ADAPTED_PROBE``, ``schema.ADAPTED``)."""
     from whisper_probe import read_setup
@@ -417,8 +418,12 @@ def ship(work: Path, model_dir: Path, figures_path: Path, candidate: str) -> Pat
     df = df.reset_index(drop=True)
     aug = ep.load_channel_vectors(work, df, copies) if copies else None
     rows = np.ones(len(df), bool)
-    c = float(spec.extra["C"])
-    inner = inner_rows(x, df, rows, c, "every corpus", aug, copy_weight)
+    grid = figures.get("c_grid")
+    if grid:            # C chosen for the adapted probe as measure chose it one level down (session 39)
+        c, inner_accuracy, inner = choose_c(x, df, rows, tuple(grid), "every corpus", aug, copy_weight)
+    else:
+        c, inner_accuracy = float(spec.extra["C"]), {}
+        inner = inner_rows(x, df, rows, c, "every corpus", aug, copy_weight)
     t = fit_temperature(inner, weighting)
     arrays, classes = train(x, df, rows, c, aug, copy_weight)
     labels = list(spec.labels)
@@ -433,6 +438,7 @@ def ship(work: Path, model_dir: Path, figures_path: Path, candidate: str) -> Pat
                                   f"({DRAWS} draws; every {'corpus' if weighting == 'corpora' else 'clip'} weighing "
                                   f"the same)")
     record = {SPEC_KEY: calib.to_dict(), "candidate": candidate, "reference_clips": adapt.REFERENCE_CLIPS, "C": c,
+              **({"c_grid": list(grid), "inner_own_accuracy": inner_accuracy} if grid else {}),
               "weighting": weighting, "channel_copies": copies, "copy_weight": copy_weight,
               "trained_on": f"{len(df)} clips of {'+'.join(corpora)}"
                             + (f" and their channel copies ({copies})" if copies else "")
