@@ -312,6 +312,29 @@ def prediction_csv(pred) -> str:
     return pd.DataFrame(rows).to_csv(index=False)
 
 
+def setup_frame(answers: list, names: list[str]) -> pd.DataFrame:
+    """One row per clip of a setup read in the adapted mode: its answer in words, confidence and probabilities,
+    or what was wrong with the file (``answers``: a ``Prediction`` or the exception its audio raised)."""
+    rows = []
+    for name, a in zip(names, answers):
+        if isinstance(a, Exception):
+            rows.append({"file": name, "answer": "unreadable", "confidence": None, "problem": str(a)})
+            continue
+        rows.append({"file": name, "answer": a.summary(), "confidence": round(float(a.confidence), 4),
+                     "problem": a.message or "",
+                     **{f"p_{k}": round(float(v), 4) for k, v in a.probabilities.items()}})
+    return pd.DataFrame(rows)
+
+
+def answer_share_figure(frame: pd.DataFrame) -> go.Figure:
+    """How many clips of a setup got each answer ("not sure" and "no speech" counted apart)."""
+    counts = frame["answer"].map(lambda a: a.split(":")[0]).value_counts()
+    fig = go.Figure(go.Bar(x=counts.index.tolist(), y=counts.to_numpy(),
+                           marker_color=[colour(k) for k in counts.index]))
+    fig.update_layout(xaxis_title="answer", yaxis_title="clips")
+    return _style(fig, "Answers over the setup's clips", height=280)
+
+
 def live_figure(points: list, labels: list[str], span: float = 30.0) -> go.Figure:
     """Scrolling probability timeline of live classifications (the last ``span`` seconds)."""
     if points:

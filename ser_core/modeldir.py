@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .config import ModelSpec
 from .errors import ModelError, SERError
-from .schema import ENSEMBLE_ARCH, LITE, LITE_INT8, MEMBERS, PROBE, PROBE_ARCH, SPEC, WEIGHTS
+from .schema import ADAPTED, ADAPTED_PROBE, ENSEMBLE_ARCH, LITE, LITE_INT8, MEMBERS, PROBE, PROBE_ARCH, SPEC, WEIGHTS
 
 __all__ = ["ENSEMBLE_ARCH", "LITE", "LITE_INT8", "MEMBERS", "PROBE", "PROBE_ARCH", "SPEC", "WEIGHTS", "is_ensemble",
            "is_probe", "is_model_dir", "member_dirs", "network_dirs", "model_files", "check_runtime"]
@@ -65,9 +65,11 @@ def network_dirs(model_dir: Path | str) -> list[Path]:
 
 def model_files(model_dir: Path | str) -> list[Path]:
     """The files a model folder's predictions depend on (for change stamps); exported lite
-    files count once they exist, so exporting a model in place is seen as a change."""
+    files and an adapted probe count once they exist, so exporting a model or shipping its adapted mode in
+    place is seen as a change."""
     d = Path(model_dir)
     files = [d / SPEC] + ([d / PROBE] if is_probe(d) else [])
+    files += [d / f for f in (ADAPTED, ADAPTED_PROBE) if (d / f).exists()]    # the adapted mode, once shipped
     for m in network_dirs(d):
         files += [m / SPEC, m / WEIGHTS] + [m / f for f in (LITE, LITE_INT8) if (m / f).exists()]
     return files

@@ -407,3 +407,41 @@ def test_ship_stores_an_adapted_probe_the_product_reads(ap, adapted_dir, tmp_pat
     got = read_adapted(d, 8, 768).record
     assert got["C"] in (0.001, 0.1) and got["c_grid"] == [0.001, 0.1]
     assert got["inner_own_accuracy"][f"{got['C']:g}"] == max(got["inner_own_accuracy"].values())
+
+
+def test_the_predict_page_reads_many_clips_of_one_setup(adapted_dir, tmp_path, monkeypatch):
+    """The Predict page offers the adapted mode only for a model that has it: 32 clips uploaded at once are each
+    answered after adapting to all of them (the same answers as the engine's), a damaged file gets its own row,
+    and five clips are refused with the reason."""
+    import shutil
+
+    from conftest import SAMPLES
+    from test_app import errors, start_app
+
+    from ser_core.predict import load_predictor
+
+    models = tmp_path / "models"
+    shutil.copytree(adapted_dir[0], models / "default")
+    monkeypatch.setenv("SER_MODELS_DIR", str(models))
+    monkeypatch.setenv("SER_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("SER_DATA_DIR", str(tmp_path / "no-data-here"))
+    at = start_app()
+    assert "Many clips of one setup" in at.segmented_control(key="p_source").options
+    at.segmented_control(key="p_source").set_value("Many clips of one setup").run()
+    clips = sorted(SAMPLES.glob("*.flac"))
+    files = [(p.name, p.read_bytes(), "audio/flac") for p in clips] + [("broken.wav", b"RIFF not audio", "audio/wav")]
+    at.file_uploader(key="p_setup").set_value(files).run()
+    assert not at.exception and not errors(at)
+    assert any("its 32 clips with speech are the reference" in s.value for s in at.success)
+    assert any("1 file(s) could not be read" in w.value for w in at.warning)
+    table = at.dataframe[0].value
+    assert len(table) == 33 and table.loc[table["file"] == "broken.wav", "answer"].item() == "unreadable"
+    want, _ = load_predictor(models / "default").predict_adapted([str(p) for p in clips])
+    got = table.set_index("file").loc[[p.name for p in clips], "answer"].tolist()
+    assert got == [a.summary() for a in want]
+    at.file_uploader(key="p_setup").set_value(files[:5]).run()
+    assert [e.value for e in at.error if "at least 20 clips" in e.value] and not at.exception
+
+    (models / "default" / "adapted.json").unlink()                  # a model without it: no such source
+    (models / "default" / "adapted_probe.npz").unlink()
+    assert "Many clips of one setup" not in start_app().segmented_control(key="p_source").options
