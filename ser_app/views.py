@@ -948,7 +948,7 @@ def evaluation_sources() -> list[EvalSource]:
             title = f"{'Active model' if d == active else 'Model'} {d.name} ({protocol})"
             out.append(EvalSource(f"model:{d.name}", title, str(d)))
         name = "Shipped default model" if d == default else f"Model {d.name}"
-        out += [s for s in (stranger_source(d, name), loco_calibration_source(d, name)) if s]
+        out += [s for s in (stranger_source(d, name), loco_calibration_source(d, name), adapted_source(d, name)) if s]
     if public_demo():
         return out          # a public demo shows the served model only: runs are the operator's, and stay unread
     for r in runs.list_runs():
@@ -993,6 +993,25 @@ def loco_calibration_source(model_dir: Path, name: str) -> EvalSource | None:
     return EvalSource(f"loco-calibrated:{model_dir.name}", f"{name}: each corpus left out, calibrated as shipped "
                       f"({corpora})", str(model_dir), table=str(table), protocol=LOCO_CALIBRATION_PROTOCOL,
                       calibrated=True)
+
+
+#: The protocol label of the adapted mode's recipe left out of each corpus (``loco`` first, as above).
+ADAPTED_PROTOCOL = ("loco, adapted mode: its recipe trained on three corpora, the fourth standardised by 20 of its "
+                    "unlabelled clips (every clip once per reference draw)")
+
+
+def adapted_source(model_dir: Path, name: str) -> EvalSource | None:
+    """The adapted mode's recipe left out of each corpus in turn, the held-out corpus adapted from references of
+    20 of its clips (``schema.ADAPTED``'s table, written by ``training/adapt_probe.py ship``); None when the folder
+    has none."""
+    record = read_json(model_dir / schema.ADAPTED, None)
+    if not isinstance(record, dict) or not record.get("table"):
+        return None
+    table = model_dir / record["table"]
+    if not table.exists():
+        return None
+    return EvalSource(f"adapted:{model_dir.name}", f"{name}, adapted mode: each corpus left out, adapted from 20 "
+                      "of its clips", str(model_dir), table=str(table), protocol=ADAPTED_PROTOCOL, calibrated=True)
 
 
 def predictions_csv_bytes(source: EvalSource) -> bytes:

@@ -43,6 +43,7 @@ LOCO_CALIBRATION_TABLE = "loco_calibration_predictions.csv.gz"       # ... and i
 # PROBE's) and its record (calibration, reference size, what leaving each corpus out measured)
 ADAPTED_PROBE = "adapted_probe.npz"
 ADAPTED = "adapted.json"
+ADAPTED_TABLE = "adapted_predictions.csv.gz"     # ... and the held-out rows of its recipe, each corpus left out
 
 
 FOLD_PREFIX = "fold-"

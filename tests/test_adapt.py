@@ -387,6 +387,15 @@ def test_ship_stores_an_adapted_probe_the_product_reads(ap, adapted_dir, tmp_pat
     figures = tmp_path / "adapted_T.json"
     figures.write_text(json.dumps({"made_by": "measure ...", "reference_clips": 20, "draws": 5,
                                    "weighting": "corpora", "channel_copies": None, "loco": {}}))
+    held = []                                          # measure's held-out rows: each corpus left out, and folds
+    for fold, (corpus, emos) in enumerate({"ravdess": EMOTIONS, "ased": EMOTIONS[:5], "urdu": EMOTIONS[:5]}.items(), 1):
+        for draw in range(2):
+            held += [{"protocol": "loco", "reference": f"20 clips, draw {draw}", "fold": fold, "file": f"{corpus}_{e}_{i}.flac",
+                      "corpus": corpus, "speaker": f"s{i % 3}", "gender": "female", "true": e, "pred": e,
+                      "confidence": 0.6, **{f"p_{lab}": 0.6 if lab == e else 0.4 / 7 for lab in EMOTIONS}}
+                     for e in emos for i in range(10)]
+    held += [{**held[0], "protocol": "emobox6"}]
+    pd.DataFrame(held).to_csv(ap.predictions_path(figures), index=False)
     wp.record_setup(work, wp.Setup())                 # another setup than the folder's
     with pytest.raises(SystemExit, match="another way"):
         ap.ship(work, d, figures, "T")
@@ -401,6 +410,14 @@ def test_ship_stores_an_adapted_probe_the_product_reads(ap, adapted_dir, tmp_pat
     assert (z.argmax(axis=1) == np.arange(8)).mean() >= 0.75
     answers, n = load_predictor(d).predict_adapted(sorted(str(p) for p in SAMPLES.glob("*.flac")))
     assert n == 32 and all(a.best in EMOTIONS for a in answers)
+    # the Evaluate page's view of it: each corpus left out (the loco rows only), read as every evaluation is
+    from ser_app import eval_views, views
+
+    source = views.adapted_source(d, "Model")
+    assert source.protocol.startswith("loco") and source.calibrated
+    df, metrics = views.load_source(source)
+    assert len(df) == (80 + 50 + 50) * 2 and set(eval_views.loco_folds(df).values()) == {"ravdess", "ased", "urdu"}
+    assert eval_views.is_loco(metrics)
     # a candidate whose C was chosen inside the training corpora (session 39) is shipped with C chosen the same way
     figures.write_text(json.dumps({**json.loads(figures.read_text()), "c_grid": [0.001, 0.1]}))
     ap.ship(work, d, figures, "T")

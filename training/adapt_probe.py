@@ -446,6 +446,16 @@ def ship(work: Path, model_dir: Path, figures_path: Path, candidate: str) -> Pat
               "command": f"python training/adapt_probe.py ship --work {work} --model {model_dir} "
                          f"--figures {figures_path} --candidate {candidate}",
               "figures": card_figures(figures)}
+    rows = predictions_path(figures_path)
+    if rows.exists():       # each corpus left out, every clip once per reference draw: the Evaluate page's view
+        from ser_core.schema import ADAPTED_TABLE
+
+        loco = pd.read_csv(rows)
+        loco = loco[loco["protocol"] == "loco"].drop(columns="protocol")
+        tmp = Path(model_dir) / f".{ADAPTED_TABLE}"
+        loco.to_csv(tmp, index=False, compression="gzip")
+        tmp.replace(Path(model_dir) / ADAPTED_TABLE)
+        record["table"] = ADAPTED_TABLE
     write_adapted(model_dir, arrays, record)
     print(f"adapted probe stored in {model_dir}: C={c}, temperature {t:.3f}", flush=True)
     return Path(model_dir)
