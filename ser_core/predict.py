@@ -1100,8 +1100,10 @@ class ProbePredictor(BasePredictor):
         stats = adapt.reference_stats(np.concatenate([v[sp] for *_, sp, v in heard]), adapt.REFERENCE_CLIPS)
         for i, duration, starts, sizes, speech, vecs in heard:
             t0 = np.asarray(starts) / rate
-            scores = WindowScores(t0, t0 + np.asarray(sizes) / rate,
-                                  adapt.softmax(adapt.logits(vecs, stats, probe.arrays)), speech)
+            s = adapt.logits(vecs, stats, probe.arrays)
+            if probe.record.get("hybrid"):      # WU2A-H: the folder's own one-clip answer multiplied in
+                s = adapt.hybrid(s, probe_input(vecs, self.probe) @ self.probe["coef"].T + self.probe["bias"])
+            scores = WindowScores(t0, t0 + np.asarray(sizes) / rate, adapt.softmax(s), speech)
             out[i] = prediction(scores, self.labels, probe.calibration, names[i], duration)
         return out, len(heard)
 

@@ -277,6 +277,30 @@ def test_the_adapted_mode_reads_each_clip_standardised_by_the_folders_clips(adap
     assert pred.predict_file(paths[0]).probabilities != answers[0].probabilities
 
 
+def test_a_hybrid_adapted_mode_multiplies_in_the_folders_own_answer(adapted_dir, tmp_path):
+    """WU2A-H as the product reads it: the adapted probe's and the folder's single-clip probe's answers
+    multiplied, then the stored temperature."""
+    import shutil
+
+    from conftest import SAMPLES
+    from ser_core.config import EMOTIONS
+    from ser_core.predict import load_predictor, probe_input, read_adapted, write_adapted
+
+    d = tmp_path / "hybrid"
+    shutil.copytree(adapted_dir[0], d)
+    stored = read_adapted(d, 8, adapted_dir[1].shape[1])
+    write_adapted(d, stored.arrays, {**stored.record, "hybrid": True})
+    pred = load_predictor(d)
+    answers, _ = pred.predict_adapted([str(p) for p in sorted(SAMPLES.glob("*.flac"))])
+    x, arrays = adapted_dir[1], adapted_dir[2]
+    single = probe_input(x, pred.probe) @ pred.probe["coef"].T + pred.probe["bias"]
+    want = adapt.softmax(adapt.hybrid(adapt.logits(x, adapt.reference_stats(x), arrays), single), 1.5)
+    got = np.array([[a.probabilities[e] for e in EMOTIONS] for a in answers])
+    np.testing.assert_allclose(got, want, atol=2e-4)
+    plain, _ = load_predictor(adapted_dir[0]).predict_adapted([str(p) for p in sorted(SAMPLES.glob("*.flac"))])
+    assert np.abs(got - np.array([[a.probabilities[e] for e in EMOTIONS] for a in plain])).max() > 0.01
+
+
 def test_the_adapted_mode_refuses_too_few_clips_and_a_model_without_it(adapted_dir, probe_dir_plain):
     from conftest import SAMPLES
     from ser_core.errors import ModelError
@@ -424,6 +448,11 @@ def test_ship_stores_an_adapted_probe_the_product_reads(ap, adapted_dir, tmp_pat
     got = read_adapted(d, 8, 768).record
     assert got["C"] in (0.001, 0.1) and got["c_grid"] == [0.001, 0.1]
     assert got["inner_own_accuracy"][f"{got['C']:g}"] == max(got["inner_own_accuracy"].values())
+    # a hybrid (WU2A-H) is shipped marked so, its single-clip half's C the folder's own
+    figures.write_text(json.dumps({**json.loads(figures.read_text()), "hybrid": True}))
+    ap.ship(work, d, figures, "H")
+    got = read_adapted(d, 8, 768).record
+    assert got["hybrid"] is True and got["single_clip_C"] == 0.1 and got["candidate"] == "H"
 
 
 def test_the_predict_page_reads_many_clips_of_one_setup(adapted_dir, tmp_path, monkeypatch):

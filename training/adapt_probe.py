@@ -419,11 +419,13 @@ def ship(work: Path, model_dir: Path, figures_path: Path, candidate: str) -> Pat
     aug = ep.load_channel_vectors(work, df, copies) if copies else None
     rows = np.ones(len(df), bool)
     grid = figures.get("c_grid")
+    # WU2A-H: the other half is the folder's own probe, whose recipe (C included) the inner halves follow
+    single_c = float(spec.extra["C"]) if figures.get("hybrid") else None
     if grid:            # C chosen for the adapted probe as measure chose it one level down (session 39)
-        c, inner_accuracy, inner = choose_c(x, df, rows, tuple(grid), "every corpus", aug, copy_weight)
+        c, inner_accuracy, inner = choose_c(x, df, rows, tuple(grid), "every corpus", aug, copy_weight, single_c)
     else:
         c, inner_accuracy = float(spec.extra["C"]), {}
-        inner = inner_rows(x, df, rows, c, "every corpus", aug, copy_weight)
+        inner = inner_rows(x, df, rows, c, "every corpus", aug, copy_weight, single_c)
     t = fit_temperature(inner, weighting)
     arrays, classes = train(x, df, rows, c, aug, copy_weight)
     labels = list(spec.labels)
@@ -439,6 +441,7 @@ def ship(work: Path, model_dir: Path, figures_path: Path, candidate: str) -> Pat
                                   f"the same)")
     record = {SPEC_KEY: calib.to_dict(), "candidate": candidate, "reference_clips": adapt.REFERENCE_CLIPS, "C": c,
               **({"c_grid": list(grid), "inner_own_accuracy": inner_accuracy} if grid else {}),
+              **({"hybrid": True, "single_clip_C": single_c} if single_c is not None else {}),
               "weighting": weighting, "channel_copies": copies, "copy_weight": copy_weight,
               "trained_on": f"{len(df)} clips of {'+'.join(corpora)}"
                             + (f" and their channel copies ({copies})" if copies else "")
