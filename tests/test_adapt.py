@@ -453,6 +453,16 @@ def test_ship_stores_an_adapted_probe_the_product_reads(ap, adapted_dir, tmp_pat
     ap.ship(work, d, figures, "H")
     got = read_adapted(d, 8, 768).record
     assert got["hybrid"] is True and got["single_clip_C"] == 0.1 and got["candidate"] == "H"
+    # the model card says what the mode is and what its recipe measured
+    report = training_module("report")
+    rec = json.loads((d / "adapted.json").read_text())
+    rec["figures"]["loco"] = {"urdu": {"own_accuracy": 0.498, "ece": 0.055, "two_commonest": 0.64,
+                                       "not_sure_when_wrong": 0.9, "not_sure_when_right": 0.5}}
+    rec["figures"]["shifts"] = {"max_drop": {"shift": "babble10db", "points": 8.0}}
+    (d / "adapted.json").write_text(json.dumps(rec))
+    card = "\n".join(report.adapted_lines(d))
+    assert "**Adapted mode**" in card and "candidate H" in card and "one-clip answer" in card
+    assert "| urdu | 49.8 % | 0.055 | 64.0 % | 90.0 % / 50.0 % |" in card and "8.0 points (babble10db)" in card
 
 
 def test_the_predict_page_reads_many_clips_of_one_setup(adapted_dir, tmp_path, monkeypatch):

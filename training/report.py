@@ -32,7 +32,7 @@ def default_block(d: Path | None = None) -> str:
     lines = [f"Protocol: **{m['protocol']}** (speaker-independent: no speaker is in both training and test data; "
              "normalisation statistics, early stopping and model selection use training speakers only).", ""]
     if multi:
-        lines += corpus_lines(m) + loco_calibration_lines(d)
+        lines += corpus_lines(m) + loco_calibration_lines(d) + adapted_lines(d)
         rav = m["per_corpus"].get("ravdess")
         if rav:
             lines += ["", "RAVDESS rows alone (the EmoBox 6-fold headline):", ""]
@@ -367,6 +367,42 @@ def loco_calibration_lines(d: Path) -> list[str]:
     for name, c in r["corpora"].items():
         lines.append(f"| {name} | {pct(c['accuracy'])} | {pct(c['mean_confidence'])} | {c['ece']:.3f} | "
                      f"{pct(c['not_sure'])} | {pct(c['not_sure_when_wrong'])} / {pct(c['not_sure_when_right'])} |")
+    return lines
+
+
+def adapted_lines(d: Path) -> list[str]:
+    """The folder's adapted mode (``schema.ADAPTED``, from ``training/adapt_probe.py ship``): what its recipe did
+    leaving each corpus out, the corpus left out adapted from 20 of its unlabelled clips."""
+    from ser_core import schema
+
+    f = d / schema.ADAPTED
+    if not f.exists():
+        return []
+    r = json.loads(f.read_text())
+    fig = r["figures"]
+    how = ("the adapted probe's answer multiplied by this folder's own one-clip answer" if r.get("hybrid")
+           else "the adapted probe's answer")
+    lines = ["", f"**Adapted mode** (`ser predict --adapt FOLDER`, or Predict's \"Many clips of one setup\"; candidate "
+                 f"{r['candidate']}): given at least {r['reference_clips']} clips of one recording setup, the clips are "
+                 "standardised by the setup's own statistics before a probe trained on corpora each standardised by "
+                 f"its own clips reads them; {how}, calibrated by a temperature fitted inside the training corpora. "
+                 f"Its recipe leaving each corpus out, the held-out corpus adapted from {fig['reference_clips']} of "
+                 f"its clips drawn at random (mean of {fig['draws']} draws; `{fig['command']}`):", "",
+             "| held-out corpus | accuracy on its own emotions | ECE | two commonest answers | \"not sure\" on wrong / "
+             "right answers |", "|---|---|---|---|---|"]
+    for name, c in fig["loco"].items():
+        lines.append(f"| {name} | {pct(c['own_accuracy'])} | {c['ece']:.3f} | {pct(c['two_commonest'])} | "
+                     f"{pct(c['not_sure_when_wrong'])} / {pct(c['not_sure_when_right'])} |")
+    tail = []
+    if "emobox6" in fig:
+        tail.append(f"under the speaker folds, each fold's test clips of a corpus adapted from 20 of them, RAVDESS "
+                    f"{pct(fig['emobox6']['ravdess']['own_accuracy'])}")
+    if "shifts" in fig:
+        worst = fig["shifts"]["max_drop"]
+        tail.append(f"the worst channel shift on the RAVDESS folds costs {worst['points']:.1f} points ({worst['shift']})")
+    if tail:
+        lines += ["", "; ".join(tail).capitalize() + ". The reference must hold the setup's ordinary mix of speech: "
+                      "twenty clips of one emotion take that emotion out."]
     return lines
 
 
