@@ -1005,7 +1005,7 @@ def adapted_source(model_dir: Path, name: str) -> EvalSource | None:
     20 of its clips (``schema.ADAPTED``'s table, written by ``training/adapt_probe.py ship``); None when the folder
     has none."""
     record = read_json(model_dir / schema.ADAPTED, None)
-    if not isinstance(record, dict) or not record.get("table"):
+    if not isinstance(record, dict) or not isinstance(record.get("table"), str) or not record["table"]:
         return None
     table = model_dir / record["table"]
     if not table.exists():

@@ -449,10 +449,13 @@ def test_ship_stores_an_adapted_probe_the_product_reads(ap, adapted_dir, tmp_pat
     assert got["C"] in (0.001, 0.1) and got["c_grid"] == [0.001, 0.1]
     assert got["inner_own_accuracy"][f"{got['C']:g}"] == max(got["inner_own_accuracy"].values())
     # a hybrid (WU2A-H) is shipped marked so, its single-clip half's C the folder's own
-    figures.write_text(json.dumps({**json.loads(figures.read_text()), "hybrid": True}))
+    figures.write_text(json.dumps({**json.loads(figures.read_text()), "hybrid": True,       # as measure writes it
+                                   "emobox6": {"ravdess": {"mean": {"own_accuracy": 0.7, "ece": 0.2}},
+                                               "folds": {"1": {"C": 0.001}}, "ravdess_gender_gap": 0.1}}))
     ap.ship(work, d, figures, "H")
     got = read_adapted(d, 8, 768).record
     assert got["hybrid"] is True and got["single_clip_C"] == 0.1 and got["candidate"] == "H"
+    assert got["figures"]["emobox6"] == {"ravdess": {"own_accuracy": 0.7, "ece": 0.2}}
     # the model card says what the mode is and what its recipe measured
     report = training_module("report")
     rec = json.loads((d / "adapted.json").read_text())

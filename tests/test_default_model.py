@@ -2,6 +2,7 @@
 probe on Whisper's encoder trained on four corpora; the RAVDESS-only ensemble that was the default until session 36
 is models/ravdess."""
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -208,3 +209,54 @@ def test_the_default_probe_answers_from_the_command_line(sample_clip):
     want = load_predictor(WHISPER).predict_file(sample_clip)
     assert got["emotion"] == want.emotion and got["confidence"] == pytest.approx(want.confidence, abs=1e-4)
     assert sum(got["probabilities"].values()) == pytest.approx(1.0, abs=1e-4) and len(got["probabilities"]) == 8
+
+
+def test_the_defaults_adapted_mode_is_wu2a_h_with_the_figures_committed_for_it():
+    """The adapted mode shipped in session 39 (docs/preregistration-session39.md, addendum 1): WU2A-H, its record
+    holding the committed measurement's figures (training/results/candidates/adapted_WU2A-H.json), the single-clip
+    half the folder's own probe (C 0.01), its held-out rows those figures were read from."""
+    from conftest import ROOT, training_module
+    from ser_core import schema
+    from ser_core.predict import load_predictor
+
+    ap = training_module("adapt_probe")
+    measured = json.loads((ROOT / "training/results/candidates/adapted_WU2A-H.json").read_text())
+    record = json.loads((WHISPER / schema.ADAPTED).read_text())
+    assert record["candidate"] == "WU2A-H" and record["hybrid"] is True
+    assert record["single_clip_C"] == ModelSpec.load(WHISPER / "spec.json").extra["C"] == 0.01
+    assert record["figures"] == json.loads(json.dumps(ap.card_figures(measured)))
+    own = {c: round(100 * v["own_accuracy"], 1) for c, v in record["figures"]["loco"].items()}
+    assert own == {"ravdess": 34.6, "ased": 44.1, "emovo": 35.2, "urdu": 49.8}
+    assert record["figures"]["shifts"]["max_drop"]["points"] < 10
+    rows = pd.read_csv(WHISPER / record["table"])
+    for corpus, v in record["figures"]["loco"].items():      # every clip once per reference draw
+        part = rows[rows["corpus"] == corpus]
+        assert len(part) == ap.DRAWS * len(set(part["file"]))
+        own_labels = sorted(set(part["true"]))                 # answers among the corpus's own emotions
+        answer = part[[f"p_{e}" for e in own_labels]].fillna(0).to_numpy().argmax(axis=1)   # calm: unknown
+        assert (pd.Series(own_labels).iloc[answer].to_numpy() == part["true"].to_numpy()).mean() == \
+            pytest.approx(v["own_accuracy"], abs=1e-3)
+    assert load_predictor(WHISPER).adapted.calibration.temperature == record["calibration"]["temperature"]
+
+
+def test_the_default_answers_a_folder_adapted_from_the_command_line(tmp_path):
+    """`ser predict --adapt FOLDER --json` with the shipped default, a real subprocess: every clip of the folder
+    answered, marked adapted, the answers those of the engine's adapted path."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT, SAMPLES
+    from ser_core.predict import load_predictor
+
+    out = subprocess.run([sys.executable, "-m", "ser_core", "predict", "--adapt", "--json", str(SAMPLES)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    clips = sorted(SAMPLES.glob("*.flac"))
+    assert len(rows) == len(clips) == 32 and all(r["adapted"] is True for r in rows)
+    want, n = load_predictor(WHISPER).predict_adapted([str(p) for p in clips])
+    got = {Path(r["file"]).name: r for r in rows}
+    for p, w in zip(clips, want):
+        assert got[p.name]["emotion"] == w.emotion
+        assert got[p.name]["confidence"] == pytest.approx(w.confidence, abs=1e-4)
+    assert f"its {n} clips with speech are the reference" in out.stderr

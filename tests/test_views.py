@@ -268,21 +268,26 @@ def test_evaluation_sources_list_default_then_runs_with_predictions(tmp_path, mo
     sources = views.evaluation_sources()
     # the default (a probe that heard every corpus) has no stranger table but its recipe left out of each corpus,
     # calibrated as shipped; the RAVDESS ensemble has a stranger table
-    assert [s.key for s in sources] == ["default", "loco-calibrated:default", "model:multicorpus", "model:ravdess",
-                                        "strangers:ravdess", "run:20260101-000000-a"]
-    assert sources[4].calibrated and sources[4].predictions.name == "strangers_default.csv.gz"   # made as the default
-    assert sources[4].title == "Model ravdess on voices it never heard (ASED, EMOVO, URDU)"
+    # ... and its adapted mode's recipe left out of each corpus (session 39)
+    assert [s.key for s in sources] == ["default", "loco-calibrated:default", "adapted:default", "model:multicorpus",
+                                        "model:ravdess", "strangers:ravdess", "run:20260101-000000-a"]
+    assert sources[5].calibrated and sources[5].predictions.name == "strangers_default.csv.gz"   # made as the default
+    assert sources[5].title == "Model ravdess on voices it never heard (ASED, EMOVO, URDU)"
     assert sources[1].calibrated and sources[1].predictions == models_dir / "default" / schema.LOCO_CALIBRATION_TABLE
     assert sources[1].protocol.startswith("loco") and sources[1].title.startswith("Shipped default model: each corpus")
-    assert sources[2].title.startswith("Model multicorpus (emobox6")
+    assert sources[2].calibrated and sources[2].predictions == models_dir / "default" / schema.ADAPTED_TABLE
+    assert sources[2].protocol.startswith("loco") and "adapted mode" in sources[2].title
+    assert sources[3].title.startswith("Model multicorpus (emobox6")
     (models_dir / schema.ACTIVE).write_text(json.dumps({"model": "multicorpus"}))
-    assert views.evaluation_sources()[2].title.startswith("Active model multicorpus (")
+    assert views.evaluation_sources()[3].title.startswith("Active model multicorpus (")
     for record in ({"table": "training/results/no-such-table.csv", "corpora": {"ased": {}}}, {"table": 3}, []):
         (tmp_path / "copy").mkdir(exist_ok=True)                  # a table gone, or a malformed record
         (tmp_path / "copy" / schema.STRANGERS).write_text(json.dumps(record))
         (tmp_path / "copy" / schema.LOCO_CALIBRATION).write_text(json.dumps(record))
+        (tmp_path / "copy" / schema.ADAPTED).write_text(json.dumps(record))
         assert views.stranger_source(tmp_path / "copy", "Model copy") is None
         assert views.loco_calibration_source(tmp_path / "copy", "Model copy") is None
+        assert views.adapted_source(tmp_path / "copy", "Model copy") is None
 
 
 def test_runs_table_rows():

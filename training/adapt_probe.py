@@ -388,7 +388,7 @@ def card_figures(figures: dict) -> dict:
                                "one_emotion_reference_own_accuracy": v["one_emotion_reference_own_accuracy"]}
     if "emobox6" in figures:
         out["emobox6"] = {c: {k: v["mean"][k] for k in ("own_accuracy", "ece")}
-                          for c, v in figures["emobox6"].items() if isinstance(v, dict)}
+                          for c, v in figures["emobox6"].items() if isinstance(v, dict) and "mean" in v}
         out["emobox6_ravdess_gender_gap"] = figures["emobox6"].get("ravdess_gender_gap")
     if "shifts" in figures:
         out["shifts"] = {k: v for k, v in figures["shifts"].items()}

@@ -401,7 +401,8 @@ def adapted_lines(d: Path) -> list[str]:
         worst = fig["shifts"]["max_drop"]
         tail.append(f"the worst channel shift on the RAVDESS folds costs {worst['points']:.1f} points ({worst['shift']})")
     if tail:
-        lines += ["", "; ".join(tail).capitalize() + ". The reference must hold the setup's ordinary mix of speech: "
+        said = "; ".join(tail)
+        lines += ["", said[0].upper() + said[1:] + ". The reference must hold the setup's ordinary mix of speech: "
                       "twenty clips of one emotion take that emotion out."]
     return lines
 
