@@ -13,8 +13,9 @@ reference's clips share, so 20 clips of one emotion would remove that emotion (m
 
 The functions here are pure (arrays in, arrays out); :class:`ser_core.predict.ProbePredictor` reads a model
 folder's adapted probe (:data:`ser_core.schema.ADAPTED_PROBE`, :data:`ser_core.schema.ADAPTED`) and gives its
-answers over a folder of clips (``ser predict --adapt``); ``training/adapt_probe.py`` measures and builds it.
-(Branch ``adapted-mode``: no candidate has yet passed the product rule of docs/preregistration-session38.md.)
+answers over a folder of clips (``ser predict --adapt``); ``training/adapt_probe.py`` measures and builds it. The
+shipped default's adapted probe (session 39's WU2A-H, docs/preregistration-session39.md) is a hybrid
+(:func:`hybrid`): its answer is multiplied by the folder's own one-clip probe's.
 """
 from __future__ import annotations
 

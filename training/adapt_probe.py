@@ -15,11 +15,15 @@ corpora only (each left out in turn, the probe on the other two, the left-out on
 draws), of 50, of all of them, and of 20 clips of one emotion. ``--parts emobox6`` adds the speaker folds
 (reported only): each fold's test clips of a corpus standardised by 20 of them; ``--parts shifts`` the fold's
 RAVDESS test clips through every channel shift, each condition adapted from 20 of its clips. ``--weighting``,
-``--channel-copies`` and ``--copy-weight`` make WU2A-E, WU2A-C and WU2A-W (addenda 1, 2 and 4).
+``--channel-copies`` and ``--copy-weight`` make WU2A-E, WU2A-C and WU2A-W (addenda 1, 2 and 4). Session 39
+(docs/preregistration-session39.md): ``--c-grid`` chooses C for the adapted probe inside each fold's training
+corpora instead (WU2A-CN, WU2A-WN), and ``--hybrid`` multiplies in the answer of the single-clip probe of WU2S's
+recipe, its C from the choices files (WU2A-H, the default's adapted mode).
 
-``ship`` (branch ``adapted-mode`` only, until a candidate passes the product rule of addendum 2) trains the adapted
-probe on every clip the model learnt from (the model's own C), calibrates it the same way over all its corpora,
-and stores it in the model folder (``schema.ADAPTED_PROBE``, ``schema.ADAPTED``) with ``measure``'s figures.
+``ship`` trains the adapted probe on every clip the model learnt from (C chosen as ``measure`` chose it, or the
+model's own), calibrates it the same way over all its corpora, and stores it in the model folder
+(``schema.ADAPTED_PROBE``, ``schema.ADAPTED``, ``schema.ADAPTED_TABLE``) with ``measure``'s figures and held-out
+rows. A hybrid's single-clip half is then the model folder's own probe.
 """
 from __future__ import annotations
 
