@@ -541,10 +541,12 @@ def test_public_demo_serves_predict_and_evaluate_and_writes_nothing(no_data, tmp
     at.switch_page("app_pages/evaluate.py").run()
     assert not at.exception and not errors(at)
     assert at.selectbox(key="e_source").value == "default"           # the served model's own evaluations only:
-    # the probe heard every corpus, so no strangers: its recipe left out of each corpus, calibrated as shipped
+    # the probe heard every corpus, so no strangers: its recipe left out of each corpus, calibrated as shipped, and
+    # its adapted mode's
     assert at.selectbox(key="e_source").options == [
         "Shipped default model (emobox6 6-fold CV)",
-        "Shipped default model: each corpus left out, calibrated as shipped (RAVDESS, ASED, EMOVO, URDU)"]
+        "Shipped default model: each corpus left out, calibrated as shipped (RAVDESS, ASED, EMOVO, URDU)",
+        "Shipped default model, adapted mode: each corpus left out, adapted from 20 of its clips"]
     assert {d: tree(d) for d in (no_data, models)} == before       # no run folder, model or upload written
     direct = AppTest.from_file(str(ROOT / "app_pages" / "train.py"), default_timeout=RUN_TIMEOUT).run()
     assert [e.value for e in direct.error] == ["This is a public demo: training is switched off."]

@@ -239,3 +239,23 @@ def test_the_defaults_recipe_left_out_of_each_corpus_and_calibrated_as_shipped_i
     for name, figures in stored["corpora"].items():
         assert float(cal.loc[name, "ECE"]) == pytest.approx(figures["ece"], abs=6e-4)
         assert float(cal.loc[name, "not sure"].rstrip("%")) == pytest.approx(100 * figures["not_sure"], abs=0.06)
+
+
+def test_the_defaults_adapted_mode_left_out_of_each_corpus_is_an_evaluation(no_data):
+    """models/default/adapted.json (adapt_probe.py ship, session 39) makes the adapted mode's recipe, each corpus
+    left out and adapted from 20 of its clips, an evaluation: labelled as such, shown as leaving one corpus out,
+    its own-emotion accuracy per corpus the card's (every clip once per reference draw, so the pooled accuracy is
+    the draws' mean)."""
+    from ser_core import schema
+
+    record = json.loads((ROOT / "models" / "default" / schema.ADAPTED).read_text())
+    at = open_source("adapted:default")
+    title = at.selectbox(key="e_source").format_func("adapted:default")
+    assert title == "Shipped default model, adapted mode: each corpus left out, adapted from 20 of its clips"
+    assert any(m.delta.startswith("loco") for m in at.main.metric)
+    held = frame_with(at, "held-out corpus", "own-emotion accuracy").set_index("held-out corpus")
+    assert set(held.index) == set(record["figures"]["loco"])
+    for name, figures in record["figures"]["loco"].items():
+        assert float(held.loc[name, "own-emotion accuracy"].rstrip("%")) == \
+            pytest.approx(100 * figures["own_accuracy"], abs=0.06)
+    assert at.radio(key="e_cal_mode").options == ["Stored calibration"]

@@ -212,7 +212,7 @@ def test_public_demo_refuses_every_write_and_reads_runs_without_writing(tiny_run
     assert runs.read_status(dead)["state"] == "interrupted"
     assert (dead / "status.json").read_bytes() == before                  # reported, not written
     # the served model's own evaluations, no operator run listed
-    assert [s.key for s in views.evaluation_sources()] == ["default", "loco-calibrated:default"]
+    assert [s.key for s in views.evaluation_sources()] == ["default", "loco-calibrated:default", "adapted:default"]
     for call, what in ((lambda: runs.start({"arch": "seed004_dnn"}), "training"),
                        (lambda: runs.promote(tiny_run), "promoting a model"),
                        (lambda: runs.reset_active(), "changing the active model"),

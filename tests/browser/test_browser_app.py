@@ -144,6 +144,24 @@ def test_corrupt_upload_shows_an_error_then_a_real_clip_works(server, page):
     screenshot(page, "predict")
 
 
+def test_many_clips_of_one_setup_are_answered_adapted_to_it(server, page):
+    """The shipped default's adapted mode in Chromium: 32 clips uploaded at once (and a damaged file) are each
+    answered after adapting to all of them, the damaged file in its own row; the answers' chart is drawn."""
+    page.goto(server["url"])
+    choose_source(page, "Many clips of one setup")
+    uploader = page.locator("[data-testid=stFileUploader] input[type=file]")
+    clips = sorted(SAMPLES.glob("*.flac"))
+    # (Playwright takes paths or buffers in one call, not both: every file as a buffer)
+    uploader.set_input_files([{"name": p.name, "mimeType": "audio/flac", "buffer": p.read_bytes()} for p in clips]
+                             + [{"name": "broken.wav", "mimeType": "audio/wav", "buffer": b"RIFF\x00garbage" * 40}])
+    expect(page.get_by_test_id("stAlertContentSuccess")).to_contain_text(
+        "its 32 clips with speech are the reference", timeout=SLOW)
+    expect(page.get_by_test_id("stAlertContentWarning")).to_contain_text("1 file(s) could not be read")
+    charts_drawn(page, 1)
+    expect(page.get_by_test_id("stDataFrame")).to_be_visible()
+    screenshot(page, "predict-setup")
+
+
 def choose_architecture(pg, name: str) -> None:
     """Pick an architecture in the Train form, checking that no option's text is cut off."""
     chosen = pg.get_by_role("combobox", name="Architecture")
