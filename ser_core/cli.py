@@ -81,8 +81,8 @@ def cmd_predict(args) -> int:
                 bar.close()
         answers.append(pred)
         if args.json:
-            print(json.dumps({**pred.to_dict(windows=args.windows), **({"adapted": True} if adapted else {})}),
-                  flush=True)
+            mark = {"adapted": True} if adapted is not None else {}
+            print(json.dumps({**pred.to_dict(windows=args.windows), **mark}), flush=True)
         else:
             emo = pred.summary() if pred.speech else "(no speech)"
             note = "  unfamiliar recording" if pred.unfamiliar else ""
