@@ -985,9 +985,14 @@ def probe_input(vectors: np.ndarray, probe: dict[str, np.ndarray]) -> np.ndarray
     return (vectors - probe["mean"]) / probe["std"]
 
 
+def probe_logits(vectors: np.ndarray, probe: dict[str, np.ndarray]) -> np.ndarray:
+    """A linear probe's scores of encoder vectors (its linear layer on :func:`probe_input`), vectors x labels."""
+    return probe_input(vectors, probe) @ probe["coef"].T + probe["bias"]
+
+
 def probe_probabilities(vectors: np.ndarray, probe: dict[str, np.ndarray]) -> np.ndarray:
     """A linear probe's probabilities (softmax of the standardised vectors' logits), vectors x labels."""
-    logits = probe_input(vectors, probe) @ probe["coef"].T + probe["bias"]
+    logits = probe_logits(vectors, probe)
     logits -= logits.max(axis=1, keepdims=True)
     e = np.exp(logits)
     return e / e.sum(axis=1, keepdims=True)
@@ -1102,7 +1107,7 @@ class ProbePredictor(BasePredictor):
             t0 = np.asarray(starts) / rate
             s = adapt.logits(vecs, stats, probe.arrays)
             if probe.record.get("hybrid"):      # WU2A-H: the folder's own one-clip answer multiplied in
-                s = adapt.hybrid(s, probe_input(vecs, self.probe) @ self.probe["coef"].T + self.probe["bias"])
+                s = adapt.hybrid(s, probe_logits(vecs, self.probe))
             scores = WindowScores(t0, t0 + np.asarray(sizes) / rate, adapt.softmax(s), speech)
             out[i] = prediction(scores, self.labels, probe.calibration, names[i], duration)
         return out, len(heard)

@@ -106,8 +106,9 @@ def read(v: np.ndarray, stats: tuple[np.ndarray, np.ndarray], probe: dict) -> np
     s = adapt.logits(v, stats, probe)
     if "single" not in probe:
         return s
-    h = probe["single"]
-    return adapt.hybrid(s, ((v - h["mean"]) / h["std"]) @ h["coef"].T + h["bias"])
+    from ser_core.predict import probe_logits
+
+    return adapt.hybrid(s, probe_logits(v, probe["single"]))
 
 
 def draw(candidates: np.ndarray, k: int, seed: int, salt: str) -> np.ndarray:
