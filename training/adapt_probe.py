@@ -81,7 +81,8 @@ def train(x: np.ndarray, df: pd.DataFrame, rows: np.ndarray, c: float,
     return arrays, list(clf.classes_)
 
 
-#: The single-clip halves already trained in this run, by their rows and C (a grid's every C shares them).
+#: The single-clip halves already trained in this run, by their rows and C (a grid's every C shares them); the
+#: key does not name the vectors, so ``measure`` and ``ship`` empty it before they read theirs.
 _SINGLE: dict = {}
 
 
@@ -419,6 +420,7 @@ def ship(work: Path, model_dir: Path, figures_path: Path, candidate: str) -> Pat
     figures = json.loads(Path(figures_path).read_text())
     weighting, copies = figures.get("weighting", "clips"), figures.get("channel_copies")
     copy_weight = float(figures.get("copy_weight", 1.0))
+    _SINGLE.clear()
     df, x = ep.load_vectors(work)
     df = df.reset_index(drop=True)
     aug = ep.load_channel_vectors(work, df, copies) if copies else None
