@@ -155,6 +155,12 @@ def calibration_tab(source: views.EvalSource, df: pd.DataFrame, figs: dict) -> d
                 f"the model is (one temperature from speaker folds inside those three corpora); \"not sure\" below "
                 f"{calib.threshold:.0%} confidence. Where the curve runs under the diagonal, the answers are surer "
                 "than they are right: what the model's confidence means for a corpus it never heard.")
+    elif mode == eval_views.STORED and source.protocol == views.ADAPTED_PROTOCOL:
+        note = (f"Each corpus was answered by the adapted mode's recipe trained on the other three, the corpus "
+                f"standardised by 20 of its unlabelled clips drawn at random (every clip once per draw) and calibrated "
+                f"by one temperature fitted inside the training corpora; \"not sure\" below {calib.threshold:.0%} "
+                "confidence. Where the curve runs near the diagonal, the confidence means what it says for a "
+                "recording setup the model never heard.")
     elif mode == eval_views.STORED and source.calibrated:
         note = (f"The model's answers as Predict gives them (its stored temperature already applied); \"not sure\" "
                 f"below {calib.threshold:.0%} confidence. A model that knew these voices would say \"not sure\" far "

@@ -259,3 +259,5 @@ def test_the_defaults_adapted_mode_left_out_of_each_corpus_is_an_evaluation(no_d
         assert float(held.loc[name, "own-emotion accuracy"].rstrip("%")) == \
             pytest.approx(100 * figures["own_accuracy"], abs=0.06)
     assert at.radio(key="e_cal_mode").options == ["Stored calibration"]
+    assert any(c.value.startswith("Each corpus was answered by the adapted mode's recipe trained on the other three")
+               for c in at.caption)
