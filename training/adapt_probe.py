@@ -151,11 +151,11 @@ WEIGHTINGS = ("clips", "corpora")
 
 def own_accuracy(rows: list[tuple]) -> float:
     """Accuracy on each inner corpus's own emotions (the labels it holds that the probe knows: its rows' true
-    labels), each draw's, averaged per corpus, then over the corpora (each weighing the same)."""
+    labels), each draw's (``encoder_probe.own_accuracy``, the labels being the score columns' indices), averaged
+    per corpus, then over the corpora (each weighing the same)."""
     per_corpus: dict[str, list[float]] = {}
     for s, y, corpus in rows:
-        own = np.unique(y)
-        per_corpus.setdefault(corpus, []).append(float((own[s[:, own].argmax(axis=1)] == y).mean()))
+        per_corpus.setdefault(corpus, []).append(ep.own_accuracy(s, list(range(s.shape[1])), y))
     return float(np.mean([np.mean(v) for v in per_corpus.values()]))
 
 
