@@ -14,6 +14,7 @@ import streamlit as st
 from ser_core import evaluation
 
 from ser_app import eval_views, views
+from ser_core.adapt import REFERENCE_CLIPS
 from ser_core.config import data_dir
 from ser_core.errors import SERError
 
@@ -157,7 +158,7 @@ def calibration_tab(source: views.EvalSource, df: pd.DataFrame, figs: dict) -> d
                 "than they are right: what the model's confidence means for a corpus it never heard.")
     elif mode == eval_views.STORED and source.protocol == views.ADAPTED_PROTOCOL:
         note = (f"Each corpus was answered by the adapted mode's recipe trained on the other three, the corpus "
-                f"standardised by 20 of its unlabelled clips drawn at random (every clip once per draw) and calibrated "
+                f"standardised by {REFERENCE_CLIPS} of its unlabelled clips drawn at random (every clip once per draw) and calibrated "
                 f"by one temperature fitted inside the training corpora; \"not sure\" below {calib.threshold:.0%} "
                 "confidence. Where the curve runs near the diagonal, the confidence means what it says for a "
                 "recording setup the model never heard.")

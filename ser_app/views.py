@@ -21,6 +21,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ser_core import datasets, evaluation, features, models, runs, schema, splits
+from ser_core.adapt import REFERENCE_CLIPS
 from ser_core.config import EMOTIONS, FeatureConfig, data_dir, models_dir, project_root, public_demo
 from ser_core.errors import ConfigError, SERError
 from ser_core.datasets import AUDIO_EXTENSIONS, parse_ravdess
@@ -996,8 +997,8 @@ def loco_calibration_source(model_dir: Path, name: str) -> EvalSource | None:
 
 
 #: The protocol label of the adapted mode's recipe left out of each corpus (``loco`` first, as above).
-ADAPTED_PROTOCOL = ("loco, adapted mode: its recipe trained on three corpora, the fourth standardised by 20 of its "
-                    "unlabelled clips (every clip once per reference draw)")
+ADAPTED_PROTOCOL = (f"loco, adapted mode: its recipe trained on three corpora, the fourth standardised by "
+                    f"{REFERENCE_CLIPS} of its unlabelled clips (every clip once per reference draw)")
 
 
 def adapted_source(model_dir: Path, name: str) -> EvalSource | None:
@@ -1010,8 +1011,9 @@ def adapted_source(model_dir: Path, name: str) -> EvalSource | None:
     table = model_dir / record["table"]
     if not table.exists():
         return None
-    return EvalSource(f"adapted:{model_dir.name}", f"{name}, adapted mode: each corpus left out, adapted from 20 "
-                      "of its clips", str(model_dir), table=str(table), protocol=ADAPTED_PROTOCOL, calibrated=True)
+    return EvalSource(f"adapted:{model_dir.name}", f"{name}, adapted mode: each corpus left out, adapted from "
+                      f"{REFERENCE_CLIPS} of its clips", str(model_dir), table=str(table), protocol=ADAPTED_PROTOCOL,
+                      calibrated=True)
 
 
 def predictions_csv_bytes(source: EvalSource) -> bytes:
