@@ -16,7 +16,7 @@ want=$(sha256sum requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setting up .venv (first run takes a few minutes)..." >&2
   [ -x .venv/bin/python ] || "$PY" -m venv .venv
-  .venv/bin/python -m pip install --quiet -r requirements.txt
+  .venv/bin/python -m pip install --quiet --no-cache-dir -r requirements.txt
   .venv/bin/python -m pip install --quiet --no-deps --no-build-isolation -e . 2>/dev/null \
     || .venv/bin/python -m pip install --quiet --no-deps -e .
   # librosa's JIT helpers compiled once, here, not by every test worker at once (scripts/warm_librosa.py)
