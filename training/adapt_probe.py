@@ -49,23 +49,24 @@ LARGER_REFERENCE = 50           # reported beside the registered 20
 
 def train(x: np.ndarray, df: pd.DataFrame, rows: np.ndarray, c: float,
           aug: np.ndarray | None = None, copy_weight: float = 1.0,
-          single_c: float | None = None) -> tuple[dict, list[str]]:
-    """The adapted probe on ``rows``: every corpus standardised by its own rows, then by their pooled statistics,
-    every (corpus, emotion) cell weighing the same. ``aug`` (rows x copies x values, WU2A-C): channel copies
-    of every row, those of ``rows`` trained on too, each copy standardised by its own group (its corpus and its
-    copy's number: a recording chain heard as a setup of its own) and weighing ``copy_weight`` of its clip
-    (WU2A-W: 1/3). ``single_c`` (WU2A-H, session 39): the arrays also hold, under "single", the single-clip probe
-    trained on the same rows (:func:`single_clip`), whose answer :func:`read` adds. Returns its arrays
-    (``ser_core.adapt.logits``' ``probe``) and labels."""
+          single_c: float | None = None, by: str = "corpus") -> tuple[dict, list[str]]:
+    """The adapted probe on ``rows``: every corpus (or ``by`` group) standardised by its own rows, then by their
+    pooled statistics, every (corpus, emotion) cell weighing the same. ``aug`` (rows x copies x values, WU2A-C):
+    channel copies of every row, those of ``rows`` trained on too, each copy standardised by its own group (its
+    corpus and its copy's number: a recording chain heard as a setup of its own) and weighing ``copy_weight`` of
+    its clip (WU2A-W: 1/3). ``single_c`` (WU2A-H, session 39): the arrays also hold, under "single", the
+    single-clip probe trained on the same rows (:func:`single_clip`), whose answer :func:`read` adds. ``by``: the
+    column whose groups are standardised apart (session 40's WU2A-SP: ``speaker_probe.SETUP``, one speaker's
+    clips). Returns its arrays (``ser_core.adapt.logits``' ``probe``) and labels."""
     from sklearn.linear_model import LogisticRegression
     from threadpoolctl import threadpool_limits
 
     part = df[rows].reset_index(drop=True)
-    corpus = part["corpus"].to_numpy(str)
-    z1 = ep.group_standardise(x[rows].astype(np.float64), corpus)     # in float64, as a reference is
+    group = part[by].to_numpy(str)
+    z1 = ep.group_standardise(x[rows].astype(np.float64), group)      # in float64, as a reference is
     scale = np.ones(len(part))
     if aug is not None:
-        z1 = np.concatenate([z1, *(ep.group_standardise(aug[rows][:, j].astype(np.float64), corpus)
+        z1 = np.concatenate([z1, *(ep.group_standardise(aug[rows][:, j].astype(np.float64), group)
                                    for j in range(aug.shape[1]))])
         part = pd.concat([part] * (1 + aug.shape[1]), ignore_index=True)
         scale = np.r_[scale, np.full(len(part) - len(scale), copy_weight)]

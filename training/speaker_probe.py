@@ -1,0 +1,223 @@
+"""WU2A-SP: the probe adapted to one speaker from 20 of their unlabelled clips (session 40,
+docs/preregistration-session40.md, addendum 2).
+
+    python training/speaker_probe.py measure --work runs/whisper-wu2s \
+        --out training/results/candidates/adapted_WU2A-SP.json
+
+One speaker's clips move Whisper's vectors about as much as a corpus's (WU2A-R and WU2A-RS could not tell a new
+speaker of a known corpus from a new corpus). The speaker probe learns from every training speaker with 20+ clips
+standardised by their own clips (a corpus's other speakers together by theirs; every channel copy by its group and
+copy number), through ``adapt_probe.train(..., by=SETUP)``; a test speaker's clips are standardised by 20 of their
+own clips. C comes from :data:`GRID` by the inner own-emotion accuracy (each training corpus left out, each of its
+speakers with 20+ clips adapted from 20 of their clips), the temperature from those inner rows, corpora weighing
+alike. Measured: the speaker folds (RAVDESS accuracy, UAR, gender gap), each corpus left out, the RAVDESS folds'
+channel shifts (each shifted speaker adapted from 20 of their shifted clips), and beside them WU2S's single-clip
+answers of the same clips (leaving a corpus out, calibrated as shipped; under the speaker folds, the
+temperature cross-fitted by fold, as the default's ECE is read).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+import adapt_probe as ap  # noqa: E402
+import encoder_probe as ep  # noqa: E402
+import route_probe  # noqa: E402
+from ser_core import adapt, evaluation, splits  # noqa: E402
+
+RESULTS = HERE / "results" / "candidates"
+GRID = (0.0001, 0.0003, 0.001, 0.003)
+COPIES = "babble:1+loudbabble:2"
+SETUP = "setup"             # the column adapt_probe.train standardises by: a speaker, or a corpus's other speakers
+
+
+def setups(df: pd.DataFrame) -> np.ndarray:
+    """Each clip's standardisation group: its speaker when the speaker has at least ``REFERENCE_CLIPS`` clips,
+    else its corpus's other speakers together."""
+    n = df.groupby("speaker")["speaker"].transform("size").to_numpy()
+    return np.where(n >= adapt.REFERENCE_CLIPS, df["speaker"].to_numpy(str),
+                    df["corpus"].to_numpy(str) + "/others")
+
+
+def speakers(df: pd.DataFrame, rows: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """The speakers of ``rows`` a reference can be drawn for (20+ clips), each with their rows."""
+    part = df[rows]
+    return [(spk, rows & (df["speaker"] == spk).to_numpy())
+            for spk in sorted(part.loc[part[SETUP] == part["speaker"], "speaker"].unique())]
+
+
+def labels_of(df: pd.DataFrame, rows: np.ndarray, labels: list[str]) -> np.ndarray:
+    return np.array([labels.index(t) if t in labels else -1 for t in df.loc[rows, "emotion"]])
+
+
+def inner_rows(x: np.ndarray, df: pd.DataFrame, rows: np.ndarray, c: float, aug: np.ndarray | None,
+               what: str) -> list[tuple]:
+    """Each corpus of ``rows`` left out in turn, the speaker probe trained on the others, each of its speakers
+    with 20+ clips adapted from ``DRAWS`` references of 20 of their clips: (scores, label index, corpus)."""
+    out = []
+    for corpus in splits.corpora(df[rows]):
+        held = rows & (df["corpus"] == corpus).to_numpy()
+        spk = speakers(df, held)
+        if not spk:
+            continue
+        probe, labels = ap.train(x, df, rows & ~held, c, aug, by=SETUP)
+        for name, srows in spk:
+            y = labels_of(df, srows, labels)
+            for seed in range(ap.DRAWS):
+                s = ap.scores(x, probe, srows, ap.draw(np.flatnonzero(srows), adapt.REFERENCE_CLIPS, seed, name))
+                out.append((s[y >= 0], y[y >= 0], corpus))
+        print(f"{what}, C={c:g}: {corpus} left out inside, {len(spk)} speakers", flush=True)
+    return out
+
+
+def fit_fold(x: np.ndarray, df: pd.DataFrame, train_rows: np.ndarray, aug: np.ndarray | None, what: str):
+    """C chosen from :data:`GRID` inside ``train_rows``, the temperature on its inner rows, the probe on them."""
+    inner = {c: inner_rows(x, df, train_rows, c, aug, what) for c in GRID}
+    accuracy = {c: ap.own_accuracy(r) for c, r in inner.items()}
+    c = max(GRID, key=lambda k: (accuracy[k], -k))
+    t = ap.fit_temperature(inner[c], "corpora")
+    probe, labels = ap.train(x, df, train_rows, c, aug, by=SETUP)
+    return probe, labels, {"C": c, "temperature": round(t, 4),
+                           "inner_own_accuracy": {f"{k:g}": round(v, 4) for k, v in accuracy.items()}}
+
+
+def answered(x: np.ndarray, df: pd.DataFrame, rows: np.ndarray, probe: dict, labels: list[str], t: float,
+             fold: int, salt: str) -> dict[int, list[pd.DataFrame]]:
+    """Every speaker of ``rows`` with 20+ clips answered adapted from 20 of their clips, per draw."""
+    out: dict[int, list[pd.DataFrame]] = {}
+    for name, srows in speakers(df, rows):
+        for seed in range(ap.DRAWS):
+            ref = ap.draw(np.flatnonzero(srows), adapt.REFERENCE_CLIPS, seed, f"{salt}{name}")
+            out.setdefault(seed, []).append(ap.fold_table(df, srows, ap.scores(x, probe, srows, ref), labels, t,
+                                                          fold, f"20 clips of the speaker, draw {seed}"))
+    return out
+
+
+def uar(t: pd.DataFrame) -> float:
+    """Unweighted mean of the per-emotion recalls."""
+    return float((t["pred"] == t["true"]).groupby(t["true"]).mean().mean())
+
+
+def single_clip_figures(rows: pd.DataFrame, files: set) -> dict:
+    """WU2S's single-clip figures on the same clips (``adapt_probe.figures``)."""
+    part = rows[rows["file"].isin(files)]
+    return {**ap.figures(part), "uar": round(uar(part), 4)}
+
+
+def shifted_right(work: Path, df: pd.DataFrame, test: np.ndarray, fold: int, probe: dict,
+                  labels: list[str]) -> dict[str, np.ndarray]:
+    """Per condition, (draws x clips) right answers on the fold's RAVDESS test clips, each speaker's shifted
+    clips adapted from 20 of them."""
+    from ser_core import channel, robustness
+
+    cache = work / f"shifted_ravdess_fold{fold}_seed0.npz"
+    if not cache.exists():
+        raise SystemExit(f"{cache} is missing: python training/whisper_probe.py shifts ... makes it")
+    rows = df[test & (df["corpus"] == "ravdess").to_numpy()].reset_index(drop=True)
+    conditions = [robustness.CLEAN, *channel.SHIFTS]
+    vecs, truth = ep.load_shifted(cache, rows["path"].tolist(), conditions), rows["emotion"].to_numpy()
+    out = {}
+    for j, cond in enumerate(conditions):
+        v = vecs[:, j].astype(np.float64)
+        right = np.zeros((ap.DRAWS, len(v)), bool)
+        for name in sorted(rows["speaker"].unique()):
+            idx = np.flatnonzero(rows["speaker"].to_numpy() == name)
+            for d in range(ap.DRAWS):
+                ref = ap.draw(idx, adapt.REFERENCE_CLIPS, d, f"{fold}{cond}{name}")
+                pred = np.asarray(labels)[ap.read(v[idx], adapt.reference_stats(v[ref]), probe).argmax(axis=1)]
+                right[d, idx] = pred == truth[idx]
+        out[cond] = right
+    return out
+
+
+def measure(work: Path, out: Path, results: Path = RESULTS,
+            parts: tuple[str, ...] = ("loco", "emobox6", "shifts")) -> dict:
+    """WU2A-SP's registered figures (module docstring); writes ``out`` and its held-out rows beside it."""
+    ap._SINGLE.clear()
+    df, x = ep.load_vectors(work)
+    df = df.reset_index(drop=True)
+    df[SETUP] = setups(df)
+    df["file"] = df["path"].map(lambda v: Path(v).name)
+    aug = ep.load_channel_vectors(work, df, COPIES)
+    res: dict = {"made_by": f"python training/speaker_probe.py measure --work {work} --parts {','.join(parts)} "
+                            f"--out {out}", "reference_clips": adapt.REFERENCE_CLIPS, "draws": ap.DRAWS,
+                 "c_grid": GRID, "channel_copies": COPIES}
+    kept = []
+    if "loco" in parts:
+        single = pd.read_csv(results / "loco_calibration_WU2S_predictions.csv.gz", dtype={"speaker": str})
+        single = single[(single["calibration"] == "shipped") & (single["protocol"] == "loco")]
+        res["loco"] = {}
+        for fold, held in enumerate(splits.corpora(df), 1):
+            train_rows = (df["corpus"] != held).to_numpy()
+            probe, labels, info = fit_fold(x, df, train_rows, aug, f"{held} out")
+            per_seed = answered(x, df, ~train_rows, probe, labels, info["temperature"], fold, held)
+            tables = [pd.concat(v, ignore_index=True) for _, v in sorted(per_seed.items())]
+            files = set(tables[0]["file"])
+            res["loco"][held] = {**info, "speakers": len(speakers(df, ~train_rows)), "clips": len(files),
+                                 "reference_20": ap.summary(tables),
+                                 "single_clip_same_clips": single_clip_figures(single[single["corpus"] == held],
+                                                                               files)}
+            kept += [t.assign(protocol="loco") for t in tables]
+            m = res["loco"][held]["reference_20"]["mean"]
+            print(f"{held} out: {info}; own {m['own_accuracy']:.3f}, ECE {m['ece']:.3f} (single clip "
+                  f"{res['loco'][held]['single_clip_same_clips']['own_accuracy']:.3f})", flush=True)
+    if "emobox6" in parts:
+        pooled: dict[int, list] = {}
+        folds, shifted = {}, {}
+        for fold, train_rows, test, _ in ep.emobox6_folds(df):
+            probe, labels, info = fit_fold(x, df, train_rows, aug, f"emobox6 fold {fold}")
+            folds[str(fold)] = info
+            for seed, v in answered(x, df, test, probe, labels, info["temperature"], fold, str(fold)).items():
+                pooled.setdefault(seed, []).extend(v)
+            if "shifts" in parts:
+                for cond, right in shifted_right(work, df, test, fold, probe, labels).items():
+                    shifted.setdefault(cond, []).append(right)
+            print(f"emobox6 fold {fold}: {info}", flush=True)
+        tables = [pd.concat(v, ignore_index=True) for _, v in sorted(pooled.items())]
+        single = route_probe.branch_rows(results)["emobox6"]      # temperature cross-fitted by fold
+        res["emobox6"] = {}
+        for c in splits.corpora(df):
+            mine = [t[t["corpus"] == c] for t in tables]
+            res["emobox6"][c] = {**ap.summary(mine), "uar": round(float(np.mean([uar(t) for t in mine])), 4),
+                                 "single_clip_same_clips": single_clip_figures(single[single["corpus"] == c],
+                                                                               set(mine[0]["file"]))}
+        res["emobox6"]["folds"] = folds
+        gaps = [evaluation.gender_gap(t[t["corpus"] == "ravdess"]) for t in tables]
+        res["emobox6"]["ravdess_gender_gap"] = round(float(np.mean([g["gap"] for g in gaps])), 4)
+        res["emobox6"]["ravdess_gender_gap_ci95_draw0"] = gaps[0]["ci95"]
+        kept += [t.assign(protocol="emobox6") for t in tables]
+        if shifted:
+            res["shifts"] = ap.shift_figures(shifted)
+            print("shifts: " + ", ".join(f"{k} {v['drop']}" for k, v in res["shifts"].items() if k != "max_drop"),
+                  flush=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=1) + "\n")
+    if kept:
+        ap.compact(pd.concat(kept, ignore_index=True).drop(columns="file")).to_csv(ap.predictions_path(out),
+                                                                                   index=False)
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    p0 = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p0.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("measure", help="WU2A-SP's registered figures")
+    p.add_argument("--work", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--parts", default="loco,emobox6,shifts", help="comma-separated: loco, emobox6, shifts")
+    args = p0.parse_args(argv)
+    measure(args.work, args.out, parts=tuple(args.parts.split(",")))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
