@@ -329,10 +329,7 @@ def measure(work: Path, loco_choices: Path | None, out: Path, emobox6_choices: P
             results["shifts"] = shift_figures(shifted)
             print("shifts: " + ", ".join(f"{k} {v['drop']}" for k, v in results["shifts"].items()
                                          if k != "max_drop"), flush=True)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1) + "\n")
-    if kept:
-        compact(pd.concat(kept, ignore_index=True)).to_csv(predictions_path(out), index=False)
+    save(out, results, kept)
     return results
 
 
@@ -340,11 +337,20 @@ def measure(work: Path, loco_choices: Path | None, out: Path, emobox6_choices: P
 KEPT = ["protocol", "reference", "fold", "file", "corpus", "speaker", "gender", "true", "pred", "confidence"]
 
 
-def compact(rows: pd.DataFrame) -> pd.DataFrame:
-    """The held-out rows as kept: :data:`KEPT` and the probabilities, rounded."""
-    rows = rows.rename(columns={"path": "file"})
+def compact(rows: pd.DataFrame, extra: tuple[str, ...] = ()) -> pd.DataFrame:
+    """The held-out rows as kept: :data:`KEPT`, the probabilities, rounded, and the ``extra`` columns."""
+    rows = rows.drop(columns="path", errors="ignore") if "file" in rows else rows.rename(columns={"path": "file"})
     probs = [f"p_{lab}" for lab in EMOTIONS]
-    return rows[[c for c in KEPT if c in rows] + probs].round({c: 4 for c in ["confidence", *probs]})
+    return rows[[c for c in KEPT if c in rows] + probs + list(extra)].round({c: 4 for c in ["confidence", *probs]})
+
+
+def save(out: Path, results: dict, kept: list[pd.DataFrame], extra: tuple[str, ...] = ()) -> None:
+    """A measurement's figures (``out``) and, when there are any, its held-out rows beside them
+    (:func:`predictions_path`, :func:`compact` with the ``extra`` columns)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1) + "\n")
+    if kept:
+        compact(pd.concat(kept, ignore_index=True), extra).to_csv(predictions_path(out), index=False)
 
 
 def shifted_right(work: Path, df: pd.DataFrame, test: np.ndarray, fold: int, probe: dict,

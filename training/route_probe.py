@@ -281,24 +281,26 @@ def measure(work: Path, out: Path, results: Path = RESULTS, parts: tuple[str, ..
             res["shifts_cn_alone"] = ap.shift_figures(shifted_cn)
     r = pd.DataFrame(res["routes"])
     res["routed_new"] = {k: f"{int((g['route'] == 'new').sum())} of {len(g)}" for k, g in r.groupby("protocol")}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=1) + "\n")
-    if kept:
-        rows = pd.concat(kept, ignore_index=True)
-        ap.compact(rows).assign(route=rows["route"].to_numpy()).to_csv(ap.predictions_path(out), index=False)
+    ap.save(out, res, kept, extra=("route",))
     return res
 
 
+def parser(doc: str, what: str) -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    """A session-40 script's command line: its ``measure`` step (``what``) with ``--work``, ``--out`` and
+    ``--parts``; returns the parser and the step's, for more options."""
+    top = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    step = top.add_subparsers(dest="cmd", required=True).add_parser("measure", help=what)
+    step.add_argument("--work", type=Path, required=True)
+    step.add_argument("--out", type=Path, required=True)
+    step.add_argument("--parts", default="loco,emobox6,shifts", help="comma-separated: loco, emobox6, shifts")
+    return top, step
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap_ = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap_.add_subparsers(dest="cmd", required=True)
-    p = sub.add_parser("measure", help="WU2A-R's registered figures")
-    p.add_argument("--work", type=Path, required=True)
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--parts", default="loco,emobox6,shifts", help="comma-separated: loco, emobox6, shifts")
-    p.add_argument("--scale", choices=SCALES, default="clips",
-                   help="novelty in units of the clips' spread (WU2A-R) or the speakers' (WU2A-RS, addendum 1)")
-    args = ap_.parse_args(argv)
+    top, step = parser(__doc__, "WU2A-R's registered figures")
+    step.add_argument("--scale", choices=SCALES, default="clips",
+                      help="novelty in units of the clips' spread (WU2A-R) or the speakers' (WU2A-RS, addendum 1)")
+    args = top.parse_args(argv)
     res = measure(args.work, args.out, parts=tuple(args.parts.split(",")), scale=args.scale)
     print(json.dumps({k: res[k] for k in ("routed_new",)}, indent=1))
     return 0

@@ -17,7 +17,6 @@ temperature cross-fitted by fold, as the default's ECE is read).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -199,22 +198,12 @@ def measure(work: Path, out: Path, results: Path = RESULTS,
             res["shifts"] = ap.shift_figures(shifted)
             print("shifts: " + ", ".join(f"{k} {v['drop']}" for k, v in res["shifts"].items() if k != "max_drop"),
                   flush=True)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=1) + "\n")
-    if kept:
-        ap.compact(pd.concat(kept, ignore_index=True).drop(columns="file")).to_csv(ap.predictions_path(out),
-                                                                                   index=False)
+    ap.save(out, res, kept)
     return res
 
 
 def main(argv: list[str] | None = None) -> int:
-    p0 = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p0.add_subparsers(dest="cmd", required=True)
-    p = sub.add_parser("measure", help="WU2A-SP's registered figures")
-    p.add_argument("--work", type=Path, required=True)
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--parts", default="loco,emobox6,shifts", help="comma-separated: loco, emobox6, shifts")
-    args = p0.parse_args(argv)
+    args = route_probe.parser(__doc__, "WU2A-SP's registered figures")[0].parse_args(argv)
     measure(args.work, args.out, parts=tuple(args.parts.split(",")))
     return 0
 
