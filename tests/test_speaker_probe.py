@@ -41,3 +41,14 @@ def test_a_speaker_moved_as_a_whole_answers_the_same_and_their_labels_are_not_re
         answers.append(np.concatenate([t["pred"].to_numpy() for v in tables.values() for t in v]))
     assert (answers[0] == answers[1]).all() and (answers[0] == answers[2]).all()
     assert len(answers[0]) == sp.ap.DRAWS * 20
+
+
+def test_each_recipe_takes_its_folds_given_parts_from_the_committed_records(sp):
+    h, sph = sp.fold_records("H", sp.RESULTS), sp.fold_records("SPH", sp.RESULTS)
+    keys = {f"loco:{c}" for c in ("ravdess", "ased", "emovo", "urdu")} | {f"emobox6:{k}" for k in range(1, 7)}
+    assert set(h) == keys and set(sph) == keys and sp.fold_records("SP", sp.RESULTS) == {}
+    # the shipped adapted mode's folds as session 39 recorded them: both halves' C and the temperature
+    assert all(v["C"] > 0 and v["single_clip_C"] > 0 and v["temperature"] > 1 for v in h.values())
+    assert h["loco:emovo"]["single_clip_C"] == sph["loco:emovo"]["single_clip_C"]     # WU2S's choice, both
+    with pytest.raises(ValueError, match="recipe must be one of"):
+        sp.measure(sp.RESULTS, sp.RESULTS / "never.json", recipe="XX")

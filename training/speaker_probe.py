@@ -36,6 +36,9 @@ from ser_core import adapt, evaluation, splits  # noqa: E402
 RESULTS = HERE / "results" / "candidates"
 GRID = (0.0001, 0.0003, 0.001, 0.003)
 COPIES = "babble:1+loudbabble:2"
+#: WU2A-SP (the speaker probe), the shipped adapted mode WU2A-H given one speaker's clips (addendum 3, reported),
+#: WU2A-SPH (the speaker probe and the single-clip probe together, addendum 3).
+RECIPES = ("SP", "H", "SPH")
 SETUP = "setup"             # the column adapt_probe.train standardises by: a speaker, or a corpus's other speakers
 
 
@@ -59,16 +62,17 @@ def labels_of(df: pd.DataFrame, rows: np.ndarray, labels: list[str]) -> np.ndarr
 
 
 def inner_rows(x: np.ndarray, df: pd.DataFrame, rows: np.ndarray, c: float, aug: np.ndarray | None,
-               what: str) -> list[tuple]:
+               what: str, single_c: float | None = None) -> list[tuple]:
     """Each corpus of ``rows`` left out in turn, the speaker probe trained on the others, each of its speakers
-    with 20+ clips adapted from ``DRAWS`` references of 20 of their clips: (scores, label index, corpus)."""
+    with 20+ clips adapted from ``DRAWS`` references of 20 of their clips: (scores, label index, corpus). With
+    ``single_c`` (WU2A-SPH) the probe is a hybrid with the single-clip probe of that C."""
     out = []
     for corpus in splits.corpora(df[rows]):
         held = rows & (df["corpus"] == corpus).to_numpy()
         spk = speakers(df, held)
         if not spk:
             continue
-        probe, labels = ap.train(x, df, rows & ~held, c, aug, by=SETUP)
+        probe, labels = ap.train(x, df, rows & ~held, c, aug, single_c=single_c, by=SETUP)
         for name, srows in spk:
             y = labels_of(df, srows, labels)
             for seed in range(ap.DRAWS):
@@ -78,15 +82,37 @@ def inner_rows(x: np.ndarray, df: pd.DataFrame, rows: np.ndarray, c: float, aug:
     return out
 
 
-def fit_fold(x: np.ndarray, df: pd.DataFrame, train_rows: np.ndarray, aug: np.ndarray | None, what: str):
-    """C chosen from :data:`GRID` inside ``train_rows``, the temperature on its inner rows, the probe on them."""
-    inner = {c: inner_rows(x, df, train_rows, c, aug, what) for c in GRID}
+def fit_fold(x: np.ndarray, df: pd.DataFrame, train_rows: np.ndarray, aug: np.ndarray | None, what: str,
+             recipe: str = "SP", fixed: dict | None = None):
+    """A fold's probe and its record. WU2A-SP (``recipe`` "SP") and WU2A-SPH ("SPH": ``fixed`` gives the
+    single-clip half's C): C chosen from :data:`GRID` inside ``train_rows``, the temperature on its inner rows.
+    The shipped adapted mode ("H"): ``fixed`` is WU2A-H's record of the fold (C, single-clip C, temperature)."""
+    if recipe == "H":
+        probe, labels = ap.train(x, df, train_rows, fixed["C"], aug, single_c=fixed["single_clip_C"])
+        return probe, labels, {k: fixed[k] for k in ("C", "single_clip_C", "temperature")}
+    single_c = fixed["single_clip_C"] if recipe == "SPH" else None
+    inner = {c: inner_rows(x, df, train_rows, c, aug, what, single_c) for c in GRID}
     accuracy = {c: ap.own_accuracy(r) for c, r in inner.items()}
     c = max(GRID, key=lambda k: (accuracy[k], -k))
     t = ap.fit_temperature(inner[c], "corpora")
-    probe, labels = ap.train(x, df, train_rows, c, aug, by=SETUP)
-    return probe, labels, {"C": c, "temperature": round(t, 4),
+    probe, labels = ap.train(x, df, train_rows, c, aug, single_c=single_c, by=SETUP)
+    return probe, labels, {"C": c, "temperature": round(t, 4), **({"single_clip_C": single_c} if single_c else {}),
                            "inner_own_accuracy": {f"{k:g}": round(v, 4) for k, v in accuracy.items()}}
+
+
+def fold_records(recipe: str, results: Path) -> dict[str, dict]:
+    """What each fold of a recipe takes as given, by "loco:<corpus>" and "emobox6:<fold>": WU2A-H's recorded
+    fold (H), WU2S's single-clip C (SPH), nothing (SP)."""
+    if recipe == "H":
+        h = json.loads((results / "adapted_WU2A-H.json").read_text())
+        return {**{f"loco:{k}": v for k, v in h["loco"].items()},
+                **{f"emobox6:{k}": v for k, v in h["emobox6"]["folds"].items()}}
+    if recipe == "SPH":
+        loco = json.loads((results / "loco_WU2S_predictions_choices.json").read_text())
+        folds = json.loads((results / "emobox6_WU2S_probe_predictions_choices.json").read_text())
+        return {**{f"loco:{k}": {"single_clip_C": float(v["C"])} for k, v in loco.items()},
+                **{f"emobox6:{k}": {"single_clip_C": float(v["C"])} for k, v in folds.items()}}
+    return {}
 
 
 def answered(x: np.ndarray, df: pd.DataFrame, rows: np.ndarray, probe: dict, labels: list[str], t: float,
@@ -139,17 +165,21 @@ def shifted_right(work: Path, df: pd.DataFrame, test: np.ndarray, fold: int, pro
 
 
 def measure(work: Path, out: Path, results: Path = RESULTS,
-            parts: tuple[str, ...] = ("loco", "emobox6", "shifts")) -> dict:
-    """WU2A-SP's registered figures (module docstring); writes ``out`` and its held-out rows beside it."""
+            parts: tuple[str, ...] = ("loco", "emobox6", "shifts"), recipe: str = "SP") -> dict:
+    """A recipe's registered figures with one speaker's references (module docstring, :data:`RECIPES`); writes
+    ``out`` and its held-out rows beside it."""
+    if recipe not in RECIPES:
+        raise ValueError(f"recipe must be one of {RECIPES}, not {recipe!r}")
     ap._SINGLE.clear()
+    records = fold_records(recipe, results)
     df, x = ep.load_vectors(work)
     df = df.reset_index(drop=True)
     df[SETUP] = setups(df)
     df["file"] = df["path"].map(lambda v: Path(v).name)
     aug = ep.load_channel_vectors(work, df, COPIES)
-    res: dict = {"made_by": f"python training/speaker_probe.py measure --work {work} --parts {','.join(parts)} "
-                            f"--out {out}", "reference_clips": adapt.REFERENCE_CLIPS, "draws": ap.DRAWS,
-                 "c_grid": GRID, "channel_copies": COPIES}
+    res: dict = {"made_by": f"python training/speaker_probe.py measure --work {work} --recipe {recipe} "
+                            f"--parts {','.join(parts)} --out {out}", "recipe": recipe,
+                 "reference_clips": adapt.REFERENCE_CLIPS, "draws": ap.DRAWS, "c_grid": GRID, "channel_copies": COPIES}
     kept = []
     if "loco" in parts:
         single = pd.read_csv(results / "loco_calibration_WU2S_predictions.csv.gz", dtype={"speaker": str})
@@ -157,7 +187,8 @@ def measure(work: Path, out: Path, results: Path = RESULTS,
         res["loco"] = {}
         for fold, held in enumerate(splits.corpora(df), 1):
             train_rows = (df["corpus"] != held).to_numpy()
-            probe, labels, info = fit_fold(x, df, train_rows, aug, f"{held} out")
+            probe, labels, info = fit_fold(x, df, train_rows, aug, f"{held} out", recipe,
+                                           records.get(f"loco:{held}"))
             per_seed = answered(x, df, ~train_rows, probe, labels, info["temperature"], fold, held)
             tables = [pd.concat(v, ignore_index=True) for _, v in sorted(per_seed.items())]
             files = set(tables[0]["file"])
@@ -173,7 +204,8 @@ def measure(work: Path, out: Path, results: Path = RESULTS,
         pooled: dict[int, list] = {}
         folds, shifted = {}, {}
         for fold, train_rows, test, _ in ep.emobox6_folds(df):
-            probe, labels, info = fit_fold(x, df, train_rows, aug, f"emobox6 fold {fold}")
+            probe, labels, info = fit_fold(x, df, train_rows, aug, f"emobox6 fold {fold}", recipe,
+                                           records.get(f"emobox6:{fold}"))
             folds[str(fold)] = info
             for seed, v in answered(x, df, test, probe, labels, info["temperature"], fold, str(fold)).items():
                 pooled.setdefault(seed, []).extend(v)
@@ -203,8 +235,11 @@ def measure(work: Path, out: Path, results: Path = RESULTS,
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = route_probe.parser(__doc__, "WU2A-SP's registered figures")[0].parse_args(argv)
-    measure(args.work, args.out, parts=tuple(args.parts.split(",")))
+    top, step = route_probe.parser(__doc__, "a recipe's registered figures with one speaker's references")
+    step.add_argument("--recipe", choices=RECIPES, default="SP",
+                      help="WU2A-SP, the shipped WU2A-H given one speaker's clips, or WU2A-SPH (addendum 3)")
+    args = top.parse_args(argv)
+    measure(args.work, args.out, parts=tuple(args.parts.split(",")), recipe=args.recipe)
     return 0
 
 
