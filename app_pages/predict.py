@@ -222,7 +222,9 @@ def setup_mode(predictor, probe) -> None:
     st.caption(f"Upload at least {REFERENCE_CLIPS} recordings made the same way (one microphone, room or call "
                "line; several speakers are fine). The model first learns what this setup does to speech from "
                "all of them, unlabelled, then reads each clip. The clips should hold the setup's ordinary mix of "
-               "speech: twenty clips of one emotion would take that emotion out."
+               "speech: twenty clips of one emotion would take that emotion out. One person's own recordings "
+               "count as a setup too when they hold a mix of emotions; recordings mostly in one mood are better "
+               "read one clip at a time (docs/multicorpus.md, session 40)."
                + (f" Leaving each corpus out of training and adapting to it this way, it was right on {heard} "
                   "of its clips (its own emotions)." if heard else ""))
     ups = st.file_uploader(f"Audio files of one setup ({', '.join(views.UPLOAD_TYPES)}; "

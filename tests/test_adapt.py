@@ -487,6 +487,8 @@ def test_the_predict_page_reads_many_clips_of_one_setup(adapted_dir, tmp_path, m
     at = start_app()
     assert "Many clips of one setup" in at.segmented_control(key="p_source").options
     at.segmented_control(key="p_source").set_value("Many clips of one setup").run()
+    # what a folder must hold, one person's own recordings included (session 40's measurement)
+    assert any("ordinary mix" in c.value and "One person's own recordings" in c.value for c in at.caption)
     clips = sorted(SAMPLES.glob("*.flac"))
     files = [(p.name, p.read_bytes(), "audio/flac") for p in clips] + [("broken.wav", b"RIFF not audio", "audio/wav")]
     at.file_uploader(key="p_setup").set_value(files).run()
