@@ -35,7 +35,8 @@ from ser_core.config import EMOTIONS  # noqa: E402
 
 RESULTS = HERE / "results" / "candidates"
 GROUPS = 5                  # speaker groups of each training corpus for the familiar examples
-COPIES = "babble:1+loudbabble:2"
+#: WU2S's channel copies, which WU2A-CN's probes learnt with (its recipe's)
+COPIES = json.loads((HERE / "recipes" / "whisper_wu2s.json").read_text())["probe"]["channel_copies"]
 SCALES = ("clips", "speakers")     # WU2A-R, WU2A-RS (addendum 1)
 COLUMNS = ["fold", "file", "corpus", "speaker", "gender", "true", "pred", "confidence",
            *(f"p_{lab}" for lab in EMOTIONS)]

@@ -14,6 +14,10 @@ alike. Measured: the speaker folds (RAVDESS accuracy, UAR, gender gap), each cor
 channel shifts (each shifted speaker adapted from 20 of their shifted clips), and beside them WU2S's single-clip
 answers of the same clips (leaving a corpus out, calibrated as shipped; under the speaker folds, the
 temperature cross-fitted by fold, as the default's ECE is read).
+
+``--recipe H`` (addendum 3, reported) measures the shipped adapted mode, WU2A-H's recorded folds, given one
+speaker's 20 clips as the reference instead of the setup's; ``--recipe SPH`` (registered) is the speaker probe and
+the single-clip probe of WU2S's recipe answering together, as WU2A-H joins WU2A-CN's.
 """
 from __future__ import annotations
 
@@ -35,7 +39,7 @@ from ser_core import adapt, evaluation, splits  # noqa: E402
 
 RESULTS = HERE / "results" / "candidates"
 GRID = (0.0001, 0.0003, 0.001, 0.003)
-COPIES = "babble:1+loudbabble:2"
+COPIES = route_probe.COPIES
 #: WU2A-SP (the speaker probe), the shipped adapted mode WU2A-H given one speaker's clips (addendum 3, reported),
 #: WU2A-SPH (the speaker probe and the single-clip probe together, addendum 3).
 RECIPES = ("SP", "H", "SPH")
