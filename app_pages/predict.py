@@ -11,7 +11,7 @@ from ser_core import schema
 from ser_core.config import max_audio_seconds
 from ser_core.errors import (NoAudioStreamError, SERError, SilentAudioError, UnreadableAudioError,
                              UnsupportedFormatError)
-from ser_core.predict import settled_answer
+from ser_core.predict import one_mood_note, settled_answer
 
 MAX_UPLOAD_MB = int(st.get_option("server.maxUploadSize"))
 SOURCES = ("Record", "Upload", "Sample clip", "Live")
@@ -252,9 +252,12 @@ def setup_mode(predictor, probe) -> None:
     unread = int((frame["answer"] == "unreadable").sum())
     if unread:
         st.warning(f"{unread} file(s) could not be read; their rows say why. The others were answered.")
+    note = one_mood_note(answers)
+    if note:
+        st.warning(note)
     left, right = st.columns([2, 3], gap="large")
     left.plotly_chart(views.answer_share_figure(frame), key="p_setup_chart", theme=None)
-    shown = frame[[c for c in ("file", "answer", "confidence", "problem") if c in frame]]
+    shown = frame[[c for c in ("file", "answer", "confidence", "one clip at a time", "problem") if c in frame]]
     right.dataframe(shown, hide_index=True, key="p_setup_table")
     st.download_button("Answers as CSV", frame.to_csv(index=False), file_name="setup-emotions.csv",
                        mime="text/csv", icon=":material/download:")

@@ -314,14 +314,16 @@ def prediction_csv(pred) -> str:
 
 
 def setup_frame(answers: list, names: list[str]) -> pd.DataFrame:
-    """One row per clip of a setup read in the adapted mode: its answer in words, confidence and probabilities,
-    or what was wrong with the file (``answers``: a ``Prediction`` or the exception its audio raised)."""
+    """One row per clip of a setup read in the adapted mode: its answer in words, confidence and probabilities, its
+    answer one clip at a time, or what was wrong with the file (``answers``: a ``Prediction`` or the exception its
+    audio raised)."""
     rows = []
     for name, a in zip(names, answers):
         if isinstance(a, Exception):
             rows.append({"file": name, "answer": "unreadable", "confidence": None, "problem": str(a)})
             continue
         rows.append({"file": name, "answer": a.summary(), "confidence": round(float(a.confidence), 4),
+                     "one clip at a time": a.one_clip.summary() if a.one_clip is not None else "",
                      "problem": a.message or "",
                      **{f"p_{k}": round(float(v), 4) for k, v in a.probabilities.items()}})
     return pd.DataFrame(rows)

@@ -32,7 +32,7 @@ def _files(targets: list[str]) -> list[Path]:
 
 def cmd_predict(args) -> int:
     from . import runs
-    from .predict import answer_shares, load_predictor
+    from .predict import answer_shares, load_predictor, one_mood_note
     from .progress import Progress
 
     files = _files(args.inputs)
@@ -50,6 +50,9 @@ def cmd_predict(args) -> int:
         # on stderr: stdout stays one row (or JSON line) per file
         print(f"adapted to this recording setup: its {n_ref} clips with speech are the reference "
               f"(they should hold its ordinary mix of speech, not one emotion)", file=sys.stderr, flush=True)
+        note = one_mood_note(answers_adapted)
+        if note:
+            print(f"warning: {note}", file=sys.stderr, flush=True)
     failed, answers = 0, []
     if not args.json:
         print(f"{'file':<40} {'emotion':<26} {'confidence':>10}")

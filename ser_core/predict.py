@@ -94,6 +94,8 @@ class Prediction:
     not_sure: bool = False
     novelty: float | None = None
     unfamiliar: bool = False
+    #: In the adapted mode, the same clip's answer one clip at a time (the folder's own probe), shown beside.
+    one_clip: Prediction | None = None
 
     @property
     def speech(self) -> bool:
@@ -114,6 +116,9 @@ class Prediction:
             d["message"] = self.message
         if windows:
             d["windows"] = [asdict(w) for w in self.windows]
+        if self.one_clip is not None:
+            d["one_clip"] = {"emotion": self.one_clip.emotion, "best": self.one_clip.best,
+                             "confidence": round(float(self.one_clip.confidence), 6)}
         return d
 
 
@@ -149,6 +154,14 @@ def answer_shares(best, not_sure=None) -> str:
 #: right 14-21 % of the time (docs/multicorpus.md, "Session 26").
 SETTLED_WINDOW, SETTLED_COUNT = 8, 5
 
+#: A folder for the adapted mode that its one-clip answers put mostly in one emotion may really be mostly one mood,
+#: and standardising by its own clips then takes that mood out. Session 40 (docs/multicorpus.md) measured it on
+#: one speaker's folders: URDU's talk-show speakers with 20+ clips are 90-100 % one emotion, the adapted mode
+#: answers them worse than one clip at a time (41-45 % against 50 %), and the commonest one-clip answer covers a
+#: median 68-71 % of their clips against 22-45 % for the other corpora's speakers. The share that warns sits
+#: between (set from that look at all four corpora, not from held-out figures).
+ONE_MOOD_SHARE = 0.6
+
 
 def settled_answer(answers, window: int = SETTLED_WINDOW,
                    count: int = SETTLED_COUNT) -> tuple[str, int, int] | None:
@@ -165,6 +178,31 @@ def settled_answer(answers, window: int = SETTLED_WINDOW,
     top = max(times.values())
     emotion = next(a for a in reversed(recent) if times[a] == top)
     return (emotion, top, len(recent)) if top >= count else None
+
+
+def one_mood(answers, share: float = ONE_MOOD_SHARE) -> tuple[str, int, int] | None:
+    """Is a folder mostly one mood, by its one-clip answers? ``answers``: each clip's most likely emotion one clip
+    at a time (``Prediction.best``; ``None`` for no speech is skipped).
+
+    Returns ``(emotion, times, out_of)`` when one emotion is the answer to at least ``share`` of them (a tie goes
+    to the one met first), else ``None``.
+    """
+    heard = [a for a in answers if a is not None]
+    if not heard:
+        return None
+    emotion, times = Counter(heard).most_common(1)[0]
+    return (emotion, times, len(heard)) if times >= share * len(heard) else None
+
+
+def one_mood_note(answers) -> str | None:
+    """What to tell a user whose folder, answered in the adapted mode, looks mostly one mood (:func:`one_mood` of
+    its clips' one-clip answers; ``answers``: :meth:`ProbePredictor.predict_adapted`'s), or None."""
+    mood = one_mood([a.one_clip.best for a in answers if isinstance(a, Prediction) and a.one_clip is not None])
+    if mood is None:
+        return None
+    emotion, times, n = mood
+    return (f"{times} of these {n} clips sound {emotion} one clip at a time. If the folder really is mostly "
+            f"{emotion}, adapting to it takes that mood out: read the one-clip answers beside the adapted ones.")
 
 
 @dataclass
@@ -1105,11 +1143,16 @@ class ProbePredictor(BasePredictor):
         stats = adapt.reference_stats(np.concatenate([v[sp] for *_, sp, v in heard]), adapt.REFERENCE_CLIPS)
         for i, duration, starts, sizes, speech, vecs in heard:
             t0 = np.asarray(starts) / rate
+            ends = t0 + np.asarray(sizes) / rate
+            single = probe_logits(vecs, self.probe)
             s = adapt.logits(vecs, stats, probe.arrays)
             if probe.record.get("hybrid"):      # WU2A-H: the folder's own one-clip answer multiplied in
-                s = adapt.hybrid(s, probe_logits(vecs, self.probe))
-            scores = WindowScores(t0, t0 + np.asarray(sizes) / rate, adapt.softmax(s), speech)
-            out[i] = prediction(scores, self.labels, probe.calibration, names[i], duration)
+                s = adapt.hybrid(s, single)
+            out[i] = prediction(WindowScores(t0, ends, adapt.softmax(s), speech), self.labels, probe.calibration,
+                                names[i], duration)
+            # the clip's answer on its own, as `ser predict` gives it (see ONE_MOOD_SHARE)
+            out[i].one_clip = prediction(WindowScores(t0, ends, adapt.softmax(single), speech), self.labels,
+                                         self.calibration, names[i], duration, self.gate)
         return out, len(heard)
 
     def cut(self, y: np.ndarray, memo: dict | None = None) -> tuple[list[int], list[np.ndarray], np.ndarray]:

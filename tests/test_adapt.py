@@ -4,6 +4,7 @@ adapted, no held-out label read, and the temperature's two weightings."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -273,8 +274,33 @@ def test_the_adapted_mode_reads_each_clip_standardised_by_the_folders_clips(adap
     for i, a in enumerate(answers):
         np.testing.assert_allclose([a.probabilities[e] for e in EMOTIONS], want[i], atol=2e-4)
         assert a.not_sure == (a.confidence < 0.5)
-    # the one-clip answers are the folder's probe's, unchanged
-    assert pred.predict_file(paths[0]).probabilities != answers[0].probabilities
+    # the one-clip answers are the folder's probe's, unchanged, and each adapted answer carries its clip's (shown
+    # beside it, and in a JSON row)
+    for i in (0, 17):
+        alone = pred.predict_file(paths[i])
+        assert alone.probabilities != answers[i].probabilities
+        assert answers[i].one_clip.summary() == alone.summary() and answers[i].one_clip.best == alone.best
+        assert answers[i].one_clip.confidence == pytest.approx(alone.confidence, abs=1e-6)
+        assert answers[i].to_dict()["one_clip"]["best"] == alone.best and "one_clip" not in alone.to_dict()
+
+
+def test_a_folder_mostly_one_mood_by_its_one_clip_answers_is_told_so():
+    from ser_core.predict import ONE_MOOD_SHARE, Prediction, one_mood, one_mood_note
+
+    assert ONE_MOOD_SHARE == 0.6
+    assert one_mood(["sad"] * 6 + ["angry"] * 4) == ("sad", 6, 10)                # 60 %: told
+    assert one_mood(["sad"] * 5 + ["angry"] * 4 + [None] * 3) is None             # 5 of 9 heard: not
+    assert one_mood(["sad", "angry"] * 3, share=0.5) == ("sad", 3, 6)             # a tie: the first met
+    assert one_mood([None, None]) is None and one_mood([]) is None
+
+    def answer(best, alone):
+        one = Prediction("x", alone, 0.9, {}, 1.0, best=alone)
+        return Prediction("x", best, 0.9, {}, 1.0, best=best, one_clip=one)
+
+    folder = [answer("neutral", "angry")] * 14 + [answer("angry", "sad")] * 6 + [ValueError("broken")]
+    note = one_mood_note(folder)
+    assert note.startswith("14 of these 20 clips sound angry one clip at a time") and "takes that mood out" in note
+    assert one_mood_note([answer("neutral", e) for e in ("angry", "sad", "happy", "calm")] * 5) is None
 
 
 def test_a_hybrid_adapted_mode_multiplies_in_the_folders_own_answer(adapted_dir, tmp_path):
@@ -368,8 +394,9 @@ def test_ser_predict_adapt_answers_a_folder_and_says_what_it_adapted_to(adapted_
     assert r.returncode == EXIT_ERROR, r.stderr            # one file failed
     rows = [json.loads(line) for line in r.stdout.splitlines()]
     assert len(rows) == 33 and sum("error" in row for row in rows) == 1
-    assert all(row.get("adapted") is True for row in rows if "error" not in row)
+    assert all(row.get("adapted") is True and row["one_clip"]["best"] for row in rows if "error" not in row)
     assert "its 32 clips with speech are the reference" in r.stderr and "Traceback" not in r.stderr
+    assert "one clip at a time" not in r.stderr              # 32 clips of eight emotions: no one-mood warning
     r = run("--adapt", "--explain", str(tmp_path / "why"), str(folder))
     assert r.returncode != 0 and "does not go with --adapt" in r.stderr and "Traceback" not in r.stderr
     few = tmp_path / "few"
@@ -378,6 +405,12 @@ def test_ser_predict_adapt_answers_a_folder_and_says_what_it_adapted_to(adapted_
         shutil.copy(p, few)
     r = run("--adapt", str(few))
     assert r.returncode != 0 and "at least 20 clips with speech" in r.stderr and "Traceback" not in r.stderr
+    for i in range(15):                                       # one clip 16 times in 20: a folder mostly one mood
+        shutil.copy(sorted(SAMPLES.glob("*.flac"))[0], few / f"again-{i}.flac")
+    r = run("--adapt", str(few))
+    assert r.returncode == 0 and "Traceback" not in r.stderr
+    assert re.search(r"warning: (1[6-9]|20) of these 20 clips sound \w+ one clip at a time", r.stderr)
+    assert "takes that mood out" in r.stderr
 
 
 def test_ship_stores_an_adapted_probe_the_product_reads(ap, adapted_dir, tmp_path):
@@ -498,10 +531,15 @@ def test_the_predict_page_reads_many_clips_of_one_setup(adapted_dir, tmp_path, m
     table = at.dataframe[0].value
     assert len(table) == 33 and table.loc[table["file"] == "broken.wav", "answer"].item() == "unreadable"
     want, _ = load_predictor(models / "default").predict_adapted([str(p) for p in clips])
-    got = table.set_index("file").loc[[p.name for p in clips], "answer"].tolist()
-    assert got == [a.summary() for a in want]
+    got = table.set_index("file").loc[[p.name for p in clips], ["answer", "one clip at a time"]]
+    assert got["answer"].tolist() == [a.summary() for a in want]
+    assert got["one clip at a time"].tolist() == [a.one_clip.summary() for a in want]
+    assert not any("one clip at a time" in w.value for w in at.warning)
     at.file_uploader(key="p_setup").set_value(files[:5]).run()
     assert [e.value for e in at.error if "at least 20 clips" in e.value] and not at.exception
+    one = [(f"again-{i}.flac", files[0][1], "audio/flac") for i in range(16)] + files[1:5]   # mostly one mood
+    at.file_uploader(key="p_setup").set_value(one).run()
+    assert any(re.match(r"(1[6-9]|20) of these 20 clips sound", w.value) for w in at.warning) and not at.exception
 
     (models / "default" / "adapted.json").unlink()                  # a model without it: no such source
     (models / "default" / "adapted_probe.npz").unlink()
