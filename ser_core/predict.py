@@ -25,6 +25,7 @@ on Keras: see :mod:`ser_core.lite`.
 """
 from __future__ import annotations
 
+import math
 import threading
 from abc import ABC, abstractmethod
 from collections import Counter
@@ -184,14 +185,12 @@ def one_mood(answers, share: float = ONE_MOOD_SHARE) -> tuple[str, int, int] | N
     """Is a folder mostly one mood, by its one-clip answers? ``answers``: each clip's most likely emotion one clip
     at a time (``Prediction.best``; ``None`` for no speech is skipped).
 
-    Returns ``(emotion, times, out_of)`` when one emotion is the answer to at least ``share`` of them (a tie goes
-    to the one met first), else ``None``.
+    Returns ``(emotion, times, out_of)`` when one emotion is the answer to at least ``share`` of them, else
+    ``None``: :func:`settled_answer` over all of them (a tie, possible only for a share of one half or less, goes
+    to the most recent).
     """
-    heard = [a for a in answers if a is not None]
-    if not heard:
-        return None
-    emotion, times = Counter(heard).most_common(1)[0]
-    return (emotion, times, len(heard)) if times >= share * len(heard) else None
+    n = sum(a is not None for a in answers)
+    return settled_answer(answers, window=n, count=max(1, math.ceil(share * n - 1e-9))) if n else None
 
 
 def one_mood_note(answers) -> str | None:

@@ -290,7 +290,7 @@ def test_a_folder_mostly_one_mood_by_its_one_clip_answers_is_told_so():
     assert ONE_MOOD_SHARE == 0.6
     assert one_mood(["sad"] * 6 + ["angry"] * 4) == ("sad", 6, 10)                # 60 %: told
     assert one_mood(["sad"] * 5 + ["angry"] * 4 + [None] * 3) is None             # 5 of 9 heard: not
-    assert one_mood(["sad", "angry"] * 3, share=0.5) == ("sad", 3, 6)             # a tie: the first met
+    assert one_mood(["sad", "angry"] * 3, share=0.5) == ("angry", 3, 6)           # a tie: the most recent
     assert one_mood([None, None]) is None and one_mood([]) is None
 
     def answer(best, alone):
