@@ -97,7 +97,7 @@ def novelty(reference: np.ndarray, profile: dict[str, np.ndarray]) -> float:
 def profile_of(x: np.ndarray, df: pd.DataFrame, rows: np.ndarray, scale: str) -> dict:
     """:func:`setup_profile` of the ``rows``, its spread of clips (WU2A-R) or of speakers (WU2A-RS)."""
     return setup_profile(x[rows], df.loc[rows, "corpus"].to_numpy(str),
-                               df.loc[rows, "speaker"].to_numpy(str) if scale == "speakers" else None)
+                         df.loc[rows, "speaker"].to_numpy(str) if scale == "speakers" else None)
 
 
 def inner_novelties(x: np.ndarray, df: pd.DataFrame, rows: np.ndarray,
@@ -170,9 +170,8 @@ def pick(rows: pd.DataFrame, **where) -> pd.DataFrame:
     return out[[c for c in COLUMNS if c in out]].reset_index(drop=True)
 
 
-def shifted_right(work: Path, df: pd.DataFrame, x: np.ndarray, train_rows: np.ndarray, test: np.ndarray,
-                  fold: int, profile: dict, tau: float, probe: dict, labels: list[str],
-                  single: pd.DataFrame) -> tuple[dict, dict, list[dict]]:
+def shifted_right(work: Path, df: pd.DataFrame, test: np.ndarray, fold: int, profile: dict, tau: float,
+                  probe: dict, labels: list[str], single: pd.DataFrame) -> tuple[dict, dict, list[dict]]:
     """Per condition, (draws x clips) right answers of the routed mode and of WU2A-CN alone on the fold's RAVDESS
     test clips (the draws of ``adapt_probe.shifted_right``), and how each condition's references were routed."""
     from ser_core import channel, robustness
@@ -187,10 +186,11 @@ def shifted_right(work: Path, df: pd.DataFrame, x: np.ndarray, train_rows: np.nd
     routed, alone, how = {}, {}, []
     for j, cond in enumerate(conditions):
         v = vecs[:, j].astype(np.float64)
-        s = single[(single["fold"] == fold) & (single["shift"] == cond)].set_index("file")["pred_probe"]
-        single_right = s.reindex(files).to_numpy() == truth
-        if np.isnan(single_right.astype(float)).any() or s.reindex(files).isna().any():
+        pred = single[(single["fold"] == fold) & (single["shift"] == cond)].set_index("file")["pred_probe"]
+        pred = pred.reindex(files)
+        if pred.isna().any():
             raise SystemExit(f"fold {fold}, {cond}: WU2S's shift rows do not cover the fold's clips")
+        single_right = pred.to_numpy() == truth
         r_routed, r_alone = [], []
         for d in range(ap.DRAWS):
             ref = ap.draw(np.arange(len(v)), adapt.REFERENCE_CLIPS, d, f"{fold}{cond}")
@@ -265,7 +265,7 @@ def measure(work: Path, out: Path, results: Path = RESULTS, parts: tuple[str, ..
                     single = pd.read_csv(results / "emobox6_WU2S_shifts.csv.gz")
                 c_fold = float(cn_record["emobox6"]["folds"][str(fold)]["C"])
                 probe, labels = ap.train(x, df, train_rows, c_fold, aug)
-                r, a, how = shifted_right(work, df, x, train_rows, test, fold, profile, tau, probe, labels, single)
+                r, a, how = shifted_right(work, df, test, fold, profile, tau, probe, labels, single)
                 for cond in r:
                     shifted.setdefault(cond, []).append(r[cond])
                     shifted_cn.setdefault(cond, []).append(a[cond])
