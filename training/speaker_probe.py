@@ -132,8 +132,8 @@ def answered(x: np.ndarray, df: pd.DataFrame, rows: np.ndarray, probe: dict, lab
 
 
 def uar(t: pd.DataFrame) -> float:
-    """Unweighted mean of the per-emotion recalls."""
-    return float((t["pred"] == t["true"]).groupby(t["true"]).mean().mean())
+    """Unweighted mean of the per-emotion recalls (``ser_core.evaluation.summary``'s, over the emotions held)."""
+    return evaluation.summary(t["true"], t["pred"], sorted(set(t["true"]) | set(t["pred"])))["uar"]
 
 
 def single_clip_figures(rows: pd.DataFrame, files: set) -> dict:
